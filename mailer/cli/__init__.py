@@ -1,0 +1,91 @@
+"""The `mailer` command. Each subcommand parses its arguments, calls one library function and
+prints the result: tables for people, `--json` for machines, errors as one line on stderr.
+
+Exit status: 0 done, 1 an error the user can fix (the message says what), 2 a usage error.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import click
+from rich.console import Console
+
+from mailer.config import load_settings
+from mailer.errors import MailerError
+from mailer.workspace import Workspace
+
+err_console = Console(stderr=True, highlight=False)
+console = Console(highlight=False)
+
+
+class MailerGroup(click.Group):
+    """Turns every MailerError into exit status 1 and one line on stderr (a traceback only with
+    --debug)."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except MailerError as error:
+            if ctx.params.get("debug") or os.environ.get("MAILER_DEBUG"):
+                raise
+            for line in str(error).splitlines():
+                click.echo(f"mailer: {line}", err=True)
+            ctx.exit(1)
+
+
+@click.group(cls=MailerGroup)
+@click.option(
+    "--config", "config_path", envvar="MAILER_CONFIG", default="settings.toml",
+    show_default=True, type=click.Path(dir_okay=False),
+    help="The settings file (or set MAILER_CONFIG).",
+)  # fmt: skip
+@click.option("--debug", is_flag=True, help="Show tracebacks instead of one-line errors.")
+@click.version_option(package_name="mailer")
+@click.pass_context
+def cli(ctx: click.Context, config_path: str, debug: bool) -> None:
+    """mailer: email marketing automation whose campaigns live in files.
+
+    Campaigns are settings.toml, Jinja templates in templates/ and contact lists in lists/.
+    Start with `mailer init`, then `mailer check`, then `mailer import`.
+    """
+    ctx.obj = _LazyWorkspace(config_path)
+    ctx.call_on_close(ctx.obj.close)
+
+
+class _LazyWorkspace:
+    """Opens settings and database only when a command needs them, so --help always works."""
+
+    def __init__(self, config_path: str) -> None:
+        self.config_path = config_path
+        self._workspace: Workspace | None = None
+
+    def get(self) -> Workspace:
+        if self._workspace is None:
+            self._workspace = Workspace(load_settings(self.config_path))
+        return self._workspace
+
+    def close(self) -> None:
+        if self._workspace is not None:
+            self._workspace.close()
+
+
+pass_workspace = click.make_pass_decorator(_LazyWorkspace)
+
+
+def print_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, ensure_ascii=False, default=str))
+
+
+def main() -> None:
+    cli(prog_name="mailer")
+
+
+from mailer.cli import consent, contacts, project  # noqa: E402  (they register on `cli`)
+
+__all__ = ["cli", "consent", "contacts", "main", "project"]
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

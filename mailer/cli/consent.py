@@ -1,0 +1,162 @@
+"""`mailer consent ...`: what an auditor asks of the ledger and of one person."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+from rich.table import Table
+
+from mailer.cli import _LazyWorkspace, cli, console, err_console, pass_workspace, print_json
+from mailer.consent.ledger import verify as verify_ledger
+from mailer.consent.person import (
+    consent_history,
+    consent_overview,
+    erase_person,
+    export_person,
+    withdraw,
+)
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+
+
+@cli.group()
+def consent() -> None:
+    """The consent ledger: show, history, withdraw, verify, export, erase."""
+
+
+@consent.command()
+@click.argument("email")
+@json_option
+@pass_workspace
+def show(lazy: _LazyWorkspace, email: str, as_json: bool) -> None:
+    """Consent of EMAIL per list (none, pending, granted, confirmed, withdrawn), since when, the
+    ledger entry that decided it, and whether the address is suppressed."""
+    workspace = lazy.get()
+    with workspace.engine.connect() as connection:
+        overview = consent_overview(
+            connection, workspace.key, email, list(workspace.settings.lists)
+        )
+    if as_json:
+        print_json(overview.as_dict())
+        return
+    table = Table(title=overview.email, title_justify="left")
+    for column in ("list", "status", "since", "entry"):
+        table.add_column(column)
+    for row in overview.lists:
+        since = row.since.strftime("%Y-%m-%d %H:%M UTC") if row.since else ""
+        table.add_row(row.list, row.status, since, str(row.entry_id or ""))
+    console.print(table)
+    if overview.suppression:
+        console.print(f"suppressed: {overview.suppression.reason} since "
+                      f"{overview.suppression.since:%Y-%m-%d %H:%M} UTC "
+                      f"(entry {overview.suppression.entry_id or '-'})")  # fmt: skip
+    else:
+        console.print("not suppressed")
+
+
+@consent.command()
+@click.argument("email")
+@json_option
+@pass_workspace
+def history(lazy: _LazyWorkspace, email: str, as_json: bool) -> None:
+    """Every ledger entry about EMAIL, oldest first, with its evidence."""
+    workspace = lazy.get()
+    with workspace.engine.connect() as connection:
+        entries = consent_history(connection, workspace.key, email)
+    if as_json:
+        print_json(entries)
+        return
+    table = Table()
+    for column in ("entry", "occurred", "list", "action", "source", "evidence"):
+        table.add_column(column)
+    for entry in entries:
+        evidence = entry["evidence"]
+        shown = ", ".join(f"{k}={v}" for k, v in evidence.items()) if evidence else (
+            "" if entry["action"] == "erased" else "-")  # fmt: skip
+        table.add_row(str(entry["entry_id"]), entry["occurred_at"][:16].replace("T", " "),
+                      entry["list"], entry["action"], entry["source"], shown)  # fmt: skip
+    console.print(table)
+
+
+@consent.command("withdraw")
+@click.argument("email")
+@click.option("--list", "list_name", help="Withdraw this list only (default: every list, and "
+                                          "suppress the address).")  # fmt: skip
+@json_option
+@pass_workspace
+def withdraw_command(
+    lazy: _LazyWorkspace, email: str, list_name: str | None, as_json: bool
+) -> None:
+    """Record that EMAIL withdrew consent (on one list, or on all and is suppressed)."""
+    workspace = lazy.get()
+    if list_name is not None:
+        workspace.settings.contact_list(list_name)
+    with workspace.engine.begin() as connection:
+        ids = withdraw(connection, workspace.key, email, workspace.double_opt_in,
+                       workspace.clock.now(), list_name)  # fmt: skip
+    if as_json:
+        print_json({"entries": ids, "suppressed": list_name is None})
+    else:
+        scope = f"list {list_name}" if list_name else "every list; address suppressed"
+        console.print(f"withdrawn: {scope} (ledger entries {', '.join(map(str, ids))})")
+
+
+@consent.command()
+@json_option
+@pass_workspace
+def verify(lazy: _LazyWorkspace, as_json: bool) -> None:
+    """Recompute the ledger's hash chain: exit 0 with the count, or 1 naming the first entry
+    that was altered, inserted or deleted.
+
+    Keep the printed head hash somewhere else (a ticket, an email): a later run whose chain
+    does not pass through it means the ledger was rewritten from that point.
+    """
+    workspace = lazy.get()
+    with workspace.engine.connect() as connection:
+        result = verify_ledger(connection)
+    if as_json:
+        print_json({"intact": result.intact, "entries": result.entries,
+                    "head_hash": result.head_hash, "problem": result.problem})  # fmt: skip
+    elif result.intact:
+        console.print(f"ledger intact: {result.entries} entries, head {result.head_hash}")
+    else:
+        err_console.print(f"ledger broken: {result.problem}", markup=False)
+    if not result.intact:
+        sys.exit(1)
+
+
+@consent.command("export")
+@click.argument("email")
+@click.option("--json", "as_json", is_flag=True, default=True, hidden=True)
+@pass_workspace
+def export_command(lazy: _LazyWorkspace, email: str, as_json: bool) -> None:
+    """Everything held about EMAIL, as JSON (GDPR Art. 15 access, Art. 20 portability)."""
+    workspace = lazy.get()
+    with workspace.engine.connect() as connection:
+        print_json(export_person(connection, workspace.key, email))
+
+
+@consent.command()
+@click.argument("email")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@json_option
+@pass_workspace
+def erase(lazy: _LazyWorkspace, email: str, yes: bool, as_json: bool) -> None:
+    """Erase EMAIL's personal data (GDPR Art. 17), keeping a hashed suppression.
+
+    Deletes the contact, attributes, tags, memberships and consent evidence; appends an
+    `erased` entry to the ledger (which still verifies) and suppresses the address by keyed
+    hash, so the person is never mailed or imported again.
+    """
+    if not yes:
+        if not sys.stdin.isatty():
+            raise click.UsageError("erasing cannot be undone: pass --yes to confirm")
+        click.confirm(f"Erase every personal data of {email}? This cannot be undone", abort=True)
+    workspace = lazy.get()
+    with workspace.engine.begin() as connection:
+        entry_id = erase_person(connection, workspace.key, email, workspace.clock.now())
+    if as_json:
+        print_json({"erased": True, "entry_id": entry_id})
+    else:
+        console.print(f"erased; ledger entry {entry_id}; the address stays suppressed (hashed)")

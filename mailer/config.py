@@ -1,0 +1,351 @@
+"""settings.toml, loaded into validated, typed models.
+
+Every value can be overridden from the environment: `MAILER_` + the key path in capitals, with
+`__` between levels (`MAILER_DATABASE_URL`, `MAILER_SMTP__HOST`, `MAILER_LISTS__LEADS__TITLE`).
+An override is read as a TOML value when it parses as one (`25`, `true`, `["a", "b"]`), else as a
+string. Secrets (`secret_key`, `smtp.password`) may come only from the environment or from a file
+named in settings (`secret_key_file`, `smtp.password_file`), never from settings.toml itself.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Any, Literal, get_args, get_origin
+from urllib.parse import urlsplit
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    SecretStr,
+    ValidationError,
+    field_validator,
+)
+
+from mailer.durations import parse_duration
+from mailer.errors import SettingsError
+
+ENV_PREFIX = "MAILER_"
+# Variables of ours that are not settings overrides.
+_ENV_NOT_SETTINGS = ("MAILER_CONFIG", "MAILER_DEBUG", "MAILER_TEST_")
+# Where a secret may not be written: (path in the file, where to put it instead).
+_SECRETS = {
+    ("secret_key",): "MAILER_SECRET_KEY or secret_key_file",
+    ("smtp", "password"): "MAILER_SMTP__PASSWORD or smtp.password_file",
+}
+_NAME = re.compile(r"^[a-z][a-z0-9_-]*$")
+
+
+def _duration(value: Any) -> timedelta:
+    if isinstance(value, timedelta):
+        return value
+    if not isinstance(value, str):
+        raise ValueError(f'{value!r} is not a duration (write it as a string, e.g. "2 days")')
+    return parse_duration(value)
+
+
+Duration = Annotated[timedelta, BeforeValidator(_duration)]
+AttributeType = Literal["string", "integer", "number", "boolean", "date", "datetime"]
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Sender(Model):
+    name: str
+    email: str
+    postal_address: str = Field(min_length=10)
+    reply_to: str | None = None
+
+    @field_validator("email", "reply_to")
+    @classmethod
+    def _address(cls, value: str | None) -> str | None:
+        from mailer.contacts.addresses import normalise_address
+
+        return None if value is None else normalise_address(value)
+
+
+class Smtp(Model):
+    host: str = "127.0.0.1"
+    port: int = Field(default=25, ge=1, le=65535)
+    tls: Literal["none", "starttls", "implicit"] = "none"
+    username: str | None = None
+    password: SecretStr | None = None
+    password_file: Path | None = None
+    pool_size: int = Field(default=4, ge=1, le=100)
+    timeout: Duration = timedelta(seconds=30)
+
+
+class Tracking(Model):
+    base_url: str = "http://127.0.0.1:8025"
+
+    @field_validator("base_url")
+    @classmethod
+    def _https(cls, value: str) -> str:
+        parts = urlsplit(value)
+        loopback = parts.hostname in ("localhost", "127.0.0.1", "::1")
+        if parts.scheme != "https" and not (parts.scheme == "http" and loopback):
+            raise ValueError(
+                f'"{value}" must be an https:// URL (RFC 8058 one-click unsubscribe needs '
+                "https; plain http is accepted only for localhost)"
+            )
+        return value.rstrip("/")
+
+
+class ContactList(Model):
+    """A list is also a consent purpose: consent is granted, confirmed or withdrawn per list."""
+
+    title: str
+    double_opt_in: bool = False
+    file: Path | None = None
+    # CSV header -> contact field (email, first_name, ...) or attribute name; "-" drops it.
+    columns: dict[str, str] = {}
+    tags: list[str] = []
+
+
+class Step(Model):
+    name: str
+    template: str
+    subject: str
+    delay: Duration = timedelta(0)
+    condition: str | None = None
+    send_window: str | None = None
+    track_opens: bool = True
+
+
+class Campaign(Model):
+    kind: Literal["sequence", "broadcast"]
+    list_name: str = Field(alias="list")
+    description: str = ""
+    # sequences
+    trigger: str | None = None
+    goal: str | None = None
+    reentry: Literal["never"] | Duration = "never"
+    steps: list[Step] = []
+    # broadcasts
+    segment: str | None = None
+    send_at: str | None = None
+    template: str | None = None
+    subject: str | None = None
+
+
+class Settings(Model):
+    database_url: str = "sqlite:///.mailer/mailer.db"
+    secret_key: SecretStr | None = None
+    secret_key_file: Path | None = None
+    templates_dir: Path = Path("templates")
+    sender: Sender
+    smtp: Smtp = Smtp()
+    tracking: Tracking = Tracking()
+    attributes: dict[str, AttributeType] = {}
+    lists: dict[str, ContactList] = {}
+    segments: dict[str, str] = {}
+    campaigns: dict[str, Campaign] = {}
+
+    _root: Path = PrivateAttr(default=Path("."))
+    _source: Path = PrivateAttr(default=Path("settings.toml"))
+
+    @property
+    def root(self) -> Path:
+        """The folder settings.toml is in: relative paths in settings start here."""
+        return self._root
+
+    @property
+    def source(self) -> Path:
+        return self._source
+
+    def path(self, relative: Path | str) -> Path:
+        candidate = Path(relative)
+        return candidate if candidate.is_absolute() else self._root / candidate
+
+    def resolved_database_url(self) -> str:
+        """The database URL, with a relative SQLite file placed beside settings.toml."""
+        prefix = "sqlite:///"
+        if self.database_url.startswith(prefix):
+            file = self.database_url[len(prefix) :]
+            if file and file != ":memory:" and not Path(file).is_absolute():
+                return prefix + str(self.path(file))
+        return self.database_url
+
+    def secret(self) -> bytes:
+        """The key that signs tokens and hashes addresses; the same for the database's life."""
+        if self.secret_key is not None:
+            value = self.secret_key.get_secret_value()
+        elif self.secret_key_file is not None and self.path(self.secret_key_file).exists():
+            value = self.path(self.secret_key_file).read_text().strip()
+        else:
+            where = self.path(self.secret_key_file) if self.secret_key_file else None
+            raise SettingsError(
+                f"{self._source}: no secret key: set MAILER_SECRET_KEY"
+                + (f", or run `mailer init` to create {where}" if where else "")
+            )
+        if len(value) < 32:
+            raise SettingsError(f"{self._source}: secret_key: must be at least 32 characters")
+        return value.encode()
+
+    def contact_list(self, name: str) -> ContactList:
+        try:
+            return self.lists[name]
+        except KeyError:
+            known = ", ".join(sorted(self.lists)) or "none"
+            raise SettingsError(
+                f"{self._source}: list '{name}' is not defined under [lists] (known: {known})"
+            ) from None
+
+
+def load_settings(path: Path | str, environ: dict[str, str] | None = None) -> Settings:
+    """Read, override from the environment, and validate; raise SettingsError listing every
+    problem as `FILE: dotted.path: what is wrong`."""
+    source = Path(path)
+    environ = dict(os.environ if environ is None else environ)
+    try:
+        raw = tomllib.loads(source.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise SettingsError(
+            f"{source}: no such settings file (pass --config PATH, set MAILER_CONFIG, "
+            "or run mailer in the folder that holds settings.toml)"
+        ) from None
+    except tomllib.TOMLDecodeError as error:
+        raise SettingsError(f"{source}: {_toml_position(error)}") from None
+    except UnicodeDecodeError:
+        raise SettingsError(f"{source}: is not UTF-8 text") from None
+
+    problems = [
+        f"{source}: {'.'.join(key)}: secrets may not be written in settings; use {instead}"
+        for key, instead in _SECRETS.items()
+        if _lookup(raw, key) is not None
+    ]
+    origins = _apply_environment(raw, environ)
+    try:
+        settings = Settings.model_validate(raw)
+    except ValidationError as error:
+        problems += [_describe(source, origins, detail) for detail in error.errors()]
+        raise SettingsError("\n".join(problems)) from None
+    problems += [f"{source}: {problem}" for problem in _cross_references(settings)]
+    if problems:
+        raise SettingsError("\n".join(problems))
+    settings._root = source.resolve().parent
+    settings._source = source
+    return settings
+
+
+def _toml_position(error: tomllib.TOMLDecodeError) -> str:
+    # tomllib ends its message with "(at line L, column C)"; put the place first, like a compiler.
+    match = re.search(r"\(at line (\d+), column (\d+)\)$", str(error))
+    if match is None:
+        return str(error)
+    return f"line {match.group(1)}, column {match.group(2)}: {str(error)[: match.start()].strip()}"
+
+
+def _lookup(tree: dict[str, Any], key: tuple[str, ...]) -> Any:
+    node: Any = tree
+    for part in key:
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def _apply_environment(raw: dict[str, Any], environ: dict[str, str]) -> dict[str, str]:
+    """Merge MAILER_* overrides into `raw`; return dotted path -> variable, for error messages."""
+    origins = {}
+    for variable, text in sorted(environ.items()):
+        if not variable.startswith(ENV_PREFIX) or variable.startswith(_ENV_NOT_SETTINGS):
+            continue
+        path = variable[len(ENV_PREFIX) :].lower().split("__")
+        node = raw
+        for part in path[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise SettingsError(f"{variable}: '{part}' is a value in settings, not a table")
+            node = child
+        node[path[-1]] = _environment_value(text)
+        origins[".".join(path)] = variable
+    return origins
+
+
+def _environment_value(text: str) -> Any:
+    try:
+        return tomllib.loads(f"value = {text}")["value"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def _describe(source: Path, origins: dict[str, str], detail: Any) -> str:
+    location = detail["loc"]
+    dotted = ""
+    for part in location:
+        dotted += f"[{part}]" if isinstance(part, int) else f".{part}" if dotted else str(part)
+    message = str(detail["msg"]).removeprefix("Value error, ")
+    if detail["type"] == "extra_forbidden":
+        allowed = _allowed_keys(location[:-1])
+        message = "unknown key" + (f" (expected one of: {', '.join(allowed)})" if allowed else "")
+    elif detail["type"] == "missing":
+        message = "is required but missing"
+    elif detail["type"] != "value_error" and not isinstance(detail.get("input"), dict | list):
+        message = f"{detail['input']!r}: {message}"
+    origin = origins.get(".".join(str(part) for part in location))
+    return f"{source}: {dotted}: {message}" + (f" (from {origin})" if origin else "")
+
+
+def _allowed_keys(location: tuple[Any, ...]) -> list[str]:
+    """The keys the model at `location` accepts, to suggest the right spelling."""
+    annotation: Any = Settings
+    for part in location:
+        origin = get_origin(annotation)
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            field = annotation.model_fields.get(str(part))
+            annotation = field.annotation if field else None
+        elif origin in (dict, list):
+            annotation = get_args(annotation)[-1]
+        else:
+            return []
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return list(annotation.model_fields)
+    return []
+
+
+def _cross_references(settings: Settings) -> list[str]:
+    """Checks across sections that a single model cannot make."""
+    problems = []
+    known_lists = ", ".join(sorted(settings.lists)) or "none"
+    for name in [*settings.lists, *settings.campaigns, *settings.segments]:
+        if not _NAME.match(name):
+            problems.append(f"{name}: names must be lowercase letters, digits, '-' or '_'")
+    for name, contact_list in settings.lists.items():
+        for header, field in contact_list.columns.items():
+            if not field:
+                problems.append(f'lists.{name}.columns.{header}: map it to a field, or "-"')
+    for name, campaign in settings.campaigns.items():
+        where = f"campaigns.{name}"
+        if campaign.list_name not in settings.lists:
+            problems.append(
+                f"{where}.list: '{campaign.list_name}' is not a list defined under [lists] "
+                f"(known: {known_lists})"
+            )
+        if campaign.kind == "sequence":
+            if not campaign.steps:
+                problems.append(f"{where}.steps: a sequence needs at least one step")
+            seen: set[str] = set()
+            for index, step in enumerate(campaign.steps):
+                if step.name in seen:
+                    problems.append(f"{where}.steps[{index}].name: '{step.name}' is used twice")
+                seen.add(step.name)
+        else:
+            for field in ("template", "subject", "segment", "send_at"):
+                if getattr(campaign, field) is None:
+                    problems.append(f"{where}.{field}: a broadcast needs {field}")
+            if campaign.steps:
+                problems.append(f"{where}.steps: a broadcast has no steps (use template)")
+        if campaign.segment is not None and campaign.segment not in settings.segments:
+            problems.append(
+                f"{where}.segment: '{campaign.segment}' is not defined under [segments]"
+            )
+    return problems

@@ -1,0 +1,164 @@
+"""The consent ledger: append-only entries, each chained to the one before by SHA-256.
+
+An entry's hash covers its id, the keyed hash of the address, purpose, action, source, both
+times, the digest of its evidence, and the previous entry's hash. The evidence itself (IP, user
+agent, consent text ...) is personal data and lives in `consent_evidence`, outside the chain: it
+can be erased and the chain still verifies.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Connection, select, update
+
+from mailer.consent.state import Action, Source
+from mailer.store.tables import consent_entries, consent_evidence, ledger_head
+
+GENESIS_HASH = "0" * 64
+
+
+@dataclass(frozen=True)
+class NewEntry:
+    """What is to be appended; the ledger adds the id, the record time and the hashes."""
+
+    subject_hash: str
+    contact_id: int | None
+    purpose: str
+    action: Action
+    source: Source
+    occurred_at: datetime
+    evidence: dict[str, Any] | None = None
+
+
+def evidence_digest(evidence: dict[str, Any]) -> str:
+    canonical = json.dumps(evidence, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def _timestamp(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+def entry_hash(row: dict[str, Any] | Any) -> str:
+    """The hash an entry must carry, from its chained fields (a mapping or a result row)."""
+    get = row.__getitem__ if isinstance(row, dict) else row._mapping.__getitem__
+    fields = [
+        get("id"), get("subject_hash"), get("purpose"), get("action"), get("source"),
+        _timestamp(get("occurred_at")), _timestamp(get("recorded_at")),
+        get("evidence_digest"), get("prev_hash"),
+    ]  # fmt: skip
+    return hashlib.sha256(json.dumps(fields, separators=(",", ":")).encode()).hexdigest()
+
+
+def append(connection: Connection, entries: Sequence[NewEntry], recorded_at: datetime) -> list[int]:
+    """Append `entries` in order and return their ids. Call inside a transaction: the lock on
+    the ledger head serialises appenders (FOR UPDATE on PostgreSQL, the write lock on SQLite)."""
+    if not entries:
+        return []
+    head = connection.execute(
+        select(ledger_head.c.last_id, ledger_head.c.last_hash)
+        .where(ledger_head.c.id == 1)
+        .with_for_update()
+    ).one()
+    last_id, last_hash = head.last_id, head.last_hash
+    rows, evidence_rows = [], []
+    for entry in entries:
+        last_id += 1
+        row = {
+            "id": last_id,
+            "contact_id": entry.contact_id,
+            "subject_hash": entry.subject_hash,
+            "purpose": entry.purpose,
+            "action": entry.action,
+            "source": entry.source,
+            "occurred_at": entry.occurred_at,
+            "recorded_at": recorded_at,
+            "evidence_digest": evidence_digest(entry.evidence) if entry.evidence else None,
+            "prev_hash": last_hash,
+        }
+        last_hash = row["entry_hash"] = entry_hash(row)
+        rows.append(row)
+        if entry.evidence:
+            evidence_rows.append({"entry_id": last_id, "data": entry.evidence})
+    connection.execute(consent_entries.insert(), rows)
+    if evidence_rows:
+        connection.execute(consent_evidence.insert(), evidence_rows)
+    connection.execute(
+        update(ledger_head)
+        .where(ledger_head.c.id == 1)
+        .values(last_id=last_id, last_hash=last_hash)
+    )
+    return [row["id"] for row in rows]
+
+
+@dataclass(frozen=True)
+class Verification:
+    entries: int
+    head_hash: str
+    problem: str | None = None  # the first break found, naming the entry
+
+    @property
+    def intact(self) -> bool:
+        return self.problem is None
+
+
+def verify(connection: Connection) -> Verification:
+    """Recompute the whole chain, streaming; report the first entry that was altered, inserted
+    or deleted, and evidence that was changed or removed without an erasure."""
+    erased = set(
+        connection.scalars(
+            select(consent_entries.c.subject_hash).where(consent_entries.c.action == "erased")
+        )
+    )
+    expected_id, previous_hash, count = 1, GENESIS_HASH, 0
+    for row in _entries_with_evidence(connection):
+        problem = _check(row, expected_id, previous_hash, erased)
+        if problem:
+            return Verification(count, previous_hash, problem)
+        expected_id, previous_hash, count = row.id + 1, row.entry_hash, count + 1
+    head = connection.execute(select(ledger_head).where(ledger_head.c.id == 1)).one()
+    if head.last_id != count or head.last_hash != previous_hash:
+        if head.last_id > count:
+            problem = (
+                f"entries {count + 1}..{head.last_id} were deleted: the ledger head records "
+                f"{head.last_id} entries but only {count} remain"
+            )
+        else:
+            problem = f"entry {head.last_id + 1} was inserted after the ledger head, outside mailer"
+        return Verification(count, previous_hash, problem)
+    return Verification(count, previous_hash)
+
+
+def _entries_with_evidence(connection: Connection) -> Iterator[Any]:
+    query = (
+        select(consent_entries, consent_evidence.c.data)
+        .outerjoin(consent_evidence, consent_evidence.c.entry_id == consent_entries.c.id)
+        .order_by(consent_entries.c.id)
+    )
+    yield from connection.execution_options(yield_per=5000).execute(query)
+
+
+def _check(row: Any, expected_id: int, previous_hash: str, erased: set[str]) -> str | None:
+    if row.id != expected_id:
+        return (
+            f"entry {expected_id} was deleted: the ledger jumps from entry {expected_id - 1} "
+            f"to entry {row.id}"
+        )
+    if row.prev_hash != previous_hash:
+        return (
+            f"entry {row.id} does not follow entry {row.id - 1}: one of them was inserted "
+            "or rewritten"
+        )
+    if entry_hash(row) != row.entry_hash:
+        return f"entry {row.id} was altered: its contents no longer match its hash"
+    if row.data is not None and evidence_digest(row.data) != row.evidence_digest:
+        return f"the evidence of entry {row.id} was altered"
+    if row.data is None and row.evidence_digest and row.subject_hash not in erased:
+        return f"the evidence of entry {row.id} was deleted, but its subject was never erased"
+    return None

@@ -1,0 +1,236 @@
+"""What an auditor asks about one person: their consent per list, its history, a withdrawal, an
+export of everything held (GDPR Art. 15/20) and an erasure (Art. 17)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, cast
+
+from sqlalchemy import Connection, delete, select, update
+
+from mailer.consent.ledger import NewEntry
+from mailer.consent.records import record
+from mailer.consent.state import Source, Status
+from mailer.consent.suppressions import suppress
+from mailer.contacts.addresses import InvalidAddress, address_hash, normalise_address
+from mailer.errors import MailerError, UnknownContactError
+from mailer.store.tables import (
+    consent_entries,
+    consent_evidence,
+    consent_status,
+    contact_tags,
+    contacts,
+    lists,
+    memberships,
+    suppressions,
+)
+
+ALL_LISTS = "*"  # the purpose of an entry that concerns every list at once
+
+
+@dataclass(frozen=True)
+class Person:
+    """An address as the auditor typed it, normalised, with its keyed hash and contact row."""
+
+    email: str
+    subject_hash: str
+    contact_id: int | None
+
+
+def find_person(connection: Connection, key: bytes, email: str) -> Person:
+    try:
+        normal = normalise_address(email)
+    except InvalidAddress as error:
+        raise MailerError(str(error)) from None
+    contact_id = connection.scalar(select(contacts.c.id).where(contacts.c.email == normal))
+    return Person(normal, address_hash(key, normal), contact_id)
+
+
+@dataclass(frozen=True)
+class ListConsent:
+    list: str
+    status: Status
+    since: datetime | None
+    entry_id: int | None
+
+
+@dataclass(frozen=True)
+class Suppression:
+    reason: str
+    since: datetime
+    entry_id: int | None
+
+
+@dataclass(frozen=True)
+class ConsentOverview:
+    email: str
+    contact_id: int | None
+    lists: list[ListConsent]
+    suppression: Suppression | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "email": self.email,
+            "contact_id": self.contact_id,
+            "lists": [
+                {"list": c.list, "status": c.status,
+                 "since": c.since.isoformat() if c.since else None, "entry_id": c.entry_id}
+                for c in self.lists
+            ],
+            "suppressed": None if self.suppression is None else {
+                "reason": self.suppression.reason,
+                "since": self.suppression.since.isoformat(),
+                "entry_id": self.suppression.entry_id,
+            },
+        }  # fmt: skip
+
+
+def consent_overview(
+    connection: Connection, key: bytes, email: str, list_names: list[str]
+) -> ConsentOverview:
+    """Status per list (every list in settings, plus any other with a record) and suppression."""
+    person = find_person(connection, key, email)
+    suppression = _suppression(connection, person.subject_hash)
+    if person.contact_id is None and suppression is None:
+        raise UnknownContactError(f"{person.email}: no contact and no consent record is held")
+    found = {
+        row.purpose: ListConsent(row.purpose, cast(Status, row.status), row.since, row.entry_id)
+        for row in connection.execute(
+            select(consent_status).where(consent_status.c.contact_id == person.contact_id)
+        )
+    }
+    names = list(dict.fromkeys([*list_names, *sorted(found)]))
+    rows = [found.get(name, ListConsent(name, "none", None, None)) for name in names]
+    return ConsentOverview(person.email, person.contact_id, rows, suppression)
+
+
+def _suppression(connection: Connection, subject_hash: str) -> Suppression | None:
+    row = connection.execute(
+        select(suppressions).where(suppressions.c.address_hash == subject_hash)
+    ).first()
+    return None if row is None else Suppression(row.reason, row.created_at, row.entry_id)
+
+
+def consent_history(connection: Connection, key: bytes, email: str) -> list[dict[str, Any]]:
+    """Every ledger entry about the address, oldest first, with its evidence where still held."""
+    person = find_person(connection, key, email)
+    rows = connection.execute(
+        select(consent_entries, consent_evidence.c.data)
+        .outerjoin(consent_evidence, consent_evidence.c.entry_id == consent_entries.c.id)
+        .where(consent_entries.c.subject_hash == person.subject_hash)
+        .order_by(consent_entries.c.id)
+    ).all()
+    if not rows and person.contact_id is None:
+        raise UnknownContactError(f"{person.email}: no contact and no consent record is held")
+    return [
+        {
+            "entry_id": row.id,
+            "list": row.purpose,
+            "action": row.action,
+            "source": row.source,
+            "occurred_at": row.occurred_at.isoformat(),
+            "recorded_at": row.recorded_at.isoformat(),
+            "evidence": row.data,
+            "entry_hash": row.entry_hash,
+        }
+        for row in rows
+    ]
+
+
+def withdraw(
+    connection: Connection,
+    key: bytes,
+    email: str,
+    double_opt_in: Mapping[str, bool],
+    now: datetime,
+    list_name: str | None = None,
+    source: Source = "admin",
+) -> list[int]:
+    """Withdraw consent on one list, or on every list and suppress the address (an opt-out of
+    all mail). Returns the ledger entries appended."""
+    person = find_person(connection, key, email)
+    if person.contact_id is None and list_name is not None:
+        raise UnknownContactError(f"{person.email}: no such contact")
+    held = {
+        row.purpose: row.status
+        for row in connection.execute(
+            select(consent_status).where(consent_status.c.contact_id == person.contact_id)
+        )
+    }
+    purposes = [list_name] if list_name else [p for p, s in held.items() if s != "withdrawn"]
+    entries = [
+        NewEntry(person.subject_hash, person.contact_id, purpose, "withdrawn", source, now)
+        for purpose in purposes
+    ]
+    if list_name is None:
+        entries.append(
+            NewEntry(person.subject_hash, person.contact_id, ALL_LISTS, "withdrawn", source, now)
+        )
+    ids = record(connection, entries, double_opt_in, now)
+    if list_name is None:
+        suppress(connection, address_hash=person.subject_hash, email=person.email,
+                 reason="unsubscribed", now=now, entry_id=ids[-1])  # fmt: skip
+    return ids
+
+
+def export_person(connection: Connection, key: bytes, email: str) -> dict[str, Any]:
+    """Everything held about the person, as JSON-ready data."""
+    person = find_person(connection, key, email)
+    history = consent_history(connection, key, email)
+    contact = connection.execute(select(contacts).where(contacts.c.id == person.contact_id)).first()
+    memberships_held = connection.execute(
+        select(lists.c.name, memberships.c.joined_at, memberships.c.source)
+        .join(lists, lists.c.id == memberships.c.list_id)
+        .where(memberships.c.contact_id == person.contact_id)
+    ).all()
+    tags = connection.scalars(
+        select(contact_tags.c.tag).where(contact_tags.c.contact_id == person.contact_id)
+    ).all()
+    suppression = _suppression(connection, person.subject_hash)
+    return {
+        "email": person.email,
+        "contact": None if contact is None else {
+            key: value.isoformat() if isinstance(value, datetime) else value
+            for key, value in contact._mapping.items()
+        },
+        "lists": [
+            {"list": m.name, "joined_at": m.joined_at.isoformat(), "source": m.source}
+            for m in memberships_held
+        ],
+        "tags": sorted(tags),
+        "consent": history,
+        "suppressed": None if suppression is None else {
+            "reason": suppression.reason, "since": suppression.since.isoformat(),
+        },
+    }  # fmt: skip
+
+
+def erase_person(connection: Connection, key: bytes, email: str, now: datetime) -> int:
+    """Delete the person's personal data (contact row, attributes, tags, memberships, consent
+    evidence), append an `erased` entry, and keep a keyed-hash suppression so that they are
+    never mailed or imported again. The chain stays verifiable. Returns the erased entry's id."""
+    person = find_person(connection, key, email)
+    their_entries = select(consent_entries.c.id).where(
+        consent_entries.c.subject_hash == person.subject_hash
+    )
+    connection.execute(
+        delete(consent_evidence).where(consent_evidence.c.entry_id.in_(their_entries))
+    )
+    if person.contact_id is not None:
+        connection.execute(delete(contacts).where(contacts.c.id == person.contact_id))
+    (entry_id,) = record(
+        connection,
+        [NewEntry(person.subject_hash, None, ALL_LISTS, "erased", "admin", now)],
+        {},
+        now,
+    )
+    connection.execute(
+        update(suppressions)
+        .where(suppressions.c.address_hash == person.subject_hash)
+        .values(email=None, detail=None)
+    )
+    suppress(connection, address_hash=person.subject_hash, email=None, reason="erased",
+             now=now, entry_id=entry_id)  # fmt: skip
+    return entry_id

@@ -1,0 +1,75 @@
+"""Recording consent: append to the ledger and keep the current-status projection in step."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
+from typing import cast
+
+from sqlalchemy import Connection, select
+
+from mailer.consent import ledger
+from mailer.consent.ledger import NewEntry
+from mailer.consent.state import Status, status_after
+from mailer.store.tables import consent_status
+from mailer.store.upsert import upsert
+
+
+def current_statuses(
+    connection: Connection, purpose: str, contact_ids: Iterable[int]
+) -> dict[int, Status]:
+    """Status on `purpose` per contact id; contacts with no record are left out (= "none")."""
+    ids = list(contact_ids)
+    result: dict[int, Status] = {}
+    for start in range(0, len(ids), 5000):
+        rows = connection.execute(
+            select(consent_status.c.contact_id, consent_status.c.status).where(
+                consent_status.c.purpose == purpose,
+                consent_status.c.contact_id.in_(ids[start : start + 5000]),
+            )
+        )
+        result.update((row.contact_id, cast(Status, row.status)) for row in rows)
+    return result
+
+
+def record(
+    connection: Connection,
+    entries: Sequence[NewEntry],
+    double_opt_in: Mapping[str, bool],
+    recorded_at: datetime,
+) -> list[int]:
+    """Append `entries` to the ledger and update each contact's status; return the entry ids."""
+    ids = ledger.append(connection, entries, recorded_at)
+    by_purpose: dict[str, set[int]] = defaultdict(set)
+    for entry in entries:
+        if entry.contact_id is not None and entry.purpose in double_opt_in:
+            by_purpose[entry.purpose].add(entry.contact_id)
+    current = {
+        purpose: current_statuses(connection, purpose, contact_ids)
+        for purpose, contact_ids in by_purpose.items()
+    }
+    changed: dict[tuple[int, str], dict[str, object]] = {}
+    for entry_id, entry in zip(ids, entries, strict=True):
+        if entry.contact_id is None or entry.purpose not in double_opt_in:
+            continue
+        before = current[entry.purpose].get(entry.contact_id, "none")
+        after = status_after(before, entry.action, double_opt_in[entry.purpose])
+        if after == before:
+            continue  # the entry that decided the status stays the one on record
+        current[entry.purpose][entry.contact_id] = after
+        changed[(entry.contact_id, entry.purpose)] = {
+            "contact_id": entry.contact_id,
+            "purpose": entry.purpose,
+            "status": after,
+            "since": entry.occurred_at,
+            "entry_id": entry_id,
+        }
+    upsert(
+        connection,
+        consent_status,
+        list(changed.values()),
+        keys=("contact_id", "purpose"),
+        update=("status", "since", "entry_id"),
+    )
+    return ids

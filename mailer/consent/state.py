@@ -1,0 +1,42 @@
+"""Pure decisions about consent: which status an action leads to, and whether an import may
+grant. Plain functions over plain values, tested without a database."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+Action = Literal["granted", "confirmed", "withdrawn", "expired", "erased"]
+Status = Literal["none", "pending", "granted", "confirmed", "withdrawn"]
+Source = Literal["import", "form", "api", "admin", "unsubscribe", "complaint", "bounce"]
+
+ACTIONS: tuple[Action, ...] = ("granted", "confirmed", "withdrawn", "expired", "erased")
+SOURCES: tuple[Source, ...] = (
+    "import", "form", "api", "admin", "unsubscribe", "complaint", "bounce",
+)  # fmt: skip
+SENDABLE: frozenset[Status] = frozenset({"granted", "confirmed"})
+
+
+def status_after(current: Status, action: Action, double_opt_in: bool) -> Status:
+    """The status of a (contact, list) after `action`.
+
+    On a double opt-in list a grant is only `pending` until the contact confirms it; a grant
+    never lowers a confirmation that is already there.
+    """
+    if action == "granted":
+        if current == "confirmed":
+            return "confirmed"
+        return "pending" if double_opt_in else "granted"
+    if action == "confirmed":
+        return "confirmed"
+    if action == "withdrawn":
+        return "withdrawn"
+    return "none"  # expired, erased
+
+
+def import_may_grant(current: Status) -> bool:
+    """An import adds consent only where there is none yet, or a pending one to complete.
+
+    It never re-subscribes a withdrawal (only a new confirmed opt-in may lift that) and never
+    duplicates a grant that is already on record.
+    """
+    return current in ("none", "pending")

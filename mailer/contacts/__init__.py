@@ -1,0 +1,1 @@
+"""Contacts: addresses, lists and memberships, import and export."""

@@ -1,0 +1,150 @@
+"""Reading contact CSV files as spreadsheets and landing-page tools export them: UTF-8 (with or
+without BOM) or Latin-1/Windows-1252, comma, semicolon, tab or pipe delimited, quoted fields
+spanning lines. Rows come out with the line they start on, streamed, never all in memory."""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import io
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any, Literal
+
+from mailer.errors import InputFileError
+
+DELIMITERS = ",;\t|"
+SAMPLE_BYTES = 64 * 1024
+# Neutralises spreadsheet formulas on export (OWASP "CSV injection"); undone on import.
+FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+
+_UTF8_SEQUENCE = re.compile(
+    rb"[\xc2-\xdf][\x80-\xbf]|[\xe0-\xef][\x80-\xbf]{2}|[\xf0-\xf4][\x80-\xbf]{3}"
+)
+_HIGH_BYTE = re.compile(rb"[\x80-\xff]")
+
+Encoding = Literal["utf-8", "utf-8-sig", "cp1252"]
+
+
+def detect_encoding(sample: bytes) -> Encoding:
+    """UTF-8 when the sample reads as UTF-8 (or mostly does: a few broken rows are rejected one
+    by one later); otherwise Windows-1252, the superset of Latin-1 that spreadsheets write."""
+    if sample.startswith(codecs.BOM_UTF8):
+        return "utf-8-sig"
+    utf8_characters = len(_UTF8_SEQUENCE.findall(sample))
+    high_bytes = len(_HIGH_BYTE.findall(sample))
+    stray_bytes = high_bytes - sum(len(s) for s in _UTF8_SEQUENCE.findall(sample))
+    return "utf-8" if stray_bytes == 0 or utf8_characters >= stray_bytes else "cp1252"
+
+
+def detect_delimiter(header_line: str) -> str:
+    """The candidate that splits the header most often; a comma when none does."""
+    counts = {candidate: header_line.count(candidate) for candidate in DELIMITERS}
+    best = max(counts, key=lambda candidate: counts[candidate])
+    return best if counts[best] else ","
+
+
+def undecodable(fields: list[str]) -> bool:
+    """Whether a row holds bytes the file's encoding could not decode (kept as surrogates)."""
+    try:
+        "".join(fields).encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def unneutralise(value: str) -> str:
+    """Undo the apostrophe our export puts before a formula-like cell, so exports re-import."""
+    if len(value) > 1 and value[0] == "'" and value[1] in "=+-@\t\r":
+        return value[1:]
+    return value
+
+
+def neutralise(value: str) -> str:
+    """Make a cell inert in spreadsheets: a leading =, +, -, @, tab or CR starts a formula."""
+    return "'" + value if value.startswith(FORMULA_PREFIXES) else value
+
+
+@dataclass(frozen=True)
+class Row:
+    line: int  # where the record starts in the file (1 = the header)
+    fields: list[str]
+
+
+class CsvReader:
+    """A CSV file opened for streaming; use as a context manager."""
+
+    def __init__(self, path: Path, delimiter: str | None = None) -> None:
+        self.path = path
+        try:
+            self._binary: IO[bytes] = path.open("rb")
+        except FileNotFoundError:
+            raise InputFileError(f"{path}: no such file") from None
+        except IsADirectoryError:
+            raise InputFileError(f"{path}: is a folder, not a CSV file") from None
+        except PermissionError:
+            raise InputFileError(f"{path}: permission denied") from None
+        self.size = path.stat().st_size
+        self.encoding = detect_encoding(self._binary.read(SAMPLE_BYTES))
+        self._binary.seek(0)
+        self._text = io.TextIOWrapper(
+            self._binary, encoding=self.encoding, errors="surrogateescape", newline=""
+        )
+        first_line = self._text.readline()
+        if not first_line.strip():
+            self.close()
+            raise InputFileError(f"{path}: is empty; the first line must be a header")
+        self.delimiter = delimiter or detect_delimiter(first_line)
+        header_rows = list(csv.reader([first_line], delimiter=self.delimiter))
+        self.header = [name.strip() for name in header_rows[0]]
+        self._reader = csv.reader(self._text, delimiter=self.delimiter, strict=False)
+
+    def rows(self) -> Iterator[Row]:
+        """The data rows, blank lines skipped."""
+        last_line = 1
+        try:
+            for fields in self._reader:
+                start, last_line = last_line + 1, self._reader.line_num + 1
+                if fields and any(field.strip() for field in fields):
+                    yield Row(start, fields)
+        except csv.Error as error:
+            raise InputFileError(f"{self.path}:{last_line + 1}: {error}") from None
+
+    def bytes_read(self) -> int:
+        """How far into the file reading has got (for progress bars)."""
+        return self._binary.tell()
+
+    def close(self) -> None:
+        self._text.close()
+
+    def __enter__(self) -> CsvReader:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+
+class RejectsWriter:
+    """Bad rows, written as they are found to `<name>.rejects.csv` with their line and reason.
+    The file is only created when a first row is rejected."""
+
+    def __init__(self, path: Path, header: list[str]) -> None:
+        self.path = path
+        self._header = header
+        self._file: IO[str] | None = None
+        self._writer: Any = None
+        self.count = 0
+
+    def write(self, line: int, reason: str, fields: list[str]) -> None:
+        if self._writer is None:
+            self._file = self.path.open("w", encoding="utf-8", errors="surrogateescape", newline="")
+            self._writer = csv.writer(self._file)
+            self._writer.writerow(["line", "error", *self._header])
+        self._writer.writerow([line, reason, *fields])
+        self.count += 1
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()

@@ -1,0 +1,267 @@
+"""`mailer import`: stream a CSV into contacts, list memberships, tags and consent evidence.
+
+The file is read in batches; each batch is one transaction, so an interrupted import keeps what
+it committed and a re-run updates instead of duplicating. Bad rows go to a rejects file with their
+line and reason; suppressed addresses are never re-subscribed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from itertools import islice
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Connection, Engine, bindparam, select, update
+
+from mailer.clock import Clock
+from mailer.consent.ledger import NewEntry
+from mailer.consent.records import current_statuses, record
+from mailer.consent.state import import_may_grant
+from mailer.consent.suppressions import suppressed
+from mailer.contacts.addresses import address_hash
+from mailer.contacts.csvfile import CsvReader, RejectsWriter, Row
+from mailer.contacts.rows import ContactRow, RowError, map_columns, parse_row
+from mailer.store.tables import contact_tags, contacts, lists, memberships
+from mailer.store.upsert import upsert
+
+BATCH_ROWS = 5000
+
+
+@dataclass(frozen=True)
+class ImportOptions:
+    list_name: str
+    double_opt_in: Mapping[str, bool]  # every list's flag: consent status needs it
+    columns: Mapping[str, str] = field(default_factory=dict)
+    tags: tuple[str, ...] = ()
+    attribute_types: Mapping[str, str] = field(default_factory=dict)
+    delimiter: str | None = None
+    rejects_path: Path | None = None  # default: <file>.rejects.csv beside the file
+
+
+@dataclass
+class ImportSummary:
+    imported: int = 0  # new contacts
+    updated: int = 0  # rows for contacts already known (in the database or earlier in the file)
+    rejected: int = 0
+    suppressed: int = 0  # suppressed addresses: skipped, never re-subscribed
+    consent_recorded: int = 0  # ledger entries appended
+    rejects_file: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+Progress = Callable[[int, int], None]  # (bytes read, file size)
+RejectHook = Callable[[int, str], None]  # (line, reason)
+
+
+def rejects_path_for(path: Path) -> Path:
+    return path.with_name(path.stem + ".rejects.csv")
+
+
+def import_contacts(
+    engine: Engine,
+    path: Path,
+    options: ImportOptions,
+    key: bytes,
+    clock: Clock,
+    progress: Progress | None = None,
+    on_reject: RejectHook | None = None,
+) -> ImportSummary:
+    """Import `path` into `options.list_name`; raise InputFileError when it cannot be read."""
+    summary = ImportSummary()
+    with CsvReader(path, options.delimiter) as reader:
+        targets = map_columns(reader.header, options.columns, str(path))
+        rejects = RejectsWriter(options.rejects_path or rejects_path_for(path), reader.header)
+        with engine.connect() as connection:
+            list_id = connection.scalar(select(lists.c.id).where(lists.c.name == options.list_name))
+        if list_id is None:
+            raise ValueError(f"list '{options.list_name}' is not in the database; sync lists first")
+        batch_of = _Batches(reader.rows(), targets, options, clock, rejects, on_reject)
+        try:
+            for batch in batch_of:
+                with engine.begin() as connection:
+                    _store_batch(connection, batch, list_id, path, options, key, clock, summary)
+                if progress:
+                    progress(reader.bytes_read(), reader.size)
+        finally:
+            rejects.close()
+        summary.updated += batch_of.merged
+        summary.rejected = rejects.count
+        summary.rejects_file = str(rejects.path) if rejects.count else None
+    return summary
+
+
+class _Batches:
+    """Parsed rows in batches, merged by address within a batch; bad rows go to the rejects."""
+
+    def __init__(
+        self,
+        rows: Iterator[Row],
+        targets: list[str],
+        options: ImportOptions,
+        clock: Clock,
+        rejects: RejectsWriter,
+        on_reject: RejectHook | None,
+    ) -> None:
+        self._rows, self._targets, self._options = rows, targets, options
+        self._clock, self._rejects, self._on_reject = clock, rejects, on_reject
+        self.merged = 0
+
+    def __iter__(self) -> Iterator[list[tuple[int, ContactRow]]]:
+        now = self._clock.now()
+        while chunk := list(islice(self._rows, BATCH_ROWS)):
+            batch: dict[str, tuple[int, ContactRow]] = {}
+            for row in chunk:
+                try:
+                    contact = parse_row(
+                        row.fields, self._targets, self._options.attribute_types, now
+                    )
+                except RowError as error:
+                    self._rejects.write(row.line, str(error), row.fields)
+                    if self._on_reject:
+                        self._on_reject(row.line, str(error))
+                    continue
+                contact.tags |= set(self._options.tags)
+                if contact.email in batch:
+                    batch[contact.email][1].merge(contact)
+                    self.merged += 1
+                else:
+                    batch[contact.email] = (row.line, contact)
+            if batch:
+                yield list(batch.values())
+
+
+def _store_batch(
+    connection: Connection,
+    batch: list[tuple[int, ContactRow]],
+    list_id: int,
+    path: Path,
+    options: ImportOptions,
+    key: bytes,
+    clock: Clock,
+    summary: ImportSummary,
+) -> None:
+    now = clock.now()
+    hashes = {contact.email: address_hash(key, contact.email) for _, contact in batch}
+    blocked = suppressed(connection, hashes.values())
+    kept = [(line, contact) for line, contact in batch if hashes[contact.email] not in blocked]
+    summary.suppressed += len(batch) - len(kept)
+    ids = _save_contacts(connection, [contact for _, contact in kept], now, summary)
+    source = f"import:{path.name}"
+    upsert(
+        connection,
+        memberships,
+        [{"list_id": list_id, "contact_id": ids[c.email], "joined_at": now, "source": source}
+         for _, c in kept],
+        keys=("list_id", "contact_id"),
+    )  # fmt: skip
+    upsert(
+        connection,
+        contact_tags,
+        [{"contact_id": ids[c.email], "tag": tag} for _, c in kept for tag in sorted(c.tags)],
+        keys=("contact_id", "tag"),
+    )
+    entries = _consent_entries(connection, kept, ids, hashes, path, options)
+    record(connection, entries, options.double_opt_in, now)
+    summary.consent_recorded += len(entries)
+
+
+def _save_contacts(
+    connection: Connection, batch: list[ContactRow], now: datetime, summary: ImportSummary
+) -> dict[str, int]:
+    """Insert new contacts and update known ones; return address -> contact id."""
+    known = {
+        row.email: row
+        for row in connection.execute(
+            select(
+                contacts.c.id,
+                contacts.c.email,
+                contacts.c.first_name,
+                contacts.c.last_name,
+                contacts.c.timezone,
+                contacts.c.locale,
+                contacts.c.attributes,
+            ).where(contacts.c.email.in_([contact.email for contact in batch]))
+        )
+    }
+    fresh = [contact for contact in batch if contact.email not in known]
+    ids = {email: row.id for email, row in known.items()}
+    if fresh:
+        inserted = connection.execute(
+            contacts.insert().returning(contacts.c.id, contacts.c.email,
+                                        sort_by_parameter_order=True),
+            [_contact_values(contact, {}) | {"created_at": now, "updated_at": now}
+             for contact in fresh],
+        )  # fmt: skip
+        ids.update((row.email, row.id) for row in inserted)
+    changed = [contact for contact in batch if contact.email in known]
+    if changed:
+        connection.execute(
+            update(contacts)
+            .where(contacts.c.id == bindparam("contact_id"))
+            .values(
+                first_name=bindparam("first_name"), last_name=bindparam("last_name"),
+                timezone=bindparam("timezone"), locale=bindparam("locale"),
+                attributes=bindparam("attributes"), updated_at=bindparam("updated_at"),
+            ),
+            [_update_values(contact, known[contact.email], now) for contact in changed],
+        )  # fmt: skip
+    summary.imported += len(fresh)
+    summary.updated += len(changed)
+    return ids
+
+
+def _contact_values(contact: ContactRow, attributes: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "email": contact.email,
+        "first_name": contact.first_name,
+        "last_name": contact.last_name,
+        "timezone": contact.timezone,
+        "locale": contact.locale,
+        "attributes": attributes | contact.attributes,
+    }
+
+
+def _update_values(contact: ContactRow, known: Any, now: datetime) -> dict[str, Any]:
+    # Empty cells never erase: keep the stored value where the file has none.
+    values = _contact_values(contact, dict(known.attributes or {}))
+    for name in ("first_name", "last_name", "timezone", "locale"):
+        values[name] = values[name] if values[name] is not None else getattr(known, name)
+    del values["email"]
+    return values | {"contact_id": known.id, "updated_at": now}
+
+
+def _consent_entries(
+    connection: Connection,
+    kept: list[tuple[int, ContactRow]],
+    ids: dict[str, int],
+    hashes: dict[str, str],
+    path: Path,
+    options: ImportOptions,
+) -> list[NewEntry]:
+    """Grants (and confirmations) for rows that carry evidence, where an import may grant."""
+    with_evidence = [(line, c) for line, c in kept if c.consent_at is not None]
+    statuses = current_statuses(
+        connection, options.list_name, (ids[c.email] for _, c in with_evidence)
+    )
+    entries = []
+    for line, contact in with_evidence:
+        if not import_may_grant(statuses.get(ids[contact.email], "none")):
+            continue
+        evidence = contact.evidence | {"file": path.name, "line": str(line)}
+        assert contact.consent_at is not None
+        entries.append(
+            NewEntry(hashes[contact.email], ids[contact.email], options.list_name, "granted",
+                     "import", contact.consent_at, evidence)
+        )  # fmt: skip
+        if contact.confirmed_at is not None:
+            entries.append(
+                NewEntry(hashes[contact.email], ids[contact.email], options.list_name,
+                         "confirmed", "import", contact.confirmed_at,
+                         {"file": path.name, "line": str(line)})
+            )  # fmt: skip
+    return entries

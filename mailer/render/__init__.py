@@ -1,0 +1,1 @@
+"""Rendering: turning a campaign step and a contact into a message."""

@@ -1,0 +1,82 @@
+"""Opening the database: SQLite (WAL, foreign keys, one writer at a time) or PostgreSQL, upgraded
+to the newest schema on open."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, OperationalError
+
+from mailer.errors import MailerError
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def create_database_engine(url: str, **options: Any) -> Engine:
+    """An engine for `url`, with SQLite configured the way mailer needs it."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise MailerError(f"database_url: '{url}' is not a database URL") from None
+    if parsed.get_backend_name() != "sqlite":
+        return create_engine(url, pool_pre_ping=True, **options)
+    if parsed.database and parsed.database != ":memory:":
+        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(url, connect_args={"timeout": 30}, **options)
+
+    @event.listens_for(engine, "connect")
+    def _configure(dbapi_connection: Any, _record: Any) -> None:
+        # Let SQLAlchemy, not the sqlite3 module, decide when transactions begin.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(connection: Connection) -> None:
+        # Take the write lock up front: a deferred transaction that reads, then writes, fails
+        # with "database is locked" when another writer got in between.
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return engine
+
+
+def _alembic_config(connection: Connection) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.attributes["connection"] = connection
+    return config
+
+
+def schema_is_current(engine: Engine) -> bool:
+    heads = set(ScriptDirectory(str(MIGRATIONS)).get_heads())
+    with engine.connect() as connection:
+        current = set(MigrationContext.configure(connection).get_current_heads())
+    return current == heads
+
+
+def upgrade(engine: Engine) -> None:
+    """Bring the schema to the newest migration (a no-op when it is already there)."""
+    try:
+        if schema_is_current(engine):
+            return
+        with engine.begin() as connection:
+            command.upgrade(_alembic_config(connection), "head")
+    except OperationalError as error:
+        raise MailerError(f"cannot open the database {engine.url!r}: {error.orig}") from None
+
+
+def open_database(url: str) -> Engine:
+    """An engine on `url` whose schema is current: what every command starts with."""
+    engine = create_database_engine(url)
+    upgrade(engine)
+    return engine

@@ -1,0 +1,166 @@
+"""The tables. Alembic migrations (store/migrations) create them; this module describes them.
+
+`tests/store/test_migrations.py` proves the two agree.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    Dialect,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.types import TypeDecorator
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+# SQLite only auto-assigns INTEGER PRIMARY KEY; PostgreSQL gets 64-bit ids.
+Id = BigInteger().with_variant(Integer(), "sqlite")
+Json = JSON().with_variant(JSONB(), "postgresql")
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC in Python; naive UTC in SQLite (which has no zones), timestamptz in
+    PostgreSQL."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value!r}: mailer stores timezone-aware times")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        assert isinstance(value, datetime)
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+contacts = Table(
+    "contacts",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("email", String(320), nullable=False, unique=True),
+    Column("first_name", String(200)),
+    Column("last_name", String(200)),
+    Column("timezone", String(64)),
+    Column("locale", String(16)),
+    Column("attributes", Json, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+
+lists = Table(
+    "lists",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("name", String(100), nullable=False, unique=True),
+    Column("title", String(200), nullable=False),
+    Column("double_opt_in", Boolean, nullable=False),
+)
+
+memberships = Table(
+    "memberships",
+    metadata,
+    Column("list_id", Id, ForeignKey("lists.id", ondelete="CASCADE"), primary_key=True),
+    Column("contact_id", Id, ForeignKey("contacts.id", ondelete="CASCADE"), primary_key=True),
+    Column("joined_at", UTCDateTime, nullable=False),
+    Column("source", String(200), nullable=False),
+    Index(None, "contact_id"),
+)
+
+contact_tags = Table(
+    "contact_tags",
+    metadata,
+    Column("contact_id", Id, ForeignKey("contacts.id", ondelete="CASCADE"), primary_key=True),
+    Column("tag", String(100), primary_key=True),
+    Index(None, "tag"),
+)
+
+# The consent ledger: append-only, each entry chained to the one before by hash. Entry ids are
+# assigned by the ledger itself, contiguous from 1, so a deleted entry leaves a visible gap.
+consent_entries = Table(
+    "consent_entries",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=False),
+    Column("contact_id", Id, ForeignKey("contacts.id", ondelete="SET NULL")),
+    Column("subject_hash", String(64), nullable=False),
+    Column("purpose", String(100), nullable=False),
+    Column("action", String(16), nullable=False),
+    Column("source", String(32), nullable=False),
+    Column("occurred_at", UTCDateTime, nullable=False),
+    Column("recorded_at", UTCDateTime, nullable=False),
+    Column("evidence_digest", String(64)),
+    Column("prev_hash", String(64), nullable=False),
+    Column("entry_hash", String(64), nullable=False),
+    Index(None, "contact_id"),
+    Index(None, "subject_hash"),
+)
+
+# Personal data of the evidence, kept apart so that erasing it leaves the chain verifiable.
+consent_evidence = Table(
+    "consent_evidence",
+    metadata,
+    Column("entry_id", Id, ForeignKey("consent_entries.id"), primary_key=True),
+    Column("data", Json, nullable=False),
+)
+
+# Where the ledger ends: the single row every append locks, so appends are serialised.
+ledger_head = Table(
+    "ledger_head",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("last_id", BigInteger, nullable=False),
+    Column("last_hash", String(64), nullable=False),
+)
+
+# The current consent per (contact, list): a projection of the ledger, kept in step with every
+# append, so send-time checks and segments read one row instead of replaying history.
+consent_status = Table(
+    "consent_status",
+    metadata,
+    Column("contact_id", Id, ForeignKey("contacts.id", ondelete="CASCADE"), primary_key=True),
+    Column("purpose", String(100), primary_key=True),
+    Column("status", String(16), nullable=False),
+    Column("since", UTCDateTime, nullable=False),
+    Column("entry_id", Id, ForeignKey("consent_entries.id"), nullable=False),
+    Index(None, "purpose", "status"),
+)
+
+# Addresses never to be mailed again, by keyed hash so an erased person stays suppressed.
+suppressions = Table(
+    "suppressions",
+    metadata,
+    Column("address_hash", String(64), primary_key=True),
+    Column("email", String(320)),
+    Column("reason", String(32), nullable=False),
+    Column("detail", Text),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("entry_id", Id, ForeignKey("consent_entries.id")),
+)
