@@ -75,6 +75,16 @@ class _LazyWorkspace:
 pass_workspace = click.make_pass_decorator(_LazyWorkspace)
 
 
+def say(text: str) -> None:
+    """A plain line on stdout (rich would wrap it at the terminal width, even in a pipe)."""
+    click.echo(text)
+
+
+def warn(text: str) -> None:
+    """A plain line on stderr: `file:line: what is wrong` stays one greppable line."""
+    click.echo(text, err=True)
+
+
 def print_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, ensure_ascii=False, default=str))
 

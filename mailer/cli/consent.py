@@ -7,7 +7,15 @@ import sys
 import click
 from rich.table import Table
 
-from mailer.cli import _LazyWorkspace, cli, console, err_console, pass_workspace, print_json
+from mailer.cli import (
+    _LazyWorkspace,
+    cli,
+    console,
+    pass_workspace,
+    print_json,
+    say,
+    warn,
+)
 from mailer.consent.ledger import verify as verify_ledger
 from mailer.consent.person import (
     consent_history,
@@ -48,11 +56,11 @@ def show(lazy: _LazyWorkspace, email: str, as_json: bool) -> None:
         table.add_row(row.list, row.status, since, str(row.entry_id or ""))
     console.print(table)
     if overview.suppression:
-        console.print(f"suppressed: {overview.suppression.reason} since "
+        say(f"suppressed: {overview.suppression.reason} since "
                       f"{overview.suppression.since:%Y-%m-%d %H:%M} UTC "
                       f"(entry {overview.suppression.entry_id or '-'})")  # fmt: skip
     else:
-        console.print("not suppressed")
+        say("not suppressed")
 
 
 @consent.command()
@@ -99,7 +107,7 @@ def withdraw_command(
         print_json({"entries": ids, "suppressed": list_name is None})
     else:
         scope = f"list {list_name}" if list_name else "every list; address suppressed"
-        console.print(f"withdrawn: {scope} (ledger entries {', '.join(map(str, ids))})")
+        say(f"withdrawn: {scope} (ledger entries {', '.join(map(str, ids))})")
 
 
 @consent.command()
@@ -119,9 +127,9 @@ def verify(lazy: _LazyWorkspace, as_json: bool) -> None:
         print_json({"intact": result.intact, "entries": result.entries,
                     "head_hash": result.head_hash, "problem": result.problem})  # fmt: skip
     elif result.intact:
-        console.print(f"ledger intact: {result.entries} entries, head {result.head_hash}")
+        say(f"ledger intact: {result.entries} entries, head {result.head_hash}")
     else:
-        err_console.print(f"ledger broken: {result.problem}", markup=False)
+        warn(f"ledger broken: {result.problem}")
     if not result.intact:
         sys.exit(1)
 
@@ -159,4 +167,4 @@ def erase(lazy: _LazyWorkspace, email: str, yes: bool, as_json: bool) -> None:
     if as_json:
         print_json({"erased": True, "entry_id": entry_id})
     else:
-        console.print(f"erased; ledger entry {entry_id}; the address stays suppressed (hashed)")
+        say(f"erased; ledger entry {entry_id}; the address stays suppressed (hashed)")

@@ -9,7 +9,15 @@ from pathlib import Path
 import click
 from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
 
-from mailer.cli import _LazyWorkspace, cli, console, err_console, pass_workspace, print_json
+from mailer.cli import (
+    _LazyWorkspace,
+    cli,
+    err_console,
+    pass_workspace,
+    print_json,
+    say,
+    warn,
+)
 from mailer.contacts.export import export_contacts
 from mailer.contacts.importer import ImportOptions, import_contacts
 from mailer.errors import MailerError
@@ -71,24 +79,23 @@ def import_(
         nonlocal shown
         shown += 1
         if shown <= SHOWN_REJECTS:
-            err_console.print(f"{file}:{line}: {reason}", markup=False)
+            warn(f"{file}:{line}: {reason}")
 
     with _progress_bar(file) as update:
         summary = import_contacts(
             workspace.engine, file, options, workspace.key, workspace.clock, update, report_reject
         )
     if shown > SHOWN_REJECTS:
-        err_console.print(f"... and {shown - SHOWN_REJECTS} more rejected rows", markup=False)
+        warn(f"... and {shown - SHOWN_REJECTS} more rejected rows")
     if summary.rejects_file:
-        err_console.print(f"rejected rows written to {summary.rejects_file}", markup=False)
+        warn(f"rejected rows written to {summary.rejects_file}")
     if as_json:
         print_json(summary.as_dict())
     else:
-        console.print(
+        say(
             f"{file}: {summary.imported} imported, {summary.updated} updated, "
             f"{summary.rejected} rejected, {summary.suppressed} suppressed (not re-subscribed), "
-            f"{summary.consent_recorded} consent entries recorded",
-            markup=False,
+            f"{summary.consent_recorded} consent entries recorded"
         )
 
 
@@ -141,4 +148,4 @@ def export(lazy: _LazyWorkspace, list_name: str | None, out: Path | None) -> Non
         count = export_contacts(connection, stream, list_name)
     if out:
         stream.close()
-        err_console.print(f"{count} contacts written to {out}", markup=False)
+        warn(f"{count} contacts written to {out}")

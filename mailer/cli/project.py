@@ -5,7 +5,14 @@ from __future__ import annotations
 import click
 
 from mailer.check import check_project
-from mailer.cli import _LazyWorkspace, cli, console, err_console, pass_workspace, print_json
+from mailer.cli import (
+    _LazyWorkspace,
+    cli,
+    pass_workspace,
+    print_json,
+    say,
+    warn,
+)
 from mailer.config import load_settings
 from mailer.store.engine import schema_is_current
 from mailer.workspace import Workspace, create_secret_key
@@ -24,15 +31,15 @@ def init(lazy: _LazyWorkspace) -> None:
     created = create_secret_key(settings)
     workspace = lazy.get()
     engine = workspace.engine
-    console.print(f"database  {engine.url.render_as_string(hide_password=True)}  (schema current: "
+    say(f"database  {engine.url.render_as_string(hide_password=True)}  (schema current: "
                   f"{schema_is_current(engine)})")  # fmt: skip
     if created:
-        console.print(f"secret key written to {created} (keep it: it hashes suppressed "
+        say(f"secret key written to {created} (keep it: it hashes suppressed "
                       "addresses; losing it lets erased people be imported again)")  # fmt: skip
     else:
         workspace.key  # noqa: B018  (fails here, with the fix, when no key is set)
-        console.print("secret key  present")
-    console.print(f"lists     {', '.join(sorted(workspace.list_ids)) or 'none'}")
+        say("secret key  present")
+    say(f"lists     {', '.join(sorted(workspace.list_ids)) or 'none'}")
 
 
 @cli.command()
@@ -54,13 +61,13 @@ def check(lazy: _LazyWorkspace, strict: bool, as_json: bool) -> None:
         })  # fmt: skip
     else:
         for problem in report.problems:
-            err_console.print(f"{problem.severity}: {problem.message}", markup=False)
+            warn(f"{problem.severity}: {problem.message}")
         settings = workspace.settings
         summary = (f"{len(settings.campaigns)} campaigns, {len(settings.lists)} lists, "
                    f"{report.templates} templates, {report.list_rows} list rows")  # fmt: skip
         if report.errors:
-            err_console.print(f"check failed: {len(report.errors)} errors ({summary})")
+            warn(f"check failed: {len(report.errors)} errors ({summary})")
         else:
-            console.print(f"ok: {summary}")
+            say(f"ok: {summary}")
     if report.errors:
         raise SystemExit(1)

@@ -159,7 +159,7 @@ def withdraw(
             select(consent_status).where(consent_status.c.contact_id == person.contact_id)
         )
     }
-    purposes = [list_name] if list_name else [p for p, s in held.items() if s != "withdrawn"]
+    purposes = [list_name] if list_name else sorted(p for p, s in held.items() if s != "withdrawn")
     entries = [
         NewEntry(person.subject_hash, person.contact_id, purpose, "withdrawn", source, now)
         for purpose in purposes

@@ -35,6 +35,7 @@ ALIASES = {
 NAME_LIMIT = 200
 _LOCALE = re.compile(r"^([a-zA-Z]{2,3})(?:[_-]([a-zA-Z]{2}|\d{3}))?$")
 _TAG_SEPARATORS = re.compile(r"[,;|]")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 class RowError(ValueError):
@@ -121,7 +122,7 @@ def parse_row(
         raise RowError(str(error)) from None
     for name in ("first_name", "last_name"):
         if name in values:
-            setattr(contact, name, clean_name(values.pop(name), name))
+            setattr(contact, name, clean_name(values.pop(name), name) or None)
     if "timezone" in values:
         contact.timezone = check_timezone(values.pop("timezone"))
     if "locale" in values:
@@ -157,7 +158,7 @@ def _attach_consent(contact: ContactRow, evidence: dict[str, str], now: datetime
 
 def clean_name(value: str, name: str) -> str:
     """One line of printable text: CR, LF, tabs and control characters never reach a header."""
-    cleaned = "".join(char for char in " ".join(value.split()) if char.isprintable())
+    cleaned = _CONTROL.sub("", " ".join(value.split())).strip()
     if len(cleaned) > NAME_LIMIT:
         raise RowError(f"{name} is longer than {NAME_LIMIT} characters")
     return cleaned

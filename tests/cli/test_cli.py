@@ -1,0 +1,142 @@
+"""The command line: exit statuses, JSON output, one-line errors on stderr."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+from sqlalchemy import create_engine, text
+
+from mailer.cli import cli
+from tests.conftest import SECRET, write_csv
+
+
+@pytest.fixture
+def mailer(project: Path, database_url: str, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+    monkeypatch.chdir(project)
+    for variable in ("MAILER_CONFIG", "MAILER_SECRET_KEY", "MAILER_DATABASE_URL"):
+        monkeypatch.delenv(variable, raising=False)
+    environment = {"MAILER_SECRET_KEY": SECRET, "MAILER_DATABASE_URL": database_url}
+
+    def run(*args: str) -> Result:
+        return CliRunner().invoke(cli, list(args), env=environment, catch_exceptions=False)
+
+    return run
+
+
+@pytest.fixture
+def leads(project: Path) -> Path:
+    return write_csv(project / "leads.csv", """
+        Email Address,first_name,consent_at,consent_ip
+        ada@example.com,Ada,2026-03-01,203.0.113.1
+        bob@,Bob,,
+        cy@example.com,Cy,,
+    """)
+
+
+def test_help_works_anywhere(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    for args in (["--help"], ["import", "--help"], ["consent", "erase", "--help"]):
+        result = CliRunner().invoke(cli, args)
+        assert result.exit_code == 0, args
+        assert "Usage: " in result.output
+
+
+def test_import_prints_a_json_summary_and_reports_bad_rows(mailer, leads: Path) -> None:  # type: ignore[no-untyped-def]
+    result = mailer("import", str(leads), "--list", "leads", "--json")
+    assert result.exit_code == 0
+    assert json.loads(result.stdout) == {
+        "imported": 2, "updated": 0, "rejected": 1, "suppressed": 0, "consent_recorded": 1,
+        "rejects_file": str(leads.with_name("leads.rejects.csv")),
+    }  # fmt: skip
+    assert f"{leads}:3: 'bob@' is not an email address" in result.stderr
+
+
+def test_import_errors_exit_1_with_one_line(mailer, project: Path) -> None:  # type: ignore[no-untyped-def]
+    result = mailer("import", "nope.csv", "--list", "leads")
+    assert (result.exit_code, result.stderr) == (1, "mailer: nope.csv: no such file\n")
+    write_csv(project / "x.csv", "name\nAda\n")
+    result = mailer("import", "x.csv", "--list", "leads")
+    assert result.exit_code == 1 and "x.csv:1: no email column" in result.stderr
+    result = mailer("import", "x.csv", "--list", "customers")
+    assert result.exit_code == 1 and "list 'customers' is not defined" in result.stderr
+
+
+def test_usage_errors_exit_2(mailer) -> None:  # type: ignore[no-untyped-def]
+    assert mailer("import", "x.csv").exit_code == 2
+    assert mailer("import", "x.csv", "--list", "leads", "--map", "nonsense").exit_code == 2
+    assert mailer("frobnicate").exit_code == 2
+
+
+def test_consent_show_history_and_verify(mailer, leads: Path, database_url: str) -> None:  # type: ignore[no-untyped-def]
+    mailer("import", str(leads), "--list", "leads")
+    shown = json.loads(mailer("consent", "show", "ada@example.com", "--json").stdout)
+    assert shown["lists"][1] == {
+        "list": "leads", "status": "granted", "since": "2026-03-01T00:00:00+00:00", "entry_id": 1,
+    }  # fmt: skip
+    table = mailer("consent", "show", "ada@example.com").stdout
+    assert "leads" in table and "granted" in table and "not suppressed" in table
+    assert "ip=203.0.113.1" in mailer("consent", "history", "ada@example.com").stdout
+    verified = mailer("consent", "verify")
+    assert verified.exit_code == 0 and "ledger intact: 1 entries" in verified.stdout
+    engine = create_engine(database_url)
+    with engine.begin() as connection:
+        connection.execute(text("UPDATE consent_entries SET purpose = 'newsletter'"))
+    engine.dispose()
+    broken = mailer("consent", "verify")
+    assert broken.exit_code == 1
+    assert broken.stderr == (
+        "ledger broken: entry 1 was altered: its contents no longer match its hash\n"
+    )
+    assert mailer("consent", "show", "nobody@example.com").exit_code == 1
+
+
+def test_withdraw_export_and_erase(mailer, leads: Path) -> None:  # type: ignore[no-untyped-def]
+    mailer("import", str(leads), "--list", "leads")
+    assert mailer("consent", "withdraw", "ada@example.com", "--list", "leads").exit_code == 0
+    exported = json.loads(mailer("consent", "export", "ada@example.com").stdout)
+    assert [entry["action"] for entry in exported["consent"]] == ["granted", "withdrawn"]
+    refused = mailer("consent", "erase", "ada@example.com")
+    assert refused.exit_code == 2 and "--yes" in refused.stderr
+    assert mailer("consent", "erase", "ada@example.com", "--yes").exit_code == 0
+    again = json.loads(mailer("import", str(leads), "--list", "leads", "--json").stdout)
+    assert again["suppressed"] == 1
+    assert mailer("consent", "verify").exit_code == 0
+
+
+def test_contacts_export_to_a_file(mailer, leads: Path, project: Path) -> None:  # type: ignore[no-untyped-def]
+    mailer("import", str(leads), "--list", "leads")
+    result = mailer("contacts", "export", "--list", "leads", "--out", "out.csv")
+    assert result.exit_code == 0
+    assert (project / "out.csv").read_text().splitlines()[1:] == [
+        "ada@example.com,Ada,,,,lead", "cy@example.com,Cy,,,,lead",
+    ]  # fmt: skip
+
+
+def test_check_names_file_and_line_of_a_broken_template(mailer, project: Path) -> None:  # type: ignore[no-untyped-def]
+    result = mailer("check")
+    assert result.exit_code == 0 and result.stdout.startswith("ok: 1 campaigns, 2 lists")
+    (project / "templates" / "welcome" / "2.html").write_text("<p>\n{% if %}\n</p>")
+    result = mailer("check")
+    assert result.exit_code == 1
+    assert "error: templates/welcome/2.html:2: Expected an expression" in result.stderr
+    (project / "templates" / "welcome" / "2.html").unlink()
+    result = mailer("check", "--json")
+    problems = json.loads(result.stdout)["problems"]
+    assert any("templates/welcome/2.html does not exist" in p["message"] for p in problems)
+
+
+def test_init_creates_the_key_once(
+    project: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.chdir(project)
+    monkeypatch.delenv("MAILER_SECRET_KEY", raising=False)
+    env = {"MAILER_DATABASE_URL": f"sqlite:///{tmp_path / 'init.db'}"}
+    first = CliRunner().invoke(cli, ["init"], env=env)
+    assert first.exit_code == 0 and "secret key written to" in first.stdout
+    key = (project / ".mailer" / "secret.key").read_text()
+    second = CliRunner().invoke(cli, ["init"], env=env)
+    assert second.exit_code == 0 and "secret key  present" in second.stdout
+    assert (project / ".mailer" / "secret.key").read_text() == key

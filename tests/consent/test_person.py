@@ -1,0 +1,121 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from sqlalchemy import inspect, select, text
+
+from mailer.consent.person import (
+    consent_history,
+    consent_overview,
+    erase_person,
+    export_person,
+    withdraw,
+)
+from mailer.errors import MailerError, UnknownContactError
+from mailer.store.tables import suppressions
+from mailer.workspace import Workspace
+from tests.conftest import write_csv
+from tests.helpers import run_import
+
+
+@pytest.fixture
+def ada(workspace: Workspace, tmp_path: Path) -> Workspace:
+    path = write_csv(tmp_path / "news.csv", """
+        email,first_name,plan,tags,consent_at,consent_confirmed_at,consent_ip,consent_user_agent
+        ada@example.com,Ada,gold,vip,2026-03-01T09:00Z,2026-03-01T09:05Z,203.0.113.9,Firefox
+    """)
+    run_import(workspace, path, "newsletter")
+    path = write_csv(tmp_path / "leads.csv", """
+        Email Address,consent_at
+        ada@example.com,2026-04-01
+    """)
+    run_import(workspace, path, "leads")
+    return workspace
+
+
+def test_show_lists_status_since_and_entry_per_list(ada: Workspace) -> None:
+    with ada.engine.connect() as connection:
+        overview = consent_overview(connection, ada.key, "ADA@example.com", ["newsletter", "leads"])
+    assert overview.as_dict()["lists"] == [
+        {"list": "newsletter", "status": "confirmed", "since": "2026-03-01T09:05:00+00:00",
+         "entry_id": 2},
+        {"list": "leads", "status": "granted", "since": "2026-04-01T00:00:00+00:00",
+         "entry_id": 3},
+    ]  # fmt: skip
+    assert overview.suppression is None
+
+
+def test_unknown_and_invalid_addresses_get_clear_errors(workspace: Workspace) -> None:
+    with workspace.engine.connect() as connection:
+        with pytest.raises(UnknownContactError, match=r"nobody@example\.com: no contact"):
+            consent_overview(connection, workspace.key, "nobody@example.com", [])
+        with pytest.raises(MailerError, match="is not an email address"):
+            consent_history(connection, workspace.key, "not-an-address")
+
+
+def test_withdraw_one_list_keeps_the_others(ada: Workspace) -> None:
+    with ada.engine.begin() as connection:
+        withdraw(connection, ada.key, "ada@example.com", ada.double_opt_in, ada.clock.now(),
+                 list_name="leads")  # fmt: skip
+        overview = consent_overview(connection, ada.key, "ada@example.com", [])
+    assert {r.list: r.status for r in overview.lists} == {
+        "newsletter": "confirmed", "leads": "withdrawn",
+    }  # fmt: skip
+    assert overview.suppression is None
+
+
+def test_withdraw_everything_suppresses(ada: Workspace) -> None:
+    with ada.engine.begin() as connection:
+        ids = withdraw(connection, ada.key, "ada@example.com", ada.double_opt_in, ada.clock.now())
+        overview = consent_overview(connection, ada.key, "ada@example.com", [])
+        history = consent_history(connection, ada.key, "ada@example.com")
+    assert {r.list: r.status for r in overview.lists} == {
+        "newsletter": "withdrawn", "leads": "withdrawn",
+    }  # fmt: skip
+    assert overview.suppression is not None
+    assert (overview.suppression.reason, overview.suppression.entry_id) == ("unsubscribed", ids[-1])
+    assert [(h["list"], h["action"]) for h in history[-3:]] == [
+        ("leads", "withdrawn"), ("newsletter", "withdrawn"), ("*", "withdrawn"),
+    ]  # fmt: skip
+
+
+def test_export_holds_everything_about_the_person(ada: Workspace) -> None:
+    with ada.engine.connect() as connection:
+        data = export_person(connection, ada.key, "ada@example.com")
+    json.dumps(data)  # JSON-ready
+    assert data["contact"]["first_name"] == "Ada"
+    assert data["contact"]["attributes"] == {"plan": "gold"}
+    assert data["tags"] == ["lead", "vip"]  # "lead" from [lists.leads] tags
+    assert {m["list"] for m in data["lists"]} == {"newsletter", "leads"}
+    assert data["consent"][0]["evidence"]["ip"] == "203.0.113.9"
+    assert data["consent"][0]["evidence"]["user_agent"] == "Firefox"
+
+
+def test_erase_deletes_personal_data_everywhere_and_keeps_a_hashed_suppression(
+    ada: Workspace,
+) -> None:
+    with ada.engine.begin() as connection:
+        withdraw(connection, ada.key, "ada@example.com", ada.double_opt_in, ada.clock.now())
+        erase_person(connection, ada.key, "ada@example.com", ada.clock.now())
+    with ada.engine.connect() as connection:
+        for table in inspect(connection).get_table_names():
+            for row in connection.execute(text(f"SELECT * FROM {table}")):
+                dumped = json.dumps([str(value) for value in row]).lower()
+                for personal in ("ada@example.com", "203.0.113.9", "firefox", "gold"):
+                    assert personal not in dumped, f"{personal} left in {table}"
+        suppression = connection.execute(select(suppressions)).one()
+        history = consent_history(connection, ada.key, "ada@example.com")
+        overview = consent_overview(connection, ada.key, "ada@example.com", ["newsletter"])
+    assert (suppression.email, suppression.reason) == (None, "unsubscribed")
+    assert history[-1]["action"] == "erased"
+    assert all(entry["evidence"] is None for entry in history)
+    assert overview.contact_id is None and overview.suppression is not None
+
+
+def test_erasing_an_unknown_address_still_suppresses_it(workspace: Workspace) -> None:
+    with workspace.engine.begin() as connection:
+        erase_person(connection, workspace.key, "stranger@example.com", workspace.clock.now())
+        overview = consent_overview(connection, workspace.key, "stranger@example.com", [])
+    assert overview.suppression is not None and overview.suppression.reason == "erased"

@@ -1,0 +1,62 @@
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from mailer.contacts.csvfile import (
+    CsvReader,
+    detect_delimiter,
+    detect_encoding,
+    neutralise,
+    unneutralise,
+)
+
+
+def test_encoding_detection() -> None:
+    assert detect_encoding(b"\xef\xbb\xbfemail\n") == "utf-8-sig"
+    assert detect_encoding("email,name\na@b.c,Zoë\n".encode()) == "utf-8"
+    assert detect_encoding("email;name\na@b.c;Renée\n".encode("cp1252")) == "cp1252"
+    assert detect_encoding(b"email\na@b.c\n") == "utf-8"
+
+
+def test_delimiter_detection() -> None:
+    assert detect_delimiter("email;first name;last name\r\n") == ";"
+    assert detect_delimiter("email\tname\n") == "\t"
+    assert detect_delimiter("email|name\n") == "|"
+    assert detect_delimiter("email\n") == ","
+
+
+def test_rows_carry_the_line_they_start_on(tmp_path: Path) -> None:
+    path = tmp_path / "a.csv"
+    path.write_bytes(b'email,note\r\na@x.com,"two\r\nlines"\r\n\r\nb@x.com,one\r\n')
+    with CsvReader(path) as reader:
+        rows = [(row.line, row.fields) for row in reader.rows()]
+    assert rows == [(2, ["a@x.com", "two\r\nlines"]), (5, ["b@x.com", "one"])]
+
+
+cells = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=30)
+
+
+@given(cells)
+def test_neutralised_cells_never_start_a_formula_and_read_back(value: str) -> None:
+    guarded = neutralise(value)
+    assert not guarded.startswith(("=", "+", "-", "@"))
+    assert unneutralise(guarded) == value or value.startswith("'")
+
+
+@given(st.lists(st.lists(cells, min_size=3, max_size=3), min_size=1, max_size=20))
+def test_csv_round_trip_through_the_reader(tmp_path_factory, rows: list[list[str]]) -> None:  # type: ignore[no-untyped-def]
+    buffer = io.StringIO(newline="")
+    writer = csv.writer(buffer)
+    writer.writerow(["email", "a", "b"])
+    writer.writerows(rows)
+    path = tmp_path_factory.mktemp("rt") / "rt.csv"
+    path.write_text(buffer.getvalue(), encoding="utf-8", newline="")
+    with CsvReader(path, delimiter=",") as reader:
+        read = [row.fields for row in reader.rows()]
+    expected = [row for row in rows if any(cell.strip() for cell in row)]
+    assert read == expected

@@ -1,0 +1,115 @@
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from mailer.config import load_settings
+from mailer.errors import SettingsError
+from mailer.workspace import create_secret_key
+
+NO_ENV: dict[str, str] = {}
+
+
+def settings_file(project: Path, replace: str = "", append: str = "") -> Path:
+    path = project / "settings.toml"
+    text = path.read_text()
+    if replace:
+        old, new = replace.split(" => ")
+        assert old in text
+        text = text.replace(old, new)
+    path.write_text(text + append)
+    return path
+
+
+def problems(path: Path, environ: dict[str, str] | None = None) -> list[str]:
+    with pytest.raises(SettingsError) as caught:
+        load_settings(path, environ=environ if environ is not None else NO_ENV)
+    return str(caught.value).splitlines()
+
+
+def test_the_project_settings_load_into_typed_models(project: Path) -> None:
+    settings = load_settings(project / "settings.toml", environ=NO_ENV)
+    assert settings.campaigns["welcome"].steps[1].delay == timedelta(days=2)
+    assert settings.lists["newsletter"].double_opt_in is True
+    assert settings.root == project.resolve()
+    assert settings.resolved_database_url() == f"sqlite:///{project.resolve()}/.mailer/mailer.db"
+
+
+def test_a_bad_duration_names_its_full_path(project: Path) -> None:
+    path = settings_file(project, replace='delay = "2 days" => delay = "2 dayz"')
+    assert problems(path) == [
+        f'{path}: campaigns.welcome.steps[1].delay: "2 dayz" is not a duration '
+        '(write e.g. "30m", "36h", "2 days", "1 week")'
+    ]
+
+
+def test_unknown_keys_and_wrong_types_are_all_reported(project: Path) -> None:
+    path = settings_file(project, append="\n[smtp]\nhots = 'x'\nport = 'twenty-five'\n")
+    found = problems(path)
+    assert f"{path}: smtp.hots: unknown key (expected one of: host, port, tls, " in found[1]
+    assert found[0].startswith(f"{path}: smtp.port: 'twenty-five': Input should be")
+
+
+def test_missing_section_and_bad_reference(project: Path) -> None:
+    path = settings_file(project, replace='list = "newsletter" => list = "newsleter"')
+    assert problems(path) == [
+        f"{path}: campaigns.welcome.list: 'newsleter' is not a list defined under [lists] "
+        "(known: leads, newsletter)"
+    ]
+
+
+def test_toml_syntax_errors_say_line_and_column(project: Path) -> None:
+    path = settings_file(project, append="\n[broken\n")
+    (problem,) = problems(path)
+    assert problem.startswith(f"{path}: line ")
+    assert "column" in problem
+
+
+def test_environment_overrides_any_value(project: Path) -> None:
+    settings = load_settings(project / "settings.toml", environ={
+        "MAILER_SMTP__HOST": "relay.example.net", "MAILER_SMTP__PORT": "587",
+        "MAILER_DATABASE_URL": "postgresql+psycopg://db/mailer",
+        "MAILER_LISTS__LEADS__TITLE": "Leads from the fair",
+        "MAILER_TEST_DATABASE_URL": "ignored", "MAILER_CONFIG": "ignored",
+    })  # fmt: skip
+    assert (settings.smtp.host, settings.smtp.port) == ("relay.example.net", 587)
+    assert settings.resolved_database_url() == "postgresql+psycopg://db/mailer"
+    assert settings.lists["leads"].title == "Leads from the fair"
+
+
+def test_a_bad_environment_value_names_the_variable(project: Path) -> None:
+    found = problems(project / "settings.toml", {"MAILER_SMTP__PORT": "99999"})
+    assert found[0].endswith("(from MAILER_SMTP__PORT)")
+    assert "smtp.port" in found[0]
+
+
+def test_secrets_may_not_be_written_in_the_file(project: Path) -> None:
+    path = settings_file(project, append='\n[smtp]\npassword = "hunter2"\n')
+    assert problems(path)[0] == (
+        f"{path}: smtp.password: secrets may not be written in settings; use "
+        "MAILER_SMTP__PASSWORD or smtp.password_file"
+    )
+    path = settings_file(project, replace='secret_key_file = ".mailer/secret.key" => '
+                         'secret_key = "0123456789012345678901234567890123"')  # fmt: skip
+    assert "secret_key: secrets may not be written in settings" in problems(path)[0]
+
+
+def test_secret_key_from_environment_or_generated_file(project: Path) -> None:
+    settings = load_settings(project / "settings.toml", environ=NO_ENV)
+    with pytest.raises(SettingsError, match="no secret key: set MAILER_SECRET_KEY, or run"):
+        settings.secret()
+    created = create_secret_key(settings)
+    assert created == project.resolve() / ".mailer" / "secret.key"
+    assert created.stat().st_mode & 0o777 == 0o600
+    key = settings.secret()
+    assert create_secret_key(settings) is None  # never replaced
+    assert settings.secret() == key
+    from_env = load_settings(project / "settings.toml", environ={"MAILER_SECRET_KEY": "k" * 40})
+    assert from_env.secret() == b"k" * 40
+
+
+def test_tracking_url_must_be_https_except_on_localhost(project: Path) -> None:
+    path = settings_file(project, append='\n[tracking]\nbase_url = "http://t.example.com"\n')
+    assert "must be an https:// URL" in problems(path)[0]
