@@ -79,9 +79,9 @@ def history(lazy: _LazyWorkspace, email: str, as_json: bool) -> None:
     for column in ("entry", "occurred", "list", "action", "source", "evidence"):
         table.add_column(column)
     for entry in entries:
-        evidence = entry["evidence"]
-        shown = ", ".join(f"{k}={v}" for k, v in evidence.items()) if evidence else (
-            "" if entry["action"] == "erased" else "-")  # fmt: skip
+        evidence = entry["evidence"] or {}
+        shown = ", ".join(f"{k}={v}" for k, v in evidence.items())
+        shown = "(erased)" if entry["evidence_erased"] else shown
         table.add_row(str(entry["entry_id"]), entry["occurred_at"][:16].replace("T", " "),
                       entry["list"], entry["action"], entry["source"], shown)  # fmt: skip
     console.print(table)

@@ -133,6 +133,7 @@ def consent_history(connection: Connection, key: bytes, email: str) -> list[dict
             "occurred_at": row.occurred_at.isoformat(),
             "recorded_at": row.recorded_at.isoformat(),
             "evidence": row.data,
+            "evidence_erased": row.data is None and row.evidence_digest is not None,
             "entry_hash": row.entry_hash,
         }
         for row in rows

@@ -33,10 +33,15 @@ def status_after(current: Status, action: Action, double_opt_in: bool) -> Status
     return "none"  # expired, erased
 
 
-def import_may_grant(current: Status) -> bool:
-    """An import adds consent only where there is none yet, or a pending one to complete.
+def import_actions(current: Status, confirmed: bool) -> tuple[Action, ...]:
+    """What an import row with consent evidence appends, given the status on record.
 
-    It never re-subscribes a withdrawal (only a new confirmed opt-in may lift that) and never
-    duplicates a grant that is already on record.
+    Only where there is no consent yet, or a pending one that the row confirms. An import never
+    re-subscribes a withdrawal (only a new confirmed opt-in may lift that) and never repeats a
+    grant already on record, so importing the same file twice appends nothing.
     """
-    return current in ("none", "pending")
+    if current == "none":
+        return ("granted", "confirmed") if confirmed else ("granted",)
+    if current == "pending" and confirmed:
+        return ("confirmed",)
+    return ()

@@ -19,7 +19,7 @@ from sqlalchemy import Connection, Engine, bindparam, select, update
 from mailer.clock import Clock
 from mailer.consent.ledger import NewEntry
 from mailer.consent.records import current_statuses, record
-from mailer.consent.state import import_may_grant
+from mailer.consent.state import import_actions
 from mailer.consent.suppressions import suppressed
 from mailer.contacts.addresses import address_hash
 from mailer.contacts.csvfile import CsvReader, RejectsWriter, Row
@@ -250,18 +250,13 @@ def _consent_entries(
     )
     entries = []
     for line, contact in with_evidence:
-        if not import_may_grant(statuses.get(ids[contact.email], "none")):
-            continue
-        evidence = contact.evidence | {"file": path.name, "line": str(line)}
-        assert contact.consent_at is not None
-        entries.append(
-            NewEntry(hashes[contact.email], ids[contact.email], options.list_name, "granted",
-                     "import", contact.consent_at, evidence)
-        )  # fmt: skip
-        if contact.confirmed_at is not None:
-            entries.append(
-                NewEntry(hashes[contact.email], ids[contact.email], options.list_name,
-                         "confirmed", "import", contact.confirmed_at,
-                         {"file": path.name, "line": str(line)})
-            )  # fmt: skip
+        contact_id, status = ids[contact.email], statuses.get(ids[contact.email], "none")
+        provenance = {"file": path.name, "line": str(line)}
+        for action in import_actions(status, contact.confirmed_at is not None):
+            granted = action == "granted"
+            moment = contact.consent_at if granted else contact.confirmed_at
+            assert moment is not None
+            evidence = contact.evidence | provenance if granted else provenance
+            entries.append(NewEntry(hashes[contact.email], contact_id, options.list_name, action,
+                                    "import", moment, evidence))  # fmt: skip
     return entries

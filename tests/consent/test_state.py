@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from mailer.consent.state import import_may_grant, status_after
+from mailer.consent.state import import_actions, status_after
 
 
 @pytest.mark.parametrize(("current", "action", "double_opt_in", "expected"), [
@@ -20,6 +20,16 @@ def test_status_after_each_action(
     assert status_after(current, action, double_opt_in) == expected  # type: ignore[arg-type]
 
 
-def test_an_import_grants_only_where_nothing_or_pending_is_held() -> None:
-    assert import_may_grant("none") and import_may_grant("pending")
-    assert not any(map(import_may_grant, ("granted", "confirmed", "withdrawn")))  # type: ignore[arg-type]
+@pytest.mark.parametrize(("current", "confirmed", "expected"), [
+    ("none", False, ("granted",)),
+    ("none", True, ("granted", "confirmed")),
+    ("pending", False, ()),
+    ("pending", True, ("confirmed",)),
+    ("granted", True, ()),
+    ("confirmed", True, ()),
+    ("withdrawn", True, ()),
+])  # fmt: skip
+def test_an_import_adds_only_what_is_missing(
+    current: str, confirmed: bool, expected: tuple[str, ...]
+) -> None:
+    assert import_actions(current, confirmed) == expected  # type: ignore[arg-type]

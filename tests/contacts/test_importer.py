@@ -260,3 +260,20 @@ def test_evidence_without_consent_at_and_future_consent_are_rejected(
     summary = run_import(workspace, path, "leads")
     assert summary.rejected == 3
     assert count(workspace, consent_entries) == 0
+
+
+def test_a_pending_consent_is_completed_only_by_a_confirmation(
+    workspace: Workspace, tmp_path: Path
+) -> None:
+    pending = write_csv(tmp_path / "news.csv", """
+        email,consent_at
+        bob@example.com,2026-03-01
+    """)
+    run_import(workspace, pending, "newsletter")
+    assert run_import(workspace, pending, "newsletter").consent_recorded == 0
+    confirmed = write_csv(tmp_path / "confirmed.csv", """
+        email,consent_at,consent_confirmed_at
+        bob@example.com,2026-03-01,2026-03-02
+    """)
+    assert run_import(workspace, confirmed, "newsletter").consent_recorded == 1
+    assert statuses(workspace, "bob@example.com")["newsletter"] == "confirmed"

@@ -1,0 +1,59 @@
+# Two commands a newcomer needs: `make demo` and `make test`. Both create .venv when missing.
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+# The demo keeps its own database, so it starts from nothing every time.
+DEMO   := MAILER_DATABASE_URL=sqlite:///.mailer/demo.db $(BIN)/mailer
+
+.PHONY: demo test lint bench-import clean
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
+		{ echo "mailer needs Python 3.11 or newer (found $$($(PYTHON) --version))"; exit 1; }
+	@$(PYTHON) -m venv $(VENV) 2>/dev/null || { \
+		echo "python3 -m venv failed: installing Debian's python3-venv"; \
+		apt-get install -y -q python3-venv >/dev/null && $(PYTHON) -m venv $(VENV); }
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	@touch $@
+
+demo: $(STAMP)
+	@rm -f .mailer/demo.db .mailer/demo.db-wal .mailer/demo.db-shm
+	@echo; echo "== 1. Set up: the database (SQLite, in .mailer/) and the secret key"
+	$(DEMO) init
+	@echo; echo "== 2. Check settings, templates and list files before anything goes out"
+	$(DEMO) check
+	@echo; echo "== 3. Import the newsletter list (double opt-in, with consent evidence)"
+	$(DEMO) import lists/newsletter.csv --list newsletter
+	@echo; echo "== 4. Import a landing-page export (Windows-1252, semicolons, two bad rows)"
+	$(DEMO) import lists/leads.csv --list leads
+	@echo; echo "== 5. Consent of a few contacts: confirmed, pending (no confirmation), none"
+	$(DEMO) consent show sarah.mitchell@example.com
+	$(DEMO) consent show ken.watanabe@example.com
+	$(DEMO) consent show daniel.hughes@example.com
+	@echo; echo "== 6. Sarah unsubscribes from everything: withdrawn and suppressed"
+	$(DEMO) consent withdraw sarah.mitchell@example.com
+	$(DEMO) consent show sarah.mitchell@example.com
+	@echo; echo "== 7. Oliver asks to be forgotten (GDPR Art. 17)"
+	$(DEMO) consent erase oliver.grant@example.com --yes
+	$(DEMO) consent history oliver.grant@example.com
+	@echo; echo "== 8. Importing both lists again re-subscribes neither of them"
+	$(DEMO) import lists/newsletter.csv --list newsletter
+	$(DEMO) import lists/leads.csv --list leads 2>/dev/null
+	@echo; echo "== 9. The auditor verifies that no ledger entry was edited, inserted or deleted"
+	$(DEMO) consent verify
+
+lint: $(STAMP)
+	$(BIN)/ruff check mailer tests bench
+	$(BIN)/mypy mailer
+
+test: lint
+	$(BIN)/pytest -q
+
+bench-import: $(STAMP)
+	$(BIN)/python bench/import_bench.py
+
+clean:
+	rm -rf $(VENV) .mailer .pytest_cache .mypy_cache .ruff_cache lists/*.rejects.csv
