@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, get_args, get_origin
 from urllib.parse import urlsplit
 
+from email_validator import EmailNotValidError, validate_email
 from pydantic import (
     BaseModel,
     BeforeValidator,
@@ -67,9 +68,12 @@ class Sender(Model):
     @field_validator("email", "reply_to")
     @classmethod
     def _address(cls, value: str | None) -> str | None:
-        from mailer.contacts.addresses import normalise_address
-
-        return None if value is None else normalise_address(value)
+        if value is None:
+            return None
+        try:
+            return str(validate_email(value, check_deliverability=False).normalized)
+        except EmailNotValidError as error:
+            raise ValueError(f"'{value}' is not an email address ({error})") from None
 
 
 class Smtp(Model):
@@ -189,6 +193,20 @@ class Settings(Model):
         if len(value) < 32:
             raise SettingsError(f"{self._source}: secret_key: must be at least 32 characters")
         return value.encode()
+
+    def smtp_password(self) -> str | None:
+        """The relay password: MAILER_SMTP__PASSWORD, or the file smtp.password_file names."""
+        if self.smtp.password is not None:
+            return self.smtp.password.get_secret_value()
+        if self.smtp.password_file is not None:
+            try:
+                return self.path(self.smtp.password_file).read_text().strip()
+            except OSError as error:
+                raise SettingsError(
+                    f"{self._source}: smtp.password_file: cannot read {error.filename} "
+                    f"({error.strerror})"
+                ) from None
+        return None
 
     def contact_list(self, name: str) -> ContactList:
         try:

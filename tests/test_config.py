@@ -113,3 +113,20 @@ def test_secret_key_from_environment_or_generated_file(project: Path) -> None:
 def test_tracking_url_must_be_https_except_on_localhost(project: Path) -> None:
     path = settings_file(project, append='\n[tracking]\nbase_url = "http://t.example.com"\n')
     assert "must be an https:// URL" in problems(path)[0]
+
+
+def test_smtp_password_from_environment_or_named_file(project: Path) -> None:
+    settings = load_settings(project / "settings.toml", environ={"MAILER_SMTP__PASSWORD": "pw1"})
+    assert settings.smtp_password() == "pw1"
+    assert "pw1" not in repr(settings)  # secrets never show in logs or tracebacks
+    (project / "smtp.pass").write_text("pw2\n")
+    path = settings_file(project, append='\n[smtp]\npassword_file = "smtp.pass"\n')
+    assert load_settings(path, environ=NO_ENV).smtp_password() == "pw2"
+    (project / "smtp.pass").unlink()
+    with pytest.raises(SettingsError, match="smtp.password_file: cannot read"):
+        load_settings(path, environ=NO_ENV).smtp_password()
+
+
+def test_a_bad_sender_address_is_refused(project: Path) -> None:
+    path = settings_file(project, replace='email = "news@acme.example" => email = "news@"')
+    assert problems(path)[0].startswith(f"{path}: sender.email: 'news@' is not an email address")
