@@ -123,7 +123,7 @@ def test_smtp_password_from_environment_or_named_file(project: Path) -> None:
     path = settings_file(project, append='\n[smtp]\npassword_file = "smtp.pass"\n')
     assert load_settings(path, environ=NO_ENV).smtp_password() == "pw2"
     (project / "smtp.pass").unlink()
-    with pytest.raises(SettingsError, match="smtp.password_file: cannot read"):
+    with pytest.raises(SettingsError, match=r"smtp\.password_file: cannot read"):
         load_settings(path, environ=NO_ENV).smtp_password()
 
 

@@ -1,4 +1,4 @@
-"""The example campaign that ships with mailer loads, checks clean and imports as the README says."""
+"""The example campaign that ships with mailer loads, checks clean and imports as documented."""
 
 from __future__ import annotations
 
