@@ -96,11 +96,13 @@ def _check_list_file(
 ) -> None:
     shown = path.relative_to(settings.root) if path.is_relative_to(settings.root) else path
     try:
-        with CsvReader(path) as reader:
+        with CsvReader(path, shown=shown) as reader:
             targets = map_columns(reader.header, settings.lists[name].columns, str(shown))
             for row in reader.rows():
                 report.list_rows += 1
                 try:
+                    if row.problem:
+                        raise RowError(row.problem)
                     parse_row(row.fields, targets, settings.attributes, now)
                 except RowError as error:
                     severity: Literal["error", "warning"] = "error" if strict else "warning"

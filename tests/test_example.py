@@ -36,3 +36,11 @@ def test_the_shipped_lists_import(environ: dict[str, str], tmp_path: Path) -> No
     workspace.close()
     assert (newsletter.imported, newsletter.rejected) == (12, 0)
     assert (leads.imported, leads.updated, leads.rejected) == (7, 1, 2)
+
+
+def test_check_names_a_missing_list_file_relative_to_the_project(project: Path) -> None:
+    settings_path = project / "settings.toml"
+    settings_path.write_text(settings_path.read_text().replace(
+        'title = "Leads"', 'title = "Leads"\nfile = "lists/gone.csv"'))  # fmt: skip
+    report = check_project(load_settings(settings_path, environ={}), NOW)
+    assert [p.message for p in report.errors] == ["lists/gone.csv: no such file"]

@@ -71,21 +71,29 @@ def neutralise(value: str) -> str:
 class Row:
     line: int  # where the record starts in the file (1 = the header)
     fields: list[str]
+    problem: str | None = None  # why the record could not be read as CSV
+
+
+_CSV_PROBLEMS = {
+    "unexpected end of data": "a quote opened in this row is never closed, so every line after "
+    "it was read as one field; close the quote and import again",
+    "',' expected after '\"'": 'a quote inside a quoted field must be doubled ("")',
+}
 
 
 class CsvReader:
     """A CSV file opened for streaming; use as a context manager."""
 
-    def __init__(self, path: Path, delimiter: str | None = None) -> None:
-        self.path = path
+    def __init__(self, path: Path, delimiter: str | None = None, shown: Path | None = None) -> None:
+        self.path = shown or path  # how messages name the file
         try:
             self._binary: IO[bytes] = path.open("rb")
         except FileNotFoundError:
-            raise InputFileError(f"{path}: no such file") from None
+            raise InputFileError(f"{self.path}: no such file") from None
         except IsADirectoryError:
-            raise InputFileError(f"{path}: is a folder, not a CSV file") from None
+            raise InputFileError(f"{self.path}: is a folder, not a CSV file") from None
         except PermissionError:
-            raise InputFileError(f"{path}: permission denied") from None
+            raise InputFileError(f"{self.path}: permission denied") from None
         self.size = path.stat().st_size
         self.encoding = detect_encoding(self._binary.read(SAMPLE_BYTES))
         self._binary.seek(0)
@@ -95,22 +103,28 @@ class CsvReader:
         first_line = self._text.readline()
         if not first_line.strip():
             self.close()
-            raise InputFileError(f"{path}: is empty; the first line must be a header")
+            raise InputFileError(f"{self.path}: is empty; the first line must be a header")
         self.delimiter = delimiter or detect_delimiter(first_line)
         header_rows = list(csv.reader([first_line], delimiter=self.delimiter))
         self.header = [name.strip() for name in header_rows[0]]
-        self._reader = csv.reader(self._text, delimiter=self.delimiter, strict=False)
+        self._reader = csv.reader(self._text, delimiter=self.delimiter, strict=True)
 
     def rows(self) -> Iterator[Row]:
-        """The data rows, blank lines skipped."""
+        """The data rows, blank lines skipped; a record the CSV reader cannot parse comes out
+        with `problem` set, and reading goes on with the next line."""
         last_line = 1
-        try:
-            for fields in self._reader:
+        while True:
+            try:
+                fields = next(self._reader)
+            except StopIteration:
+                return
+            except csv.Error as error:
                 start, last_line = last_line + 1, self._reader.line_num + 1
-                if fields and any(field.strip() for field in fields):
-                    yield Row(start, fields)
-        except csv.Error as error:
-            raise InputFileError(f"{self.path}:{last_line + 1}: {error}") from None
+                yield Row(start, [], _CSV_PROBLEMS.get(str(error), str(error)))
+                continue
+            start, last_line = last_line + 1, self._reader.line_num + 1
+            if fields and any(field.strip() for field in fields):
+                yield Row(start, fields)
 
     def bytes_read(self) -> int:
         """How far into the file reading has got (for progress bars)."""

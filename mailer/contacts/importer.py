@@ -117,6 +117,8 @@ class _Batches:
             batch: dict[str, tuple[int, ContactRow]] = {}
             for row in chunk:
                 try:
+                    if row.problem:
+                        raise RowError(row.problem)
                     contact = parse_row(
                         row.fields, self._targets, self._options.attribute_types, now
                     )

@@ -60,3 +60,14 @@ def test_csv_round_trip_through_the_reader(tmp_path_factory, rows: list[list[str
         read = [row.fields for row in reader.rows()]
     expected = [row for row in rows if any(cell.strip() for cell in row)]
     assert read == expected
+
+
+def test_a_bad_quote_is_one_bad_row_and_reading_goes_on(tmp_path: Path) -> None:
+    path = tmp_path / "a.csv"
+    path.write_bytes(b'email,note\na@x.com,"say "hi""\nb@x.com,ok\n')
+    with CsvReader(path) as reader:
+        rows = list(reader.rows())
+    assert rows[0].line == 2 and rows[0].problem == (
+        'a quote inside a quoted field must be doubled ("")'
+    )
+    assert (rows[1].line, rows[1].fields) == (3, ["b@x.com", "ok"])

@@ -277,3 +277,19 @@ def test_a_pending_consent_is_completed_only_by_a_confirmation(
     """)
     assert run_import(workspace, confirmed, "newsletter").consent_recorded == 1
     assert statuses(workspace, "bob@example.com")["newsletter"] == "confirmed"
+
+
+def test_an_unclosed_quote_is_reported_where_it_opens(workspace: Workspace, tmp_path: Path) -> None:
+    path = write_csv(tmp_path / "a.csv", """
+        email,first_name
+        a@example.com,"Ada
+        b@example.com,Bob
+    """)
+    reported: list[tuple[int, str]] = []
+    summary = importer.import_contacts(
+        workspace.engine, path, importer.ImportOptions("newsletter", workspace.double_opt_in),
+        workspace.key, workspace.clock, on_reject=lambda line, why: reported.append((line, why)),
+    )  # fmt: skip
+    assert summary.rejected == 1
+    assert reported == [(2, "a quote opened in this row is never closed, so every line after "
+                             "it was read as one field; close the quote and import again")]
