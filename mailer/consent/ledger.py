@@ -18,6 +18,7 @@ from typing import Any
 from sqlalchemy import Connection, select, update
 
 from mailer.consent.state import Action, Source
+from mailer.store.bulk import execute_many
 from mailer.store.tables import consent_entries, consent_evidence, ledger_head
 
 GENESIS_HASH = "0" * 64
@@ -86,9 +87,9 @@ def append(connection: Connection, entries: Sequence[NewEntry], recorded_at: dat
         rows.append(row)
         if entry.evidence:
             evidence_rows.append({"entry_id": last_id, "data": entry.evidence})
-    connection.execute(consent_entries.insert(), rows)
+    execute_many(connection, consent_entries.insert(), rows)
     if evidence_rows:
-        connection.execute(consent_evidence.insert(), evidence_rows)
+        execute_many(connection, consent_evidence.insert(), evidence_rows)
     connection.execute(
         update(ledger_head)
         .where(ledger_head.c.id == 1)

@@ -1,6 +1,7 @@
-"""Reading contact CSV files as spreadsheets and landing-page tools export them: UTF-8 (with or
-without BOM) or Latin-1/Windows-1252, comma, semicolon, tab or pipe delimited, quoted fields
-spanning lines. Rows come out with the line they start on, streamed, never all in memory."""
+"""Reading contact CSV files as spreadsheets and landing-page tools export them: UTF-8 (with
+or without BOM), UTF-16 with BOM, or Latin-1/Windows-1252; comma, semicolon, tab or pipe
+delimited; quoted fields spanning lines. Rows come out with the line they start on, streamed,
+never all in memory."""
 
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ _UTF8_SEQUENCE = re.compile(
 )
 _HIGH_BYTE = re.compile(rb"[\x80-\xff]")
 
-Encoding = Literal["utf-8", "utf-8-sig", "cp1252"]
+Encoding = Literal["utf-8", "utf-8-sig", "utf-16", "cp1252"]
 
 
 def detect_encoding(sample: bytes) -> Encoding:
@@ -33,6 +34,8 @@ def detect_encoding(sample: bytes) -> Encoding:
     by one later); otherwise Windows-1252, the superset of Latin-1 that spreadsheets write."""
     if sample.startswith(codecs.BOM_UTF8):
         return "utf-8-sig"
+    if sample.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        return "utf-16"  # Excel's "Unicode text" export
     utf8_characters = len(_UTF8_SEQUENCE.findall(sample))
     high_bytes = len(_HIGH_BYTE.findall(sample))
     stray_bytes = high_bytes - sum(len(s) for s in _UTF8_SEQUENCE.findall(sample))

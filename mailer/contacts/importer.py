@@ -24,6 +24,7 @@ from mailer.consent.suppressions import suppressed
 from mailer.contacts.addresses import address_hash
 from mailer.contacts.csvfile import CsvReader, RejectsWriter, Row
 from mailer.contacts.rows import ContactRow, RowError, map_columns, parse_row
+from mailer.store.bulk import execute_many
 from mailer.store.tables import contact_tags, contacts, lists, memberships
 from mailer.store.upsert import upsert
 
@@ -193,25 +194,30 @@ def _save_contacts(
     fresh = [contact for contact in batch if contact.email not in known]
     ids = {email: row.id for email, row in known.items()}
     if fresh:
-        inserted = connection.execute(
-            contacts.insert().returning(contacts.c.id, contacts.c.email,
-                                        sort_by_parameter_order=True),
+        execute_many(
+            connection,
+            contacts.insert(),
             [_contact_values(contact, {}) | {"created_at": now, "updated_at": now}
              for contact in fresh],
         )  # fmt: skip
+        inserted = connection.execute(
+            select(contacts.c.email, contacts.c.id).where(
+                contacts.c.email.in_([contact.email for contact in fresh])
+            )
+        )
         ids.update((row.email, row.id) for row in inserted)
     changed = [contact for contact in batch if contact.email in known]
-    if changed:
-        connection.execute(
-            update(contacts)
-            .where(contacts.c.id == bindparam("contact_id"))
-            .values(
-                first_name=bindparam("first_name"), last_name=bindparam("last_name"),
-                timezone=bindparam("timezone"), locale=bindparam("locale"),
-                attributes=bindparam("attributes"), updated_at=bindparam("updated_at"),
-            ),
-            [_update_values(contact, known[contact.email], now) for contact in changed],
-        )  # fmt: skip
+    execute_many(
+        connection,
+        update(contacts)
+        .where(contacts.c.id == bindparam("contact_id"))
+        .values(
+            first_name=bindparam("first_name"), last_name=bindparam("last_name"),
+            timezone=bindparam("timezone"), locale=bindparam("locale"),
+            attributes=bindparam("attributes"), updated_at=bindparam("updated_at"),
+        ),
+        [_update_values(contact, known[contact.email], now) for contact in changed],
+    )  # fmt: skip
     summary.imported += len(fresh)
     summary.updated += len(changed)
     return ids

@@ -111,6 +111,8 @@ def parse_row(
         raise RowError("undecodable bytes: the row is not valid text in the file's encoding")
     if len(fields) != len(targets):
         raise RowError(f"expected {len(targets)} columns, found {len(fields)}")
+    if any("\x00" in value for value in fields):
+        raise RowError("contains a NUL character, which no database column can hold")
     values = {
         target: unneutralise(value.strip())
         for target, value in zip(targets, fields, strict=True)

@@ -8,6 +8,8 @@ from typing import Any
 from sqlalchemy import Connection, Table
 from sqlalchemy.dialects import postgresql, sqlite
 
+from mailer.store.bulk import execute_many
+
 
 def upsert(
     connection: Connection,
@@ -29,4 +31,4 @@ def upsert(
         )
     else:
         statement = statement.on_conflict_do_nothing(index_elements=list(keys))
-    connection.execute(statement, list(rows))
+    execute_many(connection, statement, rows)

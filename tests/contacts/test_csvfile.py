@@ -21,6 +21,7 @@ def test_encoding_detection() -> None:
     assert detect_encoding("email,name\na@b.c,Zoë\n".encode()) == "utf-8"
     assert detect_encoding("email;name\na@b.c;Renée\n".encode("cp1252")) == "cp1252"
     assert detect_encoding(b"email\na@b.c\n") == "utf-8"
+    assert detect_encoding("email\ta\n".encode("utf-16")) == "utf-16"
 
 
 def test_delimiter_detection() -> None:
@@ -71,3 +72,10 @@ def test_a_bad_quote_is_one_bad_row_and_reading_goes_on(tmp_path: Path) -> None:
         'a quote inside a quoted field must be doubled ("")'
     )
     assert (rows[1].line, rows[1].fields) == (3, ["b@x.com", "ok"])
+
+
+def test_excel_unicode_text_is_read(tmp_path: Path) -> None:
+    path = tmp_path / "a.txt"
+    path.write_bytes("email\tname\r\nzoe@x.com\tZoë\r\n".encode("utf-16"))
+    with CsvReader(path) as reader:
+        assert [row.fields for row in reader.rows()] == [["zoe@x.com", "Zoë"]]

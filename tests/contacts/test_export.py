@@ -44,8 +44,8 @@ def test_export_of_one_list(workspace: Workspace, tmp_path: Path) -> None:
 
 names = st.text(alphabet=st.characters(blacklist_categories=("Cs", "Cc", "Zl", "Zp")),
                 min_size=1, max_size=20).map(lambda s: " ".join(s.split())).filter(bool)
-values = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), min_size=1,
-                 max_size=20).map(str.strip).filter(bool)
+cell_characters = st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00")
+values = st.text(alphabet=cell_characters, min_size=1, max_size=20).map(str.strip).filter(bool)
 
 
 @settings(

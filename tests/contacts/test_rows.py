@@ -34,7 +34,7 @@ def test_two_email_columns_or_none_is_a_file_error() -> None:
 
 
 def test_hostile_names_become_one_printable_line() -> None:
-    row = parse(["email", "first_name"], ["a@example.com", "Eve\r\nBcc: x@evil.example\x00"])
+    row = parse(["email", "first_name"], ["a@example.com", "Eve\r\nBcc: x@evil.example\x07"])
     assert row.first_name == "Eve Bcc: x@evil.example"
 
 
@@ -57,3 +57,8 @@ def test_typed_attributes_are_coerced() -> None:
 def test_exported_formula_guard_is_removed_on_import() -> None:
     row = parse(["email", "note"], ["a@example.com", "'=1+1"])
     assert row.attributes == {"note": "=1+1"}
+
+
+def test_a_nul_character_rejects_the_row() -> None:
+    with pytest.raises(RowError, match="NUL"):
+        parse(["email", "note"], ["a@example.com", "a\x00b"])
