@@ -29,6 +29,7 @@ import sqlite3
 import sys
 import tempfile
 import time
+import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -79,12 +80,20 @@ SOURCES = ["landing-page:spring-sale", "checkout", "webinar-signup", "footer-for
 # -- the input file ---------------------------------------------------------------------------
 
 
+def ascii_fold(text: str) -> str:
+    return unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
+
+
 def fake_rows(count: int, seed: int = 42) -> Iterator[list[str]]:
     """`count` plausible contacts with distinct addresses, each with consent evidence."""
     pick = random.Random(seed)
     for number in range(count):
         first, last = pick.choice(FIRST_NAMES), pick.choice(LAST_NAMES)
+        # Addresses fold accents as real ones do (few mailbox providers accept UTF-8 local
+        # parts); one in a hundred keeps them, to exercise the full validation path too.
         local = f"{first}.{last}".lower().replace("'", "")
+        if number % 100:
+            local = ascii_fold(local)
         locale, zone = pick.choice(LOCALES_AND_ZONES)
         consented = NOW - timedelta(days=pick.randint(1, 1500), seconds=pick.randint(0, 86399))
         yield [
@@ -213,7 +222,7 @@ def run(rows: int, workdir: Path, profile: bool) -> bool:
     report_mailer(timing, raw, summary, rss_before, rss_after, profiled=profile)
     if profiler:
         print("\ntop 25 functions by cumulative time (mailer import, under cProfile):")
-        pstats.Stats(profiler, stream=sys.stdout).sort_stats("cumulative").print_stats(25)
+        pstats.Stats(profiler, stream=sys.stdout).sort_stats("tottime").print_stats(25)
     return budget_met(timing, rows)
 
 

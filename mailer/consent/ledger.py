@@ -13,6 +13,7 @@ import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import Connection, select, update
@@ -37,8 +38,12 @@ class NewEntry:
     evidence: dict[str, Any] | None = None
 
 
-def evidence_digest(evidence: dict[str, Any]) -> str:
-    canonical = json.dumps(evidence, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+def canonical_evidence(evidence: dict[str, Any]) -> str:
+    """The one JSON text of `evidence` that is stored and hashed: sorted keys, no spaces."""
+    return json.dumps(evidence, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def evidence_digest(canonical: str) -> str:
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
@@ -46,15 +51,26 @@ def _timestamp(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(timespec="microseconds")
 
 
+_json_string = lru_cache(maxsize=4096)(json.dumps)
+
+
 def entry_hash(row: dict[str, Any] | Any) -> str:
-    """The hash an entry must carry, from its chained fields (a mapping or a result row)."""
+    """The hash an entry must carry: SHA-256 of the compact JSON array [id, subject_hash,
+    purpose, action, source, occurred_at, recorded_at, evidence_digest, prev_hash], times in
+    ISO 8601 UTC with microseconds. Takes a mapping or a result row."""
     get = row.__getitem__ if isinstance(row, dict) else row._mapping.__getitem__
+    digest = get("evidence_digest")
+    # Built by hand, as json.dumps of the list would (a test holds the two equal), because
+    # it runs once per imported row: apart from the purpose, every field is an integer, a hex
+    # digest, an ISO time or a fixed word, none of which JSON escapes.
     fields = [
-        get("id"), get("subject_hash"), get("purpose"), get("action"), get("source"),
-        _timestamp(get("occurred_at")), _timestamp(get("recorded_at")),
-        get("evidence_digest"), get("prev_hash"),
+        str(int(get("id"))), f'"{get("subject_hash")}"', _json_string(get("purpose")),
+        f'"{get("action")}"', f'"{get("source")}"', f'"{_timestamp(get("occurred_at"))}"',
+        f'"{_timestamp(get("recorded_at"))}"', f'"{digest}"' if digest else "null",
+        f'"{get("prev_hash")}"',
     ]  # fmt: skip
-    return hashlib.sha256(json.dumps(fields, separators=(",", ":")).encode()).hexdigest()
+    text = "[" + ",".join(fields) + "]"
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def append(connection: Connection, entries: Sequence[NewEntry], recorded_at: datetime) -> list[int]:
@@ -71,6 +87,7 @@ def append(connection: Connection, entries: Sequence[NewEntry], recorded_at: dat
     rows, evidence_rows = [], []
     for entry in entries:
         last_id += 1
+        evidence = canonical_evidence(entry.evidence) if entry.evidence else None
         row = {
             "id": last_id,
             "contact_id": entry.contact_id,
@@ -80,13 +97,13 @@ def append(connection: Connection, entries: Sequence[NewEntry], recorded_at: dat
             "source": entry.source,
             "occurred_at": entry.occurred_at,
             "recorded_at": recorded_at,
-            "evidence_digest": evidence_digest(entry.evidence) if entry.evidence else None,
+            "evidence_digest": evidence_digest(evidence) if evidence else None,
             "prev_hash": last_hash,
         }
         last_hash = row["entry_hash"] = entry_hash(row)
         rows.append(row)
-        if entry.evidence:
-            evidence_rows.append({"entry_id": last_id, "data": entry.evidence})
+        if evidence:
+            evidence_rows.append({"entry_id": last_id, "data": evidence})
     execute_many(connection, consent_entries.insert(), rows)
     if evidence_rows:
         execute_many(connection, consent_evidence.insert(), evidence_rows)

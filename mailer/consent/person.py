@@ -3,6 +3,7 @@ export of everything held (GDPR Art. 15/20) and an erasure (Art. 17)."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -132,7 +133,7 @@ def consent_history(connection: Connection, key: bytes, email: str) -> list[dict
             "source": row.source,
             "occurred_at": row.occurred_at.isoformat(),
             "recorded_at": row.recorded_at.isoformat(),
-            "evidence": row.data,
+            "evidence": None if row.data is None else json.loads(row.data),
             "evidence_erased": row.data is None and row.evidence_digest is not None,
             "entry_hash": row.entry_hash,
         }

@@ -12,6 +12,7 @@ from sqlalchemy import Connection, select
 from mailer.consent import ledger
 from mailer.consent.ledger import NewEntry
 from mailer.consent.state import Status, status_after
+from mailer.store.bulk import one_of
 from mailer.store.tables import consent_status
 from mailer.store.upsert import upsert
 
@@ -20,17 +21,13 @@ def current_statuses(
     connection: Connection, purpose: str, contact_ids: Iterable[int]
 ) -> dict[int, Status]:
     """Status on `purpose` per contact id; contacts with no record are left out (= "none")."""
-    ids = list(contact_ids)
-    result: dict[int, Status] = {}
-    for start in range(0, len(ids), 5000):
-        rows = connection.execute(
-            select(consent_status.c.contact_id, consent_status.c.status).where(
-                consent_status.c.purpose == purpose,
-                consent_status.c.contact_id.in_(ids[start : start + 5000]),
-            )
+    rows = connection.execute(
+        select(consent_status.c.contact_id, consent_status.c.status).where(
+            consent_status.c.purpose == purpose,
+            one_of(connection, consent_status.c.contact_id, contact_ids),
         )
-        result.update((row.contact_id, cast(Status, row.status)) for row in rows)
-    return result
+    )
+    return {row.contact_id: cast(Status, row.status) for row in rows}
 
 
 def record(

@@ -9,6 +9,7 @@ from typing import Literal
 
 from sqlalchemy import Connection, select
 
+from mailer.store.bulk import one_of
 from mailer.store.tables import suppressions
 from mailer.store.upsert import upsert
 
@@ -39,13 +40,9 @@ def suppress(
 
 def suppressed(connection: Connection, address_hashes: Iterable[str]) -> dict[str, str]:
     """The reason each of `address_hashes` is suppressed, for those that are."""
-    hashes = list(address_hashes)
-    found: dict[str, str] = {}
-    for start in range(0, len(hashes), 5000):
-        rows = connection.execute(
-            select(suppressions.c.address_hash, suppressions.c.reason).where(
-                suppressions.c.address_hash.in_(hashes[start : start + 5000])
-            )
+    rows = connection.execute(
+        select(suppressions.c.address_hash, suppressions.c.reason).where(
+            one_of(connection, suppressions.c.address_hash, address_hashes)
         )
-        found.update((row.address_hash, row.reason) for row in rows)
-    return found
+    )
+    return {row.address_hash: row.reason for row in rows}

@@ -7,10 +7,9 @@ line and reason; suppressed addresses are never re-subscribed.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -21,14 +20,12 @@ from mailer.consent.ledger import NewEntry
 from mailer.consent.records import current_statuses, record
 from mailer.consent.state import import_actions
 from mailer.consent.suppressions import suppressed
-from mailer.contacts.addresses import address_hash
-from mailer.contacts.csvfile import CsvReader, RejectsWriter, Row
-from mailer.contacts.rows import ContactRow, RowError, map_columns, parse_row
-from mailer.store.bulk import execute_many
+from mailer.contacts.batches import BatchParser, parsed_batches
+from mailer.contacts.csvfile import CsvReader, RejectsWriter
+from mailer.contacts.rows import ContactRow, map_columns
+from mailer.store.bulk import execute_many, one_of
 from mailer.store.tables import contact_tags, contacts, lists, memberships
 from mailer.store.upsert import upsert
-
-BATCH_ROWS = 5000
 
 
 @dataclass(frozen=True)
@@ -81,77 +78,41 @@ def import_contacts(
             list_id = connection.scalar(select(lists.c.id).where(lists.c.name == options.list_name))
         if list_id is None:
             raise ValueError(f"list '{options.list_name}' is not in the database; sync lists first")
-        batch_of = _Batches(reader.rows(), targets, options, clock, rejects, on_reject)
+        parser = BatchParser(targets, options.attribute_types, frozenset(options.tags),
+                             clock.now(), key)  # fmt: skip
         try:
-            for batch in batch_of:
-                with engine.begin() as connection:
-                    _store_batch(connection, batch, list_id, path, options, key, clock, summary)
+            for batch in parsed_batches(reader.rows(), parser):
+                for row, reason in batch.rejects:
+                    rejects.write(row.line, reason, row.fields)
+                    if on_reject:
+                        on_reject(row.line, reason)
+                summary.updated += batch.merged
+                if batch.contacts:
+                    with engine.begin() as connection:
+                        _store_batch(connection, batch.contacts, list_id, path, options, clock,
+                                     summary)  # fmt: skip
                 if progress:
                     progress(reader.bytes_read(), reader.size)
         finally:
             rejects.close()
-        summary.updated += batch_of.merged
         summary.rejected = rejects.count
         summary.rejects_file = str(rejects.path) if rejects.count else None
     return summary
 
 
-class _Batches:
-    """Parsed rows in batches, merged by address within a batch; bad rows go to the rejects."""
-
-    def __init__(
-        self,
-        rows: Iterator[Row],
-        targets: list[str],
-        options: ImportOptions,
-        clock: Clock,
-        rejects: RejectsWriter,
-        on_reject: RejectHook | None,
-    ) -> None:
-        self._rows, self._targets, self._options = rows, targets, options
-        self._clock, self._rejects, self._on_reject = clock, rejects, on_reject
-        self.merged = 0
-
-    def __iter__(self) -> Iterator[list[tuple[int, ContactRow]]]:
-        now = self._clock.now()
-        while chunk := list(islice(self._rows, BATCH_ROWS)):
-            batch: dict[str, tuple[int, ContactRow]] = {}
-            for row in chunk:
-                try:
-                    if row.problem:
-                        raise RowError(row.problem)
-                    contact = parse_row(
-                        row.fields, self._targets, self._options.attribute_types, now
-                    )
-                except RowError as error:
-                    self._rejects.write(row.line, str(error), row.fields)
-                    if self._on_reject:
-                        self._on_reject(row.line, str(error))
-                    continue
-                contact.tags |= set(self._options.tags)
-                if contact.email in batch:
-                    batch[contact.email][1].merge(contact)
-                    self.merged += 1
-                else:
-                    batch[contact.email] = (row.line, contact)
-            if batch:
-                yield list(batch.values())
-
-
 def _store_batch(
     connection: Connection,
-    batch: list[tuple[int, ContactRow]],
+    batch: list[tuple[int, ContactRow, str]],
     list_id: int,
     path: Path,
     options: ImportOptions,
-    key: bytes,
     clock: Clock,
     summary: ImportSummary,
 ) -> None:
     now = clock.now()
-    hashes = {contact.email: address_hash(key, contact.email) for _, contact in batch}
+    hashes = {contact.email: subject_hash for _, contact, subject_hash in batch}
     blocked = suppressed(connection, hashes.values())
-    kept = [(line, contact) for line, contact in batch if hashes[contact.email] not in blocked]
+    kept = [(line, contact) for line, contact, hashed in batch if hashed not in blocked]
     summary.suppressed += len(batch) - len(kept)
     ids = _save_contacts(connection, [contact for _, contact in kept], now, summary)
     source = f"import:{path.name}"
@@ -188,7 +149,7 @@ def _save_contacts(
                 contacts.c.timezone,
                 contacts.c.locale,
                 contacts.c.attributes,
-            ).where(contacts.c.email.in_([contact.email for contact in batch]))
+            ).where(one_of(connection, contacts.c.email, (contact.email for contact in batch)))
         )
     }
     fresh = [contact for contact in batch if contact.email not in known]
@@ -202,7 +163,7 @@ def _save_contacts(
         )  # fmt: skip
         inserted = connection.execute(
             select(contacts.c.email, contacts.c.id).where(
-                contacts.c.email.in_([contact.email for contact in fresh])
+                one_of(connection, contacts.c.email, (contact.email for contact in fresh))
             )
         )
         ids.update((row.email, row.id) for row in inserted)

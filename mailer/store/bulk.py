@@ -4,11 +4,14 @@ costs more than SQLite itself when a batch holds thousands of rows."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+import json
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from operator import itemgetter
 from typing import Any, cast
 
-from sqlalchemy import Connection
-from sqlalchemy.sql import ClauseElement
+from sqlalchemy import Connection, Select, any_, bindparam, func, literal_column, select
+from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.sql import ClauseElement, ColumnElement
 from sqlalchemy.sql.compiler import SQLCompiler
 
 
@@ -21,20 +24,54 @@ def execute_many(
     dialect = connection.dialect
     compiled = cast(SQLCompiler, statement.compile(dialect=dialect, column_keys=list(rows[0])))
     converters: dict[str, Callable[[Any], Any] | None] = {
-        name: bind.type.dialect_impl(dialect).bind_processor(dialect)
+        name: _remembering(bind.type.dialect_impl(dialect).bind_processor(dialect))
         for name, bind in compiled.binds.items()
     }
-    names = list(compiled.positiontup or converters) if compiled.positional else list(converters)
-    plan = [(name, converters[name]) for name in names]
+    names = list(compiled.positiontup or []) if compiled.positional else list(converters)
+    # Column by column: one pass of C-level map() per column beats a Python loop per value.
+    columns = []
+    for name in names:
+        values = list(map(itemgetter(name), rows))
+        convert = converters[name]
+        columns.append(list(map(convert, values)) if convert else values)
+    records = list(zip(*columns, strict=True))
     if compiled.positional:
-        positional = [
-            tuple(convert(row[name]) if convert else row[name] for name, convert in plan)
-            for row in rows
-        ]
-        connection.exec_driver_sql(compiled.string, positional)
+        connection.exec_driver_sql(compiled.string, records)
     else:
-        named = [
-            {name: convert(row[name]) if convert else row[name] for name, convert in plan}
-            for row in rows
-        ]
-        connection.exec_driver_sql(compiled.string, named)
+        connection.exec_driver_sql(
+            compiled.string, [dict(zip(names, r, strict=True)) for r in records]
+        )
+
+
+def _remembering(convert: Callable[[Any], Any] | None) -> Callable[[Any], Any] | None:
+    """A converter that converts each distinct value once: a batch stamps thousands of rows
+    with the same time, and formatting a datetime costs more than inserting it."""
+    if convert is None:
+        return None
+    seen: dict[Any, Any] = {}
+
+    def remembered(value: Any) -> Any:
+        try:
+            return seen[value]
+        except KeyError:
+            seen[value] = result = convert(value)
+            return result
+        except TypeError:  # unhashable, e.g. a JSON attribute dict
+            return convert(value)
+
+    return remembered
+
+
+def one_of(
+    connection: Connection, column: ColumnElement[Any], values: Iterable[Any]
+) -> ColumnElement[bool]:
+    """`column IN (values)` with a single bound parameter: a JSON array read by json_each on
+    SQLite, an array with = ANY on PostgreSQL. SQLAlchemy renders thousands of separate
+    parameters more slowly than the database answers the query."""
+    listed = list(values)
+    if connection.dialect.name == "postgresql":
+        return column == any_(bindparam(None, listed, type_=ARRAY(column.type)))
+    each: Select[Any] = select(literal_column("value")).select_from(
+        func.json_each(json.dumps(listed))
+    )
+    return column.in_(each.scalar_subquery())

@@ -39,6 +39,7 @@ def create_database_engine(url: str, **options: Any) -> Engine:
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA cache_size=-65536")  # 64 MiB: big imports stay in memory
         cursor.close()
 
     @event.listens_for(engine, "begin")

@@ -119,3 +119,23 @@ def test_the_chain_still_verifies_after_erasure_and_withdrawal(
         workspace.clock.advance(timedelta(days=1))  # type: ignore[attr-defined]
         erase_person(connection, workspace.key, "bob@example.com", workspace.clock.now())
     assert check(workspace) == (6, None)
+
+
+def test_the_entry_hash_is_sha256_of_the_documented_json_array() -> None:
+    import hashlib
+    import json
+    from datetime import UTC, datetime
+
+    row = {
+        "id": 7, "subject_hash": "ab" * 32, "purpose": "newsletter", "action": "granted",
+        "source": "import", "occurred_at": datetime(2026, 3, 1, 9, 30, tzinfo=UTC),
+        "recorded_at": datetime(2026, 11, 23, 10, 0, 0, 5, tzinfo=UTC),
+        "evidence_digest": None, "prev_hash": "0" * 64,
+    }  # fmt: skip
+    for digest in (None, "cd" * 32):
+        row["evidence_digest"] = digest
+        fields = [7, "ab" * 32, "newsletter", "granted", "import",
+                  "2026-03-01T09:30:00.000000+00:00", "2026-11-23T10:00:00.000005+00:00",
+                  digest, "0" * 64]  # fmt: skip
+        expected = json.dumps(fields, separators=(",", ":"))
+        assert entry_hash(row) == hashlib.sha256(expected.encode()).hexdigest()

@@ -1,13 +1,14 @@
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 import pytest
 from sqlalchemy import select
 
 from mailer.consent.person import consent_overview, erase_person, withdraw
-from mailer.contacts import importer
+from mailer.contacts import batches, importer
 from mailer.errors import InputFileError
 from mailer.store.tables import (
     consent_entries,
@@ -79,7 +80,7 @@ def test_duplicates_in_file_and_database_update_never_duplicate(
 def test_duplicates_across_batches_update(
     workspace: Workspace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(importer, "BATCH_ROWS", 2)
+    monkeypatch.setattr(batches, "BATCH_ROWS", 2)
     path = write_csv(tmp_path / "a.csv", """
         email,n
         a@example.com,1
@@ -179,7 +180,7 @@ def test_evidence_becomes_ledger_entries_and_rows_without_evidence_grant_nothing
     assert statuses(workspace, "bob@example.com")["leads"] == "none"
     with workspace.engine.connect() as connection:
         entry = connection.execute(select(consent_entries)).one()
-        evidence = connection.scalar(select(consent_evidence.c.data))
+        evidence = json.loads(connection.scalar(select(consent_evidence.c.data)) or "null")
     assert (entry.action, entry.source, entry.purpose) == ("granted", "import", "leads")
     assert entry.occurred_at.isoformat() == "2026-03-01T08:30:00+00:00"
     assert evidence == {"source": "landing page /spring", "ip": "203.0.113.7",

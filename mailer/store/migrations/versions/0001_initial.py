@@ -8,7 +8,7 @@ Create Date: 2026-11-23
 import sqlalchemy as sa
 from alembic import op
 
-from mailer.store.tables import Id, Json, UTCDateTime
+from mailer.store.tables import WITHOUT_ROWID, Id, Json, UTCDateTime
 
 revision = "0001"
 down_revision = None
@@ -46,6 +46,7 @@ def upgrade() -> None:
         ),
         sa.Column("joined_at", UTCDateTime, nullable=False),
         sa.Column("source", sa.String(200), nullable=False),
+        **WITHOUT_ROWID,
     )
     op.create_index("ix_memberships_contact_id", "memberships", ["contact_id"])
     op.create_table(
@@ -54,6 +55,7 @@ def upgrade() -> None:
             "contact_id", Id, sa.ForeignKey("contacts.id", ondelete="CASCADE"), primary_key=True
         ),
         sa.Column("tag", sa.String(100), primary_key=True),
+        **WITHOUT_ROWID,
     )
     op.create_index("ix_contact_tags_tag", "contact_tags", ["tag"])
     op.create_table(
@@ -75,7 +77,7 @@ def upgrade() -> None:
     op.create_table(
         "consent_evidence",
         sa.Column("entry_id", Id, sa.ForeignKey("consent_entries.id"), primary_key=True),
-        sa.Column("data", Json, nullable=False),
+        sa.Column("data", sa.Text, nullable=False),
     )
     ledger_head = op.create_table(
         "ledger_head",
@@ -93,6 +95,7 @@ def upgrade() -> None:
         sa.Column("status", sa.String(16), nullable=False),
         sa.Column("since", UTCDateTime, nullable=False),
         sa.Column("entry_id", Id, sa.ForeignKey("consent_entries.id"), nullable=False),
+        **WITHOUT_ROWID,
     )
     op.create_index("ix_consent_status_purpose_status", "consent_status", ["purpose", "status"])
     op.create_table(
