@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -35,7 +35,7 @@ class NewEntry:
     action: Action
     source: Source
     occurred_at: datetime
-    evidence: dict[str, Any] | None = None
+    evidence: str | None = None  # canonical JSON (canonical_evidence), personal data
 
 
 def canonical_evidence(evidence: dict[str, Any]) -> str:
@@ -54,22 +54,34 @@ def _timestamp(moment: datetime) -> str:
 _json_string = lru_cache(maxsize=4096)(json.dumps)
 
 
-def entry_hash(row: dict[str, Any] | Any) -> str:
-    """The hash an entry must carry: SHA-256 of the compact JSON array [id, subject_hash,
-    purpose, action, source, occurred_at, recorded_at, evidence_digest, prev_hash], times in
-    ISO 8601 UTC with microseconds. Takes a mapping or a result row."""
-    get = row.__getitem__ if isinstance(row, dict) else row._mapping.__getitem__
-    digest = get("evidence_digest")
-    # Built by hand, as json.dumps of the list would (a test holds the two equal), because
-    # it runs once per imported row: apart from the purpose, every field is an integer, a hex
-    # digest, an ISO time or a fixed word, none of which JSON escapes.
-    fields = [
-        str(int(get("id"))), f'"{get("subject_hash")}"', _json_string(get("purpose")),
-        f'"{get("action")}"', f'"{get("source")}"', f'"{_timestamp(get("occurred_at"))}"',
-        f'"{_timestamp(get("recorded_at"))}"', f'"{digest}"' if digest else "null",
-        f'"{get("prev_hash")}"',
-    ]  # fmt: skip
-    text = "[" + ",".join(fields) + "]"
+CHAINED = ("id", "subject_hash", "purpose", "action", "source", "occurred_at", "recorded_at",
+           "evidence_digest", "prev_hash")  # fmt: skip
+
+
+def entry_hash(row: Mapping[str, Any] | Any) -> str:
+    """The hash an entry must carry, from a mapping or a result row (see chain_hash)."""
+    mapping = row if isinstance(row, Mapping) else row._mapping
+    return chain_hash(*(mapping[name] for name in CHAINED))
+
+
+def chain_hash(
+    entry_id: int, subject_hash: str, purpose: str, action: str, source: str,
+    occurred_at: datetime, recorded_at: datetime, digest: str | None, prev_hash: str,
+) -> str:  # fmt: skip
+    """SHA-256 of the compact JSON array [id, subject_hash, purpose, action, source,
+    occurred_at, recorded_at, evidence_digest, prev_hash], times in ISO 8601 UTC with
+    microseconds.
+
+    Built by hand, as json.dumps of the list would (a test holds the two equal), because it
+    runs once per imported row: apart from the purpose, every field is an integer, a hex
+    digest, an ISO time or a fixed word, none of which JSON escapes.
+    """
+    text = (
+        f'[{int(entry_id)},"{subject_hash}",{_json_string(purpose)},"{action}","{source}",'
+        f'"{_timestamp(occurred_at)}","{_timestamp(recorded_at)}",'
+        + (f'"{digest}"' if digest else "null")
+        + f',"{prev_hash}"]'
+    )
     return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -84,35 +96,27 @@ def append(connection: Connection, entries: Sequence[NewEntry], recorded_at: dat
         .with_for_update()
     ).one()
     last_id, last_hash = head.last_id, head.last_hash
+    first_id = last_id + 1
     rows, evidence_rows = [], []
     for entry in entries:
         last_id += 1
-        evidence = canonical_evidence(entry.evidence) if entry.evidence else None
-        row = {
-            "id": last_id,
-            "contact_id": entry.contact_id,
-            "subject_hash": entry.subject_hash,
-            "purpose": entry.purpose,
-            "action": entry.action,
-            "source": entry.source,
-            "occurred_at": entry.occurred_at,
-            "recorded_at": recorded_at,
-            "evidence_digest": evidence_digest(evidence) if evidence else None,
-            "prev_hash": last_hash,
-        }
-        last_hash = row["entry_hash"] = entry_hash(row)
-        rows.append(row)
-        if evidence:
-            evidence_rows.append({"entry_id": last_id, "data": evidence})
-    execute_many(connection, consent_entries.insert(), rows)
-    if evidence_rows:
-        execute_many(connection, consent_evidence.insert(), evidence_rows)
+        digest = evidence_digest(entry.evidence) if entry.evidence else None
+        fields = (last_id, entry.subject_hash, entry.purpose, entry.action, entry.source,
+                  entry.occurred_at, recorded_at, digest, last_hash)  # fmt: skip
+        last_hash = chain_hash(*fields)
+        rows.append((*fields, last_hash, entry.contact_id))
+        if entry.evidence:
+            evidence_rows.append((last_id, entry.evidence))
+    execute_many(connection, consent_entries.insert(), rows,
+                 columns=(*CHAINED, "entry_hash", "contact_id"))  # fmt: skip
+    execute_many(connection, consent_evidence.insert(), evidence_rows,
+                 columns=("entry_id", "data"))  # fmt: skip
     connection.execute(
         update(ledger_head)
         .where(ledger_head.c.id == 1)
         .values(last_id=last_id, last_hash=last_hash)
     )
-    return [row["id"] for row in rows]
+    return list(range(first_id, last_id + 1))
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ line and reason; suppressed addresses are never re-subscribed.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -20,9 +21,9 @@ from mailer.consent.ledger import NewEntry
 from mailer.consent.records import current_statuses, record
 from mailer.consent.state import import_actions
 from mailer.consent.suppressions import suppressed
-from mailer.contacts.batches import BatchParser, parsed_batches
+from mailer.contacts.batches import BatchParser, ContactRecord, parsed_batches
 from mailer.contacts.csvfile import CsvReader, RejectsWriter
-from mailer.contacts.rows import ContactRow, map_columns
+from mailer.contacts.rows import map_columns
 from mailer.store.bulk import execute_many, one_of
 from mailer.store.tables import contact_tags, contacts, lists, memberships
 from mailer.store.upsert import upsert
@@ -52,6 +53,9 @@ class ImportSummary:
         return dict(self.__dict__)
 
 
+# From this size on, a second process parses while this one writes (contacts/batches.py).
+BACKGROUND_FROM_BYTES = 1024 * 1024
+
 Progress = Callable[[int, int], None]  # (bytes read, file size)
 RejectHook = Callable[[int, str], None]  # (line, reason)
 
@@ -79,20 +83,21 @@ def import_contacts(
         if list_id is None:
             raise ValueError(f"list '{options.list_name}' is not in the database; sync lists first")
         parser = BatchParser(targets, options.attribute_types, frozenset(options.tags),
-                             clock.now(), key)  # fmt: skip
+                             clock.now(), key, path.name)  # fmt: skip
         try:
-            for batch in parsed_batches(reader.rows(), parser):
+            background = reader.size >= BACKGROUND_FROM_BYTES
+            for batch in parsed_batches(reader, parser, background):
                 for row, reason in batch.rejects:
                     rejects.write(row.line, reason, row.fields)
                     if on_reject:
                         on_reject(row.line, reason)
                 summary.updated += batch.merged
-                if batch.contacts:
+                if batch.records:
                     with engine.begin() as connection:
-                        _store_batch(connection, batch.contacts, list_id, path, options, clock,
+                        _store_batch(connection, batch.records, list_id, path, options, clock,
                                      summary)  # fmt: skip
                 if progress:
-                    progress(reader.bytes_read(), reader.size)
+                    progress(batch.bytes_read, reader.size)
         finally:
             rejects.close()
         summary.rejected = rejects.count
@@ -102,7 +107,7 @@ def import_contacts(
 
 def _store_batch(
     connection: Connection,
-    batch: list[tuple[int, ContactRow, str]],
+    batch: list[ContactRecord],
     list_id: int,
     path: Path,
     options: ImportOptions,
@@ -110,64 +115,62 @@ def _store_batch(
     summary: ImportSummary,
 ) -> None:
     now = clock.now()
-    hashes = {contact.email: subject_hash for _, contact, subject_hash in batch}
-    blocked = suppressed(connection, hashes.values())
-    kept = [(line, contact) for line, contact, hashed in batch if hashed not in blocked]
+    blocked = suppressed(connection, (record.subject_hash for record in batch))
+    kept = [record for record in batch if record.subject_hash not in blocked]
     summary.suppressed += len(batch) - len(kept)
-    ids = _save_contacts(connection, [contact for _, contact in kept], now, summary)
+    ids, fresh = _save_contacts(connection, kept, now, summary)
     source = f"import:{path.name}"
     upsert(
         connection,
         memberships,
-        [{"list_id": list_id, "contact_id": ids[c.email], "joined_at": now, "source": source}
-         for _, c in kept],
+        [{"list_id": list_id, "contact_id": ids[r.email], "joined_at": now, "source": source}
+         for r in kept],
         keys=("list_id", "contact_id"),
     )  # fmt: skip
     upsert(
         connection,
         contact_tags,
-        [{"contact_id": ids[c.email], "tag": tag} for _, c in kept for tag in sorted(c.tags)],
+        [{"contact_id": ids[r.email], "tag": tag} for r in kept for tag in r.tags],
         keys=("contact_id", "tag"),
     )
-    entries = _consent_entries(connection, kept, ids, hashes, path, options)
+    entries = _consent_entries(connection, kept, ids, fresh, options.list_name)
     record(connection, entries, options.double_opt_in, now)
     summary.consent_recorded += len(entries)
 
 
 def _save_contacts(
-    connection: Connection, batch: list[ContactRow], now: datetime, summary: ImportSummary
-) -> dict[str, int]:
-    """Insert new contacts and update known ones; return address -> contact id."""
+    connection: Connection, batch: list[ContactRecord], now: datetime, summary: ImportSummary
+) -> tuple[dict[str, int], set[int]]:
+    """Insert new contacts and update known ones; return address -> contact id, and the ids
+    of the new ones."""
+    emails = [record.email for record in batch]
     known = {
         row.email: row
         for row in connection.execute(
             select(
-                contacts.c.id,
-                contacts.c.email,
-                contacts.c.first_name,
-                contacts.c.last_name,
-                contacts.c.timezone,
-                contacts.c.locale,
-                contacts.c.attributes,
-            ).where(one_of(connection, contacts.c.email, (contact.email for contact in batch)))
+                contacts.c.id, contacts.c.email, contacts.c.first_name, contacts.c.last_name,
+                contacts.c.timezone, contacts.c.locale, contacts.c.attributes,
+            ).where(one_of(connection, contacts.c.email, emails))
         )
-    }
-    fresh = [contact for contact in batch if contact.email not in known]
+    }  # fmt: skip
+    fresh = [record for record in batch if record.email not in known]
     ids = {email: row.id for email, row in known.items()}
     if fresh:
         execute_many(
             connection,
             contacts.insert(),
-            [_contact_values(contact, {}) | {"created_at": now, "updated_at": now}
-             for contact in fresh],
+            [{"email": r.email, "first_name": r.first_name, "last_name": r.last_name,
+              "timezone": r.timezone, "locale": r.locale, "attributes": r.attributes,
+              "created_at": now, "updated_at": now} for r in fresh],
+            ready=("attributes",),
         )  # fmt: skip
         inserted = connection.execute(
             select(contacts.c.email, contacts.c.id).where(
-                one_of(connection, contacts.c.email, (contact.email for contact in fresh))
+                one_of(connection, contacts.c.email, (record.email for record in fresh))
             )
         )
         ids.update((row.email, row.id) for row in inserted)
-    changed = [contact for contact in batch if contact.email in known]
+    changed = [record for record in batch if record.email in known]
     execute_many(
         connection,
         update(contacts)
@@ -177,55 +180,45 @@ def _save_contacts(
             timezone=bindparam("timezone"), locale=bindparam("locale"),
             attributes=bindparam("attributes"), updated_at=bindparam("updated_at"),
         ),
-        [_update_values(contact, known[contact.email], now) for contact in changed],
+        [_update_values(record, known[record.email], now) for record in changed],
     )  # fmt: skip
     summary.imported += len(fresh)
     summary.updated += len(changed)
-    return ids
+    return ids, {ids[record.email] for record in fresh}
 
 
-def _contact_values(contact: ContactRow, attributes: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "email": contact.email,
-        "first_name": contact.first_name,
-        "last_name": contact.last_name,
-        "timezone": contact.timezone,
-        "locale": contact.locale,
-        "attributes": attributes | contact.attributes,
-    }
-
-
-def _update_values(contact: ContactRow, known: Any, now: datetime) -> dict[str, Any]:
+def _update_values(record: ContactRecord, known: Any, now: datetime) -> dict[str, Any]:
     # Empty cells never erase: keep the stored value where the file has none.
-    values = _contact_values(contact, dict(known.attributes or {}))
+    values: dict[str, Any] = {"contact_id": known.id, "updated_at": now}
     for name in ("first_name", "last_name", "timezone", "locale"):
-        values[name] = values[name] if values[name] is not None else getattr(known, name)
-    del values["email"]
-    return values | {"contact_id": known.id, "updated_at": now}
+        given = getattr(record, name)
+        values[name] = given if given is not None else getattr(known, name)
+    values["attributes"] = dict(known.attributes or {}) | json.loads(record.attributes)
+    return values
 
 
 def _consent_entries(
     connection: Connection,
-    kept: list[tuple[int, ContactRow]],
+    kept: list[ContactRecord],
     ids: dict[str, int],
-    hashes: dict[str, str],
-    path: Path,
-    options: ImportOptions,
+    fresh: set[int],
+    list_name: str,
 ) -> list[NewEntry]:
     """Grants (and confirmations) for rows that carry evidence, where an import may grant."""
-    with_evidence = [(line, c) for line, c in kept if c.consent_at is not None]
-    statuses = current_statuses(
-        connection, options.list_name, (ids[c.email] for _, c in with_evidence)
+    with_evidence = [record for record in kept if record.consent_at is not None]
+    statuses = current_statuses(  # a contact created by this batch has none yet
+        connection, list_name, {ids[r.email] for r in with_evidence} - fresh
     )
     entries = []
-    for line, contact in with_evidence:
-        contact_id, status = ids[contact.email], statuses.get(ids[contact.email], "none")
-        provenance = {"file": path.name, "line": str(line)}
-        for action in import_actions(status, contact.confirmed_at is not None):
-            granted = action == "granted"
-            moment = contact.consent_at if granted else contact.confirmed_at
-            assert moment is not None
-            evidence = contact.evidence | provenance if granted else provenance
-            entries.append(NewEntry(hashes[contact.email], contact_id, options.list_name, action,
-                                    "import", moment, evidence))  # fmt: skip
+    for r in with_evidence:
+        contact_id = ids[r.email]
+        for action in import_actions(statuses.get(contact_id, "none"), r.confirmed_at is not None):
+            if action == "granted":
+                assert r.consent_at is not None
+                entries.append(NewEntry(r.subject_hash, contact_id, list_name, action, "import",
+                                        r.consent_at, r.grant_evidence))  # fmt: skip
+            else:
+                assert r.confirmed_at is not None
+                entries.append(NewEntry(r.subject_hash, contact_id, list_name, action, "import",
+                                        r.confirmed_at, r.confirm_evidence))  # fmt: skip
     return entries

@@ -73,7 +73,7 @@ def map_columns(header: list[str], mapping: Mapping[str, str], where: str) -> li
     return targets
 
 
-@dataclass
+@dataclass(slots=True)
 class ContactRow:
     """One imported contact, normalised; empty cells are left out so they never erase data."""
 

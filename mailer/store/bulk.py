@@ -5,7 +5,7 @@ costs more than SQLite itself when a batch holds thousands of rows."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from operator import itemgetter
 from typing import Any, cast
 
@@ -16,25 +16,35 @@ from sqlalchemy.sql.compiler import SQLCompiler
 
 
 def execute_many(
-    connection: Connection, statement: ClauseElement, rows: Sequence[Mapping[str, Any]]
+    connection: Connection,
+    statement: ClauseElement,
+    rows: Sequence[Mapping[str, Any]] | Sequence[Sequence[Any]],
+    ready: Collection[str] = (),
+    columns: Sequence[str] | None = None,
 ) -> None:
-    """Execute `statement` once per row; every row has the keys of the first."""
+    """Execute `statement` once per row. Rows are mappings with the keys of the first, or,
+    with `columns`, tuples of values in that order (cheaper to build). Values of the `ready`
+    columns are already in the driver's form (e.g. JSON text) and pass untouched."""
     if not rows:
         return
     dialect = connection.dialect
-    compiled = cast(SQLCompiler, statement.compile(dialect=dialect, column_keys=list(rows[0])))
+    keys = list(columns) if columns is not None else list(cast(Mapping[str, Any], rows[0]))
+    compiled = cast(SQLCompiler, statement.compile(dialect=dialect, column_keys=keys))
     converters: dict[str, Callable[[Any], Any] | None] = {
-        name: _remembering(bind.type.dialect_impl(dialect).bind_processor(dialect))
+        name: None
+        if name in ready
+        else _remembering(bind.type.dialect_impl(dialect).bind_processor(dialect))
         for name, bind in compiled.binds.items()
     }
     names = list(compiled.positiontup or []) if compiled.positional else list(converters)
     # Column by column: one pass of C-level map() per column beats a Python loop per value.
-    columns = []
+    position = {name: index for index, name in enumerate(keys)} if columns is not None else None
+    values_by_column = []
     for name in names:
-        values = list(map(itemgetter(name), rows))
+        values = list(map(itemgetter(position[name] if position else name), rows))
         convert = converters[name]
-        columns.append(list(map(convert, values)) if convert else values)
-    records = list(zip(*columns, strict=True))
+        values_by_column.append(list(map(convert, values)) if convert else values)
+    records = list(zip(*values_by_column, strict=True))
     if compiled.positional:
         connection.exec_driver_sql(compiled.string, records)
     else:
