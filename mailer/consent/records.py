@@ -46,7 +46,7 @@ def record(
         purpose: current_statuses(connection, purpose, contact_ids)
         for purpose, contact_ids in by_purpose.items()
     }
-    changed: dict[tuple[int, str], dict[str, object]] = {}
+    changed: dict[tuple[int, str], tuple[object, ...]] = {}
     for entry_id, entry in zip(ids, entries, strict=True):
         if entry.contact_id is None or entry.purpose not in double_opt_in:
             continue
@@ -55,18 +55,15 @@ def record(
         if after == before:
             continue  # the entry that decided the status stays the one on record
         current[entry.purpose][entry.contact_id] = after
-        changed[(entry.contact_id, entry.purpose)] = {
-            "contact_id": entry.contact_id,
-            "purpose": entry.purpose,
-            "status": after,
-            "since": entry.occurred_at,
-            "entry_id": entry_id,
-        }
+        changed[(entry.contact_id, entry.purpose)] = (
+            entry.contact_id, entry.purpose, after, entry.occurred_at, entry_id,
+        )  # fmt: skip
     upsert(
         connection,
         consent_status,
         list(changed.values()),
         keys=("contact_id", "purpose"),
         update=("status", "since", "entry_id"),
+        columns=("contact_id", "purpose", "status", "since", "entry_id"),
     )
     return ids

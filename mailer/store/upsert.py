@@ -14,12 +14,13 @@ from mailer.store.bulk import execute_many
 def upsert(
     connection: Connection,
     table: Table,
-    rows: Sequence[dict[str, Any]],
+    rows: Sequence[dict[str, Any]] | Sequence[Sequence[Any]],
     keys: Sequence[str],
     update: Sequence[str] = (),
+    columns: Sequence[str] | None = None,
 ) -> None:
-    """Insert `rows`; where a row with the same `keys` exists, overwrite its `update` columns
-    (or leave it as it is, when `update` is empty)."""
+    """Insert `rows` (mappings, or tuples in the order of `columns`); where a row with the
+    same `keys` exists, overwrite its `update` columns (or leave it, when `update` is empty)."""
     if not rows:
         return
     dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
@@ -31,4 +32,4 @@ def upsert(
         )
     else:
         statement = statement.on_conflict_do_nothing(index_elements=list(keys))
-    execute_many(connection, statement, rows)
+    execute_many(connection, statement, rows, columns=columns)
