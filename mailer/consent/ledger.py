@@ -48,7 +48,8 @@ def evidence_digest(canonical: str) -> str:
 
 
 def _timestamp(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat(timespec="microseconds")
+    utc = moment if moment.tzinfo is UTC else moment.astimezone(UTC)
+    return utc.isoformat(timespec="microseconds")
 
 
 _json_string = lru_cache(maxsize=4096)(json.dumps)

@@ -181,16 +181,17 @@ def _insert_contacts(
     """Insert new contacts; return (address, id) pairs."""
     columns = ("email", "first_name", "last_name", "timezone", "locale", "attributes",
                "created_at", "updated_at")  # fmt: skip
-    values = [(r.email, r.first_name, r.last_name, r.timezone, r.locale, r.attributes, now, now)
-              for r in fresh]  # fmt: skip
     if connection.dialect.name == "sqlite":
         # This transaction holds SQLite's write lock (BEGIN IMMEDIATE): the ids after the
         # largest are ours to give, which saves reading them back.
         start = (connection.scalar(select(func.max(contacts.c.id))) or 0) + 1
-        numbered = [(start + index, *row) for index, row in enumerate(values)]
+        numbered = [(start + index, r.email, r.first_name, r.last_name, r.timezone, r.locale,
+                     r.attributes, now, now) for index, r in enumerate(fresh)]  # fmt: skip
         execute_many(connection, contacts.insert(), numbered, ready=("attributes",),
                      columns=("id", *columns))  # fmt: skip
         return ((r.email, start + index) for index, r in enumerate(fresh))
+    values = [(r.email, r.first_name, r.last_name, r.timezone, r.locale, r.attributes, now, now)
+              for r in fresh]  # fmt: skip
     execute_many(connection, contacts.insert(), values, ready=("attributes",), columns=columns)
     inserted = connection.execute(
         select(contacts.c.email, contacts.c.id).where(

@@ -28,12 +28,15 @@ def mailer(project: Path, database_url: str, monkeypatch: pytest.MonkeyPatch):  
 
 @pytest.fixture
 def leads(project: Path) -> Path:
-    return write_csv(project / "leads.csv", """
+    return write_csv(
+        project / "leads.csv",
+        """
         Email Address,first_name,consent_at,consent_ip
         ada@example.com,Ada,2026-03-01,203.0.113.1
         bob@,Bob,,
         cy@example.com,Cy,,
-    """)
+    """,
+    )
 
 
 def test_help_works_anywhere(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

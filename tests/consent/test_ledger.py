@@ -1,6 +1,8 @@
 from __future__ import annotations
 
-from datetime import timedelta
+import hashlib
+import json
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from sqlalchemy import select, text, update
@@ -14,13 +16,16 @@ from tests.helpers import run_import
 
 
 def ledger_with_entries(workspace: Workspace, tmp_path: Path) -> None:
-    path = write_csv(tmp_path / "leads.csv", """
+    path = write_csv(
+        tmp_path / "leads.csv",
+        """
         email,consent_at,consent_ip
         ada@example.com,2026-03-01,203.0.113.1
         bob@example.com,2026-03-02,203.0.113.2
         cy@example.com,2026-03-03,203.0.113.3
         dee@example.com,2026-03-04,203.0.113.4
-    """)
+    """,
+    )
     run_import(workspace, path, "leads")
 
 
@@ -89,19 +94,25 @@ def test_deleting_the_newest_entries_is_caught(workspace: Workspace, tmp_path: P
 
 def test_an_inserted_entry_is_caught(workspace: Workspace, tmp_path: Path) -> None:
     ledger_with_entries(workspace, tmp_path)
-    tamper(workspace, """
+    tamper(
+        workspace,
+        """
         INSERT INTO consent_entries (id, subject_hash, purpose, action, source, occurred_at,
             recorded_at, prev_hash, entry_hash)
         SELECT 5, subject_hash, 'newsletter', 'confirmed', 'admin', occurred_at, recorded_at,
             entry_hash, entry_hash FROM consent_entries WHERE id = 4
-    """)
+    """,
+    )
     assert check(workspace)[1] == "entry 5 was altered: its contents no longer match its hash"
 
 
 def test_edited_or_deleted_evidence_is_caught(workspace: Workspace, tmp_path: Path) -> None:
     ledger_with_entries(workspace, tmp_path)
-    tamper(workspace, """UPDATE consent_evidence SET data = '{"ip": "10.0.0.1"}'
-                         WHERE entry_id = 3""")
+    tamper(
+        workspace,
+        """UPDATE consent_evidence SET data = '{"ip": "10.0.0.1"}'
+                         WHERE entry_id = 3""",
+    )
     assert check(workspace)[1] == "the evidence of entry 3 was altered"
     tamper(workspace, "DELETE FROM consent_evidence WHERE entry_id = 3")
     assert check(workspace)[1] == (
@@ -122,10 +133,6 @@ def test_the_chain_still_verifies_after_erasure_and_withdrawal(
 
 
 def test_the_entry_hash_is_sha256_of_the_documented_json_array() -> None:
-    import hashlib
-    import json
-    from datetime import UTC, datetime
-
     row = {
         "id": 7, "subject_hash": "ab" * 32, "purpose": "newsletter", "action": "granted",
         "source": "import", "occurred_at": datetime(2026, 3, 1, 9, 30, tzinfo=UTC),

@@ -22,15 +22,21 @@ from tests.helpers import run_import
 
 @pytest.fixture
 def ada(workspace: Workspace, tmp_path: Path) -> Workspace:
-    path = write_csv(tmp_path / "news.csv", """
+    path = write_csv(
+        tmp_path / "news.csv",
+        """
         email,first_name,plan,tags,consent_at,consent_confirmed_at,consent_ip,consent_user_agent
         ada@example.com,Ada,gold,vip,2026-03-01T09:00Z,2026-03-01T09:05Z,203.0.113.9,Firefox
-    """)
+    """,
+    )
     run_import(workspace, path, "newsletter")
-    path = write_csv(tmp_path / "leads.csv", """
+    path = write_csv(
+        tmp_path / "leads.csv",
+        """
         Email Address,consent_at
         ada@example.com,2026-04-01
-    """)
+    """,
+    )
     run_import(workspace, path, "leads")
     return workspace
 

@@ -29,8 +29,18 @@ def test_addresses_have_one_normal_form(given_: str, expected: str) -> None:
     assert normalise_address(given_) == expected
 
 
-@pytest.mark.parametrize("bad", ["", "bob@", "@example.com", "a b@example.com",
-                                 "ada@example..com", "ada@exa mple.com", "ada\r\n@example.com"])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "",
+        "bob@",
+        "@example.com",
+        "a b@example.com",
+        "ada@example..com",
+        "ada@exa mple.com",
+        "ada\r\n@example.com",
+    ],
+)
 def test_invalid_addresses_are_refused_with_a_reason(bad: str) -> None:
     with pytest.raises(InvalidAddress):
         normalise_address(bad)

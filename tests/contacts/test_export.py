@@ -23,11 +23,14 @@ def exported(workspace: Workspace, list_name: str | None = None) -> str:
 
 
 def test_formula_cells_are_neutralised(workspace: Workspace, tmp_path: Path) -> None:
-    path = write_csv(tmp_path / "a.csv", """
+    path = write_csv(
+        tmp_path / "a.csv",
+        """
         email,first_name,note
         a@example.com,=cmd|' /C calc'!A0,@SUM(1+1)
         b@example.com,-2+3,plain
-    """)
+    """,
+    )
     run_import(workspace, path, "newsletter")
     rows = list(csv.reader(io.StringIO(exported(workspace))))
     assert rows[0] == ["email", "first_name", "last_name", "timezone", "locale", "tags", "note"]
@@ -42,8 +45,15 @@ def test_export_of_one_list(workspace: Workspace, tmp_path: Path) -> None:
     assert lines[1:] == ["b@example.com,,,,,lead"]
 
 
-names = st.text(alphabet=st.characters(blacklist_categories=("Cs", "Cc", "Zl", "Zp")),
-                min_size=1, max_size=20).map(lambda s: " ".join(s.split())).filter(bool)
+names = (
+    st.text(
+        alphabet=st.characters(blacklist_categories=("Cs", "Cc", "Zl", "Zp")),
+        min_size=1,
+        max_size=20,
+    )
+    .map(lambda s: " ".join(s.split()))
+    .filter(bool)
+)
 cell_characters = st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00")
 values = st.text(alphabet=cell_characters, min_size=1, max_size=20).map(str.strip).filter(bool)
 

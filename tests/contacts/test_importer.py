@@ -37,11 +37,14 @@ def contact(workspace: Workspace, email: str) -> dict[str, object]:
 def test_import_creates_contacts_with_attributes_tags_and_membership(
     workspace: Workspace, tmp_path: Path
 ) -> None:
-    path = write_csv(tmp_path / "people.csv", """
+    path = write_csv(
+        tmp_path / "people.csv",
+        """
         email,first_name,last_name,orders,favourite,tags,timezone,locale
         Ada@Example.COM,Ada,Lovelace,3,espresso,vip;beans,Europe/London,en-gb
         bob@example.org,Bob,,0,,,,
-    """)
+    """,
+    )
     summary = run_import(workspace, path, "newsletter")
     assert (summary.imported, summary.updated, summary.rejected) == (2, 0, 0)
     ada = contact(workspace, "ada@example.com")
@@ -56,17 +59,23 @@ def test_import_creates_contacts_with_attributes_tags_and_membership(
 def test_duplicates_in_file_and_database_update_never_duplicate(
     workspace: Workspace, tmp_path: Path
 ) -> None:
-    first = write_csv(tmp_path / "a.csv", """
+    first = write_csv(
+        tmp_path / "a.csv",
+        """
         email,first_name,city
         ada@example.com,Ada,London
         ADA@example.com,,Paris
-    """)
+    """,
+    )
     summary = run_import(workspace, first, "newsletter")
     assert (summary.imported, summary.updated) == (1, 1)
-    second = write_csv(tmp_path / "b.csv", """
+    second = write_csv(
+        tmp_path / "b.csv",
+        """
         email,last_name
         Ada@Example.com,Lovelace
-    """)
+    """,
+    )
     summary = run_import(workspace, second, "leads")
     assert (summary.imported, summary.updated) == (0, 1)
     assert count(workspace, contacts) == 1
@@ -81,13 +90,16 @@ def test_duplicates_across_batches_update(
     workspace: Workspace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(batches, "BATCH_ROWS", 2)
-    path = write_csv(tmp_path / "a.csv", """
+    path = write_csv(
+        tmp_path / "a.csv",
+        """
         email,n
         a@example.com,1
         b@example.com,2
         c@example.com,3
         a@example.com,4
-    """)
+    """,
+    )
     summary = run_import(workspace, path, "newsletter")
     assert (summary.imported, summary.updated) == (3, 1)
     assert contact(workspace, "a@example.com")["attributes"] == {"n": "4"}
@@ -169,11 +181,14 @@ def test_unreadable_files_raise_input_file_error(workspace: Workspace, tmp_path:
 def test_evidence_becomes_ledger_entries_and_rows_without_evidence_grant_nothing(
     workspace: Workspace, tmp_path: Path
 ) -> None:
-    path = write_csv(tmp_path / "leads.csv", """
+    path = write_csv(
+        tmp_path / "leads.csv",
+        """
         email,consent_at,consent_source,consent_ip,consent_text_version
         ada@example.com,2026-03-01T09:30:00+01:00,landing page /spring,203.0.113.7,v3
         bob@example.com,,,,
-    """)
+    """,
+    )
     summary = run_import(workspace, path, "leads")
     assert summary.consent_recorded == 1
     assert statuses(workspace, "ada@example.com")["leads"] == "granted"
@@ -188,21 +203,27 @@ def test_evidence_becomes_ledger_entries_and_rows_without_evidence_grant_nothing
 
 
 def test_double_opt_in_list_needs_a_confirmation(workspace: Workspace, tmp_path: Path) -> None:
-    path = write_csv(tmp_path / "news.csv", """
+    path = write_csv(
+        tmp_path / "news.csv",
+        """
         email,consent_at,consent_confirmed_at
         ada@example.com,2026-03-01,2026-03-01T00:05:00Z
         bob@example.com,2026-03-01,
-    """)
+    """,
+    )
     run_import(workspace, path, "newsletter")
     assert statuses(workspace, "ada@example.com")["newsletter"] == "confirmed"
     assert statuses(workspace, "bob@example.com")["newsletter"] == "pending"
 
 
 def test_reimport_is_idempotent_for_consent(workspace: Workspace, tmp_path: Path) -> None:
-    path = write_csv(tmp_path / "leads.csv", """
+    path = write_csv(
+        tmp_path / "leads.csv",
+        """
         email,consent_at
         ada@example.com,2026-03-01
-    """)
+    """,
+    )
     run_import(workspace, path, "leads")
     summary = run_import(workspace, path, "leads")
     assert summary.consent_recorded == 0
@@ -212,18 +233,24 @@ def test_reimport_is_idempotent_for_consent(workspace: Workspace, tmp_path: Path
 def test_withdrawn_consent_is_never_regranted_by_import(
     workspace: Workspace, tmp_path: Path
 ) -> None:
-    path = write_csv(tmp_path / "leads.csv", """
+    path = write_csv(
+        tmp_path / "leads.csv",
+        """
         email,consent_at
         ada@example.com,2026-03-01
-    """)
+    """,
+    )
     run_import(workspace, path, "leads")
     with workspace.engine.begin() as connection:
         withdraw(connection, workspace.key, "ada@example.com", workspace.double_opt_in,
                  workspace.clock.now(), list_name="leads")  # fmt: skip
-    later = write_csv(tmp_path / "later.csv", """
+    later = write_csv(
+        tmp_path / "later.csv",
+        """
         email,consent_at
         ada@example.com,2026-11-01
-    """)
+    """,
+    )
     summary = run_import(workspace, later, "leads")
     assert summary.consent_recorded == 0
     assert statuses(workspace, "ada@example.com")["leads"] == "withdrawn"
@@ -232,12 +259,15 @@ def test_withdrawn_consent_is_never_regranted_by_import(
 def test_suppressed_and_erased_addresses_are_not_resubscribed(
     workspace: Workspace, tmp_path: Path
 ) -> None:
-    path = write_csv(tmp_path / "leads.csv", """
+    path = write_csv(
+        tmp_path / "leads.csv",
+        """
         email,first_name,consent_at
         ada@example.com,Ada,2026-03-01
         bob@example.com,Bob,2026-03-01
         cy@example.com,Cy,2026-03-01
-    """)
+    """,
+    )
     run_import(workspace, path, "leads")
     with workspace.engine.begin() as connection:
         withdraw(connection, workspace.key, "ada@example.com", workspace.double_opt_in,
@@ -252,12 +282,15 @@ def test_suppressed_and_erased_addresses_are_not_resubscribed(
 def test_evidence_without_consent_at_and_future_consent_are_rejected(
     workspace: Workspace, tmp_path: Path
 ) -> None:
-    path = write_csv(tmp_path / "leads.csv", """
+    path = write_csv(
+        tmp_path / "leads.csv",
+        """
         email,consent_at,consent_ip
         ada@example.com,,203.0.113.7
         bob@example.com,2027-01-01,203.0.113.8
         cy@example.com,12/03/2024,
-    """)
+    """,
+    )
     summary = run_import(workspace, path, "leads")
     assert summary.rejected == 3
     assert count(workspace, consent_entries) == 0
@@ -266,31 +299,93 @@ def test_evidence_without_consent_at_and_future_consent_are_rejected(
 def test_a_pending_consent_is_completed_only_by_a_confirmation(
     workspace: Workspace, tmp_path: Path
 ) -> None:
-    pending = write_csv(tmp_path / "news.csv", """
+    pending = write_csv(
+        tmp_path / "news.csv",
+        """
         email,consent_at
         bob@example.com,2026-03-01
-    """)
+    """,
+    )
     run_import(workspace, pending, "newsletter")
     assert run_import(workspace, pending, "newsletter").consent_recorded == 0
-    confirmed = write_csv(tmp_path / "confirmed.csv", """
+    confirmed = write_csv(
+        tmp_path / "confirmed.csv",
+        """
         email,consent_at,consent_confirmed_at
         bob@example.com,2026-03-01,2026-03-02
-    """)
+    """,
+    )
     assert run_import(workspace, confirmed, "newsletter").consent_recorded == 1
     assert statuses(workspace, "bob@example.com")["newsletter"] == "confirmed"
 
 
 def test_an_unclosed_quote_is_reported_where_it_opens(workspace: Workspace, tmp_path: Path) -> None:
-    path = write_csv(tmp_path / "a.csv", """
+    path = write_csv(
+        tmp_path / "a.csv",
+        """
         email,first_name
         a@example.com,"Ada
         b@example.com,Bob
-    """)
+    """,
+    )
     reported: list[tuple[int, str]] = []
     summary = importer.import_contacts(
         workspace.engine, path, importer.ImportOptions("newsletter", workspace.double_opt_in),
         workspace.key, workspace.clock, on_reject=lambda line, why: reported.append((line, why)),
     )  # fmt: skip
     assert summary.rejected == 1
-    assert reported == [(2, "a quote opened in this row is never closed, so every line after "
-                             "it was read as one field; close the quote and import again")]
+    assert reported == [
+        (
+            2,
+            "a quote opened in this row is never closed, so every line after "
+            "it was read as one field; close the quote and import again",
+        )
+    ]
+
+
+@pytest.fixture
+def parse_in_background(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make every file big enough for the forked parser, and batches small enough to see."""
+    monkeypatch.setattr(importer, "BACKGROUND_FROM_BYTES", 0)
+    monkeypatch.setattr(batches, "BATCH_ROWS", 2)
+
+
+@pytest.mark.usefixtures("parse_in_background")
+def test_the_forked_parser_gives_the_same_result(workspace: Workspace, tmp_path: Path) -> None:
+    path = write_csv(
+        tmp_path / "a.csv",
+        """
+        email,first_name,consent_at
+        a@example.com,Ada,2026-03-01
+        bob@,Bob,
+        c@example.com,Cy,2026-03-01
+        A@example.com,Ada Lovelace,
+        d@example.com,Dee,
+    """,
+    )
+    reported: list[tuple[int, str]] = []
+    progress: list[tuple[int, int]] = []
+    summary = importer.import_contacts(
+        workspace.engine, path, importer.ImportOptions("leads", workspace.double_opt_in),
+        workspace.key, workspace.clock, progress=lambda done, size: progress.append((done, size)),
+        on_reject=lambda line, why: reported.append((line, why)),
+    )  # fmt: skip
+    assert (summary.imported, summary.updated, summary.rejected) == (3, 1, 1)
+    assert summary.consent_recorded == 2
+    assert [line for line, _ in reported] == [3]
+    assert contact(workspace, "a@example.com")["first_name"] == "Ada Lovelace"
+    assert progress[-1] == (path.stat().st_size, path.stat().st_size)
+
+
+@pytest.mark.usefixtures("parse_in_background")
+def test_an_error_in_the_forked_parser_reaches_the_caller(
+    workspace: Workspace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*_: object) -> None:
+        raise RuntimeError("parser exploded")
+
+    monkeypatch.setattr(batches, "parse_row", broken)
+    path = write_csv(tmp_path / "a.csv", "email\na@example.com\n")
+    with pytest.raises(RuntimeError, match="parser exploded"):
+        run_import(workspace, path, "leads")
+    assert count(workspace, contacts) == 0
