@@ -1,0 +1,52 @@
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from mailer.tokens import TokenError, TokenKeys, sign, verify
+
+KEYS = TokenKeys(b"s" * 32)
+
+
+@given(st.lists(st.text(alphabet=st.characters(blacklist_characters="\x1f",
+                                               blacklist_categories=("Cs",)), max_size=20),
+                min_size=1, max_size=4))  # fmt: skip
+def test_a_signed_token_gives_back_its_fields(fields: list[str]) -> None:
+    token = sign(KEYS, "click", *fields)
+    assert verify(KEYS, "click", token) == fields
+
+
+def test_tokens_are_url_safe() -> None:
+    token = sign(KEYS, "click", "message-42", 3)
+    assert all(c.isalnum() or c in "._-" for c in token)
+
+
+@pytest.mark.parametrize("tamper", [
+    lambda t: t[:-1] + ("A" if t[-1] != "A" else "B"),    # another MAC
+    lambda t: t.replace(t.split(".")[1], sign(KEYS, "click", "message-43", 3).split(".")[1]),
+    lambda t: "1." + t,                                   # malformed
+    lambda t: "",
+    lambda t: t + "=",
+])  # fmt: skip
+def test_forged_or_altered_tokens_are_refused(tamper) -> None:  # type: ignore[no-untyped-def]
+    token = sign(KEYS, "click", "message-42", 3)
+    with pytest.raises(TokenError):
+        verify(KEYS, "click", tamper(token))
+
+
+def test_a_token_only_works_for_its_purpose_and_secret() -> None:
+    token = sign(KEYS, "click", "message-42", 3)
+    with pytest.raises(TokenError, match="forged"):
+        verify(KEYS, "unsubscribe", token)
+    with pytest.raises(TokenError, match="forged"):
+        verify(TokenKeys(b"t" * 32), "click", token)
+
+
+def test_key_rotation_keeps_old_tokens_until_retired() -> None:
+    old = sign(KEYS, "open", "m1")
+    rotated = TokenKeys(KEYS.secret, version=2, oldest=1)
+    assert verify(rotated, "open", old) == ["m1"]
+    assert sign(rotated, "open", "m1").startswith("2.")
+    with pytest.raises(TokenError, match="version 1 is no longer accepted"):
+        verify(TokenKeys(KEYS.secret, version=2, oldest=2), "open", old)
