@@ -64,6 +64,13 @@ class Sender(Model):
     email: str
     postal_address: str = Field(min_length=10)
     reply_to: str | None = None
+    # Bounces come back to bounces+TOKEN@bounce_domain (VERP); default: the From domain.
+    bounce_domain: str | None = None
+    feedback_id: str = "mailer"  # the sender id in Feedback-ID (Gmail's complaint reports)
+
+    @property
+    def domain(self) -> str:
+        return self.email.rpartition("@")[2]
 
     @field_validator("email", "reply_to")
     @classmethod
@@ -89,6 +96,10 @@ class Smtp(Model):
 
 class Tracking(Model):
     base_url: str = "http://127.0.0.1:8025"
+    # Link tokens are signed with a key derived from the secret key and this version: raise
+    # it to rotate; tokens older than oldest_token_version stop working.
+    token_version: int = Field(default=1, ge=1)
+    oldest_token_version: int = Field(default=1, ge=1)
 
     @field_validator("base_url")
     @classmethod
@@ -114,14 +125,31 @@ class ContactList(Model):
     tags: list[str] = []
 
 
+class Dkim(Model):
+    domain: str
+    selector: str
+    algorithm: Literal["rsa-sha256", "ed25519-sha256"] = "rsa-sha256"
+    key_file: Path  # the private key; `mailer init` creates it and prints the DNS record
+
+
+class Variant(Model):
+    """An A/B variant of a step: another subject and/or template."""
+
+    subject: str | None = None
+    template: str | None = None
+    weight: int = Field(default=1, ge=0)
+
+
 class Step(Model):
     name: str
     template: str
     subject: str
+    preheader: str | None = None
     delay: Duration = timedelta(0)
     condition: str | None = None
     send_window: str | None = None
     track_opens: bool = True
+    variants: dict[str, Variant] = {}
 
 
 class Campaign(Model):
@@ -138,6 +166,24 @@ class Campaign(Model):
     send_at: str | None = None
     template: str | None = None
     subject: str | None = None
+    preheader: str | None = None
+    track_opens: bool = True
+
+    def messages(self) -> list[Step]:
+        """The messages this campaign sends: a sequence's steps, or a broadcast as one step."""
+        if self.kind == "sequence":
+            return list(self.steps)
+        if self.template is None or self.subject is None:
+            return []
+        return [Step(name="broadcast", template=self.template, subject=self.subject,
+                     preheader=self.preheader, track_opens=self.track_opens)]  # fmt: skip
+
+    def step(self, name: str) -> Step:
+        for step in self.messages():
+            if step.name == name:
+                return step
+        known = ", ".join(step.name for step in self.messages()) or "none"
+        raise SettingsError(f"campaign has no step '{name}' (steps: {known})")
 
 
 class Settings(Model):
@@ -148,6 +194,9 @@ class Settings(Model):
     sender: Sender
     smtp: Smtp = Smtp()
     tracking: Tracking = Tracking()
+    dkim: Dkim | None = None
+    default_timezone: str = "UTC"  # for contacts without one
+    default_locale: str = "en"
     attributes: dict[str, AttributeType] = {}
     lists: dict[str, ContactList] = {}
     segments: dict[str, str] = {}

@@ -1,0 +1,82 @@
+"""Click tracking: every http(s) link of a message becomes a link to the tracking endpoint
+(`/c/TOKEN`), whose token names the message and the link's index; the endpoint looks the
+target up, so no request can redirect anywhere the message did not link to.
+
+`mailto:`, `tel:`, anchors, our own tracking links and `<a data-notrack>` stay as they are.
+HTML is edited in place (only href values change), never re-serialised.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from collections.abc import Callable
+
+_ANCHOR = re.compile(r"<a\b[^>]*>", re.IGNORECASE)
+_HREF = re.compile(
+    r"""\shref\s*=\s*(?:"(?P<double>[^"]*)"|'(?P<single>[^']*)'|(?P<bare>[^\s>"']+))""",
+    re.IGNORECASE,
+)
+_TEXT_URL = re.compile(r"""https?://[^\s<>"'\]\)]+""")
+_BODY_OPEN = re.compile(r"<body\b[^>]*>", re.IGNORECASE)
+_BODY_CLOSE = re.compile(r"</body\s*>", re.IGNORECASE)
+
+TrackedUrl = Callable[[int], str]  # link index -> the URL to put in its place
+
+
+class LinkTable:
+    """The links of one message, in order; each target gets one index."""
+
+    def __init__(self, tracking_base: str, tracked_url: TrackedUrl) -> None:
+        self.targets: list[str] = []
+        self._index: dict[str, int] = {}
+        self._base = tracking_base
+        self._tracked_url = tracked_url
+
+    def tracked(self, target: str) -> str | None:
+        """The tracked URL for `target`, or None when it stays as it is."""
+        if not target.lower().startswith(("http://", "https://")) or target.startswith(self._base):
+            return None
+        if target not in self._index:
+            self._index[target] = len(self.targets)
+            self.targets.append(target)
+        return self._tracked_url(self._index[target])
+
+    def rewrite_html(self, document: str) -> str:
+        def anchor(match: re.Match[str]) -> str:
+            tag = match.group(0)
+            found = _HREF.search(tag)
+            if found is None or "data-notrack" in tag.lower():
+                return tag
+            group = found.lastgroup or "bare"
+            target = html.unescape(found.group(group)).strip()
+            url = self.tracked(target)
+            if url is None:
+                return tag
+            start, end = found.span(group)
+            quoted = html.escape(url, quote=True)
+            return tag[:start] + (f'"{quoted}"' if group == "bare" else quoted) + tag[end:]
+
+        return _ANCHOR.sub(anchor, document)
+
+    def rewrite_text(self, text: str) -> str:
+        return _TEXT_URL.sub(lambda match: self.tracked(match.group(0)) or match.group(0), text)
+
+
+def add_open_pixel(document: str, pixel_url: str) -> str:
+    pixel = (f'<img src="{html.escape(pixel_url)}" width="1" height="1" alt="" '
+             'style="display:block;border:0;width:1px;height:1px">')  # fmt: skip
+    closing = _BODY_CLOSE.search(document)
+    if closing is None:
+        return document + pixel
+    return document[: closing.start()] + pixel + document[closing.start() :]
+
+
+def add_preheader(document: str, preheader: str) -> str:
+    """The preview text inboxes show after the subject, hidden in the message itself."""
+    hidden = ('<div style="display:none;max-height:0;overflow:hidden;mso-hide:all">'
+              f"{html.escape(preheader)}</div>")  # fmt: skip
+    opening = _BODY_OPEN.search(document)
+    if opening is None:
+        return hidden + document
+    return document[: opening.end()] + hidden + document[opening.end() :]

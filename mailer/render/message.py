@@ -1,0 +1,257 @@
+"""From (campaign, step, contact) to the exact bytes that go to SMTP.
+
+render -> inline CSS -> tracked links and open pixel -> plain-text part -> headers -> DKIM.
+A MessageRenderer is made once per process: it holds the compiled templates, the token keys
+and the DKIM key, so the per-message path re-reads and re-parses nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import traceback
+from dataclasses import dataclass
+from email.errors import HeaderParseError
+from email.header import decode_header, make_header
+from email.headerregistry import Address
+from email.message import EmailMessage
+from email.policy import SMTP, SMTPUTF8
+from email.utils import format_datetime
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import css_inline
+from inscriptis import get_text
+from inscriptis.model.config import ParserConfig
+from jinja2 import Template, TemplateError, TemplateNotFound
+from jinja2.exceptions import SecurityError
+
+from mailer.clock import Clock
+from mailer.config import Campaign, Settings, Step
+from mailer.contacts.model import Contact
+from mailer.errors import MailerError
+from mailer.render.dkim import DkimKey
+from mailer.render.dkim import sign as dkim_sign
+from mailer.render.links import LinkTable, add_open_pixel, add_preheader
+from mailer.render.templates import Namespace, localised_names, template_environment
+from mailer.tokens import TokenKeys, sign
+
+_TEXT_CONFIG = ParserConfig(display_links=True)
+
+
+class RenderError(MailerError):
+    """A template could not be rendered for this contact; the message says where and why."""
+
+
+@dataclass(frozen=True)
+class RenderedMessage:
+    message_key: str
+    envelope_from: str  # VERP: bounces+TOKEN@bounce-domain
+    recipient: str
+    subject: str
+    html: str
+    text: str
+    links: list[str]  # the click targets, by link index
+    data: bytes  # the signed message, ready for SMTP DATA
+
+
+_ENCODED_WORD = re.compile(r"=\?[^?\s]*\?[bBqQ]\?[^?\s]*\?=")
+
+
+def header_text(value: str) -> str:
+    """One line of plain text for a header, whatever contact data or templates hold.
+
+    Encoded words (`=?utf-8?q?...?=`) are decoded here first: Python's email package would
+    decode them itself and write out any CR/LF they hide, starting a new header (CVE-2024-6923,
+    unfixed in Python 3.11.7). Then every run of whitespace, CR and LF included, is one space.
+    """
+    for _ in range(4):  # encoded words may hide encoded words
+        if not _ENCODED_WORD.search(value):
+            break
+        try:
+            value = str(make_header(decode_header(value)))
+        except (ValueError, LookupError, HeaderParseError):
+            break
+    value = " ".join(value.split())
+    # Whatever still looks like an encoded word must not be read as one.
+    return _ENCODED_WORD.sub(lambda word: word.group(0).replace("=?", "= ?"), value)
+
+
+class MessageRenderer:
+    def __init__(self, settings: Settings, secret: bytes, clock: Clock,
+                 dkim_key: DkimKey | None = None) -> None:  # fmt: skip
+        self.settings = settings
+        self.clock = clock
+        self.dkim_key = dkim_key
+        self.templates_dir = settings.path(settings.templates_dir)
+        self.environment = template_environment(self.templates_dir)
+        self.environment.globals["default_locale"] = settings.default_locale
+        self.keys = TokenKeys(
+            secret, settings.tracking.token_version, settings.tracking.oldest_token_version
+        )
+        self._message_id_key = hmac.digest(secret, b"mailer message-id", "sha256")
+        self._subjects: dict[str, Template] = {}
+
+    def render(
+        self,
+        campaign_name: str,
+        step: Step,
+        contact: Contact,
+        message_key: str,
+        variant: str | None = None,
+        track: bool = True,
+    ) -> RenderedMessage:
+        """The message for `contact`; RenderError when a template fails for this contact."""
+        campaign = self.settings.campaigns[campaign_name]
+        template, subject_source = self._variant(step, variant)
+        base = self.settings.tracking.base_url
+        unsubscribe = sign(self.keys, "unsubscribe", message_key)
+        context = self._context(campaign_name, campaign, step, contact, unsubscribe)
+        where = self._setting(campaign_name, campaign, step)
+        subject = header_text(self._render_string(subject_source, context, f"{where}.subject"))
+        html = self._render_file(template, ".html", contact.locale, context)
+        if step.preheader:
+            preheader = self._render_string(step.preheader, context, f"{where}.preheader")
+            html = add_preheader(html, header_text(preheader))
+        html = css_inline.inline(html)
+        links = LinkTable(
+            base, lambda index: f"{base}/c/{sign(self.keys, 'click', message_key, index)}"
+        )
+        if track:
+            html = links.rewrite_html(html)
+        text = self._text_part(template, contact.locale, context, html, links if track else None)
+        if track and step.track_opens and campaign.track_opens:
+            html = add_open_pixel(html, f"{base}/o/{sign(self.keys, 'open', message_key)}.gif")
+        try:
+            message = self._mime(campaign_name, campaign, step, contact, message_key, subject,
+                                 unsubscribe, html, text)  # fmt: skip
+        except ValueError as error:  # the email package refuses a header value
+            raise RenderError(f"{contact.email}: cannot write the headers: {error}") from None
+        data = bytes(message)
+        if self.dkim_key is not None:
+            data = dkim_sign(data, self.dkim_key)
+        bounce = f"bounces+{sign(self.keys, 'bounce', message_key)}@{self._bounce_domain}"
+        return RenderedMessage(message_key, bounce, contact.email, subject, html, text,
+                               links.targets, data)  # fmt: skip
+
+    @property
+    def _bounce_domain(self) -> str:
+        return self.settings.sender.bounce_domain or self.settings.sender.domain
+
+    def _variant(self, step: Step, variant: str | None) -> tuple[str, str]:
+        if variant is None:
+            return step.template, step.subject
+        if variant not in step.variants:
+            known = ", ".join(step.variants) or "none"
+            raise RenderError(f"step '{step.name}' has no variant '{variant}' (variants: {known})")
+        chosen = step.variants[variant]
+        return chosen.template or step.template, chosen.subject or step.subject
+
+    def _context(self, campaign_name: str, campaign: Campaign, step: Step, contact: Contact,
+                 unsubscribe: str) -> dict[str, object]:  # fmt: skip
+        sender = self.settings.sender
+        zone = ZoneInfo(contact.timezone or self.settings.default_timezone)
+        values = {
+            "email": contact.email, "first_name": contact.first_name,
+            "last_name": contact.last_name, "name": contact.name, "locale": contact.locale,
+            "timezone": contact.timezone, "tags": list(contact.tags),
+            "attributes": Namespace("contact.attributes", dict(contact.attributes)),
+        }  # fmt: skip
+        base = self.settings.tracking.base_url
+        return {
+            # A missing value is undefined, not None: templates say `| default("friend")`.
+            "contact": Namespace("contact", {k: v for k, v in values.items() if v is not None}),
+            "campaign": Namespace("campaign", {"name": campaign_name, "list": campaign.list_name,
+                                               "description": campaign.description}),
+            "step": Namespace("step", {"name": step.name}),
+            "sender": Namespace("sender", {"name": sender.name, "email": sender.email,
+                                           "postal_address": sender.postal_address}),
+            "unsubscribe_url": f"{base}/u/{unsubscribe}",
+            "preferences_url": f"{base}/p/{unsubscribe}",
+            "now": self.clock.now().astimezone(zone),
+        }  # fmt: skip
+
+    def _render_file(self, template: str, suffix: str, locale: str | None,
+                     context: dict[str, object]) -> str:  # fmt: skip
+        try:
+            compiled = self.environment.select_template(
+                list(localised_names(template, suffix, locale))
+            )
+            return compiled.render(context)
+        except TemplateNotFound:
+            raise RenderError(
+                f"{self.templates_dir.name}/{template}{suffix} does not exist"
+            ) from None
+        except (TemplateError, SecurityError) as error:
+            raise RenderError(self._where(error) + str(error.message or error)) from None
+
+    def _render_string(self, source: str, context: dict[str, object], where: str) -> str:
+        try:
+            if source not in self._subjects:
+                self._subjects[source] = self.environment.from_string(source)
+            return self._subjects[source].render(context)
+        except (TemplateError, SecurityError) as error:
+            raise RenderError(f"{where}: {error.message or error}") from None
+
+    def _setting(self, campaign_name: str, campaign: Campaign, step: Step) -> str:
+        """Where in settings this step is written, for error messages."""
+        where = f"{self.settings.source}: campaigns.{campaign_name}"
+        if campaign.kind == "broadcast":
+            return where
+        return f"{where}.steps[{campaign.steps.index(step)}]"
+
+    def _where(self, error: Exception) -> str:
+        """`templates/welcome/2.html:14: ` from the template frame the error passed through."""
+        for frame in reversed(traceback.extract_tb(error.__traceback__)):
+            path = Path(frame.filename)
+            if path.is_relative_to(self.templates_dir):
+                shown = Path(self.templates_dir.name) / path.relative_to(self.templates_dir)
+                return f"{shown}:{frame.lineno}: "
+        return ""
+
+    def _text_part(self, template: str, locale: str | None, context: dict[str, object],
+                   html: str, links: LinkTable | None) -> str:  # fmt: skip
+        """The step's .txt template, links tracked; else text made from the (tracked) HTML."""
+        try:
+            text = self._render_file(template, ".txt", locale, context)
+        except RenderError as error:
+            if "does not exist" not in str(error):
+                raise
+            return str(get_text(html, _TEXT_CONFIG)).strip() + "\n"
+        return links.rewrite_text(text) if links else text
+
+    def _mime(self, campaign_name: str, campaign: Campaign, step: Step, contact: Contact,
+              message_key: str, subject: str, unsubscribe: str, html: str,
+              text: str) -> EmailMessage:  # fmt: skip
+        sender = self.settings.sender
+        ascii_only = contact.email.isascii()
+        message = EmailMessage(policy=SMTP if ascii_only else SMTPUTF8)
+        message["From"] = Address(header_text(sender.name), addr_spec=sender.email)
+        message["To"] = Address(header_text(contact.name or ""), addr_spec=contact.email)
+        message["Subject"] = subject
+        message["Date"] = format_datetime(self.clock.now())
+        message["Message-ID"] = self.message_id(message_key)
+        if sender.reply_to:
+            message["Reply-To"] = sender.reply_to
+        base = self.settings.tracking.base_url
+        message["List-Unsubscribe"] = (
+            f"<{base}/u/{unsubscribe}>, <mailto:unsubscribe+{unsubscribe}@{self._bounce_domain}>"
+        )
+        message["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"  # RFC 8058
+        contact_list = self.settings.lists[campaign.list_name]
+        # RFC 2919: a phrase, then the list's id as a dotted name under the sender's domain.
+        message["List-Id"] = (
+            f"{header_text(contact_list.title)} <{campaign.list_name}.{sender.domain}>"
+        )
+        message["Feedback-ID"] = (
+            f"{step.name}:{campaign_name}:{campaign.list_name}:{sender.feedback_id}"
+        )
+        message.set_content(text, subtype="plain", cte="quoted-printable")
+        message.add_alternative(html, subtype="html", cte="quoted-printable")
+        return message
+
+    def message_id(self, message_key: str) -> str:
+        """The same Message-ID for every attempt at the same message (a retry reuses it)."""
+        tag = hmac.digest(self._message_id_key, message_key.encode(), hashlib.sha256)[:6].hex()
+        return f"<{message_key}.{tag}@{self.settings.sender.domain}>"

@@ -1,0 +1,159 @@
+from __future__ import annotations
+
+import email
+from email import policy
+from email.message import EmailMessage
+from urllib.parse import urlsplit
+
+import pytest
+
+from mailer.contacts.model import Contact
+from mailer.render.message import MessageRenderer, RenderError
+from mailer.tokens import verify
+from tests.render.conftest import ADA
+
+
+def parsed(data: bytes) -> EmailMessage:
+    message = email.message_from_bytes(data, policy=policy.default)
+    assert isinstance(message, EmailMessage)
+    return message
+
+
+def parts(message: EmailMessage) -> tuple[str, str]:
+    text = message.get_body(("plain",))
+    html = message.get_body(("html",))
+    assert text is not None and html is not None
+    return text.get_content(), html.get_content()
+
+
+def step(renderer: MessageRenderer, index: int = 0):  # type: ignore[no-untyped-def]
+    return renderer.settings.campaigns["welcome"].steps[index]
+
+
+def test_a_message_has_both_parts_inlined_css_and_the_footer(renderer: MessageRenderer) -> None:
+    message = parsed(renderer.render("welcome", step(renderer), ADA, "42").data)
+    assert message.get_content_type() == "multipart/alternative"
+    text, html = parts(message)
+    assert '<p style="color: #333;">Hello Ada</p>' in html
+    assert "Hello Ada" in text and "Bristol BS1 4DJ" in text and "Unsubscribe" in text
+    assert "Bristol BS1 4DJ" in html
+
+
+def test_links_are_tracked_by_index_except_mailto_anchors_and_notrack(
+    renderer: MessageRenderer,
+) -> None:
+    rendered = renderer.render("welcome", step(renderer), ADA, "42")
+    assert rendered.links == ["https://shop.example/beans?a=1&b=2"]  # twice in the HTML: once
+    base = renderer.settings.tracking.base_url
+    assert rendered.html.count(f'href="{base}/c/') == 2  # css-inline re-quotes the second
+    token = rendered.html.split(f'href="{base}/c/')[1].split('"')[0]
+    assert verify(renderer.keys, "click", token) == ["42", "0"]
+    for untouched in ('href="mailto:hello@acme.example"', 'href="#top"',
+                      'data-notrack="" href="https://shop.example/private"'):  # fmt: skip
+        assert untouched in rendered.html
+    unsubscribe = rendered.html.split('href="')[-1].split('"')[0]
+    assert urlsplit(unsubscribe).path.startswith("/u/")  # our own links are not re-tracked
+    assert f'<img src="{base}/o/' in rendered.html
+
+
+def test_the_text_template_is_used_and_its_links_tracked(renderer: MessageRenderer) -> None:
+    rendered = renderer.render("welcome", step(renderer, 1), ADA, "43")
+    base = renderer.settings.tracking.base_url
+    assert rendered.text.startswith(f"Tips for ada@example.com: {base}/c/")
+    assert rendered.links == ["https://shop.example/tips"]
+
+
+def test_no_track_leaves_links_readable(renderer: MessageRenderer) -> None:
+    rendered = renderer.render("welcome", step(renderer), ADA, "42", track=False)
+    assert 'href="https://shop.example/beans?a=1&amp;b=2"' in rendered.html
+    assert "/o/" not in rendered.html
+
+
+def test_the_contacts_locale_picks_the_template_variant(renderer: MessageRenderer) -> None:
+    giulia = Contact(email="giulia@example.it", first_name="Giulia", locale="it_IT")
+    assert "Ciao Giulia" in renderer.render("welcome", step(renderer), giulia, "1").html
+    zoe = Contact(email="zoe@example.fr", first_name="Zoé", locale="fr")
+    assert "Hello Zoé" in renderer.render("welcome", step(renderer), zoe, "2").html
+
+
+def test_an_undefined_name_fails_with_file_and_line(renderer: MessageRenderer) -> None:
+    nameless = Contact(email="x@example.com")
+    with pytest.raises(RenderError) as caught:
+        renderer.render("welcome", step(renderer, 1), nameless, "44")
+    assert str(caught.value) == "templates/welcome/2.html:3: 'contact.first_name' is undefined"
+    with pytest.raises(RenderError) as caught:
+        renderer.render("welcome", step(renderer), nameless, "45")
+    assert str(caught.value) == (
+        f"{renderer.settings.source}: campaigns.welcome.steps[0].subject: "
+        "'contact.first_name' is undefined"
+    )
+
+
+def test_headers(renderer: MessageRenderer) -> None:
+    rendered = renderer.render("welcome", step(renderer), ADA, "42")
+    message = parsed(rendered.data)
+    assert message["From"] == "Acme Coffee <news@acme.example>"
+    assert message["To"] == "Ada Lovelace <ada@example.com>"
+    assert message["Subject"] == "Welcome, Ada"
+    assert message["Date"] == "Mon, 23 Nov 2026 10:00:00 +0000"
+    assert message["Message-ID"] == renderer.message_id("42")
+    assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    web, mail = (part.strip(" <>") for part in message["List-Unsubscribe"].split(","))
+    assert web.startswith(renderer.settings.tracking.base_url + "/u/")
+    assert mail.startswith("mailto:unsubscribe+") and mail.endswith("@acme.example")
+    assert message["List-Id"] == "Newsletter <newsletter.acme.example>"
+    assert message["Feedback-ID"] == "hello:welcome:newsletter:mailer"
+    assert rendered.envelope_from.startswith("bounces+") and rendered.envelope_from.endswith(
+        "@acme.example"
+    )
+    token = rendered.envelope_from.removeprefix("bounces+").split("@")[0]
+    assert verify(renderer.keys, "bounce", token) == ["42"]
+
+
+def test_a_retry_gets_the_same_message_id(renderer: MessageRenderer) -> None:
+    first = parsed(renderer.render("welcome", step(renderer), ADA, "42").data)
+    again = parsed(renderer.render("welcome", step(renderer), ADA, "42").data)
+    other = parsed(renderer.render("welcome", step(renderer), ADA, "43").data)
+    assert first["Message-ID"] == again["Message-ID"] != other["Message-ID"]
+
+
+@pytest.mark.parametrize("hostile", [
+    "Eve\r\nBcc: victim@example.com", "Eve\nBcc: victim@example.com", "Eve\rX-Evil: 1",
+    "=?utf-8?q?Eve=0D=0ABcc:_victim@example.com?=",
+])  # fmt: skip
+def test_hostile_contact_data_never_adds_a_header(
+    renderer: MessageRenderer, hostile: str
+) -> None:
+    contact = Contact(email="eve@example.com", first_name=hostile, last_name=hostile)
+    data = renderer.render("welcome", step(renderer), contact, "46").data
+    message = parsed(data)
+    assert message["Bcc"] is None and message["X-Evil"] is None
+    head = data.split(b"\r\n\r\n")[0]
+    assert not any(line.startswith((b"Bcc:", b"X-Evil:")) for line in head.split(b"\r\n"))
+    assert message["Subject"].startswith("Welcome, Eve")
+
+
+def test_non_ascii_names_and_subjects_are_encoded(renderer: MessageRenderer) -> None:
+    zoe = Contact(email="zoe@example.fr", first_name="Zoë", last_name="Brontë ☕")
+    data = renderer.render("welcome", step(renderer), zoe, "47").data
+    head = data.split(b"\r\n\r\n")[0]
+    assert head.isascii()
+    assert b"=?utf-8?" in head
+    message = parsed(data)
+    assert message["Subject"] == "Welcome, Zoë"
+    assert message["To"].addresses[0].display_name == "Zoë Brontë ☕"
+
+
+def test_template_code_in_contact_data_is_just_text(renderer: MessageRenderer) -> None:
+    contact = Contact(email="x@example.com", first_name="{{ 7 * 7 }}<script>")
+    html = renderer.render("welcome", step(renderer), contact, "48").html
+    assert "{{ 7 * 7 }}&lt;script&gt;" in html and "49" not in html
+
+
+def test_an_address_the_headers_cannot_hold_fails_that_message_only(
+    renderer: MessageRenderer,
+) -> None:
+    with pytest.raises(RenderError, match="cannot write the headers"):
+        hostile = Contact(email="=?utf-8?q?=0D=0A?=@x.com", first_name="X")
+        renderer.render("welcome", step(renderer), hostile, "1")
+    assert renderer.render("welcome", step(renderer), ADA, "2").data
