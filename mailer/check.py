@@ -1,12 +1,15 @@
 """`mailer check`: everything a campaign needs, checked before anything is sent.
 
-Settings were validated on load; here: every referenced template exists and compiles, every
-subject compiles, and every list file can be read. Rows an import would reject are reported as
-warnings (the import skips them and keeps the rest), or as errors with `strict`.
+Settings were validated on load; here: every template compiles, every list file can be read,
+and every message of every campaign (variants included) renders for a sample contact of its
+list (the first good row of the list file) with an unsubscribe link and the postal address in
+both parts. Rows an import would reject are warnings (the import skips them and keeps the
+rest), or errors with `strict`.
 """
 
 from __future__ import annotations
 
+import html
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -14,10 +17,13 @@ from typing import Literal
 
 from jinja2 import TemplateNotFound, TemplateSyntaxError
 
+from mailer.clock import FrozenClock
 from mailer.config import Settings
 from mailer.contacts.csvfile import CsvReader
+from mailer.contacts.model import Contact
 from mailer.contacts.rows import RowError, map_columns, parse_row
 from mailer.errors import InputFileError
+from mailer.render.message import MessageRenderer, RenderError
 from mailer.render.templates import TEMPLATE_SUFFIXES, syntax_problem, template_environment
 
 
@@ -32,19 +38,57 @@ class CheckReport:
     problems: list[Problem]
     templates: int = 0
     list_rows: int = 0
+    messages: int = 0
 
     @property
     def errors(self) -> list[Problem]:
         return [problem for problem in self.problems if problem.severity == "error"]
 
 
+SAMPLE = Contact(email="sample@example.com", first_name="Sam", last_name="Sample")
+CHECK_SECRET = b"mailer check: tokens made here are never sent"
+
+
 def check_project(settings: Settings, now: datetime, strict: bool = False) -> CheckReport:
     report = CheckReport(problems=[])
     _check_templates(settings, report)
+    samples = {}
     for name, contact_list in settings.lists.items():
         if contact_list.file is not None:
-            _check_list_file(settings, name, settings.path(contact_list.file), now, strict, report)
+            path = settings.path(contact_list.file)
+            samples[name] = _check_list_file(settings, name, path, now, strict, report)
+    if not report.errors:  # a template that does not compile would fail every message
+        _check_messages(settings, samples, now, report)
     return report
+
+
+def _check_messages(
+    settings: Settings, samples: dict[str, Contact | None], now: datetime, report: CheckReport
+) -> None:
+    renderer = MessageRenderer(settings, CHECK_SECRET, FrozenClock(now))
+    unsubscribe = f"{settings.tracking.base_url}/u/"
+    postal = settings.sender.postal_address
+    for name, campaign in settings.campaigns.items():
+        contact = samples.get(campaign.list_name) or SAMPLE
+        for step in campaign.messages():
+            for variant in [None, *step.variants]:
+                where = f"campaigns.{name} step {step.name}"
+                where += f" variant {variant}" if variant else ""
+                try:
+                    message = renderer.render(name, step, contact, "check", variant)
+                except RenderError as error:
+                    report.problems.append(Problem("error", f"{error} ({where}, {contact.email})"))
+                    continue
+                report.messages += 1
+                for part, text in (("HTML", message.html), ("text", message.text)):
+                    if unsubscribe not in text:
+                        missing = "an unsubscribe link: put {{ unsubscribe_url }} in the layout"
+                        report.problems.append(Problem("error", f"{where}: {part} lacks {missing}"))
+                    if postal not in text and html.escape(postal) not in text:
+                        missing = (
+                            "the postal address: put {{ sender.postal_address }} in the layout"
+                        )
+                        report.problems.append(Problem("error", f"{where}: {part} lacks {missing}"))
 
 
 def _check_templates(settings: Settings, report: CheckReport) -> None:
@@ -87,13 +131,19 @@ def _messages(settings: Settings) -> list[tuple[str, str, str]]:
         if campaign.template is not None and campaign.subject is not None:
             found.append((f"campaigns.{name}", campaign.template, campaign.subject))
         for index, step in enumerate(campaign.steps):
-            found.append((f"campaigns.{name}.steps[{index}]", step.template, step.subject))
+            where = f"campaigns.{name}.steps[{index}]"
+            found.append((where, step.template, step.subject))
+            for label, variant in step.variants.items():
+                found.append((f"{where}.variants.{label}", variant.template or step.template,
+                              variant.subject or step.subject))  # fmt: skip
     return found
 
 
 def _check_list_file(
     settings: Settings, name: str, path: Path, now: datetime, strict: bool, report: CheckReport
-) -> None:
+) -> Contact | None:
+    """Report the rows an import would reject; return the first good row, as a sample."""
+    sample = None
     shown = path.relative_to(settings.root) if path.is_relative_to(settings.root) else path
     try:
         with CsvReader(path, shown=shown) as reader:
@@ -103,9 +153,15 @@ def _check_list_file(
                 try:
                     if row.problem:
                         raise RowError(row.problem)
-                    parse_row(row.fields, targets, settings.attributes, now)
+                    parsed = parse_row(row.fields, targets, settings.attributes, now)
                 except RowError as error:
                     severity: Literal["error", "warning"] = "error" if strict else "warning"
                     report.problems.append(Problem(severity, f"{shown}:{row.line}: {error}"))
+                    continue
+                if sample is None:
+                    sample = Contact(parsed.email, parsed.first_name, parsed.last_name,
+                                     parsed.timezone, parsed.locale, parsed.attributes,
+                                     tuple(sorted(parsed.tags)))  # fmt: skip
     except InputFileError as error:
         report.problems.append(Problem("error", str(error)))
+    return sample

@@ -13,6 +13,8 @@ from sqlalchemy import Engine
 from mailer.clock import Clock, SystemClock
 from mailer.config import Settings
 from mailer.contacts.lists import sync_lists
+from mailer.render.dkim import generate_key, load_key
+from mailer.render.message import MessageRenderer
 from mailer.store.engine import open_database
 
 
@@ -44,9 +46,38 @@ class Workspace:
     def double_opt_in(self) -> dict[str, bool]:
         return {name: spec.double_opt_in for name, spec in self.settings.lists.items()}
 
+    @cached_property
+    def renderer(self) -> MessageRenderer:
+        """The message renderer, made once: templates compiled, DKIM key parsed, here."""
+        dkim = self.settings.dkim
+        key = None
+        if dkim is not None:
+            key = load_key(self.settings.path(dkim.key_file), dkim.domain, dkim.selector,
+                           dkim.algorithm)  # fmt: skip
+        return MessageRenderer(self.settings, self.key, self.clock, key)
+
     def close(self) -> None:
         if "engine" in self.__dict__:
             self.engine.dispose()
+
+
+def create_dkim_key(settings: Settings) -> tuple[Path, str] | None:
+    """Write a new DKIM private key when settings name one that does not exist yet; return
+    its path and the DNS TXT record to publish (at `<selector>._domainkey.<domain>`)."""
+    dkim = settings.dkim
+    if dkim is None or settings.path(dkim.key_file).exists():
+        return None
+    private, record = generate_key(dkim.algorithm)
+    path = settings.path(dkim.key_file)
+    _write_private(path, private)
+    return path, record
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "wb") as file:
+        file.write(data)
 
 
 def create_secret_key(settings: Settings) -> Path | None:
@@ -60,8 +91,5 @@ def create_secret_key(settings: Settings) -> Path | None:
     path = settings.path(settings.secret_key_file)
     if path.exists():
         return None
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(descriptor, "w") as file:
-        file.write(secrets.token_urlsafe(48) + "\n")
+    _write_private(path, (secrets.token_urlsafe(48) + "\n").encode())
     return path

@@ -73,8 +73,11 @@ def project(tmp_path: Path) -> Path:
     root = tmp_path / "project"
     (root / "templates" / "welcome").mkdir(parents=True)
     (root / "settings.toml").write_text(textwrap.dedent(SETTINGS))
-    (root / "templates" / "welcome" / "1.html").write_text("<p>Hello {{ contact.first_name }}</p>")
-    (root / "templates" / "welcome" / "2.html").write_text("<p>Tips</p>")
+    footer = '<p>{{ sender.postal_address }} <a href="{{ unsubscribe_url }}">Unsubscribe</a></p>'
+    (root / "templates" / "welcome" / "1.html").write_text(
+        "<p>Hello {{ contact.first_name }}</p>" + footer
+    )
+    (root / "templates" / "welcome" / "2.html").write_text("<p>Tips</p>" + footer)
     return root
 
 

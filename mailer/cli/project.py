@@ -15,7 +15,7 @@ from mailer.cli import (
 )
 from mailer.config import load_settings
 from mailer.store.engine import schema_is_current
-from mailer.workspace import Workspace, create_secret_key
+from mailer.workspace import Workspace, create_dkim_key, create_secret_key
 
 
 @cli.command()
@@ -29,6 +29,7 @@ def init(lazy: _LazyWorkspace) -> None:
     """
     settings = load_settings(lazy.config_path)
     created = create_secret_key(settings)
+    dkim = create_dkim_key(settings)
     workspace = lazy.get()
     engine = workspace.engine
     say(f"database  {engine.url.render_as_string(hide_password=True)}  (schema current: "
@@ -40,6 +41,11 @@ def init(lazy: _LazyWorkspace) -> None:
         workspace.key  # noqa: B018  (fails here, with the fix, when no key is set)
         say("secret key  present")
     say(f"lists     {', '.join(sorted(workspace.list_ids)) or 'none'}")
+    if dkim is not None and settings.dkim is not None:
+        path, record = dkim
+        say(f"DKIM key written to {path}; publish this TXT record at "
+            f"{settings.dkim.selector}._domainkey.{settings.dkim.domain}:")  # fmt: skip
+        say(f"  {record}")
 
 
 @cli.command()
@@ -57,6 +63,7 @@ def check(lazy: _LazyWorkspace, strict: bool, as_json: bool) -> None:
     if as_json:
         print_json({
             "ok": not report.errors, "templates": report.templates, "list_rows": report.list_rows,
+            "messages": report.messages,
             "problems": [{"severity": p.severity, "message": p.message} for p in report.problems],
         })  # fmt: skip
     else:
@@ -64,7 +71,8 @@ def check(lazy: _LazyWorkspace, strict: bool, as_json: bool) -> None:
             warn(f"{problem.severity}: {problem.message}")
         settings = workspace.settings
         summary = (f"{len(settings.campaigns)} campaigns, {len(settings.lists)} lists, "
-                   f"{report.templates} templates, {report.list_rows} list rows")  # fmt: skip
+                   f"{report.templates} templates, {report.messages} messages rendered, "
+                   f"{report.list_rows} list rows")  # fmt: skip
         if report.errors:
             warn(f"check failed: {len(report.errors)} errors ({summary})")
         else:

@@ -130,7 +130,7 @@ class MessageRenderer:
             raise RenderError(f"{contact.email}: cannot write the headers: {error}") from None
         data = bytes(message)
         if self.dkim_key is not None:
-            data = dkim_sign(data, self.dkim_key)
+            data = dkim_sign(data, self.dkim_key, self.clock.now())
         bounce = f"bounces+{sign(self.keys, 'bounce', message_key)}@{self._bounce_domain}"
         return RenderedMessage(message_key, bounce, contact.email, subject, html, text,
                                links.targets, data)  # fmt: skip

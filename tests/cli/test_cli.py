@@ -143,3 +143,15 @@ def test_init_creates_the_key_once(
     second = CliRunner().invoke(cli, ["init"], env=env)
     assert second.exit_code == 0 and "secret key  present" in second.stdout
     assert (project / ".mailer" / "secret.key").read_text() == key
+
+
+def test_check_renders_every_message_and_requires_the_footer(mailer, project: Path) -> None:  # type: ignore[no-untyped-def]
+    assert "2 messages rendered" in mailer("check").stdout
+    (project / "templates" / "welcome" / "2.html").write_text("<p>Tips, no footer</p>")
+    result = mailer("check")
+    assert result.exit_code == 1
+    assert "error: campaigns.welcome step tips: HTML lacks an unsubscribe link" in result.stderr
+    assert "error: campaigns.welcome step tips: HTML lacks the postal address" in result.stderr
+    (project / "templates" / "welcome" / "2.html").write_text("<p>{{ contact.shoe_size }}</p>")
+    result = mailer("check")
+    assert "error: templates/welcome/2.html:1: 'contact.shoe_size' is undefined" in result.stderr
