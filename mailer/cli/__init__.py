@@ -93,9 +93,9 @@ def main() -> None:
     cli(prog_name="mailer")
 
 
-from mailer.cli import consent, contacts, project  # noqa: E402  (they register on `cli`)
+from mailer.cli import consent, contacts, messages, project  # noqa: E402  (they register)
 
-__all__ = ["cli", "consent", "contacts", "main", "project"]
+__all__ = ["cli", "consent", "contacts", "main", "messages", "project"]
 
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -16,7 +16,7 @@ from email.errors import HeaderParseError
 from email.header import decode_header, make_header
 from email.headerregistry import Address
 from email.message import EmailMessage
-from email.policy import SMTP, SMTPUTF8
+from email.policy import SMTP, SMTPUTF8, EmailPolicy
 from email.utils import format_datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -38,6 +38,22 @@ from mailer.render.templates import Namespace, localised_names, template_environ
 from mailer.tokens import TokenKeys, sign
 
 _TEXT_CONFIG = ParserConfig(display_links=True)
+
+
+class _Policy(EmailPolicy):
+    """SMTP's policy, except that List-Unsubscribe is never folded into encoded words: a
+    mailto: URL longer than a line would otherwise come out as `=?utf-8?q?=3Cmailto...`,
+    which no receiver reads as a URL. RFC 5322 allows lines up to 998 characters."""
+
+    def fold_binary(self, name: str, value: str) -> bytes:
+        if name.lower() in _LONG_HEADERS:
+            return bytes(EmailPolicy.fold_binary(self.clone(max_line_length=998), name, value))
+        return bytes(super().fold_binary(name, value))
+
+
+_LONG_HEADERS = frozenset({"list-unsubscribe"})
+_ASCII_POLICY = _Policy() + SMTP
+_UTF8_POLICY = _Policy() + SMTPUTF8
 
 
 class RenderError(MailerError):
@@ -226,7 +242,7 @@ class MessageRenderer:
               text: str) -> EmailMessage:  # fmt: skip
         sender = self.settings.sender
         ascii_only = contact.email.isascii()
-        message = EmailMessage(policy=SMTP if ascii_only else SMTPUTF8)
+        message = EmailMessage(policy=_ASCII_POLICY if ascii_only else _UTF8_POLICY)
         message["From"] = Address(header_text(sender.name), addr_spec=sender.email)
         message["To"] = Address(header_text(contact.name or ""), addr_spec=contact.email)
         message["Subject"] = subject

@@ -155,3 +155,31 @@ def test_check_renders_every_message_and_requires_the_footer(mailer, project: Pa
     (project / "templates" / "welcome" / "2.html").write_text("<p>{{ contact.shoe_size }}</p>")
     result = mailer("check")
     assert "error: templates/welcome/2.html:1: 'contact.shoe_size' is undefined" in result.stderr
+
+
+def test_preview_renders_what_would_be_sent(mailer, leads: Path, project: Path) -> None:  # type: ignore[no-untyped-def]
+    mailer("import", str(leads), "--list", "newsletter")
+    result = mailer("preview", "welcome", "hello", "--contact", "ADA@example.com")
+    assert result.exit_code == 0
+    assert "Subject: Welcome, Ada" in result.stdout and "List-Unsubscribe-Post" in result.stdout
+    assert "Subject: Welcome, Ada" in result.stderr and "tracked links" in result.stderr
+    assert mailer("preview", "welcome", "hello", "--contact", "ada@example.com",
+                  "--out", "ada.eml").exit_code == 0  # fmt: skip
+    assert (project / "ada.eml").read_bytes().startswith(b"From: Acme Coffee")
+    mailer("preview", "welcome", "tips", "--contact", "ada@example.com", "--html", "ada.html",
+           "--no-track")  # fmt: skip
+    assert "<p>Tips</p>" in (project / "ada.html").read_text()
+
+
+def test_preview_errors_say_what_exists(mailer, leads: Path) -> None:  # type: ignore[no-untyped-def]
+    mailer("import", str(leads), "--list", "newsletter")
+    nope = mailer("preview", "welcome", "nope", "--contact", "ada@example.com")
+    assert nope.exit_code == 1 and "no step 'nope' (steps: hello, tips)" in nope.stderr
+    nobody = mailer("preview", "welcome", "hello", "--contact", "nobody@example.com")
+    assert nobody.exit_code == 1 and "no such contact" in nobody.stderr
+    variant = mailer("preview", "welcome", "hello", "--contact", "ada@example.com",
+                     "--variant", "B")  # fmt: skip
+    assert variant.exit_code == 1 and "has no variant 'B' (variants: none)" in variant.stderr
+    both = mailer("preview", "welcome", "hello", "--contact", "ada@example.com", "--out", "a",
+                  "--html", "b")  # fmt: skip
+    assert both.exit_code == 2

@@ -157,3 +157,31 @@ def test_an_address_the_headers_cannot_hold_fails_that_message_only(
         hostile = Contact(email="=?utf-8?q?=0D=0A?=@x.com", first_name="X")
         renderer.render("welcome", step(renderer), hostile, "1")
     assert renderer.render("welcome", step(renderer), ADA, "2").data
+
+
+def test_list_unsubscribe_stays_readable_however_long(renderer: MessageRenderer) -> None:
+    data = renderer.render("welcome", step(renderer), ADA, "a-rather-long-message-key-1234").data
+    head = data.split(b"\r\n\r\n")[0]
+    line = next(line for line in head.split(b"\r\n") if line.startswith(b"List-Unsubscribe:"))
+    assert b"<mailto:unsubscribe+" in line and b"=?" not in line
+
+
+def test_the_sent_bytes_pass_an_independent_dkim_verifier(
+    renderer: MessageRenderer,
+) -> None:
+    import dkim
+
+    from mailer.render.dkim import DkimKey, generate_key
+
+    private, record = generate_key("rsa-sha256")
+    renderer.dkim_key = DkimKey("acme.example", "s1", "rsa-sha256", private)
+    zoe = Contact(email="zoe@example.fr", first_name="Zoë", last_name="Brontë")
+    data = renderer.render("welcome", step(renderer), zoe, "49").data
+
+    def dns(name: bytes, timeout: int = 5) -> bytes:
+        return record.encode() if name == b"s1._domainkey.acme.example." else b""
+
+    assert dkim.verify(data, dnsfunc=dns)
+    assert not dkim.verify(data.replace(b"List-Unsubscribe-Post: List-Unsubscribe=One-Click",
+                                        b"List-Unsubscribe-Post: List-Unsubscribe=Two-Clicks"),
+                           dnsfunc=dns)  # fmt: skip
