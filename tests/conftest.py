@@ -59,6 +59,7 @@ name = "tips"
 template = "welcome/2"
 subject = "Brewing tips"
 delay = "2 days"
+variants.B.subject = "Psst, {{ contact.first_name | default('you') }}: better coffee"
 """
 
 

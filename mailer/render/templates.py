@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from babel import Locale, UnknownLocaleError
-from babel.dates import format_date, format_datetime
+from babel.dates import format_date, format_datetime, get_timezone
 from babel.numbers import format_currency, format_decimal
 from jinja2 import FileSystemLoader, StrictUndefined, TemplateSyntaxError, pass_context
 from jinja2.runtime import Context
@@ -99,7 +99,8 @@ def _datetime(context: Context, value: datetime | str, format: str = "medium") -
     moment = datetime.fromisoformat(value) if isinstance(value, str) else value
     contact = context.get("contact")
     zone = contact.get("timezone") if isinstance(contact, dict) else None
-    return str(format_datetime(moment, format=format, tzinfo=zone, locale=_locale(context)))
+    where = get_timezone(zone) if zone else None
+    return str(format_datetime(moment, format=format, tzinfo=where, locale=_locale(context)))
 
 
 @pass_context

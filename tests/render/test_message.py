@@ -185,3 +185,21 @@ def test_the_sent_bytes_pass_an_independent_dkim_verifier(
     assert not dkim.verify(data.replace(b"List-Unsubscribe-Post: List-Unsubscribe=One-Click",
                                         b"List-Unsubscribe-Post: List-Unsubscribe=Two-Clicks"),
                            dnsfunc=dns)  # fmt: skip
+
+
+def test_a_variant_changes_the_subject(renderer: MessageRenderer) -> None:
+    tips = step(renderer, 1)
+    assert renderer.render("welcome", tips, ADA, "50").subject == "Brewing tips"
+    assert renderer.render("welcome", tips, ADA, "50", variant="B").subject == (
+        "Psst, Ada: better coffee"
+    )
+
+
+def test_now_is_in_the_contacts_timezone(renderer: MessageRenderer, templates) -> None:  # type: ignore[no-untyped-def]
+    (templates / "welcome" / "1.html").write_text(
+        "<p>{{ now.strftime('%H:%M %Z') }} {{ sender.postal_address }} {{ unsubscribe_url }}</p>"
+    )
+    tokyo = Contact(email="ken@example.jp", first_name="Ken", timezone="Asia/Tokyo")
+    assert "19:00 JST" in renderer.render("welcome", step(renderer), tokyo, "51").html
+    assert "10:00 UTC" in renderer.render("welcome", step(renderer), Contact(
+        email="x@example.com", first_name="X"), "52").html  # fmt: skip
