@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 # The demo keeps its own database, so it starts from nothing every time.
 DEMO   := MAILER_DATABASE_URL=sqlite:///.mailer/demo.db $(BIN)/mailer
 
-.PHONY: demo test lint bench-import clean
+.PHONY: demo test lint bench-import bench-render clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -21,9 +21,9 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	@rm -f .mailer/demo.db .mailer/demo.db-wal .mailer/demo.db-shm
-	@echo; echo "== 1. Set up: the database (SQLite, in .mailer/) and the secret key"
+	@echo; echo "== 1. Set up: the database (SQLite, in .mailer/), the secret key and the DKIM key"
 	$(DEMO) init
-	@echo; echo "== 2. Check settings, templates and list files before anything goes out"
+	@echo; echo "== 2. Check settings, templates, list files, and render every message once"
 	$(DEMO) check
 	@echo; echo "== 3. Import the newsletter list (double opt-in, with consent evidence)"
 	$(DEMO) import lists/newsletter.csv --list newsletter
@@ -44,6 +44,12 @@ demo: $(STAMP)
 	$(DEMO) import lists/leads.csv --list leads 2>/dev/null
 	@echo; echo "== 9. The auditor verifies that no ledger entry was edited, inserted or deleted"
 	$(DEMO) consent verify
+	@echo; echo "== 10. Preview what Giulia (locale it) gets from the welcome sequence: headers"
+	$(DEMO) preview welcome hello --contact giulia.rossi@example.it --out .mailer/giulia.eml
+	@sed -n '1,/^Content-Type:/p' .mailer/giulia.eml | cut -c1-110
+	@echo; echo "== 11. ... and its plain-text part, links tracked (open .mailer/giulia.html to see the HTML)"
+	$(DEMO) preview welcome hello --contact giulia.rossi@example.it --html .mailer/giulia.html
+	@$(BIN)/python -c "import email, email.policy as p; m = email.message_from_binary_file(open('.mailer/giulia.eml', 'rb'), policy=p.default); print(m.get_body(('plain',)).get_content()[:900])"
 
 lint: $(STAMP)
 	$(BIN)/ruff check mailer tests bench
@@ -54,6 +60,9 @@ test: lint
 
 bench-import: $(STAMP)
 	$(BIN)/python bench/import_bench.py
+
+bench-render: $(STAMP)
+	$(BIN)/python bench/render_bench.py
 
 clean:
 	rm -rf $(VENV) .mailer .pytest_cache .mypy_cache .ruff_cache lists/*.rejects.csv
