@@ -14,9 +14,6 @@ import traceback
 from dataclasses import dataclass
 from email.errors import HeaderParseError
 from email.header import decode_header, make_header
-from email.headerregistry import Address
-from email.message import EmailMessage
-from email.policy import SMTP, SMTPUTF8, EmailPolicy
 from email.utils import format_datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -34,26 +31,11 @@ from mailer.errors import MailerError
 from mailer.render.dkim import DkimKey
 from mailer.render.dkim import sign as dkim_sign
 from mailer.render.links import LinkTable, add_open_pixel, add_preheader
+from mailer.render.mime import alternative, mailbox, unstructured, wire_address
 from mailer.render.templates import Namespace, localised_names, template_environment
 from mailer.tokens import TokenKeys, sign
 
 _TEXT_CONFIG = ParserConfig(display_links=True)
-
-
-class _Policy(EmailPolicy):
-    """SMTP's policy, except that List-Unsubscribe is never folded into encoded words: a
-    mailto: URL longer than a line would otherwise come out as `=?utf-8?q?=3Cmailto...`,
-    which no receiver reads as a URL. RFC 5322 allows lines up to 998 characters."""
-
-    def fold_binary(self, name: str, value: str) -> bytes:
-        if name.lower() in _LONG_HEADERS:
-            return bytes(EmailPolicy.fold_binary(self.clone(max_line_length=998), name, value))
-        return bytes(super().fold_binary(name, value))
-
-
-_LONG_HEADERS = frozenset({"list-unsubscribe"})
-_ASCII_POLICY = _Policy() + SMTP
-_UTF8_POLICY = _Policy() + SMTPUTF8
 
 
 class RenderError(MailerError):
@@ -64,7 +46,8 @@ class RenderError(MailerError):
 class RenderedMessage:
     message_key: str
     envelope_from: str  # VERP: bounces+TOKEN@bounce-domain
-    recipient: str
+    recipient: str  # as the SMTP envelope carries it (IDNA domain)
+    smtputf8: bool  # the recipient's local part is not ASCII: the relay must offer SMTPUTF8
     subject: str
     html: str
     text: str
@@ -140,16 +123,16 @@ class MessageRenderer:
         if track and step.track_opens and campaign.track_opens:
             html = add_open_pixel(html, f"{base}/o/{sign(self.keys, 'open', message_key)}.gif")
         try:
-            message = self._mime(campaign_name, campaign, step, contact, message_key, subject,
-                                 unsubscribe, html, text)  # fmt: skip
-        except ValueError as error:  # the email package refuses a header value
+            data = self._mime(campaign_name, campaign, step, contact, message_key, subject,
+                              unsubscribe, html, text)  # fmt: skip
+        except (ValueError, UnicodeError) as error:
             raise RenderError(f"{contact.email}: cannot write the headers: {error}") from None
-        data = bytes(message)
         if self.dkim_key is not None:
             data = dkim_sign(data, self.dkim_key, self.clock.now())
         bounce = f"bounces+{sign(self.keys, 'bounce', message_key)}@{self._bounce_domain}"
-        return RenderedMessage(message_key, bounce, contact.email, subject, html, text,
-                               links.targets, data)  # fmt: skip
+        recipient = wire_address(contact.email)
+        return RenderedMessage(message_key, bounce, recipient, not recipient.isascii(), subject,
+                               html, text, links.targets, data)  # fmt: skip
 
     @property
     def _bounce_domain(self) -> str:
@@ -239,33 +222,29 @@ class MessageRenderer:
 
     def _mime(self, campaign_name: str, campaign: Campaign, step: Step, contact: Contact,
               message_key: str, subject: str, unsubscribe: str, html: str,
-              text: str) -> EmailMessage:  # fmt: skip
+              text: str) -> bytes:  # fmt: skip
         sender = self.settings.sender
-        ascii_only = contact.email.isascii()
-        message = EmailMessage(policy=_ASCII_POLICY if ascii_only else _UTF8_POLICY)
-        message["From"] = Address(header_text(sender.name), addr_spec=sender.email)
-        message["To"] = Address(header_text(contact.name or ""), addr_spec=contact.email)
-        message["Subject"] = subject
-        message["Date"] = format_datetime(self.clock.now())
-        message["Message-ID"] = self.message_id(message_key)
-        if sender.reply_to:
-            message["Reply-To"] = sender.reply_to
         base = self.settings.tracking.base_url
-        message["List-Unsubscribe"] = (
-            f"<{base}/u/{unsubscribe}>, <mailto:unsubscribe+{unsubscribe}@{self._bounce_domain}>"
-        )
-        message["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"  # RFC 8058
         contact_list = self.settings.lists[campaign.list_name]
-        # RFC 2919: a phrase, then the list's id as a dotted name under the sender's domain.
-        message["List-Id"] = (
-            f"{header_text(contact_list.title)} <{campaign.list_name}.{sender.domain}>"
-        )
-        message["Feedback-ID"] = (
-            f"{step.name}:{campaign_name}:{campaign.list_name}:{sender.feedback_id}"
-        )
-        message.set_content(text, subtype="plain", cte="quoted-printable")
-        message.add_alternative(html, subtype="html", cte="quoted-printable")
-        return message
+        headers = [
+            ("From", mailbox(header_text(sender.name), sender.email)),
+            ("To", mailbox(header_text(contact.name or ""), contact.email)),
+            ("Subject", unstructured(subject)),
+            ("Date", format_datetime(self.clock.now())),
+            ("Message-ID", self.message_id(message_key)),
+            *([("Reply-To", mailbox(None, sender.reply_to))] if sender.reply_to else []),
+            # RFC 8058: the https URL is the one-click one; never folded, never encoded.
+            ("List-Unsubscribe", f"<{base}/u/{unsubscribe}>, "
+                                 f"<mailto:unsubscribe+{unsubscribe}@{self._bounce_domain}>"),
+            ("List-Unsubscribe-Post", "List-Unsubscribe=One-Click"),
+            # RFC 2919: a phrase, then the list's id as a dotted name under the sender's domain.
+            ("List-Id", f"{unstructured(header_text(contact_list.title))} "
+                        f"<{campaign.list_name}.{sender.domain}>"),
+            ("Feedback-ID", f"{step.name}:{campaign_name}:{campaign.list_name}:"
+                            f"{sender.feedback_id}"),
+        ]  # fmt: skip
+        tag = hmac.digest(self._message_id_key, b"boundary " + message_key.encode(), "sha256")
+        return alternative(headers, text, html, boundary=f"=_{tag[:12].hex()}")
 
     def message_id(self, message_key: str) -> str:
         """The same Message-ID for every attempt at the same message (a retry reuses it)."""
