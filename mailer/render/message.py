@@ -61,9 +61,10 @@ _ENCODED_WORD = re.compile(r"=\?[^?\s]*\?[bBqQ]\?[^?\s]*\?=")
 def header_text(value: str) -> str:
     """One line of plain text for a header, whatever contact data or templates hold.
 
-    Encoded words (`=?utf-8?q?...?=`) are decoded here first: Python's email package would
-    decode them itself and write out any CR/LF they hide, starting a new header (CVE-2024-6923,
-    unfixed in Python 3.11.7). Then every run of whitespace, CR and LF included, is one space.
+    Encoded words (`=?utf-8?q?...?=`) are decoded here first: mail readers decode them, and
+    one hiding CR/LF would show the reader a forged header (Python's own email package even
+    writes it out as a real one: CVE-2024-6923, unfixed in 3.11.7). Then every run of
+    whitespace, CR and LF included, is one space.
     """
     for _ in range(4):  # encoded words may hide encoded words
         if not _ENCODED_WORD.search(value):
