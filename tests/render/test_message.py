@@ -213,3 +213,13 @@ def test_now_is_in_the_contacts_timezone(renderer: MessageRenderer, templates) -
     assert "19:00 JST" in renderer.render("welcome", step(renderer), tokyo, "51").html
     assert "10:00 UTC" in renderer.render("welcome", step(renderer), Contact(
         email="x@example.com", first_name="X"), "52").html  # fmt: skip
+
+
+def test_templates_can_include_partials(renderer: MessageRenderer, templates) -> None:  # type: ignore[no-untyped-def]
+    (templates / "partials").mkdir()
+    (templates / "partials" / "signature.html").write_text("<p>Maya, {{ sender.name }}</p>")
+    (templates / "welcome" / "1.html").write_text(
+        '{% extends "layout.html" %}{% block content %}{% include "partials/signature.html" %}'
+        "{% endblock %}"
+    )
+    assert "Maya, Acme Coffee" in renderer.render("welcome", step(renderer), ADA, "60").html
