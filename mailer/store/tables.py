@@ -187,3 +187,18 @@ suppressions = Table(
     Column("created_at", UTCDateTime, nullable=False),
     Column("entry_id", Id, ForeignKey("consent_entries.id")),
 )
+
+# What contacts did: website events (kind "website", name "viewed_product", properties) and
+# engagement with messages (kind "open" / "click", name = campaign, step).
+events = Table(
+    "events",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("contact_id", Id, ForeignKey("contacts.id", ondelete="CASCADE"), nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("name", String(100), nullable=False),
+    Column("step", String(100)),
+    Column("properties", Json, nullable=False),
+    Column("occurred_at", UTCDateTime, nullable=False),
+    Index(None, "contact_id", "kind", "name", "occurred_at"),
+)

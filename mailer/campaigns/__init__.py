@@ -1,0 +1,1 @@
+"""Campaigns: segments, sequences, broadcasts (the engine that decides who gets what, when)."""

@@ -1,0 +1,253 @@
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sqlalchemy import insert, select
+
+from mailer.campaigns.segment_sql import SegmentCompiler, count_segment
+from mailer.campaigns.segments import (
+    Both,
+    Compare,
+    Either,
+    Engagement,
+    Event,
+    Exists,
+    Not,
+    OneOf,
+    RelativeTime,
+    Segment,
+    SegmentError,
+    Tagged,
+    parse_segment,
+)
+from mailer.store.tables import contacts, events
+from mailer.workspace import Workspace
+from tests.conftest import write_csv
+from tests.helpers import run_import
+
+EXAMPLES = {
+    'not opened any within 90d': Not(Engagement("open", None, None, timedelta(days=90))),
+    'attribute orders > 1': Compare("orders", ">", 1.0),
+    'event "viewed_product" within 7d and not event "purchased" within 7d': Both((
+        Event("viewed_product", within=timedelta(days=7)),
+        Not(Event("purchased", within=timedelta(days=7))),
+    )),
+    'signed_up_at > now - 30d': Compare("signed_up_at", ">", RelativeTime(timedelta(days=-30))),
+    'plan in ("gold", "silver") or tagged "vip"': Either((
+        OneOf("plan", ("gold", "silver")), Tagged("vip"))),
+    'clicked step "welcome.tips"': Engagement("click", "welcome", "tips", None),
+    'event "purchased" count >= 2 within 365d': Event(
+        "purchased", within=timedelta(days=365), count=(">=", 2)),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(("source", "expected"), EXAMPLES.items())
+def test_the_language_reads_what_marketers_write(source: str, expected: Segment) -> None:
+    assert parse_segment(source) == expected
+
+
+@pytest.mark.parametrize(("source", "message"), [
+    ("not opened any within 90 days", "col 23: expected a duration (e.g. 30d, 12h, 2w)"),
+    ("orders >", "col 9: expected a value"),
+    ("orders > 1 and", "col 15: expected a condition"),
+    ('tagged vip', "col 8: expected a quoted tag, found 'vip'"),
+    ('(orders > 1', "col 12: expected ')'"),
+    ('consent "newsletter" is maybe', "col 25: expected a consent status"),
+    ("orders ~ 1", "col 8: unexpected '~'"),
+    ('clicked step "welcome"', 'write the step as "campaign.step"'),
+])  # fmt: skip
+def test_errors_point_at_the_column(source: str, message: str) -> None:
+    with pytest.raises(SegmentError) as caught:
+        parse_segment(source)
+    assert message in str(caught.value)
+
+
+@pytest.fixture
+def people(workspace: Workspace, tmp_path: Path) -> Workspace:
+    run_import(workspace, write_csv(tmp_path / "n.csv", """
+        email,orders,plan,signed_up_at,tags,consent_at,consent_confirmed_at
+        ada@example.com,3,gold,2026-11-01,vip,2026-11-01,2026-11-01
+        bob@example.com,1,silver,2025-01-01,,2026-11-01,
+        cy@example.com,,,,vip,,
+    """), "newsletter")  # fmt: skip
+    now = workspace.clock.now()
+    with workspace.engine.begin() as connection:
+        rows = connection.execute(select(contacts.c.email, contacts.c.id))
+        ids = {row.email: row.id for row in rows}
+        connection.execute(
+            insert(events),
+            [
+                {
+                    "contact_id": ids["ada@example.com"],
+                    "kind": "website",
+                    "name": "viewed_product",
+                    "step": None,
+                    "properties": {"category": "espresso"},
+                    "occurred_at": now - timedelta(days=2),
+                },
+                {
+                    "contact_id": ids["bob@example.com"],
+                    "kind": "website",
+                    "name": "viewed_product",
+                    "step": None,
+                    "properties": {"category": "filter"},
+                    "occurred_at": now - timedelta(days=2),
+                },
+                {
+                    "contact_id": ids["bob@example.com"],
+                    "kind": "website",
+                    "name": "purchased",
+                    "step": None,
+                    "properties": {},
+                    "occurred_at": now - timedelta(days=1),
+                },
+                {
+                    "contact_id": ids["ada@example.com"],
+                    "kind": "open",
+                    "name": "welcome",
+                    "step": "hello",
+                    "properties": {},
+                    "occurred_at": now - timedelta(days=100),
+                },
+                {
+                    "contact_id": ids["bob@example.com"],
+                    "kind": "click",
+                    "name": "welcome",
+                    "step": "tips",
+                    "properties": {},
+                    "occurred_at": now - timedelta(days=3),
+                },
+            ],
+        )
+    return workspace
+
+
+def matching(workspace: Workspace, source: str) -> set[str]:
+    compiler = SegmentCompiler(workspace.clock.now(), workspace.settings.attributes)
+    condition = compiler.where(parse_segment(source))
+    with workspace.engine.connect() as connection:
+        found = {row.email for row in connection.execute(select(contacts.c.email).where(condition))}
+        assert count_segment(connection, condition) == len(found)
+    return {email.split("@")[0] for email in found}
+
+
+@pytest.mark.parametrize(("source", "expected"), [
+    ("orders > 1", {"ada"}),
+    ("not orders > 1", {"bob", "cy"}),  # cy has no orders: the comparison is false
+    ("plan exists", {"ada", "bob"}),
+    ('plan != "gold"', {"bob"}),
+    ('email contains "@example.com" and tagged "vip"', {"ada", "cy"}),
+    ("signed_up_at > now - 30d", {"ada"}),
+    ('in list "newsletter"', {"ada", "bob", "cy"}),
+    ('consent "newsletter"', {"ada"}),  # bob is only pending (double opt-in)
+    ('consent "newsletter" is pending', {"bob"}),
+    ('consent "newsletter" is none', {"cy"}),
+    ('event "viewed_product" within 7d and not event "purchased" within 7d', {"ada"}),
+    ('event "viewed_product" where category = "espresso"', {"ada"}),
+    ('event "viewed_product" count >= 1 and event "purchased" count = 1', {"bob"}),
+    ("opened any within 90d", set()),
+    ('opened "welcome"', {"ada"}),
+    ('clicked step "welcome.tips"', {"bob"}),
+    ("not opened any within 90d and not clicked any within 90d", {"ada", "cy"}),
+])  # fmt: skip
+def test_segments_select_the_right_contacts(
+    people: Workspace, source: str, expected: set[str]
+) -> None:
+    assert matching(people, source) == expected
+
+
+def test_type_errors_say_what_to_declare(people: Workspace) -> None:
+    with pytest.raises(SegmentError, match="declare it in \\[attributes\\]"):
+        matching(people, "plan > 3")
+    with pytest.raises(SegmentError, match="orders is a number"):
+        matching(people, 'orders = "three"')
+
+
+# Property: random expressions select exactly what a plain Python evaluation selects.
+
+ORDERS = [3.0, 1.0, None, 0.0, 7.0, None]
+PLANS = ["gold", None, "silver", "gold", None, "bronze"]
+VIP = [True, False, True, False, False, True]
+
+leaves = st.one_of(
+    st.builds(Compare, st.just("orders"), st.sampled_from(["=", "!=", "<", ">", "<=", ">="]),
+              st.sampled_from([0.0, 1.0, 3.0, 5.0])),
+    st.builds(Compare, st.just("plan"), st.sampled_from(["=", "!="]),
+              st.sampled_from(["gold", "silver", "tin"])),
+    st.builds(Exists, st.sampled_from(["plan", "orders"])),
+    st.builds(Tagged, st.just("vip")),
+    st.builds(OneOf, st.just("plan"), st.lists(st.sampled_from(["gold", "bronze", "x"]),
+                                               min_size=1, max_size=3).map(tuple)),
+)  # fmt: skip
+expressions = st.recursive(leaves, lambda inner: st.one_of(
+    st.builds(Not, inner),
+    st.lists(inner, min_size=2, max_size=3).map(lambda parts: Both(tuple(parts))),
+    st.lists(inner, min_size=2, max_size=3).map(lambda parts: Either(tuple(parts))),
+), max_leaves=8)  # fmt: skip
+
+
+def reference(segment: Segment, person: dict[str, Any]) -> bool:
+    if isinstance(segment, Not):
+        return not reference(segment.inner, person)
+    if isinstance(segment, Both):
+        return all(reference(part, person) for part in segment.parts)
+    if isinstance(segment, Either):
+        return any(reference(part, person) for part in segment.parts)
+    if isinstance(segment, Tagged):
+        return bool(person["vip"])
+    if isinstance(segment, Exists):
+        return person[segment.field] is not None
+    if isinstance(segment, OneOf):
+        return person["plan"] is not None and person["plan"] in segment.values
+    assert isinstance(segment, Compare)
+    value = person[segment.field]
+    if value is None:
+        return False
+    results = {"=": value == segment.value, "!=": value != segment.value,
+               "<": value < segment.value, ">": value > segment.value,
+               "<=": value <= segment.value, ">=": value >= segment.value}  # fmt: skip
+    return bool(results[segment.op])
+
+
+def written(segment: Segment) -> str:
+    """The expression as a marketer would write it (round trip through the parser)."""
+    if isinstance(segment, Not):
+        return f"not ({written(segment.inner)})"
+    if isinstance(segment, Both | Either):
+        joiner = " and " if isinstance(segment, Both) else " or "
+        return "(" + joiner.join(written(part) for part in segment.parts) + ")"
+    if isinstance(segment, Tagged):
+        return f'tagged "{segment.tag}"'
+    if isinstance(segment, Exists):
+        return f"{segment.field} exists"
+    if isinstance(segment, OneOf):
+        return f"{segment.field} in (" + ", ".join(f'"{v}"' for v in segment.values) + ")"
+    assert isinstance(segment, Compare)
+    value = f'"{segment.value}"' if isinstance(segment.value, str) else str(segment.value)
+    return f"{segment.field} {segment.op} {value}"
+
+
+@settings(max_examples=150, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])  # fmt: skip
+@given(expression=expressions)
+def test_random_segments_match_a_python_evaluation(
+    workspace: Workspace, tmp_path: Path, expression: Segment
+) -> None:
+    people = [{"email": f"p{i}@example.com", "orders": o, "plan": p, "vip": v}
+              for i, (o, p, v) in enumerate(zip(ORDERS, PLANS, VIP, strict=True))]  # fmt: skip
+    with workspace.engine.connect() as connection:
+        loaded = connection.scalar(select(contacts.c.id).limit(1)) is not None
+    if not loaded:
+        lines = ["email,orders,plan,tags"] + [
+            f"{p['email']},{'' if p['orders'] is None else int(p['orders'])},"
+            f"{p['plan'] or ''},{'vip' if p['vip'] else ''}" for p in people
+        ]  # fmt: skip
+        run_import(workspace, write_csv(tmp_path / "p.csv", "\n".join(lines) + "\n"), "leads")
+    assert parse_segment(written(expression)) == expression
+    expected = {p["email"].split("@")[0] for p in people if reference(expression, p)}
+    assert matching(workspace, written(expression)) == expected
