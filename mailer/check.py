@@ -17,6 +17,8 @@ from typing import Literal
 
 from jinja2 import TemplateNotFound, TemplateSyntaxError
 
+from mailer.campaigns.segment_sql import SegmentCompiler
+from mailer.campaigns.segments import SegmentError, parse_segment
 from mailer.clock import FrozenClock
 from mailer.config import Settings
 from mailer.contacts.csvfile import CsvReader
@@ -51,6 +53,7 @@ CHECK_SECRET = b"mailer check: tokens made here are never sent"
 
 def check_project(settings: Settings, now: datetime, strict: bool = False) -> CheckReport:
     report = CheckReport(problems=[])
+    _check_segments(settings, now, report)
     _check_templates(settings, report)
     samples = {}
     for name, contact_list in settings.lists.items():
@@ -60,6 +63,16 @@ def check_project(settings: Settings, now: datetime, strict: bool = False) -> Ch
     if not report.errors:  # a template that does not compile would fail every message
         _check_messages(settings, samples, now, report)
     return report
+
+
+def _check_segments(settings: Settings, now: datetime, report: CheckReport) -> None:
+    """Every segment parses and compiles (types included): `segments.silent: col 14: ...`."""
+    compiler = SegmentCompiler(now, settings.attributes)
+    for name, source in settings.segments.items():
+        try:
+            compiler.where(parse_segment(source))
+        except SegmentError as error:
+            report.problems.append(Problem("error", f"{settings.source}: segments.{name}: {error}"))
 
 
 def _check_messages(

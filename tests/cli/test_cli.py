@@ -183,3 +183,26 @@ def test_preview_errors_say_what_exists(mailer, leads: Path) -> None:  # type: i
     both = mailer("preview", "welcome", "hello", "--contact", "ada@example.com", "--out", "a",
                   "--html", "b")  # fmt: skip
     assert both.exit_code == 2
+
+
+def test_segment_count_and_show(mailer, leads: Path, project: Path) -> None:  # type: ignore[no-untyped-def]
+    mailer("import", str(leads), "--list", "leads")
+    settings = project / "settings.toml"
+    settings.write_text(settings.read_text() + "\n[segments]\nleads = 'in list \"leads\"'\n")
+    assert mailer("segment", "count", "leads").stdout == "2 contacts\n"
+    data = json.loads(mailer("segment", "show", "--where", 'email contains "ada"', "--json").stdout)
+    assert data["count"] == 1 and data["contacts"][0]["email"] == "ada@example.com"
+    bad = mailer("segment", "count", "--where", "orders >")
+    assert bad.exit_code == 1 and "--where: col 9: expected a value" in bad.stderr
+    assert mailer("segment", "count").exit_code == 2
+    assert "no segment 'nope'" in mailer("segment", "count", "nope").stderr
+
+
+def test_check_reports_a_broken_segment_with_its_column(mailer, project: Path) -> None:  # type: ignore[no-untyped-def]
+    settings = project / "settings.toml"
+    settings.write_text(
+        settings.read_text() + "\n[segments]\nsilent = 'not opened any within 90 days'\n"
+    )
+    result = mailer("check")
+    assert result.exit_code == 1
+    assert "segments.silent: col 23: expected a duration" in result.stderr
