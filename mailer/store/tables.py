@@ -23,6 +23,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    UniqueConstraint,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.types import TypeDecorator
@@ -201,4 +202,48 @@ events = Table(
     Column("properties", Json, nullable=False),
     Column("occurred_at", UTCDateTime, nullable=False),
     Index(None, "contact_id", "kind", "name", "occurred_at"),
+)
+
+# A contact's way through a sequence. `cycle` counts re-entries (0 for the first); the next
+# step is the one after `last_step` in the campaign as settings describe it now, due at
+# `due_at` (indexed: a tick reads only the due rows).
+enrollments = Table(
+    "enrollments",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("campaign", String(100), nullable=False),
+    Column("contact_id", Id, ForeignKey("contacts.id", ondelete="CASCADE"), nullable=False),
+    Column("cycle", Integer, nullable=False),
+    Column("status", String(16), nullable=False),  # active, completed, converted, exited
+    Column("entered_at", UTCDateTime, nullable=False),
+    Column("last_step", String(100)),
+    Column("last_position", Integer, nullable=False),  # -1 before the first step
+    Column("last_step_at", UTCDateTime),
+    Column("due_at", UTCDateTime),
+    Column("ended_at", UTCDateTime),
+    Column("reason", Text),
+    UniqueConstraint("campaign", "contact_id", "cycle"),
+    Index(None, "status", "due_at"),
+    Index(None, "contact_id"),
+)
+
+# The unit of delivery: one row per message, unique per (campaign, step, contact, cycle), so
+# no tick, retry or second process can queue the same message twice.
+outbox = Table(
+    "outbox",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("campaign", String(100), nullable=False),
+    Column("step", String(100), nullable=False),
+    Column("contact_id", Id, ForeignKey("contacts.id", ondelete="CASCADE"), nullable=False),
+    Column("cycle", Integer, nullable=False),
+    Column("enrollment_id", Id, ForeignKey("enrollments.id", ondelete="SET NULL")),
+    Column("variant", String(32)),
+    Column("status", String(16), nullable=False),  # queued, skipped (later: sent, failed)
+    Column("reason", Text),
+    Column("consent_entry_id", Id, ForeignKey("consent_entries.id")),
+    Column("queued_at", UTCDateTime, nullable=False),
+    UniqueConstraint("campaign", "step", "contact_id", "cycle"),
+    Index(None, "status", "queued_at"),
+    Index(None, "contact_id"),
 )
