@@ -21,6 +21,7 @@ from sqlalchemy import (
 )
 
 from mailer.campaigns.segments import (
+    PREVIOUS,
     Both,
     Compare,
     Consent,
@@ -48,9 +49,15 @@ COLUMNS = {name: contacts.c[name] for name in ("email", "first_name", "last_name
 class SegmentCompiler:
     """Compiles segments for one moment (`now`) and one set of attribute types."""
 
-    def __init__(self, now: datetime, attribute_types: Mapping[str, str]) -> None:
+    def __init__(
+        self,
+        now: datetime,
+        attribute_types: Mapping[str, str],
+        previous: tuple[str, str] | None = None,  # (campaign, step) that `previous` means
+    ) -> None:
         self.now = now.astimezone(UTC).replace(microsecond=0)
         self.types = attribute_types
+        self.previous = previous
 
     def where(self, segment: Segment) -> ColumnElement[bool]:
         if isinstance(segment, Not):
@@ -166,10 +173,16 @@ class SegmentCompiler:
 
     def _engagement(self, segment: Engagement) -> ColumnElement[bool]:
         conditions = [events.c.contact_id == contacts.c.id, events.c.kind == segment.kind]
-        if segment.campaign is not None:
-            conditions.append(events.c.name == segment.campaign)
-        if segment.step is not None:
-            conditions.append(events.c.step == segment.step)
+        campaign, step = segment.campaign, segment.step
+        if campaign == PREVIOUS:
+            if self.previous is None:
+                raise SegmentError("'previous' means the step before: use it in a step's "
+                                   "condition, from the second step on")  # fmt: skip
+            campaign, step = self.previous
+        if campaign is not None:
+            conditions.append(events.c.name == campaign)
+        if step is not None:
+            conditions.append(events.c.step == step)
         if segment.within is not None:
             conditions.append(events.c.occurred_at >= self.now - segment.within)
         return exists().where(*conditions)

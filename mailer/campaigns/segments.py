@@ -9,6 +9,7 @@ to SQL in segment_sql.py (never evaluated row by row in Python).
     event "viewed_product" within 7d and not event "purchased" within 7d
     event "viewed_product" where category = "espresso" count >= 2 within 30d
     opened "welcome" within 14d    clicked step "welcome.tips"    not opened any within 90d
+    not opened previous            (in a step's condition: the step before it)
 
 A comparison with a value the contact does not have is false (and `not` of it true).
 Errors name the column: `segments.silent: col 14: expected a duration`.
@@ -25,6 +26,7 @@ from mailer.durations import parse_duration
 
 Operator = Literal["=", "!=", "<", ">", "<=", ">="]
 STATUSES = ("none", "pending", "granted", "confirmed", "withdrawn")
+PREVIOUS = "(previous step)"
 
 
 class SegmentError(ValueError):
@@ -236,7 +238,7 @@ class _Parser:
         if self.is_word("tagged"):
             self.take()
             return Tagged(self.string("a quoted tag"))
-        if self.is_word("in"):
+        if self.is_word("in", "joins"):  # `joins list` reads better in goals
             self.take()
             self.word("list")
             return InList(self.string("a quoted list name"))
@@ -341,6 +343,9 @@ class _Parser:
         campaign, step = None, None
         if self.is_word("any"):
             self.take()
+        elif self.is_word("previous"):  # in a step's condition: the step before it
+            self.take()
+            campaign, step = PREVIOUS, PREVIOUS
         elif self.is_word("step"):
             self.take()
             campaign, _, step = self.string('a quoted "campaign.step"').partition(".")

@@ -93,9 +93,9 @@ def main() -> None:
     cli(prog_name="mailer")
 
 
-from mailer.cli import consent, contacts, messages, project, segments  # noqa: E402
+from mailer.cli import consent, contacts, engine, messages, project, segments  # noqa: E402
 
-__all__ = ["cli", "consent", "contacts", "main", "messages", "project", "segments"]
+__all__ = ["cli", "consent", "contacts", "engine", "main", "messages", "project", "segments"]
 
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -48,9 +48,7 @@ def upgrade() -> None:
         sa.Column("step", sa.String(100), nullable=False),
         _contact(),
         sa.Column("cycle", sa.Integer, nullable=False),
-        sa.Column(
-            "enrollment_id", Id, sa.ForeignKey("enrollments.id", ondelete="SET NULL")
-        ),
+        sa.Column("enrollment_id", Id, sa.ForeignKey("enrollments.id", ondelete="SET NULL")),
         sa.Column("variant", sa.String(32)),
         sa.Column("status", sa.String(16), nullable=False),
         sa.Column("reason", sa.Text),

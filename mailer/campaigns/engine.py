@@ -1,0 +1,298 @@
+"""One tick of the campaign engine: enroll contacts into sequences, then advance the due
+enrollments into outbox rows. The database is the truth: a tick is a function of (settings,
+database, now), so running it twice, or in two processes at once, queues nothing twice (the
+outbox is unique per campaign, step, contact and cycle) and a restart forgets nothing.
+
+Consent gate 1 is here: a message is queued only while the contact's consent for the
+campaign's list is granted or confirmed and the address is not suppressed. (Gate 2, just before
+SMTP, belongs to delivery.)
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Connection, Engine, and_, exists, func, literal, null, select, update
+
+from mailer.campaigns.segment_sql import SegmentCompiler
+from mailer.campaigns.segments import SegmentError, parse_segment
+from mailer.campaigns.timing import next_opening, parse_window, pick_variant
+from mailer.config import Campaign, Settings, Step
+from mailer.consent.state import SENDABLE
+from mailer.errors import SettingsError
+from mailer.store.tables import (
+    UTCDateTime,
+    consent_status,
+    contacts,
+    enrollments,
+    events,
+    lists,
+    memberships,
+    outbox,
+    suppressions,
+)
+from mailer.store.upsert import upsert
+
+BATCH = 5000  # due enrollments advanced per transaction
+PENDING_RECHECK = timedelta(hours=1)  # a double opt-in not yet confirmed is looked at again
+_TRIGGER = re.compile(r'^\s*(joins list|enters segment|event)\s+"([^"]+)"\s*$')
+
+
+@dataclass
+class TickReport:
+    enrolled: int = 0
+    queued: int = 0
+    converted: int = 0
+    exited: int = 0
+    postponed: int = 0
+    skipped: int = 0
+    completed: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return dict(self.__dict__)
+
+
+def parse_trigger(text: str) -> tuple[str, str]:
+    """`joins list "newsletter"`, `enters segment "silent_90d"`, `event "cart_abandoned"`."""
+    match = _TRIGGER.match(text)
+    if match is None:
+        raise SettingsError(f"trigger '{text}': write joins list \"NAME\", enters segment "
+                            '"NAME" or event "NAME"')  # fmt: skip
+    return match.group(1), match.group(2)
+
+
+def tick(engine: Engine, settings: Settings, now: datetime) -> TickReport:
+    report = TickReport()
+    with engine.begin() as connection:
+        for name, campaign in settings.campaigns.items():
+            if campaign.kind == "sequence" and campaign.trigger:
+                report.enrolled += enroll(connection, settings, name, campaign, now)
+    while True:
+        with engine.begin() as connection:
+            if not advance(connection, settings, now, report):
+                break
+    return report
+
+
+def enroll(
+    connection: Connection, settings: Settings, name: str, campaign: Campaign, now: datetime
+) -> int:
+    """Enroll the contacts the trigger names and the re-entry policy allows; return how many."""
+    assert campaign.trigger is not None
+    kind, subject = parse_trigger(campaign.trigger)
+    if kind == "joins list":
+        query = (select(memberships.c.contact_id, memberships.c.joined_at.label("at"))
+                 .join(lists, lists.c.id == memberships.c.list_id)
+                 .where(lists.c.name == subject))  # fmt: skip
+    elif kind == "event":
+        query = (select(events.c.contact_id, func.max(events.c.occurred_at).label("at"))
+                 .where(events.c.kind == "website", events.c.name == subject,
+                        events.c.occurred_at <= now)
+                 .group_by(events.c.contact_id))  # fmt: skip
+    else:
+        if subject not in settings.segments:
+            raise SettingsError(f"campaigns.{name}.trigger: no segment '{subject}'")
+        condition = SegmentCompiler(now, settings.attributes).where(
+            parse_segment(settings.segments[subject])
+        )
+        query = select(contacts.c.id.label("contact_id"), null().label("at")).where(condition)
+    if kind != "joins list":  # only members of the campaign's list can be mailed by it
+        query = query.where(exists().where(
+            memberships.c.contact_id == query.selected_columns.contact_id,
+            memberships.c.list_id == lists.c.id, lists.c.name == campaign.list_name))  # fmt: skip
+    candidates = query.subquery()
+    history = (select(enrollments.c.contact_id, func.max(enrollments.c.cycle).label("cycle"),
+                      func.max(enrollments.c.entered_at).label("entered_at"),
+                      func.max(func.coalesce(enrollments.c.ended_at, literal(now, UTCDateTime)))
+                      .label("ended_at"))
+               .where(enrollments.c.campaign == name)
+               .group_by(enrollments.c.contact_id).subquery())  # fmt: skip
+    rows = connection.execute(
+        select(candidates.c.contact_id, candidates.c.at, history.c.cycle, history.c.entered_at,
+               history.c.ended_at)
+        .outerjoin(history, history.c.contact_id == candidates.c.contact_id)
+    ).all()  # fmt: skip
+    first_delay = campaign.steps[0].delay if campaign.steps else timedelta(0)
+    fresh = []
+    for row in rows:
+        at = now if kind == "enters segment" or row.at is None else row.at
+        if row.cycle is not None and not _may_reenter(campaign, row, at, now):
+            continue
+        cycle = 0 if row.cycle is None else row.cycle + 1
+        fresh.append({"campaign": name, "contact_id": row.contact_id, "cycle": cycle,
+                      "status": "active", "entered_at": at, "last_position": -1,
+                      "due_at": at + first_delay})  # fmt: skip
+    upsert(connection, enrollments, fresh, keys=("campaign", "contact_id", "cycle"))
+    return len(fresh)
+
+
+def _may_reenter(campaign: Campaign, previous: Any, at: datetime, now: datetime) -> bool:
+    """Whether a contact enrolled before may enroll again, by the sequence's re-entry policy:
+    never, or once the last enrollment ended that long ago, on a trigger newer than it."""
+    if campaign.reentry == "never":
+        return False
+    still_active = previous.ended_at >= now  # coalesce(ended_at, now): no end yet
+    assert isinstance(campaign.reentry, timedelta)
+    return (not still_active and previous.ended_at + campaign.reentry <= now
+            and at > previous.entered_at)  # fmt: skip
+
+
+def advance(connection: Connection, settings: Settings, now: datetime, report: TickReport) -> bool:
+    """Advance one batch of due enrollments; False when none was due."""
+    query = (select(enrollments).where(enrollments.c.status == "active",
+                                       enrollments.c.due_at <= now)
+             .order_by(enrollments.c.due_at).limit(BATCH))  # fmt: skip
+    if connection.dialect.name == "postgresql":
+        query = query.with_for_update(skip_locked=True)  # other workers take other rows
+    due = connection.execute(query).all()
+    if not due:
+        return False
+    by_campaign: dict[str, list[Any]] = defaultdict(list)
+    for row in due:
+        by_campaign[row.campaign].append(row)
+    for name, rows in by_campaign.items():
+        campaign = settings.campaigns.get(name)
+        if campaign is None or campaign.kind != "sequence":
+            _end(connection, rows, "exited", now, "the campaign is no longer in settings")
+            report.exited += len(rows)
+            continue
+        _advance_campaign(connection, settings, name, campaign, rows, now, report)
+    return True
+
+
+def _advance_campaign(connection: Connection, settings: Settings, name: str,
+                      campaign: Campaign, rows: list[Any], now: datetime,
+                      report: TickReport) -> None:  # fmt: skip
+    ids = [row.contact_id for row in rows]
+    compiler = SegmentCompiler(now, settings.attributes)
+    converted = _matching(connection, compiler, campaign.goal, ids) if campaign.goal else set()
+    audience = _audience(connection, campaign.list_name, ids)
+    for row in rows:
+        contact = audience.get(row.contact_id)
+        if row.contact_id in converted:
+            _end(connection, [row], "converted", now, f"goal reached: {campaign.goal}")
+            report.converted += 1
+        elif contact is None or not contact["member"]:
+            _end(connection, [row], "exited", now, f"left the list {campaign.list_name}")
+            report.exited += 1
+        elif contact["suppressed"] or contact["status"] in ("withdrawn", "none"):
+            reason = "suppressed" if contact["suppressed"] else f"no consent ({contact['status']})"
+            _end(connection, [row], "exited", now, reason)
+            report.exited += 1
+        elif contact["status"] not in SENDABLE:
+            _postpone(connection, row, now + PENDING_RECHECK, "consent pending confirmation")
+            report.postponed += 1
+        else:
+            _next_step(connection, settings, name, campaign, row, contact, now, report)
+
+
+def _next_step(connection: Connection, settings: Settings, name: str, campaign: Campaign,
+               row: Any, contact: dict[str, Any], now: datetime,
+               report: TickReport) -> None:  # fmt: skip
+    """Queue the enrollment's next step, skipping steps whose condition is false."""
+    steps = campaign.steps
+    position = _next_position(steps, row)
+    while position < len(steps):
+        step = steps[position]
+        previous = (name, steps[position - 1].name) if position > 0 else None
+        if step.condition and not _holds(connection, settings, step.condition, previous,
+                                         row.contact_id, now):  # fmt: skip
+            _record(connection, name, step, row, "skipped", None, f"condition: {step.condition}",
+                    None, now)  # fmt: skip
+            report.skipped += 1
+            position += 1
+            continue
+        if step.send_window:
+            zone = contact["timezone"] or settings.default_timezone
+            opening = next_opening(parse_window(step.send_window), now, zone)
+            if opening > now:
+                _postpone(connection, row, opening, f"outside {step.send_window} ({zone})")
+                report.postponed += 1
+                return
+        weights = {"A": 1, **{label: v.weight for label, v in step.variants.items()}}
+        variant = pick_variant(row.contact_id, name, step.name, weights) if step.variants else None
+        _record(connection, name, step, row, "queued", None if variant == "A" else variant,
+                None, contact["entry_id"], now)  # fmt: skip
+        report.queued += 1
+        following = steps[position + 1] if position + 1 < len(steps) else None
+        connection.execute(update(enrollments).where(enrollments.c.id == row.id).values(
+            last_step=step.name, last_position=position, last_step_at=now,
+            due_at=now + following.delay if following else None,
+            status="active" if following else "completed",
+            ended_at=None if following else now))  # fmt: skip
+        report.completed += 0 if following else 1
+        return
+    _end(connection, [row], "completed", now, None)
+    report.completed += 1
+
+
+def _next_position(steps: list[Step], row: Any) -> int:
+    """After the last step sent; if settings lost that step, after the same position (an
+    inserted step applies to those who have not reached it, a removed one is skipped)."""
+    names = [step.name for step in steps]
+    if row.last_step in names:
+        return names.index(row.last_step) + 1
+    return int(row.last_position) + 1
+
+
+def _holds(connection: Connection, settings: Settings, condition: str,
+           previous: tuple[str, str] | None, contact_id: int, now: datetime) -> bool:  # fmt: skip
+    compiler = SegmentCompiler(now, settings.attributes, previous)
+    return contact_id in _matching(connection, compiler, condition, [contact_id])
+
+
+def _matching(connection: Connection, compiler: SegmentCompiler, source: str,
+              ids: Iterable[int]) -> set[int]:  # fmt: skip
+    try:
+        condition = compiler.where(parse_segment(source))
+    except SegmentError as error:
+        raise SettingsError(f"'{source}': {error}") from None
+    rows = connection.execute(select(contacts.c.id).where(contacts.c.id.in_(list(ids)),
+                                                          condition))  # fmt: skip
+    return {row.id for row in rows}
+
+
+def _audience(connection: Connection, list_name: str, ids: list[int]) -> dict[int, dict[str, Any]]:
+    """Per contact: still on the list? consent status and the entry behind it; suppressed?"""
+    member = exists().where(
+        memberships.c.contact_id == contacts.c.id,
+        memberships.c.list_id == lists.c.id,
+        lists.c.name == list_name,
+    )
+    suppressed = exists().where(suppressions.c.email == contacts.c.email)
+    rows = connection.execute(
+        select(contacts.c.id, contacts.c.timezone, member.label("member"),
+               suppressed.label("suppressed"), consent_status.c.status, consent_status.c.entry_id)
+        .outerjoin(consent_status, and_(consent_status.c.contact_id == contacts.c.id,
+                                        consent_status.c.purpose == list_name))
+        .where(contacts.c.id.in_(ids))
+    )  # fmt: skip
+    return {row.id: {"timezone": row.timezone, "member": bool(row.member),
+                     "suppressed": bool(row.suppressed), "status": row.status or "none",
+                     "entry_id": row.entry_id} for row in rows}  # fmt: skip
+
+
+def _record(connection: Connection, name: str, step: Step, row: Any, status: str,
+            variant: str | None, reason: str | None, entry_id: int | None,
+            now: datetime) -> None:  # fmt: skip
+    upsert(connection, outbox, [{
+        "campaign": name, "step": step.name, "contact_id": row.contact_id, "cycle": row.cycle,
+        "enrollment_id": row.id, "variant": variant, "status": status, "reason": reason,
+        "consent_entry_id": entry_id, "queued_at": now,
+    }], keys=("campaign", "step", "contact_id", "cycle"))  # fmt: skip
+
+
+def _postpone(connection: Connection, row: Any, until: datetime, reason: str) -> None:
+    connection.execute(update(enrollments).where(enrollments.c.id == row.id)
+                       .values(due_at=until, reason=reason))  # fmt: skip
+
+
+def _end(connection: Connection, rows: list[Any], status: str, now: datetime,
+         reason: str | None) -> None:  # fmt: skip
+    ended = update(enrollments).where(enrollments.c.id.in_([row.id for row in rows]))
+    connection.execute(ended.values(status=status, ended_at=now, due_at=None, reason=reason))
