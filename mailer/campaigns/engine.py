@@ -224,7 +224,7 @@ def _next_step(connection: Connection, settings: Settings, name: str, campaign: 
             last_step=step.name, last_position=position, last_step_at=now,
             due_at=now + following.delay if following else None,
             status="active" if following else "completed",
-            ended_at=None if following else now))  # fmt: skip
+            ended_at=None if following else now, reason=None))  # fmt: skip
         report.completed += 0 if following else 1
         return
     _end(connection, [row], "completed", now, None)

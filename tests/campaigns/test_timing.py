@@ -15,7 +15,7 @@ def test_windows_parse() -> None:
     assert parse_window("08:00-20:00 mon,wed,fri").days == frozenset({0, 2, 4})
     assert parse_window("08:00-20:00 fri-mon").days == frozenset({4, 5, 6, 0})
     for bad in ("9-18", "18:00-09:00", "09:00-18:00 someday", "25:00-26:00"):
-        with pytest.raises(ValueError, match="send window|hours|end after|days are"):
+        with pytest.raises(ValueError, match=r"send window|hours|end after|days are"):
             parse_window(bad)
 
 

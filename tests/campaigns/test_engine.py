@@ -1,0 +1,236 @@
+"""The engine over simulated days: a moved clock, real databases, no waiting."""
+
+from __future__ import annotations
+
+import textwrap
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import insert, select
+
+from mailer.campaigns.engine import tick
+from mailer.clock import FrozenClock
+from mailer.config import load_settings
+from mailer.consent.person import withdraw
+from mailer.store.tables import contacts, enrollments, events, outbox
+from mailer.workspace import Workspace
+from tests.conftest import write_csv
+from tests.helpers import run_import
+
+MONDAY = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
+
+ENGINE_SETTINGS = """
+[sender]
+name = "Acme Coffee"
+email = "news@acme.example"
+postal_address = "Acme Coffee Ltd, 1 Roast Street, Bristol BS1 4DJ, UK"
+
+[lists.newsletter]
+title = "Newsletter"
+double_opt_in = true
+
+[lists.shop]
+title = "Customers"
+
+[campaigns.welcome]
+kind = "sequence"
+list = "newsletter"
+trigger = 'joins list "newsletter"'
+goal = 'event "purchased"'
+
+[[campaigns.welcome.steps]]
+name = "hello"
+template = "welcome/1"
+subject = "Hello"
+
+[[campaigns.welcome.steps]]
+name = "tips"
+template = "welcome/2"
+subject = "Tips"
+delay = "2 days"
+condition = "not opened previous"
+variants.B.subject = "Better coffee"
+
+[[campaigns.welcome.steps]]
+name = "offer"
+template = "welcome/3"
+subject = "Offer"
+delay = "2 days"
+send_window = "09:00-18:00 weekdays"
+
+[campaigns.cart]
+kind = "sequence"
+list = "shop"
+trigger = 'event "cart_abandoned"'
+reentry = "7 days"
+
+[[campaigns.cart.steps]]
+name = "reminder"
+template = "cart/1"
+subject = "You left something"
+delay = "1h"
+"""
+
+
+@pytest.fixture
+def shop(tmp_path: Path, environ: dict[str, str]) -> Iterator[Workspace]:
+    root = tmp_path / "shop"
+    root.mkdir()
+    (root / "settings.toml").write_text(textwrap.dedent(ENGINE_SETTINGS))
+    workspace = Workspace(load_settings(root / "settings.toml", environ=environ),
+                          FrozenClock(MONDAY))  # fmt: skip
+    run_import(workspace, write_csv(tmp_path / "news.csv", """
+        email,timezone,consent_at,consent_confirmed_at
+        ada@example.com,Europe/London,2026-11-23T09:00Z,2026-11-23T09:05Z
+        ken@example.com,Asia/Tokyo,2026-11-23T09:00Z,2026-11-23T09:05Z
+        bob@example.com,Europe/London,2026-11-23T09:00Z,
+    """), "newsletter")  # fmt: skip
+    run_import(workspace, write_csv(tmp_path / "shop.csv", """
+        email,consent_at
+        ada@example.com,2026-11-01
+    """), "shop")  # fmt: skip
+    yield workspace
+    workspace.close()
+
+
+def at(workspace: Workspace, moment: datetime) -> dict[str, int]:
+    return tick(workspace.engine, workspace.settings, moment).as_dict()
+
+
+def sent(workspace: Workspace) -> list[tuple[str, str, str, str | None]]:
+    with workspace.engine.connect() as connection:
+        rows = connection.execute(
+            select(contacts.c.email, outbox.c.step, outbox.c.status, outbox.c.variant)
+            .join(contacts, contacts.c.id == outbox.c.contact_id).order_by(outbox.c.id)
+        )  # fmt: skip
+        return [(row.email.split("@")[0], row.step, row.status, row.variant) for row in rows]
+
+
+def status(workspace: Workspace, email: str, campaign: str = "welcome") -> tuple[str, str | None]:
+    with workspace.engine.connect() as connection:
+        row = connection.execute(
+            select(enrollments.c.status, enrollments.c.reason)
+            .join(contacts, contacts.c.id == enrollments.c.contact_id)
+            .where(contacts.c.email == email, enrollments.c.campaign == campaign)
+        ).one()
+    return row.status, row.reason
+
+
+def add_event(workspace: Workspace, email: str, kind: str, name: str, when: datetime,
+              step: str | None = None) -> None:  # fmt: skip
+    with workspace.engine.begin() as connection:
+        contact_id = connection.scalar(select(contacts.c.id).where(contacts.c.email == email))
+        connection.execute(
+            insert(events).values(
+                contact_id=contact_id,
+                kind=kind,
+                name=name,
+                step=step,
+                properties={},
+                occurred_at=when,
+            )
+        )
+
+
+def test_a_sequence_over_a_week(shop: Workspace) -> None:
+    first = at(shop, MONDAY)
+    assert first["enrolled"] == 3 and first["queued"] == 2  # bob has not confirmed yet
+    assert sent(shop) == [("ada", "hello", "queued", None), ("ken", "hello", "queued", None)]
+    assert status(shop, "bob@example.com") == ("active", "consent pending confirmation")
+    assert at(shop, MONDAY + timedelta(days=1))["queued"] == 0
+    at(shop, MONDAY + timedelta(days=2))
+    tips = [row for row in sent(shop) if row[1] == "tips"]
+    assert [row[0] for row in tips] == ["ada", "ken"]
+    # the offer waits for each contact's own 09:00-18:00 on a weekday
+    report = at(shop, MONDAY + timedelta(days=4))  # Friday 10:00 UTC: 19:00 in Tokyo
+    assert report["queued"] == 1 and report["postponed"] >= 1
+    assert [row[0] for row in sent(shop) if row[1] == "offer"] == ["ada"]
+    at(shop, datetime(2026, 11, 30, 0, 0, tzinfo=UTC))  # Monday 09:00 JST
+    assert [row[0] for row in sent(shop) if row[1] == "offer"] == ["ada", "ken"]
+    assert status(shop, "ken@example.com") == ("completed", None)
+
+
+def test_ticking_again_or_twice_at_once_queues_nothing_twice(shop: Workspace) -> None:
+    at(shop, MONDAY)
+    assert set(at(shop, MONDAY).values()) == {0}
+    moment = MONDAY + timedelta(days=2)
+    threads = [threading.Thread(target=at, args=(shop, moment)) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    steps = [(row[0], row[1]) for row in sent(shop)]
+    assert len(steps) == len(set(steps)) == 4
+
+
+def test_consent_withdrawn_before_the_step_is_due_means_not_queued(shop: Workspace) -> None:
+    at(shop, MONDAY)
+    with shop.engine.begin() as connection:
+        withdraw(connection, shop.key, "ada@example.com", shop.double_opt_in,
+                 MONDAY + timedelta(days=1), list_name="newsletter")  # fmt: skip
+    at(shop, MONDAY + timedelta(days=2))
+    assert [row for row in sent(shop) if row[0] == "ada"] == [("ada", "hello", "queued", None)]
+    assert status(shop, "ada@example.com") == ("exited", "no consent (withdrawn)")
+
+
+def test_the_goal_ends_the_sequence_as_converted(shop: Workspace) -> None:
+    at(shop, MONDAY)
+    add_event(shop, "ken@example.com", "website", "purchased", MONDAY + timedelta(hours=5))
+    report = at(shop, MONDAY + timedelta(days=2))
+    assert report["converted"] == 1
+    assert status(shop, "ken@example.com") == ("converted", 'goal reached: event "purchased"')
+
+
+def test_a_false_condition_skips_the_step(shop: Workspace) -> None:
+    at(shop, MONDAY)
+    add_event(shop, "ada@example.com", "open", "welcome", MONDAY + timedelta(hours=1), "hello")
+    at(shop, MONDAY + timedelta(days=2))
+    assert ("ada", "tips", "skipped", None) in sent(shop)
+    assert ("ada", "offer", "queued", None) in sent(shop)  # skipped straight to the next
+
+
+def test_a_confirmation_lets_a_pending_contact_in(shop: Workspace, tmp_path: Path) -> None:
+    at(shop, MONDAY)
+    run_import(shop, write_csv(tmp_path / "confirmed.csv", """
+        email,consent_at,consent_confirmed_at
+        bob@example.com,2026-11-23T09:00Z,2026-11-23T09:50Z
+    """), "newsletter")  # fmt: skip
+    at(shop, MONDAY + timedelta(hours=2))
+    assert ("bob", "hello", "queued", None) in sent(shop)
+
+
+def test_event_triggers_and_reentry_after_the_waiting_time(shop: Workspace) -> None:
+    add_event(shop, "ada@example.com", "website", "cart_abandoned", MONDAY)
+    assert at(shop, MONDAY)["enrolled"] >= 1
+    at(shop, MONDAY + timedelta(hours=2))
+    add_event(shop, "ada@example.com", "website", "cart_abandoned", MONDAY + timedelta(days=3))
+    at(shop, MONDAY + timedelta(days=3, hours=2))  # too soon: 7 days after the last ended
+    assert [row for row in sent(shop) if row[1] == "reminder"] == [
+        ("ada", "reminder", "queued", None)]  # fmt: skip
+    add_event(shop, "ada@example.com", "website", "cart_abandoned", MONDAY + timedelta(days=10))
+    at(shop, MONDAY + timedelta(days=10))
+    at(shop, MONDAY + timedelta(days=10, hours=2))
+    assert len([row for row in sent(shop) if row[1] == "reminder"]) == 2
+
+
+def test_variants_are_recorded_on_the_outbox_row(shop: Workspace) -> None:
+    at(shop, MONDAY)
+    at(shop, MONDAY + timedelta(days=2))
+    variants = {row[0]: row[3] for row in sent(shop) if row[1] == "tips"}
+    assert set(variants.values()) <= {None, "B"}
+    with shop.engine.begin() as connection:
+        connection.execute(outbox.delete())
+        connection.execute(enrollments.delete())
+    at(shop, MONDAY)
+    at(shop, MONDAY + timedelta(days=2))
+    assert {row[0]: row[3] for row in sent(shop) if row[1] == "tips"} == variants
+
+
+def test_the_outbox_row_records_the_consent_that_allowed_it(shop: Workspace) -> None:
+    at(shop, MONDAY)
+    with shop.engine.connect() as connection:
+        entry = connection.scalar(select(outbox.c.consent_entry_id).where(outbox.c.step == "hello"))
+    assert entry is not None
