@@ -17,7 +17,18 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, exists, func, literal, null, select, update
+from sqlalchemy import (
+    Connection,
+    Engine,
+    Select,
+    and_,
+    exists,
+    func,
+    literal,
+    null,
+    select,
+    update,
+)
 
 from mailer.campaigns.segment_sql import SegmentCompiler
 from mailer.campaigns.segments import SegmentError, parse_segment
@@ -25,6 +36,7 @@ from mailer.campaigns.timing import next_opening, parse_window, pick_variant
 from mailer.config import Campaign, Settings, Step
 from mailer.consent.state import SENDABLE
 from mailer.errors import SettingsError
+from mailer.store.bulk import one_of
 from mailer.store.tables import (
     UTCDateTime,
     consent_status,
@@ -35,11 +47,13 @@ from mailer.store.tables import (
     memberships,
     outbox,
     suppressions,
+    trigger_cursors,
 )
 from mailer.store.upsert import upsert
 
 BATCH = 5000  # due enrollments advanced per transaction
 PENDING_RECHECK = timedelta(hours=1)  # a double opt-in not yet confirmed is looked at again
+CURSOR_OVERLAP = timedelta(minutes=10)  # re-read: rows committed late with earlier times
 _TRIGGER = re.compile(r'^\s*(joins list|enters segment|event)\s+"([^"]+)"\s*$')
 
 
@@ -82,53 +96,76 @@ def tick(engine: Engine, settings: Settings, now: datetime) -> TickReport:
 def enroll(
     connection: Connection, settings: Settings, name: str, campaign: Campaign, now: datetime
 ) -> int:
-    """Enroll the contacts the trigger names and the re-entry policy allows; return how many."""
+    """Enroll the contacts the trigger names and the re-entry policy allows; return how many.
+
+    List and event triggers read only what is new since the last tick (a cursor, with some
+    overlap for transactions that committed late), so a tick does not grow with the list.
+    """
     assert campaign.trigger is not None
     kind, subject = parse_trigger(campaign.trigger)
-    if kind == "joins list":
-        query = (select(memberships.c.contact_id, memberships.c.joined_at.label("at"))
-                 .join(lists, lists.c.id == memberships.c.list_id)
-                 .where(lists.c.name == subject))  # fmt: skip
-    elif kind == "event":
-        query = (select(events.c.contact_id, func.max(events.c.occurred_at).label("at"))
-                 .where(events.c.kind == "website", events.c.name == subject,
-                        events.c.occurred_at <= now)
-                 .group_by(events.c.contact_id))  # fmt: skip
-    else:
-        if subject not in settings.segments:
-            raise SettingsError(f"campaigns.{name}.trigger: no segment '{subject}'")
-        condition = SegmentCompiler(now, settings.attributes).where(
-            parse_segment(settings.segments[subject])
-        )
-        query = select(contacts.c.id.label("contact_id"), null().label("at")).where(condition)
-    if kind != "joins list":  # only members of the campaign's list can be mailed by it
-        query = query.where(exists().where(
-            memberships.c.contact_id == query.selected_columns.contact_id,
-            memberships.c.list_id == lists.c.id, lists.c.name == campaign.list_name))  # fmt: skip
-    candidates = query.subquery()
-    history = (select(enrollments.c.contact_id, func.max(enrollments.c.cycle).label("cycle"),
-                      func.max(enrollments.c.entered_at).label("entered_at"),
-                      func.max(func.coalesce(enrollments.c.ended_at, literal(now, UTCDateTime)))
-                      .label("ended_at"))
-               .where(enrollments.c.campaign == name)
-               .group_by(enrollments.c.contact_id).subquery())  # fmt: skip
+    seen = connection.scalar(
+        select(trigger_cursors.c.seen_until).where(trigger_cursors.c.campaign == name)
+    )
+    since = seen - CURSOR_OVERLAP if seen is not None else None
     rows = connection.execute(
-        select(candidates.c.contact_id, candidates.c.at, history.c.cycle, history.c.entered_at,
-               history.c.ended_at)
-        .outerjoin(history, history.c.contact_id == candidates.c.contact_id)
-    ).all()  # fmt: skip
+        _candidates(settings, name, campaign, kind, subject, since, now)
+    ).all()
+    upsert(connection, trigger_cursors, [{"campaign": name, "seen_until": now}],
+           keys=("campaign",), update=("seen_until",))  # fmt: skip
+    if not rows:
+        return 0
+    history = {
+        row.contact_id: row
+        for row in connection.execute(
+            select(enrollments.c.contact_id, func.max(enrollments.c.cycle).label("cycle"),
+                   func.max(enrollments.c.entered_at).label("entered_at"),
+                   func.max(func.coalesce(enrollments.c.ended_at, literal(now, UTCDateTime)))
+                   .label("ended_at"))
+            .where(enrollments.c.campaign == name,
+                   one_of(connection, enrollments.c.contact_id, [r.contact_id for r in rows]))
+            .group_by(enrollments.c.contact_id))
+    }  # fmt: skip
     first_delay = campaign.steps[0].delay if campaign.steps else timedelta(0)
     fresh = []
     for row in rows:
-        at = now if kind == "enters segment" or row.at is None else row.at
-        if row.cycle is not None and not _may_reenter(campaign, row, at, now):
+        at = now if row.at is None else row.at
+        previous = history.get(row.contact_id)
+        if previous is not None and not _may_reenter(campaign, previous, at, now):
             continue
-        cycle = 0 if row.cycle is None else row.cycle + 1
+        cycle = 0 if previous is None else previous.cycle + 1
         fresh.append({"campaign": name, "contact_id": row.contact_id, "cycle": cycle,
                       "status": "active", "entered_at": at, "last_position": -1,
                       "due_at": at + first_delay})  # fmt: skip
     upsert(connection, enrollments, fresh, keys=("campaign", "contact_id", "cycle"))
     return len(fresh)
+
+
+def _candidates(settings: Settings, name: str, campaign: Campaign, kind: str, subject: str,
+                since: datetime | None, now: datetime) -> Select[Any]:  # fmt: skip
+    """(contact_id, at): who the trigger names, and when it happened (None: now)."""
+    if kind == "joins list":
+        query = (select(memberships.c.contact_id, memberships.c.joined_at.label("at"))
+                 .join(lists, lists.c.id == memberships.c.list_id)
+                 .where(lists.c.name == subject))  # fmt: skip
+        return query.where(memberships.c.joined_at > since) if since else query
+    member = exists().where(memberships.c.list_id == lists.c.id,
+                            lists.c.name == campaign.list_name)  # fmt: skip
+    if kind == "event":
+        window = [events.c.occurred_at > since] if since else []
+        return (select(events.c.contact_id, func.max(events.c.occurred_at).label("at"))
+                .where(events.c.kind == "website", events.c.name == subject,
+                       events.c.occurred_at <= now, *window,
+                       member.where(memberships.c.contact_id == events.c.contact_id))
+                .group_by(events.c.contact_id))  # fmt: skip
+    if subject not in settings.segments:
+        raise SettingsError(f"campaigns.{name}.trigger: no segment '{subject}'")
+    # A segment is evaluated whole on every tick (who is in it now).
+    condition = SegmentCompiler(now, settings.attributes).where(
+        parse_segment(settings.segments[subject])
+    )
+    return select(contacts.c.id.label("contact_id"), null().label("at")).where(
+        condition, member.where(memberships.c.contact_id == contacts.c.id)
+    )
 
 
 def _may_reenter(campaign: Campaign, previous: Any, at: datetime, now: datetime) -> bool:

@@ -113,6 +113,7 @@ memberships = Table(
     Column("joined_at", UTCDateTime, nullable=False),
     Column("source", String(200), nullable=False),
     Index(None, "contact_id"),
+    Index(None, "list_id", "joined_at"),
     **WITHOUT_ROWID,
 )
 
@@ -202,6 +203,7 @@ events = Table(
     Column("properties", Json, nullable=False),
     Column("occurred_at", UTCDateTime, nullable=False),
     Index(None, "contact_id", "kind", "name", "occurred_at"),
+    Index(None, "kind", "name", "occurred_at"),
 )
 
 # A contact's way through a sequence. `cycle` counts re-entries (0 for the first); the next
@@ -246,4 +248,13 @@ outbox = Table(
     UniqueConstraint("campaign", "step", "contact_id", "cycle"),
     Index(None, "status", "queued_at"),
     Index(None, "contact_id"),
+)
+
+# How far each sequence's trigger has been read (joined_at / occurred_at), so a tick reads only
+# what is new instead of every member of the list.
+trigger_cursors = Table(
+    "trigger_cursors",
+    metadata,
+    Column("campaign", String(100), primary_key=True),
+    Column("seen_until", UTCDateTime, nullable=False),
 )

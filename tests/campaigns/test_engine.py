@@ -15,7 +15,7 @@ from mailer.campaigns.engine import tick
 from mailer.clock import FrozenClock
 from mailer.config import load_settings
 from mailer.consent.person import withdraw
-from mailer.store.tables import contacts, enrollments, events, outbox
+from mailer.store.tables import contacts, enrollments, events, outbox, trigger_cursors
 from mailer.workspace import Workspace
 from tests.conftest import write_csv
 from tests.helpers import run_import
@@ -222,8 +222,8 @@ def test_variants_are_recorded_on_the_outbox_row(shop: Workspace) -> None:
     variants = {row[0]: row[3] for row in sent(shop) if row[1] == "tips"}
     assert set(variants.values()) <= {None, "B"}
     with shop.engine.begin() as connection:
-        connection.execute(outbox.delete())
-        connection.execute(enrollments.delete())
+        for table in (outbox, enrollments, trigger_cursors):  # as if never run
+            connection.execute(table.delete())
     at(shop, MONDAY)
     at(shop, MONDAY + timedelta(days=2))
     assert {row[0]: row[3] for row in sent(shop) if row[1] == "tips"} == variants
@@ -234,3 +234,15 @@ def test_the_outbox_row_records_the_consent_that_allowed_it(shop: Workspace) -> 
     with shop.engine.connect() as connection:
         entry = connection.scalar(select(outbox.c.consent_entry_id).where(outbox.c.step == "hello"))
     assert entry is not None
+
+
+def test_a_tick_reads_only_new_members(shop: Workspace, tmp_path: Path) -> None:
+    assert at(shop, MONDAY)["enrolled"] == 3
+    assert at(shop, MONDAY + timedelta(hours=1))["enrolled"] == 0
+    shop.clock.advance(timedelta(hours=2))  # type: ignore[attr-defined]
+    run_import(shop, write_csv(tmp_path / "late.csv", """
+        email,consent_at,consent_confirmed_at
+        zoe@example.com,2026-11-23T11:00Z,2026-11-23T11:01Z
+    """), "newsletter")  # fmt: skip
+    report = at(shop, MONDAY + timedelta(hours=3))
+    assert report["enrolled"] == 1 and ("zoe", "hello", "queued", None) in sent(shop)
