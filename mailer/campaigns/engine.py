@@ -30,6 +30,7 @@ from sqlalchemy import (
     update,
 )
 
+from mailer.campaigns.broadcasts import queue_broadcast
 from mailer.campaigns.segment_sql import SegmentCompiler
 from mailer.campaigns.segments import SegmentError, parse_segment
 from mailer.campaigns.timing import next_opening, parse_window, pick_variant
@@ -86,6 +87,8 @@ def tick(engine: Engine, settings: Settings, now: datetime) -> TickReport:
         for name, campaign in settings.campaigns.items():
             if campaign.kind == "sequence" and campaign.trigger:
                 report.enrolled += enroll(connection, settings, name, campaign, now)
+            elif campaign.kind == "broadcast":
+                report.queued += queue_broadcast(connection, settings, name, campaign, now)
     while True:
         with engine.begin() as connection:
             if not advance(connection, settings, now, report):

@@ -77,9 +77,13 @@ delay = "1h"
 
 @pytest.fixture
 def shop(tmp_path: Path, environ: dict[str, str]) -> Iterator[Workspace]:
+    yield from open_shop(tmp_path, environ)
+
+
+def open_shop(tmp_path: Path, environ: dict[str, str], extra: str = "") -> Iterator[Workspace]:
     root = tmp_path / "shop"
     root.mkdir()
-    (root / "settings.toml").write_text(textwrap.dedent(ENGINE_SETTINGS))
+    (root / "settings.toml").write_text(textwrap.dedent(ENGINE_SETTINGS) + textwrap.dedent(extra))
     workspace = Workspace(load_settings(root / "settings.toml", environ=environ),
                           FrozenClock(MONDAY))  # fmt: skip
     run_import(workspace, write_csv(tmp_path / "news.csv", """
@@ -246,3 +250,44 @@ def test_a_tick_reads_only_new_members(shop: Workspace, tmp_path: Path) -> None:
     """), "newsletter")  # fmt: skip
     report = at(shop, MONDAY + timedelta(hours=3))
     assert report["enrolled"] == 1 and ("zoe", "hello", "queued", None) in sent(shop)
+
+
+BROADCASTS = """
+[segments]
+everyone = 'email contains "@"'
+
+[campaigns.launch]
+kind = "broadcast"
+list = "newsletter"
+segment = "everyone"
+template = "launch"
+subject = "Our winter blend is here"
+send_at = "2026-11-24T09:00 local"
+
+[campaigns.stale]
+kind = "broadcast"
+list = "newsletter"
+segment = "everyone"
+template = "launch"
+subject = "Spring sale"
+send_at = "2026-03-20T09:00Z"
+"""
+
+
+@pytest.fixture
+def launch(tmp_path: Path, environ: dict[str, str]) -> Iterator[Workspace]:
+    yield from open_shop(tmp_path, environ, BROADCASTS)
+
+
+def test_a_broadcast_goes_out_at_nine_in_each_contacts_zone(launch: Workspace) -> None:
+    at(launch, MONDAY)
+    assert [row for row in sent(launch) if row[1] == "broadcast"] == []
+    at(launch, datetime(2026, 11, 24, 0, 0, tzinfo=UTC))  # 09:00 in Tokyo
+    assert [row[0] for row in sent(launch) if row[1] == "broadcast"] == ["ken"]
+    at(launch, datetime(2026, 11, 24, 9, 0, tzinfo=UTC))  # 09:00 in London
+    at(launch, datetime(2026, 11, 24, 12, 0, tzinfo=UTC))
+    # bob never confirmed his subscription: no consent, no broadcast
+    assert sorted(row[0] for row in sent(launch) if row[1] == "broadcast") == ["ada", "ken"]
+    with launch.engine.connect() as connection:
+        campaigns = {row.campaign for row in connection.execute(select(outbox.c.campaign))}
+    assert "stale" not in campaigns  # eight months late: never sent

@@ -1,0 +1,118 @@
+"""Broadcasts: one message, once, to the members of a list in a segment, at a set time, either
+absolute (`2026-03-20T09:00Z`) or a local time in each contact's own zone
+(`2026-03-20T09:00 local`). Queued with one INSERT ... SELECT per time zone: the database does
+the work, so a million recipients never pass through Python's memory."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import Connection, and_, exists, func, literal, select
+from sqlalchemy.dialects import postgresql, sqlite
+
+from mailer.campaigns.segment_sql import SegmentCompiler
+from mailer.campaigns.segments import parse_segment
+from mailer.config import Campaign, Settings
+from mailer.errors import SettingsError
+from mailer.store.tables import (
+    UTCDateTime,
+    consent_status,
+    contacts,
+    lists,
+    memberships,
+    outbox,
+    suppressions,
+    trigger_cursors,
+)
+from mailer.store.upsert import upsert
+
+LATE_LIMIT = timedelta(days=1)  # a broadcast found more than this late is not sent at all
+STEP = "broadcast"
+
+
+def parse_send_at(text: str) -> tuple[datetime, bool]:
+    """(moment, local): `2026-03-20T09:00Z` is absolute; `2026-03-20T09:00 local` is that wall
+    clock time in each contact's zone (returned naive)."""
+    source, local = text.strip(), text.strip().endswith(" local")
+    try:
+        moment = datetime.fromisoformat(source.removesuffix(" local").strip())
+    except ValueError:
+        raise SettingsError(f"send_at '{text}': write 2026-03-20T09:00Z, or 2026-03-20T09:00 "
+                            "local for 09:00 in each contact's time zone") from None  # fmt: skip
+    if local:
+        return moment.replace(tzinfo=None), True
+    return (moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment), False
+
+
+def queue_broadcast(connection: Connection, settings: Settings, name: str, campaign: Campaign,
+                    now: datetime) -> int:  # fmt: skip
+    """Queue what is due of the broadcast; return how many messages were queued."""
+    if connection.scalar(select(trigger_cursors.c.seen_until)
+                         .where(trigger_cursors.c.campaign == name)) is not None:  # fmt: skip
+        return 0  # done
+    assert campaign.send_at is not None and campaign.segment is not None
+    moment, local = parse_send_at(campaign.send_at)
+    zones = _zones(connection, campaign.list_name, settings.default_timezone) if local else [None]
+    instants = {zone: moment.replace(tzinfo=ZoneInfo(zone)) if zone else moment
+                for zone in zones}  # fmt: skip
+    if instants and min(instants.values()) + LATE_LIMIT < now:
+        _done(connection, name, now)  # far too late: never send a stale broadcast
+        return 0
+    queued = 0
+    for zone, instant in instants.items():
+        if instant <= now:
+            queued += _queue_zone(connection, settings, name, campaign, zone, now)
+    if all(instant <= now for instant in instants.values()):
+        _done(connection, name, now)
+    return queued
+
+
+def _zones(connection: Connection, list_name: str, default: str) -> list[str]:
+    rows = connection.execute(
+        select(func.coalesce(contacts.c.timezone, default)).distinct()
+        .join(memberships, memberships.c.contact_id == contacts.c.id)
+        .join(lists, and_(lists.c.id == memberships.c.list_id, lists.c.name == list_name))
+    )  # fmt: skip
+    return sorted(row[0] for row in rows)
+
+
+def _queue_zone(connection: Connection, settings: Settings, name: str, campaign: Campaign,
+                zone: str | None, now: datetime) -> int:  # fmt: skip
+    assert campaign.segment is not None
+    if campaign.segment not in settings.segments:
+        raise SettingsError(f"campaigns.{name}.segment: no segment '{campaign.segment}'")
+    in_segment = SegmentCompiler(now, settings.attributes).where(
+        parse_segment(settings.segments[campaign.segment])
+    )
+    conditions = [
+        exists().where(memberships.c.contact_id == contacts.c.id,
+                       memberships.c.list_id == lists.c.id, lists.c.name == campaign.list_name),
+        consent_status.c.status.in_(("granted", "confirmed")),  # consent gate 1
+        ~exists().where(suppressions.c.email == contacts.c.email),
+        in_segment,
+    ]  # fmt: skip
+    if zone is not None:
+        conditions.append(func.coalesce(contacts.c.timezone, settings.default_timezone) == zone)
+    recipients = (
+        select(literal(name), literal(STEP), contacts.c.id, literal(0), literal("queued"),
+               consent_status.c.entry_id, literal(now, UTCDateTime))
+        .join(consent_status, and_(consent_status.c.contact_id == contacts.c.id,
+                                   consent_status.c.purpose == campaign.list_name))
+        .where(*conditions)
+    )  # fmt: skip
+    dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
+    statement = (
+        dialect.insert(outbox)
+        .from_select(
+            ["campaign", "step", "contact_id", "cycle", "status", "consent_entry_id", "queued_at"],
+            recipients,
+        )
+        .on_conflict_do_nothing(index_elements=["campaign", "step", "contact_id", "cycle"])
+    )
+    return int(connection.execute(statement).rowcount or 0)
+
+
+def _done(connection: Connection, name: str, now: datetime) -> None:
+    upsert(connection, trigger_cursors, [{"campaign": name, "seen_until": now}],
+           keys=("campaign",), update=("seen_until",))  # fmt: skip
