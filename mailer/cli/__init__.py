@@ -96,6 +96,3 @@ def main() -> None:
 from mailer.cli import consent, contacts, engine, messages, project, segments  # noqa: E402
 
 __all__ = ["cli", "consent", "contacts", "engine", "main", "messages", "project", "segments"]
-
-if __name__ == "__main__":  # pragma: no cover
-    main()

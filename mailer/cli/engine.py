@@ -8,6 +8,9 @@ import click
 
 from mailer.campaigns.engine import tick as run_tick
 from mailer.cli import _LazyWorkspace, cli, pass_workspace, print_json, say
+from mailer.daemon import run as run_daemon
+from mailer.durations import parse_duration
+from mailer.logs import configure
 
 
 def _moment(text: str | None) -> datetime | None:
@@ -36,3 +39,20 @@ def tick(lazy: _LazyWorkspace, now_text: str | None, as_json: bool) -> None:
         print_json(report.as_dict())
     else:
         say(", ".join(f"{count} {name}" for name, count in report.as_dict().items()))
+
+
+@cli.command()
+@click.option("--every", default="1m", show_default=True, help="How often to tick (30s, 5m, ...).")
+@click.option("--log-json", is_flag=True, help="Log one JSON object a line.")
+@pass_workspace
+def run(lazy: _LazyWorkspace, every: str, log_json: bool) -> None:
+    """The daemon: tick every --every until SIGTERM or Ctrl-C (then finish the running tick
+    and exit 0). Delivery and the tracking endpoint join it as they are built."""
+    try:
+        interval = parse_duration(every)
+    except ValueError as error:
+        raise click.BadParameter(str(error)) from None
+    configure(log_json)
+    workspace = lazy.get()
+    workspace.engine  # noqa: B018  (open and migrate before the first tick)
+    run_daemon(workspace, interval)
