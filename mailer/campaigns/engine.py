@@ -82,18 +82,24 @@ def parse_trigger(text: str) -> tuple[str, str]:
 
 
 def tick(engine: Engine, settings: Settings, now: datetime) -> TickReport:
+    """Enroll, then advance the due enrollments in batches, each its own transaction."""
     report = TickReport()
     with engine.begin() as connection:
-        for name, campaign in settings.campaigns.items():
-            if campaign.kind == "sequence" and campaign.trigger:
-                report.enrolled += enroll(connection, settings, name, campaign, now)
-            elif campaign.kind == "broadcast":
-                report.queued += queue_broadcast(connection, settings, name, campaign, now)
+        start(connection, settings, now, report)
     while True:
         with engine.begin() as connection:
             if not advance(connection, settings, now, report):
                 break
     return report
+
+
+def start(connection: Connection, settings: Settings, now: datetime, report: TickReport) -> None:
+    """What begins now: enrollments into sequences, and broadcasts whose time has come."""
+    for name, campaign in settings.campaigns.items():
+        if campaign.kind == "sequence" and campaign.trigger:
+            report.enrolled += enroll(connection, settings, name, campaign, now)
+        elif campaign.kind == "broadcast":
+            report.queued += queue_broadcast(connection, settings, name, campaign, now)
 
 
 def enroll(

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from collections import Counter
+from datetime import UTC, datetime, timedelta
 
 import click
+from rich.table import Table
 
 from mailer.campaigns.engine import tick as run_tick
-from mailer.cli import _LazyWorkspace, cli, pass_workspace, print_json, say
+from mailer.campaigns.plan import plan as make_plan
+from mailer.cli import _LazyWorkspace, cli, console, pass_workspace, print_json, say
 from mailer.daemon import run as run_daemon
 from mailer.durations import parse_duration
 from mailer.logs import configure
@@ -56,3 +59,38 @@ def run(lazy: _LazyWorkspace, every: str, log_json: bool) -> None:
     workspace = lazy.get()
     workspace.engine  # noqa: B018  (open and migrate before the first tick)
     run_daemon(workspace, interval)
+
+
+@cli.command()
+@click.option("--now", "now_text", metavar="ISO-TIME", help="Plan from this time.")
+@click.option("--horizon", default="7d", show_default=True, help="How far ahead (e.g. 2d, 2w).")
+@click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
+@pass_workspace
+def plan(lazy: _LazyWorkspace, now_text: str | None, horizon: str, as_json: bool) -> None:
+    """What would be queued, per campaign and step, hour by hour over the horizon, and who
+    is held back and why (no consent, outside a send window, left the list, ...). A dry run:
+    nothing is written."""
+    workspace = lazy.get()
+    try:
+        span = parse_duration(horizon)
+    except ValueError as error:
+        raise click.BadParameter(str(error)) from None
+    now = _moment(now_text) or workspace.clock.now()
+    result = make_plan(workspace.engine, workspace.settings, now, span)
+    if as_json:
+        print_json(result.as_dict())
+        return
+    table = Table(title=f"Plan from {now:%Y-%m-%d %H:%M} UTC, {result.hours} hours",
+                  title_justify="left")  # fmt: skip
+    for column in ("campaign", "step", "messages", "first", "by day"):
+        table.add_column(column)
+    for (campaign, step), hours in sorted(result.queued.items()):
+        first = now + timedelta(hours=min(hours))
+        days: Counter[int] = Counter()
+        for hour, count in hours.items():
+            days[hour // 24] += count
+        by_day = " ".join(f"d{day}:{days[day]}" for day in sorted(days))
+        table.add_row(campaign, step, str(sum(hours.values())), f"{first:%a %d %H:00}", by_day)
+    console.print(table)
+    for (campaign, reason), count in sorted(result.held_back.items()):
+        say(f"held back  {campaign}: {count} ({reason})")

@@ -291,3 +291,19 @@ def test_a_broadcast_goes_out_at_nine_in_each_contacts_zone(launch: Workspace) -
     with launch.engine.connect() as connection:
         campaigns = {row.campaign for row in connection.execute(select(outbox.c.campaign))}
     assert "stale" not in campaigns  # eight months late: never sent
+
+
+def test_plan_shows_what_ticks_would_queue_and_writes_nothing(shop: Workspace) -> None:
+    from mailer.campaigns.plan import plan
+
+    result = plan(shop.engine, shop.settings, MONDAY, timedelta(days=7)).as_dict()
+    assert sent(shop) == []  # a dry run
+    queued = {(row["campaign"], row["step"]): row["total"] for row in result["queued"]}
+    assert queued == {("welcome", "hello"): 2, ("welcome", "tips"): 2, ("welcome", "offer"): 2}
+    assert {"campaign": "welcome", "reason": "consent pending confirmation",
+            "count": 1} in result["held_back"]  # fmt: skip
+    hello = next(row for row in result["queued"] if row["step"] == "hello")
+    assert hello["by_hour"] == {"0": 2}
+    for hour in range(0, 7 * 24 + 1):
+        at(shop, MONDAY + timedelta(hours=hour))
+    assert len([row for row in sent(shop) if row[2] == "queued"]) == 6
