@@ -186,6 +186,29 @@ class Campaign(Model):
         raise SettingsError(f"campaign has no step '{name}' (steps: {known})")
 
 
+class EngineSettings(Model):
+    # At most this many messages per contact in this window, across all sequences: "3 per 7d".
+    # A capped step is postponed until the contact is under the cap again, never dropped.
+    frequency_cap: str | None = None
+
+    @field_validator("frequency_cap")
+    @classmethod
+    def _cap(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_cap(value)
+        return value
+
+    def cap(self) -> tuple[int, timedelta] | None:
+        return None if self.frequency_cap is None else parse_cap(self.frequency_cap)
+
+
+def parse_cap(text: str) -> tuple[int, timedelta]:
+    count, separator, window = text.partition(" per ")
+    if not separator or not count.strip().isdigit() or int(count) < 1:
+        raise ValueError(f'"{text}" is not a frequency cap (write e.g. "3 per 7d")')
+    return int(count), parse_duration(window)
+
+
 class Settings(Model):
     database_url: str = "sqlite:///.mailer/mailer.db"
     secret_key: SecretStr | None = None
@@ -195,6 +218,7 @@ class Settings(Model):
     smtp: Smtp = Smtp()
     tracking: Tracking = Tracking()
     dkim: Dkim | None = None
+    engine: EngineSettings = EngineSettings()
     default_timezone: str = "UTC"  # for contacts without one
     default_locale: str = "en"
     attributes: dict[str, AttributeType] = {}

@@ -218,6 +218,7 @@ def _advance_campaign(connection: Connection, settings: Settings, name: str,
     compiler = SegmentCompiler(now, settings.attributes)
     converted = _matching(connection, compiler, campaign.goal, ids) if campaign.goal else set()
     audience = _audience(connection, campaign.list_name, ids)
+    capped = _capped(connection, settings, ids, now)
     for row in rows:
         contact = audience.get(row.contact_id)
         if row.contact_id in converted:
@@ -232,6 +233,10 @@ def _advance_campaign(connection: Connection, settings: Settings, name: str,
             report.exited += 1
         elif contact["status"] not in SENDABLE:
             _postpone(connection, row, now + PENDING_RECHECK, "consent pending confirmation")
+            report.postponed += 1
+        elif row.contact_id in capped:
+            until, reason = capped[row.contact_id]
+            _postpone(connection, row, until, reason)
             report.postponed += 1
         else:
             _next_step(connection, settings, name, campaign, row, contact, now, report)
@@ -275,6 +280,24 @@ def _next_step(connection: Connection, settings: Settings, name: str, campaign: 
         return
     _end(connection, [row], "completed", now, None)
     report.completed += 1
+
+
+def _capped(connection: Connection, settings: Settings, ids: list[int],
+            now: datetime) -> dict[int, tuple[datetime, str]]:  # fmt: skip
+    """Contacts at the frequency cap: when they are under it again, and the reason."""
+    cap = settings.engine.cap()
+    if cap is None:
+        return {}
+    limit, window = cap
+    rows = connection.execute(
+        select(outbox.c.contact_id, func.count().label("messages"),
+               func.min(outbox.c.queued_at).label("oldest"))
+        .where(outbox.c.status == "queued", outbox.c.queued_at > now - window,
+               outbox.c.contact_id.in_(ids))
+        .group_by(outbox.c.contact_id)
+    )  # fmt: skip
+    reason = f"frequency cap ({settings.engine.frequency_cap})"
+    return {row.contact_id: (row.oldest + window, reason) for row in rows if row.messages >= limit}
 
 
 def _next_position(steps: list[Step], row: Any) -> int:

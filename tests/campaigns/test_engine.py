@@ -307,3 +307,24 @@ def test_plan_shows_what_ticks_would_queue_and_writes_nothing(shop: Workspace) -
     for hour in range(0, 7 * 24 + 1):
         at(shop, MONDAY + timedelta(hours=hour))
     assert len([row for row in sent(shop) if row[2] == "queued"]) == 6
+
+
+def test_the_frequency_cap_postpones_and_never_drops(tmp_path: Path,
+                                                     environ: dict[str, str]) -> None:  # fmt: skip
+    for shop in open_shop(tmp_path, environ, '[engine]\nfrequency_cap = "1 per 1d"\n'):
+        add_event(shop, "ada@example.com", "website", "cart_abandoned", MONDAY)
+        at(shop, MONDAY)  # welcome/hello goes out to ada
+        at(shop, MONDAY + timedelta(hours=2))  # the cart reminder is due, but ada is capped
+        assert status(shop, "ada@example.com", "cart") == ("active", "frequency cap (1 per 1d)")
+        at(shop, MONDAY + timedelta(days=1, minutes=1))
+        assert ("ada", "reminder", "queued", None) in sent(shop)
+
+
+def test_a_bad_frequency_cap_is_a_settings_error(project: Path) -> None:
+    from mailer.config import load_settings
+    from mailer.errors import SettingsError
+
+    path = project / "settings.toml"
+    path.write_text(path.read_text() + '\n[engine]\nfrequency_cap = "lots"\n')
+    with pytest.raises(SettingsError, match='engine.frequency_cap: "lots" is not a frequency cap'):
+        load_settings(path, environ={})
