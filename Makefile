@@ -50,6 +50,16 @@ demo: $(STAMP)
 	@echo; echo "== 11. ... and its plain-text part, links tracked (open .mailer/giulia.html to see the HTML)"
 	$(DEMO) preview welcome hello --contact giulia.rossi@example.it --html .mailer/giulia.html
 	@$(BIN)/python -c "import email, email.policy as p; m = email.message_from_binary_file(open('.mailer/giulia.eml', 'rb'), policy=p.default); print(m.get_body(('plain',)).get_content()[:900])"
+	@echo; echo "== 12. Segments: who viewed a product, who has ordered more than once, ..."
+	$(DEMO) segment count repeat_buyers
+	$(DEMO) segment show --where 'favourite_roast = "espresso" and consent "newsletter"'
+	@echo; echo "== 13. The plan for the next two weeks: what the engine would queue, a dry run"
+	$(DEMO) plan --horizon 14d
+	@echo; echo "== 14. Two weeks of hourly ticks with a moved clock (mailer run ticks every minute)"
+	$(DEMO) tick --until $$(date -u -d "+14 day" +%Y-%m-%dT%H:%MZ)
+	@echo; echo "== 15. What Chloé and Ken got queued (Ken never confirmed his subscription)"
+	$(DEMO) outbox --contact chloe.dubois@example.org
+	$(DEMO) outbox --contact ken.watanabe@example.com
 
 lint: $(STAMP)
 	$(BIN)/ruff check mailer tests bench

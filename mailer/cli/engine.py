@@ -9,6 +9,7 @@ import click
 from rich.table import Table
 
 from mailer.campaigns.engine import tick as run_tick
+from mailer.campaigns.outbox import outbox_rows
 from mailer.campaigns.plan import plan as make_plan
 from mailer.cli import _LazyWorkspace, cli, console, pass_workspace, print_json, say
 from mailer.daemon import run as run_daemon
@@ -29,19 +30,31 @@ def _moment(text: str | None) -> datetime | None:
 @cli.command()
 @click.option("--now", "now_text", metavar="ISO-TIME",
               help="Pretend it is this time (UTC when no offset is given).")  # fmt: skip
+@click.option("--until", "until_text", metavar="ISO-TIME",
+              help="Simulate: tick hourly from --now until this time; a line a day.")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Print the counts as JSON.")
 @pass_workspace
-def tick(lazy: _LazyWorkspace, now_text: str | None, as_json: bool) -> None:
+def tick(lazy: _LazyWorkspace, now_text: str | None, until_text: str | None,
+         as_json: bool) -> None:  # fmt: skip
     """One pass of the engine: enroll contacts into sequences, then queue the steps that are
     due (consent checked first). Safe to run again, or in two processes at once: nothing is
     queued twice. Queued messages wait in the outbox for delivery."""
     workspace = lazy.get()
     now = _moment(now_text) or workspace.clock.now()
-    report = run_tick(workspace.engine, workspace.settings, now)
+    until = _moment(until_text) or now
+    days: dict[str, dict[str, int]] = {}
+    while now <= until:
+        report = run_tick(workspace.engine, workspace.settings, now).as_dict()
+        day = days.setdefault(now.strftime("%Y-%m-%d"), dict.fromkeys(report, 0))
+        for name, count in report.items():
+            day[name] += count
+        now += timedelta(hours=1)
     if as_json:
-        print_json(report.as_dict())
-    else:
-        say(", ".join(f"{count} {name}" for name, count in report.as_dict().items()))
+        print_json(next(iter(days.values())) if len(days) == 1 else days)
+        return
+    for label, counts in days.items():
+        line = ", ".join(f"{count} {name}" for name, count in counts.items())
+        say(f"{label}  {line}" if len(days) > 1 else line)
 
 
 @cli.command()
@@ -94,3 +107,26 @@ def plan(lazy: _LazyWorkspace, now_text: str | None, horizon: str, as_json: bool
     console.print(table)
     for (campaign, reason), count in sorted(result.held_back.items()):
         say(f"held back  {campaign}: {count} ({reason})")
+
+
+@cli.command("outbox")
+@click.option("--contact", "email", help="Only this contact's messages.")
+@click.option("--limit", default=50, show_default=True, help="How many rows, newest last.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_workspace
+def outbox_command(lazy: _LazyWorkspace, email: str | None, limit: int, as_json: bool) -> None:
+    """The messages the engine queued (or skipped, and why), oldest first."""
+    workspace = lazy.get()
+    with workspace.engine.connect() as connection:
+        rows = outbox_rows(connection, email, limit)
+    if as_json:
+        print_json(rows)
+        return
+    table = Table()
+    for column in ("queued", "contact", "campaign", "step", "variant", "status", "reason"):
+        table.add_column(column)
+    for row in rows:
+        when = row["queued_at"][:16].replace("T", " ")
+        table.add_row(when, row["email"], row["campaign"], row["step"], row["variant"] or "",
+                      row["status"], row["reason"] or "")  # fmt: skip
+    console.print(table)

@@ -10,6 +10,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from mailer.store.bulk import execute_many
 
+FEW = 50  # below this many rows, compiling once per call costs more than it saves
+
 
 def upsert(
     connection: Connection,
@@ -32,4 +34,8 @@ def upsert(
         )
     else:
         statement = statement.on_conflict_do_nothing(index_elements=list(keys))
-    execute_many(connection, statement, rows, columns=columns)
+    if len(rows) < FEW:  # SQLAlchemy's own path caches the compiled statement
+        named = [dict(zip(columns, row, strict=True)) for row in rows] if columns else rows
+        connection.execute(statement, list(named))  # type: ignore[arg-type]
+    else:
+        execute_many(connection, statement, rows, columns=columns)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -206,3 +207,29 @@ def test_check_reports_a_broken_segment_with_its_column(mailer, project: Path) -
     result = mailer("check")
     assert result.exit_code == 1
     assert "segments.silent: col 23: expected a duration" in result.stderr
+
+
+def test_tick_plan_and_outbox_from_the_command_line(mailer, project: Path) -> None:  # type: ignore[no-untyped-def]
+    write_csv(
+        project / "news.csv",
+        """
+        email,consent_at,consent_confirmed_at
+        ada@example.com,2026-01-01,2026-01-01
+    """,
+    )
+    mailer("import", "news.csv", "--list", "newsletter")  # joins the list now (the real clock)
+    start = datetime.now(UTC) + timedelta(minutes=1)
+    iso = lambda moment: moment.strftime("%Y-%m-%dT%H:%MZ")  # noqa: E731
+    planned = json.loads(mailer("plan", "--now", iso(start), "--horizon", "3d", "--json").stdout)
+    assert [(row["step"], row["total"]) for row in planned["queued"]] == [("hello", 1), ("tips", 1)]
+    first = json.loads(mailer("tick", "--now", iso(start), "--json").stdout)
+    assert (first["enrolled"], first["queued"]) == (1, 1)
+    later = mailer("tick", "--now", iso(start + timedelta(hours=1)),
+                   "--until", iso(start + timedelta(days=3))).stdout  # fmt: skip
+    assert sum(int(line.split(", ")[1].split()[0]) for line in later.splitlines()) == 1
+    rows = json.loads(mailer("outbox", "--contact", "ada@example.com", "--json").stdout)
+    assert [(row["step"], row["status"]) for row in rows] == [
+        ("hello", "queued"),
+        ("tips", "queued"),
+    ]
+    assert mailer("tick", "--now", "yesterday").exit_code == 2

@@ -14,10 +14,13 @@ from tests.conftest import SECRET, write_csv
 
 
 def test_run_ticks_and_stops_cleanly_on_sigterm(project: Path, database_url: str) -> None:
-    write_csv(project / "news.csv", """
+    write_csv(
+        project / "news.csv",
+        """
         email,consent_at,consent_confirmed_at
         ada@example.com,2026-01-01,2026-01-01
-    """)
+    """,
+    )
     environment = {**os.environ, "MAILER_SECRET_KEY": SECRET, "MAILER_DATABASE_URL": database_url}
     mailer = [sys.executable, "-m", "mailer"]
     subprocess.run([*mailer, "import", "news.csv", "--list", "newsletter"], cwd=project,

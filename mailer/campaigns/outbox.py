@@ -1,0 +1,23 @@
+"""Reading the outbox: what was queued for whom, and why something was skipped."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Connection, select
+
+from mailer.contacts.addresses import normalise_address
+from mailer.store.tables import contacts, outbox
+
+
+def outbox_rows(connection: Connection, email: str | None, limit: int) -> list[dict[str, Any]]:
+    query = (select(outbox.c.queued_at, contacts.c.email, outbox.c.campaign, outbox.c.step,
+                    outbox.c.variant, outbox.c.status, outbox.c.reason)
+             .join(contacts, contacts.c.id == outbox.c.contact_id))  # fmt: skip
+    if email is not None:
+        query = query.where(contacts.c.email == normalise_address(email))
+    newest = query.order_by(outbox.c.queued_at.desc(), outbox.c.id.desc()).limit(limit)
+    rows = [dict(row._mapping) for row in connection.execute(newest)]
+    for row in rows:
+        row["queued_at"] = row["queued_at"].isoformat()
+    return rows[::-1]
