@@ -168,6 +168,7 @@ class Campaign(Model):
     subject: str | None = None
     preheader: str | None = None
     track_opens: bool = True
+    variants: dict[str, Variant] = {}
 
     def messages(self) -> list[Step]:
         """The messages this campaign sends: a sequence's steps, or a broadcast as one step."""
@@ -176,7 +177,8 @@ class Campaign(Model):
         if self.template is None or self.subject is None:
             return []
         return [Step(name="broadcast", template=self.template, subject=self.subject,
-                     preheader=self.preheader, track_opens=self.track_opens)]  # fmt: skip
+                     preheader=self.preheader, track_opens=self.track_opens,
+                     variants=self.variants)]  # fmt: skip
 
     def step(self, name: str) -> Step:
         for step in self.messages():

@@ -6,13 +6,15 @@ the work, so a million recipients never pass through Python's memory."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Connection, and_, exists, func, literal, select
+from sqlalchemy import Connection, and_, case, exists, func, literal, null, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from mailer.campaigns.segment_sql import SegmentCompiler
 from mailer.campaigns.segments import parse_segment
+from mailer.campaigns.timing import MULTIPLIER, variant_salt
 from mailer.config import Campaign, Settings
 from mailer.errors import SettingsError
 from mailer.store.tables import (
@@ -96,7 +98,8 @@ def _queue_zone(connection: Connection, settings: Settings, name: str, campaign:
         conditions.append(func.coalesce(contacts.c.timezone, settings.default_timezone) == zone)
     recipients = (
         select(literal(name), literal(STEP), contacts.c.id, literal(0), literal("queued"),
-               consent_status.c.entry_id, literal(now, UTCDateTime))
+               consent_status.c.entry_id, literal(now, UTCDateTime),
+               _variant(name, campaign, contacts.c.id))
         .join(consent_status, and_(consent_status.c.contact_id == contacts.c.id,
                                    consent_status.c.purpose == campaign.list_name))
         .where(*conditions)
@@ -105,12 +108,34 @@ def _queue_zone(connection: Connection, settings: Settings, name: str, campaign:
     statement = (
         dialect.insert(outbox)
         .from_select(
-            ["campaign", "step", "contact_id", "cycle", "status", "consent_entry_id", "queued_at"],
+            [
+                "campaign",
+                "step",
+                "contact_id",
+                "cycle",
+                "status",
+                "consent_entry_id",
+                "queued_at",
+                "variant",
+            ],
             recipients,
         )
         .on_conflict_do_nothing(index_elements=["campaign", "step", "contact_id", "cycle"])
     )
     return int(connection.execute(statement).rowcount or 0)
+
+
+def _variant(name: str, campaign: Campaign, contact_id: Any) -> Any:
+    """timing.pick_variant, in SQL: the same contact gets the same variant either way."""
+    if not campaign.variants:
+        return null()
+    weights = {"A": 1, **{label: v.weight for label, v in campaign.variants.items()}}
+    total, upper, cases = sum(weights.values()), 0, []
+    point = (contact_id * MULTIPLIER + variant_salt(name, STEP)) % 2**32 // 2**16 % total
+    for label, weight in weights.items():
+        upper += weight
+        cases.append((point < upper, None if label == "A" else label))
+    return case(*cases, else_=null())
 
 
 def _done(connection: Connection, name: str, now: datetime) -> None:

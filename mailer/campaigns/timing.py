@@ -65,14 +65,27 @@ def next_opening(window: SendWindow, now: datetime, zone: str) -> datetime:
     raise ValueError("a send window with no days")  # parse_window never makes one
 
 
+MULTIPLIER = 2654435761  # Knuth's multiplicative hash: 2**32 / golden ratio
+
+
+def variant_salt(campaign: str, step: str) -> int:
+    """A number per step, so each step splits the contacts differently."""
+    return int.from_bytes(hashlib.sha256(f"{campaign}\x1f{step}".encode()).digest()[:2], "big")
+
+
+def variant_point(contact_id: int, salt: int, total: int) -> int:
+    """Where a contact falls in [0, total): integer arithmetic that SQL can do the same way
+    (broadcasts assign variants in the database), using the hash's high bits."""
+    return ((contact_id * MULTIPLIER + salt) % 2**32) // 2**16 % total
+
+
 def pick_variant(contact_id: int, campaign: str, step: str, weights: Mapping[str, int]) -> str:
     """The variant a contact gets: a deterministic function of contact and step, spread by
     weight, so a retry, a restart or `mailer plan` always picks the same one."""
     total = sum(weights.values())
     if total <= 0:
         return next(iter(weights))
-    digest = hashlib.sha256(f"{campaign}\x1f{step}\x1f{contact_id}".encode()).digest()
-    point = int.from_bytes(digest[:8], "big") % total
+    point = variant_point(contact_id, variant_salt(campaign, step), total)
     for name, weight in weights.items():
         if point < weight:
             return name

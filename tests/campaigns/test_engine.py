@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import textwrap
 import threading
+from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -328,3 +329,32 @@ def test_a_bad_frequency_cap_is_a_settings_error(project: Path) -> None:
     path.write_text(path.read_text() + '\n[engine]\nfrequency_cap = "lots"\n')
     with pytest.raises(SettingsError, match=r'engine\.frequency_cap: "lots" is not a'):
         load_settings(path, environ={})
+
+
+def test_broadcast_variants_in_sql_match_the_python_assignment(
+    tmp_path: Path, environ: dict[str, str]
+) -> None:
+    from mailer.campaigns.timing import pick_variant
+
+    extra = BROADCASTS + '\n[campaigns.launch.variants.B]\nsubject = "Winter is coming"\n'
+    extra += '[campaigns.launch.variants.C]\nsubject = "Cold outside?"\nweight = 2\n'
+    for shop in open_shop(tmp_path, environ, extra):
+        with shop.engine.begin() as connection:  # many contacts, all consented
+            for contact_id in range(1000, 1400):
+                connection.execute(insert(contacts).values(
+                    id=contact_id, email=f"c{contact_id}@example.com", attributes={},
+                    created_at=MONDAY, updated_at=MONDAY))  # fmt: skip
+        lines = "".join(f"c{i}@example.com,2026-11-01,2026-11-01\n" for i in range(1000, 1400))
+        many = write_csv(tmp_path / "many.csv", "email,consent_at,consent_confirmed_at\n" + lines)
+        run_import(shop, many, "newsletter")
+        at(shop, datetime(2026, 11, 24, 12, 0, tzinfo=UTC))
+        weights = {"A": 1, "B": 1, "C": 2}
+        with shop.engine.connect() as connection:
+            rows = connection.execute(select(outbox.c.contact_id, outbox.c.variant)
+                                      .where(outbox.c.campaign == "launch")).all()  # fmt: skip
+        assert len(rows) >= 400
+        for contact_id, variant in rows:
+            expected = pick_variant(contact_id, "launch", "broadcast", weights)
+            assert (variant or "A") == expected
+        shares = Counter(variant or "A" for _, variant in rows)
+        assert 0.4 < shares["C"] / len(rows) < 0.6
