@@ -55,10 +55,13 @@ demo: $(STAMP)
 	$(DEMO) segment show --where 'favourite_roast = "espresso" and consent "newsletter"'
 	@echo; echo "== 13. The plan for the next two weeks: what the engine would queue, a dry run"
 	$(DEMO) plan --horizon 14d
-	@echo; echo "== 14. Two weeks of hourly ticks with a moved clock (mailer run ticks every minute)"
+	@echo; echo "== 14. The shop reports that Priya left coffee in her cart (POST /events, later)"
+	$(DEMO) event priya.nair@example.org cart_abandoned --prop value=24.50
+	@echo; echo "== 15. Two weeks of hourly ticks with a moved clock (mailer run ticks every minute)"
 	$(DEMO) tick --until $$(date -u -d "+14 day" +%Y-%m-%dT%H:%MZ)
-	@echo; echo "== 15. What Chloé and Ken got queued (Ken never confirmed his subscription)"
-	$(DEMO) outbox --contact chloe.dubois@example.org
+	@echo; echo "== 16. What Priya got queued: the welcome series, and the cart reminder an hour later"
+	$(DEMO) outbox --contact priya.nair@example.org
+	@echo; echo "== 17. Ken never confirmed his subscription: nothing is queued for him"
 	$(DEMO) outbox --contact ken.watanabe@example.com
 
 lint: $(STAMP)

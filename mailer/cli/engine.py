@@ -12,6 +12,7 @@ from mailer.campaigns.engine import tick as run_tick
 from mailer.campaigns.outbox import outbox_rows
 from mailer.campaigns.plan import plan as make_plan
 from mailer.cli import _LazyWorkspace, cli, console, pass_workspace, print_json, say
+from mailer.contacts.events import record_event
 from mailer.daemon import run as run_daemon
 from mailer.durations import parse_duration
 from mailer.logs import configure
@@ -130,3 +131,28 @@ def outbox_command(lazy: _LazyWorkspace, email: str | None, limit: int, as_json:
         table.add_row(when, row["email"], row["campaign"], row["step"], row["variant"] or "",
                       row["status"], row["reason"] or "")  # fmt: skip
     console.print(table)
+
+
+@cli.command("event")
+@click.argument("email")
+@click.argument("name")
+@click.option("--prop", "props", multiple=True, metavar="KEY=VALUE",
+              help="A property, e.g. --prop category=espresso (repeatable).")  # fmt: skip
+@click.option("--at", "at_text", metavar="ISO-TIME", help="When it happened (default: now).")
+@pass_workspace
+def event_command(lazy: _LazyWorkspace, email: str, name: str, props: tuple[str, ...],
+                  at_text: str | None) -> None:  # fmt: skip
+    """Record a website event for a contact (viewed_product, cart_abandoned, purchased, ...),
+    as the shop would through the events API: it can trigger sequences, reach goals and
+    shape segments."""
+    properties = {}
+    for prop in props:
+        key, separator, value = prop.partition("=")
+        if not separator or not key:
+            raise click.BadParameter(f"'{prop}': write KEY=VALUE")
+        properties[key] = value
+    workspace = lazy.get()
+    when = _moment(at_text) or workspace.clock.now()
+    with workspace.engine.begin() as connection:
+        event_id = record_event(connection, email, name, when, properties)
+    say(f"event {event_id}: {name} for {email} at {when:%Y-%m-%d %H:%M} UTC")

@@ -233,3 +233,14 @@ def test_tick_plan_and_outbox_from_the_command_line(mailer, project: Path) -> No
         ("tips", "queued"),
     ]
     assert mailer("tick", "--now", "yesterday").exit_code == 2
+
+
+def test_events_recorded_from_the_command_line_shape_segments(mailer, leads: Path) -> None:  # type: ignore[no-untyped-def]
+    mailer("import", str(leads), "--list", "leads")
+    recorded = mailer("event", "ADA@example.com", "viewed_product", "--prop", "category=espresso")
+    assert recorded.exit_code == 0 and "viewed_product for ADA@example.com" in recorded.stdout
+    where = 'event "viewed_product" where category = "espresso" within 1d'
+    assert mailer("segment", "count", "--where", where).stdout == "1 contacts\n"
+    assert mailer("event", "nobody@example.com", "purchased").exit_code == 1
+    assert mailer("event", "ada@example.com", "Bad Name").exit_code == 1
+    assert mailer("event", "ada@example.com", "purchased", "--prop", "oops").exit_code == 2
