@@ -358,3 +358,50 @@ def test_broadcast_variants_in_sql_match_the_python_assignment(
             assert (variant or "A") == expected
         shares = Counter(variant or "A" for _, variant in rows)
         assert 0.4 < shares["C"] / len(rows) < 0.6
+
+
+BIRTHDAYS = """
+[attributes]
+birthday = "date"
+
+[campaigns.birthday]
+kind = "sequence"
+list = "shop"
+trigger = 'date "birthday"'
+
+[[campaigns.birthday.steps]]
+name = "wishes"
+template = "birthday"
+subject = "Happy birthday!"
+delay = "9h"
+"""
+
+
+def test_a_date_trigger_comes_every_year_in_each_contacts_own_zone(
+    tmp_path: Path, environ: dict[str, str]
+) -> None:
+    for shop in open_shop(tmp_path, environ, BIRTHDAYS):
+        run_import(shop, write_csv(tmp_path / "bd.csv", """
+            email,timezone,birthday,consent_at
+            ada@example.com,Europe/London,1990-11-24,2026-11-01
+            ken@example.com,Asia/Tokyo,1985-11-24,2026-11-01
+            zed@example.com,Europe/London,2000-02-29,2026-11-01
+            new@example.com,Europe/London,2026-11-24,2026-11-01
+        """), "shop")  # fmt: skip
+
+        def wishes(shop: Workspace = shop) -> list[str]:
+            return sorted(row[0] for row in sent(shop) if row[1] == "wishes")
+
+        at(shop, datetime(2026, 11, 23, 14, 0, tzinfo=UTC))
+        assert wishes() == []
+        at(shop, datetime(2026, 11, 23, 15, 30, tzinfo=UTC))  # 00:30 on the 24th in Tokyo
+        at(shop, datetime(2026, 11, 24, 0, 30, tzinfo=UTC))  # 09:30 in Tokyo, 00:30 London
+        assert wishes() == ["ken"]
+        at(shop, datetime(2026, 11, 24, 9, 30, tzinfo=UTC))
+        assert wishes() == ["ada", "ken"]  # not "new": born today, no anniversary yet
+        at(shop, datetime(2027, 2, 28, 0, 30, tzinfo=UTC))
+        at(shop, datetime(2027, 2, 28, 9, 30, tzinfo=UTC))
+        assert "zed" in wishes()  # 29 February, celebrated on the 28th in 2027
+        at(shop, datetime(2027, 11, 24, 0, 30, tzinfo=UTC))
+        at(shop, datetime(2027, 11, 24, 9, 30, tzinfo=UTC))
+        assert wishes().count("ada") == 2 and wishes().count("ken") == 2
