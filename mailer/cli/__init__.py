@@ -85,6 +85,17 @@ def warn(text: str) -> None:
     click.echo(text, err=True)
 
 
+def key_values(pairs: tuple[str, ...], form: str, split_at_last: bool = False) -> dict[str, str]:
+    """Repeated KEY=VALUE options as a dict; a malformed one is a usage error naming it."""
+    found = {}
+    for pair in pairs:
+        key, separator, value = pair.rpartition("=") if split_at_last else pair.partition("=")
+        if not separator or not key:
+            raise click.BadParameter(f"'{pair}': write {form}")
+        found[key] = value
+    return found
+
+
 def print_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, ensure_ascii=False, default=str))
 

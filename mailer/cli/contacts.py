@@ -13,6 +13,7 @@ from mailer.cli import (
     _LazyWorkspace,
     cli,
     err_console,
+    key_values,
     pass_workspace,
     print_json,
     say,
@@ -23,16 +24,6 @@ from mailer.contacts.importer import ImportOptions, import_contacts
 from mailer.errors import MailerError
 
 SHOWN_REJECTS = 20
-
-
-def _parse_maps(pairs: tuple[str, ...]) -> dict[str, str]:
-    mapping = {}
-    for pair in pairs:
-        header, separator, target = pair.rpartition("=")
-        if not separator or not header:
-            raise click.BadParameter(f"'{pair}': write HEADER=FIELD, e.g. 'E-Mail=email'")
-        mapping[header] = target
-    return mapping
 
 
 @cli.command("import")
@@ -67,7 +58,7 @@ def import_(
     options = ImportOptions(
         list_name=list_name,
         double_opt_in=workspace.double_opt_in,
-        columns=spec.columns | _parse_maps(maps),
+        columns=spec.columns | key_values(maps, "HEADER=FIELD, e.g. 'E-Mail=email'", True),
         tags=tuple(spec.tags),
         attribute_types=workspace.settings.attributes,
         delimiter=delimiter,

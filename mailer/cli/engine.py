@@ -11,7 +11,7 @@ from rich.table import Table
 from mailer.campaigns.engine import tick as run_tick
 from mailer.campaigns.outbox import outbox_rows
 from mailer.campaigns.plan import plan as make_plan
-from mailer.cli import _LazyWorkspace, cli, console, pass_workspace, print_json, say
+from mailer.cli import _LazyWorkspace, cli, console, key_values, pass_workspace, print_json, say
 from mailer.contacts.events import record_event
 from mailer.daemon import run as run_daemon
 from mailer.durations import parse_duration
@@ -145,12 +145,7 @@ def event_command(lazy: _LazyWorkspace, email: str, name: str, props: tuple[str,
     """Record a website event for a contact (viewed_product, cart_abandoned, purchased, ...),
     as the shop would through the events API: it can trigger sequences, reach goals and
     shape segments."""
-    properties = {}
-    for prop in props:
-        key, separator, value = prop.partition("=")
-        if not separator or not key:
-            raise click.BadParameter(f"'{prop}': write KEY=VALUE")
-        properties[key] = value
+    properties = key_values(props, "KEY=VALUE")
     workspace = lazy.get()
     when = _moment(at_text) or workspace.clock.now()
     with workspace.engine.begin() as connection:
