@@ -17,6 +17,7 @@ from typing import Literal
 
 from jinja2 import TemplateNotFound, TemplateSyntaxError
 
+from mailer.campaigns.engine import parse_trigger
 from mailer.campaigns.segment_sql import SegmentCompiler
 from mailer.campaigns.segments import SegmentError, parse_segment
 from mailer.clock import FrozenClock
@@ -24,7 +25,7 @@ from mailer.config import Settings
 from mailer.contacts.csvfile import CsvReader
 from mailer.contacts.model import Contact
 from mailer.contacts.rows import RowError, map_columns, parse_row
-from mailer.errors import InputFileError
+from mailer.errors import InputFileError, SettingsError
 from mailer.render.message import MessageRenderer, RenderError
 from mailer.render.templates import TEMPLATE_SUFFIXES, syntax_problem, template_environment
 
@@ -66,13 +67,35 @@ def check_project(settings: Settings, now: datetime, strict: bool = False) -> Ch
 
 
 def _check_segments(settings: Settings, now: datetime, report: CheckReport) -> None:
-    """Every segment parses and compiles (types included): `segments.silent: col 14: ...`."""
-    compiler = SegmentCompiler(now, settings.attributes)
-    for name, source in settings.segments.items():
+    """Every expression parses and compiles (types included), with its place in settings:
+    `segments.silent: col 14: ...`, `campaigns.welcome.steps[1].condition: ...`."""
+    for where, source, previous in _expressions(settings):
         try:
-            compiler.where(parse_segment(source))
-        except SegmentError as error:
-            report.problems.append(Problem("error", f"{settings.source}: segments.{name}: {error}"))
+            if where.endswith(".trigger"):
+                parse_trigger(source)
+            else:
+                SegmentCompiler.for_settings(settings, now, previous).where(parse_segment(source))
+        except (SegmentError, SettingsError) as error:
+            report.problems.append(Problem("error", f"{settings.source}: {where}: {error}"))
+
+
+def _expressions(settings: Settings) -> list[tuple[str, str, tuple[str, str] | None]]:
+    """(where in settings, expression, the step `previous` means) of every expression."""
+    found: list[tuple[str, str, tuple[str, str] | None]] = [
+        (f"segments.{name}", source, None) for name, source in settings.segments.items()
+    ]
+    found += [(f"lifecycle.rules.{stage}", rule, None)
+              for stage, rule in settings.lifecycle.rules.items()]  # fmt: skip
+    for name, campaign in settings.campaigns.items():
+        for field in ("trigger", "goal"):
+            if getattr(campaign, field):
+                found.append((f"campaigns.{name}.{field}", getattr(campaign, field), None))
+        for index, step in enumerate(campaign.steps):
+            if step.condition:
+                previous = (name, campaign.steps[index - 1].name) if index else None
+                found.append((f"campaigns.{name}.steps[{index}].condition", step.condition,
+                              previous))  # fmt: skip
+    return found
 
 
 def _check_messages(

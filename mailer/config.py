@@ -211,6 +211,27 @@ def parse_cap(text: str) -> tuple[int, timedelta]:
     return int(count), parse_duration(window)
 
 
+class Scoring(Model):
+    # The score halves every half_life (at least 14 days: see contacts/scoring.py).
+    half_life: Duration = timedelta(days=30)
+    # Points per "opened", "clicked", or website event name ("purchased", ...).
+    points: dict[str, float] = {}
+
+    @field_validator("half_life")
+    @classmethod
+    def _long_enough(cls, value: timedelta) -> timedelta:
+        if value < timedelta(days=14):
+            raise ValueError("must be at least 14 days")
+        return value
+
+
+class Lifecycle(Model):
+    # Ordered stages; every contact starts in the first. A contact moves up to the highest
+    # stage whose rule (a segment expression) holds, never down on its own.
+    stages: list[str] = []
+    rules: dict[str, str] = {}
+
+
 class Settings(Model):
     database_url: str = "sqlite:///.mailer/mailer.db"
     secret_key: SecretStr | None = None
@@ -221,6 +242,8 @@ class Settings(Model):
     tracking: Tracking = Tracking()
     dkim: Dkim | None = None
     engine: EngineSettings = EngineSettings()
+    scoring: Scoring = Scoring()
+    lifecycle: Lifecycle = Lifecycle()
     default_timezone: str = "UTC"  # for contacts without one
     default_locale: str = "en"
     attributes: dict[str, AttributeType] = {}
@@ -412,6 +435,9 @@ def _cross_references(settings: Settings) -> list[str]:
     for name in [*settings.lists, *settings.campaigns, *settings.segments]:
         if not _NAME.match(name):
             problems.append(f"{name}: names must be lowercase letters, digits, '-' or '_'")
+    for stage in settings.lifecycle.rules:
+        if stage not in settings.lifecycle.stages:
+            problems.append(f"lifecycle.rules.{stage}: not one of lifecycle.stages")
     for name, contact_list in settings.lists.items():
         for header, field in contact_list.columns.items():
             if not field:

@@ -84,7 +84,7 @@ def _queue_zone(connection: Connection, settings: Settings, name: str, campaign:
     assert campaign.segment is not None
     if campaign.segment not in settings.segments:
         raise SettingsError(f"campaigns.{name}.segment: no segment '{campaign.segment}'")
-    in_segment = SegmentCompiler(now, settings.attributes).where(
+    in_segment = SegmentCompiler.for_settings(settings, now).where(
         parse_segment(settings.segments[campaign.segment])
     )
     conditions = [

@@ -179,7 +179,7 @@ def _candidates(connection: Connection, settings: Settings, name: str, campaign:
     if subject not in settings.segments:
         raise SettingsError(f"campaigns.{name}.trigger: no segment '{subject}'")
     # A segment is evaluated whole on every tick (who is in it now).
-    condition = SegmentCompiler(now, settings.attributes).where(
+    condition = SegmentCompiler.for_settings(settings, now).where(
         parse_segment(settings.segments[subject])
     )
     return select(contacts.c.id.label("contact_id"), null().label("at")).where(
@@ -260,7 +260,7 @@ def _advance_campaign(connection: Connection, settings: Settings, name: str,
                       campaign: Campaign, rows: list[Any], now: datetime,
                       report: TickReport) -> None:  # fmt: skip
     ids = [row.contact_id for row in rows]
-    compiler = SegmentCompiler(now, settings.attributes)
+    compiler = SegmentCompiler.for_settings(settings, now)
     converted = _matching(connection, compiler, campaign.goal, ids) if campaign.goal else set()
     audience = _audience(connection, campaign.list_name, ids)
     capped = _capped(connection, settings, ids, now)
@@ -356,7 +356,7 @@ def _next_position(steps: list[Step], row: Any) -> int:
 
 def _holds(connection: Connection, settings: Settings, condition: str,
            previous: tuple[str, str] | None, contact_id: int, now: datetime) -> bool:  # fmt: skip
-    compiler = SegmentCompiler(now, settings.attributes, previous)
+    compiler = SegmentCompiler.for_settings(settings, now, previous)
     return contact_id in _matching(connection, compiler, condition, [contact_id])
 
 

@@ -4,7 +4,7 @@ PostgreSQL, so the database finds the contacts (with its indexes), never Python 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
@@ -40,10 +40,12 @@ from mailer.campaigns.segments import (
     Tagged,
     Value,
 )
+from mailer.config import Settings
+from mailer.contacts.scoring import growth
 from mailer.store.tables import consent_status, contact_tags, contacts, events, lists, memberships
 
 COLUMNS = {name: contacts.c[name] for name in ("email", "first_name", "last_name", "locale",
-                                                "timezone")}  # fmt: skip
+                                                "timezone", "stage")}  # fmt: skip
 
 
 class SegmentCompiler:
@@ -54,10 +56,21 @@ class SegmentCompiler:
         now: datetime,
         attribute_types: Mapping[str, str],
         previous: tuple[str, str] | None = None,  # (campaign, step) that `previous` means
+        half_life: timedelta = timedelta(days=30),  # of the lead score
+        first_stage: str | None = None,  # where contacts without a stage are
     ) -> None:
         self.now = now.astimezone(UTC).replace(microsecond=0)
         self.types = attribute_types
         self.previous = previous
+        self.half_life = half_life
+        self.first_stage = first_stage
+
+    @classmethod
+    def for_settings(cls, settings: Settings, now: datetime,
+                     previous: tuple[str, str] | None = None) -> SegmentCompiler:  # fmt: skip
+        stages = settings.lifecycle.stages
+        return cls(now, settings.attributes, previous, settings.scoring.half_life,
+                   stages[0] if stages else None)  # fmt: skip
 
     def where(self, segment: Segment) -> ColumnElement[bool]:
         if isinstance(segment, Not):
@@ -85,6 +98,8 @@ class SegmentCompiler:
         return self._engagement(segment)
 
     def _field(self, segment: Compare | OneOf | Contains | Exists) -> ColumnElement[bool]:
+        if segment.field == "score":
+            return self._score(segment)
         kind = self._kind(segment.field)
         target = self._target(segment.field, kind)
         condition: ColumnElement[bool]
@@ -99,10 +114,19 @@ class SegmentCompiler:
         return condition
         return _compare(target, segment.op, self._value(segment.field, kind, segment.value))
 
+    def _score(self, segment: Compare | OneOf | Contains | Exists) -> ColumnElement[bool]:
+        """`score > 50`: the decayed score, compared without computing it per row."""
+        if not isinstance(segment, Compare) or not isinstance(segment.value, float):
+            raise SegmentError("score is a number: compare it, e.g. score >= 20")
+        threshold = segment.value * growth(self.now, self.half_life)
+        return _compare(contacts.c.score_epoch, segment.op, threshold)
+
     def _kind(self, field: str) -> str:
         return "string" if field in COLUMNS else self.types.get(field, "string")
 
     def _target(self, field: str, kind: str) -> Any:
+        if field == "stage" and self.first_stage is not None:
+            return func.coalesce(contacts.c.stage, self.first_stage)
         if field in COLUMNS:
             return COLUMNS[field]
         element = contacts.c.attributes[field]

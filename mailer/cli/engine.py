@@ -8,11 +8,11 @@ from datetime import UTC, datetime, timedelta
 import click
 from rich.table import Table
 
+from mailer.campaigns.activity import record_activity
 from mailer.campaigns.engine import tick as run_tick
 from mailer.campaigns.outbox import outbox_rows
 from mailer.campaigns.plan import plan as make_plan
 from mailer.cli import _LazyWorkspace, cli, console, key_values, pass_workspace, print_json, say
-from mailer.contacts.events import record_event
 from mailer.daemon import run as run_daemon
 from mailer.durations import parse_duration
 from mailer.logs import configure
@@ -149,5 +149,5 @@ def event_command(lazy: _LazyWorkspace, email: str, name: str, props: tuple[str,
     workspace = lazy.get()
     when = _moment(at_text) or workspace.clock.now()
     with workspace.engine.begin() as connection:
-        event_id = record_event(connection, email, name, when, properties)
+        event_id = record_activity(connection, workspace.settings, email, name, when, properties)
     say(f"event {event_id}: {name} for {email} at {when:%Y-%m-%d %H:%M} UTC")

@@ -27,7 +27,7 @@ def _condition(workspace: Workspace, name: str | None, where: str | None):  # ty
     source = settings.segments[name] if name is not None else str(where)
     label = f"segments.{name}" if name is not None else "--where"
     try:
-        compiler = SegmentCompiler(workspace.clock.now(), settings.attributes)
+        compiler = SegmentCompiler.for_settings(settings, workspace.clock.now())
         return compiler.where(parse_segment(source))
     except SegmentError as error:
         raise MailerError(f"{label}: {error}") from None

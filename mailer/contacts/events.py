@@ -18,8 +18,8 @@ _NAME = re.compile(r"^[a-z][a-z0-9_.-]{0,99}$")
 
 
 def record_event(connection: Connection, email: str, name: str, occurred_at: datetime,
-                 properties: Mapping[str, Any] | None = None) -> int:  # fmt: skip
-    """Record that the contact did `name`; return the event's id."""
+                 properties: Mapping[str, Any] | None = None) -> tuple[int, int]:  # fmt: skip
+    """Record that the contact did `name`; return the event's id and the contact's."""
     if not _NAME.match(name):
         raise MailerError(f"event name '{name}': lowercase letters, digits, '_', '.' or '-'")
     try:
@@ -29,8 +29,9 @@ def record_event(connection: Connection, email: str, name: str, occurred_at: dat
     contact_id = connection.scalar(select(contacts.c.id).where(contacts.c.email == address))
     if contact_id is None:
         raise UnknownContactError(f"{address}: no such contact; import it first")
-    return int(connection.execute(
+    event_id = connection.execute(
         insert(events).values(contact_id=contact_id, kind="website", name=name, step=None,
                               properties=dict(properties or {}), occurred_at=occurred_at)
         .returning(events.c.id)
-    ).scalar_one())  # fmt: skip
+    ).scalar_one()  # fmt: skip
+    return int(event_id), int(contact_id)

@@ -16,6 +16,7 @@ from sqlalchemy import (
     Column,
     DateTime,
     Dialect,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -94,6 +95,10 @@ contacts = Table(
     Column("attributes", Json, nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
+    # The lead score, scaled to a fixed epoch so that decay needs no update: the score at
+    # time t is score_epoch / 2 ** ((t - epoch) / half_life) (contacts/scoring.py).
+    Column("score_epoch", Float, nullable=False, server_default="0"),
+    Column("stage", String(32)),  # lifecycle stage (lead, prospect, customer, ...)
 )
 
 lists = Table(

@@ -244,3 +244,19 @@ def test_events_recorded_from_the_command_line_shape_segments(mailer, leads: Pat
     assert mailer("event", "nobody@example.com", "purchased").exit_code == 1
     assert mailer("event", "ada@example.com", "Bad Name").exit_code == 1
     assert mailer("event", "ada@example.com", "purchased", "--prop", "oops").exit_code == 2
+
+
+def test_check_names_broken_triggers_goals_and_conditions(mailer, project: Path) -> None:  # type: ignore[no-untyped-def]
+    settings = project / "settings.toml"
+    text = (
+        settings.read_text()
+        .replace("""trigger = 'joins list "newsletter"'""", """trigger = 'joins "newsletter"'""")
+        .replace('delay = "2 days"', 'delay = "2 days"\ncondition = "not opened previos"')
+    )
+    settings.write_text(text)
+    result = mailer("check")
+    assert result.exit_code == 1
+    assert "campaigns.welcome.trigger: trigger 'joins \"newsletter\"': write" in result.stderr
+    assert (
+        "campaigns.welcome.steps[1].condition: col 12: expected a quoted campaign" in result.stderr
+    )
