@@ -147,6 +147,9 @@ class Step(Model):
     preheader: str | None = None
     delay: Duration = timedelta(0)
     condition: str | None = None
+    # Where to go when the condition is false: a later step's name (a branch). Without it
+    # the step is skipped and the next one is considered.
+    otherwise: str | None = None
     send_window: str | None = None
     track_opens: bool = True
     variants: dict[str, Variant] = {}
@@ -453,10 +456,16 @@ def _cross_references(settings: Settings) -> list[str]:
             if not campaign.steps:
                 problems.append(f"{where}.steps: a sequence needs at least one step")
             seen: set[str] = set()
+            names = [step.name for step in campaign.steps]
             for index, step in enumerate(campaign.steps):
                 if step.name in seen:
                     problems.append(f"{where}.steps[{index}].name: '{step.name}' is used twice")
                 seen.add(step.name)
+                if step.otherwise is not None and step.otherwise not in names[index + 1 :]:
+                    problems.append(f"{where}.steps[{index}].otherwise: '{step.otherwise}' is "
+                                    "not a later step of this sequence")  # fmt: skip
+                if step.otherwise is not None and step.condition is None:
+                    problems.append(f"{where}.steps[{index}].otherwise: needs a condition")
         else:
             for field in ("template", "subject", "segment", "send_at"):
                 if getattr(campaign, field) is None:

@@ -301,7 +301,8 @@ def _next_step(connection: Connection, settings: Settings, name: str, campaign: 
             _record(connection, name, step, row, "skipped", None, f"condition: {step.condition}",
                     None, now)  # fmt: skip
             report.skipped += 1
-            position += 1
+            names = [candidate.name for candidate in steps]
+            position = names.index(step.otherwise) if step.otherwise else position + 1
             continue
         if step.send_window:
             zone = contact["timezone"] or settings.default_timezone

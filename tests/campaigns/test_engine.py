@@ -405,3 +405,65 @@ def test_a_date_trigger_comes_every_year_in_each_contacts_own_zone(
         at(shop, datetime(2027, 11, 24, 0, 30, tzinfo=UTC))
         at(shop, datetime(2027, 11, 24, 9, 30, tzinfo=UTC))
         assert wishes().count("ada") == 2 and wishes().count("ken") == 2
+
+
+BRANCH = """
+[campaigns.tour]
+kind = "sequence"
+list = "newsletter"
+trigger = 'joins list "newsletter"'
+
+[[campaigns.tour.steps]]
+name = "intro"
+template = "t/1"
+subject = "Intro"
+
+[[campaigns.tour.steps]]
+name = "pricing-follow-up"
+template = "t/2"
+subject = "About our prices"
+delay = "1 day"
+condition = 'clicked step "tour.intro"'
+otherwise = "story"
+
+[[campaigns.tour.steps]]
+name = "discount"
+template = "t/3"
+subject = "A discount for you"
+delay = "1 day"
+
+[[campaigns.tour.steps]]
+name = "story"
+template = "t/4"
+subject = "Our story"
+delay = "1 day"
+"""
+
+
+def test_a_false_condition_can_branch_to_a_later_step(
+    tmp_path: Path, environ: dict[str, str]
+) -> None:
+    for shop in open_shop(tmp_path, environ, BRANCH):
+        at(shop, MONDAY)
+        add_event(shop, "ada@example.com", "click", "tour", MONDAY + timedelta(hours=2), "intro")
+        for day in range(1, 5):
+            at(shop, MONDAY + timedelta(days=day))
+        tour = [(row[0], row[1], row[2]) for row in sent(shop)
+                if row[1] in ("intro", "pricing-follow-up", "discount", "story")]  # fmt: skip
+        ada = [(step, state) for who_, step, state in tour if who_ == "ada"]
+        ken = [(step, state) for who_, step, state in tour if who_ == "ken"]
+        assert ada == [("intro", "queued"), ("pricing-follow-up", "queued"),
+                       ("discount", "queued"), ("story", "queued")]  # fmt: skip
+        assert ken == [("intro", "queued"), ("pricing-follow-up", "skipped"),
+                       ("story", "queued")]  # fmt: skip
+
+
+def test_a_branch_must_go_forward(project: Path) -> None:
+    from mailer.config import load_settings
+    from mailer.errors import SettingsError
+
+    path = project / "settings.toml"
+    branch = 'delay = "2 days"\ncondition = "opened previous"\notherwise = "hello"'
+    path.write_text(path.read_text().replace('delay = "2 days"', branch))
+    with pytest.raises(SettingsError, match="'hello' is not a later step"):
+        load_settings(path, environ={})
