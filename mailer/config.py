@@ -195,6 +195,16 @@ class EngineSettings(Model):
     # At most this many messages per contact in this window, across all sequences: "3 per 7d".
     # A capped step is postponed until the contact is under the cap again, never dropped.
     frequency_cap: str | None = None
+    # No sequence message in these hours of the contact's night, e.g. "21:00-08:00": a step
+    # due then waits for the morning (on top of the step's own send_window).
+    quiet_hours: str | None = None
+
+    @field_validator("quiet_hours")
+    @classmethod
+    def _quiet(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_quiet_hours(value)
+        return value
 
     @field_validator("frequency_cap")
     @classmethod
@@ -205,6 +215,14 @@ class EngineSettings(Model):
 
     def cap(self) -> tuple[int, timedelta] | None:
         return None if self.frequency_cap is None else parse_cap(self.frequency_cap)
+
+
+def parse_quiet_hours(text: str) -> str:
+    """Quiet hours as the send window they leave: "21:00-08:00" -> "08:00-21:00"."""
+    start, separator, end = text.partition("-")
+    if not separator or not (start.strip() > end.strip()):
+        raise ValueError(f'"{text}" are not quiet hours: write the night, e.g. "21:00-08:00"')
+    return f"{end.strip()}-{start.strip()}"
 
 
 def parse_cap(text: str) -> tuple[int, timedelta]:

@@ -37,7 +37,7 @@ from mailer.campaigns.broadcasts import queue_broadcast
 from mailer.campaigns.segment_sql import SegmentCompiler
 from mailer.campaigns.segments import SegmentError, parse_segment
 from mailer.campaigns.timing import next_opening, parse_window, pick_variant
-from mailer.config import Campaign, Settings, Step
+from mailer.config import Campaign, Settings, Step, parse_quiet_hours
 from mailer.consent.state import SENDABLE
 from mailer.errors import SettingsError
 from mailer.store.bulk import one_of
@@ -304,11 +304,11 @@ def _next_step(connection: Connection, settings: Settings, name: str, campaign: 
             names = [candidate.name for candidate in steps]
             position = names.index(step.otherwise) if step.otherwise else position + 1
             continue
-        if step.send_window:
-            zone = contact["timezone"] or settings.default_timezone
-            opening = next_opening(parse_window(step.send_window), now, zone)
+        zone = contact["timezone"] or settings.default_timezone
+        for window, reason in _windows(settings, step):
+            opening = next_opening(parse_window(window), now, zone)
             if opening > now:
-                _postpone(connection, row, opening, f"outside {step.send_window} ({zone})")
+                _postpone(connection, row, opening, f"{reason} ({zone})")
                 report.postponed += 1
                 return
         weights = {"A": 1, **{label: v.weight for label, v in step.variants.items()}}
@@ -344,6 +344,15 @@ def _capped(connection: Connection, settings: Settings, ids: list[int],
     )  # fmt: skip
     reason = f"frequency cap ({settings.engine.frequency_cap})"
     return {row.contact_id: (row.oldest + window, reason) for row in rows if row.messages >= limit}
+
+
+def _windows(settings: Settings, step: Step) -> list[tuple[str, str]]:
+    """The send windows a step must be inside: its own, and the hours outside quiet hours."""
+    windows = [(step.send_window, f"outside {step.send_window}")] if step.send_window else []
+    quiet = settings.engine.quiet_hours
+    if quiet:
+        windows.append((parse_quiet_hours(quiet), f"quiet hours {quiet}"))
+    return windows
 
 
 def _next_position(steps: list[Step], row: Any) -> int:

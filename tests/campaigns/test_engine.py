@@ -467,3 +467,19 @@ def test_a_branch_must_go_forward(project: Path) -> None:
     path.write_text(path.read_text().replace('delay = "2 days"', branch))
     with pytest.raises(SettingsError, match="'hello' is not a later step"):
         load_settings(path, environ={})
+
+
+def test_quiet_hours_hold_messages_until_each_contacts_morning(
+    tmp_path: Path, environ: dict[str, str]
+) -> None:
+    for shop in open_shop(tmp_path, environ, '[engine]\nquiet_hours = "21:00-08:00"\n'):
+        report = at(shop, datetime(2026, 11, 23, 21, 30, tzinfo=UTC))  # London 21:30, Tokyo 06:30
+        assert report["queued"] == 0 and report["postponed"] == 3  # bob: not confirmed
+        assert status(shop, "ada@example.com") == (
+            "active",
+            "quiet hours 21:00-08:00 (Europe/London)",
+        )
+        at(shop, datetime(2026, 11, 23, 23, 30, tzinfo=UTC))  # Tokyo 08:30
+        assert [row[0] for row in sent(shop)] == ["ken"]
+        at(shop, datetime(2026, 11, 24, 8, 30, tzinfo=UTC))  # London 08:30
+        assert sorted(row[0] for row in sent(shop)) == ["ada", "ken"]
