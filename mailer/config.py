@@ -237,6 +237,8 @@ class Scoring(Model):
     half_life: Duration = timedelta(days=30)
     # Points per "opened", "clicked", or website event name ("purchased", ...).
     points: dict[str, float] = {}
+    # Points once, when a contact first matches a segment expression: 'orders >= 3' = 10.
+    rules: dict[str, float] = {}
 
     @field_validator("half_life")
     @classmethod
@@ -456,6 +458,9 @@ def _cross_references(settings: Settings) -> list[str]:
     for name in [*settings.lists, *settings.campaigns, *settings.segments]:
         if not _NAME.match(name):
             problems.append(f"{name}: names must be lowercase letters, digits, '-' or '_'")
+    for rule in settings.scoring.rules:
+        if len(rule) > 95:
+            problems.append(f"scoring.rules: '{rule[:30]}...' is longer than 95 characters")
     for stage in settings.lifecycle.rules:
         if stage not in settings.lifecycle.stages:
             problems.append(f"lifecycle.rules.{stage}: not one of lifecycle.stages")

@@ -34,6 +34,7 @@ from sqlalchemy import (
 )
 
 from mailer.campaigns.broadcasts import queue_broadcast
+from mailer.campaigns.score_rules import award_rules
 from mailer.campaigns.segment_sql import SegmentCompiler
 from mailer.campaigns.segments import SegmentError, parse_segment
 from mailer.campaigns.timing import next_opening, parse_window, pick_variant
@@ -100,7 +101,9 @@ def tick(engine: Engine, settings: Settings, now: datetime) -> TickReport:
 
 
 def start(connection: Connection, settings: Settings, now: datetime, report: TickReport) -> None:
-    """What begins now: enrollments into sequences, and broadcasts whose time has come."""
+    """What begins now: score rules newly met, enrollments into sequences, and broadcasts
+    whose time has come."""
+    award_rules(connection, settings, now)
     for name, campaign in settings.campaigns.items():
         if campaign.kind == "sequence" and campaign.trigger:
             report.enrolled += enroll(connection, settings, name, campaign, now)

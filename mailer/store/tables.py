@@ -99,6 +99,7 @@ contacts = Table(
     # time t is score_epoch / 2 ** ((t - epoch) / half_life) (contacts/scoring.py).
     Column("score_epoch", Float, nullable=False, server_default="0"),
     Column("stage", String(32)),  # lifecycle stage (lead, prospect, customer, ...)
+    Index(None, "updated_at"),
 )
 
 lists = Table(

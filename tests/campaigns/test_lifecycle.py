@@ -102,3 +102,33 @@ def test_scores_survive_between_ticks_without_rewrites(scored: Workspace) -> Non
     assert score_at(stored, MONDAY, timedelta(days=30)) == pytest.approx(20)
     assert score_at(stored, MONDAY + timedelta(days=60), timedelta(days=30)) == pytest.approx(5)
     assert datetime(2026, 1, 1, tzinfo=UTC) < MONDAY
+
+
+RULES = (
+    SCORED.replace("points = {", "rules = { 'orders >= 3' = 10 }\npoints = {")
+    + """
+[attributes]
+orders = "integer"
+"""
+)
+
+
+def test_score_rules_award_points_once_when_first_met(
+    tmp_path: Path, environ: dict[str, str]
+) -> None:
+    from mailer.campaigns.engine import tick
+    from tests.conftest import write_csv
+    from tests.helpers import run_import
+
+    for shop in open_shop(tmp_path, environ, RULES):
+        run_import(shop, write_csv(tmp_path / "o.csv", "email,orders\nada@example.com,5\n"
+                                   "bob@example.com,1\n"), "newsletter")  # fmt: skip
+        tick(shop.engine, shop.settings, MONDAY)
+        tick(shop.engine, shop.settings, MONDAY + timedelta(minutes=5))  # not twice
+        assert who(shop, "score >= 10", MONDAY) == {"ada"}
+        assert who(shop, "score > 10", MONDAY) == set()
+        shop.clock.advance(timedelta(hours=1))  # type: ignore[attr-defined]
+        run_import(shop, write_csv(tmp_path / "p.csv", "email,orders\nbob@example.com,4\n"),
+                   "newsletter")  # fmt: skip
+        tick(shop.engine, shop.settings, MONDAY + timedelta(hours=2))
+        assert who(shop, "score >= 9", MONDAY + timedelta(hours=2)) == {"ada", "bob"}
