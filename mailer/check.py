@@ -17,7 +17,7 @@ from typing import Literal
 
 from jinja2 import TemplateNotFound, TemplateSyntaxError
 
-from mailer.campaigns.engine import parse_trigger
+from mailer.campaigns.enrollment import parse_trigger
 from mailer.campaigns.segment_sql import SegmentCompiler
 from mailer.campaigns.segments import SegmentError, parse_segment
 from mailer.clock import FrozenClock

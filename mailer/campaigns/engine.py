@@ -10,30 +10,24 @@ SMTP, belongs to delivery.)
 
 from __future__ import annotations
 
-import calendar
-import re
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime, time, timedelta
+from datetime import datetime, timedelta
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from sqlalchemy import (
     Connection,
     Engine,
-    Select,
     and_,
     exists,
     func,
-    literal,
-    null,
     select,
-    union_all,
     update,
 )
 
 from mailer.campaigns.broadcasts import queue_broadcast
+from mailer.campaigns.enrollment import enroll
 from mailer.campaigns.score_rules import award_rules
 from mailer.campaigns.segment_sql import SegmentCompiler
 from mailer.campaigns.segments import SegmentError, parse_segment
@@ -41,27 +35,19 @@ from mailer.campaigns.timing import next_opening, parse_window, pick_variant
 from mailer.config import Campaign, Settings, Step, parse_quiet_hours
 from mailer.consent.state import SENDABLE
 from mailer.errors import SettingsError
-from mailer.store.bulk import one_of
 from mailer.store.tables import (
-    UTCDateTime,
     consent_status,
     contacts,
     enrollments,
-    events,
     lists,
     memberships,
     outbox,
     suppressions,
-    trigger_cursors,
 )
 from mailer.store.upsert import upsert
 
 BATCH = 5000  # due enrollments advanced per transaction
 PENDING_RECHECK = timedelta(hours=1)  # a double opt-in not yet confirmed is looked at again
-CURSOR_OVERLAP = timedelta(minutes=10)  # re-read: rows committed late with earlier times
-_TRIGGER = re.compile(r'^\s*(joins list|enters segment|event|date)\s+"([^"]+)"\s*$')
-YEARLY = timedelta(days=300)  # a date trigger (birthday, anniversary) fires once a year
-DATE_TRIGGER_EVERY = timedelta(hours=1)
 
 
 @dataclass
@@ -76,16 +62,6 @@ class TickReport:
 
     def as_dict(self) -> dict[str, int]:
         return dict(self.__dict__)
-
-
-def parse_trigger(text: str) -> tuple[str, str]:
-    """`joins list "newsletter"`, `enters segment "silent_90d"`, `event "cart_abandoned"`,
-    `date "birthday"` (every year on that day, from midnight in the contact's zone)."""
-    match = _TRIGGER.match(text)
-    if match is None:
-        raise SettingsError(f"trigger '{text}': write joins list \"NAME\", enters segment "
-                            '"NAME", event "NAME" or date "ATTRIBUTE"')  # fmt: skip
-    return match.group(1), match.group(2)
 
 
 def tick(engine: Engine, settings: Settings, now: datetime) -> TickReport:
@@ -109,131 +85,6 @@ def start(connection: Connection, settings: Settings, now: datetime, report: Tic
             report.enrolled += enroll(connection, settings, name, campaign, now)
         elif campaign.kind == "broadcast":
             report.queued += queue_broadcast(connection, settings, name, campaign, now)
-
-
-def enroll(
-    connection: Connection, settings: Settings, name: str, campaign: Campaign, now: datetime
-) -> int:
-    """Enroll the contacts the trigger names and the re-entry policy allows; return how many.
-
-    List and event triggers read only what is new since the last tick (a cursor, with some
-    overlap for transactions that committed late), so a tick does not grow with the list.
-    """
-    assert campaign.trigger is not None
-    kind, subject = parse_trigger(campaign.trigger)
-    seen = connection.scalar(
-        select(trigger_cursors.c.seen_until).where(trigger_cursors.c.campaign == name)
-    )
-    since = seen - CURSOR_OVERLAP if seen is not None else None
-    if kind == "date" and seen is not None and now - seen < DATE_TRIGGER_EVERY:
-        return 0  # a date trigger scans the list: hourly is often enough to find "today"
-    query = _candidates(connection, settings, name, campaign, kind, subject, since, now)
-    rows = connection.execute(query).all()
-    upsert(connection, trigger_cursors, [{"campaign": name, "seen_until": now}],
-           keys=("campaign",), update=("seen_until",))  # fmt: skip
-    if not rows:
-        return 0
-    history = {
-        row.contact_id: row
-        for row in connection.execute(
-            select(enrollments.c.contact_id, func.max(enrollments.c.cycle).label("cycle"),
-                   func.max(enrollments.c.entered_at).label("entered_at"),
-                   func.max(func.coalesce(enrollments.c.ended_at, literal(now, UTCDateTime)))
-                   .label("ended_at"))
-            .where(enrollments.c.campaign == name,
-                   one_of(connection, enrollments.c.contact_id, [r.contact_id for r in rows]))
-            .group_by(enrollments.c.contact_id))
-    }  # fmt: skip
-    first_delay = campaign.steps[0].delay if campaign.steps else timedelta(0)
-    fresh = []
-    for row in rows:
-        at = now if row.at is None else row.at
-        previous = history.get(row.contact_id)
-        if previous is not None and not _may_reenter(campaign, kind, previous, at, now):
-            continue
-        cycle = 0 if previous is None else previous.cycle + 1
-        fresh.append({"campaign": name, "contact_id": row.contact_id, "cycle": cycle,
-                      "status": "active", "entered_at": at, "last_position": -1,
-                      "due_at": at + first_delay})  # fmt: skip
-    upsert(connection, enrollments, fresh, keys=("campaign", "contact_id", "cycle"))
-    return len(fresh)
-
-
-def _candidates(connection: Connection, settings: Settings, name: str, campaign: Campaign,
-                kind: str, subject: str,
-                since: datetime | None, now: datetime) -> Select[Any]:  # fmt: skip
-    """(contact_id, at): who the trigger names, and when it happened (None: now)."""
-    if kind == "joins list":
-        query = (select(memberships.c.contact_id, memberships.c.joined_at.label("at"))
-                 .join(lists, lists.c.id == memberships.c.list_id)
-                 .where(lists.c.name == subject))  # fmt: skip
-        return query.where(memberships.c.joined_at > since) if since else query
-    member = exists().where(memberships.c.list_id == lists.c.id,
-                            lists.c.name == campaign.list_name)  # fmt: skip
-    if kind == "event":
-        window = [events.c.occurred_at > since] if since else []
-        return (select(events.c.contact_id, func.max(events.c.occurred_at).label("at"))
-                .where(events.c.kind == "website", events.c.name == subject,
-                       events.c.occurred_at <= now, *window,
-                       member.where(memberships.c.contact_id == events.c.contact_id))
-                .group_by(events.c.contact_id))  # fmt: skip
-    if kind == "date":
-        return _anniversaries(connection, settings, name, subject, member, now)
-    if subject not in settings.segments:
-        raise SettingsError(f"campaigns.{name}.trigger: no segment '{subject}'")
-    # A segment is evaluated whole on every tick (who is in it now).
-    condition = SegmentCompiler.for_settings(settings, now).where(
-        parse_segment(settings.segments[subject])
-    )
-    return select(contacts.c.id.label("contact_id"), null().label("at")).where(
-        condition, member.where(memberships.c.contact_id == contacts.c.id)
-    )
-
-
-def _anniversaries(connection: Connection, settings: Settings, name: str, attribute: str,
-                   member: Any, now: datetime) -> Select[Any]:  # fmt: skip
-    """Contacts whose date `attribute` falls today in their own zone (a year or more ago):
-    one query, a branch per time zone in use. 29 February is celebrated on the 28th in
-    other years."""
-    if settings.attributes.get(attribute) not in ("date", "datetime"):
-        raise SettingsError(f"campaigns.{name}.trigger: declare {attribute} in [attributes] as "
-                            '"date" to trigger on it')  # fmt: skip
-    value = contacts.c.attributes[attribute].as_string()
-    zone_of = func.coalesce(contacts.c.timezone, settings.default_timezone)
-    branches = []
-    for zone in _zones_in_use(connection, settings.default_timezone):
-        today = now.astimezone(ZoneInfo(zone)).date()
-        days = [today.strftime("%m-%d")]
-        if today.month == 2 and today.day == 28 and not calendar.isleap(today.year):
-            days.append("02-29")
-        midnight = datetime.combine(today, time(), tzinfo=ZoneInfo(zone)).astimezone(UTC)
-        in_list = member.where(memberships.c.contact_id == contacts.c.id)
-        branches.append(select(contacts.c.id.label("contact_id"),
-                               literal(midnight, UTCDateTime).label("at"))
-                        .where(zone_of == zone, func.substr(value, 6, 5).in_(days),
-                               func.substr(value, 1, 4) < str(today.year), in_list))  # fmt: skip
-    combined = union_all(*branches).subquery()
-    return select(combined.c.contact_id, combined.c.at)
-
-
-def _zones_in_use(connection: Connection, default: str) -> list[str]:
-    zone = func.coalesce(contacts.c.timezone, default)
-    return sorted(row[0] for row in connection.execute(select(zone).distinct()))
-
-
-def _may_reenter(campaign: Campaign, kind: str, previous: Any, at: datetime,
-                 now: datetime) -> bool:  # fmt: skip
-    """Whether a contact enrolled before may enroll again, by the sequence's re-entry policy:
-    never, or once the last enrollment ended that long ago, on a trigger newer than it. A date
-    trigger comes back every year by nature."""
-    if kind == "date":
-        return bool(previous.entered_at + YEARLY <= at)
-    if campaign.reentry == "never":
-        return False
-    still_active = previous.ended_at >= now  # coalesce(ended_at, now): no end yet
-    assert isinstance(campaign.reentry, timedelta)
-    return (not still_active and previous.ended_at + campaign.reentry <= now
-            and at > previous.entered_at)  # fmt: skip
 
 
 def advance(connection: Connection, settings: Settings, now: datetime, report: TickReport) -> bool:
