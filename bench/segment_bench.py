@@ -95,17 +95,22 @@ double_opt_in = false
 
 # -- bulk SQL, spelled per database ------------------------------------------------------------
 
-PRIME = 2_147_483_647  # 2**31 - 1: i * multiplier % PRIME is a permutation of the row numbers
-# One multiplier per independent choice (L'Ecuyer's for the modulus 2**31 - 1, and others).
+PRIME = 2_147_483_647  # 2**31 - 1: every product below stays under 2**63
+# One multiplier per independent choice (a row's contact, its name, its age, ...).
 ORDERS_A, ORDERS_B, ROAST, CONSENT = 742_938_285, 950_706_376, 1_226_874_159, 1_343_714_438
 VISITOR, NAME, CATEGORY, AGE = 62_089_911, 1_588_635_695, 1_117_695_901, 2_027_812_808
 ENGAGED, OPEN_AGE, CLICKS, CLICK_DELAY = 359_035_804, 1_564_493_163, 1_103_515_245, 16_807
 
 
 def pick(column: str, multiplier: int, n: int) -> str:
-    """SQL for a well-spread integer in 0..n-1 chosen by the row number `column`: the same on
-    both databases (64-bit integer arithmetic), parenthesised (SQLite's || binds tighter)."""
-    return f"({column} * {multiplier} % {PRIME} % {n})"
+    """SQL for a well-spread integer in 0..n-1 chosen by the row number `column`, the same on
+    both databases (64-bit integer arithmetic). Two rounds of squaring modulo a prime: a
+    merely linear hash (i * m % p) makes the events of one contact alike (their row numbers
+    form a lattice), which skews every per-contact count. Parenthesised: SQLite's || binds
+    tighter than * and %."""
+    first = f"(({column} * {multiplier} + 12345) % {PRIME})"
+    second = f"((({first} * {first} % {PRIME}) * {multiplier} + 54321) % {PRIME})"
+    return f"({second} * {second} % {PRIME} % {n})"
 
 
 def choice(column: str, multiplier: int, weighted: list[tuple[int, str]]) -> str:
