@@ -251,3 +251,15 @@ def test_random_segments_match_a_python_evaluation(
     assert parse_segment(written(expression)) == expression
     expected = {p["email"].split("@")[0] for p in people if reference(expression, p)}
     assert matching(workspace, written(expression)) == expected
+
+
+@pytest.mark.parametrize(("source", "expected"), [
+    ('event "viewed_product" count < 1', {"cy"}),  # zero events passes: counted per contact
+    ('event "viewed_product" count <= 1', {"ada", "bob", "cy"}),
+    ('event "viewed_product" count != 0', {"ada", "bob"}),  # grouped: only those with events
+    ('event "purchased" count = 0', {"ada", "cy"}),
+])  # fmt: skip
+def test_event_counts_include_or_exclude_contacts_without_events(
+    people: Workspace, source: str, expected: set[str]
+) -> None:
+    assert matching(people, source) == expected
