@@ -36,13 +36,11 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import os
 import resource
 import sys
 import tempfile
 import textwrap
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -50,8 +48,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, Engine, create_engine, event, func, select, text
-from sqlalchemy.engine import make_url
+from databases import database  # bench/databases.py, beside this script
+from sqlalchemy import ColumnElement, Connection, Engine, event, func, select, text
 
 from mailer.campaigns.segment_sql import SegmentCompiler, count_segment
 from mailer.campaigns.segments import parse_segment
@@ -61,7 +59,6 @@ from mailer.consent.ledger import NewEntry, append
 from mailer.store.tables import contacts
 from mailer.workspace import Workspace
 
-DEFAULT_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 NOW = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
 LONG_AGO = NOW - timedelta(days=400)  # when every contact joined and consented
 YEAR_SECONDS = 365 * 86400
@@ -261,31 +258,6 @@ def analyze(engine: Engine) -> None:
 # -- the databases -----------------------------------------------------------------------------
 
 
-@contextmanager
-def database(kind: str, workdir: Path) -> Iterator[str]:
-    """The URL of an empty database: a SQLite file, or a fresh PostgreSQL schema (dropped)."""
-    if kind == "sqlite":
-        path = workdir / f"segments-{uuid.uuid4().hex[:8]}.db"
-        try:
-            yield f"sqlite:///{path}"
-        finally:
-            for suffix in ("", "-wal", "-shm", "-journal"):
-                Path(str(path) + suffix).unlink(missing_ok=True)
-        return
-    server = os.environ.get("MAILER_TEST_DATABASE_URL") or DEFAULT_POSTGRES_URL
-    schema = f"bench_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(server)
-    with admin.begin() as connection:
-        connection.execute(text(f'CREATE SCHEMA "{schema}"'))
-    url = make_url(server).update_query_dict({"options": f"-csearch_path={schema}"})
-    try:
-        yield url.render_as_string(hide_password=False)
-    finally:
-        with admin.begin() as connection:
-            connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
-
-
 def bench_settings(workdir: Path, url: str) -> Settings:
     path = workdir / "settings.toml"
     path.write_text(textwrap.dedent(SETTINGS), encoding="utf-8")
@@ -380,7 +352,7 @@ def run(kind: str, count: int, events: int) -> None:
     flavour = Flavour(kind == "postgresql")
     with (
         tempfile.TemporaryDirectory(prefix="mailer-segment-bench-") as temporary,
-        database(kind, Path(temporary)) as url,
+        database(kind, Path(temporary), "segments") as url,
     ):
         settings = bench_settings(Path(temporary), url)
         workspace = Workspace(settings, FrozenClock(NOW))

@@ -36,22 +36,18 @@ from __future__ import annotations
 import argparse
 import cProfile
 import hashlib
-import os
 import pstats
 import sys
 import tempfile
 import textwrap
 import time
-import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, create_engine, text
-from sqlalchemy.engine import make_url
+from databases import database  # bench/databases.py, beside this script
+from sqlalchemy import Connection, Engine, text
 
 from mailer.campaigns.engine import TickReport, tick
 from mailer.clock import FrozenClock
@@ -59,7 +55,6 @@ from mailer.config import Settings, load_settings
 from mailer.consent.ledger import NewEntry, append
 from mailer.workspace import Workspace
 
-DEFAULT_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 BUDGET_SECONDS = 1.0
 GROWTH_LIMIT = 2.0  # warm tick at the larger size / at the smaller: under this passes
 COMPARE_WITH = 100_000
@@ -217,31 +212,6 @@ def query_plan(engine: Engine, flavour: Flavour) -> list[str]:
 # -- the databases -----------------------------------------------------------------------------
 
 
-@contextmanager
-def database(kind: str, workdir: Path) -> Iterator[str]:
-    """The URL of an empty database: a SQLite file, or a fresh PostgreSQL schema (dropped)."""
-    if kind == "sqlite":
-        path = workdir / f"tick-{uuid.uuid4().hex[:8]}.db"
-        try:
-            yield f"sqlite:///{path}"
-        finally:
-            for suffix in ("", "-wal", "-shm", "-journal"):
-                Path(str(path) + suffix).unlink(missing_ok=True)
-        return
-    server = os.environ.get("MAILER_TEST_DATABASE_URL") or DEFAULT_POSTGRES_URL
-    schema = f"bench_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(server)
-    with admin.begin() as connection:
-        connection.execute(text(f'CREATE SCHEMA "{schema}"'))
-    url = make_url(server).update_query_dict({"options": f"-csearch_path={schema}"})
-    try:
-        yield url.render_as_string(hide_password=False)
-    finally:
-        with admin.begin() as connection:
-            connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
-
-
 def bench_settings(workdir: Path, url: str) -> Settings:
     path = workdir / "settings.toml"
     path.write_text(textwrap.dedent(SETTINGS), encoding="utf-8")
@@ -289,7 +259,7 @@ def timed_tick(
 
 def measure(kind: str, enrolled: int, due: int, workdir: Path, profile: bool) -> Result:
     print(f"\n== {kind}: {enrolled:,} enrolled, {due:,} due ==")
-    with database(kind, workdir) as url:
+    with database(kind, workdir, "tick") as url:
         workspace = Workspace(bench_settings(workdir, url), FrozenClock(NOW))
         try:
             return run_ticks(workspace, Flavour(kind == "postgresql"), enrolled, due, profile)

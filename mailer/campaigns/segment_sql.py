@@ -192,9 +192,11 @@ class SegmentCompiler:
         if segment.count is None:
             return exists().where(events.c.contact_id == contacts.c.id, *conditions)
         op, threshold = segment.count
-        if not _holds_for_zero(op, threshold):
-            # Only contacts with events can pass: group the events in the window once,
-            # rather than counting per contact (one index probe for each of a million).
+        if segment.where and not _holds_for_zero(op, threshold):
+            # Only contacts with events can pass, and a property filter makes each per-contact
+            # count read event rows, not just the index: group the window's events once
+            # instead (bench/segment_bench.py: 1.8 s -> 0.26 s on PostgreSQL, 1.4 -> 0.65 s on
+            # SQLite). Without a filter the per-contact count reads only the index and wins.
             grouped = (select(events.c.contact_id).where(*conditions)
                        .group_by(events.c.contact_id)
                        .having(_compare(func.count(), op, threshold)))  # fmt: skip

@@ -258,6 +258,8 @@ def test_random_segments_match_a_python_evaluation(
     ('event "viewed_product" count <= 1', {"ada", "bob", "cy"}),
     ('event "viewed_product" count != 0', {"ada", "bob"}),  # grouped: only those with events
     ('event "purchased" count = 0', {"ada", "cy"}),
+    ('event "viewed_product" where category = "espresso" count >= 1', {"ada"}),  # grouped
+    ('event "viewed_product" where category = "espresso" count < 1', {"bob", "cy"}),
 ])  # fmt: skip
 def test_event_counts_include_or_exclude_contacts_without_events(
     people: Workspace, source: str, expected: set[str]
