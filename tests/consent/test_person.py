@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import inspect, select, text
 
+from mailer.campaigns.engine import tick
 from mailer.consent.person import (
     consent_history,
     consent_overview,
@@ -13,11 +14,12 @@ from mailer.consent.person import (
     export_person,
     withdraw,
 )
+from mailer.contacts.events import record_event
 from mailer.errors import MailerError, UnknownContactError
-from mailer.store.tables import suppressions
+from mailer.store.tables import enrollments, events, outbox, suppressions
 from mailer.workspace import Workspace
 from tests.conftest import write_csv
-from tests.helpers import run_import
+from tests.helpers import count, run_import
 
 
 @pytest.fixture
@@ -103,6 +105,11 @@ def test_erase_deletes_personal_data_everywhere_and_keeps_a_hashed_suppression(
     ada: Workspace,
 ) -> None:
     with ada.engine.begin() as connection:
+        record_event(connection, "ada@example.com", "viewed_product", ada.clock.now(),
+                     {"note": "gold"})  # fmt: skip
+    tick(ada.engine, ada.settings, ada.clock.now())  # enrollments and outbox rows too
+    assert (count(ada, events), count(ada, enrollments), count(ada, outbox)) == (1, 1, 1)
+    with ada.engine.begin() as connection:
         withdraw(connection, ada.key, "ada@example.com", ada.double_opt_in, ada.clock.now())
         erase_person(connection, ada.key, "ada@example.com", ada.clock.now())
     with ada.engine.connect() as connection:
@@ -115,6 +122,8 @@ def test_erase_deletes_personal_data_everywhere_and_keeps_a_hashed_suppression(
         history = consent_history(connection, ada.key, "ada@example.com")
         overview = consent_overview(connection, ada.key, "ada@example.com", ["newsletter"])
     assert (suppression.email, suppression.reason) == (None, "unsubscribed")
+    for table in (events, enrollments, outbox):
+        assert count(ada, table) == 0, table.name
     assert history[-1]["action"] == "erased"
     assert all(entry["evidence"] is None for entry in history)
     assert overview.contact_id is None and overview.suppression is not None
