@@ -24,7 +24,7 @@ from mailer.contacts.addresses import address_hash
 from mailer.contacts.csvfile import CsvReader, Row
 from mailer.contacts.rows import ContactRow, RowError, parse_row
 
-BATCH_ROWS = 20000
+BATCH_ROWS = 50000
 IN_FLIGHT = 2  # batches parsed ahead of the writer: enough to keep both cores busy
 
 

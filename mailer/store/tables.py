@@ -180,7 +180,6 @@ consent_status = Table(
     Column("status", String(16), nullable=False),
     Column("since", UTCDateTime, nullable=False),
     Column("entry_id", Id, ForeignKey("consent_entries.id"), nullable=False),
-    Index(None, "purpose", "status"),
     **WITHOUT_ROWID,
 )
 

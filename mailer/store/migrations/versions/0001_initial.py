@@ -97,7 +97,6 @@ def upgrade() -> None:
         sa.Column("entry_id", Id, sa.ForeignKey("consent_entries.id"), nullable=False),
         **WITHOUT_ROWID,
     )
-    op.create_index("ix_consent_status_purpose_status", "consent_status", ["purpose", "status"])
     op.create_table(
         "suppressions",
         sa.Column("address_hash", sa.String(64), primary_key=True),
