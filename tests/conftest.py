@@ -11,12 +11,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from hypothesis import settings as hypothesis_settings
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 from mailer.clock import FrozenClock
 from mailer.config import load_settings
 from mailer.workspace import Workspace
+
+# No per-example deadline: a loaded CI machine must not turn a slow example into a failure.
+hypothesis_settings.register_profile("mailer", deadline=None)
+hypothesis_settings.load_profile("mailer")
 
 POSTGRES_URL = os.environ.get("MAILER_TEST_DATABASE_URL")
 SECRET = "test-secret-key-that-is-long-enough-0123456789"
