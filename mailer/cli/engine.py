@@ -1,4 +1,4 @@
-"""`mailer tick`: one pass of the campaign engine."""
+"""The engine's commands: `mailer tick`, `plan`, `run`, `outbox` and `event`."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import click
 from rich.table import Table
 
 from mailer.campaigns.activity import record_activity
-from mailer.campaigns.engine import tick as run_tick
+from mailer.campaigns.engine import tick_hourly
 from mailer.campaigns.outbox import outbox_rows
 from mailer.campaigns.plan import plan as make_plan
 from mailer.cli import _LazyWorkspace, cli, console, key_values, pass_workspace, print_json, say
@@ -43,13 +43,7 @@ def tick(lazy: _LazyWorkspace, now_text: str | None, until_text: str | None,
     workspace = lazy.get()
     now = _moment(now_text) or workspace.clock.now()
     until = _moment(until_text) or now
-    days: dict[str, dict[str, int]] = {}
-    while now <= until:
-        report = run_tick(workspace.engine, workspace.settings, now).as_dict()
-        day = days.setdefault(now.strftime("%Y-%m-%d"), dict.fromkeys(report, 0))
-        for name, count in report.items():
-            day[name] += count
-        now += timedelta(hours=1)
+    days = tick_hourly(workspace.engine, workspace.settings, now, until)
     if as_json:
         print_json(next(iter(days.values())) if len(days) == 1 else days)
         return
