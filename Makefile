@@ -25,6 +25,8 @@ demo: $(STAMP)
 	$(DEMO) init
 	@echo; echo "== 2. Check settings, templates, list files, and render every message once"
 	$(DEMO) check
+	@echo; echo "== 2b. The engine starts (mailer run would keep ticking): sequences count joins from now"
+	$(DEMO) tick
 	@echo; echo "== 3. Import the newsletter list (double opt-in, with consent evidence)"
 	$(DEMO) import lists/newsletter.csv --list newsletter
 	@echo; echo "== 4. Import a landing-page export (Windows-1252, semicolons, two bad rows)"

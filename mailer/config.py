@@ -163,6 +163,10 @@ class Campaign(Model):
     trigger: str | None = None
     goal: str | None = None
     reentry: Literal["never"] | Duration = "never"
+    # On its first tick, a sequence triggered by joining a list or by an event ignores those
+    # who joined (or did it) before; true enrolls them too. Segment and date triggers always
+    # look at who is in the segment, or whose day it is, now.
+    enroll_existing: bool = False
     steps: list[Step] = []
     # broadcasts
     segment: str | None = None

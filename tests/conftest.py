@@ -53,6 +53,7 @@ tags = ["lead"]
 kind = "sequence"
 list = "newsletter"
 trigger = 'joins list "newsletter"'
+enroll_existing = true
 
 [[campaigns.welcome.steps]]
 name = "hello"

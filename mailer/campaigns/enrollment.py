@@ -10,7 +10,17 @@ from datetime import UTC, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Connection, Select, exists, func, literal, null, select, union_all
+from sqlalchemy import (
+    Connection,
+    Select,
+    exists,
+    false,
+    func,
+    literal,
+    null,
+    select,
+    union_all,
+)
 
 from mailer.campaigns.segment_sql import SegmentCompiler
 from mailer.campaigns.segments import parse_segment
@@ -60,10 +70,15 @@ def enroll(
     since = seen - CURSOR_OVERLAP if seen is not None else None
     if kind == "date" and seen is not None and now - seen < DATE_TRIGGER_EVERY:
         return 0  # a date trigger scans the list: hourly is often enough to find "today"
+    if seen is None and kind in ("joins list", "event") and not campaign.enroll_existing:
+        # The sequence starts now: who joined the list (or did the event) before it existed
+        # is not "joining" now. Importing an old list must not send it a welcome series.
+        # (Stored ahead by the overlap, so the next read starts exactly at now.)
+        _remember(connection, name, now + CURSOR_OVERLAP)
+        return 0
     query = _candidates(connection, settings, name, campaign, kind, subject, since, now)
     rows = connection.execute(query).all()
-    upsert(connection, trigger_cursors, [{"campaign": name, "seen_until": now}],
-           keys=("campaign",), update=("seen_until",))  # fmt: skip
+    _remember(connection, name, now)
     if not rows:
         return 0
     history = {
@@ -90,6 +105,11 @@ def enroll(
                       "due_at": at + first_delay})  # fmt: skip
     upsert(connection, enrollments, fresh, keys=("campaign", "contact_id", "cycle"))
     return len(fresh)
+
+
+def _remember(connection: Connection, name: str, now: datetime) -> None:
+    upsert(connection, trigger_cursors, [{"campaign": name, "seen_until": now}],
+           keys=("campaign",), update=("seen_until",))  # fmt: skip
 
 
 def _candidates(connection: Connection, settings: Settings, name: str, campaign: Campaign,
@@ -145,6 +165,8 @@ def _anniversaries(connection: Connection, settings: Settings, name: str, attrib
                                literal(midnight, UTCDateTime).label("at"))
                         .where(zone_of == zone, func.substr(value, 6, 5).in_(days),
                                func.substr(value, 1, 4) < str(today.year), in_list))  # fmt: skip
+    if not branches:  # no contacts yet
+        return select(contacts.c.id.label("contact_id"), null().label("at")).where(false())
     combined = union_all(*branches).subquery()
     return select(combined.c.contact_id, combined.c.at)
 

@@ -41,6 +41,7 @@ kind = "sequence"
 list = "newsletter"
 trigger = 'joins list "newsletter"'
 goal = 'event "purchased"'
+enroll_existing = true
 
 [[campaigns.welcome.steps]]
 name = "hello"
@@ -67,6 +68,7 @@ kind = "sequence"
 list = "shop"
 trigger = 'event "cart_abandoned"'
 reentry = "7 days"
+enroll_existing = true
 
 [[campaigns.cart.steps]]
 name = "reminder"
@@ -412,6 +414,7 @@ BRANCH = """
 kind = "sequence"
 list = "newsletter"
 trigger = 'joins list "newsletter"'
+enroll_existing = true
 
 [[campaigns.tour.steps]]
 name = "intro"
@@ -483,3 +486,35 @@ def test_quiet_hours_hold_messages_until_each_contacts_morning(
         assert [row[0] for row in sent(shop)] == ["ken"]
         at(shop, datetime(2026, 11, 24, 8, 30, tzinfo=UTC))  # London 08:30
         assert sorted(row[0] for row in sent(shop)) == ["ada", "ken"]
+
+
+def test_a_new_sequence_does_not_welcome_a_list_imported_before_it(
+    tmp_path: Path, environ: dict[str, str]
+) -> None:
+    later = ENGINE_SETTINGS.replace("enroll_existing = true\n", "")
+    root = tmp_path / "late"
+    root.mkdir()
+    (root / "settings.toml").write_text(textwrap.dedent(later))
+    shop = Workspace(load_settings(root / "settings.toml", environ=environ), FrozenClock(MONDAY))
+    run_import(shop, write_csv(tmp_path / "old.csv", """
+        email,consent_at,consent_confirmed_at
+        ada@example.com,2025-01-01,2025-01-01
+    """), "newsletter")  # fmt: skip
+    assert at(shop, MONDAY)["enrolled"] == 0  # the sequence starts now; ada joined before
+    shop.clock.advance(timedelta(hours=1))  # type: ignore[attr-defined]
+    run_import(shop, write_csv(tmp_path / "new.csv", """
+        email,consent_at,consent_confirmed_at
+        zoe@example.com,2026-11-23T10:30Z,2026-11-23T10:31Z
+    """), "newsletter")  # fmt: skip
+    assert at(shop, MONDAY + timedelta(hours=2))["enrolled"] == 1  # zoe joined after: welcome
+    assert [row[0] for row in sent(shop)] == ["zoe"]
+    shop.close()
+
+
+def test_a_tick_on_an_empty_database_does_nothing(tmp_path: Path, environ: dict[str, str]) -> None:
+    root = tmp_path / "empty"
+    root.mkdir()
+    (root / "settings.toml").write_text(textwrap.dedent(ENGINE_SETTINGS + BIRTHDAYS + BROADCASTS))
+    shop = Workspace(load_settings(root / "settings.toml", environ=environ), FrozenClock(MONDAY))
+    assert set(at(shop, MONDAY).values()) == {0}
+    shop.close()

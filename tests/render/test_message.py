@@ -121,9 +121,7 @@ def test_a_retry_gets_the_same_message_id(renderer: MessageRenderer) -> None:
     "Eve\r\nBcc: victim@example.com", "Eve\nBcc: victim@example.com", "Eve\rX-Evil: 1",
     "=?utf-8?q?Eve=0D=0ABcc:_victim@example.com?=",
 ])  # fmt: skip
-def test_hostile_contact_data_never_adds_a_header(
-    renderer: MessageRenderer, hostile: str
-) -> None:
+def test_hostile_contact_data_never_adds_a_header(renderer: MessageRenderer, hostile: str) -> None:
     contact = Contact(email="eve@example.com", first_name=hostile, last_name=hostile)
     data = renderer.render("welcome", step(renderer), contact, "46").data
     message = parsed(data)
