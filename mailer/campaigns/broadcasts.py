@@ -12,6 +12,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import Connection, and_, case, exists, func, literal, null, select
 from sqlalchemy.dialects import postgresql, sqlite
 
+from mailer.campaigns.progress import remember, seen_until, zones_in_use
 from mailer.campaigns.segment_sql import SegmentCompiler
 from mailer.campaigns.segments import parse_segment
 from mailer.campaigns.timing import MULTIPLIER, variant_salt
@@ -25,9 +26,7 @@ from mailer.store.tables import (
     memberships,
     outbox,
     suppressions,
-    trigger_cursors,
 )
-from mailer.store.upsert import upsert
 
 LATE_LIMIT = timedelta(days=1)  # a broadcast found more than this late is not sent at all
 STEP = "broadcast"
@@ -50,33 +49,25 @@ def parse_send_at(text: str) -> tuple[datetime, bool]:
 def queue_broadcast(connection: Connection, settings: Settings, name: str, campaign: Campaign,
                     now: datetime) -> int:  # fmt: skip
     """Queue what is due of the broadcast; return how many messages were queued."""
-    if connection.scalar(select(trigger_cursors.c.seen_until)
-                         .where(trigger_cursors.c.campaign == name)) is not None:  # fmt: skip
+    if seen_until(connection, name) is not None:
         return 0  # done
     assert campaign.send_at is not None and campaign.segment is not None
     moment, local = parse_send_at(campaign.send_at)
-    zones = _zones(connection, campaign.list_name, settings.default_timezone) if local else [None]
+    zones = (
+        zones_in_use(connection, campaign.list_name, settings.default_timezone) if local else [None]
+    )
     instants = {zone: moment.replace(tzinfo=ZoneInfo(zone)) if zone else moment
                 for zone in zones}  # fmt: skip
     if instants and min(instants.values()) + LATE_LIMIT < now:
-        _done(connection, name, now)  # far too late: never send a stale broadcast
+        remember(connection, name, now)  # done: far too late, a stale broadcast is never sent
         return 0
     queued = 0
     for zone, instant in instants.items():
         if instant <= now:
             queued += _queue_zone(connection, settings, name, campaign, zone, now)
     if all(instant <= now for instant in instants.values()):
-        _done(connection, name, now)
+        remember(connection, name, now)  # done
     return queued
-
-
-def _zones(connection: Connection, list_name: str, default: str) -> list[str]:
-    rows = connection.execute(
-        select(func.coalesce(contacts.c.timezone, default)).distinct()
-        .join(memberships, memberships.c.contact_id == contacts.c.id)
-        .join(lists, and_(lists.c.id == memberships.c.list_id, lists.c.name == list_name))
-    )  # fmt: skip
-    return sorted(row[0] for row in rows)
 
 
 def _queue_zone(connection: Connection, settings: Settings, name: str, campaign: Campaign,
@@ -136,8 +127,3 @@ def _variant(name: str, campaign: Campaign, contact_id: Any) -> Any:
         upper += weight
         cases.append((point < upper, None if label == "A" else label))
     return case(*cases, else_=null())
-
-
-def _done(connection: Connection, name: str, now: datetime) -> None:
-    upsert(connection, trigger_cursors, [{"campaign": name, "seen_until": now}],
-           keys=("campaign",), update=("seen_until",))  # fmt: skip

@@ -22,6 +22,7 @@ from sqlalchemy import (
     union_all,
 )
 
+from mailer.campaigns.progress import remember, seen_until, zones_in_use
 from mailer.campaigns.segment_sql import SegmentCompiler
 from mailer.campaigns.segments import parse_segment
 from mailer.config import Campaign, Settings
@@ -34,7 +35,6 @@ from mailer.store.tables import (
     events,
     lists,
     memberships,
-    trigger_cursors,
 )
 from mailer.store.upsert import upsert
 
@@ -64,9 +64,7 @@ def enroll(
     """
     assert campaign.trigger is not None
     kind, subject = parse_trigger(campaign.trigger)
-    seen = connection.scalar(
-        select(trigger_cursors.c.seen_until).where(trigger_cursors.c.campaign == name)
-    )
+    seen = seen_until(connection, name)
     since = seen - CURSOR_OVERLAP if seen is not None else None
     if kind == "date" and seen is not None and now - seen < DATE_TRIGGER_EVERY:
         return 0  # a date trigger scans the list: hourly is often enough to find "today"
@@ -74,11 +72,11 @@ def enroll(
         # The sequence starts now: who joined the list (or did the event) before it existed
         # is not "joining" now. Importing an old list must not send it a welcome series.
         # (Stored ahead by the overlap, so the next read starts exactly at now.)
-        _remember(connection, name, now + CURSOR_OVERLAP)
+        remember(connection, name, now + CURSOR_OVERLAP)
         return 0
     query = _candidates(connection, settings, name, campaign, kind, subject, since, now)
     rows = connection.execute(query).all()
-    _remember(connection, name, now)
+    remember(connection, name, now)
     if not rows:
         return 0
     history = {
@@ -107,11 +105,6 @@ def enroll(
     return len(fresh)
 
 
-def _remember(connection: Connection, name: str, now: datetime) -> None:
-    upsert(connection, trigger_cursors, [{"campaign": name, "seen_until": now}],
-           keys=("campaign",), update=("seen_until",))  # fmt: skip
-
-
 def _candidates(connection: Connection, settings: Settings, name: str, campaign: Campaign,
                 kind: str, subject: str,
                 since: datetime | None, now: datetime) -> Select[Any]:  # fmt: skip
@@ -131,7 +124,7 @@ def _candidates(connection: Connection, settings: Settings, name: str, campaign:
                        member.where(memberships.c.contact_id == events.c.contact_id))
                 .group_by(events.c.contact_id))  # fmt: skip
     if kind == "date":
-        return _anniversaries(connection, settings, name, subject, member, now)
+        return _anniversaries(connection, settings, name, campaign, subject, member, now)
     if subject not in settings.segments:
         raise SettingsError(f"campaigns.{name}.trigger: no segment '{subject}'")
     # A segment is evaluated whole on every tick (who is in it now).
@@ -143,7 +136,8 @@ def _candidates(connection: Connection, settings: Settings, name: str, campaign:
     )
 
 
-def _anniversaries(connection: Connection, settings: Settings, name: str, attribute: str,
+def _anniversaries(connection: Connection, settings: Settings, name: str, campaign: Campaign,
+                   attribute: str,
                    member: Any, now: datetime) -> Select[Any]:  # fmt: skip
     """Contacts whose date `attribute` falls today in their own zone (a year or more ago):
     one query, a branch per time zone in use. 29 February is celebrated on the 28th in
@@ -154,7 +148,7 @@ def _anniversaries(connection: Connection, settings: Settings, name: str, attrib
     value = contacts.c.attributes[attribute].as_string()
     zone_of = func.coalesce(contacts.c.timezone, settings.default_timezone)
     branches = []
-    for zone in _zones_in_use(connection, settings.default_timezone):
+    for zone in zones_in_use(connection, campaign.list_name, settings.default_timezone):
         today = now.astimezone(ZoneInfo(zone)).date()
         days = [today.strftime("%m-%d")]
         if today.month == 2 and today.day == 28 and not calendar.isleap(today.year):
@@ -169,11 +163,6 @@ def _anniversaries(connection: Connection, settings: Settings, name: str, attrib
         return select(contacts.c.id.label("contact_id"), null().label("at")).where(false())
     combined = union_all(*branches).subquery()
     return select(combined.c.contact_id, combined.c.at)
-
-
-def _zones_in_use(connection: Connection, default: str) -> list[str]:
-    zone = func.coalesce(contacts.c.timezone, default)
-    return sorted(row[0] for row in connection.execute(select(zone).distinct()))
 
 
 def _may_reenter(campaign: Campaign, kind: str, previous: Any, at: datetime,

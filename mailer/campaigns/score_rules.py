@@ -8,12 +8,12 @@ from datetime import datetime
 
 from sqlalchemy import Connection, exists, insert, select
 
+from mailer.campaigns.progress import remember, seen_until
 from mailer.campaigns.segment_sql import SegmentCompiler
 from mailer.campaigns.segments import parse_segment
 from mailer.config import Settings
 from mailer.contacts.scoring import add_points
-from mailer.store.tables import contacts, events, trigger_cursors
-from mailer.store.upsert import upsert
+from mailer.store.tables import contacts, events
 
 CURSOR = "(score rules)"  # a row of trigger_cursors, beside the campaigns'
 
@@ -23,9 +23,7 @@ def award_rules(connection: Connection, settings: Settings, now: datetime) -> in
     rules = settings.scoring.rules
     if not rules:
         return 0
-    seen = connection.scalar(
-        select(trigger_cursors.c.seen_until).where(trigger_cursors.c.campaign == CURSOR)
-    )
+    seen = seen_until(connection, CURSOR)
     compiler = SegmentCompiler.for_settings(settings, now)
     awarded = 0
     for rule, points in rules.items():
@@ -41,6 +39,5 @@ def award_rules(connection: Connection, settings: Settings, now: datetime) -> in
                 occurred_at=now))  # fmt: skip
             add_points(connection, contact_id, points, now, settings.scoring.half_life)
             awarded += 1
-    upsert(connection, trigger_cursors, [{"campaign": CURSOR, "seen_until": now}],
-           keys=("campaign",), update=("seen_until",))  # fmt: skip
+    remember(connection, CURSOR, now)
     return awarded
