@@ -35,6 +35,7 @@ from mailer.campaigns.timing import next_opening, parse_window, pick_variant
 from mailer.config import Campaign, Settings, Step, parse_quiet_hours
 from mailer.consent.state import SENDABLE
 from mailer.errors import SettingsError
+from mailer.store.bulk import one_of
 from mailer.store.tables import (
     consent_status,
     contacts,
@@ -208,7 +209,7 @@ def _capped(connection: Connection, settings: Settings, ids: list[int],
         select(outbox.c.contact_id, func.count().label("messages"),
                func.min(outbox.c.queued_at).label("oldest"))
         .where(outbox.c.status == "queued", outbox.c.queued_at > now - window,
-               outbox.c.contact_id.in_(ids))
+               one_of(connection, outbox.c.contact_id, ids))
         .group_by(outbox.c.contact_id)
     )  # fmt: skip
     reason = f"frequency cap ({settings.engine.frequency_cap})"
@@ -245,8 +246,9 @@ def _matching(connection: Connection, compiler: SegmentCompiler, source: str,
         condition = compiler.where(parse_segment(source))
     except SegmentError as error:
         raise SettingsError(f"'{source}': {error}") from None
-    rows = connection.execute(select(contacts.c.id).where(contacts.c.id.in_(list(ids)),
-                                                          condition))  # fmt: skip
+    rows = connection.execute(
+        select(contacts.c.id).where(one_of(connection, contacts.c.id, ids), condition)
+    )
     return {row.id for row in rows}
 
 
@@ -263,7 +265,7 @@ def _audience(connection: Connection, list_name: str, ids: list[int]) -> dict[in
                suppressed.label("suppressed"), consent_status.c.status, consent_status.c.entry_id)
         .outerjoin(consent_status, and_(consent_status.c.contact_id == contacts.c.id,
                                         consent_status.c.purpose == list_name))
-        .where(contacts.c.id.in_(ids))
+        .where(one_of(connection, contacts.c.id, ids))
     )  # fmt: skip
     return {row.id: {"timezone": row.timezone, "member": bool(row.member),
                      "suppressed": bool(row.suppressed), "status": row.status or "none",
@@ -287,5 +289,5 @@ def _postpone(connection: Connection, row: Any, until: datetime, reason: str) ->
 
 def _end(connection: Connection, rows: list[Any], status: str, now: datetime,
          reason: str | None) -> None:  # fmt: skip
-    ended = update(enrollments).where(enrollments.c.id.in_([row.id for row in rows]))
+    ended = update(enrollments).where(one_of(connection, enrollments.c.id, [r.id for r in rows]))
     connection.execute(ended.values(status=status, ended_at=now, due_at=None, reason=reason))
