@@ -1,5 +1,6 @@
-"""An empty database for a benchmark: a SQLite file, or a fresh PostgreSQL schema, removed
-afterwards. PostgreSQL is MAILER_TEST_DATABASE_URL, or the local server."""
+"""What the benchmarks share: an empty database (a SQLite file, or a fresh PostgreSQL schema,
+removed afterwards; PostgreSQL is MAILER_TEST_DATABASE_URL or the local server), and how each
+database spells the bulk SQL that fills it."""
 
 from __future__ import annotations
 
@@ -7,7 +8,10 @@ import os
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
@@ -38,3 +42,38 @@ def database(kind: str, workdir: Path, name: str) -> Iterator[str]:
         with admin.begin() as connection:
             connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
         admin.dispose()
+
+
+@dataclass(frozen=True)
+class Flavour:
+    """How one database spells a row source of i = :lo..:hi, JSON and timestamp values."""
+
+    postgresql: bool
+
+    def insert(self, table: str, columns: str, values: str, where: str = "TRUE") -> str:
+        if self.postgresql:
+            return (f"INSERT INTO {table} ({columns}) SELECT {values} "
+                    "FROM generate_series(CAST(:lo AS bigint), CAST(:hi AS bigint)) AS n(i) "
+                    f"WHERE {where}")  # fmt: skip
+        return (
+            "WITH RECURSIVE n(i) AS (SELECT :lo UNION ALL SELECT i + 1 FROM n WHERE i < :hi) "
+            f"INSERT INTO {table} ({columns}) SELECT {values} FROM n WHERE {where}"
+        )
+
+    def json(self, expression: str) -> str:
+        """SQL for JSON built as text: jsonb on PostgreSQL, the text itself on SQLite."""
+        return f"CAST({expression} AS jsonb)" if self.postgresql else expression
+
+    def stamp(self, moment: datetime) -> Any:
+        """A bound value for a timestamp column: naive UTC text on SQLite (as mailer writes
+        it), the aware datetime for timestamptz on PostgreSQL."""
+        if self.postgresql:
+            return moment
+        return moment.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
+
+    def shifted(self, base: str, seconds: str) -> str:
+        """SQL for the timestamp parameter `base` moved by the integer expression `seconds`."""
+        if self.postgresql:
+            return f"CAST(:{base} AS timestamptz) + ({seconds}) * INTERVAL '1 second'"
+        return (f"strftime('%Y-%m-%d %H:%M:%S', :{base}, printf('%+d seconds', {seconds})) "
+                "|| '.000000'")  # fmt: skip

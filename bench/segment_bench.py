@@ -48,7 +48,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from databases import database  # bench/databases.py, beside this script
+from databases import Flavour, database  # bench/databases.py, beside this script
 from sqlalchemy import ColumnElement, Connection, Engine, event, func, select, text
 
 from mailer.campaigns.segment_sql import SegmentCompiler, count_segment
@@ -117,41 +117,6 @@ def choice(column: str, multiplier: int, weighted: list[tuple[int, str]]) -> str
         upto += percent
         cases.append(f"WHEN {roll} < {upto} THEN {value}")
     return f"(CASE {' '.join(cases)} ELSE {weighted[-1][1]} END)"
-
-
-@dataclass(frozen=True)
-class Flavour:
-    """How one database spells a row source of i = :lo..:hi, JSON and timestamp values."""
-
-    postgresql: bool
-
-    def insert(self, table: str, columns: str, values: str, where: str = "TRUE") -> str:
-        if self.postgresql:
-            return (f"INSERT INTO {table} ({columns}) SELECT {values} "
-                    "FROM generate_series(CAST(:lo AS bigint), CAST(:hi AS bigint)) AS n(i) "
-                    f"WHERE {where}")  # fmt: skip
-        return (
-            "WITH RECURSIVE n(i) AS (SELECT :lo UNION ALL SELECT i + 1 FROM n WHERE i < :hi) "
-            f"INSERT INTO {table} ({columns}) SELECT {values} FROM n WHERE {where}"
-        )
-
-    def json(self, expression: str) -> str:
-        """SQL for JSON built as text: jsonb on PostgreSQL, the text itself on SQLite."""
-        return f"CAST({expression} AS jsonb)" if self.postgresql else expression
-
-    def stamp(self, moment: datetime) -> Any:
-        """A bound value for a timestamp column: naive UTC text on SQLite (as mailer writes
-        it), the aware datetime for timestamptz on PostgreSQL."""
-        if self.postgresql:
-            return moment
-        return moment.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
-
-    def shifted(self, base: str, seconds: str) -> str:
-        """SQL for the timestamp parameter `base` moved by the integer expression `seconds`."""
-        if self.postgresql:
-            return f"CAST(:{base} AS timestamptz) + ({seconds}) * INTERVAL '1 second'"
-        return (f"strftime('%Y-%m-%d %H:%M:%S', :{base}, printf('%+d seconds', {seconds})) "
-                "|| '.000000'")  # fmt: skip
 
 
 def contact_rows(flavour: Flavour) -> str:

@@ -46,7 +46,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from databases import database  # bench/databases.py, beside this script
+from databases import Flavour, database  # bench/databases.py, beside this script
 from sqlalchemy import Connection, Engine, text
 
 from mailer.campaigns.engine import TickReport, tick
@@ -99,40 +99,6 @@ delay = "30 days"
 # -- bulk SQL, spelled per database ------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Flavour:
-    """How one database spells a row source of i = 1..:count and a timestamp column value."""
-
-    postgresql: bool
-
-    def insert(self, table: str, columns: str, values: str) -> str:
-        if self.postgresql:
-            return (f"INSERT INTO {table} ({columns}) SELECT {values} "
-                    "FROM generate_series(1, :count) AS n(i)")  # fmt: skip
-        return (
-            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < :count) "
-            f"INSERT INTO {table} ({columns}) SELECT {values} FROM n"
-        )
-
-    def stamp(self, moment: datetime) -> Any:
-        """A bound value for a timestamp column: naive UTC text on SQLite (as mailer writes
-        it), the aware datetime for timestamptz on PostgreSQL."""
-        if self.postgresql:
-            return moment
-        return moment.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
-
-    def shifted(self, base: str, seconds: str) -> str:
-        """SQL for the timestamp parameter `base` moved by the integer expression `seconds`."""
-        if self.postgresql:
-            return f"CAST(:{base} AS timestamptz) + ({seconds}) * INTERVAL '1 second'"
-        return (f"strftime('%Y-%m-%d %H:%M:%S', :{base}, printf('%+d seconds', {seconds})) "
-                "|| '.000000'")  # fmt: skip
-
-    @property
-    def empty_json(self) -> str:
-        return "CAST('{}' AS jsonb)" if self.postgresql else "'{}'"
-
-
 def spread(enrolled: int, due: int) -> dict[str, int]:
     """The parameters of due_rows. (Computed here: psycopg binds small ints as smallint, in
     which SQL would overflow multiplying them.)"""
@@ -150,13 +116,14 @@ def fill(connection: Connection, flavour: Flavour, list_id: int, enrolled: int, 
     """N contacts on the list with granted consent, N enrollments after the first step, `due`
     of them due now, the rest in a year; the trigger cursor at NOW."""
     params: dict[str, Any] = {
-        **spread(enrolled, due), "count": enrolled, "list_id": list_id,
+        **spread(enrolled, due), "lo": 1, "hi": enrolled, "count": enrolled, "list_id": list_id,
         "long_ago": flavour.stamp(LONG_AGO), "now": flavour.stamp(NOW), "purpose": LIST_NAME,
         "campaign": CAMPAIGN, "step": FIRST_STEP,
     }  # fmt: skip
+    empty = flavour.json("'{}'")
     connection.execute(text(flavour.insert(
         "contacts", "id, email, attributes, created_at, updated_at",
-        f"i, 'c' || i || '@example.com', {flavour.empty_json}, :long_ago, :long_ago",
+        f"i, 'c' || i || '@example.com', {empty}, :long_ago, :long_ago",
     )), params)  # fmt: skip
     params["entry_id"] = ledger_entry(connection)
     due_at = (f"CASE WHEN {due_rows('i', 0)} THEN {flavour.shifted('now', '-60 - i % 3600')} "
