@@ -4,6 +4,7 @@ database spells the bulk SQL that fills it."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import uuid
 from collections.abc import Iterator
@@ -13,8 +14,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import create_engine, text
+from sqlalchemy import Connection, create_engine, text
 from sqlalchemy.engine import make_url
+
+from mailer.consent.ledger import NewEntry, append
 
 DEFAULT_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 
@@ -77,3 +80,13 @@ class Flavour:
             return f"CAST(:{base} AS timestamptz) + ({seconds}) * INTERVAL '1 second'"
         return (f"strftime('%Y-%m-%d %H:%M:%S', :{base}, printf('%+d seconds', {seconds})) "
                 "|| '.000000'")  # fmt: skip
+
+
+def ledger_entry(connection: Connection, purpose: str, at: datetime) -> int:
+    """One real, hash-chained ledger entry (contact 1's grant), which every consent row cites:
+    appended by the ledger itself, so the head and the chain stay verifiable."""
+    entry = NewEntry(subject_hash=hashlib.sha256(b"c1@example.com").hexdigest(), contact_id=1,
+                     purpose=purpose, action="granted", source="import",
+                     occurred_at=at)  # fmt: skip
+    (entry_id,) = append(connection, [entry], at)
+    return entry_id

@@ -35,7 +35,6 @@ a fresh schema that is dropped afterwards.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import resource
 import sys
 import tempfile
@@ -48,14 +47,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from databases import Flavour, database  # bench/databases.py, beside this script
+from databases import Flavour, database, ledger_entry  # bench/databases.py, beside this script
 from sqlalchemy import ColumnElement, Connection, Engine, event, func, select, text
 
 from mailer.campaigns.segment_sql import SegmentCompiler, count_segment
 from mailer.campaigns.segments import parse_segment
 from mailer.clock import FrozenClock
 from mailer.config import Settings, load_settings
-from mailer.consent.ledger import NewEntry, append
 from mailer.store.tables import contacts
 from mailer.workspace import Workspace
 
@@ -169,7 +167,7 @@ def fill(engine: Engine, flavour: Flavour, list_id: int, count: int, events: int
     }  # fmt: skip
     bulk(engine, "contacts", contact_rows(flavour), count, params)
     with engine.begin() as connection:
-        params["entry_id"] = ledger_entry(connection)
+        params["entry_id"] = ledger_entry(connection, LIST_NAME, LONG_AGO)
     bulk(engine, "memberships", flavour.insert(
         "memberships", "list_id, contact_id, joined_at, source",
         ":list_id, i, :long_ago, 'bench'",
@@ -202,16 +200,6 @@ def bulk(engine: Engine, label: str, statement: str, rows: int, params: dict[str
                 done = int(connection.scalar(text("SELECT changes()")) or 0)
             written += done
     print(f"    {label}: {written:,} rows in {time.perf_counter() - started:.1f} s")
-
-
-def ledger_entry(connection: Connection) -> int:
-    """One real, hash-chained ledger entry (contact 1's grant), which every consent row cites:
-    appended by the ledger itself, so the head and the chain stay verifiable."""
-    entry = NewEntry(subject_hash=hashlib.sha256(b"c1@example.com").hexdigest(), contact_id=1,
-                     purpose=LIST_NAME, action="granted", source="import",
-                     occurred_at=LONG_AGO)  # fmt: skip
-    (entry_id,) = append(connection, [entry], LONG_AGO)
-    return entry_id
 
 
 def analyze(engine: Engine) -> None:

@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import argparse
 import cProfile
-import hashlib
 import pstats
 import sys
 import tempfile
@@ -46,13 +45,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from databases import Flavour, database  # bench/databases.py, beside this script
+from databases import Flavour, database, ledger_entry  # bench/databases.py, beside this script
 from sqlalchemy import Connection, Engine, text
 
 from mailer.campaigns.engine import TickReport, tick
 from mailer.clock import FrozenClock
 from mailer.config import Settings, load_settings
-from mailer.consent.ledger import NewEntry, append
 from mailer.workspace import Workspace
 
 BUDGET_SECONDS = 1.0
@@ -125,7 +123,7 @@ def fill(connection: Connection, flavour: Flavour, list_id: int, enrolled: int, 
         "contacts", "id, email, attributes, created_at, updated_at",
         f"i, 'c' || i || '@example.com', {empty}, :long_ago, :long_ago",
     )), params)  # fmt: skip
-    params["entry_id"] = ledger_entry(connection)
+    params["entry_id"] = ledger_entry(connection, LIST_NAME, LONG_AGO)
     due_at = (f"CASE WHEN {due_rows('i', 0)} THEN {flavour.shifted('now', '-60 - i % 3600')} "
               f"ELSE {flavour.shifted('now', '365 * 86400 + i')} END")  # fmt: skip
     statements = [
@@ -146,16 +144,6 @@ def fill(connection: Connection, flavour: Flavour, list_id: int, enrolled: int, 
             connection.execute(
                 text(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), :count)"), params
             )
-
-
-def ledger_entry(connection: Connection) -> int:
-    """One real, hash-chained ledger entry (contact 1's grant), which every consent row cites:
-    appended by the ledger itself, so the head and the chain stay verifiable."""
-    entry = NewEntry(subject_hash=hashlib.sha256(b"c1@example.com").hexdigest(), contact_id=1,
-                     purpose=LIST_NAME, action="granted", source="import",
-                     occurred_at=LONG_AGO)  # fmt: skip
-    (entry_id,) = append(connection, [entry], LONG_AGO)
-    return entry_id
 
 
 def make_more_due(connection: Connection, flavour: Flavour, enrolled: int, due: int) -> None:
