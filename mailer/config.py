@@ -92,6 +92,42 @@ class Smtp(Model):
     password_file: Path | None = None
     pool_size: int = Field(default=4, ge=1, le=100)
     timeout: Duration = timedelta(seconds=30)
+    # A CA bundle (PEM) to trust besides the system's, for a relay with a private certificate.
+    ca_file: Path | None = None
+
+
+def _rate(value: Any) -> float:
+    """"100/s", "3000/min", "50000/h" -> messages per second."""
+    if isinstance(value, int | float) and not isinstance(value, bool) and value > 0:
+        return float(value)
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*/\s*(s|sec|second|m|min|minute|h|hour)\s*",
+                         str(value))  # fmt: skip
+    if match is None or float(match.group(1)) <= 0:
+        raise ValueError(f'{value!r} is not a rate (write e.g. "100/s", "3000/min", "50000/h")')
+    per = {"s": 1, "m": 60, "h": 3600}[match.group(2)[0]]
+    return float(match.group(1)) / per
+
+
+Rate = Annotated[float, BeforeValidator(_rate)]
+
+
+class Delivery(Model):
+    """How the outbox is handed to the relay: batches, leases, retries, throttles."""
+
+    batch_size: int = Field(default=500, ge=1, le=10_000)  # outbox rows claimed at a time
+    # A claimed row belongs to its worker this long; after it, another worker may take it
+    # (a crashed worker's rows come back).
+    lease: Duration = timedelta(minutes=5)
+    retry_after: Duration = timedelta(minutes=5)  # first retry after a 4xx; doubles each time
+    retry_at_most: Duration = timedelta(hours=4)  # longest wait between two attempts
+    give_up_after: Duration = timedelta(days=3)  # a message still deferred this long fails
+    rate: Rate | None = None  # all messages, e.g. "100/s"; none = as fast as the relay takes
+    domain_rates: dict[str, Rate] = {}  # per recipient domain, e.g. "gmail.com" = "20/s"
+    # This many relay refusals in a row (auth broken, blocked IP) pause the campaign.
+    pause_after_refusals: int = Field(default=25, ge=1)
+    # Processes that render and DKIM-sign (0 = in the delivering process, in a thread).
+    render_processes: int = Field(default=2, ge=0, le=64)
+    poll: Duration = timedelta(seconds=2)  # how often `mailer run` looks for new outbox rows
 
 
 class Tracking(Model):
@@ -266,6 +302,7 @@ class Settings(Model):
     templates_dir: Path = Path("templates")
     sender: Sender
     smtp: Smtp = Smtp()
+    delivery: Delivery = Delivery()
     tracking: Tracking = Tracking()
     dkim: Dkim | None = None
     engine: EngineSettings = EngineSettings()

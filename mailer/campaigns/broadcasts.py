@@ -89,7 +89,7 @@ def _queue_zone(connection: Connection, settings: Settings, name: str, campaign:
         conditions.append(func.coalesce(contacts.c.timezone, settings.default_timezone) == zone)
     recipients = (
         select(literal(name), literal(STEP), contacts.c.id, literal(0), literal("queued"),
-               consent_status.c.entry_id, literal(now, UTCDateTime),
+               consent_status.c.entry_id, literal(now, UTCDateTime), literal(now, UTCDateTime),
                _variant(name, campaign, contacts.c.id))
         .join(consent_status, and_(consent_status.c.contact_id == contacts.c.id,
                                    consent_status.c.purpose == campaign.list_name))
@@ -107,6 +107,7 @@ def _queue_zone(connection: Connection, settings: Settings, name: str, campaign:
                 "status",
                 "consent_entry_id",
                 "queued_at",
+                "send_after",
                 "variant",
             ],
             recipients,

@@ -49,6 +49,8 @@ from mailer.store.upsert import upsert
 
 BATCH = 5000  # due enrollments advanced per transaction
 PENDING_RECHECK = timedelta(hours=1)  # a double opt-in not yet confirmed is looked at again
+# Outbox rows that count toward the frequency cap: sent, or on their way.
+ON_THE_WAY = ("queued", "sending", "deferred", "sent")
 
 
 @dataclass
@@ -208,7 +210,7 @@ def _capped(connection: Connection, settings: Settings, ids: list[int],
     rows = connection.execute(
         select(outbox.c.contact_id, func.count().label("messages"),
                func.min(outbox.c.queued_at).label("oldest"))
-        .where(outbox.c.status == "queued", outbox.c.queued_at > now - window,
+        .where(outbox.c.status.in_(ON_THE_WAY), outbox.c.queued_at > now - window,
                one_of(connection, outbox.c.contact_id, ids))
         .group_by(outbox.c.contact_id)
     )  # fmt: skip
@@ -279,6 +281,7 @@ def _record(connection: Connection, name: str, step: Step, row: Any, status: str
         "campaign": name, "step": step.name, "contact_id": row.contact_id, "cycle": row.cycle,
         "enrollment_id": row.id, "variant": variant, "status": status, "reason": reason,
         "consent_entry_id": entry_id, "queued_at": now,
+        "send_after": now if status == "queued" else None,
     }], keys=("campaign", "step", "contact_id", "cycle"))  # fmt: skip
 
 

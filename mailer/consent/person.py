@@ -11,10 +11,10 @@ from typing import Any, cast
 
 from sqlalchemy import Connection, delete, select, update
 
-from mailer.consent.ledger import NewEntry
+from mailer.consent.ledger import NewEntry, canonical_evidence
 from mailer.consent.records import record
 from mailer.consent.state import Source, Status
-from mailer.consent.suppressions import suppress
+from mailer.consent.suppressions import Reason, suppress
 from mailer.contacts.addresses import InvalidAddress, address_hash, normalise_address
 from mailer.errors import MailerError, UnknownContactError
 from mailer.store.tables import (
@@ -149,9 +149,12 @@ def withdraw(
     now: datetime,
     list_name: str | None = None,
     source: Source = "admin",
+    reason: Reason = "unsubscribed",
+    detail: str | None = None,
 ) -> list[int]:
     """Withdraw consent on one list, or on every list and suppress the address (an opt-out of
-    all mail). Returns the ledger entries appended."""
+    all mail, or a hard bounce: `reason`; `detail` is kept with the suppression and as the
+    evidence of the last ledger entry). Returns the ledger entries appended."""
     person = find_person(connection, key, email)
     if person.contact_id is None and list_name is not None:
         raise UnknownContactError(f"{person.email}: no such contact")
@@ -167,13 +170,13 @@ def withdraw(
         for purpose in purposes
     ]
     if list_name is None:
-        entries.append(
-            NewEntry(person.subject_hash, person.contact_id, ALL_LISTS, "withdrawn", source, now)
-        )
+        evidence = canonical_evidence({"detail": detail}) if detail else None
+        entries.append(NewEntry(person.subject_hash, person.contact_id, ALL_LISTS, "withdrawn",
+                                source, now, evidence))  # fmt: skip
     ids = record(connection, entries, double_opt_in, now)
     if list_name is None:
         suppress(connection, address_hash=person.subject_hash, email=person.email,
-                 reason="unsubscribed", now=now, entry_id=ids[-1])  # fmt: skip
+                 reason=reason, now=now, entry_id=ids[-1], detail=detail)  # fmt: skip
     return ids
 
 

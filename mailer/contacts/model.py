@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import Connection, select
 
+from mailer.store.bulk import one_of
 from mailer.store.tables import contact_tags, contacts
 
 
@@ -30,14 +31,26 @@ class Contact:
 
 def load_contact(connection: Connection, email: str) -> Contact | None:
     """The contact with this (normalised) address, or None."""
-    row = connection.execute(select(contacts).where(contacts.c.email == email)).first()
-    if row is None:
-        return None
-    tags = connection.scalars(
-        select(contact_tags.c.tag).where(contact_tags.c.contact_id == row.id)
-    ).all()
-    return Contact(
-        email=row.email, first_name=row.first_name, last_name=row.last_name,
-        timezone=row.timezone, locale=row.locale, attributes=dict(row.attributes or {}),
-        tags=tuple(sorted(tags)), id=row.id,
-    )  # fmt: skip
+    contact_id = connection.scalar(select(contacts.c.id).where(contacts.c.email == email))
+    return None if contact_id is None else load_contacts(connection, [contact_id])[contact_id]
+
+
+def load_contacts(connection: Connection, ids: Iterable[int]) -> dict[int, Contact]:
+    """The contacts with these ids, read in two queries (a batch of messages needs them all)."""
+    wanted = list(ids)
+    tags: dict[int, list[str]] = {}
+    for contact_id, tag in connection.execute(
+        select(contact_tags.c.contact_id, contact_tags.c.tag)
+        .where(one_of(connection, contact_tags.c.contact_id, wanted))
+        .order_by(contact_tags.c.tag)
+    ):
+        tags.setdefault(contact_id, []).append(tag)
+    rows = connection.execute(select(contacts).where(one_of(connection, contacts.c.id, wanted)))
+    return {
+        row.id: Contact(
+            email=row.email, first_name=row.first_name, last_name=row.last_name,
+            timezone=row.timezone, locale=row.locale, attributes=dict(row.attributes or {}),
+            tags=tuple(tags.get(row.id, ())), id=row.id,
+        )
+        for row in rows
+    }

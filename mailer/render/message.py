@@ -12,6 +12,7 @@ import hmac
 import re
 import traceback
 from dataclasses import dataclass
+from datetime import datetime
 from email.errors import HeaderParseError
 from email.header import decode_header, make_header
 from email.utils import format_datetime
@@ -45,6 +46,7 @@ class RenderError(MailerError):
 @dataclass(frozen=True)
 class RenderedMessage:
     message_key: str
+    message_id: str
     envelope_from: str  # VERP: bounces+TOKEN@bounce-domain
     recipient: str  # as the SMTP envelope carries it (IDNA domain)
     smtputf8: bool  # the recipient's local part is not ASCII: the relay must offer SMTPUTF8
@@ -101,13 +103,16 @@ class MessageRenderer:
         message_key: str,
         variant: str | None = None,
         track: bool = True,
+        now: datetime | None = None,
     ) -> RenderedMessage:
-        """The message for `contact`; RenderError when a template fails for this contact."""
+        """The message for `contact` as of `now` (default: the clock's time); RenderError when
+        a template fails for this contact."""
+        now = now or self.clock.now()
         campaign = self.settings.campaigns[campaign_name]
         template, subject_source = self._variant(step, variant)
         base = self.settings.tracking.base_url
         unsubscribe = sign(self.keys, "unsubscribe", message_key)
-        context = self._context(campaign_name, campaign, step, contact, unsubscribe)
+        context = self._context(campaign_name, campaign, step, contact, unsubscribe, now)
         where = self._setting(campaign_name, campaign, step)
         subject = header_text(self._render_string(subject_source, context, f"{where}.subject"))
         html = self._render_file(template, ".html", contact.locale, context)
@@ -125,15 +130,16 @@ class MessageRenderer:
             html = add_open_pixel(html, f"{base}/o/{sign(self.keys, 'open', message_key)}.gif")
         try:
             data = self._mime(campaign_name, campaign, step, contact, message_key, subject,
-                              unsubscribe, html, text)  # fmt: skip
+                              unsubscribe, html, text, now)  # fmt: skip
         except (ValueError, UnicodeError) as error:
             raise RenderError(f"{contact.email}: cannot write the headers: {error}") from None
         if self.dkim_key is not None:
-            data = dkim_sign(data, self.dkim_key, self.clock.now())
+            data = dkim_sign(data, self.dkim_key, now)
         bounce = f"bounces+{sign(self.keys, 'bounce', message_key)}@{self._bounce_domain}"
         recipient = wire_address(contact.email)
-        return RenderedMessage(message_key, bounce, recipient, not recipient.isascii(), subject,
-                               html, text, links.targets, data)  # fmt: skip
+        return RenderedMessage(message_key, self.message_id(message_key), bounce, recipient,
+                               not recipient.isascii(), subject, html, text, links.targets,
+                               data)  # fmt: skip
 
     @property
     def _bounce_domain(self) -> str:
@@ -149,7 +155,7 @@ class MessageRenderer:
         return chosen.template or step.template, chosen.subject or step.subject
 
     def _context(self, campaign_name: str, campaign: Campaign, step: Step, contact: Contact,
-                 unsubscribe: str) -> dict[str, object]:  # fmt: skip
+                 unsubscribe: str, now: datetime) -> dict[str, object]:  # fmt: skip
         sender = self.settings.sender
         zone = ZoneInfo(contact.timezone or self.settings.default_timezone)
         values = {
@@ -169,7 +175,7 @@ class MessageRenderer:
                                            "postal_address": sender.postal_address}),
             "unsubscribe_url": f"{base}/u/{unsubscribe}",
             "preferences_url": f"{base}/p/{unsubscribe}",
-            "now": self.clock.now().astimezone(zone),
+            "now": now.astimezone(zone),
         }  # fmt: skip
 
     def _render_file(self, template: str, suffix: str, locale: str | None,
@@ -223,7 +229,7 @@ class MessageRenderer:
 
     def _mime(self, campaign_name: str, campaign: Campaign, step: Step, contact: Contact,
               message_key: str, subject: str, unsubscribe: str, html: str,
-              text: str) -> bytes:  # fmt: skip
+              text: str, now: datetime) -> bytes:  # fmt: skip
         sender = self.settings.sender
         base = self.settings.tracking.base_url
         contact_list = self.settings.lists[campaign.list_name]
@@ -231,7 +237,7 @@ class MessageRenderer:
             ("From", mailbox(header_text(sender.name), sender.email)),
             ("To", mailbox(header_text(contact.name or ""), contact.email)),
             ("Subject", unstructured(subject)),
-            ("Date", format_datetime(self.clock.now())),
+            ("Date", format_datetime(now)),
             ("Message-ID", self.message_id(message_key)),
             *([("Reply-To", mailbox(None, sender.reply_to))] if sender.reply_to else []),
             # RFC 8058: the https URL is the one-click one; never folded, never encoded.

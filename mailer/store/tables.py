@@ -246,13 +246,36 @@ outbox = Table(
     Column("cycle", Integer, nullable=False),
     Column("enrollment_id", Id, ForeignKey("enrollments.id", ondelete="SET NULL")),
     Column("variant", String(32)),
-    Column("status", String(16), nullable=False),  # queued, skipped (later: sent, failed)
+    # queued -> sending (claimed by a worker) -> sent | deferred (-> sending ...) | failed;
+    # or skipped (a condition was false, or consent gate 2 said no).
+    Column("status", String(16), nullable=False),
     Column("reason", Text),
+    # The ledger entry that allowed the message: at queueing, then again at sending (gate 2).
     Column("consent_entry_id", Id, ForeignKey("consent_entries.id")),
     Column("queued_at", UTCDateTime, nullable=False),
+    # When the row may next be taken: at queueing, the retry time of a deferred message, or
+    # the end of a worker's lease while it is sending (then another worker may take it).
+    Column("send_after", UTCDateTime),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("lease_owner", String(64)),
+    Column("sent_at", UTCDateTime),
+    Column("message_id", String(255)),
+    Column("reply", Text),  # the relay's last answer, as it said it
+    Column("links", Text),  # JSON array: the click targets of the sent message, by link index
     UniqueConstraint("campaign", "step", "contact_id", "cycle"),
     Index(None, "status", "queued_at"),
+    Index(None, "status", "send_after"),
     Index(None, "contact_id"),
+)
+
+# Campaigns whose delivery is held: by an operator (`mailer campaign pause`) or by delivery
+# itself when the relay refuses message after message.
+campaign_pauses = Table(
+    "campaign_pauses",
+    metadata,
+    Column("campaign", String(100), primary_key=True),
+    Column("reason", Text, nullable=False),
+    Column("paused_at", UTCDateTime, nullable=False),
 )
 
 # How far each sequence's trigger has been read (joined_at / occurred_at), so a tick reads only

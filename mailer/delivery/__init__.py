@@ -1,0 +1,1 @@
+"""Delivery: from queued outbox rows to messages accepted by an SMTP relay."""

@@ -1,0 +1,152 @@
+"""The outbox as delivery's work queue: claim rows with a lease, write down what became of each.
+
+A claimed row is `sending`, owned by one worker, and its `send_after` is the end of the lease:
+once that passes, any worker may claim it again (its first worker crashed or hung). PostgreSQL
+workers claim with FOR UPDATE SKIP LOCKED, so two never take the same row; on SQLite the claim
+runs under the database's single write lock (BEGIN IMMEDIATE).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+from sqlalchemy import Connection, bindparam, case, select, update
+
+from mailer.store.bulk import one_of
+from mailer.store.tables import campaign_pauses, outbox
+
+# In this order: rows whose worker vanished first (they are the oldest work), then retries
+# that are due, then new messages.
+CLAIMABLE = ("sending", "deferred", "queued")
+
+Ending = Literal["sent", "deferred", "failed", "skipped", "released"]
+
+
+@dataclass(frozen=True)
+class OutboxMessage:
+    """A claimed outbox row: one message to one contact."""
+
+    id: int
+    campaign: str
+    step: str
+    contact_id: int
+    variant: str | None
+    attempts: int  # this attempt included
+    queued_at: datetime
+    reclaimed: bool  # a worker held it before and its lease ran out: it may have sent it
+
+    @property
+    def message_key(self) -> str:
+        return message_key(self.id)
+
+
+def message_key(outbox_id: int) -> str:
+    """The key tokens and the Message-ID are made from: the same for every attempt."""
+    return f"m{outbox_id}"
+
+
+def outbox_id(key: str) -> int | None:
+    """The outbox row a message key names, or None for anything else."""
+    return int(key[1:]) if key.startswith("m") and key[1:].isdigit() else None
+
+
+@dataclass(frozen=True)
+class Result:
+    """What became of one claimed message."""
+
+    outbox_id: int
+    ending: Ending
+    reason: str | None = None
+    reply: str | None = None
+    send_after: datetime | None = None  # deferred or released: when to try again
+    message_id: str | None = None
+    links: Sequence[str] = ()
+    consent_entry_id: int | None = None
+    bounced_address: str | None = None  # a hard bounce: suppress this address
+
+
+def paused_campaigns(connection: Connection) -> dict[str, str]:
+    return {row.campaign: row.reason for row in connection.execute(select(campaign_pauses))}
+
+
+def claim(connection: Connection, owner: str, now: datetime, lease: timedelta,
+          limit: int) -> list[OutboxMessage]:  # fmt: skip
+    """Take up to `limit` due rows for `owner` until `now + lease`."""
+    paused = list(paused_campaigns(connection))
+    taken: list[Any] = []
+    for status in CLAIMABLE:  # one index range (status, send_after) each
+        if len(taken) >= limit:
+            break
+        query = (
+            select(outbox.c.id, outbox.c.status)
+            .where(outbox.c.status == status, outbox.c.send_after <= now)
+            .order_by(outbox.c.send_after)
+            .limit(limit - len(taken))
+        )
+        if paused:
+            query = query.where(outbox.c.campaign.not_in(paused))
+        if connection.dialect.name == "postgresql":
+            query = query.with_for_update(skip_locked=True)
+        taken += connection.execute(query).all()
+    if not taken:
+        return []
+    ids = [row.id for row in taken]
+    connection.execute(
+        update(outbox).where(one_of(connection, outbox.c.id, ids))
+        .values(status="sending", lease_owner=owner, send_after=now + lease,
+                attempts=outbox.c.attempts + 1)
+    )  # fmt: skip
+    reclaimed = {row.id for row in taken if row.status == "sending"}
+    rows = connection.execute(
+        select(outbox.c.id, outbox.c.campaign, outbox.c.step, outbox.c.contact_id,
+               outbox.c.variant, outbox.c.attempts, outbox.c.queued_at)
+        .where(one_of(connection, outbox.c.id, ids)).order_by(outbox.c.id)
+    )  # fmt: skip
+    return [OutboxMessage(row.id, row.campaign, row.step, row.contact_id, row.variant,
+                          row.attempts, row.queued_at, row.id in reclaimed)
+            for row in rows]  # fmt: skip
+
+
+def finish(connection: Connection, owner: str, results: Iterable[Result], now: datetime) -> int:
+    """Write the results of `owner`'s claimed rows; return how many rows it still held (a row
+    whose lease ran out and that another worker took is not overwritten)."""
+    written = 0
+    for ending, group in _grouped(results).items():
+        values = [_values(result, now) for result in group]
+        changes: dict[str, Any] = {key: bindparam(key) for key in values[0] if key != "row_id"}
+        if ending == "released":  # never attempted: give back the attempt counted at claim
+            changes |= {"attempts": outbox.c.attempts - 1,
+                        "status": case((outbox.c.attempts <= 1, "queued"), else_="deferred")}
+        statement = (
+            update(outbox)
+            .where(outbox.c.id == bindparam("row_id"), outbox.c.lease_owner == owner,
+                   outbox.c.status == "sending")
+            .values(changes)
+        )  # fmt: skip
+        written += connection.execute(statement, values).rowcount or 0
+    return written
+
+
+def _grouped(results: Iterable[Result]) -> dict[Ending, list[Result]]:
+    groups: dict[Ending, list[Result]] = {}
+    for result in results:
+        groups.setdefault(result.ending, []).append(result)
+    return groups
+
+
+def _values(result: Result, now: datetime) -> dict[str, Any]:
+    values: dict[str, Any] = {"row_id": result.outbox_id, "lease_owner": None,
+                              "reason": result.reason}  # fmt: skip
+    if result.ending == "released":
+        return values | {"send_after": result.send_after or now}
+    values |= {"status": result.ending, "reply": result.reply,
+               "send_after": result.send_after if result.ending == "deferred" else None}
+    if result.ending == "sent":
+        values |= {"sent_at": now, "message_id": result.message_id,
+                   "links": json.dumps(list(result.links)),
+                   "consent_entry_id": result.consent_entry_id}  # fmt: skip
+    return values

@@ -1,0 +1,79 @@
+"""One SMTP session with the relay (aiosmtplib), kept open for message after message.
+
+A send never raises: every outcome, a reply or no reply at all, comes back as an SmtpReply
+that `replies.judge` reads. A connection that failed or timed out is closed and opened again
+for the next message.
+"""
+
+from __future__ import annotations
+
+import ssl
+
+import aiosmtplib
+from aiosmtplib import SMTPException, SMTPResponseException
+
+from mailer.config import Settings
+from mailer.delivery.replies import SmtpReply, Stage
+
+
+def tls_context(settings: Settings) -> ssl.SSLContext:
+    """The system's trusted roots, plus settings' smtp.ca_file for a private relay."""
+    context = ssl.create_default_context()
+    if settings.smtp.ca_file is not None:
+        context.load_verify_locations(cafile=str(settings.path(settings.smtp.ca_file)))
+    return context
+
+
+class RelaySession:
+    def __init__(self, settings: Settings, password: str | None) -> None:
+        smtp = settings.smtp
+        context = tls_context(settings) if smtp.tls != "none" else None
+        self.client = aiosmtplib.SMTP(
+            hostname=smtp.host, port=smtp.port, timeout=smtp.timeout.total_seconds(),
+            use_tls=smtp.tls == "implicit", start_tls=smtp.tls == "starttls",
+            tls_context=context, username=smtp.username, password=password,
+            local_hostname=settings.sender.domain,
+        )  # fmt: skip
+        self.opened = 0  # connections made, for logs and tests
+        self.dirty = False  # a transaction was left half-done: RSET before the next one
+
+    async def send(self, envelope_from: str, recipient: str, data: bytes,
+                   smtputf8: bool) -> SmtpReply:  # fmt: skip
+        stage: Stage = "connect"
+        try:
+            if not self.client.is_connected:
+                self.opened += 1
+                self.dirty = False
+                await self.client.connect()  # TLS and AUTH as settings say
+            if self.dirty:
+                await self.client.rset()  # RFC 5321 4.1.1.5: a clean envelope
+                self.dirty = False
+            utf8 = smtputf8 and self.client.supports_extension("smtputf8")
+            if smtputf8 and not utf8:
+                return SmtpReply(None, "the relay does not offer SMTPUTF8, which this "
+                                       "recipient's address needs", "rcpt")  # fmt: skip
+            encoding = "utf-8" if utf8 else "ascii"
+            stage = "mail"
+            self.dirty = True
+            await self.client.mail(envelope_from, options=["SMTPUTF8"] if utf8 else [])
+            stage = "rcpt"
+            await self.client.rcpt(recipient, encoding=encoding)
+            stage = "data"
+            response = await self.client.data(data)
+            self.dirty = False
+            return SmtpReply(response.code, response.message, stage)
+        except SMTPResponseException as error:
+            if stage == "connect":
+                self.client.close()
+            return SmtpReply(error.code, error.message, stage)
+        except (SMTPException, OSError) as error:
+            # No answer: refused, dropped, timed out. The connection is useless now.
+            self.client.close()
+            return SmtpReply(None, f"{type(error).__name__}: {error}", stage)
+
+    async def close(self) -> None:
+        if self.client.is_connected:
+            try:
+                await self.client.quit()
+            except (SMTPException, OSError):
+                self.client.close()

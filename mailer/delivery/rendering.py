@@ -1,0 +1,89 @@
+"""Rendering and DKIM signing off the event loop: in worker processes (both cores work, the
+loop only does I/O), or in one thread of the delivering process when settings ask for 0
+processes. Messages go in chunks, so a process pays the hand-over once per chunk."""
+
+from __future__ import annotations
+
+import multiprocessing
+import time
+from collections.abc import Sequence
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime
+
+from mailer.clock import FrozenClock
+from mailer.config import Settings
+from mailer.contacts.model import Contact
+from mailer.errors import MailerError
+from mailer.render.message import MessageRenderer, RenderedMessage
+
+CHUNK = 40  # messages per hand-over to a render process
+
+
+@dataclass(frozen=True)
+class RenderJob:
+    outbox_id: int
+    message_key: str
+    campaign: str
+    step: str
+    contact: Contact
+    variant: str | None
+
+
+@dataclass(frozen=True)
+class Rendered:
+    outbox_id: int
+    message: RenderedMessage | None
+    error: str | None  # why this message could not be rendered
+    seconds: float  # time spent rendering and signing it
+
+
+_renderer: MessageRenderer | None = None  # one per render process, made by _start
+
+
+def _start(settings: Settings) -> None:
+    global _renderer
+    from mailer.workspace import Workspace  # the workspace knows where the keys are
+
+    _renderer = Workspace(settings, FrozenClock(datetime.now().astimezone())).renderer
+
+
+def render_chunk(jobs: Sequence[RenderJob], now: datetime) -> list[Rendered]:
+    assert _renderer is not None, "render_chunk runs in a process started by RenderPool"
+    return [_render_one(_renderer, job, now) for job in jobs]
+
+
+def _render_one(renderer: MessageRenderer, job: RenderJob, now: datetime) -> Rendered:
+    started = time.perf_counter()
+    try:
+        campaign = renderer.settings.campaigns[job.campaign]
+        step = campaign.step(job.step)
+        message = renderer.render(job.campaign, step, job.contact, job.message_key, job.variant,
+                                  now=now)  # fmt: skip
+    except KeyError as error:
+        return Rendered(job.outbox_id, None, f"campaign {error} is no longer in settings",
+                        time.perf_counter() - started)  # fmt: skip
+    except MailerError as error:  # a template error, or a step that settings no longer have
+        return Rendered(job.outbox_id, None, str(error), time.perf_counter() - started)
+    return Rendered(job.outbox_id, message, None, time.perf_counter() - started)
+
+
+class RenderPool:
+    def __init__(self, settings: Settings) -> None:
+        processes = settings.delivery.render_processes
+        self.executor: Executor
+        if processes:
+            # forkserver: a clean child, not a fork of a process holding database connections
+            # and threads.
+            self.executor = ProcessPoolExecutor(
+                processes, mp_context=multiprocessing.get_context("forkserver"),
+                initializer=_start, initargs=(settings,),
+            )  # fmt: skip
+        else:
+            self.executor = ThreadPoolExecutor(1, initializer=_start, initargs=(settings,))
+
+    def submit(self, jobs: Sequence[RenderJob], now: datetime) -> Future[list[Rendered]]:
+        return self.executor.submit(render_chunk, jobs, now)
+
+    def close(self) -> None:
+        self.executor.shutdown(wait=True, cancel_futures=True)

@@ -1,0 +1,253 @@
+"""The delivery pipeline: claim -> render (worker processes) -> consent gate 2 -> throttle ->
+SMTP session -> result, written before that session sends its next message.
+
+    claim batch ──► render chunks ──► gate ──► queue ──► N relay sessions ──► result writer
+      (thread)       (processes)    (thread)              (event loop)        (thread, group commit)
+
+The loop itself only does I/O. Each relay session waits for its last result to be committed
+before it starts the next message, so a crash can repeat at most one message per session (a
+250 received and not yet written down): the duplicate window of DESIGN.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from mailer.contacts.model import Contact, load_contacts
+from mailer.delivery import gate
+from mailer.delivery.claims import OutboxMessage, Result, claim
+from mailer.delivery.pauses import pause
+from mailer.delivery.relay import RelaySession
+from mailer.delivery.rendering import CHUNK, Rendered, RenderJob, RenderPool
+from mailer.delivery.replies import RetryPolicy, SmtpReply, judge, next_attempt
+from mailer.delivery.throttle import Throttle
+from mailer.delivery.writer import ResultWriter
+from mailer.logs import logger
+from mailer.render.message import RenderedMessage
+from mailer.workspace import Workspace
+
+SHORT_WAIT = 1.0  # a domain over its rate waits this long in line; longer, it goes back
+
+
+@dataclass
+class DeliveryReport:
+    sent: int = 0
+    deferred: int = 0
+    failed: int = 0
+    skipped: int = 0
+    bounced: int = 0  # of the failed: hard bounces, now suppressed
+    paused: list[str] = field(default_factory=list)  # campaigns paused for relay refusals
+    render_seconds: float = 0.0  # summed over the render processes
+    smtp_seconds: float = 0.0  # summed over the relay sessions (they overlap)
+
+    def counts(self) -> dict[str, int]:
+        return {"sent": self.sent, "deferred": self.deferred, "failed": self.failed,
+                "skipped": self.skipped}  # fmt: skip
+
+    def count(self, result: Result) -> None:
+        if result.ending in ("sent", "deferred", "failed", "skipped"):
+            setattr(self, result.ending, getattr(self, result.ending) + 1)
+
+
+@dataclass(frozen=True)
+class Ready:
+    """A rendered message that passed consent gate 2, waiting for a relay session."""
+
+    claimed: OutboxMessage
+    contact: Contact
+    message: RenderedMessage
+    consent_entry_id: int | None
+
+
+class Deliverer:
+    """Delivers what the outbox holds, for one worker; made once, used for many runs."""
+
+    def __init__(self, workspace: Workspace, owner: str | None = None,
+                 rng: random.Random | None = None) -> None:  # fmt: skip
+        self.workspace = workspace
+        self.settings = workspace.settings
+        delivery = self.settings.delivery
+        self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{os.urandom(3).hex()}"
+        self.throttle = Throttle(delivery.rate, delivery.domain_rates)
+        self.policy = RetryPolicy(delivery.retry_after, delivery.retry_at_most,
+                                  delivery.give_up_after)  # fmt: skip
+        self.rng = rng or random.Random()
+        self.refusals: dict[str, int] = {}  # relay refusals in a row, per campaign
+        self.pool: RenderPool | None = None
+        self.failure: Exception | None = None  # results could not be written: the run stops
+
+    def deliver(self, now: datetime | None = None) -> DeliveryReport:
+        """Send everything due (at `now`, else the clock's time, read at every claim)."""
+        return asyncio.run(self.drain(now))
+
+    async def drain(self, now: datetime | None = None,
+                    stop: asyncio.Event | None = None) -> DeliveryReport:  # fmt: skip
+        """Claim and send batch after batch until nothing is due or `stop` is set; then finish
+        the messages in flight and give back the rest of the claimed rows."""
+        clock: Callable[[], datetime] = (lambda: now) if now else self.workspace.clock.now
+        report = DeliveryReport()
+        self.pool = self.pool or RenderPool(self.settings)
+        held: set[int] = set()  # claimed by this run and not finished
+        writer = ResultWriter(self.workspace, self.owner, clock, held, report)
+        password = self.settings.smtp_password()
+        ready: asyncio.Queue[Ready | None] = asyncio.Queue(self.settings.smtp.pool_size * 4)
+        sessions = [RelaySession(self.settings, password)
+                    for _ in range(self.settings.smtp.pool_size)]  # fmt: skip
+        senders = [asyncio.create_task(self._send_all(s, ready, writer, clock, report))
+                   for s in sessions]  # fmt: skip
+        self.failure = None
+        try:
+            while (stop is None or not stop.is_set()) and self.failure is None:
+                batch = await asyncio.to_thread(self._claim, clock())
+                if not batch:
+                    break
+                held.update(message.id for message in batch)
+                await self._prepare(batch, ready, writer, clock, report)
+        finally:
+            for _ in senders:
+                await ready.put(None)
+            await asyncio.gather(*senders, return_exceptions=True)
+            await asyncio.gather(*(session.close() for session in sessions))
+            writer.add(*(Result(outbox_id, "released", "delivery stopped") for outbox_id in held))
+            await writer.close()
+        if self.failure is not None:
+            raise self.failure
+        return report
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.close()
+            self.pool = None
+
+    def _claim(self, now: datetime) -> list[OutboxMessage]:
+        delivery = self.settings.delivery
+        with self.workspace.engine.begin() as connection:
+            return claim(connection, self.owner, now, delivery.lease, delivery.batch_size)
+
+    async def _prepare(self, batch: list[OutboxMessage], ready: asyncio.Queue[Ready | None],
+                       writer: ResultWriter, clock: Callable[[], datetime],
+                       report: DeliveryReport) -> None:  # fmt: skip
+        """Render the batch in chunks; as each chunk comes back, gate it and queue it."""
+        assert self.pool is not None
+        contacts = await asyncio.to_thread(self._contacts, batch)
+        writer.add(*(Result(m.id, "skipped", "the contact was deleted")
+                     for m in batch if m.contact_id not in contacts))  # fmt: skip
+        jobs = [RenderJob(m.id, m.message_key, m.campaign, m.step, contacts[m.contact_id],
+                          m.variant) for m in batch if m.contact_id in contacts]  # fmt: skip
+        by_id = {message.id: message for message in batch}
+        now = clock()
+        chunks = [asyncio.wrap_future(self.pool.submit(jobs[i : i + CHUNK], now))
+                  for i in range(0, len(jobs), CHUNK)]  # fmt: skip
+        for finished in asyncio.as_completed(chunks):
+            rendered = await finished
+            report.render_seconds += sum(item.seconds for item in rendered)
+            for item in await asyncio.to_thread(self._gate, rendered, by_id, contacts, writer):
+                await ready.put(item)
+
+    def _contacts(self, batch: list[OutboxMessage]) -> dict[int, Contact]:
+        with self.workspace.engine.connect() as connection:
+            return load_contacts(connection, [message.contact_id for message in batch])
+
+    def _gate(self, rendered: list[Rendered], by_id: dict[int, OutboxMessage],
+              contacts: dict[int, Contact], writer: ResultWriter) -> list[Ready]:  # fmt: skip
+        """Consent gate 2 for a rendered chunk: what may go now, the rest ends here."""
+        for item in rendered:
+            if item.error is not None:
+                logger.warning("render failed", extra={"outbox_id": item.outbox_id,
+                                                       "reason": item.error})  # fmt: skip
+                writer.add(Result(item.outbox_id, "failed", f"render: {item.error}"))
+        fine = [item for item in rendered if item.message is not None]
+        lists_of = {item.outbox_id: self._list_of(by_id[item.outbox_id]) for item in fine}
+        contact_of = {item.outbox_id: by_id[item.outbox_id].contact_id for item in fine}
+        with self.workspace.engine.connect() as connection:
+            verdicts = gate.check(connection, lists_of, contact_of)
+        passed = []
+        for item in fine:
+            reason, entry_id = verdicts[item.outbox_id]
+            if reason is not None:
+                writer.add(Result(item.outbox_id, "skipped", f"at sending: {reason}"))
+                continue
+            claimed = by_id[item.outbox_id]
+            assert item.message is not None
+            passed.append(Ready(claimed, contacts[claimed.contact_id], item.message, entry_id))
+        return passed
+
+    def _list_of(self, message: OutboxMessage) -> str:
+        campaign = self.settings.campaigns.get(message.campaign)
+        return campaign.list_name if campaign else ""
+
+    async def _send_all(self, session: RelaySession, ready: asyncio.Queue[Ready | None],
+                        writer: ResultWriter, clock: Callable[[], datetime],
+                        report: DeliveryReport) -> None:  # fmt: skip
+        while (item := await ready.get()) is not None:
+            if self.failure is not None:  # results cannot be written: send nothing more
+                continue
+            result = await self._send_one(session, item, clock, report)
+            try:
+                await writer.write(result)  # committed before this session sends again
+            except Exception as error:
+                self.failure = error
+
+    async def _send_one(self, session: RelaySession, item: Ready, clock: Callable[[], datetime],
+                        report: DeliveryReport) -> Result:  # fmt: skip
+        claimed, message = item.claimed, item.message
+        if claimed.campaign in report.paused:
+            return Result(claimed.id, "released", "campaign paused: relay refusals")
+        wait = self.throttle.domain_wait(message.recipient, time.monotonic())
+        if wait > SHORT_WAIT:
+            domain = message.recipient.rpartition("@")[2]
+            return Result(claimed.id, "released", f"rate limit for {domain}",
+                          send_after=clock() + timedelta(seconds=wait))  # fmt: skip
+        await asyncio.sleep(wait)
+        await asyncio.sleep(self.throttle.take(message.recipient, time.monotonic()))
+        started = time.perf_counter()
+        reply = await session.send(message.envelope_from, message.recipient, message.data,
+                                   message.smtputf8)  # fmt: skip
+        report.smtp_seconds += time.perf_counter() - started
+        return await self._judged(item, reply, clock(), report)
+
+    async def _judged(self, item: Ready, reply: SmtpReply, now: datetime,
+                      report: DeliveryReport) -> Result:  # fmt: skip
+        claimed, message = item.claimed, item.message
+        verdict = judge(reply)
+        await self._count_refusal(claimed.campaign, verdict.relay_refusal, reply, report)
+        if verdict.outcome == "sent":
+            return Result(claimed.id, "sent", reply=str(reply),
+                          message_id=message.message_id,
+                          links=message.links, consent_entry_id=item.consent_entry_id)  # fmt: skip
+        if verdict.outcome == "retry":
+            again = next_attempt(self.policy, claimed.attempts, claimed.queued_at, now, self.rng)
+            if again is not None:
+                return Result(claimed.id, "deferred", f"temporary failure at {reply.stage}",
+                              reply=str(reply), send_after=again)  # fmt: skip
+            return Result(claimed.id, "failed", f"gave up after {claimed.attempts} attempts",
+                          reply=str(reply))  # fmt: skip
+        if verdict.hard_bounce:
+            report.bounced += 1
+        bounced = item.contact.email if verdict.hard_bounce else None
+        return Result(claimed.id, "failed", f"refused at {reply.stage}", reply=str(reply),
+                      bounced_address=bounced)  # fmt: skip
+
+    async def _count_refusal(self, campaign: str, refused: bool, reply: SmtpReply,
+                             report: DeliveryReport) -> None:  # fmt: skip
+        """Many relay refusals in a row pause the campaign instead of burning its list."""
+        self.refusals[campaign] = self.refusals.get(campaign, 0) + 1 if refused else 0
+        limit = self.settings.delivery.pause_after_refusals
+        if self.refusals[campaign] < limit or campaign in report.paused:
+            return
+        report.paused.append(campaign)
+        reason = f"the relay refused {limit} messages in a row; last: {reply}"
+        logger.error(f"campaign {campaign} paused: {reason}; fix the relay or its settings, "
+                     f"then run `mailer campaign resume {campaign}`")  # fmt: skip
+        await asyncio.to_thread(self._pause, campaign, reason)
+
+    def _pause(self, campaign: str, reason: str) -> None:
+        with self.workspace.engine.begin() as connection:
+            pause(connection, self.settings, campaign, reason, self.workspace.clock.now())

@@ -1,0 +1,90 @@
+"""Writing delivery results: one transaction for whatever results are waiting (a group commit),
+in a thread so the event loop keeps sending. A hard bounce is suppressed, with its ledger
+entry, in the same transaction that marks the message failed."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from mailer.consent.person import withdraw
+from mailer.delivery.claims import Result, finish
+from mailer.logs import logger
+from mailer.workspace import Workspace
+
+if TYPE_CHECKING:
+    from mailer.delivery.worker import DeliveryReport
+
+
+class ResultWriter:
+    def __init__(self, workspace: Workspace, owner: str, clock: Callable[[], datetime],
+                 held: set[int], report: DeliveryReport) -> None:  # fmt: skip
+        self.workspace = workspace
+        self.owner = owner
+        self.clock = clock
+        self.held = held  # the run's claimed rows without a result yet
+        self.report = report
+        self.waiting: list[tuple[Result, asyncio.Future[None] | None]] = []
+        self.wakeup = asyncio.Event()
+        self.closing = False
+        self.task = asyncio.create_task(self._run())
+
+    def add(self, *results: Result) -> None:
+        """Queue results to be written; nobody waits for them."""
+        for result in results:
+            self._enqueue(result, None)
+
+    async def write(self, result: Result) -> None:
+        """Queue a result and wait until it is committed."""
+        done = asyncio.get_running_loop().create_future()
+        self._enqueue(result, done)
+        await done
+
+    def _enqueue(self, result: Result, done: asyncio.Future[None] | None) -> None:
+        self.held.discard(result.outbox_id)
+        self.report.count(result)
+        self.waiting.append((result, done))
+        self.wakeup.set()
+
+    async def close(self) -> None:
+        self.closing = True
+        self.wakeup.set()
+        await self.task
+
+    async def _run(self) -> None:
+        while True:
+            await self.wakeup.wait()
+            self.wakeup.clear()
+            batch, self.waiting = self.waiting, []
+            if batch:
+                await self._commit(batch)
+            if self.closing and not self.waiting:
+                return
+
+    async def _commit(self, batch: list[tuple[Result, asyncio.Future[None] | None]]) -> None:
+        try:
+            await asyncio.to_thread(self._write, [result for result, _ in batch])
+        except Exception as error:  # the database is gone: the senders must stop
+            logger.exception("cannot write delivery results")
+            for _, done in batch:
+                if done is not None and not done.done():
+                    done.set_exception(error)
+            return
+        for _, done in batch:
+            if done is not None and not done.done():
+                done.set_result(None)
+
+    def _write(self, results: list[Result]) -> None:
+        workspace, now = self.workspace, self.clock()
+        with workspace.engine.begin() as connection:
+            kept = finish(connection, self.owner, results, now)
+            if kept < len(results):
+                logger.warning("lease lost: another worker took these rows over",
+                               extra={"rows": len(results) - kept})  # fmt: skip
+            for result in results:
+                if result.bounced_address:
+                    withdraw(connection, workspace.key, result.bounced_address,
+                             workspace.double_opt_in, now, source="bounce", reason="hard_bounce",
+                             detail=result.reply)  # fmt: skip
