@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 # The demo keeps its own database, so it starts from nothing every time.
 DEMO   := MAILER_DATABASE_URL=sqlite:///.mailer/demo.db $(BIN)/mailer
 
-.PHONY: demo test lint bench-import bench-render clean
+.PHONY: demo test lint bench-import bench-render clean bench-tools
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -81,3 +81,34 @@ bench-render: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .mailer .pytest_cache .mypy_cache .ruff_cache lists/*.rejects.csv
+
+# Postfix's standalone smtp-sink and smtp-source, the reference half of the send benchmark;
+# the postfix daemon itself is never started. While apt runs, a policy-rc.d that answers 101
+# forbids the package's scripts to start it (one already there is put aside and restored, whatever
+# happens); `apt-get update` only when the install fails without it.
+POLICY_RC := /usr/sbin/policy-rc.d
+bench-tools:
+	@if [ -x /usr/sbin/smtp-sink ] && [ -x /usr/sbin/smtp-source ]; then \
+		echo "smtp-sink and smtp-source are installed"; \
+	else \
+		set -e; \
+		restore() { rm -f $(POLICY_RC); \
+			if [ -e $(POLICY_RC).bench-tools ]; then mv $(POLICY_RC).bench-tools $(POLICY_RC); fi; }; \
+		trap restore EXIT; trap 'exit 1' HUP INT TERM; \
+		if [ -e $(POLICY_RC) ]; then mv $(POLICY_RC) $(POLICY_RC).bench-tools; fi; \
+		printf '#!/bin/sh\nexit 101\n' > $(POLICY_RC); chmod 755 $(POLICY_RC); \
+		echo 'postfix postfix/main_mailer_type select No configuration' | debconf-set-selections; \
+		export DEBIAN_FRONTEND=noninteractive; \
+		echo "installing Debian's postfix for smtp-sink and smtp-source (the daemon is not started)"; \
+		if ! apt-get install -y -q --no-install-recommends postfix >/dev/null 2>&1; then \
+			apt-get update -q >/dev/null || exit 1; \
+			apt-get install -y -q --no-install-recommends postfix >/dev/null || exit 1; \
+		fi; \
+		[ -x /usr/sbin/smtp-sink ] && [ -x /usr/sbin/smtp-source ] || \
+			{ echo "postfix is installed but smtp-sink or smtp-source is missing"; exit 1; }; \
+	fi
+	@if pgrep -x master >/dev/null; then \
+		echo "a postfix master process runs: stopping it with postfix stop"; \
+		postfix stop; sleep 1; \
+		! pgrep -x master >/dev/null || { echo "postfix master still runs"; exit 1; }; \
+	fi

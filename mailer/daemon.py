@@ -1,22 +1,58 @@
-"""`mailer run`: APScheduler is the clock, the database the truth. Each job is an idempotent
-function of (settings, database, now), so a restart or a second daemon loses or repeats
-nothing. SIGTERM and SIGINT stop it cleanly: the running tick finishes, then exit 0."""
+"""`mailer run` and `mailer tick`: the engine's tick, then delivery of what it queued.
+
+APScheduler is the clock, the database the truth: each tick is an idempotent function of
+(settings, database, now), so a restart or a second daemon loses or repeats nothing. Delivery
+runs continuously beside the ticks. SIGTERM and SIGINT stop both cleanly: the running tick
+finishes, SMTP transactions in flight finish, unsent claimed rows are given back, exit 0.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import signal
+from contextlib import suppress
 from datetime import UTC, datetime, timedelta
-from types import FrameType
 
-from apscheduler.schedulers.blocking import BlockingScheduler
+from apscheduler.schedulers.background import BackgroundScheduler
 
 from mailer.campaigns.engine import tick
+from mailer.delivery.worker import Deliverer
 from mailer.logs import logger
 from mailer.workspace import Workspace
 
 
+def tick_and_deliver(workspace: Workspace, deliverer: Deliverer,
+                     now: datetime | None = None) -> dict[str, int]:  # fmt: skip
+    """One tick at `now` (default: the clock's time), then deliver everything due; the
+    counts of both (skipped: steps whose condition was false, and messages consent gate 2
+    stopped)."""
+    counts = tick(workspace.engine, workspace.settings, now or workspace.clock.now()).as_dict()
+    delivered = deliverer.deliver(now).counts()
+    counts["skipped"] += delivered.pop("skipped")
+    return counts | delivered
+
+
+def simulate(workspace: Workspace, start: datetime,
+             until: datetime) -> dict[str, dict[str, int]]:  # fmt: skip
+    """Tick and deliver every hour from `start` to `until`, with the clock moved: a trial of
+    days or weeks in seconds. The counts summed per day."""
+    days: dict[str, dict[str, int]] = {}
+    deliverer = Deliverer(workspace)
+    try:
+        moment = start
+        while moment <= until:
+            counts = tick_and_deliver(workspace, deliverer, moment)
+            day = days.setdefault(moment.strftime("%Y-%m-%d"), dict.fromkeys(counts, 0))
+            for name, count in counts.items():
+                day[name] += count
+            moment += timedelta(hours=1)
+    finally:
+        deliverer.close()
+    return days
+
+
 def run(workspace: Workspace, every: timedelta) -> None:
-    scheduler = BlockingScheduler(timezone=UTC)
+    scheduler = BackgroundScheduler(timezone=UTC)
 
     def tick_job() -> None:
         now = workspace.clock.now()
@@ -27,14 +63,37 @@ def run(workspace: Workspace, every: timedelta) -> None:
             return
         logger.info("tick", extra={"now": now.isoformat(), **report.as_dict()})
 
-    def stop(signum: int, _frame: FrameType | None) -> None:
-        logger.info("stopping", extra={"signal": signal.Signals(signum).name})
-        scheduler.shutdown(wait=True)
-
     scheduler.add_job(tick_job, "interval", seconds=every.total_seconds(), id="tick",
                       next_run_time=datetime.now(UTC), max_instances=1, coalesce=True)  # fmt: skip
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    logger.info("started", extra={"tick_every": str(every)})
+    deliverer = Deliverer(workspace)
+    logger.info("started", extra={"tick_every": str(every), "worker": deliverer.owner})
     scheduler.start()
+    try:
+        asyncio.run(_deliver_until_stopped(workspace, deliverer))
+    finally:
+        scheduler.shutdown(wait=True)  # the running tick finishes
+        deliverer.close()
     logger.info("stopped")
+
+
+async def _deliver_until_stopped(workspace: Workspace, deliverer: Deliverer) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, _stopping, signum, stop)
+    poll = workspace.settings.delivery.poll.total_seconds()
+    while not stop.is_set():
+        try:
+            report = await deliverer.drain(stop=stop)
+        except Exception:  # the database or the relay is down: try again after a pause
+            logger.exception("delivery failed")
+        else:
+            if any(report.counts().values()):
+                logger.info("delivered", extra={**report.counts(), "bounced": report.bounced})
+        with suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), poll)
+
+
+def _stopping(signum: int, stop: asyncio.Event) -> None:
+    logger.info("stopping", extra={"signal": signal.Signals(signum).name})
+    stop.set()

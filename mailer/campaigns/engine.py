@@ -79,21 +79,6 @@ def tick(engine: Engine, settings: Settings, now: datetime) -> TickReport:
     return report
 
 
-def tick_hourly(engine: Engine, settings: Settings, start: datetime,
-                until: datetime) -> dict[str, dict[str, int]]:  # fmt: skip
-    """Tick every hour from `start` to `until` (a simulation with a moved clock); the counts
-    summed per day."""
-    days: dict[str, dict[str, int]] = {}
-    moment = start
-    while moment <= until:
-        report = tick(engine, settings, moment).as_dict()
-        day = days.setdefault(moment.strftime("%Y-%m-%d"), dict.fromkeys(report, 0))
-        for name, count in report.items():
-            day[name] += count
-        moment += timedelta(hours=1)
-    return days
-
-
 def start(connection: Connection, settings: Settings, now: datetime, report: TickReport) -> None:
     """What begins now: score rules newly met, enrollments into sequences, and broadcasts
     whose time has come."""

@@ -9,11 +9,12 @@ import click
 from rich.table import Table
 
 from mailer.campaigns.activity import record_activity
-from mailer.campaigns.engine import tick_hourly
 from mailer.campaigns.outbox import outbox_rows
 from mailer.campaigns.plan import plan as make_plan
 from mailer.cli import _LazyWorkspace, cli, console, key_values, pass_workspace, print_json, say
 from mailer.daemon import run as run_daemon
+from mailer.daemon import simulate, tick_and_deliver
+from mailer.delivery.worker import Deliverer
 from mailer.durations import parse_duration
 from mailer.logs import configure
 
@@ -37,19 +38,28 @@ def _moment(text: str | None) -> datetime | None:
 @pass_workspace
 def tick(lazy: _LazyWorkspace, now_text: str | None, until_text: str | None,
          as_json: bool) -> None:  # fmt: skip
-    """One pass of the engine: enroll contacts into sequences, then queue the steps that are
-    due (consent checked first). Safe to run again, or in two processes at once: nothing is
-    queued twice. Queued messages wait in the outbox for delivery."""
+    """One pass of the engine, then delivery: enroll contacts into sequences, queue the steps
+    that are due (consent checked), and send what the outbox holds through the relay of
+    settings [smtp] (consent checked again just before). Prints how many were sent, deferred
+    (a temporary failure: retried later), failed and skipped. Safe to run again, or in two
+    processes at once: nothing is queued or sent twice."""
     workspace = lazy.get()
-    now = _moment(now_text) or workspace.clock.now()
-    until = _moment(until_text) or now
-    days = tick_hourly(workspace.engine, workspace.settings, now, until)
+    now = _moment(now_text)
+    until = _moment(until_text)
+    if until is not None:
+        days = simulate(workspace, now or workspace.clock.now(), until)
+    else:
+        deliverer = Deliverer(workspace)
+        try:
+            days = {"now": tick_and_deliver(workspace, deliverer, now)}
+        finally:
+            deliverer.close()
     if as_json:
-        print_json(next(iter(days.values())) if len(days) == 1 else days)
+        print_json(next(iter(days.values())) if until is None else days)
         return
     for label, counts in days.items():
         line = ", ".join(f"{count} {name}" for name, count in counts.items())
-        say(f"{label}  {line}" if len(days) > 1 else line)
+        say(f"{label}  {line}" if until is not None else line)
 
 
 @cli.command()
@@ -57,8 +67,9 @@ def tick(lazy: _LazyWorkspace, now_text: str | None, until_text: str | None,
 @click.option("--log-json", is_flag=True, help="Log one JSON object a line.")
 @pass_workspace
 def run(lazy: _LazyWorkspace, every: str, log_json: bool) -> None:
-    """The daemon: tick every --every until SIGTERM or Ctrl-C (then finish the running tick
-    and exit 0). Delivery and the tracking endpoint join it as they are built."""
+    """The daemon: tick every --every and deliver continuously until SIGTERM or Ctrl-C; then
+    finish the running tick and the SMTP transactions in flight, give back unsent claimed
+    messages, and exit 0. Run several on PostgreSQL: they share the outbox, never a message."""
     try:
         interval = parse_duration(every)
     except ValueError as error:

@@ -205,8 +205,8 @@ class Deliverer:
             domain = message.recipient.rpartition("@")[2]
             return Result(claimed.id, "released", f"rate limit for {domain}",
                           send_after=clock() + timedelta(seconds=wait))  # fmt: skip
-        await asyncio.sleep(wait)
-        await asyncio.sleep(self.throttle.take(message.recipient, time.monotonic()))
+        # Take the tokens before the first await, so no other session slips in between.
+        await asyncio.sleep(max(wait, self.throttle.take(message.recipient, time.monotonic())))
         started = time.perf_counter()
         reply = await session.send(message.envelope_from, message.recipient, message.data,
                                    message.smtputf8)  # fmt: skip

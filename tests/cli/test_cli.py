@@ -12,6 +12,7 @@ from sqlalchemy import create_engine, text
 
 from mailer.cli import cli
 from tests.conftest import SECRET, write_csv
+from tests.delivery.smtp_server import ScriptedSmtpServer
 
 
 @pytest.fixture
@@ -209,12 +210,14 @@ def test_check_reports_a_broken_segment_with_its_column(mailer, project: Path) -
     assert "segments.silent: col 23: expected a duration" in result.stderr
 
 
-def test_tick_plan_and_outbox_from_the_command_line(mailer, project: Path) -> None:  # type: ignore[no-untyped-def]
+def test_tick_plan_and_outbox_from_the_command_line(  # type: ignore[no-untyped-def]
+    mailer, project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     write_csv(
         project / "news.csv",
         """
-        email,consent_at,consent_confirmed_at
-        ada@example.com,2026-01-01,2026-01-01
+        email,first_name,consent_at,consent_confirmed_at
+        ada@example.com,Ada,2026-01-01,2026-01-01
     """,
     )
     mailer("import", "news.csv", "--list", "newsletter")  # joins the list now (the real clock)
@@ -222,16 +225,18 @@ def test_tick_plan_and_outbox_from_the_command_line(mailer, project: Path) -> No
     iso = lambda moment: moment.strftime("%Y-%m-%dT%H:%MZ")  # noqa: E731
     planned = json.loads(mailer("plan", "--now", iso(start), "--horizon", "3d", "--json").stdout)
     assert [(row["step"], row["total"]) for row in planned["queued"]] == [("hello", 1), ("tips", 1)]
-    first = json.loads(mailer("tick", "--now", iso(start), "--json").stdout)
-    assert (first["enrolled"], first["queued"]) == (1, 1)
-    later = mailer("tick", "--now", iso(start + timedelta(hours=1)),
-                   "--until", iso(start + timedelta(days=3))).stdout  # fmt: skip
+    with ScriptedSmtpServer() as relay:
+        monkeypatch.setenv("MAILER_SMTP__PORT", str(relay.port))
+        monkeypatch.setenv("MAILER_DELIVERY__RENDER_PROCESSES", "0")
+        first = json.loads(mailer("tick", "--now", iso(start), "--json").stdout)
+        assert (first["enrolled"], first["queued"], first["sent"]) == (1, 1, 1)
+        later = mailer("tick", "--now", iso(start + timedelta(hours=1)),
+                       "--until", iso(start + timedelta(days=3))).stdout  # fmt: skip
     assert sum(int(line.split(", ")[1].split()[0]) for line in later.splitlines()) == 1
+    assert sum(int(line.split(", ")[-4].split()[0]) for line in later.splitlines()) == 1
+    assert [message.recipient for message in relay.received] == ["ada@example.com"] * 2
     rows = json.loads(mailer("outbox", "--contact", "ada@example.com", "--json").stdout)
-    assert [(row["step"], row["status"]) for row in rows] == [
-        ("hello", "queued"),
-        ("tips", "queued"),
-    ]
+    assert [(row["step"], row["status"]) for row in rows] == [("hello", "sent"), ("tips", "sent")]
     assert mailer("tick", "--now", "yesterday").exit_code == 2
 
 

@@ -1,0 +1,302 @@
+"""Delivery through a real SMTP server (aiosmtpd), on SQLite and PostgreSQL: what the relay
+answers decides what becomes of each outbox row."""
+
+from __future__ import annotations
+
+import email
+import json
+from collections.abc import Callable, Iterator
+from datetime import timedelta
+from email.policy import default as default_policy
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from mailer.campaigns.engine import tick
+from mailer.clock import FrozenClock
+from mailer.config import load_settings
+from mailer.consent.ledger import verify
+from mailer.consent.person import withdraw
+from mailer.delivery.claims import claim
+from mailer.delivery.pauses import resume
+from mailer.delivery.worker import Deliverer, DeliveryReport
+from mailer.store.tables import campaign_pauses, consent_entries, outbox, suppressions
+from mailer.workspace import Workspace
+from tests.conftest import NOW, write_csv
+from tests.delivery.smtp_server import ScriptedSmtpServer
+from tests.helpers import run_import
+
+Opener = Callable[..., Workspace]
+
+
+@pytest.fixture
+def open_workspace(project: Path, environ: dict[str, str], clock: FrozenClock,
+                   smtp_server: ScriptedSmtpServer) -> Iterator[Opener]:  # fmt: skip
+    """Workspaces over the test project whose relay is the scripted server; keyword
+    arguments are more settings overrides (MAILER_ variables without the prefix)."""
+    opened: list[Workspace] = []
+
+    def open_(**overrides: str) -> Workspace:
+        variables = {"SMTP__PORT": str(smtp_server.port), "DELIVERY__RENDER_PROCESSES": "0",
+                     **overrides}  # fmt: skip
+        settings = load_settings(
+            project / "settings.toml",
+            environ={**environ, **{f"MAILER_{k}": v for k, v in variables.items()}},
+        )
+        opened.append(Workspace(settings, clock))
+        return opened[-1]
+
+    yield open_
+    for workspace in opened:
+        workspace.close()
+
+
+def queue_welcome(workspace: Workspace, project: Path, *people: str) -> None:
+    """Import `people` ("email" or "email,First") as confirmed subscribers, then tick: the
+    welcome sequence queues its first message to each."""
+    rows = [person if "," in person else f"{person}," for person in people]
+    write_csv(project / "news.csv", "email,first_name,consent_at,consent_confirmed_at\n"
+              + "".join(f"{row},2026-01-01,2026-01-02\n" for row in rows))  # fmt: skip
+    run_import(workspace, project / "news.csv", "newsletter")
+    assert tick(workspace.engine, workspace.settings, NOW).queued == len(people)
+
+
+def rows(workspace: Workspace) -> dict[str, dict[str, object]]:
+    """The outbox by recipient address."""
+    from mailer.store.tables import contacts
+
+    with workspace.engine.connect() as connection:
+        found = connection.execute(
+            select(contacts.c.email, outbox).join(contacts, contacts.c.id == outbox.c.contact_id)
+        )
+        return {row.email: dict(row._mapping) for row in found}
+
+
+def deliver(workspace: Workspace, after: timedelta = timedelta(0)) -> DeliveryReport:
+    deliverer = Deliverer(workspace)
+    try:
+        return deliverer.deliver(NOW + after)
+    finally:
+        deliverer.close()
+
+
+def test_a_queued_message_is_sent_and_keeps_its_message_id_reply_links_and_consent(
+    open_workspace: Opener, project: Path, smtp_server: ScriptedSmtpServer
+) -> None:
+    workspace = open_workspace()
+    queue_welcome(workspace, project, "ada@example.com,Ada")
+    report = deliver(workspace)
+    assert report.counts() == {"sent": 1, "deferred": 0, "failed": 0, "skipped": 0}
+    [received] = smtp_server.received
+    message = email.message_from_bytes(received.data, policy=default_policy)
+    row = rows(workspace)["ada@example.com"]
+    assert row["status"] == "sent" and row["sent_at"] == NOW and row["attempts"] == 1
+    assert row["message_id"] == message["Message-ID"]
+    assert str(row["reply"]).startswith("250 ")
+    assert received.recipient == "ada@example.com"
+    assert received.envelope_from.startswith("bounces+")
+    assert json.loads(str(row["links"])) == []  # the welcome template has no tracked link
+    with workspace.engine.connect() as connection:
+        entry = connection.execute(
+            select(consent_entries).where(consent_entries.c.id == row["consent_entry_id"])
+        ).one()
+    assert entry.purpose == "newsletter" and entry.action == "confirmed"
+    assert deliver(workspace).counts()["sent"] == 0  # nothing is sent twice
+
+
+def test_a_451_is_deferred_with_backoff_then_delivered(
+    open_workspace: Opener, project: Path, smtp_server: ScriptedSmtpServer
+) -> None:
+    workspace = open_workspace()
+    queue_welcome(workspace, project, "ada@example.com,Ada")
+    smtp_server.script("ada@example.com", "451 4.3.0 Try again later")
+    assert deliver(workspace).deferred == 1
+    row = rows(workspace)["ada@example.com"]
+    assert row["status"] == "deferred" and "451 4.3.0" in str(row["reply"])
+    retry = row["send_after"]
+    assert isinstance(retry, type(NOW))
+    assert NOW + timedelta(minutes=2, seconds=29) < retry <= NOW + timedelta(minutes=5)
+    assert deliver(workspace, timedelta(minutes=1)).counts()["sent"] == 0  # not yet due
+    assert deliver(workspace, timedelta(minutes=6)).sent == 1
+    row = rows(workspace)["ada@example.com"]
+    assert row["status"] == "sent" and row["attempts"] == 2
+    assert len(smtp_server.received) == 1
+
+
+def test_a_message_deferred_past_the_give_up_age_fails(
+    open_workspace: Opener, project: Path, smtp_server: ScriptedSmtpServer
+) -> None:
+    workspace = open_workspace(DELIVERY__GIVE_UP_AFTER='"1h"')
+    queue_welcome(workspace, project, "ada@example.com,Ada")
+    smtp_server.script("ada@example.com", *["421 4.7.0 Busy"] * 10)
+    later = timedelta(0)
+    for _ in range(10):
+        report = deliver(workspace, later)
+        if report.failed:
+            break
+        later += timedelta(hours=1)
+    row = rows(workspace)["ada@example.com"]
+    assert row["status"] == "failed" and "gave up after" in str(row["reason"])
+    assert smtp_server.received == []
+
+
+def test_a_550_5_1_1_fails_and_suppresses_the_address_with_a_ledger_entry(
+    open_workspace: Opener, project: Path, smtp_server: ScriptedSmtpServer
+) -> None:
+    workspace = open_workspace()
+    queue_welcome(workspace, project, "gone@example.com,Gone", "ada@example.com,Ada")
+    smtp_server.script("gone@example.com", "550 5.1.1 <gone@example.com>: no such user")
+    report = deliver(workspace)
+    assert (report.sent, report.failed, report.bounced) == (1, 1, 1)
+    row = rows(workspace)["gone@example.com"]
+    assert row["status"] == "failed" and "5.1.1" in str(row["reply"])
+    with workspace.engine.connect() as connection:
+        suppression = connection.execute(
+            select(suppressions).where(suppressions.c.email == "gone@example.com")
+        ).one()
+        bounce = connection.execute(
+            select(consent_entries).where(consent_entries.c.id == suppression.entry_id)
+        ).one()
+        assert verify(connection).intact
+    assert suppression.reason == "hard_bounce" and "5.1.1" in suppression.detail
+    assert (bounce.purpose, bounce.action, bounce.source) == ("*", "withdrawn", "bounce")
+
+
+def test_a_policy_refusal_fails_without_suppressing(
+    open_workspace: Opener, project: Path, smtp_server: ScriptedSmtpServer
+) -> None:
+    workspace = open_workspace()
+    queue_welcome(workspace, project, "ada@example.com,Ada")
+    smtp_server.script("ada@example.com", "data 554 5.6.0 message content rejected")
+    assert deliver(workspace).failed == 1
+    assert rows(workspace)["ada@example.com"]["status"] == "failed"
+    with workspace.engine.connect() as connection:
+        assert connection.execute(select(suppressions)).first() is None
+
+
+def test_a_connection_dropped_mid_data_is_retried_on_a_new_connection(
+    open_workspace: Opener, project: Path, smtp_server: ScriptedSmtpServer
+) -> None:
+    workspace = open_workspace(SMTP__POOL_SIZE="1")
+    queue_welcome(workspace, project, "ada@example.com,Ada", "bob@example.com,Bob")
+    smtp_server.script("ada@example.com", "drop")
+    report = deliver(workspace)
+    assert (report.sent, report.deferred) == (1, 1)  # Bob went out on a new connection
+    assert rows(workspace)["ada@example.com"]["status"] == "deferred"
+    assert deliver(workspace, timedelta(minutes=6)).sent == 1
+    assert sorted(r.recipient for r in smtp_server.received) == ["ada@example.com",
+                                                                 "bob@example.com"]  # fmt: skip
+    assert smtp_server.connections == 3  # dropped, then reopened for Bob, then the retry
+
+
+def test_withdrawn_consent_between_queue_and_send_is_not_sent(
+    open_workspace: Opener, project: Path, smtp_server: ScriptedSmtpServer
+) -> None:
+    workspace = open_workspace()
+    queue_welcome(workspace, project, "ada@example.com,Ada", "bob@example.com,Bob")
+    with workspace.engine.begin() as connection:
+        withdraw(connection, workspace.key, "ada@example.com", workspace.double_opt_in, NOW,
+                 list_name="newsletter")  # fmt: skip
+    report = deliver(workspace)
+    assert (report.sent, report.skipped) == (1, 1)
+    row = rows(workspace)["ada@example.com"]
+    assert row["status"] == "skipped"
+    assert row["reason"] == "at sending: no consent (withdrawn)"
+    assert [r.recipient for r in smtp_server.received] == ["bob@example.com"]
+
+
+def test_a_template_error_fails_that_message_only(
+    open_workspace: Opener, project: Path, smtp_server: ScriptedSmtpServer
+) -> None:
+    workspace = open_workspace()
+    # The welcome subject says "Welcome, {{ contact.first_name }}": Bob has no first name.
+    queue_welcome(workspace, project, "ada@example.com,Ada", "bob@example.com")
+    report = deliver(workspace)
+    assert (report.sent, report.failed) == (1, 1)
+    row = rows(workspace)["bob@example.com"]
+    assert row["status"] == "failed"
+    assert str(row["reason"]).startswith("render: ")
+    assert str(row["reason"]).endswith(
+        "settings.toml: campaigns.welcome.steps[0].subject: 'contact.first_name' is undefined"
+    )
+
+
+def test_a_blocked_relay_pauses_the_campaign_after_refusals_in_a_row(
+    open_workspace: Opener, project: Path, smtp_server: ScriptedSmtpServer
+) -> None:
+    workspace = open_workspace(DELIVERY__PAUSE_AFTER_REFUSALS="3", SMTP__POOL_SIZE="1")
+    people = [f"p{n}@example.com,P{n}" for n in range(8)]
+    queue_welcome(workspace, project, *people)
+    for person in people:
+        smtp_server.script(person.split(",")[0], "554 5.7.1 Service unavailable; client blocked")
+    report = deliver(workspace)
+    assert report.paused == ["welcome"]
+    assert report.failed == 3 and report.sent == 0  # three burned, not eight
+    with workspace.engine.connect() as connection:
+        pause = connection.execute(select(campaign_pauses)).one()
+        assert claim(connection, "someone", NOW + timedelta(hours=1), timedelta(minutes=5),
+                     100) == []  # fmt: skip
+    assert "refused 3 messages in a row" in pause.reason and "5.7.1" in pause.reason
+    statuses = sorted(str(row["status"]) for row in rows(workspace).values())
+    assert statuses == ["failed"] * 3 + ["queued"] * 5
+
+
+def test_broken_authentication_pauses_the_campaign_and_loses_no_message(
+    open_workspace: Opener, project: Path
+) -> None:
+    with ScriptedSmtpServer(auth={"mailer": "right password"}) as relay:
+        settings = {"SMTP__PORT": str(relay.port), "SMTP__USERNAME": "mailer",
+                    "DELIVERY__PAUSE_AFTER_REFUSALS": "3", "SMTP__POOL_SIZE": "1"}  # fmt: skip
+        workspace = open_workspace(**settings, SMTP__PASSWORD="wrong password")
+        people = [f"p{n}@example.com,P{n}" for n in range(8)]
+        queue_welcome(workspace, project, *people)
+        report = deliver(workspace)
+        assert report.paused == ["welcome"] and report.failed == 0
+        assert report.deferred == 3  # each waits for the relay to be fixed
+        with workspace.engine.begin() as connection:
+            assert "535" in connection.execute(select(campaign_pauses.c.reason)).scalar_one()
+            assert resume(connection, workspace.settings, "welcome")
+        fixed = open_workspace(**settings, SMTP__PASSWORD="right password")
+        assert deliver(fixed, timedelta(hours=1)).sent == 8
+        assert len(relay.received) == 8
+
+
+def test_a_domain_over_its_rate_waits_in_the_outbox(
+    open_workspace: Opener, project: Path, smtp_server: ScriptedSmtpServer
+) -> None:
+    workspace = open_workspace(DELIVERY__DOMAIN_RATES='{"slow.example" = "10/h"}')
+    queue_welcome(workspace, project, "a@slow.example,A", "b@slow.example,B",
+                  "c@fast.example,C")  # fmt: skip
+    report = deliver(workspace)
+    assert report.sent == 2  # one for slow.example, and fast.example
+    waiting = [row for row in rows(workspace).values() if row["status"] != "sent"]
+    assert len(waiting) == 1 and waiting[0]["status"] == "queued"
+    assert waiting[0]["reason"] == "rate limit for slow.example"
+    assert waiting[0]["attempts"] == 0  # a throttled message has not been attempted
+    assert NOW + timedelta(minutes=5) < waiting[0]["send_after"] <= NOW + timedelta(minutes=7)
+
+
+def test_a_crashed_workers_rows_come_back_when_its_lease_ends(
+    open_workspace: Opener, project: Path, smtp_server: ScriptedSmtpServer
+) -> None:
+    workspace = open_workspace()
+    queue_welcome(workspace, project, "ada@example.com,Ada", "bob@example.com,Bob")
+    with workspace.engine.begin() as connection:  # a worker claims, then dies
+        assert len(claim(connection, "dead", NOW, timedelta(minutes=5), 10)) == 2
+    assert deliver(workspace, timedelta(minutes=4)).sent == 0  # still leased
+    assert deliver(workspace, timedelta(minutes=5, seconds=1)).sent == 2
+    assert {str(row["status"]) for row in rows(workspace).values()} == {"sent"}
+    assert {row["attempts"] for row in rows(workspace).values()} == {2}
+
+
+def test_rendering_in_worker_processes_sends_the_same_message(
+    open_workspace: Opener, project: Path, smtp_server: ScriptedSmtpServer
+) -> None:
+    workspace = open_workspace(DELIVERY__RENDER_PROCESSES="1")
+    queue_welcome(workspace, project, "ada@example.com,Ada", "bob@example.com")
+    report = deliver(workspace)
+    assert (report.sent, report.failed) == (1, 1)  # a render error crosses the process line
+    message = email.message_from_bytes(smtp_server.received[0].data, policy=default_policy)
+    assert message["Subject"] == "Welcome, Ada"
+    assert message["Date"] == "Mon, 23 Nov 2026 10:00:00 +0000"  # the run's clock, not the OS's
