@@ -1,4 +1,5 @@
-"""Reading the outbox: what was queued for whom, and why something was skipped."""
+"""Reading the outbox: what was queued for whom, what was sent when, and why something was
+skipped, deferred or failed."""
 
 from __future__ import annotations
 
@@ -11,8 +12,9 @@ from mailer.store.tables import contacts, outbox
 
 
 def outbox_rows(connection: Connection, email: str | None, limit: int) -> list[dict[str, Any]]:
-    query = (select(outbox.c.queued_at, contacts.c.email, outbox.c.campaign, outbox.c.step,
-                    outbox.c.variant, outbox.c.status, outbox.c.reason)
+    query = (select(outbox.c.queued_at, outbox.c.sent_at, contacts.c.email, outbox.c.campaign,
+                    outbox.c.step, outbox.c.variant, outbox.c.status, outbox.c.attempts,
+                    outbox.c.reason, outbox.c.reply, outbox.c.message_id)
              .join(contacts, contacts.c.id == outbox.c.contact_id))  # fmt: skip
     if email is not None:
         query = query.where(contacts.c.email == normalise_address(email))
@@ -20,4 +22,5 @@ def outbox_rows(connection: Connection, email: str | None, limit: int) -> list[d
     rows = [dict(row._mapping) for row in connection.execute(newest)]
     for row in rows:
         row["queued_at"] = row["queued_at"].isoformat()
+        row["sent_at"] = row["sent_at"].isoformat() if row["sent_at"] else None
     return rows[::-1]

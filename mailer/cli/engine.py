@@ -121,7 +121,8 @@ def plan(lazy: _LazyWorkspace, now_text: str | None, horizon: str, as_json: bool
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @pass_workspace
 def outbox_command(lazy: _LazyWorkspace, email: str | None, limit: int, as_json: bool) -> None:
-    """The messages the engine queued (or skipped, and why), oldest first."""
+    """The messages the engine queued, oldest first: when each was sent, or why it was
+    skipped, deferred (retried later) or failed, with the relay's answer."""
     workspace = lazy.get()
     with workspace.engine.connect() as connection:
         rows = outbox_rows(connection, email, limit)
@@ -129,12 +130,15 @@ def outbox_command(lazy: _LazyWorkspace, email: str | None, limit: int, as_json:
         print_json(rows)
         return
     table = Table()
-    for column in ("queued", "contact", "campaign", "step", "variant", "status", "reason"):
+    for column in ("queued", "sent", "contact", "campaign", "step", "variant", "status", "why"):
         table.add_column(column)
     for row in rows:
-        when = row["queued_at"][:16].replace("T", " ")
-        table.add_row(when, row["email"], row["campaign"], row["step"], row["variant"] or "",
-                      row["status"], row["reason"] or "")  # fmt: skip
+        queued, sent = (row[key][:16].replace("T", " ") if row[key] else ""
+                        for key in ("queued_at", "sent_at"))  # fmt: skip
+        why = "; ".join(part for part in (row["reason"], row["reply"])
+                        if part and row["status"] != "sent")  # fmt: skip
+        table.add_row(queued, sent, row["email"], row["campaign"], row["step"],
+                      row["variant"] or "", row["status"], why)  # fmt: skip
     console.print(table)
 
 

@@ -16,8 +16,9 @@ from typing import Any, Literal
 
 from sqlalchemy import Connection, bindparam, case, select, update
 
+from mailer.delivery.pauses import paused_campaigns
 from mailer.store.bulk import one_of
-from mailer.store.tables import campaign_pauses, outbox
+from mailer.store.tables import outbox
 
 # In this order: rows whose worker vanished first (they are the oldest work), then retries
 # that are due, then new messages.
@@ -67,10 +68,6 @@ class Result:
     links: Sequence[str] = ()
     consent_entry_id: int | None = None
     bounced_address: str | None = None  # a hard bounce: suppress this address
-
-
-def paused_campaigns(connection: Connection) -> dict[str, str]:
-    return {row.campaign: row.reason for row in connection.execute(select(campaign_pauses))}
 
 
 def claim(connection: Connection, owner: str, now: datetime, lease: timedelta,

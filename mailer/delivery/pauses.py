@@ -4,12 +4,13 @@ them on time) and go out when it is resumed."""
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import Connection, delete
+from sqlalchemy import Connection, delete, func, select
 
 from mailer.config import Settings
 from mailer.errors import SettingsError
-from mailer.store.tables import campaign_pauses
+from mailer.store.tables import campaign_pauses, outbox
 from mailer.store.upsert import upsert
 
 
@@ -34,3 +35,25 @@ def resume(connection: Connection, settings: Settings, campaign: str) -> bool:
         delete(campaign_pauses).where(campaign_pauses.c.campaign == campaign)
     )
     return bool(deleted.rowcount)
+
+
+def paused_campaigns(connection: Connection) -> dict[str, str]:
+    """Paused campaigns and why."""
+    return {row.campaign: row.reason for row in connection.execute(select(campaign_pauses))}
+
+
+def campaign_states(connection: Connection, settings: Settings) -> list[dict[str, Any]]:
+    """Each campaign of settings: its kind, why it is paused (or None), and its outbox rows
+    by status (a message being sent right now counts as queued)."""
+    paused = paused_campaigns(connection)
+    counts: dict[str, dict[str, int]] = {}
+    for row in connection.execute(
+        select(outbox.c.campaign, outbox.c.status, func.count().label("messages"))
+        .group_by(outbox.c.campaign, outbox.c.status)
+    ):
+        status = "queued" if row.status == "sending" else row.status
+        by_status = counts.setdefault(row.campaign, {})
+        by_status[status] = by_status.get(status, 0) + row.messages
+    return [{"campaign": name, "kind": campaign.kind, "paused": paused.get(name),
+             "messages": counts.get(name, {})}
+            for name, campaign in settings.campaigns.items()]  # fmt: skip

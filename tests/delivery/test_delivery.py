@@ -5,80 +5,24 @@ from __future__ import annotations
 
 import email
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import timedelta
 from email.policy import default as default_policy
 from pathlib import Path
 
-import pytest
 from sqlalchemy import select
 
-from mailer.campaigns.engine import tick
-from mailer.clock import FrozenClock
-from mailer.config import load_settings
 from mailer.consent.ledger import verify
 from mailer.consent.person import withdraw
 from mailer.delivery.claims import claim
 from mailer.delivery.pauses import resume
-from mailer.delivery.worker import Deliverer, DeliveryReport
-from mailer.store.tables import campaign_pauses, consent_entries, outbox, suppressions
+from mailer.store.tables import campaign_pauses, consent_entries, suppressions
 from mailer.workspace import Workspace
-from tests.conftest import NOW, write_csv
+from tests.conftest import NOW
+from tests.delivery.helpers import deliver, queue_welcome, rows
 from tests.delivery.smtp_server import ScriptedSmtpServer
-from tests.helpers import run_import
 
 Opener = Callable[..., Workspace]
-
-
-@pytest.fixture
-def open_workspace(project: Path, environ: dict[str, str], clock: FrozenClock,
-                   smtp_server: ScriptedSmtpServer) -> Iterator[Opener]:  # fmt: skip
-    """Workspaces over the test project whose relay is the scripted server; keyword
-    arguments are more settings overrides (MAILER_ variables without the prefix)."""
-    opened: list[Workspace] = []
-
-    def open_(**overrides: str) -> Workspace:
-        variables = {"SMTP__PORT": str(smtp_server.port), "DELIVERY__RENDER_PROCESSES": "0",
-                     **overrides}  # fmt: skip
-        settings = load_settings(
-            project / "settings.toml",
-            environ={**environ, **{f"MAILER_{k}": v for k, v in variables.items()}},
-        )
-        opened.append(Workspace(settings, clock))
-        return opened[-1]
-
-    yield open_
-    for workspace in opened:
-        workspace.close()
-
-
-def queue_welcome(workspace: Workspace, project: Path, *people: str) -> None:
-    """Import `people` ("email" or "email,First") as confirmed subscribers, then tick: the
-    welcome sequence queues its first message to each."""
-    rows = [person if "," in person else f"{person}," for person in people]
-    write_csv(project / "news.csv", "email,first_name,consent_at,consent_confirmed_at\n"
-              + "".join(f"{row},2026-01-01,2026-01-02\n" for row in rows))  # fmt: skip
-    run_import(workspace, project / "news.csv", "newsletter")
-    assert tick(workspace.engine, workspace.settings, NOW).queued == len(people)
-
-
-def rows(workspace: Workspace) -> dict[str, dict[str, object]]:
-    """The outbox by recipient address."""
-    from mailer.store.tables import contacts
-
-    with workspace.engine.connect() as connection:
-        found = connection.execute(
-            select(contacts.c.email, outbox).join(contacts, contacts.c.id == outbox.c.contact_id)
-        )
-        return {row.email: dict(row._mapping) for row in found}
-
-
-def deliver(workspace: Workspace, after: timedelta = timedelta(0)) -> DeliveryReport:
-    deliverer = Deliverer(workspace)
-    try:
-        return deliverer.deliver(NOW + after)
-    finally:
-        deliverer.close()
 
 
 def test_a_queued_message_is_sent_and_keeps_its_message_id_reply_links_and_consent(
