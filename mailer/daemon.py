@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from mailer.campaigns.engine import tick
-from mailer.delivery.worker import Deliverer
+from mailer.delivery.worker import Deliverer, run_loop
 from mailer.logs import logger
 from mailer.workspace import Workspace
 
@@ -69,7 +69,7 @@ def run(workspace: Workspace, every: timedelta) -> None:
     logger.info("started", extra={"tick_every": str(every), "worker": deliverer.owner})
     scheduler.start()
     try:
-        asyncio.run(_deliver_until_stopped(workspace, deliverer))
+        run_loop(_deliver_until_stopped(workspace, deliverer))
     finally:
         scheduler.shutdown(wait=True)  # the running tick finishes
         deliverer.close()

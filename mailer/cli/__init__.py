@@ -104,6 +104,26 @@ def main() -> None:
     cli(prog_name="mailer")
 
 
-from mailer.cli import consent, contacts, engine, messages, project, segments  # noqa: E402
+from mailer.cli import (  # noqa: E402
+    campaigns,
+    consent,
+    contacts,
+    engine,
+    messages,
+    project,
+    segments,
+    sink,
+)
 
-__all__ = ["cli", "consent", "contacts", "engine", "main", "messages", "project", "segments"]
+__all__ = [
+    "campaigns",
+    "cli",
+    "consent",
+    "contacts",
+    "engine",
+    "main",
+    "messages",
+    "project",
+    "segments",
+    "sink",
+]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import ssl
 
 import aiosmtplib
-from aiosmtplib import SMTPException, SMTPResponseException
+from aiosmtplib import SMTPException, SMTPHeloError, SMTPResponseException
 
 from mailer.config import Settings
 from mailer.delivery.replies import SmtpReply, Stage
@@ -42,22 +42,27 @@ class RelaySession:
         stage: Stage = "connect"
         try:
             if not self.client.is_connected:
-                self.opened += 1
-                self.dirty = False
-                await self.client.connect()  # TLS and AUTH as settings say
+                await self._open()
             if self.dirty:
                 await self.client.rset()  # RFC 5321 4.1.1.5: a clean envelope
                 self.dirty = False
             utf8 = smtputf8 and self.client.supports_extension("smtputf8")
             if smtputf8 and not utf8:
-                return SmtpReply(None, "the relay does not offer SMTPUTF8, which this "
-                                       "recipient's address needs", "rcpt")  # fmt: skip
-            encoding = "utf-8" if utf8 else "ascii"
+                return SmtpReply(553, "5.6.7 the relay does not offer SMTPUTF8, which this "
+                                      "recipient's address needs", "rcpt")  # fmt: skip
             stage = "mail"
             self.dirty = True
-            await self.client.mail(envelope_from, options=["SMTPUTF8"] if utf8 else [])
+            # The addresses were validated at import: no need for aiosmtplib's parser, whose
+            # cost per message was a fifth of the delivering process's.
+            sender = b"FROM:<" + envelope_from.encode("ascii") + b">"
+            reply = await self.client.execute_command(b"MAIL", sender,
+                                                      *([b"SMTPUTF8"] if utf8 else []))  # fmt: skip
+            if reply.code != 250:
+                return SmtpReply(reply.code, reply.message, stage)
             stage = "rcpt"
-            await self.client.rcpt(recipient, encoding=encoding)
+            reply = await self.client.execute_command(b"RCPT", b"TO:<" + recipient.encode() + b">")
+            if reply.code not in (250, 251):
+                return SmtpReply(reply.code, reply.message, stage)
             stage = "data"
             response = await self.client.data(data)
             self.dirty = False
@@ -70,6 +75,17 @@ class RelaySession:
             # No answer: refused, dropped, timed out. The connection is useless now.
             self.client.close()
             return SmtpReply(None, f"{type(error).__name__}: {error}", stage)
+
+    async def _open(self) -> None:
+        """Connect (TLS and AUTH as settings say) and greet, so the extensions are known."""
+        self.opened += 1
+        self.dirty = False
+        await self.client.connect()
+        if self.client.is_ehlo_or_helo_needed:
+            try:
+                await self.client.ehlo()
+            except SMTPHeloError:
+                await self.client.helo()
 
     async def close(self) -> None:
         if self.client.is_connected:

@@ -4,6 +4,7 @@ processes. Messages go in chunks, so a process pays the hand-over once per chunk
 
 from __future__ import annotations
 
+import dataclasses
 import multiprocessing
 import time
 from collections.abc import Sequence
@@ -65,6 +66,8 @@ def _render_one(renderer: MessageRenderer, job: RenderJob, now: datetime) -> Ren
                         time.perf_counter() - started)  # fmt: skip
     except MailerError as error:  # a template error, or a step that settings no longer have
         return Rendered(job.outbox_id, None, str(error), time.perf_counter() - started)
+    # What goes back to the delivering process: the signed bytes, not the parts again.
+    message = dataclasses.replace(message, html="", text="")
     return Rendered(job.outbox_id, message, None, time.perf_counter() - started)
 
 

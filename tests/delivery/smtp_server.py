@@ -90,8 +90,10 @@ class ScriptedSmtpServer:
         """Queue the replies for the next attempts to this recipient (after any queued)."""
         for reply in replies:
             if not _REPLY.fullmatch(reply):
-                raise ValueError(f"{reply!r}: write 250, drop, a 4xx/5xx reply line such as "
-                                 "'451 4.3.0 Try again later', or 'data ' and such a line")  # fmt: skip
+                raise ValueError(
+                    f"{reply!r}: write 250, drop, a 4xx/5xx reply line such as "
+                    "'451 4.3.0 Try again later', or 'data ' and such a line"
+                )
         with self._lock:
             self._scripts.setdefault(recipient.lower(), deque()).extend(replies)
 
@@ -143,20 +145,18 @@ class ScriptedSmtpServer:
         await asyncio.sleep(self.delay)
         replies = [server.data_replies.get(recipient, ACCEPT) for recipient in envelope.rcpt_tos]
         if DROP in replies:
-            assert server.transport is not None
+            assert isinstance(server.transport, asyncio.Transport)
             server.transport.abort()
             # connection_lost() cancels this coroutine, so aiosmtpd never writes an answer.
             await asyncio.get_running_loop().create_future()
         refusal = next((reply for reply in replies if reply.startswith(AT_DATA)), None)
         if refusal is not None:
             return refusal.removeprefix(AT_DATA)
+        sender, data = envelope.mail_from or "", envelope.original_content or b""
         # Recorded before the answer: a client that has its 250 finds its message here.
         with self._lock:
-            self.received.extend(
-                Received(envelope.mail_from or "", recipient, envelope.original_content or b"",
-                         server.number)  # fmt: skip
-                for recipient in envelope.rcpt_tos
-            )
+            self.received += [Received(sender, recipient, data, server.number)
+                              for recipient in envelope.rcpt_tos]  # fmt: skip
         return "250 OK: queued"
 
     async def handle_RSET(self, server: SMTP, session: Session, envelope: Envelope) -> str:
@@ -212,6 +212,10 @@ def self_signed_certificate(folder: Path) -> tuple[Path, Path]:
     now = datetime.now(UTC)
     names = [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address(LOOPBACK))]
     identifier = x509.SubjectKeyIdentifier.from_public_key(key.public_key())
+    # Signs itself as a CA would (Python 3.13's strict verification wants these extensions).
+    usage = x509.KeyUsage(digital_signature=True, key_cert_sign=True, content_commitment=False,
+                          key_encipherment=False, data_encipherment=False, key_agreement=False,
+                          crl_sign=False, encipher_only=False, decipher_only=False)  # fmt: skip
     certificate = (
         x509.CertificateBuilder()
         .subject_name(name)
@@ -227,12 +231,7 @@ def self_signed_certificate(folder: Path) -> tuple[Path, Path]:
             x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(identifier),
             critical=False,
         )
-        .add_extension(
-            x509.KeyUsage(digital_signature=True, key_cert_sign=True, content_commitment=False,
-                          key_encipherment=False, data_encipherment=False, key_agreement=False,
-                          crl_sign=False, encipher_only=False, decipher_only=False),
-            critical=True,
-        )  # fmt: skip
+        .add_extension(usage, critical=True)
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
         .sign(key, hashes.SHA256())
     )

@@ -15,8 +15,12 @@ import dkim  # type: ignore[import-untyped]
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+from dkim.canonicalization import Relaxed  # type: ignore[import-untyped]
+from hypothesis import given
+from hypothesis import strategies as st
 
 from mailer.errors import MailerError
+from mailer.render import dkim as dkim_sign
 from mailer.render.dkim import Algorithm, DkimKey, generate_key, load_key, sign
 
 DOMAIN = "acme-coffee.example"
@@ -263,3 +267,9 @@ def test_load_key_refuses_an_encrypted_key(tmp_path: Path) -> None:
 
     with pytest.raises(MailerError, match=r"locked\.key: the private key is encrypted"):
         load_key(path, DOMAIN, SELECTOR, "rsa-sha256")
+
+
+@given(st.lists(st.sampled_from([b"a", b"b", b" ", b"\t", b"  ", b"\r\n", b"."]), max_size=60))
+def test_relaxed_body_canonicalisation_agrees_with_dkimpy(parts: list[bytes]) -> None:
+    body = b"".join(parts)
+    assert dkim_sign._relaxed_body(body, b"\r\n") == Relaxed.canonicalize_body(body)

@@ -160,7 +160,7 @@ def test_addresses_with_encoded_word_look_or_unicode_are_written_safely(
         "welcome", step(renderer), idn, "2").data  # fmt: skip
     utf8 = Contact(email="zoë@example.fr", first_name="Zoë")
     head = renderer.render("welcome", step(renderer), utf8, "3").data.split(b"\r\n\r\n")[0]
-    assert "To: =?utf-8?q?Zo=C3=AB?= <zoë@example.fr>".encode() in head  # SMTPUTF8 only
+    assert "To: =?utf-8?b?Wm/Dqw==?= <zoë@example.fr>".encode() in head  # SMTPUTF8 only
     assert renderer.render("welcome", step(renderer), utf8, "3").smtputf8
     assert renderer.render("welcome", step(renderer), idn, "2").recipient == (
         "lena@xn--bcher-kva.example"
