@@ -28,8 +28,9 @@ class RelaySession:
     def __init__(self, settings: Settings, password: str | None) -> None:
         smtp = settings.smtp
         context = tls_context(settings) if smtp.tls != "none" else None
+        self.timeout = smtp.timeout.total_seconds()
         self.client = aiosmtplib.SMTP(
-            hostname=smtp.host, port=smtp.port, timeout=smtp.timeout.total_seconds(),
+            hostname=smtp.host, port=smtp.port, timeout=self.timeout,
             use_tls=smtp.tls == "implicit", start_tls=smtp.tls == "starttls",
             tls_context=context, username=smtp.username, password=password,
             local_hostname=settings.sender.domain,
@@ -37,8 +38,9 @@ class RelaySession:
         self.opened = 0  # connections made, for logs and tests
         self.dirty = False  # a transaction was left half-done: RSET before the next one
 
-    async def send(self, envelope_from: str, recipient: str, data: bytes,
+    async def send(self, envelope_from: str, recipient: str, wire: bytes,
                    smtputf8: bool) -> SmtpReply:  # fmt: skip
+        """One transaction; `wire` is the message dot-stuffed and ending in ".\\r\\n"."""
         stage: Stage = "connect"
         try:
             if not self.client.is_connected:
@@ -64,9 +66,16 @@ class RelaySession:
             if reply.code not in (250, 251):
                 return SmtpReply(reply.code, reply.message, stage)
             stage = "data"
-            response = await self.client.data(data)
+            reply = await self.client.execute_command(b"DATA")
+            if reply.code != 354:
+                return SmtpReply(reply.code, reply.message, stage)
+            # The message comes ready for the wire (render processes dot-stuffed it), so it
+            # goes out as it is, not through aiosmtplib's data(), which would scan it again.
+            assert self.client.protocol is not None
+            self.client.protocol.write(wire)
+            reply = await self.client.protocol.read_response(timeout=self.timeout)
             self.dirty = False
-            return SmtpReply(response.code, response.message, stage)
+            return SmtpReply(reply.code, reply.message, stage)
         except SMTPResponseException as error:
             if stage == "connect":
                 self.client.close()

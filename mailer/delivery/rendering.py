@@ -4,8 +4,8 @@ processes. Messages go in chunks, so a process pays the hand-over once per chunk
 
 from __future__ import annotations
 
-import dataclasses
 import multiprocessing
+import re
 import time
 from collections.abc import Sequence
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
@@ -32,9 +32,32 @@ class RenderJob:
 
 
 @dataclass(frozen=True)
+class Outgoing:
+    """What the delivering process needs of a rendered message: the envelope, and the bytes
+    ready for the wire (dot-stuffed, with the final "." line, RFC 5321 4.5.2)."""
+
+    message_id: str
+    envelope_from: str
+    recipient: str
+    smtputf8: bool
+    links: list[str]
+    wire: bytes
+
+
+_LINE_STARTING_WITH_A_DOT = re.compile(rb"^\.", re.MULTILINE)
+
+
+def wire_form(message: RenderedMessage) -> Outgoing:
+    data = message.data if message.data.endswith(b"\r\n") else message.data + b"\r\n"
+    wire = _LINE_STARTING_WITH_A_DOT.sub(b"..", data) + b".\r\n"
+    return Outgoing(message.message_id, message.envelope_from, message.recipient,
+                    message.smtputf8, message.links, wire)  # fmt: skip
+
+
+@dataclass(frozen=True)
 class Rendered:
     outbox_id: int
-    message: RenderedMessage | None
+    message: Outgoing | None
     error: str | None  # why this message could not be rendered
     seconds: float  # time spent rendering and signing it
 
@@ -66,9 +89,8 @@ def _render_one(renderer: MessageRenderer, job: RenderJob, now: datetime) -> Ren
                         time.perf_counter() - started)  # fmt: skip
     except MailerError as error:  # a template error, or a step that settings no longer have
         return Rendered(job.outbox_id, None, str(error), time.perf_counter() - started)
-    # What goes back to the delivering process: the signed bytes, not the parts again.
-    message = dataclasses.replace(message, html="", text="")
-    return Rendered(job.outbox_id, message, None, time.perf_counter() - started)
+    # Made ready for the wire here, in parallel, not in the process that talks SMTP.
+    return Rendered(job.outbox_id, wire_form(message), None, time.perf_counter() - started)
 
 
 class RenderPool:

@@ -27,12 +27,11 @@ from mailer.delivery import gate
 from mailer.delivery.claims import OutboxMessage, Result, claim
 from mailer.delivery.pauses import pause
 from mailer.delivery.relay import RelaySession
-from mailer.delivery.rendering import CHUNK, Rendered, RenderJob, RenderPool
+from mailer.delivery.rendering import CHUNK, Outgoing, Rendered, RenderJob, RenderPool
 from mailer.delivery.replies import RetryPolicy, SmtpReply, judge, next_attempt
 from mailer.delivery.throttle import Throttle
 from mailer.delivery.writer import ResultWriter
 from mailer.logs import logger
-from mailer.render.message import RenderedMessage
 from mailer.workspace import Workspace
 
 T = TypeVar("T")
@@ -85,7 +84,7 @@ class Ready:
 
     claimed: OutboxMessage
     contact: Contact
-    message: RenderedMessage
+    message: Outgoing
     consent_entry_id: int | None
 
 
@@ -240,7 +239,7 @@ class Deliverer:
         # Take the tokens before the first await, so no other session slips in between.
         await asyncio.sleep(max(wait, self.throttle.take(message.recipient, time.monotonic())))
         started = time.perf_counter()
-        reply = await session.send(message.envelope_from, message.recipient, message.data,
+        reply = await session.send(message.envelope_from, message.recipient, message.wire,
                                    message.smtputf8)  # fmt: skip
         report.smtp_seconds += time.perf_counter() - started
         return await self._judged(item, reply, clock(), report)

@@ -59,9 +59,11 @@ class ScriptedSmtpServer:
 
     def __init__(self, *, tls: ssl.SSLContext | None = None,
                  implicit_tls: ssl.SSLContext | None = None,
-                 auth: dict[str, str] | None = None, delay: float = 0.0) -> None:  # fmt: skip
+                 auth: dict[str, str] | None = None, delay: float = 0.0,
+                 smtputf8: bool = True) -> None:  # fmt: skip
         """tls: offer and require STARTTLS; implicit_tls: TLS from the first byte; auth:
-        username -> password, required before MAIL (AUTH PLAIN and LOGIN, TLS or not)."""
+        username -> password, required before MAIL (AUTH PLAIN and LOGIN, TLS or not);
+        smtputf8: offer SMTPUTF8 (RFC 6531), as most relays do."""
         if tls is not None and implicit_tls is not None:
             raise ValueError("give tls (STARTTLS) or implicit_tls, not both")
         self.host = LOOPBACK
@@ -84,6 +86,7 @@ class ScriptedSmtpServer:
             authenticator=self._authenticate if auth is not None else None,
             # aiosmtpd does not count implicit TLS as TLS here; loopback needs no protection.
             auth_require_tls=auth is None,
+            enable_SMTPUTF8=smtputf8,
         )
 
     def script(self, recipient: str, *replies: str) -> None:

@@ -1,0 +1,83 @@
+"""One relay session against a real SMTP server: the bytes arrive as rendered, addresses that
+need SMTPUTF8 go only where it is offered, and one session carries many messages."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from mailer.config import Settings, load_settings
+from mailer.delivery.relay import RelaySession
+from mailer.delivery.rendering import Outgoing, wire_form
+from mailer.delivery.replies import SmtpReply
+from mailer.delivery.worker import run_loop
+from mailer.render.message import RenderedMessage
+from tests.conftest import SECRET
+from tests.delivery.smtp_server import ScriptedSmtpServer
+
+MESSAGE = b"Subject: dots\r\n\r\nfirst\r\n.hidden\r\n..two\r\n.\r\nlast\r\n"
+
+
+def outgoing(recipient: str, data: bytes = MESSAGE) -> Outgoing:
+    rendered = RenderedMessage("m1", "<m1@x>", "bounces@acme.example", recipient,
+                               not recipient.isascii(), "dots", "", "", [], data)  # fmt: skip
+    return wire_form(rendered)
+
+
+def settings_for(project: Path, port: int) -> Settings:
+    environ = {"MAILER_SECRET_KEY": SECRET, "MAILER_SMTP__PORT": str(port)}
+    return load_settings(project / "settings.toml", environ=environ)
+
+
+def send_all(settings: Settings, *messages: Outgoing) -> list[SmtpReply]:
+    async def session() -> list[SmtpReply]:
+        relay = RelaySession(settings, None)
+        try:
+            return [await relay.send(m.envelope_from, m.recipient, m.wire, m.smtputf8)
+                    for m in messages]  # fmt: skip
+        finally:
+            await relay.close()
+
+    return run_loop(session())
+
+
+def test_lines_starting_with_a_dot_arrive_as_they_were_written() -> None:
+    assert outgoing("a@x.example").wire == (
+        b"Subject: dots\r\n\r\nfirst\r\n..hidden\r\n...two\r\n..\r\nlast\r\n.\r\n"
+    )
+    assert outgoing("a@x.example", b"no final line break").wire.endswith(b"break\r\n.\r\n")
+
+
+def test_many_messages_share_one_session_and_arrive_intact(
+    project: Path, smtp_server: ScriptedSmtpServer
+) -> None:
+    settings = settings_for(project, smtp_server.port)
+    replies = send_all(settings, *(outgoing(f"r{n}@x.example") for n in range(5)))
+    assert [reply.code for reply in replies] == [250] * 5
+    assert smtp_server.connections == 1 and smtp_server.rsets == 0
+    assert {message.data for message in smtp_server.received} == {MESSAGE}
+
+
+def test_a_refused_transaction_is_reset_before_the_next(
+    project: Path, smtp_server: ScriptedSmtpServer
+) -> None:
+    smtp_server.script("no@x.example", "550 5.1.1 no such user")
+    settings = settings_for(project, smtp_server.port)
+    replies = send_all(settings, outgoing("no@x.example"), outgoing("yes@x.example"))
+    assert [(reply.code, reply.stage) for reply in replies] == [(550, "rcpt"), (250, "data")]
+    assert smtp_server.rsets == 1
+    assert [message.recipient for message in smtp_server.received] == ["yes@x.example"]
+
+
+def test_an_address_that_needs_smtputf8_goes_only_to_a_relay_that_offers_it(
+    project: Path,
+) -> None:
+    for offered in (True, False):
+        with ScriptedSmtpServer(smtputf8=offered) as relay:
+            settings = settings_for(project, relay.port)
+            [reply] = send_all(settings, outgoing("zoë@example.fr"))
+        if offered:
+            assert reply.code == 250
+            assert [m.recipient for m in relay.received] == ["zoë@example.fr"]
+        else:
+            assert (reply.code, reply.stage) == (553, "rcpt") and "SMTPUTF8" in reply.text
+            assert relay.received == []
