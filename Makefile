@@ -5,9 +5,10 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 # The demo keeps its own database, so it starts from nothing every time.
-DEMO   := MAILER_DATABASE_URL=sqlite:///.mailer/demo.db $(BIN)/mailer
+DEMO   := COLUMNS=140 MAILER_DATABASE_URL=sqlite:///.mailer/demo.db $(BIN)/mailer
+SINK_STOP := if [ -f .mailer/sink.pid ]; then kill $$(cat .mailer/sink.pid) 2>/dev/null; rm -f .mailer/sink.pid; fi
 
-.PHONY: demo test lint bench-import bench-render clean bench-tools
+.PHONY: demo test lint bench-import bench-render bench-send clean bench-tools
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -59,12 +60,24 @@ demo: $(STAMP)
 	$(DEMO) plan --horizon 14d
 	@echo; echo "== 14. The shop reports that Priya left coffee in her cart (POST /events, later)"
 	$(DEMO) event priya.nair@example.org cart_abandoned --prop value=24.50
-	@echo; echo "== 15. Two weeks of hourly ticks with a moved clock (mailer run ticks every minute)"
-	$(DEMO) tick --until $$(date -u -d "+14 day" +%Y-%m-%dT%H:%MZ)
-	@echo; echo "== 16. What Priya got queued: the welcome series, and the cart reminder an hour later"
+	@echo; echo "== 15. Start mailer sink: a local SMTP server that keeps every message in .mailer/sent"
+	@$(SINK_STOP)
+	@rm -rf .mailer/sent
+	@$(DEMO) sink --dir .mailer/sent > .mailer/sink.log 2>&1 & echo $$! > .mailer/sink.pid
+	@sleep 1; head -1 .mailer/sink.log
+	@echo; echo "== 16. Two weeks of hourly ticks with a moved clock: queue, then deliver (mailer run does this live)"
+	$(DEMO) tick --until $$(date -u -d "+14 day" +%Y-%m-%dT%H:%MZ) || { $(SINK_STOP); exit 1; }
+	@echo; echo "== 17. What Priya received, and when: the welcome series, and the cart reminder an hour after her cart"
 	$(DEMO) outbox --contact priya.nair@example.org
-	@echo; echo "== 17. Ken never confirmed his subscription: nothing is queued for him"
+	@echo; echo "== 18. Ken never confirmed his subscription: nothing was queued for him"
 	$(DEMO) outbox --contact ken.watanabe@example.com
+	@echo; echo "== 19. The sink kept each message as a file (open one in a mail program); its log:"
+	@sed -n '2,9p' .mailer/sink.log; echo "   ... $$(ls .mailer/sent | wc -l) messages in .mailer/sent/"
+	@$(SINK_STOP)
+	@echo; echo "== 20. Hold a campaign's delivery, see every campaign's messages by status, let it go again"
+	$(DEMO) campaign pause abandoned_cart --reason "new prices from Monday"
+	$(DEMO) campaign list
+	$(DEMO) campaign resume abandoned_cart
 
 lint: $(STAMP)
 	$(BIN)/ruff check mailer tests bench
@@ -78,6 +91,9 @@ bench-import: $(STAMP)
 
 bench-render: $(STAMP)
 	$(BIN)/python bench/render_bench.py
+
+bench-send: $(STAMP) bench-tools
+	$(BIN)/python bench/send_bench.py
 
 clean:
 	rm -rf $(VENV) .mailer .pytest_cache .mypy_cache .ruff_cache lists/*.rejects.csv

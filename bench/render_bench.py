@@ -162,14 +162,15 @@ def render_one(
 ) -> bytes:  # fmt: skip
     """Run the three stages for one message, add their times to `totals`, return signed bytes."""
     started = time.perf_counter_ns()
-    rendered = renderer.render(CAMPAIGN, step, contact, message_key)
+    now = renderer.clock.now()
+    rendered = renderer.render(CAMPAIGN, step, contact, message_key, now=now)
     rendered_at = time.perf_counter_ns()
     # Stage 2 again, alone, on the same inputs render() passed to it.
     campaign = renderer.settings.campaigns[CAMPAIGN]
     unsubscribe = sign_token(renderer.keys, "unsubscribe", message_key)
     mime_started = time.perf_counter_ns()
     unsigned = renderer._mime(CAMPAIGN, campaign, step, contact, message_key, rendered.subject,
-                              unsubscribe, rendered.html, rendered.text)  # fmt: skip
+                              unsubscribe, rendered.html, rendered.text, now)  # fmt: skip
     mime_done = time.perf_counter_ns()
     signed = dkim.sign(rendered.data, key)
     signed_at = time.perf_counter_ns()

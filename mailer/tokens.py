@@ -14,6 +14,7 @@ import hashlib
 import hmac
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 
 from mailer.errors import MailerError
 
@@ -33,7 +34,13 @@ class TokenKeys:
     oldest: int = 1  # the oldest version still accepted
 
     def key(self, version: int) -> bytes:
-        return hmac.digest(self.secret, f"mailer token key v{version}".encode(), "sha256")
+        return _derived_key(self.secret, version)
+
+
+@lru_cache(maxsize=64)
+def _derived_key(secret: bytes, version: int) -> bytes:
+    """The key of one version, derived once (every link of every message needs it)."""
+    return hmac.digest(secret, f"mailer token key v{version}".encode(), "sha256")
 
 
 def _encode(data: bytes) -> str:

@@ -129,16 +129,22 @@ def outbox_command(lazy: _LazyWorkspace, email: str | None, limit: int, as_json:
     if as_json:
         print_json(rows)
         return
-    table = Table()
-    for column in ("queued", "sent", "contact", "campaign", "step", "variant", "status", "why"):
-        table.add_column(column)
+    columns = ["queued (UTC)", "sent", "contact", "campaign", "step", "variant", "status", "why"]
+    if email is not None:
+        columns.remove("contact")  # the same on every row
+    table = Table(*columns)
     for row in rows:
         queued, sent = (row[key][:16].replace("T", " ") if row[key] else ""
                         for key in ("queued_at", "sent_at"))  # fmt: skip
+        if sent[:10] == queued[:10]:
+            sent = sent[11:]  # the same day: the time says it
         why = "; ".join(part for part in (row["reason"], row["reply"])
                         if part and row["status"] != "sent")  # fmt: skip
-        table.add_row(queued, sent, row["email"], row["campaign"], row["step"],
-                      row["variant"] or "", row["status"], why)  # fmt: skip
+        cells = [queued, sent, row["email"], row["campaign"], row["step"], row["variant"] or "",
+                 row["status"], why]  # fmt: skip
+        if email is not None:
+            del cells[2]
+        table.add_row(*cells)
     console.print(table)
 
 

@@ -5,7 +5,6 @@ processes. Messages go in chunks, so a process pays the hand-over once per chunk
 from __future__ import annotations
 
 import multiprocessing
-import re
 import time
 from collections.abc import Sequence
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
@@ -44,12 +43,10 @@ class Outgoing:
     wire: bytes
 
 
-_LINE_STARTING_WITH_A_DOT = re.compile(rb"^\.", re.MULTILINE)
-
-
 def wire_form(message: RenderedMessage) -> Outgoing:
     data = message.data if message.data.endswith(b"\r\n") else message.data + b"\r\n"
-    wire = _LINE_STARTING_WITH_A_DOT.sub(b"..", data) + b".\r\n"
+    # Every line ends in CRLF (render.mime writes them so), so a line starts after one.
+    wire = (b"." if data.startswith(b".") else b"") + data.replace(b"\r\n.", b"\r\n..") + b".\r\n"
     return Outgoing(message.message_id, message.envelope_from, message.recipient,
                     message.smtputf8, message.links, wire)  # fmt: skip
 

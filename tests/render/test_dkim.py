@@ -273,3 +273,11 @@ def test_load_key_refuses_an_encrypted_key(tmp_path: Path) -> None:
 def test_relaxed_body_canonicalisation_agrees_with_dkimpy(parts: list[bytes]) -> None:
     body = b"".join(parts)
     assert dkim_sign._relaxed_body(body, b"\r\n") == Relaxed.canonicalize_body(body)
+
+
+@given(st.lists(st.sampled_from([b"a", b"B", b" ", b"\t", b"  ", b"\r\n ", b"\r\n\t", b":"]),
+                max_size=30))  # fmt: skip
+def test_relaxed_header_canonicalisation_agrees_with_dkimpy(parts: list[bytes]) -> None:
+    value = b"".join(parts)
+    [(name, expected)] = Relaxed.canonicalize_headers([(b"Subject ", value)])
+    assert dkim_sign._relaxed_header(b"Subject ", value) == name + b":" + expected.rstrip(b"\r\n")
