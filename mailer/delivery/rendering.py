@@ -5,6 +5,8 @@ processes. Messages go in chunks, so a process pays the hand-over once per chunk
 from __future__ import annotations
 
 import multiprocessing
+import os
+import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
@@ -62,11 +64,24 @@ class Rendered:
 _renderer: MessageRenderer | None = None  # one per render process, made by _start
 
 
-def _start(settings: Settings) -> None:
+def _start(settings: Settings, delivering_pid: int) -> None:
     global _renderer
     from mailer.workspace import Workspace  # the workspace knows where the keys are
 
     _renderer = Workspace(settings, FrozenClock(datetime.now().astimezone())).renderer
+    if delivering_pid != os.getpid():
+        threading.Thread(target=_exit_with, args=(delivering_pid,), daemon=True).start()
+
+
+def _exit_with(pid: int) -> None:
+    """A render process ends when the delivering process is gone, even killed with SIGKILL
+    (a process pool's workers would otherwise wait for work forever)."""
+    while True:
+        time.sleep(1)
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            os._exit(0)
 
 
 def render_chunk(jobs: Sequence[RenderJob], now: datetime) -> list[Rendered]:
@@ -99,10 +114,11 @@ class RenderPool:
             # and threads.
             self.executor = ProcessPoolExecutor(
                 processes, mp_context=multiprocessing.get_context("forkserver"),
-                initializer=_start, initargs=(settings,),
+                initializer=_start, initargs=(settings, os.getpid()),
             )  # fmt: skip
         else:
-            self.executor = ThreadPoolExecutor(1, initializer=_start, initargs=(settings,))
+            self.executor = ThreadPoolExecutor(1, initializer=_start,
+                                               initargs=(settings, os.getpid()))  # fmt: skip
 
     def submit(self, jobs: Sequence[RenderJob], now: datetime) -> Future[list[Rendered]]:
         return self.executor.submit(render_chunk, jobs, now)

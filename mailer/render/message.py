@@ -94,6 +94,7 @@ class MessageRenderer:
         )
         self._message_id_key = hmac.digest(secret, b"mailer message-id", "sha256")
         self._subjects: dict[str, Template] = {}
+        self._templates: dict[tuple[str, str, str | None], Template] = {}
 
     def render(
         self,
@@ -181,10 +182,12 @@ class MessageRenderer:
     def _render_file(self, template: str, suffix: str, locale: str | None,
                      context: dict[str, object]) -> str:  # fmt: skip
         try:
-            compiled = self.environment.select_template(
-                list(localised_names(template, suffix, locale))
-            )
-            return compiled.render(context)
+            chosen = (template, suffix, locale)
+            if chosen not in self._templates:  # found once: the file system is asked once
+                self._templates[chosen] = self.environment.select_template(
+                    list(localised_names(template, suffix, locale))
+                )
+            return self._templates[chosen].render(context)
         except TemplateNotFound:
             raise RenderError(
                 f"{self.templates_dir.name}/{template}{suffix} does not exist"
