@@ -265,3 +265,14 @@ def test_check_names_broken_triggers_goals_and_conditions(mailer, project: Path)
     assert (
         "campaigns.welcome.steps[1].condition: col 12: expected a quoted campaign" in result.stderr
     )
+
+
+def test_campaign_pause_list_and_resume_from_the_command_line(mailer) -> None:  # type: ignore[no-untyped-def]
+    paused = mailer("campaign", "pause", "welcome", "--reason", "new prices")
+    assert paused.exit_code == 0 and "welcome: paused (new prices)" in paused.stdout
+    states = json.loads(mailer("campaign", "list", "--json").stdout)
+    assert [(s["campaign"], s["paused"]) for s in states] == [("welcome", "new prices")]
+    assert mailer("campaign", "resume", "welcome").stdout == "welcome: resumed\n"
+    assert mailer("campaign", "resume", "welcome").stdout == "welcome: was not paused\n"
+    unknown = mailer("campaign", "pause", "nope")
+    assert unknown.exit_code == 1 and "no campaign 'nope'" in unknown.stderr

@@ -244,3 +244,17 @@ def test_rendering_in_worker_processes_sends_the_same_message(
     message = email.message_from_bytes(smtp_server.received[0].data, policy=default_policy)
     assert message["Subject"] == "Welcome, Ada"
     assert message["Date"] == "Mon, 23 Nov 2026 10:00:00 +0000"  # the run's clock, not the OS's
+
+
+def test_a_relay_that_does_not_answer_in_time_is_retried_on_a_new_connection(
+    open_workspace: Opener, project: Path
+) -> None:
+    with ScriptedSmtpServer(delay=3.0) as relay:
+        workspace = open_workspace(SMTP__PORT=str(relay.port), SMTP__TIMEOUT='"1s"')
+        queue_welcome(workspace, project, "ada@example.com,Ada")
+        assert deliver(workspace).deferred == 1
+        row = rows(workspace)["ada@example.com"]
+        assert "SMTPReadTimeoutError" in str(row["reply"])
+        relay.delay = 0.0
+        assert deliver(workspace, timedelta(minutes=6)).sent == 1
+        assert relay.connections == 2
