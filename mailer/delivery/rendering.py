@@ -58,7 +58,6 @@ class Rendered:
     outbox_id: int
     message: Outgoing | None
     error: str | None  # why this message could not be rendered
-    seconds: float  # time spent rendering and signing it
 
 
 _renderer: MessageRenderer | None = None  # one per render process, made by _start
@@ -90,19 +89,17 @@ def render_chunk(jobs: Sequence[RenderJob], now: datetime) -> list[Rendered]:
 
 
 def _render_one(renderer: MessageRenderer, job: RenderJob, now: datetime) -> Rendered:
-    started = time.perf_counter()
     try:
         campaign = renderer.settings.campaigns[job.campaign]
         step = campaign.step(job.step)
         message = renderer.render(job.campaign, step, job.contact, job.message_key, job.variant,
                                   now=now)  # fmt: skip
     except KeyError as error:
-        return Rendered(job.outbox_id, None, f"campaign {error} is no longer in settings",
-                        time.perf_counter() - started)  # fmt: skip
+        return Rendered(job.outbox_id, None, f"campaign {error} is no longer in settings")
     except MailerError as error:  # a template error, or a step that settings no longer have
-        return Rendered(job.outbox_id, None, str(error), time.perf_counter() - started)
+        return Rendered(job.outbox_id, None, str(error))
     # Made ready for the wire here, in parallel, not in the process that talks SMTP.
-    return Rendered(job.outbox_id, wire_form(message), None, time.perf_counter() - started)
+    return Rendered(job.outbox_id, wire_form(message), None)
 
 
 class RenderPool:

@@ -57,8 +57,6 @@ class DeliveryReport:
     skipped: int = 0
     bounced: int = 0  # of the failed: hard bounces, now suppressed
     paused: list[str] = field(default_factory=list)  # campaigns paused for relay refusals
-    render_seconds: float = 0.0  # summed over the render processes
-    smtp_seconds: float = 0.0  # summed over the relay sessions (they overlap)
 
     def counts(self) -> dict[str, int]:
         return {"sent": self.sent, "deferred": self.deferred, "failed": self.failed,
@@ -129,8 +127,12 @@ class Deliverer:
         self.failure = None
         pending: deque[Chunk] = deque()  # being rendered, in the order they were claimed
         more = True
+
+        def stopping() -> bool:
+            return stop is not None and stop.is_set()
+
         try:
-            while self.failure is None and not (stop is not None and stop.is_set()):
+            while self.failure is None and not stopping():
                 # Claim ahead, so the render processes never wait for the relay sessions.
                 while more and len(pending) < self.lookahead:
                     batch = await asyncio.to_thread(self._claim, clock())
@@ -141,12 +143,15 @@ class Deliverer:
                     break
                 chunk = pending.popleft()
                 rendered = await chunk.future
-                report.render_seconds += sum(item.seconds for item in rendered)
                 for item in await asyncio.to_thread(self._gate, rendered, chunk, writer):
+                    if stopping():
+                        break
                     await ready.put(item)
         finally:
             for chunk in pending:
                 chunk.future.cancel()
+            while stopping() and not ready.empty():  # not in flight yet: given back below
+                ready.get_nowait()
             for _ in senders:
                 await ready.put(None)
             await asyncio.gather(*senders, return_exceptions=True)
@@ -238,10 +243,8 @@ class Deliverer:
                           send_after=clock() + timedelta(seconds=wait))  # fmt: skip
         # Take the tokens before the first await, so no other session slips in between.
         await asyncio.sleep(max(wait, self.throttle.take(message.recipient, time.monotonic())))
-        started = time.perf_counter()
         reply = await session.send(message.envelope_from, message.recipient, message.wire,
                                    message.smtputf8)  # fmt: skip
-        report.smtp_seconds += time.perf_counter() - started
         return await self._judged(item, reply, clock(), report)
 
     async def _judged(self, item: Ready, reply: SmtpReply, now: datetime,
