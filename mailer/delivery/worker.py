@@ -170,7 +170,12 @@ class Deliverer:
     def _claim(self, now: datetime) -> list[OutboxMessage]:
         delivery = self.settings.delivery
         with self.workspace.engine.begin() as connection:
-            return claim(connection, self.owner, now, delivery.lease, delivery.batch_size)
+            batch = claim(connection, self.owner, now, delivery.lease, delivery.batch_size)
+        if taken_over := sum(message.reclaimed for message in batch):
+            logger.warning(f"{taken_over} messages taken over from a worker whose lease ended: "
+                           "each may have reached the relay once already (if that worker "
+                           "died between the relay's 250 and its commit)")  # fmt: skip
+        return batch
 
     async def _submit(self, batch: list[OutboxMessage], writer: ResultWriter,
                       clock: Callable[[], datetime]) -> list[Chunk]:  # fmt: skip

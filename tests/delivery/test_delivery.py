@@ -222,7 +222,8 @@ def test_a_domain_over_its_rate_waits_in_the_outbox(
 
 
 def test_a_crashed_workers_rows_come_back_when_its_lease_ends(
-    open_workspace: Opener, project: Path, smtp_server: ScriptedSmtpServer
+    open_workspace: Opener, project: Path, smtp_server: ScriptedSmtpServer,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     workspace = open_workspace()
     queue_welcome(workspace, project, "ada@example.com,Ada", "bob@example.com,Bob")
@@ -230,6 +231,7 @@ def test_a_crashed_workers_rows_come_back_when_its_lease_ends(
         assert len(claim(connection, "dead", NOW, timedelta(minutes=5), 10)) == 2
     assert deliver(workspace, timedelta(minutes=4)).sent == 0  # still leased
     assert deliver(workspace, timedelta(minutes=5, seconds=1)).sent == 2
+    assert "2 messages taken over from a worker whose lease ended" in caplog.text
     assert {str(row["status"]) for row in rows(workspace).values()} == {"sent"}
     assert {row["attempts"] for row in rows(workspace).values()} == {2}
 
