@@ -10,6 +10,7 @@ from datetime import timedelta
 from email.policy import default as default_policy
 from pathlib import Path
 
+import pytest
 from sqlalchemy import select
 
 from mailer.consent.ledger import verify
