@@ -56,7 +56,8 @@ NAMES = [("Sarah", "Mitchell", "en"), ("Giulia", "Rossi", "it"), ("Jürgen", "We
          ("Kenji", "Watanabe", "en")]  # fmt: skip
 
 
-def project(workdir: Path, url: str, port: int, sessions: int) -> tuple[Settings, bytes]:
+def project(workdir: Path, url: str, port: int, sessions: int,
+            render_processes: int) -> tuple[Settings, bytes]:  # fmt: skip
     """The example project (settings.toml and templates), copied, pointed at this run's
     database and sink, with a new RSA-2048 DKIM key; and the key's DNS record."""
     shutil.copy(ROOT / "settings.toml", workdir / "settings.toml")
@@ -64,7 +65,8 @@ def project(workdir: Path, url: str, port: int, sessions: int) -> tuple[Settings
     environ = {"MAILER_SECRET_KEY": SECRET, "MAILER_DATABASE_URL": url,
                "MAILER_SMTP__PORT": str(port), "MAILER_SMTP__POOL_SIZE": str(sessions),
                "MAILER_DKIM__KEY_FILE": str(workdir / "dkim.key"),
-               "MAILER_DKIM__ALGORITHM": "rsa-sha256"}  # fmt: skip
+               "MAILER_DKIM__ALGORITHM": "rsa-sha256",
+               "MAILER_DELIVERY__RENDER_PROCESSES": str(render_processes)}  # fmt: skip
     settings = load_settings(workdir / "settings.toml", environ=environ)
     created = create_dkim_key(settings)
     assert created is not None
@@ -190,13 +192,13 @@ def sample_message(settings: Settings) -> bytes:
     return message.data
 
 
-def run(contacts: int, kind: str, sessions: int, profile: bool) -> None:
+def run(contacts: int, kind: str, sessions: int, render_processes: int, profile: bool) -> None:
     require_postfix()
     with tempfile.TemporaryDirectory(prefix="send-bench-") as folder, \
             database(kind, Path(folder), "send") as url:  # fmt: skip
         workdir = Path(folder)
         with SmtpSink() as sink:
-            settings, record = project(workdir, url, sink.port, sessions)
+            settings, record = project(workdir, url, sink.port, sessions, render_processes)
             csv = workdir / "contacts.csv"
             write_contacts(csv, contacts)
             manager = multiprocessing.get_context("fork").Manager()
@@ -250,10 +252,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--contacts", type=int, default=50_000)
     parser.add_argument("--database", choices=("sqlite", "postgresql"), default="sqlite")
     parser.add_argument("--sessions", type=int, default=10, help="SMTP connections (pool_size)")
+    parser.add_argument("--render-processes", type=int, default=2,
+                        help="delivery.render_processes (2: one per core here)")
     parser.add_argument("--profile", action="store_true",
                         help="Profile the delivering process (not the render processes).")
     arguments = parser.parse_args(argv)
-    run(arguments.contacts, arguments.database, arguments.sessions, arguments.profile)
+    run(arguments.contacts, arguments.database, arguments.sessions, arguments.render_processes,
+        arguments.profile)
     return 0
 
 
