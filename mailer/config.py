@@ -39,6 +39,7 @@ _ENV_NOT_SETTINGS = ("MAILER_CONFIG", "MAILER_DEBUG", "MAILER_TEST_")
 _SECRETS = {
     ("secret_key",): "MAILER_SECRET_KEY or secret_key_file",
     ("smtp", "password"): "MAILER_SMTP__PASSWORD or smtp.password_file",
+    ("tracking", "events_token"): "MAILER_TRACKING__EVENTS_TOKEN",
 }
 _NAME = re.compile(r"^[a-z][a-z0-9_-]*$")
 
@@ -136,6 +137,14 @@ class Tracking(Model):
     # it to rotate; tokens older than oldest_token_version stop working.
     token_version: int = Field(default=1, ge=1)
     oldest_token_version: int = Field(default=1, ge=1)
+    # `mailer serve` listens here (behind your https proxy for base_url).
+    host: str = "127.0.0.1"
+    port: int = Field(default=8025, ge=1, le=65535)
+    # Opens and clicks are written in batches: this many, or after this long, whichever first.
+    flush_size: int = Field(default=500, ge=1, le=100_000)
+    flush_every: Duration = timedelta(seconds=1)
+    # The website's bearer token for POST /events (from MAILER_TRACKING__EVENTS_TOKEN).
+    events_token: SecretStr | None = None
 
     @field_validator("base_url")
     @classmethod

@@ -2,8 +2,10 @@
 
 APScheduler is the clock, the database the truth: each tick is an idempotent function of
 (settings, database, now), so a restart or a second daemon loses or repeats nothing. Delivery
-runs continuously beside the ticks. SIGTERM and SIGINT stop both cleanly: the running tick
-finishes, SMTP transactions in flight finish, unsent claimed rows are given back, exit 0.
+runs continuously beside the ticks, and the tracking endpoint is served in the same event loop.
+SIGTERM and SIGINT stop all three cleanly: the running tick finishes, SMTP transactions in
+flight finish, unsent claimed rows are given back, buffered opens and clicks are written,
+exit 0.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from mailer.campaigns.engine import tick
 from mailer.delivery.worker import Deliverer, run_loop
 from mailer.logs import logger
+from mailer.tracking.serve import EmbeddedServer, configure
 from mailer.workspace import Workspace
 
 
@@ -51,7 +54,7 @@ def simulate(workspace: Workspace, start: datetime,
     return days
 
 
-def run(workspace: Workspace, every: timedelta) -> None:
+def run(workspace: Workspace, every: timedelta, serve: bool = True) -> None:
     scheduler = BackgroundScheduler(timezone=UTC)
 
     def tick_job() -> None:
@@ -69,18 +72,21 @@ def run(workspace: Workspace, every: timedelta) -> None:
     logger.info("started", extra={"tick_every": str(every), "worker": deliverer.owner})
     scheduler.start()
     try:
-        run_loop(_deliver_until_stopped(workspace, deliverer))
+        run_loop(_deliver_until_stopped(workspace, deliverer, serve))
     finally:
         scheduler.shutdown(wait=True)  # the running tick finishes
         deliverer.close()
     logger.info("stopped")
 
 
-async def _deliver_until_stopped(workspace: Workspace, deliverer: Deliverer) -> None:
+async def _deliver_until_stopped(workspace: Workspace, deliverer: Deliverer,
+                                 serve: bool) -> None:  # fmt: skip
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, _stopping, signum, stop)
+    endpoint = EmbeddedServer(configure(workspace, None, None)) if serve else None
+    serving = asyncio.create_task(endpoint.serve()) if endpoint else None
     poll = workspace.settings.delivery.poll.total_seconds()
     while not stop.is_set():
         try:
@@ -92,6 +98,9 @@ async def _deliver_until_stopped(workspace: Workspace, deliverer: Deliverer) -> 
                 logger.info("delivered", extra={**report.counts(), "bounced": report.bounced})
         with suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), poll)
+    if endpoint and serving:  # requests in flight finish; buffered opens and clicks are written
+        endpoint.should_exit = True
+        await serving
 
 
 def _stopping(signum: int, stop: asyncio.Event) -> None:

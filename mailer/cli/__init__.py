@@ -113,6 +113,7 @@ from mailer.cli import (  # noqa: E402
     project,
     segments,
     sink,
+    tracking,
 )
 
 __all__ = [
@@ -126,4 +127,5 @@ __all__ = [
     "project",
     "segments",
     "sink",
+    "tracking",
 ]

@@ -65,11 +65,14 @@ def tick(lazy: _LazyWorkspace, now_text: str | None, until_text: str | None,
 @cli.command()
 @click.option("--every", default="1m", show_default=True, help="How often to tick (30s, 5m, ...).")
 @click.option("--log-json", is_flag=True, help="Log one JSON object a line.")
+@click.option("--serve/--no-serve", default=True, show_default=True,
+              help="Serve the tracking endpoint too (tracking.host, .port).")  # fmt: skip
 @pass_workspace
-def run(lazy: _LazyWorkspace, every: str, log_json: bool) -> None:
-    """The daemon: tick every --every and deliver continuously until SIGTERM or Ctrl-C; then
-    finish the running tick and the SMTP transactions in flight, give back unsent claimed
-    messages, and exit 0. Run several on PostgreSQL: they share the outbox, never a message."""
+def run(lazy: _LazyWorkspace, every: str, log_json: bool, serve: bool) -> None:
+    """The daemon: tick every --every, deliver continuously and serve the tracking endpoint,
+    until SIGTERM or Ctrl-C; then finish the running tick, the SMTP transactions and HTTP
+    requests in flight, give back unsent claimed messages, write buffered opens and clicks,
+    and exit 0. Run several on PostgreSQL: they share the outbox, never a message."""
     try:
         interval = parse_duration(every)
     except ValueError as error:
@@ -77,7 +80,7 @@ def run(lazy: _LazyWorkspace, every: str, log_json: bool) -> None:
     configure(log_json)
     workspace = lazy.get()
     workspace.engine  # noqa: B018  (open and migrate before the first tick)
-    run_daemon(workspace, interval)
+    run_daemon(workspace, interval, serve)
 
 
 @cli.command()

@@ -20,7 +20,7 @@ _NAME = re.compile(r"^[a-z][a-z0-9_.-]{0,99}$")
 def record_event(connection: Connection, email: str, name: str, occurred_at: datetime,
                  properties: Mapping[str, Any] | None = None) -> tuple[int, int]:  # fmt: skip
     """Record that the contact did `name`; return the event's id and the contact's."""
-    if not _NAME.match(name):
+    if not _NAME.fullmatch(name):
         raise MailerError(f"event name '{name}': lowercase letters, digits, '_', '.' or '-'")
     try:
         address = normalise_address(email)

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from tests.conftest import SECRET, write_csv
-from tests.delivery.smtp_server import ScriptedSmtpServer
+from tests.delivery.smtp_server import ScriptedSmtpServer, free_port
 
 
 def test_run_ticks_and_stops_cleanly_on_sigterm(project: Path, database_url: str) -> None:
@@ -26,7 +26,8 @@ def test_run_ticks_and_stops_cleanly_on_sigterm(project: Path, database_url: str
     relay = ScriptedSmtpServer()
     relay.start()
     environment = {**os.environ, "MAILER_SECRET_KEY": SECRET, "MAILER_DATABASE_URL": database_url,
-                   "MAILER_SMTP__PORT": str(relay.port)}  # fmt: skip
+                   "MAILER_SMTP__PORT": str(relay.port),
+                   "MAILER_TRACKING__PORT": str(free_port())}  # fmt: skip
     mailer = [sys.executable, "-m", "mailer"]
     subprocess.run([*mailer, "import", "news.csv", "--list", "newsletter"], cwd=project,
                    env=environment, check=True, capture_output=True)  # fmt: skip

@@ -1,0 +1,26 @@
+"""`mailer serve`: the tracking endpoint on its own."""
+
+from __future__ import annotations
+
+import click
+
+from mailer.cli import _LazyWorkspace, cli, pass_workspace, say
+from mailer.tracking.serve import serve as serve_endpoint
+
+
+@cli.command()
+@click.option("--host", help="The address to listen on (default: tracking.host, 127.0.0.1).")
+@click.option("--port", type=click.IntRange(1, 65535),
+              help="The port (default: tracking.port, 8025).")  # fmt: skip
+@pass_workspace
+def serve(lazy: _LazyWorkspace, host: str | None, port: int | None) -> None:
+    """The tracking endpoint: open pixel (/o/), click redirects (/c/), unsubscribe page and
+    RFC 8058 one-click unsubscribe (/u/), the website's events API (/events), /healthz and
+    /metrics. Put it behind your https proxy at tracking.base_url. `mailer run` serves it
+    too. SIGTERM or Ctrl-C: requests in flight finish, buffered opens and clicks are
+    written, exit 0."""
+    workspace = lazy.get()
+    tracking = workspace.settings.tracking
+    say(f"mailer serve: http://{host or tracking.host}:{port or tracking.port} "
+        f"(links in messages point at {tracking.base_url})")  # fmt: skip
+    serve_endpoint(workspace, host, port)

@@ -1,0 +1,60 @@
+"""Opens and clicks wait in memory and are written in batches: when `size` are waiting, or
+`every` seconds after the last write, whichever comes first, and once more on shutdown. A
+batch that cannot be written stays in the buffer for the next try: nothing is dropped."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable, Sequence
+
+from mailer.logs import logger
+from mailer.tracking.hits import Hit
+
+
+class HitBuffer:
+    def __init__(self, write: Callable[[Sequence[Hit]], int], size: int, every: float) -> None:
+        self.write = write  # blocking: runs in a thread
+        self.size = size
+        self.every = every
+        self.waiting: list[Hit] = []
+        self.recorded = 0  # hits written, for /metrics
+        self.flushes = 0
+        self.last_flush_seconds = 0.0
+        self._full = asyncio.Event()
+        self._closing = False
+        self._lock = asyncio.Lock()  # one write at a time
+
+    def add(self, hit: Hit) -> None:
+        self.waiting.append(hit)
+        if len(self.waiting) >= self.size:
+            self._full.set()
+
+    async def run(self) -> None:
+        """Write batches until `close`."""
+        while not self._closing:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._full.wait(), self.every)
+            self._full.clear()
+            await self.flush()
+
+    async def flush(self) -> None:
+        async with self._lock:
+            batch, self.waiting = self.waiting, []
+            if not batch:
+                return
+            started = time.perf_counter()
+            try:
+                self.recorded += await asyncio.to_thread(self.write, batch)
+            except Exception:  # the database is away: keep the batch for the next try
+                logger.exception("cannot write opens and clicks; keeping them for the next try")
+                self.waiting[:0] = batch
+                return
+            self.flushes += 1
+            self.last_flush_seconds = time.perf_counter() - started
+
+    async def close(self) -> None:
+        self._closing = True
+        self._full.set()
+        await self.flush()

@@ -1,0 +1,25 @@
+"""An open or a click as the endpoint saw it, before it is written: plain data, so that telling
+people from machines is a pure function of it (tracking/bots.py)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal
+
+
+@dataclass(frozen=True)
+class Hit:
+    kind: Literal["open", "click"]
+    message_key: str  # the outbox row the token names (delivery.claims.outbox_id reads it)
+    link: int | None  # a click's link index in the sent message
+    at: datetime
+    user_agent: str
+    ip: str
+    method: str  # GET or HEAD (a HEAD is a machine checking the link)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    machine: bool
+    reason: str | None  # why it is taken for a machine, e.g. "Apple Mail Privacy Protection"

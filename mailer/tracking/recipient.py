@@ -1,0 +1,180 @@
+"""The routes a recipient's mail program and browser reach: the open pixel, click redirects,
+and the unsubscribe page with its preference centre (RFC 8058 one-click included).
+
+Every token is checked before anything else; one that is malformed, forged, signed with a
+retired key or names no message gets a plain 404 page: never a redirect, never a 500.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from sqlalchemy import select
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, RedirectResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from mailer.consent.person import withdraw
+from mailer.consent.suppressions import suppressed
+from mailer.contacts.addresses import address_hash
+from mailer.delivery.claims import outbox_id
+from mailer.store.tables import consent_status, contacts, outbox
+from mailer.tokens import TokenError, verify
+from mailer.tracking.buffer import HitBuffer
+from mailer.tracking.hits import Hit
+from mailer.tracking.pages import done_page, not_found_page, preferences_page
+from mailer.workspace import Workspace
+
+# The smallest transparent GIF (43 bytes).
+PIXEL = bytes.fromhex(
+    "47494638396101000100800000000000ffffff21f90401000000002c00000000010001000002024401003b"
+)
+NO_CACHE = {"Cache-Control": "no-store, no-cache, must-revalidate, max-age=0",
+            "Pragma": "no-cache", "Expires": "0"}  # fmt: skip
+LINK_CACHE = 10_000  # messages whose click targets are kept in memory
+NOT_UNSUBSCRIBE = ("not an unsubscribe request: a one-click POST carries "
+                   "List-Unsubscribe=One-Click (RFC 8058)")  # fmt: skip
+
+
+class RecipientRoutes:
+    def __init__(self, workspace: Workspace, buffer: HitBuffer) -> None:
+        self.workspace = workspace
+        self.buffer = buffer
+        self.keys = workspace.renderer.keys
+        self.links: dict[int, list[str] | None] = {}
+
+    def routes(self) -> list[BaseRoute]:
+        return [
+            Route("/o/{token}.gif", self.open_pixel, methods=["GET", "HEAD"]),
+            Route("/c/{token}", self.click, methods=["GET", "HEAD"]),
+            Route("/u/{token}", self.unsubscribe_page, methods=["GET"]),
+            Route("/u/{token}", self.unsubscribe, methods=["POST"]),
+        ]
+
+    def _hit(self, request: Request, kind: str, key: str, link: int | None) -> Hit:
+        client = request.client.host if request.client else ""
+        return Hit(kind, key, link, self.workspace.clock.now(),  # type: ignore[arg-type]
+                   request.headers.get("user-agent", ""), client, request.method)  # fmt: skip
+
+    async def open_pixel(self, request: Request) -> Response:
+        """The GIF, whatever the token (a broken image helps nobody); only a genuine token
+        records an open."""
+        try:
+            [key] = verify(self.keys, "open", request.path_params["token"])
+        except (TokenError, ValueError):
+            pass
+        else:
+            self.buffer.add(self._hit(request, "open", key, None))
+        return Response(PIXEL, media_type="image/gif", headers=NO_CACHE)
+
+    async def click(self, request: Request) -> Response:
+        try:
+            key, index_text = verify(self.keys, "click", request.path_params["token"])
+            index = int(index_text)
+        except (TokenError, ValueError):
+            return not_found_page()
+        message = outbox_id(key)
+        links = await self._links(message) if message is not None else None
+        if not links or not 0 <= index < len(links):
+            return not_found_page()
+        self.buffer.add(self._hit(request, "click", key, index))
+        # Only to a URL that was in the sent message: the token says which, never the request.
+        return RedirectResponse(links[index], status_code=302, headers=NO_CACHE)
+
+    async def _links(self, message: int) -> list[str] | None:
+        if message not in self.links:
+            if len(self.links) >= LINK_CACHE:
+                self.links.clear()
+            self.links[message] = await run_in_threadpool(self._read_links, message)
+        return self.links[message]
+
+    def _read_links(self, message: int) -> list[str] | None:
+        with self.workspace.engine.connect() as connection:
+            stored = connection.scalar(select(outbox.c.links).where(outbox.c.id == message))
+        return list(json.loads(stored)) if stored else None
+
+    # -- unsubscribe and preferences: never buffered, committed before the answer ------------
+
+    async def unsubscribe_page(self, request: Request) -> Response:
+        """No action on GET: mail scanners fetch links. A page with one button, and the
+        contact's lists, each to leave."""
+        subscriber = await self._subscriber(request)
+        if subscriber is None:
+            return not_found_page()
+        return preferences_page(request.url.path, subscriber, self._list_titles())
+
+    async def unsubscribe(self, request: Request) -> Response:
+        subscriber = await self._subscriber(request)
+        if subscriber is None:
+            return not_found_page()
+        form = await request.form()
+        one_click = form.get("List-Unsubscribe") == "One-Click"  # RFC 8058 section 3.2
+        action = "unsubscribe" if one_click else str(form.get("action", ""))
+        lists = [name for name, _ in subscriber["lists"]]
+        if action == "unsubscribe":
+            targets: list[str] | None = [subscriber["list"]] if subscriber["list"] else None
+        elif action == "all":
+            targets = None
+        elif action.startswith("leave:") and action[6:] in lists:
+            targets = [action[6:]]
+        else:
+            return PlainTextResponse(NOT_UNSUBSCRIBE, status_code=400)
+        await run_in_threadpool(self._withdraw, subscriber, targets)
+        if one_click:
+            return PlainTextResponse("unsubscribed")
+        updated = await self._subscriber(request)
+        assert updated is not None
+        return done_page(request.url.path, updated, self._list_titles(), targets)
+
+    def _withdraw(self, subscriber: dict[str, Any], targets: list[str] | None) -> None:
+        """Withdraw `targets` (None: every list, and suppress); a list already left appends
+        nothing, so a repeated request is harmless."""
+        statuses = dict(subscriber["lists"])
+        workspace = self.workspace
+        now = workspace.clock.now()
+        with workspace.engine.begin() as connection:
+            if targets is None:
+                if subscriber["suppressed"]:
+                    return
+                withdraw(connection, workspace.key, subscriber["email"], workspace.double_opt_in,
+                         now, source="unsubscribe")  # fmt: skip
+                return
+            for name in targets:
+                if statuses.get(name) != "withdrawn":
+                    withdraw(connection, workspace.key, subscriber["email"],
+                             workspace.double_opt_in, now, list_name=name,
+                             source="unsubscribe")  # fmt: skip
+
+    async def _subscriber(self, request: Request) -> dict[str, Any] | None:
+        try:
+            [key] = verify(self.keys, "unsubscribe", request.path_params["token"])
+        except (TokenError, ValueError):
+            return None
+        message = outbox_id(key)
+        return None if message is None else await run_in_threadpool(self._read_subscriber, message)
+
+    def _read_subscriber(self, message: int) -> dict[str, Any] | None:
+        with self.workspace.engine.connect() as connection:
+            row = connection.execute(
+                select(outbox.c.campaign, contacts.c.id, contacts.c.email)
+                .join(contacts, contacts.c.id == outbox.c.contact_id)
+                .where(outbox.c.id == message)
+            ).first()  # fmt: skip
+            if row is None:
+                return None
+            held = {purpose: status for purpose, status in connection.execute(
+                select(consent_status.c.purpose, consent_status.c.status)
+                .where(consent_status.c.contact_id == row.id)
+            )}  # fmt: skip
+            hashed = address_hash(self.workspace.key, row.email)
+            suppression = suppressed(connection, [hashed]).get(hashed)
+        settings = self.workspace.settings
+        campaign = settings.campaigns.get(row.campaign)
+        lists = [(name, held.get(name, "none")) for name in settings.lists]
+        return {"email": row.email, "list": campaign.list_name if campaign else None,
+                "lists": lists, "suppressed": suppression}  # fmt: skip
+
+    def _list_titles(self) -> dict[str, str]:
+        return {name: spec.title for name, spec in self.workspace.settings.lists.items()}

@@ -1,0 +1,77 @@
+"""Writing a batch of opens and clicks: each names its message (the outbox row), is told human
+or machine (tracking/bots.py), and becomes an event row; a person's open or click scores and
+may move the contact's lifecycle stage, as website events do."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import ipaddress
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import Connection, insert, select
+
+from mailer.campaigns.activity import update_stage
+from mailer.config import Settings
+from mailer.contacts.scoring import add_points
+from mailer.delivery.claims import outbox_id
+from mailer.store.bulk import one_of
+from mailer.store.tables import events, outbox
+from mailer.tracking.bots import classify
+from mailer.tracking.hits import Hit
+
+POINTS = {"open": "opened", "click": "clicked"}  # the names [scoring] points use
+
+
+def private_ip(ip: str, key: bytes) -> str:
+    """What is kept of an address: the network (/24 for IPv4, /48 for IPv6), enough to tell a
+    data centre from a home line, and a keyed hash of the whole, to tell two hits apart."""
+    try:
+        address = ipaddress.ip_address(ip)
+    except ValueError:
+        return ""
+    prefix = 24 if address.version == 4 else 48
+    network = ipaddress.ip_network(f"{address}/{prefix}", strict=False)
+    tag = hmac.digest(key, address.packed, hashlib.sha256)[:6].hex()
+    return f"{network}#{tag}"
+
+
+def record_hits(connection: Connection, settings: Settings, key: bytes,
+                hits: Sequence[Hit]) -> int:  # fmt: skip
+    """Write the hits whose message exists; return how many were written."""
+    ids = {hit.message_key: outbox_id(hit.message_key) for hit in hits}
+    found = {row.id: row for row in connection.execute(
+        select(outbox.c.id, outbox.c.contact_id, outbox.c.campaign, outbox.c.step,
+               outbox.c.sent_at, outbox.c.links)
+        .where(one_of(connection, outbox.c.id, [i for i in ids.values() if i is not None]))
+    )}  # fmt: skip
+    known = [hit for hit in hits if ids[hit.message_key] in found]
+    sent_at = {key_: found[i].sent_at for key_, i in ids.items() if i in found and found[i].sent_at}
+    verdicts = classify(known, sent_at, {})
+    rows: list[dict[str, Any]] = []
+    for hit, verdict in zip(known, verdicts, strict=True):
+        message = found[ids[hit.message_key]]
+        properties: dict[str, Any] = {"user_agent": hit.user_agent[:300],
+                                      "ip": private_ip(hit.ip, key)}  # fmt: skip
+        if hit.link is not None:
+            links = json.loads(message.links or "[]")
+            properties |= {"link": hit.link,
+                           "url": links[hit.link] if hit.link < len(links) else None}  # fmt: skip
+        if verdict.machine:
+            properties["machine"] = verdict.reason
+        rows.append({"contact_id": message.contact_id,
+                     "kind": f"machine_{hit.kind}" if verdict.machine else hit.kind,
+                     "name": message.campaign, "step": message.step,
+                     "properties": properties, "occurred_at": hit.at})  # fmt: skip
+    if rows:
+        connection.execute(insert(events), rows)
+    scoring = settings.scoring
+    for row in rows:
+        if not row["kind"].startswith("machine_"):
+            points = scoring.points.get(POINTS[row["kind"]], 0.0)
+            add_points(connection, row["contact_id"], points, row["occurred_at"],
+                       scoring.half_life)  # fmt: skip
+            update_stage(connection, settings, row["contact_id"], row["occurred_at"])
+    return len(rows)

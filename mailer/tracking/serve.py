@@ -1,0 +1,46 @@
+"""Serving the tracking endpoint with uvicorn: alone (`mailer serve`), or inside `mailer run`
+beside delivery, in the same event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from collections.abc import Iterator
+
+import uvicorn
+
+from mailer.delivery.worker import run_loop
+from mailer.tracking.app import create_app
+from mailer.workspace import Workspace
+
+
+class EmbeddedServer(uvicorn.Server):
+    """A uvicorn server that leaves signals to the daemon, which stops it on SIGTERM."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def configure(workspace: Workspace, host: str | None, port: int | None) -> uvicorn.Config:
+    tracking = workspace.settings.tracking
+    return uvicorn.Config(create_app(workspace), host=host or tracking.host,
+                          port=port or tracking.port, loop="uvloop", http="httptools",
+                          lifespan="on", log_level="warning",
+                          proxy_headers=True)  # fmt: skip
+
+
+def serve(workspace: Workspace, host: str | None = None, port: int | None = None) -> None:
+    """Serve until SIGTERM or Ctrl-C; then finish the requests in flight, write the opens and
+    clicks still buffered, and return (exit status 0: uvicorn's own handling would re-raise
+    the signal)."""
+    server = EmbeddedServer(configure(workspace, host, port))
+
+    async def until_signalled() -> None:
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, setattr, server, "should_exit", True)
+        await server.serve()
+
+    run_loop(until_signalled())

@@ -1,0 +1,249 @@
+"""The recipient's side of the tracking endpoint over real HTTP: a message is delivered through a
+real SMTP server, then its pixel, links and unsubscribe URLs are requested from uvicorn."""
+
+from __future__ import annotations
+
+import email
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
+from datetime import timedelta
+from email.policy import default as default_policy
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy import func, select
+
+from mailer.clock import FrozenClock
+from mailer.config import load_settings
+from mailer.store.tables import consent_entries, consent_status, events, suppressions
+from mailer.tokens import TokenKeys, sign
+from mailer.tracking.app import create_app
+from mailer.workspace import Workspace
+from tests.conftest import SECRET
+from tests.delivery.helpers import deliver, queue_welcome
+from tests.delivery.smtp_server import ScriptedSmtpServer
+from tests.tracking.conftest import free_port
+
+Serve = Callable[..., AbstractContextManager[str]]
+CHROME = ("Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 (KHTML, like "
+          "Gecko) Chrome/126.0.0.0 Safari/537.36")  # fmt: skip
+BASE = "http://127.0.0.1:8025"  # tracking.base_url of the test project
+
+
+@pytest.fixture
+def smtp_server() -> Iterator[ScriptedSmtpServer]:
+    with ScriptedSmtpServer() as server:
+        yield server
+
+
+@pytest.fixture
+def sent(
+    project: Path, environ: dict[str, str], clock: FrozenClock, smtp_server: ScriptedSmtpServer
+) -> Iterator[tuple[Workspace, dict[str, str]]]:
+    """A workspace where Ada was sent the welcome message; the URLs in it by kind."""
+    (project / "templates" / "welcome" / "1.html").write_text(
+        '<p>Hello {{ contact.first_name }}</p><p><a href="https://shop.example/beans?a=1">Shop'
+        '</a> <a href="https://shop.example/cups">Cups</a></p>'
+        '<p>{{ sender.postal_address }} <a href="{{ unsubscribe_url }}">Unsubscribe</a></p>'
+    )
+    settings = load_settings(project / "settings.toml", environ={
+        **environ, "MAILER_SMTP__PORT": str(smtp_server.port),
+        "MAILER_DELIVERY__RENDER_PROCESSES": "0", "MAILER_TRACKING__FLUSH_SIZE": "1"})  # fmt: skip
+    workspace = Workspace(settings, clock)
+    queue_welcome(workspace, project, "ada@example.com,Ada")
+    assert deliver(workspace).sent == 1
+    message = email.message_from_bytes(smtp_server.received[0].data, policy=default_policy)
+    html = message.get_body(("html",)).get_content()  # type: ignore[union-attr]
+    clicks = re.findall(rf'href="({BASE}/c/[^"]+)"', html)
+    urls = {"open": re.search(rf'src="({BASE}/o/[^"]+)"', html).group(1),  # type: ignore[union-attr]
+            "shop": clicks[0], "cups": clicks[1],
+            "unsubscribe": re.search(r"<(http[^>]+)>", message["List-Unsubscribe"]).group(1)}  # type: ignore[union-attr]
+    yield workspace, urls
+    workspace.close()
+
+
+def recorded(workspace: Workspace) -> list[tuple[str, dict[str, object]]]:
+    with workspace.engine.connect() as connection:
+        rows = connection.execute(
+            select(events.c.kind, events.c.properties)
+            .where(events.c.kind != "website").order_by(events.c.id)
+        )  # fmt: skip
+        return [(row.kind, row.properties) for row in rows]
+
+
+def at(base: str, url: str) -> str:
+    return url.replace(BASE, base)
+
+
+def test_the_open_pixel_is_a_43_byte_gif_that_records_a_human_open(
+    sent: tuple[Workspace, dict[str, str]], serve: Serve
+) -> None:
+    workspace, urls = sent
+    with serve(create_app(workspace)) as base:
+        answer = httpx.get(at(base, urls["open"]), headers={"User-Agent": CHROME})
+        head = httpx.head(at(base, urls["open"]), headers={"User-Agent": CHROME})
+    assert answer.status_code == 200 and answer.headers["content-type"] == "image/gif"
+    assert len(answer.content) == 43 and answer.content.startswith(b"GIF89a")
+    assert "no-store" in answer.headers["cache-control"] and head.status_code == 200
+    kinds = [(kind, properties.get("machine")) for kind, properties in recorded(workspace)]
+    assert kinds == [("open", None), ("machine_open", "HEAD request")]
+
+
+def test_a_click_redirects_to_the_url_in_the_message_and_is_recorded(
+    sent: tuple[Workspace, dict[str, str]], serve: Serve
+) -> None:
+    workspace, urls = sent
+    workspace.clock.advance(timedelta(minutes=5))  # type: ignore[attr-defined]  # not instant
+    with serve(create_app(workspace)) as base:
+        answer = httpx.get(at(base, urls["cups"]), headers={"User-Agent": CHROME})
+    assert answer.status_code == 302
+    assert answer.headers["location"] == "https://shop.example/cups"
+    [(kind, properties)] = recorded(workspace)
+    assert kind == "click" and properties["link"] == 1
+    assert properties["url"] == "https://shop.example/cups"
+    assert str(properties["ip"]).startswith("127.0.0.0/24#")  # never the whole address
+
+
+def test_forged_malformed_and_foreign_tokens_get_a_404_page_never_a_redirect(
+    sent: tuple[Workspace, dict[str, str]], serve: Serve
+) -> None:
+    workspace, urls = sent
+    token = urls["shop"].rsplit("/", 1)[1]
+    version, payload, mac = token.split(".")
+    keys = workspace.renderer.keys
+    old_key = TokenKeys(SECRET.encode(), version=9, oldest=9)
+    bad = [
+        "nonsense", token[:-3], f"{version}.{payload}.{'A' * 22}",  # truncated, forged MAC
+        f"{version}.{payload}x.{mac}", f"9.{payload}.{mac}",  # altered payload, unknown version
+        sign(old_key, "click", "m1", 0),  # signed with a key this server does not hold
+        urls["open"].rsplit("/", 1)[1].removesuffix(".gif"),  # an open token used as a click
+        sign(keys, "click", "m999999", 0),  # genuine, but names no message
+        sign(keys, "click", "m1", 7),  # genuine message, no such link
+        sign(keys, "click", "preview-1", 0), "%00%0d%0a", "a" * 5000,
+    ]
+    with serve(create_app(workspace)) as base:
+        answers = [httpx.get(f"{base}/c/{value}") for value in bad]
+        pixel = httpx.get(f"{base}/o/forged.gif")
+        unsubscribe = httpx.get(f"{base}/u/forged")
+    assert [a.status_code for a in answers] == [404] * len(bad)
+    assert all("location" not in a.headers for a in answers)
+    assert "does not work" in answers[0].text
+    assert pixel.status_code == 200 and unsubscribe.status_code == 404
+    assert recorded(workspace) == []
+
+
+def ledger(workspace: Workspace) -> list[tuple[str, str, str]]:
+    with workspace.engine.connect() as connection:
+        rows = connection.execute(select(consent_entries.c.purpose, consent_entries.c.action,
+                                         consent_entries.c.source)
+                                  .where(consent_entries.c.source == "unsubscribe"))  # fmt: skip
+        return [tuple(row) for row in rows]  # type: ignore[misc]
+
+
+def newsletter_status(workspace: Workspace) -> str:
+    with workspace.engine.connect() as connection:
+        return str(connection.scalar(select(consent_status.c.status)
+                                     .where(consent_status.c.purpose == "newsletter")))  # fmt: skip
+
+
+def test_one_click_unsubscribe_is_committed_before_the_answer_and_repeatable(
+    sent: tuple[Workspace, dict[str, str]], serve: Serve
+) -> None:
+    workspace, urls = sent
+    with serve(create_app(workspace)) as base:
+        page = httpx.get(at(base, urls["unsubscribe"]))
+        assert page.status_code == 200 and newsletter_status(workspace) == "confirmed"
+        assert 'value="unsubscribe"' in page.text and "Unsubscribe from Newsletter" in page.text
+        empty = httpx.post(at(base, urls["unsubscribe"]))
+        assert empty.status_code == 400 and newsletter_status(workspace) == "confirmed"
+        body = {"List-Unsubscribe": "One-Click"}
+        first = httpx.post(at(base, urls["unsubscribe"]), data=body)
+        assert first.status_code == 200
+        assert newsletter_status(workspace) == "withdrawn"  # before any other request
+        again = httpx.post(at(base, urls["unsubscribe"]), data=body)
+    assert again.status_code == 200
+    assert ledger(workspace) == [("newsletter", "withdrawn", "unsubscribe")]  # once
+
+
+def test_the_page_button_can_unsubscribe_from_everything(
+    sent: tuple[Workspace, dict[str, str]], serve: Serve
+) -> None:
+    workspace, urls = sent
+    with serve(create_app(workspace)) as base:
+        done = httpx.post(at(base, urls["unsubscribe"]), data={"action": "all"})
+        shown = httpx.get(at(base, urls["unsubscribe"]))
+    assert done.status_code == 200 and 'role="status"' in done.text
+    assert "unsubscribed from everything" in shown.text
+    with workspace.engine.connect() as connection:
+        reason = connection.scalar(select(suppressions.c.reason))
+    assert reason == "unsubscribed"
+
+
+def test_health_and_metrics(sent: tuple[Workspace, dict[str, str]], serve: Serve) -> None:
+    workspace, urls = sent
+    with serve(create_app(workspace)) as base:
+        httpx.get(at(base, urls["open"]), headers={"User-Agent": CHROME})
+        health = httpx.get(f"{base}/healthz").json()
+        time.sleep(0.3)  # the buffer writes each hit at once here (flush_size = 1)
+        metrics = httpx.get(f"{base}/metrics").text
+    assert health["status"] == "ok"
+    assert 'mailer_requests_total{route="o"} 1' in metrics
+    assert "mailer_events_recorded_total 1" in metrics
+    assert 'mailer_messages{status="sent"} 1' in metrics
+
+
+def test_sigterm_during_load_loses_no_recorded_open(
+    sent: tuple[Workspace, dict[str, str]], project: Path, environ: dict[str, str]
+) -> None:
+    workspace, urls = sent
+    port = free_port()
+    environment = {**os.environ, **environ, "MAILER_TRACKING__PORT": str(port),
+                   "MAILER_TRACKING__FLUSH_EVERY": '"10s"'}  # fmt: skip
+    server = subprocess.Popen([sys.executable, "-m", "mailer", "serve"], cwd=project,
+                              env=environment, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE)  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            httpx.get(f"{base}/healthz")
+            break
+        except httpx.TransportError:
+            assert time.monotonic() < deadline, server.stderr.read() if server.stderr else ""
+            time.sleep(0.05)
+    answered = 0
+    lock = threading.Lock()
+
+    def load() -> None:
+        nonlocal answered
+        with httpx.Client() as client:
+            for _ in range(400):
+                try:
+                    reply = client.get(at(base, urls["open"]), headers={"User-Agent": CHROME})
+                except httpx.TransportError:
+                    return  # the server has stopped listening
+                if reply.status_code == 200:
+                    with lock:
+                        answered += 1
+
+    threads = [threading.Thread(target=load) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    time.sleep(0.3)
+    server.send_signal(signal.SIGTERM)
+    for thread in threads:
+        thread.join()
+    server.wait(timeout=30)
+    assert server.returncode == 0
+    with workspace.engine.connect() as connection:
+        stored = connection.scalar(select(func.count()).select_from(events)
+                                   .where(events.c.kind.in_(("open", "machine_open"))))  # fmt: skip
+    assert answered > 0 and stored == answered
