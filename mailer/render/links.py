@@ -22,6 +22,9 @@ _BODY_OPEN = re.compile(r"<body\b[^>]*>", re.IGNORECASE)
 _BODY_CLOSE = re.compile(r"</body\s*>", re.IGNORECASE)
 
 TrackedUrl = Callable[[int], str]  # link index -> the URL to put in its place
+# The target of the hidden link no person sees: whatever follows it is a machine
+# (tracking/bots.py), and the clicks around it in time are taken for the same machine's.
+HONEYPOT = "honeypot:"
 
 
 class LinkTable:
@@ -58,6 +61,17 @@ class LinkTable:
             return tag[:start] + (f'"{quoted}"' if group == "bare" else quoted) + tag[end:]
 
         return _ANCHOR.sub(anchor, document)
+
+    def add_honeypot(self, document: str) -> str:
+        """A link no person sees or reaches: hidden, empty, out of the tab order."""
+        self.targets.append(HONEYPOT)
+        url = html.escape(self._tracked_url(len(self.targets) - 1), quote=True)
+        trap = (f'<a href="{url}" style="display:none" aria-hidden="true" tabindex="-1"'
+                ' data-notrack></a>')  # fmt: skip
+        opening = _BODY_OPEN.search(document)
+        if opening is None:
+            return trap + document
+        return document[: opening.end()] + trap + document[opening.end() :]
 
     def rewrite_text(self, text: str) -> str:
         return _TEXT_URL.sub(lambda match: self.tracked(match.group(0)) or match.group(0), text)

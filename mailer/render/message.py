@@ -127,6 +127,8 @@ class MessageRenderer:
         if track:
             html = links.rewrite_html(html)
         text = self._text_part(template, contact.locale, context, html, links if track else None)
+        if track:
+            html = links.add_honeypot(html)  # after the text part: never in it
         if track and step.track_opens and campaign.track_opens:
             html = add_open_pixel(html, f"{base}/o/{sign(self.keys, 'open', message_key)}.gif")
         try:

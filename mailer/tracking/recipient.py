@@ -20,6 +20,7 @@ from mailer.consent.person import withdraw
 from mailer.consent.suppressions import suppressed
 from mailer.contacts.addresses import address_hash
 from mailer.delivery.claims import outbox_id
+from mailer.render.links import HONEYPOT
 from mailer.store.tables import consent_status, contacts, outbox
 from mailer.tokens import TokenError, verify
 from mailer.tracking.buffer import HitBuffer
@@ -80,6 +81,8 @@ class RecipientRoutes:
         if not links or not 0 <= index < len(links):
             return not_found_page()
         self.buffer.add(self._hit(request, "click", key, index))
+        if links[index] == HONEYPOT:  # a machine followed the hidden link: nowhere to go
+            return PlainTextResponse("", headers=NO_CACHE)
         # Only to a URL that was in the sent message: the token says which, never the request.
         return RedirectResponse(links[index], status_code=302, headers=NO_CACHE)
 

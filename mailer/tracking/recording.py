@@ -11,18 +11,20 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Connection, insert, select
+from sqlalchemy import Connection, insert, select, update
 
 from mailer.campaigns.activity import update_stage
 from mailer.config import Settings
 from mailer.contacts.scoring import add_points
 from mailer.delivery.claims import outbox_id
+from mailer.render.links import HONEYPOT
 from mailer.store.bulk import one_of
 from mailer.store.tables import events, outbox
-from mailer.tracking.bots import classify
+from mailer.tracking.bots import AROUND_HONEYPOT, classify
 from mailer.tracking.hits import Hit
 
 POINTS = {"open": "opened", "click": "clicked"}  # the names [scoring] points use
+HONEYPOT_CLICKED = "honeypot link clicked"
 
 
 def private_ip(ip: str, key: bytes) -> str:
@@ -49,14 +51,16 @@ def record_hits(connection: Connection, settings: Settings, key: bytes,
     )}  # fmt: skip
     known = [hit for hit in hits if ids[hit.message_key] in found]
     sent_at = {key_: found[i].sent_at for key_, i in ids.items() if i in found and found[i].sent_at}
-    verdicts = classify(known, sent_at, {})
+    targets = {key_: json.loads(found[i].links or "[]") for key_, i in ids.items() if i in found}
+    honeypot = {key_: links.index(HONEYPOT) for key_, links in targets.items() if HONEYPOT in links}
+    verdicts = classify(known, sent_at, honeypot)
     rows: list[dict[str, Any]] = []
     for hit, verdict in zip(known, verdicts, strict=True):
         message = found[ids[hit.message_key]]
         properties: dict[str, Any] = {"user_agent": hit.user_agent[:300],
                                       "ip": private_ip(hit.ip, key)}  # fmt: skip
         if hit.link is not None:
-            links = json.loads(message.links or "[]")
+            links = targets[hit.message_key]
             properties |= {"link": hit.link,
                            "url": links[hit.link] if hit.link < len(links) else None}  # fmt: skip
         if verdict.machine:
@@ -67,6 +71,8 @@ def record_hits(connection: Connection, settings: Settings, key: bytes,
                      "properties": properties, "occurred_at": hit.at})  # fmt: skip
     if rows:
         connection.execute(insert(events), rows)
+        traps = [row for row in rows if row["properties"].get("machine") == HONEYPOT_CLICKED]
+        _around_honeypots(connection, traps)
     scoring = settings.scoring
     for row in rows:
         if not row["kind"].startswith("machine_"):
@@ -75,3 +81,23 @@ def record_hits(connection: Connection, settings: Settings, key: bytes,
                        scoring.half_life)  # fmt: skip
             update_stage(connection, settings, row["contact_id"], row["occurred_at"])
     return len(rows)
+
+
+def _around_honeypots(connection: Connection, traps: Sequence[dict[str, Any]]) -> None:
+    """Clicks of the same message written in earlier batches within AROUND_HONEYPOT of a
+    honeypot click become the machine's too. (Their points stay: scores only ever grow.)"""
+    for trap in traps:
+        at = trap["occurred_at"]
+        earlier = connection.execute(
+            select(events.c.id, events.c.properties, events.c.occurred_at).where(
+                events.c.contact_id == trap["contact_id"], events.c.kind == "click",
+                events.c.name == trap["name"], events.c.step == trap["step"],
+                events.c.occurred_at.between(at - AROUND_HONEYPOT, at + AROUND_HONEYPOT))
+        ).all()  # fmt: skip
+        for row in earlier:
+            seconds = round(abs((at - row.occurred_at).total_seconds()))
+            side = "before" if row.occurred_at <= at else "after"
+            properties = {**row.properties,
+                          "machine": f"clicked {seconds} s {side} the honeypot link"}  # fmt: skip
+            connection.execute(update(events).where(events.c.id == row.id)
+                               .values(kind="machine_click", properties=properties))  # fmt: skip

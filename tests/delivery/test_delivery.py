@@ -41,7 +41,7 @@ def test_a_queued_message_is_sent_and_keeps_its_message_id_reply_links_and_conse
     assert str(row["reply"]).startswith("250 ")
     assert received.recipient == "ada@example.com"
     assert received.envelope_from.startswith("bounces+")
-    assert json.loads(str(row["links"])) == []  # the welcome template has no tracked link
+    assert json.loads(str(row["links"])) == ["honeypot:"]  # no link but the hidden one
     with workspace.engine.connect() as connection:
         entry = connection.execute(
             select(consent_entries).where(consent_entries.c.id == row["consent_entry_id"])

@@ -43,10 +43,11 @@ def test_links_are_tracked_by_index_except_mailto_anchors_and_notrack(
     renderer: MessageRenderer,
 ) -> None:
     rendered = renderer.render("welcome", step(renderer), ADA, "42")
-    assert rendered.links == ["https://shop.example/beans?a=1&b=2"]  # twice in the HTML: once
+    assert rendered.links == ["https://shop.example/beans?a=1&b=2", "honeypot:"]  # once each
     base = renderer.settings.tracking.base_url
-    assert rendered.html.count(f'href="{base}/c/') == 2  # css-inline re-quotes the second
-    token = rendered.html.split(f'href="{base}/c/')[1].split('"')[0]
+    # The hidden honeypot first, then the link twice (css-inline re-quotes the second).
+    assert rendered.html.count(f'href="{base}/c/') == 3
+    token = rendered.html.split(f'href="{base}/c/')[2].split('"')[0]
     assert verify(renderer.keys, "click", token) == ["42", "0"]
     for untouched in ('href="mailto:hello@acme.example"', 'href="#top"',
                       'data-notrack="" href="https://shop.example/private"'):  # fmt: skip
@@ -60,7 +61,8 @@ def test_the_text_template_is_used_and_its_links_tracked(renderer: MessageRender
     rendered = renderer.render("welcome", step(renderer, 1), ADA, "43")
     base = renderer.settings.tracking.base_url
     assert rendered.text.startswith(f"Tips for ada@example.com: {base}/c/")
-    assert rendered.links == ["https://shop.example/tips"]
+    assert rendered.links == ["https://shop.example/tips", "honeypot:"]
+    assert f"{base}/c/" in rendered.html and rendered.text.count("/c/") == 1  # not the honeypot
 
 
 def test_no_track_leaves_links_readable(renderer: MessageRenderer) -> None:

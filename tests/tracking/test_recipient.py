@@ -62,9 +62,11 @@ def sent(
     assert deliver(workspace).sent == 1
     message = email.message_from_bytes(smtp_server.received[0].data, policy=default_policy)
     html = message.get_body(("html",)).get_content()  # type: ignore[union-attr]
-    clicks = re.findall(rf'href="({BASE}/c/[^"]+)"', html)
+    clicks = re.findall(rf'href="({BASE}/c/[^"]+)">', html)  # not the hidden honeypot
+    honeypot = re.search(rf'href="({BASE}/c/[^"]+)" style="display:none"', html)
     urls = {"open": re.search(rf'src="({BASE}/o/[^"]+)"', html).group(1),  # type: ignore[union-attr]
             "shop": clicks[0], "cups": clicks[1],
+            "honeypot": honeypot.group(1),  # type: ignore[union-attr]
             "unsubscribe": re.search(r"<(http[^>]+)>", message["List-Unsubscribe"]).group(1)}  # type: ignore[union-attr]
     yield workspace, urls
     workspace.close()
@@ -110,6 +112,21 @@ def test_a_click_redirects_to_the_url_in_the_message_and_is_recorded(
     assert kind == "click" and properties["link"] == 1
     assert properties["url"] == "https://shop.example/cups"
     assert str(properties["ip"]).startswith("127.0.0.0/24#")  # never the whole address
+
+
+def test_a_click_on_the_hidden_honeypot_link_marks_the_clicks_around_it_as_a_machines(
+    sent: tuple[Workspace, dict[str, str]], serve: Serve
+) -> None:
+    workspace, urls = sent
+    workspace.clock.advance(timedelta(minutes=5))  # type: ignore[attr-defined]
+    with serve(create_app(workspace)) as base:
+        shop = httpx.get(at(base, urls["shop"]), headers={"User-Agent": CHROME})
+        trap = httpx.get(at(base, urls["honeypot"]), headers={"User-Agent": CHROME})
+    assert shop.status_code == 302 and trap.status_code == 200 and "location" not in trap.headers
+    assert [(kind, properties["machine"]) for kind, properties in recorded(workspace)] == [
+        ("machine_click", "clicked 0 s before the honeypot link"),
+        ("machine_click", "honeypot link clicked"),
+    ]
 
 
 def test_forged_malformed_and_foreign_tokens_get_a_404_page_never_a_redirect(
