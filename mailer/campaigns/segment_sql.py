@@ -209,7 +209,8 @@ class SegmentCompiler:
         return _compare(counted, op, threshold)
 
     def _engagement(self, segment: Engagement) -> ColumnElement[bool]:
-        conditions = [events.c.contact_id == contacts.c.id, events.c.kind == segment.kind]
+        kinds = (segment.kind, f"machine_{segment.kind}") if segment.machines else (segment.kind,)
+        conditions = [events.c.contact_id == contacts.c.id, events.c.kind.in_(kinds)]
         campaign, step = segment.campaign, segment.step
         if campaign == PREVIOUS:
             if self.previous is None:

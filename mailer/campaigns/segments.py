@@ -10,6 +10,7 @@ to SQL in segment_sql.py (never evaluated row by row in Python).
     event "viewed_product" where category = "espresso" count >= 2 within 30d
     opened "welcome" within 14d    clicked step "welcome.tips"    not opened any within 90d
     not opened previous            (in a step's condition: the step before it)
+    opened any within 7d including machines    (people's opens only, unless so)
 
 A comparison with a value the contact does not have is false (and `not` of it true).
 Errors name the column: `segments.silent: col 14: expected a duration`.
@@ -97,6 +98,7 @@ class Engagement:
     campaign: str | None  # None: any
     step: str | None = None
     within: timedelta | None = None
+    machines: bool = False  # count a machine's opens and clicks too (people's only by default)
 
 
 @dataclass(frozen=True)
@@ -358,4 +360,11 @@ class _Parser:
         if self.is_word("within"):
             self.take()
             within = self.duration()
-        return Engagement(kind, campaign, step, within)
+        machines = False
+        if self.is_word("including"):  # machine opens and clicks count too (tracking/bots.py)
+            self.take()
+            if not self.is_word("machines"):
+                raise self.fail("'machines' (as in: opened any including machines)")
+            self.take()
+            machines = True
+        return Engagement(kind, campaign, step, within, machines)

@@ -53,6 +53,7 @@ def test_the_language_reads_what_marketers_write(source: str, expected: Segment)
 
 @pytest.mark.parametrize(("source", "message"), [
     ("not opened any within 90 days", "col 23: expected a duration (e.g. 30d, 12h, 2w)"),
+    ("opened any including robots", "col 22: expected 'machines' (as in: opened any incl"),
     ("orders >", "col 9: expected a value"),
     ("orders > 1 and", "col 15: expected a condition"),
     ('tagged vip', "col 8: expected a quoted tag, found 'vip'"),
@@ -122,6 +123,14 @@ def people(workspace: Workspace, tmp_path: Path) -> Workspace:
                     "properties": {},
                     "occurred_at": now - timedelta(days=3),
                 },
+                {  # Apple's proxy fetched cy's pixel: not cy reading it
+                    "contact_id": ids["cy@example.com"],
+                    "kind": "machine_open",
+                    "name": "welcome",
+                    "step": "hello",
+                    "properties": {"machine": "Apple Mail Privacy Protection"},
+                    "occurred_at": now - timedelta(days=1),
+                },
             ],
         )
     return workspace
@@ -154,6 +163,7 @@ def matching(workspace: Workspace, source: str) -> set[str]:
     ('opened "welcome"', {"ada"}),
     ('clicked step "welcome.tips"', {"bob"}),
     ("not opened any within 90d and not clicked any within 90d", {"ada", "cy"}),
+    ("opened any within 90d including machines", {"cy"}),  # people's opens only by default
 ])  # fmt: skip
 def test_segments_select_the_right_contacts(
     people: Workspace, source: str, expected: set[str]
