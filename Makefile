@@ -7,8 +7,18 @@ STAMP  := $(VENV)/.installed
 # The demo keeps its own database, so it starts from nothing every time.
 DEMO   := COLUMNS=140 MAILER_DATABASE_URL=sqlite:///.mailer/demo.db $(BIN)/mailer
 SINK_STOP := if [ -f .mailer/sink.pid ]; then kill $$(cat .mailer/sink.pid) 2>/dev/null; rm -f .mailer/sink.pid; fi
+SERVE_STOP := if [ -f .mailer/serve.pid ]; then kill $$(cat .mailer/serve.pid) 2>/dev/null; rm -f .mailer/serve.pid; fi
+BROWSER := Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0 Safari/537.36
+# The pixel, first link (after the hidden honeypot) and unsubscribe URL of the first message
+# the sink kept for Priya.
+export PRIYA_URLS := import email, glob, re, email.policy as p; \
+  f = [n for n in sorted(glob.glob(".mailer/sent/*.eml")) if b"Delivered-To: priya.nair@example.org" in open(n, "rb").read()][0]; \
+  m = email.message_from_binary_file(open(f, "rb"), policy=p.default); h = m.get_body(("html",)).get_content(); \
+  print(re.search(r"src=.(http://127.0.0.1:8025/o/[^\"]+)", h).group(1)); \
+  print(re.findall(r"href=.(http://127.0.0.1:8025/c/[^\"]+)", h)[1]); \
+  print(re.search(r"<(http[^>]+)>", m["List-Unsubscribe"]).group(1))
 
-.PHONY: demo test lint bench-import bench-render bench-send clean bench-tools
+.PHONY: demo test lint bench-import bench-render bench-send clean bench-tools bench-tracking
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -74,7 +84,18 @@ demo: $(STAMP)
 	@echo; echo "== 19. The sink kept each message as a file (open one in a mail program); its log:"
 	@sed -n '2,9p' .mailer/sink.log; echo "   ... $$(ls .mailer/sent | wc -l) messages in .mailer/sent/"
 	@$(SINK_STOP)
-	@echo; echo "== 20. Hold a campaign's delivery, see every campaign's messages by status, let it go again"
+	@echo; echo "== 20. The tracking endpoint (mailer serve; mailer run serves it too): Priya opens her welcome message and clicks"
+	@$(SERVE_STOP); $(DEMO) serve > .mailer/serve.log 2>&1 & echo $$! > .mailer/serve.pid
+	@$(BIN)/python -c "$$PRIYA_URLS" > .mailer/urls.txt; sleep 2
+	curl -s -o /dev/null -w "pixel: %{http_code} %{content_type} %{size_download} bytes\n" -A "$(BROWSER)" "$$(sed -n 1p .mailer/urls.txt)"
+	curl -s -o /dev/null -w "click: %{http_code} -> %{redirect_url}\n" -A "$(BROWSER)" "$$(sed -n 2p .mailer/urls.txt)"
+	curl -s -o /dev/null -w "forged click: %{http_code}\n" "http://127.0.0.1:8025/c/1.bTE.forged-forged-forged-ab"
+	@echo; echo "== 21. Her mail program's one-click unsubscribe (RFC 8058): a POST, written to the ledger before the answer"
+	curl -s -w " (%{http_code})\n" -d "List-Unsubscribe=One-Click" "$$(sed -n 3p .mailer/urls.txt)"
+	@$(SERVE_STOP); sleep 1
+	$(DEMO) segment show --where 'clicked any within 1d'
+	$(DEMO) consent history priya.nair@example.org
+	@echo; echo "== 22. Hold a campaign's delivery, see every campaign's messages by status, let it go again"
 	$(DEMO) campaign pause abandoned_cart --reason "new prices from Monday"
 	$(DEMO) campaign list
 	$(DEMO) campaign resume abandoned_cart
@@ -128,3 +149,19 @@ bench-tools:
 		postfix stop; sleep 1; \
 		! pgrep -x master >/dev/null || { echo "postfix master still runs"; exit 1; }; \
 	fi
+
+# The tracking endpoint under wrk (Debian's package, installed when missing; `apt-get update`
+# only when the install fails without it), against a bare ASGI app serving the same pixel.
+bench-tracking: $(STAMP)
+	@if [ -x /usr/bin/wrk ]; then \
+		echo "wrk is installed"; \
+	else \
+		export DEBIAN_FRONTEND=noninteractive; \
+		echo "installing Debian's wrk"; \
+		if ! apt-get install -y -q wrk >/dev/null 2>&1; then \
+			apt-get update -q >/dev/null || exit 1; \
+			apt-get install -y -q wrk >/dev/null || exit 1; \
+		fi; \
+		[ -x /usr/bin/wrk ] || { echo "wrk is installed but /usr/bin/wrk is missing"; exit 1; }; \
+	fi
+	$(BIN)/python bench/tracking_bench.py
