@@ -18,7 +18,7 @@ export PRIYA_URLS := import email, glob, re, email.policy as p; \
   print(re.findall(r"href=.(http://127.0.0.1:8025/c/[^\"]+)", h)[1]); \
   print(re.search(r"<(http[^>]+)>", m["List-Unsubscribe"]).group(1))
 
-.PHONY: demo test lint bench-import bench-render bench-send clean bench-tools bench-tracking
+.PHONY: demo test lint browser bench-import bench-render bench-send clean bench-tools bench-tracking
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -104,8 +104,18 @@ lint: $(STAMP)
 	$(BIN)/ruff check mailer tests bench
 	$(BIN)/mypy mailer
 
-test: lint
+test: lint browser
 	$(BIN)/pytest -q
+
+# The page tests drive a real browser: Debian's chromium, installed here when missing and we
+# may (root); elsewhere those tests are skipped, saying why.
+browser:
+	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && { \
+		echo "installing Debian's chromium for the browser tests"; \
+		export DEBIAN_FRONTEND=noninteractive; \
+		apt-get install -y -q --no-install-recommends chromium >/dev/null 2>&1 || \
+		{ apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends chromium >/dev/null; }; \
+	}; } || echo "chromium is not installed: the browser tests will be skipped"
 
 bench-import: $(STAMP)
 	$(BIN)/python bench/import_bench.py

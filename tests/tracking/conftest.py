@@ -2,15 +2,27 @@
 
 from __future__ import annotations
 
+import email
+import re
 import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from email.policy import default as default_policy
+from pathlib import Path
 
 import pytest
 import uvicorn
 from starlette.types import ASGIApp
+
+from mailer.clock import FrozenClock
+from mailer.config import load_settings
+from mailer.workspace import Workspace
+from tests.delivery.helpers import deliver, queue_welcome
+from tests.delivery.smtp_server import ScriptedSmtpServer
+
+BASE = "http://127.0.0.1:8025"  # tracking.base_url of the test project
 
 
 def free_port() -> int:
@@ -42,3 +54,41 @@ def running(app: ASGIApp) -> Iterator[str]:
 def serve() -> Callable[[ASGIApp], object]:
     """`with serve(app) as base_url: ...`"""
     return running
+
+
+def at(base: str, url: str) -> str:
+    return url.replace(BASE, base)
+
+
+@pytest.fixture
+def smtp_server() -> Iterator[ScriptedSmtpServer]:
+    with ScriptedSmtpServer() as server:
+        yield server
+
+
+@pytest.fixture
+def sent(
+    project: Path, environ: dict[str, str], clock: FrozenClock, smtp_server: ScriptedSmtpServer
+) -> Iterator[tuple[Workspace, dict[str, str]]]:
+    """A workspace where Ada was sent the welcome message; the URLs in it by kind."""
+    (project / "templates" / "welcome" / "1.html").write_text(
+        '<p>Hello {{ contact.first_name }}</p><p><a href="https://shop.example/beans?a=1">Shop'
+        '</a> <a href="https://shop.example/cups">Cups</a></p>'
+        '<p>{{ sender.postal_address }} <a href="{{ unsubscribe_url }}">Unsubscribe</a></p>'
+    )
+    settings = load_settings(project / "settings.toml", environ={
+        **environ, "MAILER_SMTP__PORT": str(smtp_server.port),
+        "MAILER_DELIVERY__RENDER_PROCESSES": "0", "MAILER_TRACKING__FLUSH_SIZE": "1"})  # fmt: skip
+    workspace = Workspace(settings, clock)
+    queue_welcome(workspace, project, "ada@example.com,Ada")
+    assert deliver(workspace).sent == 1
+    message = email.message_from_bytes(smtp_server.received[0].data, policy=default_policy)
+    html = message.get_body(("html",)).get_content()  # type: ignore[union-attr]
+    clicks = re.findall(rf'href="({BASE}/c/[^"]+)">', html)  # not the hidden honeypot
+    honeypot = re.search(rf'href="({BASE}/c/[^"]+)" style="display:none"', html)
+    urls = {"open": re.search(rf'src="({BASE}/o/[^"]+)"', html).group(1),  # type: ignore[union-attr]
+            "shop": clicks[0], "cups": clicks[1],
+            "honeypot": honeypot.group(1),  # type: ignore[union-attr]
+            "unsubscribe": re.search(r"<(http[^>]+)>", message["List-Unsubscribe"]).group(1)}  # type: ignore[union-attr]
+    yield workspace, urls
+    workspace.close()

@@ -3,73 +3,30 @@ real SMTP server, then its pixel, links and unsubscribe URLs are requested from 
 
 from __future__ import annotations
 
-import email
 import os
-import re
 import signal
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from datetime import timedelta
-from email.policy import default as default_policy
 from pathlib import Path
 
 import httpx
-import pytest
 from sqlalchemy import func, select
 
-from mailer.clock import FrozenClock
-from mailer.config import load_settings
 from mailer.store.tables import consent_entries, consent_status, events, suppressions
 from mailer.tokens import TokenKeys, sign
 from mailer.tracking.app import create_app
 from mailer.workspace import Workspace
 from tests.conftest import SECRET
-from tests.delivery.helpers import deliver, queue_welcome
-from tests.delivery.smtp_server import ScriptedSmtpServer
-from tests.tracking.conftest import free_port
+from tests.tracking.conftest import at, free_port
 
 Serve = Callable[..., AbstractContextManager[str]]
 CHROME = ("Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 (KHTML, like "
           "Gecko) Chrome/126.0.0.0 Safari/537.36")  # fmt: skip
-BASE = "http://127.0.0.1:8025"  # tracking.base_url of the test project
-
-
-@pytest.fixture
-def smtp_server() -> Iterator[ScriptedSmtpServer]:
-    with ScriptedSmtpServer() as server:
-        yield server
-
-
-@pytest.fixture
-def sent(
-    project: Path, environ: dict[str, str], clock: FrozenClock, smtp_server: ScriptedSmtpServer
-) -> Iterator[tuple[Workspace, dict[str, str]]]:
-    """A workspace where Ada was sent the welcome message; the URLs in it by kind."""
-    (project / "templates" / "welcome" / "1.html").write_text(
-        '<p>Hello {{ contact.first_name }}</p><p><a href="https://shop.example/beans?a=1">Shop'
-        '</a> <a href="https://shop.example/cups">Cups</a></p>'
-        '<p>{{ sender.postal_address }} <a href="{{ unsubscribe_url }}">Unsubscribe</a></p>'
-    )
-    settings = load_settings(project / "settings.toml", environ={
-        **environ, "MAILER_SMTP__PORT": str(smtp_server.port),
-        "MAILER_DELIVERY__RENDER_PROCESSES": "0", "MAILER_TRACKING__FLUSH_SIZE": "1"})  # fmt: skip
-    workspace = Workspace(settings, clock)
-    queue_welcome(workspace, project, "ada@example.com,Ada")
-    assert deliver(workspace).sent == 1
-    message = email.message_from_bytes(smtp_server.received[0].data, policy=default_policy)
-    html = message.get_body(("html",)).get_content()  # type: ignore[union-attr]
-    clicks = re.findall(rf'href="({BASE}/c/[^"]+)">', html)  # not the hidden honeypot
-    honeypot = re.search(rf'href="({BASE}/c/[^"]+)" style="display:none"', html)
-    urls = {"open": re.search(rf'src="({BASE}/o/[^"]+)"', html).group(1),  # type: ignore[union-attr]
-            "shop": clicks[0], "cups": clicks[1],
-            "honeypot": honeypot.group(1),  # type: ignore[union-attr]
-            "unsubscribe": re.search(r"<(http[^>]+)>", message["List-Unsubscribe"]).group(1)}  # type: ignore[union-attr]
-    yield workspace, urls
-    workspace.close()
 
 
 def recorded(workspace: Workspace) -> list[tuple[str, dict[str, object]]]:
@@ -79,10 +36,6 @@ def recorded(workspace: Workspace) -> list[tuple[str, dict[str, object]]]:
             .where(events.c.kind != "website").order_by(events.c.id)
         )  # fmt: skip
         return [(row.kind, row.properties) for row in rows]
-
-
-def at(base: str, url: str) -> str:
-    return url.replace(BASE, base)
 
 
 def test_the_open_pixel_is_a_43_byte_gif_that_records_a_human_open(
