@@ -33,6 +33,7 @@ from mailer.render.dkim import DkimKey
 from mailer.render.dkim import sign as dkim_sign
 from mailer.render.links import LinkTable, add_open_pixel, add_preheader
 from mailer.render.mime import alternative, mailbox, unstructured, wire_address
+from mailer.render.surveys import survey_helper
 from mailer.render.templates import Namespace, localised_names, template_environment
 from mailer.tokens import TokenKeys, sign
 
@@ -114,6 +115,7 @@ class MessageRenderer:
         base = self.settings.tracking.base_url
         unsubscribe = sign(self.keys, "unsubscribe", message_key)
         context = self._context(campaign_name, campaign, step, contact, unsubscribe, now)
+        context["survey"] = survey_helper(self.keys, base, message_key)
         where = self._setting(campaign_name, campaign, step)
         subject = header_text(self._render_string(subject_source, context, f"{where}.subject"))
         html = self._render_file(template, ".html", contact.locale, context)

@@ -22,6 +22,7 @@ from mailer.tracking.buffer import HitBuffer
 from mailer.tracking.hits import Hit
 from mailer.tracking.recipient import RecipientRoutes
 from mailer.tracking.recording import record_hits
+from mailer.tracking.surveys import survey_routes
 from mailer.tracking.website import website_routes
 from mailer.workspace import Workspace
 
@@ -97,7 +98,7 @@ def create_app(workspace: Workspace, buffer: HitBuffer | None = None) -> Starlet
                                  media_type="text/plain; version=0.0.4")  # fmt: skip
 
     recipient = RecipientRoutes(workspace, hits)
-    routes = [*recipient.routes(), *website_routes(workspace),
+    routes = [*recipient.routes(), *website_routes(workspace), *survey_routes(workspace),
               Route("/healthz", healthz), Route("/metrics", metrics)]  # fmt: skip
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.buffer = hits
