@@ -19,6 +19,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from mailer.store.tables import outbox
 from mailer.tracking.buffer import HitBuffer
+from mailer.tracking.forms import form_routes
 from mailer.tracking.hits import Hit
 from mailer.tracking.recipient import RecipientRoutes
 from mailer.tracking.recording import record_hits
@@ -98,8 +99,9 @@ def create_app(workspace: Workspace, buffer: HitBuffer | None = None) -> Starlet
                                  media_type="text/plain; version=0.0.4")  # fmt: skip
 
     recipient = RecipientRoutes(workspace, hits)
-    routes = [*recipient.routes(), *website_routes(workspace), *survey_routes(workspace),
-              Route("/healthz", healthz), Route("/metrics", metrics)]  # fmt: skip
+    routes = [*recipient.routes(), *website_routes(workspace), *form_routes(workspace),
+              *survey_routes(workspace), Route("/healthz", healthz),
+              Route("/metrics", metrics)]  # fmt: skip
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.buffer = hits
     app.add_middleware(Counting, counts=requests)

@@ -1,0 +1,128 @@
+"""The double opt-in confirmation email: rendered from templates/confirm.html (and .txt) in the
+sandbox, signed, and sent straight through the relay. It asks for consent, so consent gate 2
+does not apply to it."""
+
+from __future__ import annotations
+
+import secrets
+from datetime import datetime, timedelta
+from email.utils import format_datetime
+from typing import TYPE_CHECKING
+
+from inscriptis import get_text
+from inscriptis.model.config import ParserConfig
+from jinja2 import TemplateNotFound
+from markupsafe import escape as markup_escape
+
+from mailer.delivery.relay import RelaySession
+from mailer.delivery.rendering import wire_form
+from mailer.logs import logger
+from mailer.render.dkim import sign as dkim_sign
+from mailer.render.message import RenderedMessage, header_text
+from mailer.render.mime import alternative, mailbox, unstructured, wire_address
+from mailer.render.templates import Namespace, template_environment
+from mailer.tokens import sign
+from mailer.workspace import Workspace
+
+if TYPE_CHECKING:
+    from mailer.tracking.forms import Subscriber
+
+CONFIRM_VALID = timedelta(days=7)
+RESEND_AFTER = timedelta(minutes=10)  # at most one confirmation email per (contact, list)
+REMEMBERED_SENDS = 10_000  # (contact, list) pairs kept in memory before old ones are dropped
+CONFIRM_TEMPLATE = "confirm"
+_TEXT_CONFIG = ParserConfig(display_links=True)
+
+
+class ConfirmationMail:
+    """Renders the confirmation email (templates/confirm.html and .txt, in the sandbox) and
+    sends it through the relay. It asks for consent, so consent gate 2 does not apply.
+
+    At most one per (contact, list) every RESEND_AFTER, remembered in this process's memory
+    only: a restart, or a second `mailer serve` process, may send one more.
+    """
+
+    def __init__(self, workspace: Workspace) -> None:
+        self.workspace = workspace
+        settings = workspace.settings
+        self.environment = template_environment(settings.path(settings.templates_dir))
+        self.environment.globals["default_locale"] = settings.default_locale
+        self.sent_at: dict[tuple[int, str], datetime] = {}
+
+    def due(self, subscriber: Subscriber, list_name: str, now: datetime) -> bool:
+        """Whether to send now; marks it sent (a failed send is unmarked)."""
+        if len(self.sent_at) >= REMEMBERED_SENDS:
+            self.sent_at = {k: at for k, at in self.sent_at.items() if now - at < RESEND_AFTER}
+        last = self.sent_at.get((subscriber.contact_id, list_name))
+        if last is not None and now - last < RESEND_AFTER:
+            return False
+        self.sent_at[(subscriber.contact_id, list_name)] = now
+        return True
+
+    def message(self, subscriber: Subscriber, list_name: str, now: datetime) -> RenderedMessage:
+        settings, keys = self.workspace.settings, self.workspace.renderer.keys
+        sender, title = settings.sender, settings.lists[list_name].title
+        expires = int((now + CONFIRM_VALID).timestamp())
+        token = sign(keys, "confirm", subscriber.contact_id, list_name, expires)
+        person = {"email": subscriber.email, "first_name": subscriber.first_name,
+                  "last_name": subscriber.last_name}  # fmt: skip
+        context = {
+            "contact": Namespace("contact", {k: v for k, v in person.items() if v}),
+            "list": Namespace("list", {"name": list_name, "title": title}),
+            "confirm_url": f"{settings.tracking.base_url}/confirm/{token}",
+            "valid_days": CONFIRM_VALID.days,
+            "sender": Namespace("sender", {"name": sender.name, "email": sender.email,
+                                           "postal_address": sender.postal_address}),
+        }  # fmt: skip
+        html = self.environment.get_template(f"{CONFIRM_TEMPLATE}.html").render(context)
+        try:
+            text = self.environment.get_template(f"{CONFIRM_TEMPLATE}.txt").render(context)
+        except TemplateNotFound:  # no .txt: the text part is made from the HTML
+            text = str(get_text(html, _TEXT_CONFIG)).strip() + "\n"
+        # The sender's postal address is in every message, even from a template that forgot it.
+        footer = f"{sender.name}, {sender.postal_address}"
+        if str(markup_escape(sender.postal_address)) not in html:
+            html += f"\n<p>{markup_escape(footer)}</p>\n"
+        if sender.postal_address not in text:
+            text += f"\n--\n{footer}\n"
+        subject = header_text(f"Please confirm your subscription to {title}")
+        name = " ".join(filter(None, (subscriber.first_name, subscriber.last_name)))
+        message_id = f"<confirm.{secrets.token_hex(12)}@{sender.domain}>"
+        headers = [
+            ("From", mailbox(header_text(sender.name), sender.email)),
+            ("To", mailbox(header_text(name), subscriber.email)),
+            ("Subject", unstructured(subject)),
+            ("Date", format_datetime(now)),
+            ("Message-ID", message_id),
+            *([("Reply-To", mailbox(None, sender.reply_to))] if sender.reply_to else []),
+        ]
+        data = alternative(headers, text, html, boundary=f"=_{secrets.token_hex(12)}")
+        dkim_key = self.workspace.renderer.dkim_key
+        if dkim_key is not None:
+            data = dkim_sign(data, dkim_key, now)
+        key = f"confirm-{subscriber.contact_id}"  # not an outbox key: bounce handling skips it
+        bounce_domain = sender.bounce_domain or sender.domain
+        recipient = wire_address(subscriber.email)
+        return RenderedMessage(key, message_id, f"bounces+{sign(keys, 'bounce', key)}@"
+                               f"{bounce_domain}", recipient, not recipient.isascii(), subject,
+                               html, text, [], data)  # fmt: skip
+
+    async def send(self, subscriber: Subscriber, list_name: str, now: datetime) -> None:
+        """Render and send; a failure is logged (the person may use the form again)."""
+        where = {"contact_id": subscriber.contact_id, "list": list_name}
+        try:
+            outgoing = wire_form(self.message(subscriber, list_name, now))
+            settings = self.workspace.settings
+            session = RelaySession(settings, settings.smtp_password())
+            try:
+                reply = await session.send(outgoing.envelope_from, outgoing.recipient,
+                                           outgoing.wire, outgoing.smtputf8)  # fmt: skip
+            finally:
+                await session.close()
+        except Exception:
+            logger.exception("confirmation email not sent", extra=where)
+            self.sent_at.pop((subscriber.contact_id, list_name), None)
+            return
+        if reply.code != 250:
+            logger.warning("confirmation email refused", extra={**where, "reply": str(reply)})
+            self.sent_at.pop((subscriber.contact_id, list_name), None)
