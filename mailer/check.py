@@ -28,6 +28,7 @@ from mailer.contacts.rows import RowError, map_columns, parse_row
 from mailer.errors import InputFileError, SettingsError
 from mailer.render.message import MessageRenderer, RenderError
 from mailer.render.templates import TEMPLATE_SUFFIXES, syntax_problem, template_environment
+from mailer.tracking.confirmation import CONFIRM_TEMPLATE
 
 
 @dataclass(frozen=True)
@@ -146,6 +147,13 @@ def _check_templates(settings: Settings, report: CheckReport) -> None:
                     report.problems.append(
                         Problem("error", f"{display_dir / name}: includes missing '{error.name}'")
                     )
+    double_opt_in = [name for name, spec in settings.lists.items() if spec.double_opt_in]
+    if double_opt_in and not (templates_dir / f"{CONFIRM_TEMPLATE}.html").is_file():
+        report.problems.append(Problem(
+            "error", f"{display_dir}/{CONFIRM_TEMPLATE}.html does not exist: double opt-in "
+            f"lists ({', '.join(double_opt_in)}) make their confirmation email from it (copy "
+            "the example project's)",
+        ))  # fmt: skip
     for where, template, subject in _messages(settings):
         if not (templates_dir / f"{template}.html").is_file():
             report.problems.append(Problem(

@@ -85,6 +85,10 @@ def project(tmp_path: Path) -> Path:
         "<p>Hello {{ contact.first_name }}</p>" + footer
     )
     (root / "templates" / "welcome" / "2.html").write_text("<p>Tips</p>" + footer)
+    (root / "templates" / "confirm.html").write_text(  # the double opt-in confirmation email
+        '<p>Please confirm {{ list.title }}: <a href="{{ confirm_url }}">yes</a></p>'
+        "<p>{{ sender.postal_address }}</p>"
+    )
     return root
 
 

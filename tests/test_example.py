@@ -44,3 +44,12 @@ def test_check_names_a_missing_list_file_relative_to_the_project(project: Path) 
         'title = "Leads"', 'title = "Leads"\nfile = "lists/gone.csv"'))  # fmt: skip
     report = check_project(load_settings(settings_path, environ={}), NOW)
     assert [p.message for p in report.errors] == ["lists/gone.csv: no such file"]
+
+
+def test_check_requires_the_confirmation_template_of_double_opt_in_lists(project: Path) -> None:
+    (project / "templates" / "confirm.html").unlink()
+    report = check_project(load_settings(project / "settings.toml", environ={}), NOW)
+    assert [p.message for p in report.errors] == [
+        "templates/confirm.html does not exist: double opt-in lists (newsletter) make their "
+        "confirmation email from it (copy the example project's)"
+    ]
