@@ -4,7 +4,7 @@ neither needs a scan of all contacts."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -15,6 +15,7 @@ from mailer.campaigns.segments import parse_segment
 from mailer.config import Settings
 from mailer.contacts.events import record_event
 from mailer.contacts.scoring import add_points
+from mailer.store.bulk import one_of
 from mailer.store.tables import contacts
 
 
@@ -29,23 +30,37 @@ def record_activity(connection: Connection, settings: Settings, email: str, name
 
 
 def update_stage(connection: Connection, settings: Settings, contact_id: int,
-                 now: datetime) -> str | None:  # fmt: skip
-    """Move the contact up to the highest stage whose rule holds (never down); the stage."""
+                 now: datetime) -> None:  # fmt: skip
+    """Move the contact up to the highest stage whose rule holds (never down)."""
+    update_stages(connection, settings, [contact_id], now)
+
+
+def update_stages(connection: Connection, settings: Settings, contact_ids: Iterable[int],
+                  now: datetime) -> None:  # fmt: skip
+    """Move each contact up to the highest stage whose rule holds (never down; a contact
+    without a stage gets the first): one query per stage rule, not per contact."""
     stages = settings.lifecycle.stages
-    if not stages:
-        return None
-    current = connection.scalar(select(contacts.c.stage).where(contacts.c.id == contact_id))
-    reached = stages.index(current) if current in stages else 0
+    ids = list(set(contact_ids))
+    if not stages or not ids:
+        return
+    rows = connection.execute(select(contacts.c.id, contacts.c.stage)
+                              .where(one_of(connection, contacts.c.id, ids)))  # fmt: skip
+    held = {row.id: row.stage for row in rows}
+    reached = {i: stages.index(stage) if stage in stages else 0 for i, stage in held.items()}
     compiler = SegmentCompiler.for_settings(settings, now)
-    for position in range(len(stages) - 1, reached, -1):
+    for position in range(len(stages) - 1, 0, -1):
         rule = settings.lifecycle.rules.get(stages[position])
-        condition = compiler.where(parse_segment(rule)) if rule else None
-        if condition is not None and connection.scalar(
-            select(contacts.c.id).where(contacts.c.id == contact_id, condition)
-        ):
-            reached = position
-            break
-    if stages[reached] != current:
-        connection.execute(update(contacts).where(contacts.c.id == contact_id)
-                           .values(stage=stages[reached]))  # fmt: skip
-    return stages[reached]
+        below = [i for i, at in reached.items() if at < position]
+        if not rule or not below:
+            continue
+        condition = compiler.where(parse_segment(rule))
+        for row in connection.execute(select(contacts.c.id).where(
+                one_of(connection, contacts.c.id, below), condition)):  # fmt: skip
+            reached[row.id] = position
+    moved: dict[int, list[int]] = {}
+    for contact_id, position in reached.items():
+        if stages[position] != held[contact_id]:  # a new contact gets the first stage too
+            moved.setdefault(position, []).append(contact_id)
+    for position, moving in moved.items():
+        connection.execute(update(contacts).where(one_of(connection, contacts.c.id, moving))
+                           .values(stage=stages[position]))  # fmt: skip

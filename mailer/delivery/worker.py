@@ -32,6 +32,7 @@ from mailer.delivery.replies import RetryPolicy, SmtpReply, judge, next_attempt
 from mailer.delivery.throttle import Throttle
 from mailer.delivery.writer import ResultWriter
 from mailer.logs import logger
+from mailer.store.engine import reading
 from mailer.workspace import Workspace
 
 T = TypeVar("T")
@@ -192,7 +193,7 @@ class Deliverer:
                       contacts) for i in range(0, len(jobs), CHUNK)]  # fmt: skip
 
     def _contacts(self, batch: list[OutboxMessage]) -> dict[int, Contact]:
-        with self.workspace.engine.connect() as connection:
+        with reading(self.workspace.engine) as connection:
             return load_contacts(connection, [message.contact_id for message in batch])
 
     def _gate(self, rendered: list[Rendered], chunk: Chunk,
@@ -207,7 +208,7 @@ class Deliverer:
         fine = [item for item in rendered if item.message is not None]
         lists_of = {item.outbox_id: self._list_of(by_id[item.outbox_id]) for item in fine}
         contact_of = {item.outbox_id: by_id[item.outbox_id].contact_id for item in fine}
-        with self.workspace.engine.connect() as connection:
+        with reading(self.workspace.engine) as connection:
             verdicts = gate.check(connection, lists_of, contact_of)
         passed = []
         for item in fine:

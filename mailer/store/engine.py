@@ -45,10 +45,18 @@ def create_database_engine(url: str, **options: Any) -> Engine:
     @event.listens_for(engine, "begin")
     def _begin(connection: Connection) -> None:
         # Take the write lock up front: a deferred transaction that reads, then writes, fails
-        # with "database is locked" when another writer got in between.
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        # with "database is locked" when another writer got in between. A connection marked
+        # read_only (see `reading`) only reads a snapshot, and need not wait for writers.
+        read_only = connection.get_execution_options().get("read_only")
+        connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
     return engine
+
+
+def reading(engine: Engine) -> Connection:
+    """A connection for reads only: on SQLite it does not queue behind writers for the lock
+    (WAL gives it a consistent snapshot)."""
+    return engine.connect().execution_options(read_only=True)
 
 
 def _alembic_config(connection: Connection) -> Config:

@@ -21,7 +21,7 @@ from mailer.store.tables import outbox
 from mailer.tracking.buffer import HitBuffer
 from mailer.tracking.forms import form_routes
 from mailer.tracking.hits import Hit
-from mailer.tracking.recipient import RecipientRoutes
+from mailer.tracking.recipient import PixelShortcut, RecipientRoutes
 from mailer.tracking.recording import record_hits
 from mailer.tracking.surveys import survey_routes
 from mailer.tracking.website import website_routes
@@ -104,5 +104,6 @@ def create_app(workspace: Workspace, buffer: HitBuffer | None = None) -> Starlet
               Route("/metrics", metrics)]  # fmt: skip
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.buffer = hits
-    app.add_middleware(Counting, counts=requests)
+    app.add_middleware(PixelShortcut, routes=recipient)
+    app.add_middleware(Counting, counts=requests)  # outermost: counts the pixel too
     return app

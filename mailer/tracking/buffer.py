@@ -23,8 +23,17 @@ class HitBuffer:
         self.flushes = 0
         self.last_flush_seconds = 0.0
         self._full = asyncio.Event()
+        self._written = asyncio.Event()  # set after each write; a new one for the next
+        self.high_water = 20 * size  # more than this waiting: new hits wait for a write
         self._closing = False
         self._lock = asyncio.Lock()  # one write at a time
+
+    async def room(self) -> None:
+        """Wait while the database is far behind (back-pressure instead of unbounded memory)."""
+        while len(self.waiting) >= self.high_water and not self._closing:
+            written = self._written
+            self._full.set()
+            await written.wait()
 
     def add(self, hit: Hit) -> None:
         self.waiting.append(hit)
@@ -50,9 +59,15 @@ class HitBuffer:
             except Exception:  # the database is away: keep the batch for the next try
                 logger.exception("cannot write opens and clicks; keeping them for the next try")
                 self.waiting[:0] = batch
+                self._wake_writers_waiting()
                 return
             self.flushes += 1
             self.last_flush_seconds = time.perf_counter() - started
+            self._wake_writers_waiting()
+
+    def _wake_writers_waiting(self) -> None:
+        self._written.set()
+        self._written = asyncio.Event()
 
     async def close(self) -> None:
         self._closing = True

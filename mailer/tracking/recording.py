@@ -13,7 +13,7 @@ from typing import Any
 
 from sqlalchemy import Connection, insert, select, update
 
-from mailer.campaigns.activity import update_stage
+from mailer.campaigns.activity import update_stages
 from mailer.config import Settings
 from mailer.contacts.scoring import add_points
 from mailer.delivery.claims import outbox_id
@@ -51,7 +51,8 @@ def record_hits(connection: Connection, settings: Settings, key: bytes,
     )}  # fmt: skip
     known = [hit for hit in hits if ids[hit.message_key] in found]
     sent_at = {key_: found[i].sent_at for key_, i in ids.items() if i in found and found[i].sent_at}
-    targets = {key_: json.loads(found[i].links or "[]") for key_, i in ids.items() if i in found}
+    clicked = {hit.message_key for hit in known if hit.kind == "click"}
+    targets = {key_: json.loads(found[ids[key_]].links or "[]") for key_ in clicked}
     honeypot = {key_: links.index(HONEYPOT) for key_, links in targets.items() if HONEYPOT in links}
     verdicts = classify(known, sent_at, honeypot)
     rows: list[dict[str, Any]] = []
@@ -73,14 +74,23 @@ def record_hits(connection: Connection, settings: Settings, key: bytes,
         connection.execute(insert(events), rows)
         traps = [row for row in rows if row["properties"].get("machine") == HONEYPOT_CLICKED]
         _around_honeypots(connection, traps)
-    scoring = settings.scoring
-    for row in rows:
-        if not row["kind"].startswith("machine_"):
-            points = scoring.points.get(POINTS[row["kind"]], 0.0)
-            add_points(connection, row["contact_id"], points, row["occurred_at"],
-                       scoring.half_life)  # fmt: skip
-            update_stage(connection, settings, row["contact_id"], row["occurred_at"])
+    _score(connection, settings, [row for row in rows if not row["kind"].startswith("machine_")])
     return len(rows)
+
+
+def _score(connection: Connection, settings: Settings, rows: Sequence[dict[str, Any]]) -> None:
+    """A person's opens and clicks score ([scoring] points "opened", "clicked") and may move
+    the lifecycle stage: once per contact per batch."""
+    if not rows:
+        return
+    scoring, latest = settings.scoring, max(row["occurred_at"] for row in rows)
+    points: dict[int, float] = {}
+    for row in rows:
+        points[row["contact_id"]] = (points.get(row["contact_id"], 0.0)
+                                     + scoring.points.get(POINTS[row["kind"]], 0.0))  # fmt: skip
+    for contact_id, earned in points.items():
+        add_points(connection, contact_id, earned, latest, scoring.half_life)
+    update_stages(connection, settings, points, latest)
 
 
 def _around_honeypots(connection: Connection, traps: Sequence[dict[str, Any]]) -> None:
