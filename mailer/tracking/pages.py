@@ -51,6 +51,10 @@ def _lists_table(action: str, subscriber: Mapping[str, Any], titles: Mapping[str
         if status in ("confirmed", "granted", "pending"):
             button = (f'<button type="submit" name="action" value="leave:{escape(name)}" '
                       f'aria-label="Leave {title}">Leave</button>')  # fmt: skip
+        elif not subscriber["suppressed"]:
+            verb = "Rejoin" if status == "withdrawn" else "Join"
+            button = (f'<button type="submit" name="action" value="join:{escape(name)}" '
+                      f'aria-label="{verb} {title}">{verb}</button>')  # fmt: skip
         words = escape(STATUS_WORDS.get(status, status))
         rows.append(f"<tr><td>{title}</td><td>{words}</td><td>{button}</td></tr>")
     return (f'<form method="post" action="{escape(action)}"><table><caption>Your lists'

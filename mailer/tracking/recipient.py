@@ -11,6 +11,7 @@ import json
 from typing import Any
 
 from sqlalchemy import select
+from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, RedirectResponse, Response
@@ -26,6 +27,8 @@ from mailer.store.engine import reading
 from mailer.store.tables import consent_status, contacts, outbox
 from mailer.tokens import TokenError, verify
 from mailer.tracking.buffer import HitBuffer
+from mailer.tracking.confirmation import ConfirmationMail
+from mailer.tracking.forms import Lead, store_lead
 from mailer.tracking.hits import Hit
 from mailer.tracking.pages import done_page, not_found_page, preferences_page
 from mailer.workspace import Workspace
@@ -80,6 +83,7 @@ class RecipientRoutes:
         self.buffer = buffer
         self.keys = workspace.renderer.keys
         self.links: dict[int, list[str] | None] = {}
+        self.confirmations = ConfirmationMail(workspace)
 
     def routes(self) -> list[BaseRoute]:
         return [
@@ -145,6 +149,8 @@ class RecipientRoutes:
             targets = None
         elif action.startswith("leave:") and action[6:] in lists:
             targets = [action[6:]]
+        elif action.startswith("join:") and action[5:] in lists and not subscriber["suppressed"]:
+            return await self._join(request, subscriber, action[5:])
         else:
             return PlainTextResponse(NOT_UNSUBSCRIBE, status_code=400)
         await run_in_threadpool(self._withdraw, subscriber, targets)
@@ -153,6 +159,31 @@ class RecipientRoutes:
         updated = await self._subscriber(request)
         assert updated is not None
         return done_page(request.url.path, updated, self._list_titles(), targets)
+
+    async def _join(self, request: Request, subscriber: dict[str, Any],
+                    list_name: str) -> Response:  # fmt: skip
+        """(Re)join a list from the page, as the lead form does: a grant with its evidence,
+        pending on a double opt-in list until the emailed link is clicked."""
+        now = self.workspace.clock.now()
+        evidence = {"at": now.isoformat(), "ip": request.client.host if request.client else "",
+                    "user_agent": request.headers.get("user-agent", ""),
+                    "consent_text_version": "preference-page", "form_id": "preferences",
+                    "source": "form"}  # fmt: skip
+        lead = Lead(subscriber["email"], list_name, "preference-page", form_id="preferences")
+        joined = await run_in_threadpool(store_lead, self.workspace, lead, evidence, now)
+        title = self._list_titles()[list_name]
+        task = None
+        if joined is not None and joined.status == "pending":
+            said = f"We emailed you a link: click it to confirm {title}."
+            if self.confirmations.due(joined, list_name, now):
+                task = BackgroundTask(self.confirmations.send, joined, list_name, now)
+        else:
+            said = f"You are subscribed to {title}."
+        updated = await self._subscriber(request)
+        assert updated is not None
+        response = preferences_page(request.url.path, updated, self._list_titles(), said)
+        response.background = task
+        return response
 
     def _withdraw(self, subscriber: dict[str, Any], targets: list[str] | None) -> None:
         """Withdraw `targets` (None: every list, and suppress); a list already left appends

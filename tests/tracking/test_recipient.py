@@ -3,6 +3,7 @@ real SMTP server, then its pixel, links and unsubscribe URLs are requested from 
 
 from __future__ import annotations
 
+import email
 import os
 import signal
 import subprocess
@@ -12,6 +13,7 @@ import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from datetime import timedelta
+from email.policy import default as default_policy
 from pathlib import Path
 
 import httpx
@@ -22,6 +24,7 @@ from mailer.tokens import TokenKeys, sign
 from mailer.tracking.app import create_app
 from mailer.workspace import Workspace
 from tests.conftest import SECRET
+from tests.delivery.smtp_server import ScriptedSmtpServer
 from tests.tracking.conftest import at, free_port
 
 Serve = Callable[..., AbstractContextManager[str]]
@@ -217,3 +220,26 @@ def test_sigterm_during_load_loses_no_recorded_open(
         stored = connection.scalar(select(func.count()).select_from(events)
                                    .where(events.c.kind.in_(("open", "machine_open"))))  # fmt: skip
     assert answered > 0 and stored == answered
+
+
+def test_the_preference_page_rejoins_a_double_opt_in_list_only_through_confirmation(
+    sent: tuple[Workspace, dict[str, str]], serve: Serve, smtp_server: ScriptedSmtpServer
+) -> None:
+    workspace, urls = sent
+    with serve(create_app(workspace)) as base:
+        httpx.post(at(base, urls["unsubscribe"]), data={"action": "leave:newsletter"})
+        assert newsletter_status(workspace) == "withdrawn"
+        page = httpx.post(at(base, urls["unsubscribe"]), data={"action": "join:newsletter"})
+        assert "We emailed you a link: click it to confirm Newsletter." in page.text
+        assert newsletter_status(workspace) == "pending"  # not mailed until confirmed
+        joined = httpx.post(at(base, urls["unsubscribe"]), data={"action": "join:leads"})
+        assert "You are subscribed to Leads." in joined.text  # single opt-in
+        deadline = time.monotonic() + 5
+        while len(smtp_server.received) < 2:  # the welcome message, then the confirmation
+            assert time.monotonic() < deadline, "no confirmation email"
+            time.sleep(0.02)
+    confirmation = email.message_from_bytes(smtp_server.received[1].data, policy=default_policy)
+    assert confirmation["Subject"] == "Please confirm your subscription to Newsletter"
+    with workspace.engine.connect() as connection:
+        leads = select(consent_status.c.status).where(consent_status.c.purpose == "leads")
+        assert connection.scalar(leads) == "granted"
