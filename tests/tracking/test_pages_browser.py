@@ -4,21 +4,31 @@ the reason where no chromium is installed (`make test` installs it where it can)
 
 from __future__ import annotations
 
+import email
+import re
 import shutil
+import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
+from datetime import timedelta
+from email.policy import default as default_policy
 from pathlib import Path
 
+import httpx
 import pytest
 from sqlalchemy import select
 
-from mailer.store.tables import consent_status, suppressions
+from mailer.store.tables import consent_status, contacts, events, suppressions
+from mailer.tokens import sign
 from mailer.tracking.app import create_app
 from mailer.workspace import Workspace
+from tests.delivery.smtp_server import ScriptedSmtpServer
 from tests.tracking.conftest import BASE, at
 
 Serve = Callable[..., AbstractContextManager[str]]
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+IPHONE = ("Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 "
+          "(KHTML, like Gecko) Version/17.5 Mobile/15E148 Safari/604.1")
 
 pytestmark = pytest.mark.skipif(
     CHROMIUM is None, reason="no chromium: `apt-get install chromium` (make test does, as root)"
@@ -32,8 +42,10 @@ def phone() -> Iterator[object]:
     with playwright_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True,
                                              args=["--no-sandbox"])  # fmt: skip
+        # A phone's user agent: headless Chromium's own says "HeadlessChrome", which the
+        # endpoint rightly takes for a machine.
         context = browser.new_context(viewport={"width": 375, "height": 740},
-                                      java_script_enabled=False)  # fmt: skip
+                                      java_script_enabled=False, user_agent=IPHONE)  # fmt: skip
         yield context.new_page()
         browser.close()
 
@@ -73,3 +85,43 @@ def test_a_person_leaves_the_newsletter_then_everything_in_a_browser(
     with workspace.engine.connect() as connection:
         assert connection.scalar(select(suppressions.c.reason)) == "unsubscribed"
     assert BASE in urls["unsubscribe"]
+
+
+def test_a_lead_confirms_from_the_email_and_answers_a_survey_in_a_browser(
+    sent: tuple[Workspace, dict[str, str]], serve: Serve, phone: object,
+    smtp_server: ScriptedSmtpServer,
+) -> None:
+    workspace, _urls = sent
+    page = phone
+    with serve(create_app(workspace)) as base:
+        answer = httpx.post(f"{base}/subscribe", data={
+            "email": "zoe@example.com", "first_name": "Zoë", "list": "newsletter",
+            "consent": "yes", "consent_text_version": "v3"})  # fmt: skip
+        assert answer.status_code == 200
+        deadline = time.monotonic() + 5
+        while len(smtp_server.received) < 2:  # Ada's welcome, then Zoë's confirmation
+            assert time.monotonic() < deadline, "no confirmation email"
+            time.sleep(0.02)
+        text = email.message_from_bytes(smtp_server.received[1].data, policy=default_policy)
+        link = re.search(rf"{BASE}/confirm/[\w.-]+", text.get_body(("plain",)).get_content())  # type: ignore[union-attr]
+        assert link is not None
+        page.goto(at(base, link.group(0)))  # type: ignore[attr-defined]
+        assert page.get_by_role("heading").inner_text() == "You're subscribed"  # type: ignore[attr-defined]
+
+        # A one-click survey answer, then the optional comment through the labelled box.
+        workspace.clock.advance(timedelta(minutes=5))  # type: ignore[attr-defined]  # no scanner
+        token = sign(workspace.renderer.keys, "survey", "m1", "nps", "9")
+        page.goto(f"{base}/s/{token}")  # type: ignore[attr-defined]
+        assert page.get_by_role("heading").inner_text() == "Thank you"  # type: ignore[attr-defined]
+        page.get_by_label("Anything you would like to add? (optional)").fill("More decaf, please")  # type: ignore[attr-defined]
+        page.get_by_role("button", name="Send comment").click()  # type: ignore[attr-defined]
+        width = page.evaluate("document.documentElement.scrollWidth")  # type: ignore[attr-defined]
+        assert width <= 375
+    with workspace.engine.connect() as connection:
+        zoe = select(consent_status.c.status).join(
+            contacts, contacts.c.id == consent_status.c.contact_id
+        ).where(contacts.c.email == "zoe@example.com")  # fmt: skip
+        assert connection.scalar(zoe) == "confirmed"
+        properties = connection.scalar(select(events.c.properties).where(
+            events.c.name == "survey_answer", events.c.kind == "website"))  # fmt: skip
+    assert properties["value"] == 9 and properties["comment"] == "More decaf, please"
