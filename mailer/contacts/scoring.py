@@ -8,9 +8,10 @@ Stored scaled to a fixed epoch, so time passing changes no row: the score at tim
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import Connection, update
+from sqlalchemy import Connection, bindparam, update
 
 from mailer.store.tables import contacts
 
@@ -28,8 +29,17 @@ def score_at(score_epoch: float, moment: datetime, half_life: timedelta) -> floa
 
 def add_points(connection: Connection, contact_id: int, points: float, at: datetime,
                half_life: timedelta) -> None:  # fmt: skip
-    if points:
+    add_points_many(connection, {contact_id: points}, at, half_life)
+
+
+def add_points_many(connection: Connection, points: Mapping[int, float], at: datetime,
+                    half_life: timedelta) -> None:  # fmt: skip
+    """Add points to many contacts in one statement (executed once per contact)."""
+    weight = growth(at, half_life)
+    rows = [{"row_id": contact_id, "added": earned * weight}
+            for contact_id, earned in points.items() if earned]  # fmt: skip
+    if rows:
         connection.execute(
-            update(contacts).where(contacts.c.id == contact_id)
-            .values(score_epoch=contacts.c.score_epoch + points * growth(at, half_life))
+            update(contacts).where(contacts.c.id == bindparam("row_id"))
+            .values(score_epoch=contacts.c.score_epoch + bindparam("added")), rows
         )  # fmt: skip

@@ -69,12 +69,16 @@ def _start(settings: Settings, delivering_pid: int) -> None:
 
     _renderer = Workspace(settings, FrozenClock(datetime.now().astimezone())).renderer
     if delivering_pid != os.getpid():
-        threading.Thread(target=_exit_with, args=(delivering_pid,), daemon=True).start()
+        exit_with_parent(delivering_pid)
+
+
+def exit_with_parent(pid: int) -> None:
+    """End this worker process when process `pid` is gone, even killed with SIGKILL (a process
+    pool's workers would otherwise wait for work forever)."""
+    threading.Thread(target=_exit_with, args=(pid,), daemon=True).start()
 
 
 def _exit_with(pid: int) -> None:
-    """A render process ends when the delivering process is gone, even killed with SIGKILL
-    (a process pool's workers would otherwise wait for work forever)."""
     while True:
         time.sleep(1)
         try:

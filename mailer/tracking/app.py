@@ -22,20 +22,21 @@ from mailer.tracking.buffer import HitBuffer
 from mailer.tracking.forms import form_routes
 from mailer.tracking.hits import Hit
 from mailer.tracking.recipient import PixelShortcut, RecipientRoutes
-from mailer.tracking.recording import record_hits
 from mailer.tracking.surveys import survey_routes
 from mailer.tracking.website import website_routes
+from mailer.tracking.writer import HitWriter
 from mailer.workspace import Workspace
 
 
-def hit_buffer(workspace: Workspace) -> HitBuffer:
+def hit_buffer(workspace: Workspace) -> tuple[HitBuffer, HitWriter]:
+    """The buffer, and the process that writes its batches."""
     tracking = workspace.settings.tracking
+    writer = HitWriter(workspace.settings)
 
-    def write(hits: Sequence[Hit]) -> int:
-        with workspace.engine.begin() as connection:
-            return record_hits(connection, workspace.settings, workspace.key, hits)
+    async def write(hits: Sequence[Hit]) -> int:
+        return await asyncio.wrap_future(writer.submit(hits))
 
-    return HitBuffer(write, tracking.flush_size, tracking.flush_every.total_seconds())
+    return HitBuffer(write, tracking.flush_size, tracking.flush_every.total_seconds()), writer
 
 
 class Counting:
@@ -51,18 +52,19 @@ class Counting:
         await self.app(scope, receive, send)
 
 
-def create_app(workspace: Workspace, buffer: HitBuffer | None = None) -> Starlette:
-    hits = buffer or hit_buffer(workspace)
+def create_app(workspace: Workspace) -> Starlette:
+    hits, writer = hit_buffer(workspace)
     requests: Counter[str] = Counter()
 
     @asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
-        writer = asyncio.create_task(hits.run())
+        writing = asyncio.create_task(hits.run())
         try:
             yield
         finally:
             await hits.close()  # what is waiting is written before the process ends
-            writer.cancel()
+            writing.cancel()
+            writer.close()
 
     async def healthz(_request: Request) -> Response:
         def ping() -> None:

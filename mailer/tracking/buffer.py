@@ -7,15 +7,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 from mailer.logs import logger
 from mailer.tracking.hits import Hit
 
 
 class HitBuffer:
-    def __init__(self, write: Callable[[Sequence[Hit]], int], size: int, every: float) -> None:
-        self.write = write  # blocking: runs in a thread
+    def __init__(self, write: Callable[[Sequence[Hit]], Awaitable[int]], size: int,
+                 every: float) -> None:  # fmt: skip
+        self.write = write
         self.size = size
         self.every = every
         self.waiting: list[Hit] = []
@@ -55,7 +56,7 @@ class HitBuffer:
                 return
             started = time.perf_counter()
             try:
-                self.recorded += await asyncio.to_thread(self.write, batch)
+                self.recorded += await self.write(batch)
             except Exception:  # the database is away: keep the batch for the next try
                 logger.exception("cannot write opens and clicks; keeping them for the next try")
                 self.waiting[:0] = batch

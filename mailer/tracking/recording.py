@@ -15,7 +15,7 @@ from sqlalchemy import Connection, select, update
 
 from mailer.campaigns.activity import update_stages
 from mailer.config import Settings
-from mailer.contacts.scoring import add_points
+from mailer.contacts.scoring import add_points_many
 from mailer.delivery.claims import outbox_id
 from mailer.render.links import HONEYPOT
 from mailer.store.bulk import execute_many, one_of
@@ -95,8 +95,7 @@ def _score(connection: Connection, settings: Settings, rows: Sequence[dict[str, 
     for row in rows:
         points[row["contact_id"]] = (points.get(row["contact_id"], 0.0)
                                      + scoring.points.get(POINTS[row["kind"]], 0.0))  # fmt: skip
-    for contact_id, earned in points.items():
-        add_points(connection, contact_id, earned, latest, scoring.half_life)
+    add_points_many(connection, points, latest, scoring.half_life)
     update_stages(connection, settings, points, latest)
 
 

@@ -17,7 +17,7 @@ def test_a_refused_batch_stays_for_the_next_try_and_nothing_is_lost() -> None:
     written: list[int] = []
     failures = [True]
 
-    def write(hits: Sequence[Hit]) -> int:
+    async def write(hits: Sequence[Hit]) -> int:
         if failures and failures.pop():
             raise RuntimeError("database is locked")
         written.append(len(hits))
@@ -39,7 +39,11 @@ def test_a_refused_batch_stays_for_the_next_try_and_nothing_is_lost() -> None:
 
 def test_new_hits_wait_while_the_buffer_is_far_behind() -> None:
     async def scenario() -> None:
-        buffer = HitBuffer(lambda hits: len(hits), size=2, every=60)
+        async def write(hits: Sequence[Hit]) -> int:
+            await asyncio.sleep(0.01)  # the database takes a moment
+            return len(hits)
+
+        buffer = HitBuffer(write, size=2, every=60)
         writer = asyncio.create_task(buffer.run())
         for _ in range(buffer.high_water):
             buffer.add(HIT)

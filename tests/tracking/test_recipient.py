@@ -165,8 +165,11 @@ def test_health_and_metrics(sent: tuple[Workspace, dict[str, str]], serve: Serve
     with serve(create_app(workspace)) as base:
         httpx.get(at(base, urls["open"]), headers={"User-Agent": CHROME})
         health = httpx.get(f"{base}/healthz").json()
-        time.sleep(0.3)  # the buffer writes each hit at once here (flush_size = 1)
-        metrics = httpx.get(f"{base}/metrics").text
+        deadline = time.monotonic() + 20  # flush_size = 1: written at once, by a new process
+        while "mailer_events_recorded_total 1" not in (
+                metrics := httpx.get(f"{base}/metrics").text):  # fmt: skip
+            assert time.monotonic() < deadline, metrics
+            time.sleep(0.05)
     assert health["status"] == "ok"
     assert 'mailer_requests_total{route="o"} 1' in metrics
     assert "mailer_events_recorded_total 1" in metrics

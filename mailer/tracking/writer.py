@@ -1,0 +1,54 @@
+"""Writing opens and clicks in a process of its own: the serving process only answers requests,
+and the database work (classifying, inserting, scoring) runs on the other core instead of
+competing with the event loop for Python's one lock (bench/tracking_bench.py)."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from collections.abc import Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+
+from mailer.config import Settings
+from mailer.delivery.rendering import exit_with_parent
+from mailer.tracking.hits import Hit
+from mailer.tracking.recording import record_hits
+
+_workspace = None  # the writer process's own, made by _start
+
+
+def _start(settings: Settings, serving_pid: int) -> None:
+    global _workspace
+    from mailer.workspace import Workspace
+
+    _workspace = Workspace(settings)
+    exit_with_parent(serving_pid)
+
+
+def _write(hits: Sequence[Hit]) -> int:
+    assert _workspace is not None, "_write runs in the process HitWriter starts"
+    with _workspace.engine.begin() as connection:
+        return record_hits(connection, _workspace.settings, _workspace.key, hits)
+
+
+class HitWriter:
+    """One writer process, started with the first batch; `submit` hands it a batch, whose
+    future says how many were written."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.executor: ProcessPoolExecutor | None = None
+
+    def submit(self, hits: Sequence[Hit]) -> Future[int]:
+        if self.executor is None:
+            # forkserver: a clean child, not a fork of a process serving requests.
+            self.executor = ProcessPoolExecutor(
+                1, mp_context=multiprocessing.get_context("forkserver"),
+                initializer=_start, initargs=(self.settings, os.getpid()),
+            )  # fmt: skip
+        return self.executor.submit(_write, list(hits))
+
+    def close(self) -> None:
+        if self.executor is not None:
+            self.executor.shutdown(wait=True)
+            self.executor = None
