@@ -455,7 +455,8 @@ def _apply_environment(raw: dict[str, Any], environ: dict[str, str]) -> dict[str
             if not isinstance(child, dict):
                 raise SettingsError(f"{variable}: '{part}' is a value in settings, not a table")
             node = child
-        node[path[-1]] = _environment_value(text)
+        # A secret is text as given, even when it looks like a number or a TOML value.
+        node[path[-1]] = text if tuple(path) in _SECRETS else _environment_value(text)
         origins[".".join(path)] = variable
     return origins
 

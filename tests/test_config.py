@@ -130,3 +130,14 @@ def test_smtp_password_from_environment_or_named_file(project: Path) -> None:
 def test_a_bad_sender_address_is_refused(project: Path) -> None:
     path = settings_file(project, replace='email = "news@acme.example" => email = "news@"')
     assert problems(path)[0].startswith(f"{path}: sender.email: 'news@' is not an email address")
+
+
+def test_secrets_from_the_environment_are_text_even_when_they_look_like_numbers(
+    project: Path,
+) -> None:
+    settings = load_settings(project / "settings.toml", environ={
+        "MAILER_TRACKING__EVENTS_TOKEN": "12345678901234567890",
+        "MAILER_SMTP__PASSWORD": "true"})  # fmt: skip
+    assert settings.tracking.events_token is not None
+    assert settings.tracking.events_token.get_secret_value() == "12345678901234567890"
+    assert settings.smtp_password() == "true"
