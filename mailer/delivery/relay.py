@@ -7,6 +7,7 @@ for the next message.
 
 from __future__ import annotations
 
+import asyncio
 import ssl
 
 import aiosmtplib
@@ -54,28 +55,36 @@ class RelaySession:
                                       "recipient's address needs", "rcpt")  # fmt: skip
             stage = "mail"
             self.dirty = True
-            # The addresses were validated at import: no need for aiosmtplib's parser, whose
-            # cost per message was a fifth of the delivering process's.
-            sender = b"FROM:<" + envelope_from.encode("ascii") + b">"
-            reply = await self.client.execute_command(b"MAIL", sender,
-                                                      *([b"SMTPUTF8"] if utf8 else []))  # fmt: skip
-            if reply.code != 250:
-                return SmtpReply(reply.code, reply.message, stage)
-            stage = "rcpt"
-            reply = await self.client.execute_command(b"RCPT", b"TO:<" + recipient.encode() + b">")
-            if reply.code not in (250, 251):
-                return SmtpReply(reply.code, reply.message, stage)
-            stage = "data"
-            reply = await self.client.execute_command(b"DATA")
-            if reply.code != 354:
-                return SmtpReply(reply.code, reply.message, stage)
-            # The message comes ready for the wire (render processes dot-stuffed it), so it
-            # goes out as it is, not through aiosmtplib's data(), which would scan it again.
-            assert self.client.protocol is not None
-            self.client.protocol.write(wire)
-            reply = await self.client.protocol.read_response(timeout=self.timeout)
+            # One timer for the whole transaction: aiosmtplib's per-command timeouts would
+            # start a task and a timer for each of the four steps.
+            async with asyncio.timeout(self.timeout):
+                # The addresses were validated at import: no need for aiosmtplib's parser,
+                # whose cost per message was a fifth of the delivering process's.
+                sender = b"FROM:<" + envelope_from.encode("ascii") + b">"
+                reply = await self.client.execute_command(
+                    b"MAIL", sender, *([b"SMTPUTF8"] if utf8 else []), timeout=None)
+                if reply.code != 250:
+                    return SmtpReply(reply.code, reply.message, stage)
+                stage = "rcpt"
+                reply = await self.client.execute_command(
+                    b"RCPT", b"TO:<" + recipient.encode() + b">", timeout=None)
+                if reply.code not in (250, 251):
+                    return SmtpReply(reply.code, reply.message, stage)
+                stage = "data"
+                reply = await self.client.execute_command(b"DATA", timeout=None)
+                if reply.code != 354:
+                    return SmtpReply(reply.code, reply.message, stage)
+                # The message comes ready for the wire (render processes dot-stuffed it), so
+                # it goes out as it is, not through aiosmtplib's data(), which would scan it
+                # again.
+                assert self.client.protocol is not None
+                self.client.protocol.write(wire)
+                reply = await self.client.protocol.read_response(timeout=None)
             self.dirty = False
             return SmtpReply(reply.code, reply.message, stage)
+        except TimeoutError:  # the relay went silent: this connection is useless now
+            self.client.close()
+            return SmtpReply(None, f"no answer within {self.timeout:g} s", stage)
         except SMTPResponseException as error:
             if stage == "connect":
                 self.client.close()

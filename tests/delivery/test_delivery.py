@@ -257,7 +257,7 @@ def test_a_relay_that_does_not_answer_in_time_is_retried_on_a_new_connection(
         queue_welcome(workspace, project, "ada@example.com,Ada")
         assert deliver(workspace).deferred == 1
         row = rows(workspace)["ada@example.com"]
-        assert "SMTPReadTimeoutError" in str(row["reply"])
+        assert str(row["reply"]) == "no answer within 1 s"
         relay.delay = 0.0
         assert deliver(workspace, timedelta(minutes=6)).sent == 1
         assert relay.connections == 2
