@@ -68,7 +68,7 @@ demo: $(STAMP)
 	$(DEMO) segment show --where 'favourite_roast = "espresso" and consent "newsletter"'
 	@echo; echo "== 13. The plan for the next two weeks: what the engine would queue, a dry run"
 	$(DEMO) plan --horizon 14d
-	@echo; echo "== 14. The shop reports that Priya left coffee in her cart (POST /events, later)"
+	@echo; echo "== 14. The shop reports that Priya left coffee in her cart (as POST /events would)"
 	$(DEMO) event priya.nair@example.org cart_abandoned --prop value=24.50
 	@echo; echo "== 15. Start mailer sink: a local SMTP server that keeps every message in .mailer/sent"
 	@$(SINK_STOP)
