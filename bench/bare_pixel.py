@@ -8,27 +8,13 @@ check and no recording, served by uvicorn exactly as `mailer serve` serves maile
 from __future__ import annotations
 
 import argparse
-import asyncio
-import signal
 import sys
 from typing import Any
 
 import uvicorn
 
-from mailer.delivery.worker import run_loop
-from mailer.tracking.recipient import NO_CACHE, PIXEL
-from mailer.tracking.serve import EmbeddedServer
-
-# What mailer.tracking.serve.configure passes to uvicorn besides the app, host and port
-# (tracking_bench.py checks that both configurations agree).
-OPTIONS: dict[str, Any] = {"loop": "uvloop", "http": "httptools", "lifespan": "on",
-                           "log_level": "warning", "proxy_headers": True}  # fmt: skip
-
-HEADERS = [
-    (b"content-type", b"image/gif"),
-    (b"content-length", str(len(PIXEL)).encode()),
-    *((name.lower().encode(), value.encode()) for name, value in NO_CACHE.items()),
-]
+from mailer.tracking.recipient import PIXEL, PIXEL_HEADERS
+from mailer.tracking.serve import OPTIONS, serve_until_signalled
 
 
 async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -40,7 +26,7 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
             elif message["type"] == "lifespan.shutdown":
                 await send({"type": "lifespan.shutdown.complete"})
                 return
-    await send({"type": "http.response.start", "status": 200, "headers": HEADERS})
+    await send({"type": "http.response.start", "status": 200, "headers": PIXEL_HEADERS})
     await send({"type": "http.response.body", "body": PIXEL})
 
 
@@ -49,16 +35,8 @@ def config(host: str, port: int) -> uvicorn.Config:
 
 
 def serve(host: str, port: int) -> None:
-    """Serve until SIGTERM or Ctrl-C, on the same loop and server class as mailer.tracking.serve."""
-    server = EmbeddedServer(config(host, port))
-
-    async def until_signalled() -> None:
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, setattr, server, "should_exit", True)
-        await server.serve()
-
-    run_loop(until_signalled())
+    """Serve until SIGTERM or Ctrl-C, as mailer.tracking.serve does."""
+    serve_until_signalled(config(host, port))
 
 
 def main(argv: list[str] | None = None) -> int:

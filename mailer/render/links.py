@@ -68,10 +68,7 @@ class LinkTable:
         url = html.escape(self._tracked_url(len(self.targets) - 1), quote=True)
         trap = (f'<a href="{url}" style="display:none" aria-hidden="true" tabindex="-1"'
                 ' data-notrack></a>')  # fmt: skip
-        opening = _BODY_OPEN.search(document)
-        if opening is None:
-            return trap + document
-        return document[: opening.end()] + trap + document[opening.end() :]
+        return _after_body_opening(document, trap)
 
     def rewrite_text(self, text: str) -> str:
         return _TEXT_URL.sub(lambda match: self.tracked(match.group(0)) or match.group(0), text)
@@ -90,7 +87,12 @@ def add_preheader(document: str, preheader: str) -> str:
     """The preview text inboxes show after the subject, hidden in the message itself."""
     hidden = ('<div style="display:none;max-height:0;overflow:hidden;mso-hide:all">'
               f"{html.escape(preheader)}</div>")  # fmt: skip
+    return _after_body_opening(document, hidden)
+
+
+def _after_body_opening(document: str, insert: str) -> str:
+    """`insert` as the first thing in <body> (at the start, for a fragment without one)."""
     opening = _BODY_OPEN.search(document)
     if opening is None:
-        return hidden + document
-    return document[: opening.end()] + hidden + document[opening.end() :]
+        return insert + document
+    return document[: opening.end()] + insert + document[opening.end() :]

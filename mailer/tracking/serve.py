@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import signal
 from collections.abc import Iterator
+from typing import Any
 
 import uvicorn
 
@@ -23,19 +24,27 @@ class EmbeddedServer(uvicorn.Server):
         yield
 
 
+# How uvicorn serves the endpoint (bench/bare_pixel.py serves its floor the same way).
+OPTIONS: dict[str, Any] = {"loop": "uvloop", "http": "httptools", "lifespan": "on",
+                           "log_level": "warning", "proxy_headers": True}  # fmt: skip
+
+
 def configure(workspace: Workspace, host: str | None, port: int | None) -> uvicorn.Config:
     tracking = workspace.settings.tracking
     return uvicorn.Config(create_app(workspace), host=host or tracking.host,
-                          port=port or tracking.port, loop="uvloop", http="httptools",
-                          lifespan="on", log_level="warning",
-                          proxy_headers=True)  # fmt: skip
+                          port=port or tracking.port, **OPTIONS)  # fmt: skip
 
 
 def serve(workspace: Workspace, host: str | None = None, port: int | None = None) -> None:
     """Serve until SIGTERM or Ctrl-C; then finish the requests in flight, write the opens and
-    clicks still buffered, and return (exit status 0: uvicorn's own handling would re-raise
-    the signal)."""
-    server = EmbeddedServer(configure(workspace, host, port))
+    clicks still buffered, and return."""
+    serve_until_signalled(configure(workspace, host, port))
+
+
+def serve_until_signalled(config: uvicorn.Config) -> None:
+    """Run `config`'s server until SIGTERM or SIGINT, then stop it gracefully and return
+    (exit status 0: uvicorn's own handling would re-raise the signal)."""
+    server = EmbeddedServer(config)
 
     async def until_signalled() -> None:
         loop = asyncio.get_running_loop()
