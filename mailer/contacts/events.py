@@ -14,13 +14,14 @@ from mailer.contacts.addresses import InvalidAddress, normalise_address
 from mailer.errors import MailerError, UnknownContactError
 from mailer.store.tables import contacts, events
 
-_NAME = re.compile(r"^[a-z][a-z0-9_.-]{0,99}$")
+# What an event may be called (match it whole: `fullmatch`).
+EVENT_NAME = re.compile(r"[a-z][a-z0-9_.-]{0,99}")
 
 
 def record_event(connection: Connection, email: str, name: str, occurred_at: datetime,
                  properties: Mapping[str, Any] | None = None) -> tuple[int, int]:  # fmt: skip
     """Record that the contact did `name`; return the event's id and the contact's."""
-    if not _NAME.fullmatch(name):
+    if not EVENT_NAME.fullmatch(name):
         raise MailerError(f"event name '{name}': lowercase letters, digits, '_', '.' or '-'")
     try:
         address = normalise_address(email)

@@ -18,13 +18,11 @@ from starlette.responses import PlainTextResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from mailer.consent.person import withdraw
-from mailer.consent.suppressions import suppressed
-from mailer.contacts.addresses import address_hash
+from mailer.consent.person import consent_overview, withdraw
 from mailer.delivery.claims import outbox_id
 from mailer.render.links import HONEYPOT
 from mailer.store.engine import reading
-from mailer.store.tables import consent_status, contacts, outbox
+from mailer.store.tables import contacts, outbox
 from mailer.tokens import TokenError, verify
 from mailer.tracking.buffer import HitBuffer
 from mailer.tracking.confirmation import ConfirmationMail
@@ -213,23 +211,20 @@ class RecipientRoutes:
         return None if message is None else await run_in_threadpool(self._read_subscriber, message)
 
     def _read_subscriber(self, message: int) -> dict[str, Any] | None:
+        settings = self.workspace.settings
         with reading(self.workspace.engine) as connection:
             row = connection.execute(
-                select(outbox.c.campaign, contacts.c.id, contacts.c.email)
+                select(outbox.c.campaign, contacts.c.email)
                 .join(contacts, contacts.c.id == outbox.c.contact_id)
                 .where(outbox.c.id == message)
             ).first()  # fmt: skip
             if row is None:
                 return None
-            held = {purpose: status for purpose, status in connection.execute(
-                select(consent_status.c.purpose, consent_status.c.status)
-                .where(consent_status.c.contact_id == row.id)
-            )}  # fmt: skip
-            hashed = address_hash(self.workspace.key, row.email)
-            suppression = suppressed(connection, [hashed]).get(hashed)
-        settings = self.workspace.settings
+            overview = consent_overview(connection, self.workspace.key, row.email,
+                                        list(settings.lists))  # fmt: skip
         campaign = settings.campaigns.get(row.campaign)
-        lists = [(name, held.get(name, "none")) for name in settings.lists]
+        lists = [(held.list, held.status) for held in overview.lists if held.list in settings.lists]
+        suppression = overview.suppression.reason if overview.suppression else None
         return {"email": row.email, "list": campaign.list_name if campaign else None,
                 "lists": lists, "suppressed": suppression}  # fmt: skip
 

@@ -39,7 +39,6 @@ from __future__ import annotations
 import hmac
 import json
 import math
-import re
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
@@ -61,6 +60,7 @@ from starlette.routing import BaseRoute, Route
 
 from mailer.campaigns.activity import record_activity
 from mailer.contacts.addresses import InvalidAddress, normalise_address
+from mailer.contacts.events import EVENT_NAME
 from mailer.errors import MailerError, UnknownContactError
 from mailer.store.tables import contacts
 from mailer.workspace import Workspace
@@ -69,8 +69,6 @@ MAX_BODY = 1024 * 1024
 MAX_EVENTS = 1000
 FUTURE_SLACK = timedelta(days=1)  # the website's clock may run ahead of ours
 MAX_DEPTH = 32  # nesting of properties
-# The rule of mailer/contacts/events.py, matched whole (`$` would let a trailing newline in).
-EVENT_NAME = re.compile(r"[a-z][a-z0-9_.-]{0,99}")
 
 
 def _shown(text: str) -> str:
