@@ -19,8 +19,6 @@ from typing import Any
 from sqlalchemy import (
     Connection,
     Engine,
-    and_,
-    exists,
     func,
     select,
     update,
@@ -33,17 +31,14 @@ from mailer.campaigns.segment_sql import SegmentCompiler
 from mailer.campaigns.segments import SegmentError, parse_segment
 from mailer.campaigns.timing import next_opening, parse_window, pick_variant
 from mailer.config import Campaign, Settings, Step, parse_quiet_hours
+from mailer.consent.standing import Standing, standings
 from mailer.consent.state import SENDABLE
 from mailer.errors import SettingsError
 from mailer.store.bulk import one_of
 from mailer.store.tables import (
-    consent_status,
     contacts,
     enrollments,
-    lists,
-    memberships,
     outbox,
-    suppressions,
 )
 from mailer.store.upsert import upsert
 
@@ -119,21 +114,21 @@ def _advance_campaign(connection: Connection, settings: Settings, name: str,
     ids = [row.contact_id for row in rows]
     compiler = SegmentCompiler.for_settings(settings, now)
     converted = _matching(connection, compiler, campaign.goal, ids) if campaign.goal else set()
-    audience = _audience(connection, campaign.list_name, ids)
+    audience = standings(connection, campaign.list_name, ids)
     capped = _capped(connection, settings, ids, now)
     for row in rows:
         contact = audience.get(row.contact_id)
         if row.contact_id in converted:
             _end(connection, [row], "converted", now, f"goal reached: {campaign.goal}")
             report.converted += 1
-        elif contact is None or not contact["member"]:
+        elif contact is None or not contact.member:
             _end(connection, [row], "exited", now, f"left the list {campaign.list_name}")
             report.exited += 1
-        elif contact["suppressed"] or contact["status"] in ("withdrawn", "none"):
-            reason = "suppressed" if contact["suppressed"] else f"no consent ({contact['status']})"
+        elif contact.suppressed or contact.status in ("withdrawn", "none"):
+            reason = "suppressed" if contact.suppressed else f"no consent ({contact.status})"
             _end(connection, [row], "exited", now, reason)
             report.exited += 1
-        elif contact["status"] not in SENDABLE:
+        elif contact.status not in SENDABLE:
             _postpone(connection, row, now + PENDING_RECHECK, "consent pending confirmation")
             report.postponed += 1
         elif row.contact_id in capped:
@@ -145,7 +140,7 @@ def _advance_campaign(connection: Connection, settings: Settings, name: str,
 
 
 def _next_step(connection: Connection, settings: Settings, name: str, campaign: Campaign,
-               row: Any, contact: dict[str, Any], now: datetime,
+               row: Any, contact: Standing, now: datetime,
                report: TickReport) -> None:  # fmt: skip
     """Queue the enrollment's next step, skipping steps whose condition is false."""
     steps = campaign.steps
@@ -161,7 +156,7 @@ def _next_step(connection: Connection, settings: Settings, name: str, campaign: 
             names = [candidate.name for candidate in steps]
             position = names.index(step.otherwise) if step.otherwise else position + 1
             continue
-        zone = contact["timezone"] or settings.default_timezone
+        zone = contact.timezone or settings.default_timezone
         for window, reason in _windows(settings, step):
             opening = next_opening(parse_window(window), now, zone)
             if opening > now:
@@ -171,7 +166,7 @@ def _next_step(connection: Connection, settings: Settings, name: str, campaign: 
         weights = {"A": 1, **{label: v.weight for label, v in step.variants.items()}}
         variant = pick_variant(row.contact_id, name, step.name, weights) if step.variants else None
         _record(connection, name, step, row, "queued", None if variant == "A" else variant,
-                None, contact["entry_id"], now)  # fmt: skip
+                None, contact.entry_id, now)  # fmt: skip
         report.queued += 1
         following = steps[position + 1] if position + 1 < len(steps) else None
         connection.execute(update(enrollments).where(enrollments.c.id == row.id).values(
@@ -237,26 +232,6 @@ def _matching(connection: Connection, compiler: SegmentCompiler, source: str,
         select(contacts.c.id).where(one_of(connection, contacts.c.id, ids), condition)
     )
     return {row.id for row in rows}
-
-
-def _audience(connection: Connection, list_name: str, ids: list[int]) -> dict[int, dict[str, Any]]:
-    """Per contact: still on the list? consent status and the entry behind it; suppressed?"""
-    member = exists().where(
-        memberships.c.contact_id == contacts.c.id,
-        memberships.c.list_id == lists.c.id,
-        lists.c.name == list_name,
-    )
-    suppressed = exists().where(suppressions.c.email == contacts.c.email)
-    rows = connection.execute(
-        select(contacts.c.id, contacts.c.timezone, member.label("member"),
-               suppressed.label("suppressed"), consent_status.c.status, consent_status.c.entry_id)
-        .outerjoin(consent_status, and_(consent_status.c.contact_id == contacts.c.id,
-                                        consent_status.c.purpose == list_name))
-        .where(one_of(connection, contacts.c.id, ids))
-    )  # fmt: skip
-    return {row.id: {"timezone": row.timezone, "member": bool(row.member),
-                     "suppressed": bool(row.suppressed), "status": row.status or "none",
-                     "entry_id": row.entry_id} for row in rows}  # fmt: skip
 
 
 def _record(connection: Connection, name: str, step: Step, row: Any, status: str,

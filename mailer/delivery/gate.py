@@ -8,24 +8,12 @@ batch is handed to the relay, and keeps the ledger entry that allowed each messa
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping
 
-from sqlalchemy import Connection, and_, exists, select
+from sqlalchemy import Connection
 
+from mailer.consent.standing import Standing, standings
 from mailer.consent.state import SENDABLE
-from mailer.store.bulk import one_of
-from mailer.store.tables import consent_status, contacts, lists, memberships, suppressions
-
-
-@dataclass(frozen=True)
-class Standing:
-    """A contact's standing on one list, as the database says now."""
-
-    member: bool
-    status: str  # consent status on the list: none, pending, granted, confirmed, withdrawn
-    entry_id: int | None  # the ledger entry behind the status
-    suppressed: str | None  # the suppression reason, if the address is suppressed
 
 
 def refusal(standing: Standing | None) -> str | None:
@@ -39,33 +27,6 @@ def refusal(standing: Standing | None) -> str | None:
     if not standing.member:
         return "left the list"
     return None
-
-
-def standings(connection: Connection, list_name: str,
-              contact_ids: Iterable[int]) -> dict[int, Standing]:  # fmt: skip
-    """Each contact's standing on `list_name`, read in one query."""
-    member = exists().where(
-        memberships.c.contact_id == contacts.c.id,
-        memberships.c.list_id == lists.c.id,
-        lists.c.name == list_name,
-    )
-    suppression = (
-        select(suppressions.c.reason)
-        .where(suppressions.c.email == contacts.c.email)
-        .limit(1)
-        .scalar_subquery()
-    )
-    rows = connection.execute(
-        select(contacts.c.id, member.label("member"), suppression.label("suppressed"),
-               consent_status.c.status, consent_status.c.entry_id)
-        .outerjoin(consent_status, and_(consent_status.c.contact_id == contacts.c.id,
-                                        consent_status.c.purpose == list_name))
-        .where(one_of(connection, contacts.c.id, contact_ids))
-    )  # fmt: skip
-    return {
-        row.id: Standing(bool(row.member), row.status or "none", row.entry_id, row.suppressed)
-        for row in rows
-    }
 
 
 def check(connection: Connection, lists_of: Mapping[int, str],
