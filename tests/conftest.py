@@ -18,6 +18,7 @@ from sqlalchemy.engine import make_url
 from mailer.clock import FrozenClock
 from mailer.config import load_settings
 from mailer.workspace import Workspace
+from tests.delivery.smtp_server import ScriptedSmtpServer
 
 # No per-example deadline: a loaded CI machine must not turn a slow example into a failure.
 hypothesis_settings.register_profile("mailer", deadline=None)
@@ -67,6 +68,14 @@ subject = "Brewing tips"
 delay = "2 days"
 variants.B.subject = "Psst, {{ contact.first_name | default('you') }}: better coffee"
 """
+
+
+@pytest.fixture
+def smtp_server() -> Iterator[ScriptedSmtpServer]:
+    """A real SMTP server on a free loopback port (aiosmtpd) whose answers a test scripts
+    per recipient: `smtp_server.script("ada@example.com", "451 4.3.0 Try again later")`."""
+    with ScriptedSmtpServer() as server:
+        yield server
 
 
 @pytest.fixture

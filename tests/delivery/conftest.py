@@ -1,5 +1,5 @@
-"""Fixtures for the delivery tests: a scripted SMTP server on a free loopback port, and a
-self-signed certificate for its TLS."""
+"""Fixtures for the delivery tests: workspaces whose relay is the scripted SMTP server
+(`smtp_server`, in tests/conftest.py), and a self-signed certificate for its TLS."""
 
 from __future__ import annotations
 
@@ -14,13 +14,6 @@ from mailer.workspace import Workspace
 from tests.delivery.smtp_server import ScriptedSmtpServer, self_signed_certificate
 
 Opener = Callable[..., Workspace]
-
-
-@pytest.fixture
-def smtp_server() -> Iterator[ScriptedSmtpServer]:
-    """Plain SMTP, no AUTH; script its answers with `smtp_server.script(...)`."""
-    with ScriptedSmtpServer() as server:
-        yield server
 
 
 @pytest.fixture

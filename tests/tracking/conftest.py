@@ -61,12 +61,6 @@ def at(base: str, url: str) -> str:
 
 
 @pytest.fixture
-def smtp_server() -> Iterator[ScriptedSmtpServer]:
-    with ScriptedSmtpServer() as server:
-        yield server
-
-
-@pytest.fixture
 def sent(
     project: Path, environ: dict[str, str], clock: FrozenClock, smtp_server: ScriptedSmtpServer
 ) -> Iterator[tuple[Workspace, dict[str, str]]]:

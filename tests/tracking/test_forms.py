@@ -39,17 +39,11 @@ from mailer.tracking.forms import form_routes
 from mailer.workspace import Workspace
 from tests.delivery.smtp_server import ScriptedSmtpServer
 from tests.helpers import count
+from tests.tracking.conftest import BASE
 
 Serve = Callable[[ASGIApp], AbstractContextManager[str]]
-BASE = "http://127.0.0.1:8025"  # tracking.base_url of the test project
 REPOSITORY = Path(__file__).resolve().parents[2]
 BROWSER = "Mozilla/5.0 (X11; Linux x86_64) Firefox/128.0"
-
-
-@pytest.fixture
-def smtp_server() -> Iterator[ScriptedSmtpServer]:
-    with ScriptedSmtpServer() as server:
-        yield server
 
 
 @pytest.fixture
