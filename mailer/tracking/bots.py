@@ -150,6 +150,9 @@ def same_second(clicks: Sequence[tuple[int, Hit]]) -> dict[int, str]:
     }
 
 
+HONEYPOT_CLICKED = "honeypot link clicked"
+
+
 def near_honeypot(clicks: Sequence[tuple[int, Hit]], honeypot: int) -> dict[int, str]:
     """Rule 6 over one message's clicks (batch position, hit): {position: reason} of the
     honeypot clicks and of every click within `AROUND_HONEYPOT` of one of them."""
@@ -157,15 +160,19 @@ def near_honeypot(clicks: Sequence[tuple[int, Hit]], honeypot: int) -> dict[int,
     found: dict[int, str] = {}
     for position, hit in clicks:
         if hit.link == honeypot:
-            found[position] = "honeypot link clicked"
+            found[position] = HONEYPOT_CLICKED
             continue
         nearest = min(bait, key=lambda at: abs(hit.at - at), default=None)
         if nearest is None or abs(hit.at - nearest) > AROUND_HONEYPOT:
             continue
-        seconds = int(abs(hit.at - nearest).total_seconds())
-        side = "before" if hit.at < nearest else "after"
-        found[position] = f"clicked {seconds} s {side} the honeypot link"
+        found[position] = near_honeypot_reason(hit.at, nearest)
     return found
+
+
+def near_honeypot_reason(at: datetime, bait: datetime) -> str:
+    """Why a click at `at` is a machine's when the honeypot was clicked at `bait`."""
+    side = "before" if at <= bait else "after"
+    return f"clicked {int(abs(at - bait).total_seconds())} s {side} the honeypot link"
 
 
 def classify(

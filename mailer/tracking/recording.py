@@ -20,11 +20,15 @@ from mailer.delivery.claims import outbox_id
 from mailer.render.links import HONEYPOT
 from mailer.store.bulk import execute_many, one_of
 from mailer.store.tables import events, outbox
-from mailer.tracking.bots import AROUND_HONEYPOT, classify
+from mailer.tracking.bots import (
+    AROUND_HONEYPOT,
+    HONEYPOT_CLICKED,
+    classify,
+    near_honeypot_reason,
+)
 from mailer.tracking.hits import Hit
 
 POINTS = {"open": "opened", "click": "clicked"}  # the names [scoring] points use
-HONEYPOT_CLICKED = "honeypot link clicked"
 EVENT_COLUMNS = ("contact_id", "kind", "name", "step", "properties", "occurred_at")
 
 
@@ -111,9 +115,7 @@ def _around_honeypots(connection: Connection, traps: Sequence[dict[str, Any]]) -
                 events.c.occurred_at.between(at - AROUND_HONEYPOT, at + AROUND_HONEYPOT))
         ).all()  # fmt: skip
         for row in earlier:
-            seconds = round(abs((at - row.occurred_at).total_seconds()))
-            side = "before" if row.occurred_at <= at else "after"
-            properties = {**row.properties,
-                          "machine": f"clicked {seconds} s {side} the honeypot link"}  # fmt: skip
+            reason = near_honeypot_reason(row.occurred_at, at)
+            properties = {**row.properties, "machine": reason}
             connection.execute(update(events).where(events.c.id == row.id)
                                .values(kind="machine_click", properties=properties))  # fmt: skip
