@@ -90,11 +90,6 @@ class RecipientRoutes:
             Route("/u/{token}", self.unsubscribe, methods=["POST"]),
         ]
 
-    def _hit(self, request: Request, kind: str, key: str, link: int | None) -> Hit:
-        client = request.client.host if request.client else ""
-        return Hit(kind, key, link, self.workspace.clock.now(),  # type: ignore[arg-type]
-                   request.headers.get("user-agent", ""), client, request.method)  # fmt: skip
-
     async def click(self, request: Request) -> Response:
         try:
             key, index_text = verify(self.keys, "click", request.path_params["token"])
@@ -105,7 +100,9 @@ class RecipientRoutes:
         links = await self._links(message) if message is not None else None
         if not links or not 0 <= index < len(links):
             return not_found_page()
-        self.buffer.add(self._hit(request, "click", key, index))
+        client = request.client.host if request.client else ""
+        self.buffer.add(Hit("click", key, index, self.workspace.clock.now(),
+                            request.headers.get("user-agent", ""), client, request.method))
         if links[index] == HONEYPOT:  # a machine followed the hidden link: nowhere to go
             return PlainTextResponse("", headers=NO_CACHE)
         # Only to a URL that was in the sent message: the token says which, never the request.
