@@ -34,7 +34,7 @@ from mailer.errors import SettingsError
 
 ENV_PREFIX = "MAILER_"
 # Variables of ours that are not settings overrides.
-_ENV_NOT_SETTINGS = ("MAILER_CONFIG", "MAILER_DEBUG", "MAILER_TEST_")
+_ENV_NOT_SETTINGS = ("MAILER_CONFIG", "MAILER_DEBUG", "MAILER_NOW", "MAILER_TEST_")
 # Where a secret may not be written: (path in the file, where to put it instead).
 _SECRETS = {
     ("secret_key",): "MAILER_SECRET_KEY or secret_key_file",

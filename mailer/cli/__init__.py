@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import json
 import os
+from datetime import datetime
 from typing import Any
 
 import click
 from rich.console import Console
 
+from mailer.clock import Clock, StartedClock, clock_from_environment, parse_moment
 from mailer.config import load_settings
 from mailer.errors import MailerError
 from mailer.workspace import Workspace
@@ -60,12 +62,19 @@ class _LazyWorkspace:
 
     def __init__(self, config_path: str) -> None:
         self.config_path = config_path
+        self.clock: Clock | None = None  # None: the system clock, or MAILER_NOW's
         self._workspace: Workspace | None = None
 
     def get(self) -> Workspace:
         if self._workspace is None:
-            self._workspace = Workspace(load_settings(self.config_path))
+            clock = self.clock or clock_from_environment()
+            self._workspace = Workspace(load_settings(self.config_path), clock)
         return self._workspace
+
+    def start_clock_at(self, text: str | None) -> None:
+        """`--now` of the long-running commands: the clock starts there and runs on."""
+        if text is not None:
+            self.clock = StartedClock(moment_option(text))
 
     def close(self) -> None:
         if self._workspace is not None:
@@ -94,6 +103,14 @@ def key_values(pairs: tuple[str, ...], form: str, split_at_last: bool = False) -
             raise click.BadParameter(f"'{pair}': write {form}")
         found[key] = value
     return found
+
+
+def moment_option(text: str) -> datetime:
+    """An ISO time given on the command line (UTC when it names no offset)."""
+    try:
+        return parse_moment(text)
+    except ValueError:
+        raise click.BadParameter(f"'{text}' is not an ISO time (e.g. 2026-11-23T09:00Z)") from None
 
 
 def print_json(data: Any) -> None:

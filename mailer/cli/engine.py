@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import click
 from rich.table import Table
@@ -11,7 +11,16 @@ from rich.table import Table
 from mailer.campaigns.activity import record_activity
 from mailer.campaigns.outbox import outbox_rows
 from mailer.campaigns.plan import plan as make_plan
-from mailer.cli import _LazyWorkspace, cli, console, key_values, pass_workspace, print_json, say
+from mailer.cli import (
+    _LazyWorkspace,
+    cli,
+    console,
+    key_values,
+    moment_option,
+    pass_workspace,
+    print_json,
+    say,
+)
 from mailer.daemon import run as run_daemon
 from mailer.daemon import simulate, tick_and_deliver
 from mailer.delivery.worker import Deliverer
@@ -20,13 +29,7 @@ from mailer.logs import configure
 
 
 def _moment(text: str | None) -> datetime | None:
-    if text is None:
-        return None
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        raise click.BadParameter(f"'{text}' is not an ISO time (e.g. 2026-11-23T09:00Z)") from None
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
+    return None if text is None else moment_option(text)
 
 
 @cli.command()
@@ -67,8 +70,12 @@ def tick(lazy: _LazyWorkspace, now_text: str | None, until_text: str | None,
 @click.option("--log-json", is_flag=True, help="Log one JSON object a line.")
 @click.option("--serve/--no-serve", default=True, show_default=True,
               help="Serve the tracking endpoint too (tracking.host, .port).")  # fmt: skip
+@click.option("--now", "now_text", metavar="ISO-TIME",
+              help="Start the clock at this time (UTC when no offset is given); it runs on from "
+                   "there. Also MAILER_NOW, for every command.")  # fmt: skip
 @pass_workspace
-def run(lazy: _LazyWorkspace, every: str, log_json: bool, serve: bool) -> None:
+def run(lazy: _LazyWorkspace, every: str, log_json: bool, serve: bool,
+        now_text: str | None) -> None:  # fmt: skip
     """The daemon: tick every --every, deliver continuously and serve the tracking endpoint,
     until SIGTERM or Ctrl-C; then finish the running tick, the SMTP transactions and HTTP
     requests in flight, give back unsent claimed messages, write buffered opens and clicks,
@@ -78,6 +85,7 @@ def run(lazy: _LazyWorkspace, every: str, log_json: bool, serve: bool) -> None:
     except ValueError as error:
         raise click.BadParameter(str(error)) from None
     configure(log_json)
+    lazy.start_clock_at(now_text)
     workspace = lazy.get()
     workspace.engine  # noqa: B018  (open and migrate before the first tick)
     run_daemon(workspace, interval, serve)

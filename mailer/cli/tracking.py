@@ -12,13 +12,17 @@ from mailer.tracking.serve import serve as serve_endpoint
 @click.option("--host", help="The address to listen on (default: tracking.host, 127.0.0.1).")
 @click.option("--port", type=click.IntRange(1, 65535),
               help="The port (default: tracking.port, 8025).")  # fmt: skip
+@click.option("--now", "now_text", metavar="ISO-TIME",
+              help="Start the clock at this time (UTC when no offset is given); it runs on from "
+                   "there. Also MAILER_NOW, for every command.")  # fmt: skip
 @pass_workspace
-def serve(lazy: _LazyWorkspace, host: str | None, port: int | None) -> None:
+def serve(lazy: _LazyWorkspace, host: str | None, port: int | None, now_text: str | None) -> None:
     """The tracking endpoint: open pixel (/o/), click redirects (/c/), unsubscribe page and
     RFC 8058 one-click unsubscribe (/u/), the website's events API (/events), /healthz and
     /metrics. Put it behind your https proxy at tracking.base_url. `mailer run` serves it
     too. SIGTERM or Ctrl-C: requests in flight finish, buffered opens and clicks are
     written, exit 0."""
+    lazy.start_clock_at(now_text)
     workspace = lazy.get()
     tracking = workspace.settings.tracking
     say(f"mailer serve: http://{host or tracking.host}:{port or tracking.port} "

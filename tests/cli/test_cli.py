@@ -25,6 +25,7 @@ def mailer(project: Path, database_url: str, monkeypatch: pytest.MonkeyPatch):  
     def run(*args: str) -> Result:
         return CliRunner().invoke(cli, list(args), env=environment, catch_exceptions=False)
 
+    run.environment = environment  # type: ignore[attr-defined]
     return run
 
 
@@ -249,6 +250,20 @@ def test_events_recorded_from_the_command_line_shape_segments(mailer, leads: Pat
     assert mailer("event", "nobody@example.com", "purchased").exit_code == 1
     assert mailer("event", "ada@example.com", "Bad Name").exit_code == 1
     assert mailer("event", "ada@example.com", "purchased", "--prop", "oops").exit_code == 2
+
+
+def test_every_command_reads_the_clock_that_mailer_now_starts(mailer, leads: Path) -> None:  # type: ignore[no-untyped-def]
+    mailer("import", str(leads), "--list", "leads")
+    result = CliRunner().invoke(
+        cli, ["event", "ada@example.com", "purchased"],
+        env={**mailer.environment, "MAILER_NOW": "2031-05-04T10:00Z"},
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "at 2031-05-04 10:00 UTC" in result.stdout
+    broken = CliRunner().invoke(cli, ["event", "ada@example.com", "purchased"],
+                                env={**mailer.environment, "MAILER_NOW": "soon"})  # fmt: skip
+    assert broken.exit_code == 1
+    assert "MAILER_NOW='soon' is not an ISO time" in broken.stderr
 
 
 def test_check_names_broken_triggers_goals_and_conditions(mailer, project: Path) -> None:  # type: ignore[no-untyped-def]
