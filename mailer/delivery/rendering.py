@@ -17,7 +17,7 @@ from mailer.clock import FrozenClock
 from mailer.config import Settings
 from mailer.contacts.model import Contact
 from mailer.errors import MailerError
-from mailer.render.message import MessageRenderer, RenderedMessage
+from mailer.render.message import MessageRenderer, RenderedMessage, problem
 
 CHUNK = 40  # messages per hand-over to a render process
 
@@ -102,6 +102,8 @@ def _render_one(renderer: MessageRenderer, job: RenderJob, now: datetime) -> Ren
         return Rendered(job.outbox_id, None, f"campaign {error} is no longer in settings")
     except MailerError as error:  # a template error, or a step that settings no longer have
         return Rendered(job.outbox_id, None, str(error))
+    except Exception as error:  # whatever else fails for this message fails it alone
+        return Rendered(job.outbox_id, None, problem(error))
     # Made ready for the wire here, in parallel, not in the process that talks SMTP.
     return Rendered(job.outbox_id, wire_form(message), None)
 

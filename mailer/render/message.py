@@ -81,6 +81,15 @@ def header_text(value: str) -> str:
     return _ENCODED_WORD.sub(lambda word: word.group(0).replace("=?", "= ?"), value)
 
 
+def problem(error: Exception) -> str:
+    """What went wrong, in one line: Jinja's own message, else the exception's type and text
+    (`ZeroDivisionError: integer division or modulo by zero`; Babel's bare AssertionError)."""
+    if isinstance(error, (TemplateError, SecurityError)):
+        return str(error.message or error)
+    text = " ".join(str(error).split())
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
 class MessageRenderer:
     def __init__(self, settings: Settings, secret: bytes, clock: Clock,
                  dkim_key: DkimKey | None = None) -> None:  # fmt: skip
@@ -139,7 +148,12 @@ class MessageRenderer:
         except (ValueError, UnicodeError) as error:
             raise RenderError(f"{contact.email}: cannot write the headers: {error}") from None
         if self.dkim_key is not None:
-            data = dkim_sign(data, self.dkim_key, now)
+            try:
+                data = dkim_sign(data, self.dkim_key, now)
+            except Exception as error:
+                raise RenderError(
+                    f"{contact.email}: DKIM signing failed: {problem(error)}"
+                ) from None
         bounce = f"bounces+{sign(self.keys, 'bounce', message_key)}@{self._bounce_domain}"
         recipient = wire_address(contact.email)
         return RenderedMessage(message_key, self.message_id(message_key), bounce, recipient,
@@ -196,16 +210,16 @@ class MessageRenderer:
             raise RenderError(
                 f"{self.templates_dir.name}/{template}{suffix} does not exist"
             ) from None
-        except (TemplateError, SecurityError) as error:
-            raise RenderError(self._where(error) + str(error.message or error)) from None
+        except Exception as error:  # any error of one contact's data fails that message alone
+            raise RenderError(self._where(error) + problem(error)) from None
 
     def _render_string(self, source: str, context: dict[str, object], where: str) -> str:
         try:
             if source not in self._subjects:
                 self._subjects[source] = self.environment.from_string(source)
             return self._subjects[source].render(context)
-        except (TemplateError, SecurityError) as error:
-            raise RenderError(f"{where}: {error.message or error}") from None
+        except Exception as error:
+            raise RenderError(f"{where}: {problem(error)}") from None
 
     def _setting(self, campaign_name: str, campaign: Campaign, step: Step) -> str:
         """Where in settings this step is written, for error messages."""

@@ -15,7 +15,13 @@ from typing import Any
 from babel import Locale, UnknownLocaleError
 from babel.dates import format_date, format_datetime, get_timezone
 from babel.numbers import format_currency, format_decimal
-from jinja2 import FileSystemLoader, StrictUndefined, TemplateSyntaxError, pass_context
+from jinja2 import (
+    FileSystemLoader,
+    StrictUndefined,
+    TemplateSyntaxError,
+    Undefined,
+    pass_context,
+)
 from jinja2.runtime import Context
 from jinja2.sandbox import SandboxedEnvironment
 from jinja2.utils import missing
@@ -88,15 +94,32 @@ def _locale(context: Context) -> Locale:
         return Locale.parse("en")
 
 
+def _defined(value: object) -> None:
+    """A filter given an undefined value says which name (Babel would fail on it with a bare
+    AssertionError)."""
+    if isinstance(value, Undefined):
+        value._fail_with_undefined_error()
+
+
+def _iso(value: str, kind: type[date]) -> date:
+    try:
+        return kind.fromisoformat(value[:10] if kind is date else value)
+    except ValueError:
+        example = "2026-03-01" if kind is date else "2026-03-01T09:30:00+00:00"
+        raise ValueError(f"'{value}' is not an ISO {kind.__name__} (like {example})") from None
+
+
 @pass_context
 def _date(context: Context, value: date | str, format: str = "long") -> str:
-    moment = date.fromisoformat(value[:10]) if isinstance(value, str) else value
+    _defined(value)
+    moment = _iso(value, date) if isinstance(value, str) else value
     return str(format_date(moment, format=format, locale=_locale(context)))
 
 
 @pass_context
 def _datetime(context: Context, value: datetime | str, format: str = "medium") -> str:
-    moment = datetime.fromisoformat(value) if isinstance(value, str) else value
+    _defined(value)
+    moment = _iso(value, datetime) if isinstance(value, str) else value
     contact = context.get("contact")
     zone = contact.get("timezone") if isinstance(contact, dict) else None
     where = get_timezone(zone) if zone else None
@@ -105,9 +128,11 @@ def _datetime(context: Context, value: datetime | str, format: str = "medium") -
 
 @pass_context
 def _number(context: Context, value: float | int) -> str:
+    _defined(value)
     return str(format_decimal(value, locale=_locale(context)))
 
 
 @pass_context
 def _money(context: Context, value: float | int, currency: str) -> str:
+    _defined(value)
     return str(format_currency(value, currency, locale=_locale(context)))
