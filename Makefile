@@ -18,17 +18,32 @@ export PRIYA_URLS := import email, glob, re, email.policy as p; \
   print(re.findall(r"href=.(http://127.0.0.1:8025/c/[^\"]+)", h)[1]); \
   print(re.search(r"<(http[^>]+)>", m["List-Unsubscribe"]).group(1))
 
-.PHONY: demo test lint browser bench-import bench-render bench-send clean bench-tools bench-tracking
+.PHONY: demo test test-future lock lint browser faketime bench-import bench-render bench-send clean bench-tools bench-tracking
 
-$(STAMP): pyproject.toml
+# Installs go from requirements.lock (every package pinned, with hashes): a fresh machine gets the
+# versions CI tested, not whatever was released last night. uv, itself pinned, installs them in
+# seconds; `make lock` refreshes the lock after a change of pyproject.toml (or to take new releases).
+UV_VERSION := 0.9.13
+LOCK := requirements.lock
+UV := $(BIN)/uv
+
+$(UV):
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
 		{ echo "mailer needs Python 3.11 or newer (found $$($(PYTHON) --version))"; exit 1; }
 	@$(PYTHON) -m venv $(VENV) 2>/dev/null || { \
 		echo "python3 -m venv failed: installing Debian's python3-venv"; \
 		apt-get install -y -q python3-venv >/dev/null && $(PYTHON) -m venv $(VENV); }
-	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(BIN)/python -m pip install -q uv==$(UV_VERSION)
+
+$(STAMP): $(UV) pyproject.toml $(LOCK)
+	$(UV) pip install -q --python $(BIN)/python --require-hashes -r $(LOCK)
+	$(UV) pip install -q --python $(BIN)/python --no-deps -e .
 	@touch $@
+
+lock: $(UV)
+	$(UV) pip compile pyproject.toml --extra dev --universal --python-version 3.11 \
+		--generate-hashes --upgrade -q -o $(LOCK)
+	@echo "$(LOCK) refreshed: run make test before committing it"
 
 demo: $(STAMP)
 	@rm -f .mailer/demo.db .mailer/demo.db-wal .mailer/demo.db-shm
@@ -175,3 +190,18 @@ bench-tracking: $(STAMP)
 		[ -x /usr/bin/wrk ] || { echo "wrk is installed but /usr/bin/wrk is missing"; exit 1; }; \
 	fi
 	$(BIN)/python bench/tracking_bench.py
+
+# The whole suite again with the wall clock moved FUTURE ahead (Debian's libfaketime, installed
+# here when missing): a test that passes only near the day it was written fails here. Every
+# subprocess a test starts (mailer run, render processes) inherits the moved clock.
+FUTURE ?= +400d
+test-future: $(STAMP) faketime browser
+	faketime -f '$(FUTURE)' $(BIN)/pytest -q -p no:cacheprovider
+
+faketime:
+	@command -v faketime >/dev/null || { [ "$$(id -u)" = 0 ] && { \
+		echo "installing Debian's faketime"; \
+		export DEBIAN_FRONTEND=noninteractive; \
+		apt-get install -y -q faketime >/dev/null 2>&1 || \
+		{ apt-get update -q >/dev/null && apt-get install -y -q faketime >/dev/null; }; \
+	}; } || { echo "faketime is missing and cannot be installed here (not root)"; exit 1; }
