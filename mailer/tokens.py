@@ -20,7 +20,9 @@ from mailer.errors import MailerError
 
 SEPARATOR = "\x1f"
 MAC_BYTES = 16  # 128 bits: forging one token takes 2**128 tries
-_SHAPE = re.compile(r"^(\d{1,6})\.([A-Za-z0-9_-]{0,400})\.([A-Za-z0-9_-]{22})$")
+# One spelling per token: ASCII digits without leading zeros, nothing before or after (`\d`
+# would take Arabic-Indic or Devanagari digits, `$` a trailing newline, `int()` "01" and " 1").
+_SHAPE = re.compile(r"([1-9][0-9]{0,5})\.([A-Za-z0-9_-]{0,400})\.([A-Za-z0-9_-]{22})", re.ASCII)
 
 
 class TokenError(MailerError):
@@ -67,7 +69,7 @@ def sign(keys: TokenKeys, purpose: str, *fields: str | int) -> str:
 
 def verify(keys: TokenKeys, purpose: str, token: str) -> list[str]:
     """The fields of a genuine token for `purpose`; TokenError for anything else."""
-    match = _SHAPE.match(token)
+    match = _SHAPE.fullmatch(token)
     if match is None:
         raise TokenError("malformed token")
     version = int(match.group(1))

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from mailer.tokens import TokenError, TokenKeys, sign, verify
@@ -50,3 +50,43 @@ def test_key_rotation_keeps_old_tokens_until_retired() -> None:
     assert sign(rotated, "open", "m1").startswith("2.")
     with pytest.raises(TokenError, match="version 1 is no longer accepted"):
         verify(TokenKeys(KEYS.secret, version=2, oldest=2), "open", old)
+
+
+# Look-alike spellings of a version: leading zeros, Arabic-Indic, Extended Arabic-Indic,
+# Devanagari, Bengali, Thai and full-width digits, surrounding whitespace.
+ONES = ["01", "001", "\u0661", "\u06f1", "\u0967", "\u09e7", "\u0e51", "\uff11", " 1", "1 ", "+1"]
+SPACES = ["\n", "\r\n", " ", "\t", "\x00", "\u00a0", "\u2028"]
+LOOK_ALIKE = st.sampled_from(["0", "1", "=", ".", "\u0661", "\u0967", "\uff11", *SPACES])
+
+
+@given(st.sampled_from(ONES))
+def test_a_version_has_one_spelling_in_ascii_digits(one: str) -> None:
+    token = sign(KEYS, "click", "m1", 0)
+    assert token.startswith("1.")
+    with pytest.raises(TokenError, match="malformed"):
+        verify(KEYS, "click", one + token[1:])
+
+
+@given(st.sampled_from(SPACES), st.booleans())
+def test_nothing_may_come_before_or_after_a_token(space: str, before: bool) -> None:
+    token = sign(KEYS, "open", "m1")
+    with pytest.raises(TokenError, match="malformed"):
+        verify(KEYS, "open", space + token if before else token + space)
+
+
+CANONICAL = sign(KEYS, "click", "message-42", 3)
+
+
+@given(st.integers(0, len(CANONICAL)), st.integers(0, 2),
+       st.one_of(st.lists(LOOK_ALIKE, max_size=3).map("".join), st.text()))  # fmt: skip
+@example(0, 0, "0")
+@example(0, 1, "\u0661")
+@example(0, 1, "\u0967")
+@example(len(CANONICAL), 0, "\n")
+@example(0, 0, " ")
+def test_any_spelling_but_the_canonical_one_is_refused(start: int, cut: int, inserted: str) -> None:
+    token = CANONICAL
+    spelling = token[:start] + inserted + token[start + cut :]
+    if spelling != token:
+        with pytest.raises(TokenError):
+            verify(KEYS, "click", spelling)

@@ -246,3 +246,24 @@ def test_the_preference_page_rejoins_a_double_opt_in_list_only_through_confirmat
     with workspace.engine.connect() as connection:
         leads = select(consent_status.c.status).where(consent_status.c.purpose == "leads")
         assert connection.scalar(leads) == "granted"
+
+
+def test_look_alike_spellings_of_a_genuine_token_get_the_same_404(
+    sent: tuple[Workspace, dict[str, str]], serve: Serve
+) -> None:
+    workspace, urls = sent
+    click, unsubscribe = (urls[kind].rsplit("/", 1)[1] for kind in ("shop", "unsubscribe"))
+    spellings = [
+        lambda token: "0" + token,  # 01.
+        lambda token: "\u0661" + token[1:],  # Arabic-Indic one
+        lambda token: "\u0967" + token[1:],  # Devanagari one
+        lambda token: token + "%0A",  # a trailing newline
+    ]
+    with serve(create_app(workspace)) as base:
+        answers = [httpx.get(f"{base}/{path}/{spell(token)}")
+                   for path, token in (("c", click), ("u", unsubscribe))
+                   for spell in spellings]  # fmt: skip
+        genuine = httpx.get(f"{base}/c/{click}")
+    assert [answer.status_code for answer in answers] == [404] * len(answers)
+    assert all("location" not in answer.headers for answer in answers)
+    assert genuine.status_code in (302, 303, 307)
