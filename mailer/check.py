@@ -1,10 +1,13 @@
 """`mailer check`: everything a campaign needs, checked before anything is sent.
 
 Settings were validated on load; here: every template compiles, every list file can be read,
-and every message of every campaign (variants included) renders for a sample contact of its
-list (the first good row of the list file) with an unsubscribe link and the postal address in
-both parts. Rows an import would reject are warnings (the import skips them and keeps the
-rest), or errors with `strict`.
+and every message of every campaign (variants included) renders, with an unsubscribe link and
+the postal address in both parts, for each of the first `rows` good rows of its list's file
+(a sample contact when the list has no file) and for a contact with only an email address.
+A template that fails for a row is an error naming the row; one that fails only for the
+email-only contact is a warning (no such contact exists yet, but a form may bring one), an
+error with `strict`. Rows an import would reject are warnings (the import skips them and keeps
+the rest), or errors with `strict`.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from mailer.contacts.csvfile import CsvReader
 from mailer.contacts.model import Contact
 from mailer.contacts.rows import RowError, map_columns, parse_row
 from mailer.errors import InputFileError, SettingsError
-from mailer.render.message import MessageRenderer, RenderError
+from mailer.render.message import MessageRenderer, RenderedMessage, RenderError, problem
 from mailer.render.templates import TEMPLATE_SUFFIXES, syntax_problem, template_environment
 from mailer.tracking.confirmation import CONFIRM_TEMPLATE
 
@@ -42,7 +45,8 @@ class CheckReport:
     problems: list[Problem]
     templates: int = 0
     list_rows: int = 0
-    messages: int = 0
+    messages: int = 0  # messages (steps and variants) that rendered for some contact
+    renders: int = 0  # messages rendered, one per (message, contact)
 
     @property
     def errors(self) -> list[Problem]:
@@ -50,19 +54,37 @@ class CheckReport:
 
 
 SAMPLE = Contact(email="sample@example.com", first_name="Sam", last_name="Sample")
+EMAIL_ONLY = Contact(email="email.only@example.com")  # every optional field missing
 CHECK_SECRET = b"mailer check: tokens made here are never sent"
+ROWS = 1000  # rows of each list file every message is rendered for, by default
 
 
-def check_project(settings: Settings, now: datetime, strict: bool = False) -> CheckReport:
+@dataclass(frozen=True)
+class Sample:
+    """A contact every message is rendered for, and where it comes from."""
+
+    contact: Contact
+    origin: str  # `from lists/leads.csv:12`, or what kind of made-up contact it is
+    severity: Literal["error", "warning"]  # of a message that fails for it
+
+
+def check_project(settings: Settings, now: datetime, strict: bool = False,
+                  rows: int = ROWS) -> CheckReport:  # fmt: skip
+    """Check everything; render every message for the first `rows` rows of each list file."""
     report = CheckReport(problems=[])
     _check_segments(settings, now, report)
     _check_templates(settings, report)
-    samples = {}
+    samples: dict[str, list[Sample]] = {}
     for name, contact_list in settings.lists.items():
         if contact_list.file is not None:
             path = settings.path(contact_list.file)
-            samples[name] = _check_list_file(settings, name, path, now, strict, report)
+            samples[name] = _check_list_file(settings, name, path, now, strict, rows, report)
     if not report.errors:  # a template that does not compile would fail every message
+        made_up = Sample(EMAIL_ONLY, "with only an email address, every optional field missing",
+                         "error" if strict else "warning")  # fmt: skip
+        for name in settings.lists:
+            found = samples.get(name) or [Sample(SAMPLE, "made up by mailer check", "error")]
+            samples[name] = [*found, made_up]
         _check_messages(settings, samples, now, report)
     return report
 
@@ -100,32 +122,65 @@ def _expressions(settings: Settings) -> list[tuple[str, str, tuple[str, str] | N
 
 
 def _check_messages(
-    settings: Settings, samples: dict[str, Contact | None], now: datetime, report: CheckReport
+    settings: Settings, samples: dict[str, list[Sample]], now: datetime, report: CheckReport
 ) -> None:
     renderer = MessageRenderer(settings, CHECK_SECRET, FrozenClock(now))
-    unsubscribe = f"{settings.tracking.base_url}/u/"
-    postal = settings.sender.postal_address
     for name, campaign in settings.campaigns.items():
-        contact = samples.get(campaign.list_name) or SAMPLE
         for step in campaign.messages():
             for variant in [None, *step.variants]:
                 where = f"campaigns.{name} step {step.name}"
                 where += f" variant {variant}" if variant else ""
-                try:
-                    message = renderer.render(name, step, contact, "check", variant)
-                except RenderError as error:
-                    report.problems.append(Problem("error", f"{error} ({where}, {contact.email})"))
-                    continue
-                report.messages += 1
-                for part, text in (("HTML", message.html), ("text", message.text)):
-                    if unsubscribe not in text:
-                        missing = "an unsubscribe link: put {{ unsubscribe_url }} in the layout"
-                        report.problems.append(Problem("error", f"{where}: {part} lacks {missing}"))
-                    if postal not in text and html.escape(postal) not in text:
-                        missing = (
-                            "the postal address: put {{ sender.postal_address }} in the layout"
-                        )
-                        report.problems.append(Problem("error", f"{where}: {part} lacks {missing}"))
+                first, failed = None, _Failures()
+                for sample in samples.get(campaign.list_name, []):
+                    try:
+                        message = renderer.render(name, step, sample.contact, "check", variant)
+                    except Exception as error:  # RenderError, or anything else: never a traceback
+                        failed.add(str(error) if isinstance(error, RenderError)
+                                   else problem(error), sample)  # fmt: skip
+                        continue
+                    report.renders += 1
+                    first = first or message
+                report.problems += failed.problems(where)
+                if first is not None:
+                    report.messages += 1
+                    _check_footer(settings, where, first, report)
+
+
+class _Failures:
+    """The reasons a message failed, each with the first contact it failed for and how many
+    more: one line per reason, not one per row."""
+
+    def __init__(self) -> None:
+        self.reasons: dict[str, list[Sample]] = {}
+
+    def add(self, reason: str, sample: Sample) -> None:
+        self.reasons.setdefault(reason, []).append(sample)
+
+    def problems(self, where: str) -> list[Problem]:
+        found = []
+        for reason, failed in self.reasons.items():
+            first = failed[0]
+            more = len(failed) - 1
+            others = f", and {more} more contact{'s' if more > 1 else ''}" if more else ""
+            severity: Literal["error", "warning"] = (
+                "error" if any(sample.severity == "error" for sample in failed) else "warning"
+            )
+            found.append(Problem(severity, f"{reason} (contact {first.contact.email} {first.origin}"
+                                           f"{others}; {where})"))  # fmt: skip
+        return found
+
+
+def _check_footer(settings: Settings, where: str, message: RenderedMessage,
+                  report: CheckReport) -> None:  # fmt: skip
+    unsubscribe = f"{settings.tracking.base_url}/u/"
+    postal = settings.sender.postal_address
+    for part, text in (("HTML", message.html), ("text", message.text)):
+        if unsubscribe not in text:
+            missing = "an unsubscribe link: put {{ unsubscribe_url }} in the layout"
+            report.problems.append(Problem("error", f"{where}: {part} lacks {missing}"))
+        if postal not in text and html.escape(postal) not in text:
+            missing = "the postal address: put {{ sender.postal_address }} in the layout"
+            report.problems.append(Problem("error", f"{where}: {part} lacks {missing}"))
 
 
 def _check_templates(settings: Settings, report: CheckReport) -> None:
@@ -184,10 +239,11 @@ def _messages(settings: Settings) -> list[tuple[str, str, str]]:
 
 
 def _check_list_file(
-    settings: Settings, name: str, path: Path, now: datetime, strict: bool, report: CheckReport
-) -> Contact | None:
-    """Report the rows an import would reject; return the first good row, as a sample."""
-    sample = None
+    settings: Settings, name: str, path: Path, now: datetime, strict: bool, rows: int,
+    report: CheckReport,
+) -> list[Sample]:  # fmt: skip
+    """Report the rows an import would reject; return the first `rows` good rows, as samples."""
+    samples: list[Sample] = []
     shown = path.relative_to(settings.root) if path.is_relative_to(settings.root) else path
     try:
         with CsvReader(path, shown=shown) as reader:
@@ -202,10 +258,11 @@ def _check_list_file(
                     severity: Literal["error", "warning"] = "error" if strict else "warning"
                     report.problems.append(Problem(severity, f"{shown}:{row.line}: {error}"))
                     continue
-                if sample is None:
-                    sample = Contact(parsed.email, parsed.first_name, parsed.last_name,
-                                     parsed.timezone, parsed.locale, parsed.attributes,
-                                     tuple(sorted(parsed.tags)))  # fmt: skip
+                if len(samples) < rows:
+                    contact = Contact(parsed.email, parsed.first_name, parsed.last_name,
+                                      parsed.timezone, parsed.locale, parsed.attributes,
+                                      tuple(sorted(parsed.tags)))  # fmt: skip
+                    samples.append(Sample(contact, f"from {shown}:{row.line}", "error"))
     except InputFileError as error:
         report.problems.append(Problem("error", str(error)))
-    return sample
+    return samples

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from mailer.check import check_project
+from mailer.check import ROWS, check_project
 from mailer.cli import (
     _LazyWorkspace,
     cli,
@@ -49,21 +49,29 @@ def init(lazy: _LazyWorkspace) -> None:
 
 
 @cli.command()
-@click.option("--strict", is_flag=True, help="Treat rows an import would reject as errors.")
+@click.option("--strict", is_flag=True,
+              help="Treat rows an import would reject, and messages that fail only for a "
+                   "contact with nothing but an email address, as errors.")  # fmt: skip
+@click.option("--rows", default=ROWS, show_default=True, type=click.IntRange(min=0),
+              help="Render every message for this many rows of each list file.")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Print the problems as JSON.")
 @pass_workspace
-def check(lazy: _LazyWorkspace, strict: bool, as_json: bool) -> None:
+def check(lazy: _LazyWorkspace, strict: bool, rows: int, as_json: bool) -> None:
     """Validate settings, templates and list files; exit 1 on any error.
 
-    Errors name the file and line. Rows an import would skip (bad address, wrong column count)
-    are warnings unless --strict.
+    Errors name the file and line. Every message (steps and variants) is rendered for the first
+    --rows rows of its list's file and for a contact with only an email address: a template
+    that fails for a row is an error naming it (`templates/x.html:3: ... (contact
+    bob@example.com from lists/leads.csv:12; ...)`). Rows an import would skip (bad address,
+    wrong column count), and failures only of the email-only contact, are warnings unless
+    --strict.
     """
     workspace: Workspace = lazy.get()
-    report = check_project(workspace.settings, workspace.clock.now(), strict)
+    report = check_project(workspace.settings, workspace.clock.now(), strict, rows)
     if as_json:
         print_json({
             "ok": not report.errors, "templates": report.templates, "list_rows": report.list_rows,
-            "messages": report.messages,
+            "messages": report.messages, "renders": report.renders,
             "problems": [{"severity": p.severity, "message": p.message} for p in report.problems],
         })  # fmt: skip
     else:
@@ -71,7 +79,8 @@ def check(lazy: _LazyWorkspace, strict: bool, as_json: bool) -> None:
             warn(f"{problem.severity}: {problem.message}")
         settings = workspace.settings
         summary = (f"{len(settings.campaigns)} campaigns, {len(settings.lists)} lists, "
-                   f"{report.templates} templates, {report.messages} messages rendered, "
+                   f"{report.templates} templates, {report.messages} messages rendered "
+                   f"{report.renders} times, "
                    f"{report.list_rows} list rows")  # fmt: skip
         if report.errors:
             warn(f"check failed: {len(report.errors)} errors ({summary})")

@@ -1,0 +1,103 @@
+"""`mailer check` renders every message for the rows of the list files and for a contact with
+only an email address, and names the template line and the row that broke it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from mailer.check import check_project
+from mailer.cli import cli
+from mailer.config import load_settings
+from tests.conftest import NOW, SECRET, write_csv
+
+FOOTER = '<p>{{ sender.postal_address }} <a href="{{ unsubscribe_url }}">Unsubscribe</a></p>'
+ROWS = """
+    email,first_name,orders,last_visit,consent_at
+    ada@example.com,Ada,3,2026-01-01,2026-01-01
+    bob@example.com,Bob,0,01/03/2026,2026-01-01
+    cy@example.com,Cy,0,,2026-01-01
+"""
+
+
+@pytest.fixture
+def lists_file(project: Path) -> Path:
+    """The newsletter list reads lists/news.csv; its first step divides by the orders."""
+    settings = project / "settings.toml"
+    settings.write_text(settings.read_text().replace(
+        'title = "Newsletter"', 'title = "Newsletter"\nfile = "lists/news.csv"'))  # fmt: skip
+    (project / "lists").mkdir()
+    with_first_step(project, "<p>{{ 100 // (contact.attributes.orders | default(1) | int) }}</p>")
+    return write_csv(project / "lists" / "news.csv", ROWS)
+
+
+def with_first_step(project: Path, body: str) -> None:
+    (project / "templates" / "welcome" / "1.html").write_text(
+        "<p>Hello {{ contact.first_name | default('you') }}</p>\n" + body + "\n" + FOOTER
+    )
+
+
+def messages(project: Path, severity: str, strict: bool = False, rows: int = 1000) -> list[str]:
+    report = check_project(load_settings(project / "settings.toml", environ={}), NOW, strict,
+                           rows)  # fmt: skip
+    return [p.message for p in report.problems if p.severity == severity]
+
+
+def test_a_template_that_fails_for_rows_is_an_error_naming_the_first_row_and_the_line(
+    project: Path, lists_file: Path
+) -> None:
+    assert messages(project, "error") == [
+        "templates/welcome/1.html:2: ZeroDivisionError: integer division or modulo by zero "
+        "(contact bob@example.com from lists/news.csv:3, and 1 more contact; campaigns.welcome "
+        "step hello)"
+    ]
+
+
+def test_only_the_first_rows_of_each_file_are_rendered(project: Path, lists_file: Path) -> None:
+    assert messages(project, "error", rows=1) == []
+
+
+def test_a_date_filter_on_a_missing_or_malformed_value_is_reported_not_raised(
+    project: Path, lists_file: Path
+) -> None:
+    with_first_step(project, "<p>{{ contact.attributes.last_visit | date }}</p>")
+    assert messages(project, "error") == [
+        "templates/welcome/1.html:2: ValueError: '01/03/2026' is not an ISO date (like "
+        "2026-03-01) (contact bob@example.com from lists/news.csv:3; campaigns.welcome step "
+        "hello)",
+        "templates/welcome/1.html:2: 'contact.attributes.last_visit' is undefined (contact "
+        "cy@example.com from lists/news.csv:4; campaigns.welcome step hello)",
+    ]
+
+
+def test_a_message_failing_only_for_a_contact_with_just_an_email_is_a_warning(
+    project: Path, lists_file: Path
+) -> None:
+    with_first_step(project, "<p>Welcome</p>")
+    (project / "templates" / "welcome" / "2.html").write_text(
+        "<p>Tips</p>\n<p>{{ contact.attributes.orders | number }}</p>" + FOOTER
+    )
+    # Every row has orders; a contact who came through a form with only an address has none.
+    assert messages(project, "error") == []
+    expected = ("templates/welcome/2.html:2: 'contact.attributes.orders' is undefined (contact "
+                "email.only@example.com with only an email address, every optional field "
+                "missing; campaigns.welcome step tips)")  # fmt: skip
+    assert expected in messages(project, "warning")
+    assert expected in messages(project, "error", strict=True)
+
+
+def test_mailer_check_prints_file_line_and_row_never_a_traceback(
+    project: Path, lists_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with_first_step(project, "<p>{{ contact.attributes.last_visit | date }}</p>")
+    monkeypatch.chdir(project)
+    result = CliRunner().invoke(cli, ["check"], env={"MAILER_SECRET_KEY": SECRET})
+    assert result.exit_code == 1
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert ("error: templates/welcome/1.html:2: 'contact.attributes.last_visit' is undefined "
+            "(contact cy@example.com from lists/news.csv:4") in result.stderr  # fmt: skip
+    assert "Traceback" not in result.output
+    result = CliRunner().invoke(cli, ["check", "--rows", "1"], env={"MAILER_SECRET_KEY": SECRET})
+    assert "lists/news.csv" not in result.stderr
