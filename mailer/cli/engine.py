@@ -23,6 +23,7 @@ from mailer.cli import (
 )
 from mailer.daemon import run as run_daemon
 from mailer.daemon import simulate, tick_and_deliver
+from mailer.delivery.retry import FailedMessages, check_names, requeue_failed
 from mailer.delivery.worker import Deliverer
 from mailer.durations import parse_duration
 from mailer.logs import configure
@@ -126,14 +127,18 @@ def plan(lazy: _LazyWorkspace, now_text: str | None, horizon: str, as_json: bool
         say(f"held back  {campaign}: {count} ({reason})")
 
 
-@cli.command("outbox")
+@cli.group("outbox", invoke_without_command=True)
 @click.option("--contact", "email", help="Only this contact's messages.")
 @click.option("--limit", default=50, show_default=True, help="How many rows, newest last.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @pass_workspace
 def outbox_command(lazy: _LazyWorkspace, email: str | None, limit: int, as_json: bool) -> None:
     """The messages the engine queued, oldest first: when each was sent, or why it was
-    skipped, deferred (retried later) or failed, with the relay's answer."""
+    skipped, deferred (retried later) or failed, with the relay's answer.
+
+    `mailer outbox retry` sends failed messages again."""
+    if click.get_current_context().invoked_subcommand is not None:
+        return
     workspace = lazy.get()
     with workspace.engine.connect() as connection:
         rows = outbox_rows(connection, email, limit)
@@ -157,6 +162,42 @@ def outbox_command(lazy: _LazyWorkspace, email: str | None, limit: int, as_json:
             del cells[2]
         table.add_row(*cells)
     console.print(table)
+
+
+@outbox_command.command("retry")
+@click.option("--campaign", help="Only this campaign's failed messages.")
+@click.option("--step", help="Only this step's (with --campaign).")
+@click.option("--since", metavar="ISO-TIME|DURATION",
+              help="Only messages queued since this time, or this long ago (e.g. 2d).")  # fmt: skip
+@click.option("--reason", metavar="TEXT",
+              help="Only messages whose reason contains TEXT (any case), e.g. render.")  # fmt: skip
+@click.option("--json", "as_json", is_flag=True, help="Print the count as JSON.")
+@pass_workspace
+def outbox_retry(lazy: _LazyWorkspace, campaign: str | None, step: str | None,
+                 since: str | None, reason: str | None, as_json: bool) -> None:  # fmt: skip
+    """Send failed messages again, once their cause is fixed (a template, the relay's
+    settings): they go back in the queue and the next `mailer tick` or `mailer run` sends
+    them, consent checked again at sending as for every message."""
+    workspace = lazy.get()
+    now = workspace.clock.now()
+    which = FailedMessages(campaign, step, _since(since, now), reason)
+    check_names(workspace.settings, which)
+    with workspace.engine.begin() as connection:
+        count = requeue_failed(connection, which, now)
+    if as_json:
+        print_json({"requeued": count})
+        return
+    say(f"{count} failed message{'' if count == 1 else 's'} re-queued"
+        + ("; the next delivery sends them, consent checked again" if count else ""))  # fmt: skip
+
+
+def _since(text: str | None, now: datetime) -> datetime | None:
+    if text is None:
+        return None
+    try:
+        return now - parse_duration(text)
+    except ValueError:
+        return moment_option(text)
 
 
 @cli.command("event")
