@@ -10,13 +10,15 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, OperationalError
 
 from mailer.errors import MailerError
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+# The PostgreSQL advisory lock held while migrating ("mailer" in ASCII): one database-wide key.
+MIGRATIONS_LOCK = 0x6D61696C6572
 
 
 def create_database_engine(url: str, **options: Any) -> Engine:
@@ -79,6 +81,11 @@ def upgrade(engine: Engine) -> None:
         if schema_is_current(engine):
             return
         with engine.begin() as connection:
+            if connection.dialect.name == "postgresql":
+                # Two processes opening a new database at once would both create
+                # alembic_version: the second waits here, then finds the schema current.
+                connection.execute(text("SELECT pg_advisory_xact_lock(:key)"),
+                                   {"key": MIGRATIONS_LOCK})  # fmt: skip
             command.upgrade(_alembic_config(connection), "head")
     except OperationalError as error:
         raise MailerError(f"cannot open the database {engine.url!r}: {error.orig}") from None

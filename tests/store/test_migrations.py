@@ -1,13 +1,21 @@
 from __future__ import annotations
 
+import subprocess
+import sys
 from datetime import datetime
 
 import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy.exc import StatementError
 
-from mailer.store.engine import open_database, schema_is_current
+from mailer.store.engine import (
+    _alembic_config,
+    create_database_engine,
+    open_database,
+    schema_is_current,
+)
 from mailer.store.tables import lists, memberships, metadata
 
 
@@ -39,4 +47,41 @@ def test_naive_times_are_refused(database_url: str) -> None:
     with pytest.raises((StatementError, ValueError), match="naive datetime"), engine.begin() as db:
         db.execute(lists.insert().values(id=1, name="x", title="x", double_opt_in=False))
         db.execute(memberships.insert().values(list_id=1, contact_id=1, joined_at=naive, source=""))
+    engine.dispose()
+
+
+# Imports first, says so, then opens the database when told: both processes migrate at once.
+OPEN_WHEN_TOLD = """
+import sys
+from mailer.store.engine import open_database
+print("ready", flush=True)
+sys.stdin.readline()
+open_database(sys.argv[1]).dispose()
+print("opened", flush=True)
+"""
+
+
+@pytest.mark.parametrize("revision", [None, "0004"], ids=["new", "out-of-date"])
+def test_processes_opening_a_new_or_old_database_at_once_all_succeed(
+    database_url: str, revision: str | None
+) -> None:
+    if revision is not None:
+        with create_database_engine(database_url).begin() as connection:
+            command.upgrade(_alembic_config(connection), revision)
+    processes = [
+        subprocess.Popen([sys.executable, "-c", OPEN_WHEN_TOLD, database_url], text=True,
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        for _ in range(3)
+    ]  # fmt: skip
+    for process in processes:
+        assert process.stdout is not None and process.stdout.readline() == "ready\n"
+    for process in processes:
+        assert process.stdin is not None
+        process.stdin.write("go\n")
+        process.stdin.flush()
+    outputs = [process.communicate(timeout=120) for process in processes]
+    assert [process.returncode for process in processes] == [0, 0, 0], [e for _, e in outputs]
+    assert [out for out, _ in outputs] == ["opened\n"] * 3
+    engine = open_database(database_url)
+    assert schema_is_current(engine)
     engine.dispose()
