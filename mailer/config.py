@@ -31,6 +31,7 @@ from pydantic import (
 
 from mailer.durations import parse_duration
 from mailer.errors import SettingsError
+from mailer.send_times import parse_send_at
 
 ENV_PREFIX = "MAILER_"
 # Variables of ours that are not settings overrides.
@@ -544,6 +545,8 @@ def _cross_references(settings: Settings) -> list[str]:
             for field in ("template", "subject", "segment", "send_at"):
                 if getattr(campaign, field) is None:
                     problems.append(f"{where}.{field}: a broadcast needs {field}")
+            if campaign.send_at is not None and (wrong := _not_a_time(campaign.send_at)):
+                problems.append(f"{where}.send_at: {wrong}")
             if campaign.steps:
                 problems.append(f"{where}.steps: a broadcast has no steps (use template)")
         if campaign.segment is not None and campaign.segment not in settings.segments:
@@ -551,3 +554,12 @@ def _cross_references(settings: Settings) -> list[str]:
                 f"{where}.segment: '{campaign.segment}' is not defined under [segments]"
             )
     return problems
+
+
+def _not_a_time(send_at: str) -> str | None:
+    """Why a broadcast's send_at is not a time (`tomorrow`), or None."""
+    try:
+        parse_send_at(send_at)
+    except SettingsError as error:
+        return str(error)
+    return None

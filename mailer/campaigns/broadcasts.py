@@ -5,7 +5,7 @@ the work, so a million recipients never pass through Python's memory."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -18,6 +18,7 @@ from mailer.campaigns.segments import parse_segment
 from mailer.campaigns.timing import MULTIPLIER, variant_salt
 from mailer.config import Campaign, Settings
 from mailer.errors import SettingsError
+from mailer.send_times import parse_send_at
 from mailer.store.tables import (
     UTCDateTime,
     consent_status,
@@ -30,20 +31,6 @@ from mailer.store.tables import (
 
 LATE_LIMIT = timedelta(days=1)  # a broadcast found more than this late is not sent at all
 STEP = "broadcast"
-
-
-def parse_send_at(text: str) -> tuple[datetime, bool]:
-    """(moment, local): `2026-03-20T09:00Z` is absolute; `2026-03-20T09:00 local` is that wall
-    clock time in each contact's zone (returned naive)."""
-    source, local = text.strip(), text.strip().endswith(" local")
-    try:
-        moment = datetime.fromisoformat(source.removesuffix(" local").strip())
-    except ValueError:
-        raise SettingsError(f"send_at '{text}': write 2026-03-20T09:00Z, or 2026-03-20T09:00 "
-                            "local for 09:00 in each contact's time zone") from None  # fmt: skip
-    if local:
-        return moment.replace(tzinfo=None), True
-    return (moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment), False
 
 
 def queue_broadcast(connection: Connection, settings: Settings, name: str, campaign: Campaign,
