@@ -15,6 +15,7 @@ from sqlalchemy import (
     exists,
     false,
     func,
+    literal,
     not_,
     or_,
     select,
@@ -42,6 +43,7 @@ from mailer.campaigns.segments import (
 )
 from mailer.config import Settings
 from mailer.contacts.scoring import growth
+from mailer.store.json_values import JsonBoolean, JsonNumber, JsonText, number_value
 from mailer.store.tables import consent_status, contact_tags, contacts, events, lists, memberships
 
 COLUMNS = {name: contacts.c[name] for name in ("email", "first_name", "last_name", "locale",
@@ -101,18 +103,20 @@ class SegmentCompiler:
         if segment.field == "score":
             return self._score(segment)
         kind = self._kind(segment.field)
-        target = self._target(segment.field, kind)
         condition: ColumnElement[bool]
-        if isinstance(segment, Exists):
-            condition = target.is_not(None)
-        elif isinstance(segment, Contains):
+        if isinstance(segment, Exists):  # a value of any type (JSON null is none)
+            condition = self._target(segment.field, "any").is_not(None)
+        elif isinstance(segment, Contains):  # only text contains text
+            target = self._target(segment.field, "string")
             condition = target.contains(segment.text, autoescape=True)
         elif isinstance(segment, OneOf):
+            target = self._target(segment.field, kind)
             condition = target.in_([self._value(segment.field, kind, v) for v in segment.values])
         else:
-            return _compare(target, segment.op, self._value(segment.field, kind, segment.value))
+            target = self._target(segment.field, kind)
+            condition = _compare(target, segment.op,
+                                 self._value(segment.field, kind, segment.value))  # fmt: skip
         return condition
-        return _compare(target, segment.op, self._value(segment.field, kind, segment.value))
 
     def _score(self, segment: Compare | OneOf | Contains | Exists) -> ColumnElement[bool]:
         """`score > 50`: the decayed score, compared without computing it per row."""
@@ -129,12 +133,7 @@ class SegmentCompiler:
             return func.coalesce(contacts.c.stage, self.first_stage)
         if field in COLUMNS:
             return COLUMNS[field]
-        element = contacts.c.attributes[field]
-        if kind in ("integer", "number"):
-            return element.as_float()
-        if kind == "boolean":
-            return element.as_boolean()
-        return element.as_string()
+        return _json_target(contacts.c.attributes[field], kind)
 
     def _value(self, field: str, kind: str, value: Value) -> Any:
         if isinstance(value, RelativeTime):
@@ -150,11 +149,11 @@ class SegmentCompiler:
         if kind in ("integer", "number"):
             if not isinstance(value, float):
                 raise SegmentError(f"{field} is a number: compare it with a number")
-            return value
+            return number_value(value)
         if kind == "boolean":
             if not isinstance(value, bool):
                 raise SegmentError(f"{field} is true or false: compare it with true or false")
-            return value
+            return literal(value)  # a parameter: SQLAlchemy takes a bare True for `IS` only
         if not isinstance(value, str):
             raise SegmentError(
                 f"{field} is text: compare it with a quoted value, or declare it "
@@ -177,15 +176,9 @@ class SegmentCompiler:
     def _event(self, segment: Event) -> ColumnElement[bool]:
         conditions = [events.c.kind == "website", events.c.name == segment.name]
         for where in segment.where:
-            element = events.c.properties[where.field]
-            target = (
-                element.as_float()
-                if isinstance(where.value, float)
-                else (
-                    element.as_boolean() if isinstance(where.value, bool) else element.as_string()
-                )
-            )
-            value = self._value(where.field, _kind_of(where.value), where.value)
+            kind = _kind_of(where.value)
+            target = _json_target(events.c.properties[where.field], kind)
+            value = self._value(where.field, kind, where.value)
             conditions.append(func.coalesce(_compare(target, where.op, value), false()))
         if segment.within is not None:
             conditions.append(events.c.occurred_at >= self.now - segment.within)
@@ -230,6 +223,18 @@ def _holds_for_zero(op: Operator, threshold: int) -> bool:
     """Whether `0 op threshold`: then contacts without any event match too."""
     return {"=": threshold == 0, "!=": threshold != 0, "<": threshold > 0,
             ">": threshold < 0, "<=": threshold >= 0, ">=": threshold <= 0}[op]  # fmt: skip
+
+
+def _json_target(element: Any, kind: str) -> Any:
+    """A value of a JSON column as the comparison's type: NULL (so the comparison is false)
+    when it holds another type, as for a missing value."""
+    if kind == "any":
+        return element.as_string()
+    if kind in ("integer", "number"):
+        return JsonNumber(element)
+    if kind == "boolean":
+        return JsonBoolean(element)
+    return JsonText(element)  # text, and dates written as text (ISO 8601 sorts as it reads)
 
 
 def _kind_of(value: Value) -> str:

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import insert, select
+from sqlalchemy import delete, insert, select, update
 
 from mailer.campaigns.segment_sql import SegmentCompiler, count_segment
 from mailer.campaigns.segments import (
@@ -19,6 +19,7 @@ from mailer.campaigns.segments import (
     Exists,
     Not,
     OneOf,
+    Operator,
     RelativeTime,
     Segment,
     SegmentError,
@@ -275,3 +276,130 @@ def test_event_counts_include_or_exclude_contacts_without_events(
     people: Workspace, source: str, expected: set[str]
 ) -> None:
     assert matching(people, source) == expected
+
+
+# A value of another type than the comparison's (the events API takes any JSON; an attribute
+# declared a number may hold text): the comparison is false, on both databases, never an error.
+
+ANSWERS = {"ada": "high", "bob": 5, "cy": 9}  # survey_answer's value, as the website sent it
+
+
+@pytest.fixture
+def answered(people: Workspace) -> Workspace:
+    now = people.clock.now()
+    with people.engine.begin() as connection:
+        ids = {row.email.split("@")[0]: row.id
+               for row in connection.execute(select(contacts.c.email, contacts.c.id))}  # fmt: skip
+        connection.execute(insert(events), [
+            {"contact_id": ids[name], "kind": "website", "name": "survey_answer", "step": None,
+             "properties": {"question": "nps", "value": value}, "occurred_at": now}
+            for name, value in ANSWERS.items()
+        ])  # fmt: skip
+        # An attribute declared "integer" ([attributes] orders) holding text.
+        connection.execute(update(contacts).where(contacts.c.id == ids["cy"])
+                           .values(attributes={"orders": "three", "plan": 7}))  # fmt: skip
+    return people
+
+
+@pytest.mark.parametrize(("source", "expected"), [
+    ('event "survey_answer" where value <= 6', {"bob"}),
+    ('event "survey_answer" where value > 6', {"cy"}),  # "high" is not above 6 either
+    ('event "survey_answer" where value != 6', {"bob", "cy"}),  # nor other than 6
+    ('not event "survey_answer" where value <= 6', {"ada", "cy"}),
+    ('event "survey_answer" where value = "high"', {"ada"}),
+    ('event "survey_answer" where value > "a"', {"ada"}),  # numbers are not text
+    ('event "survey_answer" where value = true', set()),
+    ("orders >= 0", {"ada", "bob"}),  # cy's "three" is no number
+    ("not orders >= 0", {"cy"}),
+    ("orders exists", {"ada", "bob", "cy"}),  # a value of any type exists
+    ('plan = "7"', set()),  # cy's plan is the number 7, not the text "7"
+    ('plan contains "7"', set()),
+])  # fmt: skip
+def test_a_comparison_with_a_value_of_another_type_is_false(
+    answered: Workspace, source: str, expected: set[str]
+) -> None:
+    assert matching(answered, source) == expected
+
+
+# Property: a comparison of any JSON value (text, number, true/false, null, nested) with a
+# number, a text or true/false never raises and selects what a Python evaluation selects,
+# where a value of another type than the compared one is false (as a missing one is).
+
+json_text = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"),
+                    max_size=6)  # a NUL is no text either database keeps  # fmt: skip
+json_numbers = st.one_of(st.integers(-20, 20), st.integers(-(2**63), 2**63 - 1),
+                         st.floats(allow_nan=False, allow_infinity=False))  # fmt: skip
+json_values = st.recursive(
+    st.one_of(st.none(), st.booleans(), json_numbers, json_text, st.sampled_from(["high", "5"])),
+    lambda inner: st.one_of(st.lists(inner, max_size=2),
+                            st.dictionaries(json_text, inner, max_size=2)),
+    max_leaves=4,
+)  # fmt: skip
+literals = st.one_of(json_numbers.map(float), json_text, st.booleans())
+OPERATORS = ["=", "!=", "<", ">", "<=", ">="]
+
+
+def same_type(value: Any, literal: float | str | bool) -> bool:
+    if isinstance(literal, bool) or isinstance(value, bool):
+        return isinstance(literal, bool) and isinstance(value, bool)
+    if isinstance(literal, float):
+        return isinstance(value, int | float)
+    return isinstance(value, str)
+
+
+def python_compare(value: Any, op: str, literal: float | str | bool) -> bool:
+    if not same_type(value, literal):
+        return False
+    results = {"=": value == literal, "!=": value != literal, "<": value < literal,
+               ">": value > literal, "<=": value <= literal, ">=": value >= literal}  # fmt: skip
+    return bool(results[op])
+
+
+def selected(workspace: Workspace, segment: Segment) -> set[int]:
+    condition = SegmentCompiler(workspace.clock.now(), workspace.settings.attributes).where(segment)
+    with workspace.engine.connect() as connection:
+        return {row.id for row in connection.execute(select(contacts.c.id).where(condition))}
+
+
+@settings(max_examples=100, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])  # fmt: skip
+@given(values=st.lists(json_values, min_size=5, max_size=5), op=st.sampled_from(OPERATORS),
+       literal=literals)  # fmt: skip
+def test_comparing_any_json_value_never_raises_and_matches_python(
+    workspace: Workspace, tmp_path: Path, values: list[Any], op: Operator,
+    literal: float | str | bool,
+) -> None:  # fmt: skip
+    ids = holding(workspace, tmp_path, values)
+    expected = {i for i, value in zip(ids, values, strict=True)
+                if python_compare(value, op, literal)}  # fmt: skip
+    event = Event("answer", where=(Compare("value", op, literal),))
+    assert selected(workspace, event) == expected
+    assert selected(workspace, Not(event)) == set(ids) - expected
+    if isinstance(literal, float):  # orders is declared "integer": numbers only
+        assert selected(workspace, Compare("orders", op, literal)) == expected
+    elif isinstance(literal, str):  # plan is text
+        assert selected(workspace, Compare("plan", op, literal)) == expected
+        assert selected(workspace, Not(Compare("plan", op, literal))) == set(ids) - expected
+
+
+def holding(workspace: Workspace, tmp_path: Path, values: list[Any]) -> list[int]:
+    """One contact per value, holding it as attributes orders and plan and as the value of an
+    "answer" event; the contacts' ids."""
+    query = select(contacts.c.id).order_by(contacts.c.id)
+    with workspace.engine.connect() as connection:
+        ids = list(connection.scalars(query))
+    if not ids:
+        lines = ["email"] + [f"p{i}@example.com" for i in range(len(values))]
+        run_import(workspace, write_csv(tmp_path / "p.csv", "\n".join(lines) + "\n"), "leads")
+    with workspace.engine.begin() as connection:
+        ids = list(connection.scalars(query))
+        connection.execute(delete(events))
+        connection.execute(insert(events), [
+            {"contact_id": contact_id, "kind": "website", "name": "answer", "step": None,
+             "properties": {"value": value}, "occurred_at": workspace.clock.now()}
+            for contact_id, value in zip(ids, values, strict=True)
+        ])  # fmt: skip
+        for contact_id, value in zip(ids, values, strict=True):
+            connection.execute(update(contacts).where(contacts.c.id == contact_id)
+                               .values(attributes={"orders": value, "plan": value}))  # fmt: skip
+    return ids
