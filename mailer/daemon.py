@@ -20,6 +20,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from mailer.campaigns.engine import tick
 from mailer.delivery.worker import Deliverer, run_loop
 from mailer.logs import logger
+from mailer.metrics import timed_tick
 from mailer.tracking.serve import EmbeddedServer, configure
 from mailer.workspace import Workspace
 
@@ -57,6 +58,7 @@ def simulate(workspace: Workspace, start: datetime,
 def run(workspace: Workspace, every: timedelta, serve: bool = True) -> None:
     scheduler = BackgroundScheduler(timezone=UTC)
 
+    @timed_tick
     def tick_job() -> None:
         now = workspace.clock.now()
         try:

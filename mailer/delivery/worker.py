@@ -23,7 +23,7 @@ from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from mailer.contacts.model import Contact, load_contacts
-from mailer.delivery import gate
+from mailer.delivery import gate, relay_watch
 from mailer.delivery.claims import OutboxMessage, Result, claim
 from mailer.delivery.pauses import pause
 from mailer.delivery.relay import RelaySession
@@ -139,6 +139,7 @@ class Deliverer:
                     batch = await asyncio.to_thread(self._claim, clock())
                     more = bool(batch)
                     held.update(message.id for message in batch)
+                    writer.claimed(batch)
                     pending.extend(await self._submit(batch, writer, clock))
                 if not pending:
                     break
@@ -251,6 +252,7 @@ class Deliverer:
         await asyncio.sleep(max(wait, self.throttle.take(message.recipient, time.monotonic())))
         reply = await session.send(message.envelope_from, message.recipient, message.wire,
                                    message.smtputf8)  # fmt: skip
+        relay_watch.watch(self.settings.smtp, reply)
         return await self._judged(item, reply, clock(), report)
 
     async def _judged(self, item: Ready, reply: SmtpReply, now: datetime,

@@ -10,8 +10,9 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 from mailer.consent.person import withdraw
-from mailer.delivery.claims import Result, finish
+from mailer.delivery.claims import OutboxMessage, Result, finish
 from mailer.logs import logger
+from mailer.metrics import count_result
 from mailer.workspace import Workspace
 
 if TYPE_CHECKING:
@@ -26,10 +27,15 @@ class ResultWriter:
         self.clock = clock
         self.held = held  # the run's claimed rows without a result yet
         self.report = report
+        self.campaigns: dict[int, str] = {}  # the claimed rows' campaigns, for /metrics
         self.waiting: list[tuple[Result, asyncio.Future[None] | None]] = []
         self.wakeup = asyncio.Event()
         self.closing = False
         self.task = asyncio.create_task(self._run())
+
+    def claimed(self, batch: list[OutboxMessage]) -> None:
+        """Rows just claimed, whose results will come."""
+        self.campaigns.update((message.id, message.campaign) for message in batch)
 
     def add(self, *results: Result) -> None:
         """Queue results to be written; nobody waits for them."""
@@ -45,6 +51,8 @@ class ResultWriter:
     def _enqueue(self, result: Result, done: asyncio.Future[None] | None) -> None:
         self.held.discard(result.outbox_id)
         self.report.count(result)
+        campaign = self.campaigns.pop(result.outbox_id, None)
+        count_result(self.workspace.settings, campaign, result.ending, bool(result.bounced_address))
         self.waiting.append((result, done))
         self.wakeup.set()
 

@@ -23,6 +23,8 @@ class HitBuffer:
         self.recorded = 0  # hits written, for /metrics
         self.flushes = 0
         self.last_flush_seconds = 0.0
+        self.failed_writes = 0  # for /metrics
+        self.last_failure: str | None = None  # why the last write failed, for /healthz
         self._full = asyncio.Event()
         self._written = asyncio.Event()  # set after each write; a new one for the next
         self.high_water = 20 * size  # more than this waiting: new hits wait for a write
@@ -57,12 +59,15 @@ class HitBuffer:
             started = time.perf_counter()
             try:
                 self.recorded += await self.write(batch)
-            except Exception:  # the database is away: keep the batch for the next try
+            except Exception as error:  # the database is away: the batch stays for next try
                 logger.exception("cannot write opens and clicks; keeping them for the next try")
+                self.failed_writes += 1
+                self.last_failure = f"{type(error).__name__}: {error}".split("\n")[0][:200]
                 self.waiting[:0] = batch
                 self._wake_writers_waiting()
                 return
             self.flushes += 1
+            self.last_failure = None
             self.last_flush_seconds = time.perf_counter() - started
             self._wake_writers_waiting()
 

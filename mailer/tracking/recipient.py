@@ -44,6 +44,16 @@ NOT_UNSUBSCRIBE = ("not an unsubscribe request: a one-click POST carries "
                    "List-Unsubscribe=One-Click (RFC 8058)")  # fmt: skip
 
 
+PIXEL_ROUTE = "/o/{token}.gif"
+
+
+def is_pixel(scope: Scope) -> bool:
+    """`GET /o/TOKEN.gif` (or HEAD): the open pixel, which PixelShortcut answers."""
+    path: str = scope.get("path", "")
+    method = scope.get("method")
+    return path.startswith("/o/") and path.endswith(".gif") and method in ("GET", "HEAD")
+
+
 class PixelShortcut:
     """`GET /o/TOKEN.gif`, answered before Starlette's routing: the hottest route, kept lean.
     The GIF whatever the token (a broken image helps nobody); only a genuine token records
@@ -55,11 +65,10 @@ class PixelShortcut:
         self.routes = routes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        path = scope.get("path", "")
-        method = scope.get("method")
-        if not (path.startswith("/o/") and path.endswith(".gif") and method in ("GET", "HEAD")):
+        if not is_pixel(scope):
             await self.app(scope, receive, send)
             return
+        path, method = scope["path"], scope["method"]
         try:
             [key] = verify(self.routes.keys, "open", path[3:-4])
         except (TokenError, ValueError):

@@ -171,9 +171,9 @@ def test_health_and_metrics(sent: tuple[Workspace, dict[str, str]], serve: Serve
             assert time.monotonic() < deadline, metrics
             time.sleep(0.05)
     assert health["status"] == "ok"
-    assert 'mailer_requests_total{route="o"} 1' in metrics
-    assert "mailer_events_recorded_total 1" in metrics
-    assert 'mailer_messages{status="sent"} 1' in metrics
+    assert 'mailer_requests_total{code="2xx",route="/o/{token}.gif"}' in metrics
+    assert "mailer_events_recorded_total 1.0" in metrics
+    assert 'mailer_messages_total{campaign="welcome",result="sent"}' in metrics
 
 
 def test_sigterm_during_load_loses_no_recorded_open(

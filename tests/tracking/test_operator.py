@@ -1,0 +1,97 @@
+"""The operator's routes over real HTTP: /metrics labels only route templates (junk paths add
+no series and inject no sample), and /healthz tells the truth about the relay (a real SMTP
+server that refuses), paused campaigns and the event writer."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from typing import Any
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
+from mailer.tracking.app import create_app
+from mailer.workspace import Workspace
+from tests.tracking.conftest import at
+
+Serve = Callable[..., AbstractContextManager[str]]
+# /x"} 1⏎mailer_messages_total{campaign="welcome",result="sent"} 999⏎# once decoded
+INJECTION = (
+    "/x%22%7D%201%0Amailer_messages_total%7Bcampaign=%22welcome%22,result=%22sent%22%7D%20999%0A%23"
+)
+REFUSAL = "554 5.7.1 Client host [127.0.0.1] blocked using zen.spamhaus.org"
+
+
+def samples(exposition: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every sample of a Prometheus exposition, parsed by prometheus_client's own parser."""
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(exposition)
+        for s in family.samples
+    }
+
+
+def until(check: Callable[[], Any], seconds: float = 20) -> Any:
+    """Poll `check` until it returns something true: the event writer is another process."""
+    deadline = time.monotonic() + seconds
+    while not (found := check()):
+        assert time.monotonic() < deadline, "not reached in time"
+        time.sleep(0.05)
+    return found
+
+
+def test_junk_paths_add_no_series_and_inject_no_sample(
+    sent: tuple[Workspace, dict[str, str]], serve: Serve
+) -> None:
+    workspace, urls = sent
+    app = create_app(workspace)
+    with serve(app) as base, httpx.Client(base_url=base) as client:
+        assert client.get(at(base, urls["open"])).status_code == 200
+        assert client.get("/junk/first").status_code == 404
+        before = client.get("/metrics").text
+        for n in range(1000):
+            client.get(f"/junk/{n}/x{n * 7919}")
+        forged = client.get(INJECTION)
+        after = client.get("/metrics")
+    assert forged.status_code == 404
+    assert after.headers["content-type"].startswith("text/plain")
+    parsed = samples(after.text)  # parses: no line was broken by a path
+    values = {value for _, labels in parsed for _, value in labels}
+    assert not [v for v in values if "junk" in v or '"' in v or "\n" in v or "x}" in v]
+    assert {name for name, _ in parsed} == {name for name, _ in samples(before)}
+    sent_ = ("mailer_messages_total", (("campaign", "welcome"), ("result", "sent")))
+    assert parsed[sent_] == samples(before)[sent_]
+    assert len(after.text) - len(before) < 200  # only counts changed, nothing per path
+    unmatched = (("code", "4xx"), ("route", "unmatched"))
+    assert (
+        parsed[("mailer_requests_total", unmatched)]
+        - samples(before)[("mailer_requests_total", unmatched)]
+        == 1001
+    )
+    routes = {dict(labels)["route"] for name, labels in parsed if name == "mailer_requests_total"}
+    templates = {getattr(route, "path", "") for route in app.routes}
+    assert "/o/{token}.gif" in routes
+    assert routes <= templates | {"/o/{token}.gif", "unmatched"}
+
+
+def test_metrics_show_sent_messages_queues_and_recorded_opens(
+    sent: tuple[Workspace, dict[str, str]], serve: Serve
+) -> None:
+    workspace, urls = sent
+    with serve(create_app(workspace)) as base:
+        httpx.get(at(base, urls["open"]), headers={"User-Agent": "Mozilla/5.0 Chrome/126.0"})
+        parsed = until(
+            lambda: (
+                (found := samples(httpx.get(f"{base}/metrics").text)).get(
+                    ("mailer_events_recorded_total", ())
+                )
+                == 1
+                and found
+            )
+        )
+    assert parsed[("mailer_requests_total", (("code", "2xx"), ("route", "/o/{token}.gif")))] >= 1
+    assert parsed[("mailer_messages_total", (("campaign", "welcome"), ("result", "sent")))] >= 1
+    assert parsed[("mailer_outbox_messages", (("status", "queued"),))] == 0
+    assert parsed[("mailer_event_buffer_depth", ())] == 0
