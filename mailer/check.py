@@ -25,6 +25,7 @@ from mailer.campaigns.segment_sql import SegmentCompiler
 from mailer.campaigns.segments import SegmentError, parse_segment
 from mailer.clock import FrozenClock
 from mailer.config import Settings
+from mailer.contacts.cells import shown as cell
 from mailer.contacts.csvfile import CsvReader
 from mailer.contacts.model import Contact
 from mailer.contacts.rows import RowError, map_columns, parse_row
@@ -258,6 +259,10 @@ def _check_list_file(
                     severity: Literal["error", "warning"] = "error" if strict else "warning"
                     report.problems.append(Problem(severity, f"{shown}:{row.line}: {error}"))
                     continue
+                for target, warning in parsed.warnings:  # a cell the import leaves out
+                    column = cell(reader.header[targets.index(target)])
+                    where = f"{shown}:{row.line}: column {column}"
+                    report.problems.append(Problem("warning", f"{where}: {warning}"))
                 if len(samples) < rows:
                     contact = Contact(parsed.email, parsed.first_name, parsed.last_name,
                                       parsed.timezone, parsed.locale, parsed.attributes,

@@ -101,3 +101,13 @@ def test_mailer_check_prints_file_line_and_row_never_a_traceback(
     assert "Traceback" not in result.output
     result = CliRunner().invoke(cli, ["check", "--rows", "1"], env={"MAILER_SECRET_KEY": SECRET})
     assert "lists/news.csv" not in result.stderr
+
+
+def test_a_cell_the_import_would_leave_out_is_a_warning_naming_file_line_and_column(
+    project: Path, lists_file: Path
+) -> None:
+    write_csv(lists_file, "email,orders\nada@example.com,nan\n")
+    assert (
+        "lists/news.csv:2: column 'orders': 'nan' is not an integer; left out, the contact "
+        "imports without it"
+    ) in messages(project, "warning")

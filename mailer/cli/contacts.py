@@ -19,6 +19,7 @@ from mailer.cli import (
     say,
     warn,
 )
+from mailer.contacts.cells import printable
 from mailer.contacts.export import export_contacts
 from mailer.contacts.importer import ImportOptions, import_contacts
 from mailer.errors import MailerError
@@ -64,20 +65,14 @@ def import_(
         delimiter=delimiter,
         rejects_path=rejects,
     )
-    shown = 0
-
-    def report_reject(line: int, reason: str) -> None:
-        nonlocal shown
-        shown += 1
-        if shown <= SHOWN_REJECTS:
-            warn(f"{file}:{line}: {reason}")
-
+    rejected, warned = _Reported(file, "rejected rows"), _Reported(file, "warnings")
     with _progress_bar(file) as update:
         summary = import_contacts(
-            workspace.engine, file, options, workspace.key, workspace.clock, update, report_reject
-        )
-    if shown > SHOWN_REJECTS:
-        warn(f"... and {shown - SHOWN_REJECTS} more rejected rows")
+            workspace.engine, file, options, workspace.key, workspace.clock, update,
+            rejected.report, warned.report,
+        )  # fmt: skip
+    rejected.finish()
+    warned.finish()
     if summary.rejects_file:
         warn(f"rejected rows written to {summary.rejects_file}")
     if as_json:
@@ -87,7 +82,25 @@ def import_(
             f"{file}: {summary.imported} imported, {summary.updated} updated, "
             f"{summary.rejected} rejected, {summary.suppressed} suppressed (not re-subscribed), "
             f"{summary.consent_recorded} consent entries recorded"
+            + (f", {summary.warnings} values left out or cut short" if summary.warnings else "")
         )
+
+
+class _Reported:
+    """The first SHOWN_REJECTS lines of one kind on stderr, as `file:line: reason`, escaped so
+    that no cell can forge a line or move the terminal; then how many more there were."""
+
+    def __init__(self, file: Path, kind: str) -> None:
+        self._file, self._kind, self._count = file, kind, 0
+
+    def report(self, line: int, reason: str) -> None:
+        self._count += 1
+        if self._count <= SHOWN_REJECTS:
+            warn(printable(f"{self._file}:{line}: {reason}"))
+
+    def finish(self) -> None:
+        if self._count > SHOWN_REJECTS:
+            warn(f"... and {self._count - SHOWN_REJECTS} more {self._kind}")
 
 
 class _progress_bar:

@@ -9,6 +9,8 @@ from functools import lru_cache
 
 from email_validator import EmailNotValidError, validate_email
 
+from mailer.contacts.cells import printable, shown
+
 # Local parts that are valid dot-atoms beyond doubt; anything else takes the full check.
 _PLAIN_LOCAL_PART = re.compile(r"[a-z0-9_+-]+(?:\.[a-z0-9_+-]+)*\Z")
 _MAX_LOCAL_PART, _MAX_ADDRESS = 64, 254  # RFC 5321 4.5.3.1, RFC 3696 errata
@@ -53,7 +55,8 @@ def _fully_checked(candidate: str) -> str:
     try:
         checked = validate_email(candidate, check_deliverability=False)
     except EmailNotValidError as error:
-        raise InvalidAddress(f"'{candidate}' is not an email address ({error})") from None
+        why = printable(str(error))
+        raise InvalidAddress(f"{shown(candidate)} is not an email address ({why})") from None
     normal: str = checked.normalized
     return normal.lower()
 

@@ -21,6 +21,7 @@ from typing import Any, NamedTuple
 
 from mailer.consent.ledger import canonical_evidence
 from mailer.contacts.addresses import address_hash
+from mailer.contacts.cells import shown
 from mailer.contacts.csvfile import CsvReader, Row
 from mailer.contacts.rows import ContactRow, RowError, parse_row
 
@@ -51,6 +52,7 @@ class ContactRecord(NamedTuple):
 class ParsedBatch:
     records: list[ContactRecord] = field(default_factory=list)
     rejects: list[tuple[Row, str]] = field(default_factory=list)
+    warnings: list[tuple[int, str]] = field(default_factory=list)  # (line, "column 'X': ...")
     merged: int = 0  # rows folded into an earlier row for the same address
     bytes_read: int = 0  # how far into the file this batch ends (for progress bars)
 
@@ -73,6 +75,7 @@ class BatchParser:
     now: datetime
     key: bytes
     file_name: str
+    header: tuple[str, ...] = ()  # the columns as the file names them, for warnings
 
     def __call__(self, chunk: list[Row]) -> ParsedBatch:
         batch = ParsedBatch()
@@ -85,6 +88,8 @@ class BatchParser:
             except RowError as error:
                 batch.rejects.append((row, str(error)))
                 continue
+            for target, warning in contact.warnings:
+                batch.warnings.append((row.line, f"column {self._column(target)}: {warning}"))
             if contact.email in by_address:
                 by_address[contact.email][1].merge(contact)
                 batch.merged += 1
@@ -92,6 +97,10 @@ class BatchParser:
                 by_address[contact.email] = (row.line, contact)
         batch.records = [self._record(line, contact) for line, contact in by_address.values()]
         return batch
+
+    def _column(self, target: str) -> str:
+        position = self.targets.index(target)
+        return shown(self.header[position] if position < len(self.header) else target)
 
     def _record(self, line: int, contact: ContactRow) -> ContactRecord:
         provenance = {"file": self.file_name, "line": str(line)}

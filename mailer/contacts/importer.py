@@ -45,6 +45,7 @@ class ImportSummary:
     imported: int = 0  # new contacts
     updated: int = 0  # rows for contacts already known (in the database or earlier in the file)
     rejected: int = 0
+    warnings: int = 0  # cells left out or cut short; the contact imported
     suppressed: int = 0  # suppressed addresses: skipped, never re-subscribed
     consent_recorded: int = 0  # ledger entries appended
     rejects_file: str | None = None
@@ -58,6 +59,7 @@ BACKGROUND_FROM_BYTES = 1024 * 1024
 
 Progress = Callable[[int, int], None]  # (bytes read, file size)
 RejectHook = Callable[[int, str], None]  # (line, reason)
+WarningHook = Callable[[int, str], None]  # (line, "column 'X': what was done")
 
 
 def rejects_path_for(path: Path) -> Path:
@@ -72,6 +74,7 @@ def import_contacts(
     clock: Clock,
     progress: Progress | None = None,
     on_reject: RejectHook | None = None,
+    on_warning: WarningHook | None = None,
 ) -> ImportSummary:
     """Import `path` into `options.list_name`; raise InputFileError when it cannot be read."""
     summary = ImportSummary()
@@ -83,7 +86,7 @@ def import_contacts(
         if list_id is None:
             raise ValueError(f"list '{options.list_name}' is not in the database; sync lists first")
         parser = BatchParser(targets, options.attribute_types, frozenset(options.tags),
-                             clock.now(), key, path.name)  # fmt: skip
+                             clock.now(), key, path.name, tuple(reader.header))  # fmt: skip
         try:
             background = reader.size >= BACKGROUND_FROM_BYTES
             for batch in parsed_batches(reader, parser, background):
@@ -91,6 +94,10 @@ def import_contacts(
                     rejects.write(row.line, reason, row.fields)
                     if on_reject:
                         on_reject(row.line, reason)
+                summary.warnings += len(batch.warnings)
+                for line, warning in batch.warnings:
+                    if on_warning:
+                        on_warning(line, warning)
                 summary.updated += batch.merged
                 if batch.records:
                     with engine.begin() as connection:

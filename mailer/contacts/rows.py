@@ -7,15 +7,17 @@ to consent evidence (`consent_at`, `consent_source`, `consent_ip`, `consent_user
 
 from __future__ import annotations
 
+import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
-from functools import lru_cache
+from functools import lru_cache, partial
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from mailer.contacts.addresses import InvalidAddress, normalise_address
+from mailer.contacts.cells import shown
 from mailer.contacts.csvfile import undecodable, unneutralise
 from mailer.errors import InputFileError
 
@@ -32,14 +34,21 @@ ALIASES = {
     "family_name": "last_name", "last": "last_name", "tz": "timezone", "time_zone": "timezone",
     "language": "locale", "lang": "locale", "tag": "tags",
 }  # fmt: skip
-NAME_LIMIT = 200
+NAME_LIMIT = 200  # characters the database keeps of a first or last name
+INTEGER_RANGE = range(-(2**63), 2**63)  # what both databases hold and compare as integers
+NO_YEAR = 1604  # the year of a date given without one: a leap year, as Apple Contacts writes it
 _LOCALE = re.compile(r"^([a-zA-Z]{2,3})(?:[_-]([a-zA-Z]{2}|\d{3}))?$")
 _TAG_SEPARATORS = re.compile(r"[,;|]")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_MONTH_DAY = re.compile(r"(\d{1,2})/(\d{1,2})|--(\d{2})-?(\d{2})")  # 03/17, --03-17, --0317
 
 
 class RowError(ValueError):
     """This row cannot be imported; the message says why (the caller adds file and line)."""
+
+
+class CellError(ValueError):
+    """This cell cannot be kept as its column says; the contact imports without it."""
 
 
 def column_key(header: str) -> str:
@@ -87,6 +96,7 @@ class ContactRow:
     consent_at: datetime | None = None
     confirmed_at: datetime | None = None
     evidence: dict[str, str] = field(default_factory=dict)
+    warnings: list[tuple[str, str]] = field(default_factory=list)  # (column, what was done)
 
     def merge(self, later: ContactRow) -> None:
         """Fold a later row for the same address into this one: later non-empty values win."""
@@ -106,7 +116,10 @@ def parse_row(
     attribute_types: Mapping[str, str],
     now: datetime,
 ) -> ContactRow:
-    """Turn one CSV row into a ContactRow, or raise RowError saying what is wrong."""
+    """Turn one CSV row into a ContactRow, or raise RowError saying what is wrong.
+
+    Only a row without a usable address, a broken row or undecodable bytes is rejected; a cell
+    that does not fit its column is left out of the contact, with a warning in `warnings`."""
     if undecodable(fields):
         raise RowError("undecodable bytes: the row is not valid text in the file's encoding")
     if len(fields) != len(targets):
@@ -124,21 +137,45 @@ def parse_row(
         raise RowError(str(error)) from None
     for name in ("first_name", "last_name"):
         if name in values:
-            setattr(contact, name, clean_name(values.pop(name), name) or None)
+            setattr(contact, name, _limited(contact, name, clean_name(values.pop(name))) or None)
     if "timezone" in values:
-        contact.timezone = check_timezone(values.pop("timezone"))
+        contact.timezone = _kept(contact, "timezone", check_timezone, values.pop("timezone"))
     if "locale" in values:
-        contact.locale = normalise_locale(values.pop("locale"))
+        contact.locale = _kept(contact, "locale", normalise_locale, values.pop("locale"))
     if "tags" in values:
         contact.tags = parse_tags(values.pop("tags"))
     evidence = {name: values.pop(name) for name in EVIDENCE_FIELDS if name in values}
     _attach_consent(contact, evidence, now)
     for name, value in values.items():
-        contact.attributes[name] = coerce(value, attribute_types.get(name, "string"), name)
+        kind = attribute_types.get(name, "string")
+        if kind == "string":
+            contact.attributes[name] = value
+            continue
+        kept = _kept(contact, name, partial(coerce, kind=kind), value)
+        if kept is not None:
+            contact.attributes[name] = kept
     return contact
 
 
+def _kept(contact: ContactRow, column: str, parse: Callable[[str], Any], value: str) -> Any:
+    """`parse(value)`, or None with a warning when the cell does not fit its column."""
+    try:
+        return parse(value)
+    except CellError as error:
+        contact.warnings.append((column, f"{error}; left out, the contact imports without it"))
+        return None
+
+
+def _limited(contact: ContactRow, column: str, name: str) -> str:
+    if len(name) <= NAME_LIMIT:
+        return name
+    contact.warnings.append((column, f"{len(name)} characters; kept the first {NAME_LIMIT}"))
+    return name[:NAME_LIMIT]
+
+
 def _attach_consent(contact: ContactRow, evidence: dict[str, str], now: datetime) -> None:
+    """Consent evidence that cannot be read rejects the row: importing the contact without it
+    would lose the proof of consent, and with it would invent one."""
     if not evidence:
         return
     if "consent_at" not in evidence:
@@ -158,25 +195,22 @@ def _attach_consent(contact: ContactRow, evidence: dict[str, str], now: datetime
     contact.evidence = {name.removeprefix("consent_"): value for name, value in evidence.items()}
 
 
-def clean_name(value: str, name: str) -> str:
+def clean_name(value: str) -> str:
     """One line of printable text: CR, LF, tabs and control characters never reach a header."""
-    cleaned = _CONTROL.sub("", " ".join(value.split())).strip()
-    if len(cleaned) > NAME_LIMIT:
-        raise RowError(f"{name} is longer than {NAME_LIMIT} characters")
-    return cleaned
+    return _CONTROL.sub("", " ".join(value.split())).strip()
 
 
 def parse_tags(value: str) -> set[str]:
-    return {clean_name(tag, "tag")[:100] for tag in _TAG_SEPARATORS.split(value) if tag.strip()}
+    return {clean_name(tag)[:100] for tag in _TAG_SEPARATORS.split(value) if tag.strip()}
 
 
 @lru_cache(maxsize=1024)
 def check_timezone(value: str) -> str:
     try:
         ZoneInfo(value)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise RowError(
-            f"timezone '{value}' is not an IANA time zone (e.g. Europe/Rome, America/New_York)"
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        raise CellError(
+            f"{shown(value)} is not an IANA time zone (e.g. Europe/Rome, America/New_York)"
         ) from None
     return value
 
@@ -185,7 +219,7 @@ def normalise_locale(value: str) -> str:
     """`it`, `it-IT`, `it_it` -> `it`, `it_IT`, `it_IT`."""
     match = _LOCALE.match(value)
     if match is None:
-        raise RowError(f"locale '{value}' is not a locale (e.g. en, it, pt_BR)")
+        raise CellError(f"{shown(value)} is not a locale (e.g. en, it, pt_BR)")
     language, region = match.groups()
     return language.lower() + (f"_{region.upper()}" if region else "")
 
@@ -193,35 +227,65 @@ def normalise_locale(value: str) -> str:
 def parse_moment(value: str, name: str) -> datetime:
     """An ISO 8601 date or time; without an offset it is taken as UTC."""
     try:
+        return _moment(value)
+    except CellError as error:
+        raise RowError(f"{name} {error}") from None
+
+
+def _moment(value: str) -> datetime:
+    try:
         moment = datetime.fromisoformat(value)
-    except ValueError:
-        raise RowError(
-            f"{name} '{value}' is not an ISO 8601 time (write 2024-03-12 or 2024-03-12T09:30:00Z)"
+        return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    except (ValueError, OverflowError):  # OverflowError: 0001-01-01T00:00+01:00 is before year 1
+        raise CellError(
+            f"{shown(value)} is not an ISO 8601 time (write 2024-03-12 or 2024-03-12T09:30:00Z)"
         ) from None
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def parse_date(value: str) -> str:
+    """An ISO 8601 date; a day without a year (`03/17` as Mailchimp exports a birthday, or ISO's
+    `--03-17`) gets the year NO_YEAR, so yearly triggers, which read month and day, fire on it."""
+    found = _MONTH_DAY.fullmatch(value)
+    try:
+        if found is not None:
+            month, day = (int(part) for part in found.groups() if part is not None)
+            return date(NO_YEAR, month, day).isoformat()
+        return date.fromisoformat(value).isoformat()
+    except ValueError:
+        raise CellError(
+            f"{shown(value)} is not a date (write 2024-03-17, or 03/17 for a day without a year)"
+        ) from None
 
 
 _BOOLEANS = {"true": True, "yes": True, "y": True, "1": True,
              "false": False, "no": False, "n": False, "0": False}  # fmt: skip
 
 
-def coerce(value: str, kind: str, name: str) -> Any:
-    """An attribute cell as the type settings declare for it ([attributes]); JSON-ready."""
-    try:
-        if kind == "integer":
-            return int(value)
-        if kind == "number":
-            return float(value.replace(",", ".")) if value.count(",") == 1 else float(value)
-        if kind == "boolean":
-            return _BOOLEANS[value.lower()]
-        if kind == "date":
-            return date.fromisoformat(value).isoformat()
-        if kind == "datetime":
-            return parse_moment(value, name).isoformat()
-    except (ValueError, KeyError):
-        raise RowError(f"{name} '{value}' is not {_ARTICLE[kind]}") from None
+def coerce(value: str, kind: str) -> Any:
+    """An attribute cell as the type settings declare for it ([attributes]): a value both
+    databases can store in JSON and compare, or CellError."""
+    if kind == "integer":
+        try:
+            number = int(value)
+        except ValueError:  # also a number of more than 4,300 digits
+            raise CellError(f"{shown(value)} is not an integer") from None
+        if number not in INTEGER_RANGE:
+            raise CellError(f"{shown(value)} is out of range for an integer (at most 19 digits)")
+        return number
+    if kind == "number":
+        try:
+            real = float(value.replace(",", ".")) if value.count(",") == 1 else float(value)
+        except ValueError:
+            raise CellError(f"{shown(value)} is not a number") from None
+        if not math.isfinite(real):  # nan, inf, 1e999: not JSON, and no database compares them
+            raise CellError(f"{shown(value)} is not a finite number")
+        return real
+    if kind == "boolean":
+        if value.lower() not in _BOOLEANS:
+            raise CellError(f"{shown(value)} is not true or false (nor yes/no, 1/0)")
+        return _BOOLEANS[value.lower()]
+    if kind == "date":
+        return parse_date(value)
+    if kind == "datetime":
+        return _moment(value).isoformat()
     return value
-
-
-_ARTICLE = {kind: f"{'an' if kind[0] in 'aeiou' else 'a'} {kind}" for kind in
-            ("integer", "number", "boolean", "date", "datetime")}  # fmt: skip

@@ -54,7 +54,8 @@ def test_import_prints_a_json_summary_and_reports_bad_rows(mailer, leads: Path) 
     result = mailer("import", str(leads), "--list", "leads", "--json")
     assert result.exit_code == 0
     assert json.loads(result.stdout) == {
-        "imported": 2, "updated": 0, "rejected": 1, "suppressed": 0, "consent_recorded": 1,
+        "imported": 2, "updated": 0, "rejected": 1, "warnings": 0, "suppressed": 0,
+        "consent_recorded": 1,
         "rejects_file": str(leads.with_name("leads.rejects.csv")),
     }  # fmt: skip
     assert f"{leads}:3: 'bob@' is not an email address" in result.stderr

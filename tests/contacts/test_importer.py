@@ -121,24 +121,29 @@ def test_bad_rows_are_reported_with_line_and_written_to_rejects(
         b"last@example.com,Last,5\n"
     )
     reported: list[tuple[int, str]] = []
+    warned: list[tuple[int, str]] = []
     summary = importer.import_contacts(
         workspace.engine, path,
         importer.ImportOptions("newsletter", workspace.double_opt_in,
                                attribute_types=workspace.settings.attributes),
         workspace.key, workspace.clock, on_reject=lambda line, why: reported.append((line, why)),
+        on_warning=lambda line, why: warned.append((line, why)),
     )  # fmt: skip
-    assert summary.imported == 4
-    assert [line for line, _ in reported] == [4, 5, 8, 9]
+    assert summary.imported == 5
+    assert [line for line, _ in reported] == [4, 5, 8]
     reasons = dict(reported)
     assert "not an email address" in reasons[4]
     assert "expected 3 columns, found 1" in reasons[5]
     assert "undecodable" in reasons[8]
-    assert "orders 'many' is not an integer" in reasons[9]
+    # a value that does not fit its column is left out; the contact imports
+    assert warned == [(9, "column 'orders': 'many' is not an integer; left out, the contact "
+                          "imports without it")]  # fmt: skip
+    assert contact(workspace, "count@example.com")["attributes"] == {}
     assert summary.rejects_file == str(tmp_path / "leads.rejects.csv")
     with open(summary.rejects_file, newline="", encoding="utf-8", errors="surrogateescape") as f:
         rows = list(csv.reader(f))
     assert rows[0] == ["line", "error", "email", "first_name", "orders"]
-    assert [row[0] for row in rows[1:]] == ["4", "5", "8", "9"]
+    assert [row[0] for row in rows[1:]] == ["4", "5", "8"]
     assert rows[3][3].encode("utf-8", "surrogateescape") == b"Ren\xe9e"  # raw bytes kept
     # the multi-line name arrives on one line: CR/LF never reach a header
     assert contact(workspace, "multi@example.com")["first_name"] == "Multi Line"

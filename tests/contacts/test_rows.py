@@ -1,9 +1,14 @@
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import json
+import math
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
+from mailer.contacts.csvfile import unneutralise
 from mailer.contacts.rows import RowError, column_key, map_columns, parse_row
 from mailer.errors import InputFileError
 
@@ -38,13 +43,83 @@ def test_hostile_names_become_one_printable_line() -> None:
     assert row.first_name == "Eve Bcc: x@evil.example"
 
 
-@pytest.mark.parametrize(("fields", "message"), [
-    (["a@example.com", "Mars/Olympus", ""], "not an IANA time zone"),
-    (["a@example.com", "", "klingon-language"], "is not a locale"),
+@pytest.mark.parametrize(("fields", "column", "message"), [
+    (["a@example.com", "Mars/Olympus", ""], "timezone", "not an IANA time zone"),
+    (["a@example.com", "", "klingon-language"], "locale", "is not a locale"),
 ])  # fmt: skip
-def test_bad_timezone_or_locale_is_rejected(fields: list[str], message: str) -> None:
-    with pytest.raises(RowError, match=message):
-        parse(["email", "timezone", "locale"], fields)
+def test_a_bad_timezone_or_locale_is_left_out_with_a_warning_and_the_contact_imports(
+    fields: list[str], column: str, message: str
+) -> None:
+    row = parse(["email", "timezone", "locale"], fields)
+    assert (row.email, row.timezone, row.locale) == ("a@example.com", None, None)
+    assert [name for name, _ in row.warnings] == [column]
+    assert message in row.warnings[0][1]
+    assert row.warnings[0][1].endswith("left out, the contact imports without it")
+
+
+@pytest.mark.parametrize("cell", ["nan", "NaN", "inf", "-Infinity", "1e999", "-1e400"])
+def test_a_non_finite_number_is_left_out_and_the_contact_imports(cell: str) -> None:
+    row = parse(["email", "ltv", "city"], ["a@example.com", cell, "Rome"], {"ltv": "number"})
+    assert row.attributes == {"city": "Rome"}
+    assert row.warnings == [("ltv", f"'{cell}' is not a finite number; left out, the contact "
+                                    "imports without it")]  # fmt: skip
+
+
+def test_an_integer_too_big_for_the_databases_is_left_out() -> None:
+    huge = "9" * 400
+    row = parse(["email", "orders"], ["a@example.com", huge], {"orders": "integer"})
+    assert row.attributes == {}
+    assert "out of range for an integer" in row.warnings[0][1]
+    largest = str(2**63 - 1)
+    row = parse(["email", "orders"], ["a@example.com", largest], {"orders": "integer"})
+    assert row.attributes == {"orders": 2**63 - 1} and row.warnings == []
+
+
+@pytest.mark.parametrize(("cell", "stored"), [
+    ("03/17", "1604-03-17"), ("3/7", "1604-03-07"), ("02/29", "1604-02-29"),
+    ("--03-17", "1604-03-17"), ("--0317", "1604-03-17"), ("1988-03-17", "1988-03-17"),
+])  # fmt: skip
+def test_a_birthday_without_a_year_is_a_date_with_the_placeholder_year(
+    cell: str, stored: str
+) -> None:
+    row = parse(["email", "birthday"], ["a@example.com", cell], {"birthday": "date"})
+    assert row.attributes == {"birthday": stored} and row.warnings == []
+
+
+@pytest.mark.parametrize("cell", ["17/03", "02/30", "March 17", "2024-13-01"])
+def test_a_date_that_cannot_be_read_is_left_out_with_a_warning(cell: str) -> None:
+    row = parse(["email", "birthday"], ["a@example.com", cell], {"birthday": "date"})
+    assert row.attributes == {}
+    why = "is not a date (write 2024-03-17, or 03/17 for a day without a year)"
+    assert row.warnings == [
+        ("birthday", f"'{cell}' {why}; left out, the contact imports without it")
+    ]
+
+
+def test_a_time_before_year_one_in_utc_is_left_out_or_rejects_consent() -> None:
+    early = "0001-01-01T00:00:00+01:00"  # 31 December of year 0 in UTC
+    row = parse(["email", "seen"], ["a@example.com", early], {"seen": "datetime"})
+    assert row.attributes == {} and "is not an ISO 8601 time" in row.warnings[0][1]
+    with pytest.raises(RowError, match="consent_at '0001-01-01T00:00:00\\+01:00' is not an ISO"):
+        parse(["email", "consent_at"], ["a@example.com", early])
+
+
+def test_a_first_name_over_200_characters_imports_cut_to_200_with_a_warning() -> None:
+    long = "Ada" * 100
+    row = parse(["email", "first_name"], ["a@example.com", long])
+    assert row.first_name == long[:200]
+    assert row.warnings == [("first_name", "300 characters; kept the first 200")]
+
+
+def test_cells_in_error_messages_are_escaped_and_cut_short() -> None:
+    forged = "x\r\nleads.csv:9: forged\x1b[2J\u202e" + "y" * 200
+    with pytest.raises(RowError) as raised:
+        parse(["email"], [forged])
+    message = str(raised.value)
+    assert message.startswith("'x\\r\\nleads.csv:9: forged\\x1b[2J\\u202eyyy")
+    assert not any(character in message for character in "\r\n\x1b\u202e")
+    row = parse(["email", "timezone"], ["a@example.com", "Europe/\x1b[31mRome"])
+    assert row.warnings[0][1].startswith("'Europe/\\x1b[31mRome' is not an IANA time zone")
 
 
 def test_typed_attributes_are_coerced() -> None:
@@ -62,3 +137,32 @@ def test_exported_formula_guard_is_removed_on_import() -> None:
 def test_a_nul_character_rejects_the_row() -> None:
     with pytest.raises(RowError, match="NUL"):
         parse(["email", "note"], ["a@example.com", "a\x00b"])
+
+
+KINDS = ("string", "integer", "number", "boolean", "date", "datetime")
+
+
+@given(st.sampled_from(KINDS), st.text())
+def test_any_cell_in_a_typed_column_is_kept_as_its_type_or_left_out(kind: str, cell: str) -> None:
+    try:
+        row = parse(["email", "value"], ["a@example.com", cell], {"value": kind})
+    except RowError as error:  # only a NUL character (or undecodable bytes) rejects the row
+        assert "NUL" in str(error) or "undecodable" in str(error)
+        return
+    if "value" not in row.attributes:
+        assert not cell.strip() or [name for name, _ in row.warnings] == ["value"]
+        return
+    value = row.attributes["value"]
+    json.dumps(value, allow_nan=False)  # valid JSON: no NaN, no Infinity
+    if kind == "integer":
+        assert type(value) is int and -(2**63) <= value < 2**63
+    elif kind == "number":
+        assert type(value) is float and math.isfinite(value)
+    elif kind == "boolean":
+        assert type(value) is bool
+    elif kind == "date":
+        assert date.fromisoformat(value).isoformat() == value
+    elif kind == "datetime":
+        assert datetime.fromisoformat(value).utcoffset() == timedelta(0)
+    else:
+        assert value == unneutralise(cell.strip())
