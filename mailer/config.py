@@ -3,18 +3,24 @@
 Every value can be overridden from the environment: `MAILER_` + the key path in capitals, with
 `__` between levels (`MAILER_DATABASE_URL`, `MAILER_SMTP__HOST`, `MAILER_LISTS__LEADS__TITLE`).
 An override is read as a TOML value when it parses as one (`25`, `true`, `["a", "b"]`), else as a
-string. Secrets (`secret_key`, `smtp.password`) may come only from the environment or from a file
-named in settings (`secret_key_file`, `smtp.password_file`), never from settings.toml itself.
+string. A MAILER_ variable that names no setting is ignored with a warning (another tool may
+use the prefix), which says what a near miss meant. Secrets (`secret_key`, `smtp.password`) may
+come only from the environment or from a file named in settings (`secret_key_file`,
+`smtp.password_file`), never from settings.toml itself.
 """
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
+import sys
 import tomllib
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Any, Literal, get_args, get_origin
+from types import UnionType
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 from urllib.parse import urlsplit
 
 from email_validator import EmailNotValidError, validate_email
@@ -35,7 +41,7 @@ from mailer.send_times import parse_send_at
 
 ENV_PREFIX = "MAILER_"
 # Variables of ours that are not settings overrides.
-_ENV_NOT_SETTINGS = ("MAILER_CONFIG", "MAILER_DEBUG", "MAILER_NOW", "MAILER_TEST_")
+_ENV_NOT_SETTINGS = ("MAILER_CONFIG", "MAILER_DEBUG", "MAILER_NOW", "MAILER_TEST_DATABASE_URL")
 # Where a secret may not be written: (path in the file, where to put it instead).
 _SECRETS = {
     ("secret_key",): "MAILER_SECRET_KEY or secret_key_file",
@@ -43,6 +49,10 @@ _SECRETS = {
     ("tracking", "events_token"): "MAILER_TRACKING__EVENTS_TOKEN",
 }
 _NAME = re.compile(r"^[a-z][a-z0-9_-]*$")
+
+
+def _stderr(text: str) -> None:
+    print(f"mailer: {text}", file=sys.stderr)
 
 
 def _duration(value: Any) -> timedelta:
@@ -390,9 +400,12 @@ class Settings(Model):
             ) from None
 
 
-def load_settings(path: Path | str, environ: dict[str, str] | None = None) -> Settings:
+def load_settings(
+    path: Path | str, environ: dict[str, str] | None = None, warn: Callable[[str], None] = _stderr
+) -> Settings:
     """Read, override from the environment, and validate; raise SettingsError listing every
-    problem as `FILE: dotted.path: what is wrong`."""
+    problem as `FILE: dotted.path: what is wrong`. A MAILER_* variable that names no setting
+    is only a warning, passed to `warn`."""
     source = Path(path)
     environ = dict(os.environ if environ is None else environ)
     try:
@@ -412,7 +425,7 @@ def load_settings(path: Path | str, environ: dict[str, str] | None = None) -> Se
         for key, instead in _SECRETS.items()
         if _lookup(raw, key) is not None
     ]
-    origins = _apply_environment(raw, environ)
+    origins = _apply_environment(raw, environ, warn)
     try:
         settings = Settings.model_validate(raw)
     except ValidationError as error:
@@ -443,13 +456,20 @@ def _lookup(tree: dict[str, Any], key: tuple[str, ...]) -> Any:
     return node
 
 
-def _apply_environment(raw: dict[str, Any], environ: dict[str, str]) -> dict[str, str]:
-    """Merge MAILER_* overrides into `raw`; return dotted path -> variable, for error messages."""
+def _apply_environment(
+    raw: dict[str, Any], environ: dict[str, str], warn: Callable[[str], None]
+) -> dict[str, str]:
+    """Merge MAILER_* overrides into `raw`; return dotted path -> variable, for error messages.
+    A variable that names no setting is ignored with a warning: another tool's MAILER_* must
+    not stop every command."""
     origins = {}
     for variable, text in sorted(environ.items()):
-        if not variable.startswith(ENV_PREFIX) or variable.startswith(_ENV_NOT_SETTINGS):
+        if not variable.startswith(ENV_PREFIX) or variable in _ENV_NOT_SETTINGS:
             continue
         path = variable[len(ENV_PREFIX) :].lower().split("__")
+        if not _names_a_setting(path):
+            warn(_not_a_setting(variable, raw))
+            continue
         node = raw
         for part in path[:-1]:
             child = node.setdefault(part, {})
@@ -460,6 +480,56 @@ def _apply_environment(raw: dict[str, Any], environ: dict[str, str]) -> dict[str
         node[path[-1]] = text if tuple(path) in _SECRETS else _environment_value(text)
         origins[".".join(path)] = variable
     return origins
+
+
+def _names_a_setting(path: list[str]) -> bool:
+    """Whether `path` is a key settings.toml may hold: a field of a table, any key of a map."""
+    annotation: Any = Settings
+    for part in path:
+        model = _model(annotation)
+        if model is not None and part in _fields(model):
+            annotation = _fields(model)[part].annotation
+        elif model is None and get_origin(annotation) is dict and part:
+            annotation = get_args(annotation)[1]
+        else:
+            return False
+    return True
+
+
+def _model(annotation: Any) -> type[BaseModel] | None:
+    """The table model of a field (`Dkim | None` is a table too), or None for a value or map."""
+    options = get_args(annotation) if get_origin(annotation) in (Union, UnionType) else ()
+    for candidate in (annotation, *options):
+        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+            return candidate
+    return None
+
+
+def _fields(model: type[BaseModel]) -> dict[str, Any]:
+    """A model's fields by the key settings.toml spells them with (`list`, not `list_name`)."""
+    return {field.alias or name: field for name, field in model.model_fields.items()}
+
+
+def _not_a_setting(variable: str, raw: dict[str, Any]) -> str:
+    known = [*_ENV_NOT_SETTINGS, *_setting_variables(Settings, raw, ENV_PREFIX)]
+    close = difflib.get_close_matches(variable, known, n=1, cutoff=0.85)
+    hint = f" (did you mean {close[0]}?)" if close else ""
+    return f"warning: {variable} is not a mailer setting; ignored{hint}"
+
+
+def _setting_variables(annotation: Any, node: Any, prefix: str) -> Iterator[str]:
+    """The variables that override settings: every field, and the map keys `node` holds."""
+    model = _model(annotation)
+    if model is not None:
+        keys = {key: field.annotation for key, field in _fields(model).items()}
+    elif get_origin(annotation) is dict and isinstance(node, dict):
+        keys = dict.fromkeys(node, get_args(annotation)[1])
+    else:
+        return
+    for key, child in keys.items():
+        yield prefix + key.upper()
+        below = node.get(key) if isinstance(node, dict) else None
+        yield from _setting_variables(child, below, f"{prefix}{key.upper()}__")
 
 
 def _environment_value(text: str) -> Any:

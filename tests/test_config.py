@@ -79,6 +79,58 @@ def test_environment_overrides_any_value(project: Path) -> None:
     assert settings.lists["leads"].title == "Leads from the fair"
 
 
+def test_a_variable_that_names_no_setting_is_ignored_with_a_warning(project: Path) -> None:
+    warnings: list[str] = []
+    settings = load_settings(project / "settings.toml", environ={
+        "MAILER_OTHER_TOOL_TOKEN": "abc", "MAILER_SMTP__HOST__NAME": "x", "MAILER_": "",
+        "MAILER_SMTP__PORT": "2525",
+    }, warn=warnings.append)  # fmt: skip
+    assert settings.smtp.port == 2525
+    assert warnings == [
+        "warning: MAILER_ is not a mailer setting; ignored",
+        "warning: MAILER_OTHER_TOOL_TOKEN is not a mailer setting; ignored",
+        "warning: MAILER_SMTP__HOST__NAME is not a mailer setting; ignored "
+        "(did you mean MAILER_SMTP__HOST?)",
+    ]
+
+
+@pytest.mark.parametrize(("typo", "meant"), [
+    ("MAILER_SMTP_HOST", "MAILER_SMTP__HOST"),  # one underscore between levels
+    ("MAILER_SMPT__PASSWORD", "MAILER_SMTP__PASSWORD"),
+    ("MAILER_SECRETKEY", "MAILER_SECRET_KEY"),
+    ("MAILER_DATABASE_URI", "MAILER_DATABASE_URL"),
+    ("MAILER_LISTS__LEADS__TITEL", "MAILER_LISTS__LEADS__TITLE"),  # a list of settings.toml
+    ("MAILER_CAMPAIGNS__WELCOME__LIST_NAME", "MAILER_CAMPAIGNS__WELCOME__LIST"),
+    ("MAILER_DEBUGG", "MAILER_DEBUG"),
+])  # fmt: skip
+def test_a_near_miss_of_a_setting_warns_with_the_right_spelling(
+    project: Path, typo: str, meant: str
+) -> None:
+    warnings: list[str] = []
+    load_settings(project / "settings.toml", environ={typo: "1"}, warn=warnings.append)
+    assert warnings == [f"warning: {typo} is not a mailer setting; ignored (did you mean {meant}?)"]
+
+
+def test_mailers_own_variables_and_every_setting_are_taken_without_a_warning(
+    project: Path,
+) -> None:
+    warnings: list[str] = []
+    settings = load_settings(project / "settings.toml", environ={
+        "MAILER_CONFIG": "x", "MAILER_DEBUG": "1", "MAILER_NOW": "2026-11-23T10:00Z",
+        "MAILER_TEST_DATABASE_URL": "x", "MAILER_DATABASE_URL": "sqlite:///x.db",
+        "MAILER_SECRET_KEY": "k" * 40, "MAILER_DKIM__DOMAIN": "acme.example",
+        "MAILER_DKIM__SELECTOR": "s1", "MAILER_DKIM__KEY_FILE": "dkim.key",
+        "MAILER_ENGINE__QUIET_HOURS": "21:00-08:00", "MAILER_LISTS__LEADS__COLUMNS__NAME": "-",
+        "MAILER_CAMPAIGNS__WELCOME__LIST": "leads", "MAILER_LISTS__FAIR__TITLE": "Fair",
+        "MAILER_CAMPAIGNS__WELCOME__VARIANTS__B__SUBJECT": "Hi",
+    }, warn=warnings.append)  # fmt: skip
+    assert warnings == []
+    assert settings.dkim is not None and settings.dkim.selector == "s1"
+    assert settings.campaigns["welcome"].list_name == "leads"
+    assert settings.lists["fair"].title == "Fair"
+    assert settings.engine.quiet_hours == "21:00-08:00"
+
+
 def test_a_bad_environment_value_names_the_variable(project: Path) -> None:
     found = problems(project / "settings.toml", {"MAILER_SMTP__PORT": "99999"})
     assert found[0].endswith("(from MAILER_SMTP__PORT)")

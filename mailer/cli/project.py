@@ -13,7 +13,6 @@ from mailer.cli import (
     say,
     warn,
 )
-from mailer.config import load_settings
 from mailer.store.engine import schema_is_current
 from mailer.workspace import Workspace, create_dkim_key, create_secret_key
 
@@ -27,10 +26,10 @@ def init(lazy: _LazyWorkspace) -> None:
     other command also upgrades the schema on start, so `init` is needed once per folder, for
     the key.
     """
-    settings = load_settings(lazy.config_path)
+    workspace = lazy.get()
+    settings = workspace.settings
     created = create_secret_key(settings)
     dkim = create_dkim_key(settings)
-    workspace = lazy.get()
     engine = workspace.engine
     say(f"database  {engine.url.render_as_string(hide_password=True)}  (schema current: "
                   f"{schema_is_current(engine)})")  # fmt: skip
