@@ -9,10 +9,10 @@ import codecs
 import csv
 import io
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, Literal
+from typing import IO, Literal
 
 from mailer.errors import InputFileError
 
@@ -143,23 +143,36 @@ class CsvReader:
         self.close()
 
 
+# A cell holding one of these is quoted: the comma, the quote and line breaks as RFC 4180 says,
+# and the tag separator `;`, which spreadsheets in semicolon locales split on (or evaluate).
+_QUOTED = re.compile(r'[,;"\r\n]')
+
+
+def spreadsheet_line(cells: Iterable[str]) -> str:
+    """One CSV record for a spreadsheet to open: every cell neutralised, quoted where needed."""
+    return ",".join(map(_spreadsheet_cell, cells)) + "\r\n"
+
+
+def _spreadsheet_cell(value: str) -> str:
+    value = neutralise(value)
+    return '"' + value.replace('"', '""') + '"' if _QUOTED.search(value) else value
+
+
 class RejectsWriter:
-    """Bad rows, written as they are found to `<name>.rejects.csv` with their line and reason.
-    The file is only created when a first row is rejected."""
+    """Bad rows, written as they are found to `<name>.rejects.csv` with their line and reason,
+    ready to fix and import again. The file is only created when a first row is rejected."""
 
     def __init__(self, path: Path, header: list[str]) -> None:
         self.path = path
         self._header = header
         self._file: IO[str] | None = None
-        self._writer: Any = None
         self.count = 0
 
     def write(self, line: int, reason: str, fields: list[str]) -> None:
-        if self._writer is None:
+        if self._file is None:
             self._file = self.path.open("w", encoding="utf-8", errors="surrogateescape", newline="")
-            self._writer = csv.writer(self._file)
-            self._writer.writerow(["line", "error", *self._header])
-        self._writer.writerow([line, reason, *fields])
+            self._file.write(spreadsheet_line(["line", "error", *self._header]))
+        self._file.write(spreadsheet_line([str(line), reason, *fields]))
         self.count += 1
 
     def close(self) -> None:

@@ -1,15 +1,15 @@
 """`mailer contacts export`: contacts as CSV that re-imports as it left, with every cell that a
-spreadsheet would run as a formula neutralised."""
+spreadsheet would run as a formula neutralised, and every cell holding the tag separator `;`
+quoted."""
 
 from __future__ import annotations
 
-import csv
 from collections import defaultdict
 from typing import Any, TextIO
 
 from sqlalchemy import Connection, Select, select
 
-from mailer.contacts.csvfile import neutralise
+from mailer.contacts.csvfile import spreadsheet_line
 from mailer.store.tables import contact_tags, contacts, lists, memberships
 
 FIELDS = ("email", "first_name", "last_name", "timezone", "locale")
@@ -28,8 +28,7 @@ def export_contacts(connection: Connection, out: TextIO, list_name: str | None =
     for row in streamed.execute(query.with_only_columns(contacts.c.attributes)):
         names.update(dict.fromkeys(row.attributes or {}))
     attributes = sorted(names)
-    writer = csv.writer(out)
-    writer.writerow([*FIELDS, "tags", *attributes])
+    out.write(spreadsheet_line([*FIELDS, "tags", *attributes]))
     count = 0
     for partition in streamed.execute(query).partitions():
         tags = _tags(connection, [row.id for row in partition])
@@ -37,7 +36,7 @@ def export_contacts(connection: Connection, out: TextIO, list_name: str | None =
             values = [row._mapping[name] for name in FIELDS]
             values.append(";".join(sorted(tags[row.id])))
             values += [_cell(row.attributes.get(name)) for name in attributes]
-            writer.writerow([neutralise(value or "") for value in values])
+            out.write(spreadsheet_line([value or "" for value in values]))
             count += 1
     return count
 

@@ -38,6 +38,20 @@ def test_formula_cells_are_neutralised(workspace: Workspace, tmp_path: Path) -> 
     assert rows[2][1] == "'-2+3"
 
 
+def test_cells_holding_the_tag_separator_are_quoted(workspace: Workspace, tmp_path: Path) -> None:
+    path = write_csv(
+        tmp_path / "a.csv",
+        """
+        email,tags,note
+        a@example.com,vip;beans,"=1;2"
+        b@example.com,solo,plain
+    """,
+    )
+    run_import(workspace, path, "newsletter")
+    lines = exported(workspace).splitlines()
+    assert lines[1:] == ['a@example.com,,,,,"beans;vip","\'=1;2"', "b@example.com,,,,,solo,plain"]
+
+
 def test_export_of_one_list(workspace: Workspace, tmp_path: Path) -> None:
     run_import(workspace, write_csv(tmp_path / "a.csv", "email\na@example.com\n"), "newsletter")
     run_import(workspace, write_csv(tmp_path / "b.csv", "email\nb@example.com\n"), "leads")

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 from pathlib import Path
 
@@ -9,6 +10,7 @@ from sqlalchemy import select
 
 from mailer.consent.person import consent_overview, erase_person, withdraw
 from mailer.contacts import batches, importer
+from mailer.contacts.csvfile import unneutralise
 from mailer.errors import InputFileError
 from mailer.store.tables import (
     consent_entries,
@@ -394,3 +396,30 @@ def test_an_error_in_the_forked_parser_reaches_the_caller(
     with pytest.raises(RuntimeError, match="parser exploded"):
         run_import(workspace, path, "leads")
     assert count(workspace, contacts) == 0
+
+
+def test_the_rejects_file_neutralises_formulas_and_quotes_the_tag_separator(
+    workspace: Workspace, tmp_path: Path
+) -> None:
+    path = write_csv(
+        tmp_path / "bad.csv",
+        """
+        email,note,tags
+        =HYPERLINK("http://evil.example")@,@SUM(A1),a;b
+        -2+3,+1,ok
+    """,
+    )
+    summary = run_import(workspace, path, "newsletter")
+    assert summary.rejected == 2 and summary.rejects_file is not None
+    text = Path(summary.rejects_file).read_text(encoding="utf-8")
+    lines = text.splitlines()
+    assert lines[1].startswith('2,"\'=HYPERLINK(""http://evil.example"")@\' is not an email')
+    assert lines[1].endswith(',"\'=HYPERLINK(""http://evil.example"")@",\'@SUM(A1),"a;b"')
+    assert lines[2].endswith(",'-2+3,'+1,ok")
+    # fixed in a spreadsheet and imported again, the cells read as they were
+    rows = list(csv.reader(io.StringIO(text)))
+    assert [unneutralise(cell) for cell in rows[1][2:]] == [
+        '=HYPERLINK("http://evil.example")@',
+        "@SUM(A1)",
+        "a;b",
+    ]
