@@ -7,13 +7,19 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
+from pathlib import Path
 from typing import Any
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import text
 
+from mailer.clock import FrozenClock
+from mailer.config import load_settings
 from mailer.tracking.app import create_app
 from mailer.workspace import Workspace
+from tests.delivery.helpers import deliver, queue_welcome
+from tests.delivery.smtp_server import ScriptedSmtpServer
 from tests.tracking.conftest import at
 
 Serve = Callable[..., AbstractContextManager[str]]
@@ -95,3 +101,76 @@ def test_metrics_show_sent_messages_queues_and_recorded_opens(
     assert parsed[("mailer_messages_total", (("campaign", "welcome"), ("result", "sent")))] >= 1
     assert parsed[("mailer_outbox_messages", (("status", "queued"),))] == 0
     assert parsed[("mailer_event_buffer_depth", ())] == 0
+
+
+def test_healthz_is_ok_when_the_relay_answers_and_nothing_is_paused(
+    sent: tuple[Workspace, dict[str, str]], serve: Serve
+) -> None:
+    workspace, _ = sent
+    with serve(create_app(workspace)) as base:
+        answer = httpx.get(f"{base}/healthz")
+    assert answer.status_code == 200
+    assert answer.json() == {"status": "ok", "reasons": [], "relay": "ok", "buffered": 0}
+
+
+def test_healthz_is_degraded_with_reasons_while_the_relay_refuses_and_the_campaign_is_paused(
+    project: Path,
+    environ: dict[str, str],
+    clock: FrozenClock,
+    smtp_server: ScriptedSmtpServer,
+    serve: Serve,
+) -> None:
+    settings = load_settings(
+        project / "settings.toml",
+        environ={
+            **environ,
+            "MAILER_SMTP__PORT": str(smtp_server.port),
+            "MAILER_DELIVERY__RENDER_PROCESSES": "0",
+            "MAILER_DELIVERY__PAUSE_AFTER_REFUSALS": "3",
+        },
+    )
+    workspace = Workspace(settings, clock)
+    people = ["ada@example.com", "bob@example.com", "cy@example.com", "dee@example.com"]
+    queue_welcome(workspace, project, *(f"{person},Ada" for person in people))
+    for person in people:
+        smtp_server.script(person, REFUSAL)
+    try:
+        report = deliver(workspace)
+        with serve(create_app(workspace)) as base:
+            answer = httpx.get(f"{base}/healthz")
+    finally:
+        workspace.close()
+    assert report.paused == ["welcome"]
+    assert answer.status_code == 200  # the endpoint itself still records opens and unsubscribes
+    body = answer.json()
+    assert body["status"] == "degraded" and body["relay"] == "failing"
+    relay, paused = body["reasons"]
+    assert relay["check"] == "relay_failing" and "5.7.1" in relay["message"]
+    assert paused["check"] == "campaign_paused" and paused["campaign"] == "welcome"
+    assert "refused 3 messages in a row" in paused["message"]
+
+
+def test_healthz_says_the_event_writer_is_behind_while_the_database_refuses_its_writes(
+    sent: tuple[Workspace, dict[str, str]], serve: Serve
+) -> None:
+    workspace, urls = sent
+
+    def health(base: str) -> dict[str, Any]:
+        answer = httpx.get(f"{base}/healthz")
+        assert answer.status_code == 200
+        body: dict[str, Any] = answer.json()
+        return body
+
+    with serve(create_app(workspace)) as base:
+        with workspace.engine.begin() as connection:  # the events table is gone for a while
+            connection.execute(text("ALTER TABLE events RENAME TO events_away"))
+        httpx.get(at(base, urls["open"]))
+        behind = until(lambda: (body := health(base))["status"] == "degraded" and body)
+        with workspace.engine.begin() as connection:
+            connection.execute(text("ALTER TABLE events_away RENAME TO events"))
+        caught_up = until(lambda: (body := health(base))["status"] == "ok" and body)
+    [reason] = behind["reasons"]
+    assert reason["check"] == "event_writer_behind" and "events" in reason["message"]
+    assert behind["buffered"] == 1 and caught_up["buffered"] == 0
+    with workspace.engine.connect() as connection:
+        assert connection.scalar(text("SELECT count(*) FROM events WHERE kind LIKE '%open'")) == 1
