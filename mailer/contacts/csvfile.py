@@ -77,11 +77,77 @@ class Row:
     problem: str | None = None  # why the record could not be read as CSV
 
 
+CELL_LIMIT = csv.field_size_limit()  # 131,072 characters (128 KiB): the csv module's own
+_TOO_LONG = (
+    f"a cell is longer than {CELL_LIMIT:,} characters (128 KiB), more than any contact field "
+    "needs: shorten it; the rows after it are read as usual"
+)
+_UNCLOSED = (
+    "a quote opened in this row is never closed, so every line after it was read as one "
+    "field; close the quote and import again"
+)
 _CSV_PROBLEMS = {
-    "unexpected end of data": "a quote opened in this row is never closed, so every line after "
-    "it was read as one field; close the quote and import again",
+    "unexpected end of data": _UNCLOSED,
     "',' expected after '\"'": 'a quote inside a quoted field must be doubled ("")',
 }
+
+
+class _Lines:
+    """The file's lines as the CSV reader takes them, counted, with the lines of the record
+    being read kept, so that after an oversized cell reading can resume where the record ends."""
+
+    def __init__(self, text: IO[str]) -> None:
+        self.count = 0  # lines handed out (the header not included)
+        self.record: list[str] = []  # the lines of the record being read
+        self._source = self._read(text)
+
+    def _read(self, text: IO[str]) -> Iterator[str]:
+        record = self.record
+        for line in text:
+            self.count += 1
+            record.append(line)
+            yield line
+
+    def __iter__(self) -> Iterator[str]:
+        return self._source
+
+    def skip_record(self, delimiter: str) -> bool:
+        """Read on to the end of the record the CSV reader gave up on (its lines so far are in
+        `record`); return False when the file ends first, inside a quoted cell."""
+        state, ended = _scan("".join(self.record), delimiter, _START)
+        while not ended:
+            line = next(self._source, None)
+            if line is None:
+                return state != _QUOTED
+            state, ended = _scan(line, delimiter, state)
+        return True
+
+
+_START, _UNQUOTED, _QUOTED, _AFTER_QUOTE = range(4)
+
+
+def _scan(text: str, delimiter: str, state: int) -> tuple[int, bool]:
+    """Follow the CSV grammar over `text` from `state`: (the state at its end, whether a record
+    ended in it). Only for resynchronising after an error, so plain Python is fast enough."""
+    position = 0
+    while position < len(text):
+        if state == _QUOTED:  # jump to the next quote: a closing one or the first of a pair
+            found = text.find('"', position)
+            if found < 0:
+                return _QUOTED, False
+            state, position = _AFTER_QUOTE, found + 1
+            continue
+        character = text[position]
+        if character == '"' and state in (_START, _AFTER_QUOTE):
+            state = _QUOTED  # an opening quote, or the second of a doubled pair
+        elif character == delimiter:
+            state = _START
+        elif character in "\r\n":
+            return state, True
+        else:
+            state = _UNQUOTED
+        position += 1
+    return state, False
 
 
 class CsvReader:
@@ -110,22 +176,28 @@ class CsvReader:
         self.delimiter = delimiter or detect_delimiter(first_line)
         header_rows = list(csv.reader([first_line], delimiter=self.delimiter))
         self.header = [name.strip() for name in header_rows[0]]
-        self._reader = csv.reader(self._text, delimiter=self.delimiter, strict=True)
+        self._lines = _Lines(self._text)
+        self._reader = csv.reader(self._lines, delimiter=self.delimiter, strict=True)
 
     def rows(self) -> Iterator[Row]:
         """The data rows, blank lines skipped; a record the CSV reader cannot parse comes out
-        with `problem` set, and reading goes on with the next line."""
-        last_line = 1
+        with `problem` set, and reading goes on with the next record."""
+        lines, last_line = self._lines, 1
         while True:
             try:
                 fields = next(self._reader)
             except StopIteration:
                 return
             except csv.Error as error:
-                start, last_line = last_line + 1, self._reader.line_num + 1
-                yield Row(start, [], _CSV_PROBLEMS.get(str(error), str(error)))
+                problem = _CSV_PROBLEMS.get(str(error), str(error))
+                if str(error).startswith("field larger than field limit"):
+                    problem = _TOO_LONG if lines.skip_record(self.delimiter) else _UNCLOSED
+                start, last_line = last_line + 1, lines.count + 1
+                lines.record.clear()
+                yield Row(start, [], problem)
                 continue
-            start, last_line = last_line + 1, self._reader.line_num + 1
+            start, last_line = last_line + 1, lines.count + 1
+            lines.record.clear()
             if fields and any(field.strip() for field in fields):
                 yield Row(start, fields)
 
@@ -145,7 +217,7 @@ class CsvReader:
 
 # A cell holding one of these is quoted: the comma, the quote and line breaks as RFC 4180 says,
 # and the tag separator `;`, which spreadsheets in semicolon locales split on (or evaluate).
-_QUOTED = re.compile(r'[,;"\r\n]')
+_NEEDS_QUOTES = re.compile(r'[,;"\r\n]')
 
 
 def spreadsheet_line(cells: Iterable[str]) -> str:
@@ -155,7 +227,7 @@ def spreadsheet_line(cells: Iterable[str]) -> str:
 
 def _spreadsheet_cell(value: str) -> str:
     value = neutralise(value)
-    return '"' + value.replace('"', '""') + '"' if _QUOTED.search(value) else value
+    return '"' + value.replace('"', '""') + '"' if _NEEDS_QUOTES.search(value) else value
 
 
 class RejectsWriter:

@@ -79,3 +79,41 @@ def test_excel_unicode_text_is_read(tmp_path: Path) -> None:
     path.write_bytes("email\tname\r\nzoe@x.com\tZoë\r\n".encode("utf-16"))
     with CsvReader(path) as reader:
         assert [row.fields for row in reader.rows()] == [["zoe@x.com", "Zoë"]]
+
+
+def rows_of(path: Path) -> list[tuple[int, list[str], str | None]]:
+    with CsvReader(path) as reader:
+        return [(row.line, row.fields, row.problem) for row in reader.rows()]
+
+
+def test_only_the_row_with_a_cell_over_128_kib_is_rejected_and_reading_goes_on(
+    tmp_path: Path,
+) -> None:
+    huge = '"' + "\r\n".join(['a "", b; c' + "x" * 90] * 2000) + '"'  # 2,000 lines, ~200 KiB
+    path = tmp_path / "a.csv"
+    path.write_text(f"email,note\r\na@x.com,one\r\nb@x.com,{huge},more\r\nc@x.com,\"q\"\"\"\r\n"
+                    "d@x.com,last\r\n", encoding="utf-8", newline="")  # fmt: skip
+    rows = rows_of(path)
+    assert [(line, fields) for line, fields, _ in rows] == [
+        (2, ["a@x.com", "one"]), (3, []), (2003, ["c@x.com", 'q"']), (2004, ["d@x.com", "last"]),
+    ]  # fmt: skip
+    assert rows[1][2] is not None and rows[1][2].startswith(
+        "a cell is longer than 131,072 characters (128 KiB)"
+    )
+
+
+def test_a_long_unquoted_cell_rejects_only_its_line(tmp_path: Path) -> None:
+    path = tmp_path / "a.csv"
+    path.write_text(f"email,note\na@x.com,{'x' * 200_000}\nb@x.com,ok\n", encoding="utf-8")
+    rows = rows_of(path)
+    assert [(line, fields) for line, fields, _ in rows] == [(2, []), (3, ["b@x.com", "ok"])]
+    assert rows[0][2] is not None and rows[0][2].startswith("a cell is longer than 131,072")
+
+
+def test_a_quote_never_closed_over_128_kib_is_reported_as_never_closed(tmp_path: Path) -> None:
+    path = tmp_path / "a.csv"
+    path.write_text('email,note\na@x.com,"open\n' + "b@x.com,x\n" * 20_000, encoding="utf-8")
+    rows = rows_of(path)
+    assert [(line, problem) for line, _, problem in rows] == [(2, (
+        "a quote opened in this row is never closed, so every line after it was read as one "
+        "field; close the quote and import again"))]  # fmt: skip

@@ -423,3 +423,14 @@ def test_the_rejects_file_neutralises_formulas_and_quotes_the_tag_separator(
         "@SUM(A1)",
         "a;b",
     ]
+
+
+def test_a_cell_over_128_kib_rejects_its_row_only(workspace: Workspace, tmp_path: Path) -> None:
+    path = tmp_path / "big.csv"
+    before = "".join(f"before{n}@example.com,B\n" for n in range(30))
+    after = "".join(f"after{n}@example.com,A\n" for n in range(300))
+    huge = '"' + "\n".join(["y" * 99] * 1500) + '"'
+    path.write_text(f"email,first_name\n{before}big@example.com,{huge}\n{after}")
+    summary = run_import(workspace, path, "newsletter")
+    assert (summary.imported, summary.rejected) == (330, 1)
+    assert count(workspace, contacts, contacts.c.email == "after299@example.com") == 1
