@@ -29,6 +29,7 @@ from mailer.contacts.cells import shown as cell
 from mailer.contacts.csvfile import CsvReader
 from mailer.contacts.model import Contact
 from mailer.contacts.rows import RowError, map_columns, parse_row
+from mailer.delivery.relay import cleartext_password
 from mailer.errors import InputFileError, SettingsError
 from mailer.render.message import MessageRenderer, RenderedMessage, RenderError, problem
 from mailer.render.templates import TEMPLATE_SUFFIXES, syntax_problem, template_environment
@@ -73,6 +74,8 @@ def check_project(settings: Settings, now: datetime, strict: bool = False,
                   rows: int = ROWS) -> CheckReport:  # fmt: skip
     """Check everything; render every message for the first `rows` rows of each list file."""
     report = CheckReport(problems=[])
+    if (cleartext := cleartext_password(settings.smtp)) is not None:
+        report.problems.append(Problem("error", f"{settings.source}: {cleartext}"))
     _check_segments(settings, now, report)
     _check_templates(settings, report)
     samples: dict[str, list[Sample]] = {}

@@ -111,3 +111,16 @@ def test_a_cell_the_import_would_leave_out_is_a_warning_naming_file_line_and_col
         "lists/news.csv:2: column 'orders': 'nan' is not an integer; left out, the contact "
         "imports without it"
     ) in messages(project, "warning")
+
+
+def test_a_login_in_clear_to_a_relay_across_the_network_fails_check(project: Path) -> None:
+    environ = {"MAILER_SECRET_KEY": SECRET, "MAILER_SMTP__HOST": "smtp.example.net",
+               "MAILER_SMTP__USERNAME": "acme", "MAILER_SMTP__PASSWORD": "hunter2"}  # fmt: skip
+    settings = load_settings(project / "settings.toml", environ=environ)
+    assert [problem.message for problem in check_project(settings, NOW).errors] == [
+        f'{settings.source}: smtp.tls: "none" would send the password of acme in clear to '
+        'smtp.example.net; set tls = "starttls" (port 587) or "implicit" (port 465)'
+    ]
+    encrypted = load_settings(project / "settings.toml",
+                              environ=environ | {"MAILER_SMTP__TLS": "starttls"})  # fmt: skip
+    assert check_project(encrypted, NOW).errors == []

@@ -8,13 +8,41 @@ for the next message.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import ssl
 
 import aiosmtplib
 from aiosmtplib import SMTPException, SMTPHeloError, SMTPResponseException
 
-from mailer.config import Settings
+from mailer.config import Settings, Smtp
 from mailer.delivery.replies import SmtpReply, Stage
+from mailer.errors import MailerError
+
+
+def cleartext_password(smtp: Smtp) -> str | None:
+    """Why AUTH would send the relay password unencrypted over the network, or None: with
+    `tls = "none"` aiosmtplib logs in over plain text, readable by anyone on the path."""
+    if smtp.username is None or smtp.tls != "none" or _loopback(smtp.host):
+        return None
+    return (f'smtp.tls: "none" would send the password of {smtp.username} in clear to '
+            f'{smtp.host}; set tls = "starttls" (port 587) or "implicit" (port 465)')  # fmt: skip
+
+
+def refuse_cleartext_password(settings: Settings) -> None:
+    """MailerError, naming settings.toml, when logging in to the relay would be unencrypted."""
+    refusal = cleartext_password(settings.smtp)
+    if refusal is not None:
+        raise MailerError(f"{settings.source}: {refusal}")
+
+
+def _loopback(host: str) -> bool:
+    """This machine: a relay on it is reached without crossing a network."""
+    if host.lower() == "localhost" or host.lower().endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def tls_context(settings: Settings) -> ssl.SSLContext:
@@ -28,6 +56,7 @@ def tls_context(settings: Settings) -> ssl.SSLContext:
 class RelaySession:
     def __init__(self, settings: Settings, password: str | None) -> None:
         smtp = settings.smtp
+        refuse_cleartext_password(settings)  # here too: no code path logs in in the clear
         context = tls_context(settings) if smtp.tls != "none" else None
         self.timeout = smtp.timeout.total_seconds()
         self.client = aiosmtplib.SMTP(

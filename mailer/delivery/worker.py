@@ -26,7 +26,7 @@ from mailer.contacts.model import Contact, load_contacts
 from mailer.delivery import gate, relay_watch
 from mailer.delivery.claims import OutboxMessage, Result, claim
 from mailer.delivery.pauses import pause
-from mailer.delivery.relay import RelaySession
+from mailer.delivery.relay import RelaySession, refuse_cleartext_password
 from mailer.delivery.rendering import CHUNK, Outgoing, Rendered, RenderJob, RenderPool
 from mailer.delivery.replies import RetryPolicy, SmtpReply, judge, next_attempt
 from mailer.delivery.throttle import Throttle
@@ -92,6 +92,7 @@ class Deliverer:
 
     def __init__(self, workspace: Workspace, owner: str | None = None,
                  rng: random.Random | None = None) -> None:  # fmt: skip
+        refuse_cleartext_password(workspace.settings)  # before `mailer run` starts, not later
         self.workspace = workspace
         self.settings = workspace.settings
         delivery = self.settings.delivery

@@ -45,3 +45,15 @@ def test_an_unrelated_mailer_variable_is_a_warning_not_a_failure(mailer) -> None
         "mailer: warning: MAILER_SMTP_HOST is not a mailer setting; ignored "
         "(did you mean MAILER_SMTP__HOST?)",
     ]
+
+
+def test_tick_refuses_to_log_in_to_a_relay_in_clear_before_sending_anything(mailer) -> None:  # type: ignore[no-untyped-def]
+    login = {"MAILER_SMTP__HOST": "smtp.example.net", "MAILER_SMTP__USERNAME": "acme",
+             "MAILER_SMTP__PASSWORD": "hunter2"}  # fmt: skip
+    line = one_line_error(mailer("tick", **login))
+    assert line == (
+        'mailer: settings.toml: smtp.tls: "none" would send the password of acme in clear to '
+        'smtp.example.net; set tls = "starttls" (port 587) or "implicit" (port 465)'
+    )
+    checked = mailer("check", **login)
+    assert checked.exit_code == 1 and f"error: {line.removeprefix('mailer: ')}" in checked.stderr
