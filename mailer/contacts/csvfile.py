@@ -150,6 +150,35 @@ def _scan(text: str, delimiter: str, state: int) -> tuple[int, bool]:
     return state, False
 
 
+_MIXED = (
+    "mixes UTF-8 and Windows-1252 text, so some of its letters would come out wrong: save the "
+    "file as UTF-8 (CSV UTF-8 in Excel) and import again"
+)
+
+
+def _as_written(line: int, fields: list[str]) -> Row:
+    """A row of a Windows-1252 file, read as UTF-8 when that is how it was saved (a spreadsheet
+    adding rows to an older export): `JÃ¼rgen` becomes `Jürgen`. A row that mixes the two
+    comes out with a problem: either reading garbles some of it."""
+    utf8, cp1252, decoded = False, False, []
+    for field in fields:
+        if field.isascii():
+            decoded.append(field)
+            continue
+        raw = field.encode("cp1252", "surrogateescape")
+        try:
+            decoded.append(raw.decode("utf-8"))
+            utf8 = True
+        except UnicodeDecodeError:
+            if _UTF8_SEQUENCE.search(raw):
+                return Row(line, fields, _MIXED)
+            decoded.append(field)
+            cp1252 = True
+    if utf8 and cp1252:
+        return Row(line, fields, _MIXED)
+    return Row(line, decoded if utf8 else fields)
+
+
 class CsvReader:
     """A CSV file opened for streaming; use as a context manager."""
 
@@ -199,7 +228,10 @@ class CsvReader:
             start, last_line = last_line + 1, lines.count + 1
             lines.record.clear()
             if fields and any(field.strip() for field in fields):
-                yield Row(start, fields)
+                if self.encoding == "cp1252" and not all(map(str.isascii, fields)):
+                    yield _as_written(start, fields)
+                else:
+                    yield Row(start, fields)
 
     def bytes_read(self) -> int:
         """How far into the file reading has got (for progress bars)."""

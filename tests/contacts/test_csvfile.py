@@ -117,3 +117,22 @@ def test_a_quote_never_closed_over_128_kib_is_reported_as_never_closed(tmp_path:
     assert [(line, problem) for line, _, problem in rows] == [(2, (
         "a quote opened in this row is never closed, so every line after it was read as one "
         "field; close the quote and import again"))]  # fmt: skip
+
+
+def test_utf8_rows_in_a_windows_1252_file_are_read_as_utf8_and_mixed_rows_rejected(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "a.csv"
+    path.write_bytes(
+        b"email;first;last\r\n"
+        + "rene@x.com;René;Lefèvre\r\n".encode("cp1252") * 30  # mostly Windows-1252
+        + "jurgen@x.com;Jürgen;Müller\r\n".encode()  # a row added as UTF-8
+        + b"mix@x.com;" + "Jürgen;".encode() + "Müller\r\n".encode("cp1252")
+        + b"ascii@x.com;Ada;Lovelace\r\n"
+    )  # fmt: skip
+    rows = rows_of(path)
+    assert rows[0] == (2, ["rene@x.com", "René", "Lefèvre"], None)
+    assert rows[30] == (32, ["jurgen@x.com", "Jürgen", "Müller"], None)
+    assert rows[31][0] == 33 and rows[31][2] is not None
+    assert rows[31][2].startswith("mixes UTF-8 and Windows-1252 text")
+    assert rows[32] == (34, ["ascii@x.com", "Ada", "Lovelace"], None)
