@@ -12,7 +12,13 @@ from collections.abc import Callable, Iterable, Iterator
 from functools import wraps
 from typing import Literal, ParamSpec, TypeVar, get_args
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from sqlalchemy import Engine, func, select
@@ -26,6 +32,8 @@ RelayErrorKind = Literal["no_answer", "refused"]
 OTHER = "other"  # a campaign no longer in settings (rows queued before it was removed)
 QUEUES = ("queued", "deferred", "sending")  # outbox statuses counted at scrape time
 
+# A `_created` sample beside every counter doubles the text for a timestamp Prometheus ignores.
+disable_created_metrics()
 REGISTRY = CollectorRegistry(auto_describe=True)
 
 REQUESTS = Counter(
