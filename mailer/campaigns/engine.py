@@ -11,9 +11,10 @@ SMTP, belongs to delivery.)
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
 
 from sqlalchemy import (
@@ -23,6 +24,7 @@ from sqlalchemy import (
     select,
     update,
 )
+from sqlalchemy.exc import DBAPIError
 
 from mailer.campaigns.broadcasts import queue_broadcast
 from mailer.campaigns.enrollment import enroll
@@ -34,6 +36,7 @@ from mailer.config import Campaign, Settings, Step, parse_quiet_hours
 from mailer.consent.standing import Standing, standings
 from mailer.consent.state import SENDABLE
 from mailer.errors import SettingsError
+from mailer.logs import logger
 from mailer.store.bulk import one_of
 from mailer.store.tables import (
     contacts,
@@ -44,6 +47,7 @@ from mailer.store.upsert import upsert
 
 BATCH = 5000  # due enrollments advanced per transaction
 PENDING_RECHECK = timedelta(hours=1)  # a double opt-in not yet confirmed is looked at again
+RETRY_FAILED = timedelta(minutes=10)  # a due step that failed is tried (and logged) again
 # Outbox rows that count toward the frequency cap: sent, or on their way.
 ON_THE_WAY = ("queued", "sending", "deferred", "sent")
 
@@ -57,9 +61,14 @@ class TickReport:
     postponed: int = 0
     skipped: int = 0
     completed: int = 0
+    errors: int = 0  # due steps that raised: postponed by RETRY_FAILED, the error their reason
 
     def as_dict(self) -> dict[str, int]:
         return dict(self.__dict__)
+
+    def add(self, other: TickReport) -> None:
+        for field in fields(self):
+            setattr(self, field.name, getattr(self, field.name) + getattr(other, field.name))
 
 
 def tick(engine: Engine, settings: Settings, now: datetime) -> TickReport:
@@ -77,12 +86,26 @@ def tick(engine: Engine, settings: Settings, now: datetime) -> TickReport:
 def start(connection: Connection, settings: Settings, now: datetime, report: TickReport) -> None:
     """What begins now: score rules newly met, enrollments into sequences, and broadcasts
     whose time has come."""
-    award_rules(connection, settings, now)
+    _on_its_own(connection, partial(award_rules, connection, settings, now), "score rules failed")
     for name, campaign in settings.campaigns.items():
         if campaign.kind == "sequence" and campaign.trigger:
-            report.enrolled += enroll(connection, settings, name, campaign, now)
+            work = partial(enroll, connection, settings, name, campaign, now)
+            report.enrolled += _on_its_own(connection, work, "campaign failed", name) or 0
         elif campaign.kind == "broadcast":
-            report.queued += queue_broadcast(connection, settings, name, campaign, now)
+            work = partial(queue_broadcast, connection, settings, name, campaign, now)
+            report.queued += _on_its_own(connection, work, "campaign failed", name) or 0
+
+
+def _on_its_own(connection: Connection, work: Callable[[], int | None], failure: str,
+                campaign: str | None = None) -> int | None:  # fmt: skip
+    """Do `work` in a savepoint: if it raises, it is logged and undone, and the rest of the
+    tick goes on (a campaign's broken segment must not hold back the other campaigns)."""
+    try:
+        with connection.begin_nested():
+            return work()
+    except Exception:
+        logger.exception(failure, extra={"campaign": campaign} if campaign else {})
+        return None
 
 
 def advance(connection: Connection, settings: Settings, now: datetime, report: TickReport) -> bool:
@@ -104,8 +127,45 @@ def advance(connection: Connection, settings: Settings, now: datetime, report: T
             _end(connection, rows, "exited", now, "the campaign is no longer in settings")
             report.exited += len(rows)
             continue
-        _advance_campaign(connection, settings, name, campaign, rows, now, report)
+        _advance_isolated(connection, settings, name, campaign, rows, now, report)
     return True
+
+
+def _advance_isolated(connection: Connection, settings: Settings, name: str,
+                      campaign: Campaign, rows: list[Any], now: datetime,
+                      report: TickReport) -> None:  # fmt: skip
+    """The campaign's due rows together in a savepoint; if that fails, each row in its own, so
+    that only the rows that fail wait (RETRY_FAILED, the error as their reason)."""
+    part = TickReport()
+    try:
+        with connection.begin_nested():
+            _advance_campaign(connection, settings, name, campaign, rows, now, part)
+        report.add(part)
+        return
+    except Exception:
+        logger.exception("campaign failed", extra={"campaign": name})
+    failed: list[str] = []
+    for row in rows:
+        one = TickReport()
+        try:
+            with connection.begin_nested():
+                _advance_campaign(connection, settings, name, campaign, [row], now, one)
+        except Exception as error:
+            failed.append(_failure(error))
+            _postpone(connection, row, now + RETRY_FAILED, f"failed: {failed[-1]} (tried "
+                      f"again every {RETRY_FAILED.seconds // 60} minutes)")  # fmt: skip
+            one = TickReport(errors=1)
+        report.add(one)
+    if failed:
+        logger.error("due steps failed", extra={"campaign": name, "failed": len(failed),
+                                                "first": failed[0]})  # fmt: skip
+
+
+def _failure(error: Exception) -> str:
+    """The error on one line, short enough for an enrollment's reason."""
+    cause = error.orig if isinstance(error, DBAPIError) and error.orig is not None else error
+    text = " ".join(str(cause).split()) or type(cause).__name__
+    return text if len(text) <= 300 else text[:299] + "…"
 
 
 def _advance_campaign(connection: Connection, settings: Settings, name: str,

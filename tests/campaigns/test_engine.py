@@ -518,3 +518,69 @@ def test_a_tick_on_an_empty_database_does_nothing(tmp_path: Path, environ: dict[
     shop = Workspace(load_settings(root / "settings.toml", environ=environ), FrozenClock(MONDAY))
     assert set(at(shop, MONDAY).values()) == {0}
     shop.close()
+
+
+# One campaign's or one contact's failure is its own: the rest of the tick commits.
+
+BROKEN = """
+[segments]
+big = 'tier > 3'  # tier is not declared a number: compiling this raises
+
+[campaigns.survey]
+kind = "sequence"
+list = "newsletter"
+trigger = 'joins list "newsletter"'
+enroll_existing = true
+
+[[campaigns.survey.steps]]
+name = "ask"
+template = "survey/1"
+subject = "How was it?"
+condition = 'plan > 3'  # nor is plan
+
+[campaigns.vip]
+kind = "sequence"
+list = "newsletter"
+trigger = 'enters segment "big"'
+enroll_existing = true
+
+[[campaigns.vip.steps]]
+name = "hi"
+template = "vip/1"
+subject = "Hi"
+"""
+
+
+def test_a_campaign_whose_condition_fails_does_not_stop_the_others(
+    tmp_path: Path, environ: dict[str, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    for shop in open_shop(tmp_path, environ, BROKEN):
+        report = at(shop, MONDAY)
+        assert sent(shop) == [("ada", "hello", "queued", None), ("ken", "hello", "queued", None)]
+        assert report["errors"] == 2  # ada's and ken's survey (bob waits for his confirmation)
+        state, reason = status(shop, "ada@example.com", "survey")
+        assert state == "active" and reason is not None
+        assert reason.startswith("failed: 'plan > 3': plan is text: ")
+        assert reason.endswith("declare it in [attributes] (plan = \"integer\") to compare "
+                               "numbers (tried again every 10 minutes)")  # fmt: skip
+        with shop.engine.connect() as connection:
+            due = connection.scalar(select(enrollments.c.due_at).where(
+                enrollments.c.campaign == "survey", enrollments.c.reason == reason))  # fmt: skip
+        assert due is not None and due.replace(tzinfo=UTC) == MONDAY + timedelta(minutes=10)
+        failures = [r for r in caplog.records if r.getMessage().startswith("campaign failed")]
+        assert {getattr(r, "campaign", None) for r in failures} == {"survey", "vip"}
+        assert at(shop, MONDAY + timedelta(minutes=10))["errors"] == 2  # tried again, logged
+
+
+def test_a_contact_whose_step_fails_does_not_stop_the_others(
+    tmp_path: Path, environ: dict[str, str]
+) -> None:
+    for shop in open_shop(tmp_path, environ, '[engine]\nquiet_hours = "21:00-08:00"\n'):
+        with shop.engine.begin() as connection:  # a zone no database of zones knows
+            connection.execute(contacts.update().where(contacts.c.email == "ken@example.com")
+                               .values(timezone="Mars/Olympus"))  # fmt: skip
+        report = at(shop, MONDAY)
+        assert report["queued"] == 1 and report["errors"] == 1
+        assert sent(shop) == [("ada", "hello", "queued", None)]
+        state, reason = status(shop, "ken@example.com")
+        assert state == "active" and reason is not None and "Mars/Olympus" in reason
