@@ -174,3 +174,18 @@ def test_healthz_says_the_event_writer_is_behind_while_the_database_refuses_its_
     assert behind["buffered"] == 1 and caught_up["buffered"] == 0
     with workspace.engine.connect() as connection:
         assert connection.scalar(text("SELECT count(*) FROM events WHERE kind LIKE '%open'")) == 1
+
+
+def test_healthz_is_503_down_when_the_database_cannot_answer(
+    sent: tuple[Workspace, dict[str, str]], serve: Serve
+) -> None:
+    workspace, _ = sent
+    with serve(create_app(workspace)) as base:
+        with workspace.engine.begin() as connection:
+            connection.execute(text("ALTER TABLE campaign_pauses RENAME TO pauses_away"))
+        answer = httpx.get(f"{base}/healthz")
+    assert answer.status_code == 503
+    body = answer.json()
+    assert body["status"] == "down"
+    [reason] = body["reasons"]
+    assert reason["check"] == "database_unreachable" and "campaign_pauses" in reason["message"]
