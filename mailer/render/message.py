@@ -59,6 +59,8 @@ class RenderedMessage:
 
 
 _ENCODED_WORD = re.compile(r"=\?[^?\s]*\?[bBqQ]\?[^?\s]*\?=")
+# C0 and C1 controls that are not whitespace (str.split() takes care of those), and DEL.
+_CONTROLS = dict.fromkeys(c for c in [*range(0x20), *range(0x7F, 0xA0)] if not chr(c).isspace())
 
 
 def header_text(value: str) -> str:
@@ -66,8 +68,9 @@ def header_text(value: str) -> str:
 
     Encoded words (`=?utf-8?q?...?=`) are decoded here first: mail readers decode them, and
     one hiding CR/LF would show the reader a forged header (Python's own email package even
-    writes it out as a real one: CVE-2024-6923, unfixed in 3.11.7). Then every run of
-    whitespace, CR and LF included, is one space.
+    writes it out as a real one: CVE-2024-6923, unfixed in 3.11.7). Then control characters
+    (NUL, ESC, DEL, ...) are dropped and every run of whitespace, CR and LF included, is one
+    space.
     """
     for _ in range(4):  # encoded words may hide encoded words
         if not _ENCODED_WORD.search(value):
@@ -76,7 +79,7 @@ def header_text(value: str) -> str:
             value = str(make_header(decode_header(value)))
         except (ValueError, LookupError, HeaderParseError):
             break
-    value = " ".join(value.split())
+    value = " ".join(value.translate(_CONTROLS).split())
     # Whatever still looks like an encoded word must not be read as one.
     return _ENCODED_WORD.sub(lambda word: word.group(0).replace("=?", "= ?"), value)
 

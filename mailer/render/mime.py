@@ -17,19 +17,26 @@ import binascii
 from email.utils import formataddr
 
 CRLF = "\r\n"
-MAX_LINE = 78  # RFC 5322 2.1.1: lines SHOULD be at most 78 characters
-_WORD_BYTES = 45  # base64 of 45 bytes is 60 characters; with =?utf-8?b?...?=, 72 (RFC 2047: 75)
+MAX_LINE = 78  # RFC 5322 2.1.1: lines SHOULD be at most 78 characters (and MUST be at most 998)
+LEAD = len("Reply-To: ")  # the longest "Name: " our folded values follow on their first line
+# base64 of 42 bytes is 56 characters; with =?utf-8?b?...?=, 68 (RFC 2047: at most 75), which
+# fits the first line after LEAD as well as every folded line after its space.
+_WORD_BYTES = 42
 
 
 def unstructured(value: str) -> str:
-    """A header value: ASCII folded at spaces, anything else as RFC 2047 encoded words."""
+    """A header value folded so that every line is at most MAX_LINE characters: ASCII folded
+    at spaces (RFC 5322 2.2.3); anything else, and a word too long for a line, as RFC 2047
+    encoded words (a long word cannot be folded, and a line over 998 is refused by relays)."""
     if value.isascii():
-        return _fold(value)
+        folded = _fold(value)
+        if folded is not None:
+            return folded
     return encoded_words(value)
 
 
 def encoded_words(value: str) -> str:
-    """RFC 2047 "B" encoded words, one per line, each at most 75 characters, never splitting a
+    """RFC 2047 "B" encoded words, one per line, each at most 68 characters, never splitting a
     character. (The email package's Header.encode measures every character of every candidate
     encoding: ten times slower, for the same result.)"""
     data, words, start = value.encode("utf-8"), [], 0
@@ -52,28 +59,37 @@ def wire_address(address: str) -> str:
 
 
 def mailbox(name: str | None, address: str) -> str:
-    """`Name <address>`, the name quoted or RFC 2047-encoded as needed."""
+    """`Name <address>`, the name quoted or RFC 2047-encoded as needed, folded before the
+    address when the line would pass MAX_LINE."""
     address = wire_address(address)
     local, _, domain = address.rpartition("@")
-    if name and not name.isascii():
-        return f"{encoded_words(name)} <{local}@{domain}>"
-    if not local.isascii():
-        phrase = formataddr((name, "x@x"))[: -len("<x@x>")] if name else ""
-        return f"{phrase}<{local}@{domain}>"
-    return formataddr((name or "", f"{local}@{domain}"))
+    if not name:
+        return f"<{local}@{domain}>" if not local.isascii() else formataddr(("", address))
+    if not name.isascii():
+        phrase = encoded_words(name)
+    else:
+        # formataddr quotes the name when it must; the address is cut off again after.
+        phrase = formataddr((name, "x@x"))[: -len(" <x@x>")]
+        if len(phrase) > MAX_LINE - LEAD:
+            phrase = encoded_words(name)  # a long name: encoded words fold, a quoted one not
+    last = phrase.rpartition(CRLF)[2]
+    room = MAX_LINE - (1 if CRLF in phrase else LEAD)
+    space = " " if len(last) + len(address) + 3 <= room else CRLF + " "
+    return f"{phrase}{space}<{local}@{domain}>"
 
 
-def _fold(value: str) -> str:
-    """Break a long ASCII value at spaces so lines stay near 78 characters."""
-    if len(value) <= MAX_LINE - 20:
-        return value
-    lines, current = [], ""
+def _fold(value: str) -> str | None:
+    """A value of ASCII words broken at spaces, so that no line passes MAX_LINE; None when a
+    word is too long for any line."""
+    lines, current, room = [], "", MAX_LINE - LEAD
     for word in value.split(" "):
-        if current and len(current) + 1 + len(word) > MAX_LINE - 20:
+        if current and len(current) + 1 + len(word) > room:
             lines.append(current)
-            current = word
+            current, room = word, MAX_LINE - 1  # a folded line starts with its space
         else:
             current = f"{current} {word}" if current else word
+        if len(current) > room:
+            return None
     lines.append(current)
     return (CRLF + " ").join(lines)
 
