@@ -18,6 +18,8 @@ import socket
 import time
 from collections import deque
 from collections.abc import Callable, Coroutine
+from concurrent.futures import Future
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
@@ -37,6 +39,7 @@ from mailer.workspace import Workspace
 
 T = TypeVar("T")
 SHORT_WAIT = 1.0  # a domain over its rate waits this long in line; longer, it goes back
+DIED = "the render process died (killed, out of memory, or crashed)"
 
 
 def run_loop(work: Coroutine[Any, Any, T]) -> T:
@@ -72,6 +75,9 @@ class DeliveryReport:
 class Chunk:
     """Messages of one claimed batch on their way through a render process."""
 
+    jobs: list[RenderJob]
+    now: datetime  # the time they are rendered at
+    pool: RenderPool  # the pool rendering them
     future: asyncio.Future[list[Rendered]]
     claimed: dict[int, OutboxMessage]  # the batch's rows, by outbox id
     contacts: dict[int, Contact]
@@ -145,7 +151,7 @@ class Deliverer:
                 if not pending:
                     break
                 chunk = pending.popleft()
-                rendered = await chunk.future
+                rendered = await self._rendered(chunk, writer, clock)
                 for item in await asyncio.to_thread(self._gate, rendered, chunk, writer):
                     if stopping():
                         break
@@ -191,8 +197,59 @@ class Deliverer:
                           m.variant) for m in batch if m.contact_id in contacts]  # fmt: skip
         by_id = {message.id: message for message in batch}
         now = clock()
-        return [Chunk(asyncio.wrap_future(self.pool.submit(jobs[i : i + CHUNK], now)), by_id,
-                      contacts) for i in range(0, len(jobs), CHUNK)]  # fmt: skip
+        chunks = []
+        for part in (jobs[i : i + CHUNK] for i in range(0, len(jobs), CHUNK)):
+            pool, future = self._render(part, now)
+            chunks.append(Chunk(part, now, pool, asyncio.wrap_future(future), by_id, contacts))
+        return chunks
+
+    def _render(self, jobs: list[RenderJob],
+                now: datetime) -> tuple[RenderPool, Future[list[Rendered]]]:  # fmt: skip
+        assert self.pool is not None
+        try:
+            return self.pool, self.pool.submit(jobs, now)
+        except BrokenProcessPool:  # a render process died while the pool was idle
+            logger.warning(f"{DIED} while idle; a new one is started")
+            pool = self._replace_pool(self.pool)
+            return pool, pool.submit(jobs, now)
+
+    async def _rendered(self, chunk: Chunk, writer: ResultWriter,
+                        clock: Callable[[], datetime]) -> list[Rendered]:  # fmt: skip
+        """The chunk rendered. If a render process died, every message the pool had in hand
+        is rendered again alone, one after another, in a new pool: a message that kills its
+        process takes no other with it, and waits for its next attempt (or fails)."""
+        try:
+            return await chunk.future
+        except BrokenProcessPool:
+            if chunk.pool is self.pool:  # the first chunk of the dead pool to notice
+                logger.warning(f"{DIED}; a new one is started and renders its messages "
+                               "again one at a time")  # fmt: skip
+            self._replace_pool(chunk.pool)
+        rendered: list[Rendered] = []
+        for job in chunk.jobs:
+            pool, future = self._render([job], chunk.now)
+            try:
+                alone: list[Rendered] = await asyncio.wrap_future(future)
+            except BrokenProcessPool:
+                self._replace_pool(pool)
+                claimed = chunk.claimed[job.outbox_id]
+                result = self._retry(claimed, f"render: {DIED} rendering this message alone",
+                                     clock())  # fmt: skip
+                logger.warning(f"{DIED} rendering outbox message {claimed.id} alone: "
+                               f"{result.ending}", extra={"outbox_id": claimed.id})  # fmt: skip
+                writer.add(result)
+            else:
+                rendered += alone
+        return rendered
+
+    def _replace_pool(self, broken: RenderPool) -> RenderPool:
+        """The deliverer's pool, made anew if it is still `broken` (a dead process breaks a
+        process pool for good)."""
+        if self.pool is broken:
+            broken.close()
+            self.pool = RenderPool(self.settings)
+        assert self.pool is not None
+        return self.pool
 
     def _contacts(self, batch: list[OutboxMessage]) -> dict[int, Contact]:
         with reading(self.workspace.engine) as connection:
@@ -266,17 +323,21 @@ class Deliverer:
                           message_id=message.message_id,
                           links=message.links, consent_entry_id=item.consent_entry_id)  # fmt: skip
         if verdict.outcome == "retry":
-            again = next_attempt(self.policy, claimed.attempts, claimed.queued_at, now, self.rng)
-            if again is not None:
-                return Result(claimed.id, "deferred", f"temporary failure at {reply.stage}",
-                              reply=str(reply), send_after=again)  # fmt: skip
-            return Result(claimed.id, "failed", f"gave up after {claimed.attempts} attempts",
-                          reply=str(reply))  # fmt: skip
+            return self._retry(claimed, f"temporary failure at {reply.stage}", now, str(reply))
         if verdict.hard_bounce:
             report.bounced += 1
         bounced = item.contact.email if verdict.hard_bounce else None
         return Result(claimed.id, "failed", f"refused at {reply.stage}", reply=str(reply),
                       bounced_address=bounced)  # fmt: skip
+
+    def _retry(self, claimed: OutboxMessage, reason: str, now: datetime,
+               reply: str | None = None) -> Result:  # fmt: skip
+        """Deferred with backoff, or failed once the retry policy gives up."""
+        again = next_attempt(self.policy, claimed.attempts, claimed.queued_at, now, self.rng)
+        if again is not None:
+            return Result(claimed.id, "deferred", reason, reply=reply, send_after=again)
+        reason = f"{reason}; gave up after {claimed.attempts} attempts"
+        return Result(claimed.id, "failed", reason, reply=reply)
 
     async def _count_refusal(self, campaign: str, refused: bool, reply: SmtpReply,
                              report: DeliveryReport) -> None:  # fmt: skip
