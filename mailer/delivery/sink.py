@@ -9,12 +9,10 @@ hold it: with `Return-Path` and `Delivered-To` on top.
 
 from __future__ import annotations
 
-import errno
 import itertools
 import os
 import secrets
 import signal
-import socket
 import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -26,10 +24,13 @@ from types import FrameType
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
+from mailer.contacts.cells import printable
 from mailer.errors import MailerError
+from mailer.listening import address, bind, cannot_listen
 
 MAX_MESSAGE_BYTES = 50 * 1024 * 1024
 SUBJECT_WIDTH = 70
+WHO, FIX = "another mailer sink?", "choose another port with --port"
 
 Echo = Callable[[str], None]
 
@@ -51,10 +52,11 @@ class SentFolder:
             name = f"{queue_id}.eml" if len(recipients) == 1 else f"{queue_id}.{index}.eml"
             self._write(name, trace_headers(envelope.mail_from, recipient) + content)
         self.kept += len(recipients)
-        subject = subject_line(content)
+        subject = printable(subject_line(content))
         moment = datetime.now().strftime("%H:%M:%S")  # local time: for the person watching
         for recipient in recipients:
-            self.echo(f"{moment}  {recipient}  {subject}")
+            # Escaped: a sender's CR, LF or ESC must not forge a line or move the terminal.
+            self.echo(f"{moment}  {printable(recipient)}  {subject}")
         return f"250 OK: queued as {queue_id}"
 
     def _queue_id(self) -> str:
@@ -92,7 +94,8 @@ def start_sink(host: str, port: int, directory: Path, echo: Echo) -> Controller:
     except OSError as error:
         raise MailerError(f"cannot create the folder {directory}: {error.strerror}; "
                           "choose another with --dir") from None  # fmt: skip
-    _check_can_listen(host, port)
+    # aiosmtpd's Controller reports a taken port only after its 5-second start timeout.
+    bind(host, port, who=WHO, fix=FIX).close()
     controller = Controller(
         SentFolder(directory, echo),
         hostname=host,
@@ -105,7 +108,7 @@ def start_sink(host: str, port: int, directory: Path, echo: Echo) -> Controller:
     try:
         controller.start()
     except OSError as error:  # taken between the check and now
-        raise MailerError(_cannot_listen(host, port, error)) from None
+        raise MailerError(cannot_listen(host, port, error, WHO, FIX)) from None
     return controller
 
 
@@ -119,7 +122,7 @@ def serve_sink(host: str, port: int, directory: Path, echo: Echo) -> None:
     previous = {number: signal.signal(number, stop) for number in (signal.SIGINT, signal.SIGTERM)}
     try:
         controller = start_sink(host, port, directory, echo)
-        where = _address(host, port)
+        where = address(host, port)
         echo(f"mailer sink: listening on {where}, keeping every message in {directory}/ "
              "(Ctrl-C stops)")  # fmt: skip
         stopping.wait()
@@ -129,26 +132,3 @@ def serve_sink(host: str, port: int, directory: Path, echo: Echo) -> None:
     finally:
         for number, handler in previous.items():
             signal.signal(number, handler)
-
-
-def _check_can_listen(host: str, port: int) -> None:
-    # aiosmtpd's Controller reports a taken port only after its 5-second start timeout.
-    try:
-        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
-        with socket.socket(family, socket.SOCK_STREAM) as probe:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as asyncio does
-            probe.bind((host, port))
-    except OSError as error:
-        raise MailerError(_cannot_listen(host, port, error)) from None
-
-
-def _cannot_listen(host: str, port: int, error: OSError) -> str:
-    where = _address(host, port)
-    if error.errno == errno.EADDRINUSE:
-        return (f"cannot listen on {where}: the port is in use (another mailer sink?); "
-                "stop that program or choose another port with --port")  # fmt: skip
-    return f"cannot listen on {where}: {error.strerror or error}; check --host and --port"
-
-
-def _address(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

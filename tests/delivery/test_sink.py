@@ -150,3 +150,18 @@ def test_cli_on_a_taken_port_says_so_in_one_line(tmp_path: Path) -> None:
         f"mailer: cannot listen on 127.0.0.1:{port}: the port is in use (another mailer sink?); "
         "stop that program or choose another port with --port\n"
     )
+
+
+def test_the_log_line_escapes_what_could_forge_a_line_or_move_the_terminal(
+    sink: tuple[Controller, Path, list[str]],
+) -> None:
+    controller, _, lines = sink
+    forged = "=?utf-8?q?Hi=0D=0A12:00:00__eve@example.com__Invoice?="  # CR LF, once decoded
+    hostile = f"{forged} \x1b[2J\x1b]0;owned\x07 \u202eevil"  # clear screen, set title, RTL
+    message = f"From: news@acme.example\r\nSubject: {hostile}\r\n\r\nbody\r\n".encode()
+    send(controller.port, ["ada\u202e@example.com"], message, "SMTPUTF8")
+    (line,) = lines
+    assert line.split("  ", 1)[1] == (
+        "ada\\u202e@example.com  Hi 12:00:00 eve@example.com Invoice \\x1b[2J\\x1b]0;owned\\x07 "
+        "\\u202eevil"
+    )
