@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import socket
 from contextlib import suppress
 from datetime import UTC, datetime, timedelta
 
@@ -21,7 +22,7 @@ from mailer.campaigns.engine import tick
 from mailer.delivery.worker import Deliverer, run_loop
 from mailer.logs import logger
 from mailer.metrics import timed_tick
-from mailer.tracking.serve import EmbeddedServer, configure
+from mailer.tracking.serve import EmbeddedServer, configure, listen
 from mailer.workspace import Workspace
 
 
@@ -55,6 +56,9 @@ def simulate(workspace: Workspace, start: datetime,
     return days
 
 
+RUN_ELSEWHERE = "set tracking.port (or MAILER_TRACKING__PORT), or run with --no-serve"
+
+
 def run(workspace: Workspace, every: timedelta, serve: bool = True) -> None:
     scheduler = BackgroundScheduler(timezone=UTC)
 
@@ -71,24 +75,31 @@ def run(workspace: Workspace, every: timedelta, serve: bool = True) -> None:
     scheduler.add_job(tick_job, "interval", seconds=every.total_seconds(), id="tick",
                       next_run_time=datetime.now(UTC), max_instances=1, coalesce=True)  # fmt: skip
     deliverer = Deliverer(workspace)
+    # Bound before the first tick: a port in use stops `mailer run` at once, in one line.
+    listening = listen(workspace, None, None, fix=RUN_ELSEWHERE) if serve else None
     logger.info("started", extra={"tick_every": str(every), "worker": deliverer.owner})
     scheduler.start()
     try:
-        run_loop(_deliver_until_stopped(workspace, deliverer, serve))
+        run_loop(_deliver_until_stopped(workspace, deliverer, listening))
     finally:
         scheduler.shutdown(wait=True)  # the running tick finishes
         deliverer.close()
+        if listening is not None:
+            listening.close()
     logger.info("stopped")
 
 
 async def _deliver_until_stopped(workspace: Workspace, deliverer: Deliverer,
-                                 serve: bool) -> None:  # fmt: skip
+                                 listening: socket.socket | None) -> None:  # fmt: skip
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, _stopping, signum, stop)
-    endpoint = EmbeddedServer(configure(workspace, None, None)) if serve else None
-    serving = asyncio.create_task(endpoint.serve()) if endpoint else None
+    endpoint: EmbeddedServer | None = None
+    serving: asyncio.Task[None] | None = None
+    if listening is not None:
+        endpoint = EmbeddedServer(configure(workspace, None, None))
+        serving = asyncio.create_task(endpoint.serve([listening]))
     poll = workspace.settings.delivery.poll.total_seconds()
     while not stop.is_set():
         try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from mailer.cli import _LazyWorkspace, cli, pass_workspace, say
+from mailer.tracking.serve import listen
 from mailer.tracking.serve import serve as serve_endpoint
 
 
@@ -25,6 +26,8 @@ def serve(lazy: _LazyWorkspace, host: str | None, port: int | None, now_text: st
     lazy.start_clock_at(now_text)
     workspace = lazy.get()
     tracking = workspace.settings.tracking
+    listening = listen(workspace, host, port,
+                       fix="choose another port with --port (or tracking.port)")  # fmt: skip
     say(f"mailer serve: http://{host or tracking.host}:{port or tracking.port} "
         f"(links in messages point at {tracking.base_url})")  # fmt: skip
-    serve_endpoint(workspace, host, port)
+    serve_endpoint(workspace, listening)

@@ -6,12 +6,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+import socket
 from collections.abc import Iterator
 from typing import Any
 
 import uvicorn
 
 from mailer.delivery.worker import run_loop
+from mailer.listening import bind
 from mailer.tracking.app import create_app
 from mailer.workspace import Workspace
 
@@ -35,21 +37,32 @@ def configure(workspace: Workspace, host: str | None, port: int | None) -> uvico
                           port=port or tracking.port, **OPTIONS)  # fmt: skip
 
 
-def serve(workspace: Workspace, host: str | None = None, port: int | None = None) -> None:
-    """Serve until SIGTERM or Ctrl-C; then finish the requests in flight, write the opens and
-    clicks still buffered, and return."""
-    serve_until_signalled(configure(workspace, host, port))
+def listen(workspace: Workspace, host: str | None, port: int | None, fix: str) -> socket.socket:
+    """The endpoint's socket (tracking.host and .port unless given), bound before uvicorn
+    starts: a port in use is a MailerError saying `fix`, not uvicorn's exit inside a loop."""
+    tracking = workspace.settings.tracking
+    return bind(host or tracking.host, port or tracking.port,
+                who="another mailer serve or mailer run?", fix=fix)  # fmt: skip
 
 
-def serve_until_signalled(config: uvicorn.Config) -> None:
-    """Run `config`'s server until SIGTERM or SIGINT, then stop it gracefully and return
-    (exit status 0: uvicorn's own handling would re-raise the signal)."""
+def serve(workspace: Workspace, listening: socket.socket) -> None:
+    """Serve on `listening` until SIGTERM or Ctrl-C; then finish the requests in flight,
+    write the opens and clicks still buffered, and return."""
+    host, port = listening.getsockname()[:2]
+    serve_until_signalled(configure(workspace, host, port), [listening])
+
+
+def serve_until_signalled(config: uvicorn.Config,
+                          sockets: list[socket.socket] | None = None) -> None:  # fmt: skip
+    """Run `config`'s server (on `sockets`, when bound already) until SIGTERM or SIGINT, then
+    stop it gracefully and return (exit status 0: uvicorn's own handling would re-raise the
+    signal)."""
     server = EmbeddedServer(config)
 
     async def until_signalled() -> None:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, setattr, server, "should_exit", True)
-        await server.serve()
+        await server.serve(sockets=sockets)
 
     run_loop(until_signalled())
