@@ -365,7 +365,15 @@ class Settings(Model):
         if self.secret_key is not None:
             value = self.secret_key.get_secret_value()
         elif self.secret_key_file is not None and self.path(self.secret_key_file).exists():
-            value = self.path(self.secret_key_file).read_text().strip()
+            try:
+                value = self.path(self.secret_key_file).read_text().strip()
+            except (OSError, UnicodeDecodeError) as error:
+                reason = getattr(error, "strerror", None) or "not UTF-8 text"
+                raise SettingsError(
+                    f"{self._source}: secret_key_file: cannot read "
+                    f"{self.path(self.secret_key_file)} ({reason}); make it a readable text "
+                    "file holding the key, or set MAILER_SECRET_KEY"
+                ) from None
         else:
             where = self.path(self.secret_key_file) if self.secret_key_file else None
             raise SettingsError(

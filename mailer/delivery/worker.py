@@ -99,6 +99,9 @@ class Deliverer:
     def __init__(self, workspace: Workspace, owner: str | None = None,
                  rng: random.Random | None = None) -> None:  # fmt: skip
         refuse_cleartext_password(workspace.settings)  # before `mailer run` starts, not later
+        # The render processes load the secret and DKIM keys again: one missing stops here, in
+        # one line, not as a broken process pool at every delivery.
+        workspace.renderer  # noqa: B018
         self.workspace = workspace
         self.settings = workspace.settings
         delivery = self.settings.delivery

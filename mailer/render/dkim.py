@@ -80,9 +80,8 @@ def load_key(path: Path, domain: str, selector: str, algorithm: Algorithm) -> Dk
         data = path.read_bytes()
     except FileNotFoundError:
         raise MailerError(
-            f"{path}: no such DKIM private key file; create one with "
-            f"mailer.render.dkim.generate_key({algorithm!r}) and publish its TXT record "
-            f"at {selector}._domainkey.{domain}"
+            f"{path}: no such DKIM private key file (dkim.key_file); run `mailer init` to "
+            f"create one, then publish the TXT record it prints at {selector}._domainkey.{domain}"
         ) from None
     except OSError as exc:
         raise MailerError(

@@ -30,7 +30,14 @@ def create_database_engine(url: str, **options: Any) -> Engine:
     if parsed.get_backend_name() != "sqlite":
         return create_engine(url, pool_pre_ping=True, **options)
     if parsed.database and parsed.database != ":memory:":
-        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        folder = Path(parsed.database).parent
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise MailerError(
+                f"cannot create the database folder {folder}: {error.strerror}; "
+                f"check database_url (or MAILER_DATABASE_URL)"
+            ) from None
     engine = create_engine(url, connect_args={"timeout": 30}, **options)
 
     @event.listens_for(engine, "connect")
@@ -88,7 +95,14 @@ def upgrade(engine: Engine) -> None:
                                    {"key": MIGRATIONS_LOCK})  # fmt: skip
             command.upgrade(_alembic_config(connection), "head")
     except OperationalError as error:
-        raise MailerError(f"cannot open the database {engine.url!r}: {error.orig}") from None
+        # The driver's message can run over lines (psycopg adds "Is the server running...").
+        reason = " ".join(str(error.orig).split())
+        where = ("the file and its folder can be written" if engine.dialect.name == "sqlite"
+                 else "the database server is running and reachable")  # fmt: skip
+        raise MailerError(
+            f"cannot open the database {engine.url!r}: {reason}; check database_url (or "
+            f"MAILER_DATABASE_URL) and that {where}"
+        ) from None
 
 
 def open_database(url: str) -> Engine:
