@@ -74,8 +74,6 @@ def check_project(settings: Settings, now: datetime, strict: bool = False,
                   rows: int = ROWS) -> CheckReport:  # fmt: skip
     """Check everything; render every message for the first `rows` rows of each list file."""
     report = CheckReport(problems=[])
-    if (cleartext := cleartext_password(settings.smtp)) is not None:
-        report.problems.append(Problem("error", f"{settings.source}: {cleartext}"))
     _check_segments(settings, now, report)
     _check_templates(settings, report)
     samples: dict[str, list[Sample]] = {}
@@ -90,6 +88,8 @@ def check_project(settings: Settings, now: datetime, strict: bool = False,
             found = samples.get(name) or [Sample(SAMPLE, "made up by mailer check", "error")]
             samples[name] = [*found, made_up]
         _check_messages(settings, samples, now, report)
+    if (cleartext := cleartext_password(settings.smtp)) is not None:
+        report.problems.append(Problem("error", f"{settings.source}: {cleartext}"))
     return report
 
 
