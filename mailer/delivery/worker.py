@@ -40,6 +40,7 @@ from mailer.workspace import Workspace
 T = TypeVar("T")
 SHORT_WAIT = 1.0  # a domain over its rate waits this long in line; longer, it goes back
 DIED = "the render process died (killed, out of memory, or crashed)"
+RESTARTED = f"{DIED}; a new one renders again, one at a time, the messages it had in hand"
 
 
 def run_loop(work: Coroutine[Any, Any, T]) -> T:
@@ -208,12 +209,12 @@ class Deliverer:
 
     def _render(self, jobs: list[RenderJob],
                 now: datetime) -> tuple[RenderPool, Future[list[Rendered]]]:  # fmt: skip
+        """Hand `jobs` to the render pool; the pool, for `_rendered` to know if it died."""
         assert self.pool is not None
         try:
             return self.pool, self.pool.submit(jobs, now)
-        except BrokenProcessPool:  # a render process died while the pool was idle
-            logger.warning(f"{DIED} while idle; a new one is started")
-            pool = self._replace_pool(self.pool)
+        except BrokenProcessPool:  # a process died since the last hand-over
+            pool = self._replace_pool(self.pool, RESTARTED)
             return pool, pool.submit(jobs, now)
 
     async def _rendered(self, chunk: Chunk, writer: ResultWriter,
@@ -224,31 +225,28 @@ class Deliverer:
         try:
             return await chunk.future
         except BrokenProcessPool:
-            if chunk.pool is self.pool:  # the first chunk of the dead pool to notice
-                logger.warning(f"{DIED}; a new one is started and renders its messages "
-                               "again one at a time")  # fmt: skip
-            self._replace_pool(chunk.pool)
+            self._replace_pool(chunk.pool, RESTARTED)
         rendered: list[Rendered] = []
         for job in chunk.jobs:
             pool, future = self._render([job], chunk.now)
             try:
                 alone: list[Rendered] = await asyncio.wrap_future(future)
             except BrokenProcessPool:
-                self._replace_pool(pool)
                 claimed = chunk.claimed[job.outbox_id]
                 result = self._retry(claimed, f"render: {DIED} rendering this message alone",
                                      clock())  # fmt: skip
-                logger.warning(f"{DIED} rendering outbox message {claimed.id} alone: "
-                               f"{result.ending}", extra={"outbox_id": claimed.id})  # fmt: skip
+                self._replace_pool(pool, f"{DIED} rendering outbox message {claimed.id} "
+                                         f"alone: {result.ending}")  # fmt: skip
                 writer.add(result)
             else:
                 rendered += alone
         return rendered
 
-    def _replace_pool(self, broken: RenderPool) -> RenderPool:
+    def _replace_pool(self, broken: RenderPool, news: str) -> RenderPool:
         """The deliverer's pool, made anew if it is still `broken` (a dead process breaks a
-        process pool for good)."""
+        process pool for good), with `news` logged once for each pool that died."""
         if self.pool is broken:
+            logger.warning(news)
             broken.close()
             self.pool = RenderPool(self.settings)
         assert self.pool is not None
