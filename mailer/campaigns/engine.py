@@ -60,8 +60,8 @@ class TickReport:
     exited: int = 0
     postponed: int = 0
     skipped: int = 0
-    completed: int = 0
     errors: int = 0  # due steps that raised: postponed by RETRY_FAILED, the error their reason
+    completed: int = 0
 
     def as_dict(self) -> dict[str, int]:
         return dict(self.__dict__)
