@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import math
 from collections import Counter
 from datetime import datetime, timedelta
+from typing import Any
 
 import click
 from rich.table import Table
@@ -200,11 +203,26 @@ def _since(text: str | None, now: datetime) -> datetime | None:
         return moment_option(text)
 
 
+def property_value(text: str) -> Any:
+    """A --prop value as the events API carries it in JSON: a number, true, false or a quoted
+    text; anything else is the text itself. (A segment compares a number only with a number:
+    `where value <= 6` never matches the text "4".)"""
+    try:
+        value = json.loads(text, parse_constant=lambda name: name)  # NaN, Infinity: text
+    except ValueError:
+        return text
+    if isinstance(value, float) and not math.isfinite(value):  # 1e999: no database keeps it
+        return text
+    return value if isinstance(value, int | float | str) else text  # bool is an int
+
+
 @cli.command("event")
 @click.argument("email")
 @click.argument("name")
 @click.option("--prop", "props", multiple=True, metavar="KEY=VALUE",
-              help="A property, e.g. --prop category=espresso (repeatable).")  # fmt: skip
+              help="A property, e.g. --prop category=espresso or --prop value=24.50 (a number, "
+                   'true or false is stored as one; --prop code=\'"42"\' as text); '
+                   "repeatable.")  # fmt: skip
 @click.option("--at", "at_text", metavar="ISO-TIME", help="When it happened (default: now).")
 @pass_workspace
 def event_command(lazy: _LazyWorkspace, email: str, name: str, props: tuple[str, ...],
@@ -212,7 +230,8 @@ def event_command(lazy: _LazyWorkspace, email: str, name: str, props: tuple[str,
     """Record a website event for a contact (viewed_product, cart_abandoned, purchased, ...),
     as the shop would through the events API: it can trigger sequences, reach goals and
     shape segments."""
-    properties = key_values(props, "KEY=VALUE")
+    properties = {key: property_value(value)
+                  for key, value in key_values(props, "KEY=VALUE").items()}  # fmt: skip
     workspace = lazy.get()
     when = _moment(at_text) or workspace.clock.now()
     with workspace.engine.begin() as connection:

@@ -292,3 +292,14 @@ def test_campaign_pause_list_and_resume_from_the_command_line(mailer) -> None:  
     assert mailer("campaign", "resume", "welcome").stdout == "welcome: was not paused\n"
     unknown = mailer("campaign", "pause", "nope")
     assert unknown.exit_code == 1 and "no campaign 'nope'" in unknown.stderr
+
+
+def test_event_properties_that_read_as_numbers_are_numbers_in_segments(mailer, leads: Path) -> None:  # type: ignore[no-untyped-def]
+    mailer("import", str(leads), "--list", "leads")
+    for value in ("4", "high", '"5"', "1e999"):
+        assert mailer("event", "ada@example.com", "survey_answer", "--prop", f"value={value}",
+                      "--prop", "question=nps").exit_code == 0  # fmt: skip
+    count = lambda where: mailer("segment", "count", "--where", where).stdout  # noqa: E731
+    assert count('event "survey_answer" where value <= 6 count = 1') == "1 contacts\n"  # 4 only
+    assert count('event "survey_answer" where value = "5" count = 1') == "1 contacts\n"
+    assert count('event "survey_answer" where value = "1e999"') == "1 contacts\n"  # kept as text
