@@ -8,6 +8,7 @@ reads the file itself and sends back finished records of plain values, cheap to 
 
 from __future__ import annotations
 
+import gc
 import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
@@ -78,6 +79,18 @@ class BatchParser:
     header: tuple[str, ...] = ()  # the columns as the file names them, for warnings
 
     def __call__(self, chunk: list[Row]) -> ParsedBatch:
+        # A batch allocates hundreds of thousands of objects and frees none of them in cycles:
+        # the cyclic garbage collector, run every 700 allocations, found nothing and cost
+        # nearly half the parsing time. It is back on between batches.
+        collecting = gc.isenabled()
+        gc.disable()
+        try:
+            return self._parsed(chunk)
+        finally:
+            if collecting:
+                gc.enable()
+
+    def _parsed(self, chunk: list[Row]) -> ParsedBatch:
         batch = ParsedBatch()
         by_address: dict[str, tuple[int, ContactRow]] = {}
         for row in chunk:

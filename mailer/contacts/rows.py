@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
-from functools import lru_cache, partial
+from functools import lru_cache
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -96,7 +96,8 @@ class ContactRow:
     consent_at: datetime | None = None
     confirmed_at: datetime | None = None
     evidence: dict[str, str] = field(default_factory=dict)
-    warnings: list[tuple[str, str]] = field(default_factory=list)  # (column, what was done)
+    # (column, what was done); a tuple, not a list: no container to allocate for every row
+    warnings: tuple[tuple[str, str], ...] = ()
 
     def merge(self, later: ContactRow) -> None:
         """Fold a later row for the same address into this one: later non-empty values win."""
@@ -138,38 +139,39 @@ def parse_row(
     for name in ("first_name", "last_name"):
         if name in values:
             setattr(contact, name, _limited(contact, name, clean_name(values.pop(name))) or None)
+    # Each cell in its own try: a cell that does not fit is left out, the rest is kept.
     if "timezone" in values:
-        contact.timezone = _kept(contact, "timezone", check_timezone, values.pop("timezone"))
+        try:
+            contact.timezone = check_timezone(values.pop("timezone"))
+        except CellError as error:
+            _left_out(contact, "timezone", error)
     if "locale" in values:
-        contact.locale = _kept(contact, "locale", normalise_locale, values.pop("locale"))
+        try:
+            contact.locale = normalise_locale(values.pop("locale"))
+        except CellError as error:
+            _left_out(contact, "locale", error)
     if "tags" in values:
         contact.tags = parse_tags(values.pop("tags"))
     evidence = {name: values.pop(name) for name in EVIDENCE_FIELDS if name in values}
     _attach_consent(contact, evidence, now)
+    attributes = contact.attributes
     for name, value in values.items():
         kind = attribute_types.get(name, "string")
-        if kind == "string":
-            contact.attributes[name] = value
-            continue
-        kept = _kept(contact, name, partial(coerce, kind=kind), value)
-        if kept is not None:
-            contact.attributes[name] = kept
+        try:
+            attributes[name] = value if kind == "string" else coerce(value, kind)
+        except CellError as error:
+            _left_out(contact, name, error)
     return contact
 
 
-def _kept(contact: ContactRow, column: str, parse: Callable[[str], Any], value: str) -> Any:
-    """`parse(value)`, or None with a warning when the cell does not fit its column."""
-    try:
-        return parse(value)
-    except CellError as error:
-        contact.warnings.append((column, f"{error}; left out, the contact imports without it"))
-        return None
+def _left_out(contact: ContactRow, column: str, error: CellError) -> None:
+    contact.warnings += ((column, f"{error}; left out, the contact imports without it"),)
 
 
 def _limited(contact: ContactRow, column: str, name: str) -> str:
     if len(name) <= NAME_LIMIT:
         return name
-    contact.warnings.append((column, f"{len(name)} characters; kept the first {NAME_LIMIT}"))
+    contact.warnings += ((column, f"{len(name)} characters; kept the first {NAME_LIMIT}"),)
     return name[:NAME_LIMIT]
 
 
