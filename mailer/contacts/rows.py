@@ -17,7 +17,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from mailer.contacts.addresses import InvalidAddress, normalise_address
-from mailer.contacts.cells import shown
+from mailer.contacts.cells import printable, shown
 from mailer.contacts.csvfile import undecodable, unneutralise
 from mailer.errors import InputFileError
 
@@ -75,8 +75,9 @@ def map_columns(header: list[str], mapping: Mapping[str, str], where: str) -> li
             )
         targets.append(target)
     if "email" not in targets:
+        columns = printable(", ".join(header))
         raise InputFileError(
-            f"{where}:1: no email column among {', '.join(header)}; name one 'email' or map it "
+            f"{where}:1: no email column among {columns}; name one 'email' or map it "
             'in settings ([lists.NAME.columns] "Your Header" = "email") or with --map'
         )
     return targets

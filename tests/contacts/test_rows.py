@@ -36,6 +36,8 @@ def test_two_email_columns_or_none_is_a_file_error() -> None:
         map_columns(["email", "E-mail"], {}, "f.csv")
     with pytest.raises(InputFileError, match="no email column"):
         map_columns(["name"], {}, "f.csv")
+    with pytest.raises(InputFileError, match=r"among name\\r\\nf\.csv:9: x\\x1b\[2J;"):
+        map_columns(["name\r\nf.csv:9: x\x1b[2J"], {}, "f.csv")
 
 
 def test_hostile_names_become_one_printable_line() -> None:
