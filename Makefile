@@ -194,6 +194,9 @@ bench-tracking: $(STAMP)
 # The whole suite again with the wall clock moved FUTURE ahead (Debian's libfaketime, installed
 # here when missing): a test that passes only near the day it was written fails here. Every
 # subprocess a test starts (mailer run, render processes) inherits the moved clock.
+# libfaketime moves the monotonic clock too, so a thread's timed wait (Event.wait(0.01)) lasts
+# until something wakes it: tests poll with sleep. (Moving only the wall clock, with
+# FAKETIME_DONT_FAKE_MONOTONIC=1, crashed the event loop threads of aiosmtpd here.)
 FUTURE ?= +400d
 test-future: $(STAMP) faketime browser
 	faketime -f '$(FUTURE)' $(BIN)/pytest -q -p no:cacheprovider

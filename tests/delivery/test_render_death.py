@@ -11,6 +11,7 @@ import json
 import os
 import signal
 import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
@@ -67,7 +68,10 @@ def killing_every_render_process(deliverer: Deliverer) -> Iterator[list[int]]:
     done = threading.Event()
 
     def kill() -> None:
-        while not done.wait(0.002):
+        # Polled with sleep, not done.wait(timeout): under faketime (make test-future) a timed
+        # wait of a thread waits for the moved clock, 400 days.
+        while not done.is_set():
+            time.sleep(0.002)
             for pid in render_processes(deliverer):
                 if pid not in killed:
                     with suppress(ProcessLookupError):  # ended meanwhile
