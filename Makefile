@@ -36,7 +36,7 @@ $(UV):
 	$(BIN)/python -m pip install -q uv==$(UV_VERSION)
 
 $(STAMP): $(UV) pyproject.toml $(LOCK)
-	$(UV) pip install -q --python $(BIN)/python --require-hashes -r $(LOCK)
+	$(UV) pip install -q --python $(BIN)/python --require-hashes --compile-bytecode -r $(LOCK)
 	$(UV) pip install -q --python $(BIN)/python --no-deps -e .
 	@touch $@
 
@@ -89,7 +89,7 @@ demo: $(STAMP)
 	@$(SINK_STOP)
 	@rm -rf .mailer/sent
 	@$(DEMO) sink --dir .mailer/sent > .mailer/sink.log 2>&1 & echo $$! > .mailer/sink.pid
-	@sleep 1; head -1 .mailer/sink.log
+	@for i in $$(seq 50); do [ -s .mailer/sink.log ] && break; sleep 0.2; done; head -1 .mailer/sink.log
 	@echo; echo "== 16. Two weeks of hourly ticks with a moved clock: queue, then deliver (mailer run does this live)"
 	$(DEMO) tick --until $$(date -u -d "+14 day" +%Y-%m-%dT%H:%MZ) || { $(SINK_STOP); exit 1; }
 	@echo; echo "== 17. What Priya received, and when: the welcome series, and the cart reminder an hour after her cart"
@@ -101,7 +101,8 @@ demo: $(STAMP)
 	@$(SINK_STOP)
 	@echo; echo "== 20. The tracking endpoint (mailer serve; mailer run serves it too): Priya opens her welcome message and clicks"
 	@$(SERVE_STOP); $(DEMO) serve > .mailer/serve.log 2>&1 & echo $$! > .mailer/serve.pid
-	@$(BIN)/python -c "$$PRIYA_URLS" > .mailer/urls.txt; sleep 2
+	@$(BIN)/python -c "$$PRIYA_URLS" > .mailer/urls.txt
+	@for i in $$(seq 50); do curl -s -o /dev/null http://127.0.0.1:8025/healthz && break; sleep 0.2; done
 	curl -s -o /dev/null -w "pixel: %{http_code} %{content_type} %{size_download} bytes\n" -A "$(BROWSER)" "$$(sed -n 1p .mailer/urls.txt)"
 	curl -s -o /dev/null -w "click: %{http_code} -> %{redirect_url}\n" -A "$(BROWSER)" "$$(sed -n 2p .mailer/urls.txt)"
 	curl -s -o /dev/null -w "forged click: %{http_code}\n" "http://127.0.0.1:8025/c/1.bTE.forged-forged-forged-ab"
