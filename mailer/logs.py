@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -37,9 +39,36 @@ class Plain(logging.Formatter):
         return line + ("\n" + self.formatException(record.exc_info) if record.exc_info else "")
 
 
+class Brief(logging.Formatter):
+    """For a command typed by hand: one line a problem, its error on the same line, no
+    traceback (`--debug` shows it)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        fields = {key: value for key, value in vars(record).items() if key not in _STANDARD}
+        details = "".join(f" {key}={value}" for key, value in fields.items())
+        error = record.exc_info[1] if record.exc_info else None
+        cause = f": {' '.join(str(error).split()) or type(error).__name__}" if error else ""
+        return f"mailer: {record.levelname.lower()}: {record.getMessage()}{details}{cause}"
+
+
 def configure(json_lines: bool) -> None:
+    """Logs of the daemon (`mailer run`): every event, one line (or JSON object) each."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonLines() if json_lines else Plain())
     logger.handlers[:] = [handler]
     logger.setLevel(logging.INFO)
     logger.propagate = False
+
+
+@contextmanager
+def brief_logs(debug: bool = False) -> Iterator[None]:
+    """While a one-off command runs (`mailer tick`): its warnings and errors on stderr, one line
+    each (with `debug`, the traceback too); removed again when it ends."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(Plain() if debug else Brief())
+    handler.setLevel(logging.WARNING)
+    logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)

@@ -29,7 +29,7 @@ from mailer.daemon import simulate, tick_and_deliver
 from mailer.delivery.retry import FailedMessages, check_names, requeue_failed
 from mailer.delivery.worker import Deliverer
 from mailer.durations import parse_duration
-from mailer.logs import configure
+from mailer.logs import brief_logs, configure
 
 
 def _moment(text: str | None) -> datetime | None:
@@ -53,14 +53,16 @@ def tick(lazy: _LazyWorkspace, now_text: str | None, until_text: str | None,
     workspace = lazy.get()
     now = _moment(now_text)
     until = _moment(until_text)
-    if until is not None:
-        days = simulate(workspace, now or workspace.clock.now(), until)
-    else:
-        deliverer = Deliverer(workspace)
-        try:
-            days = {"now": tick_and_deliver(workspace, deliverer, now)}
-        finally:
-            deliverer.close()
+    debug = bool(click.get_current_context().find_root().params.get("debug"))
+    with brief_logs(debug):  # a campaign or render process that fails: one line on stderr
+        if until is not None:
+            days = simulate(workspace, now or workspace.clock.now(), until)
+        else:
+            deliverer = Deliverer(workspace)
+            try:
+                days = {"now": tick_and_deliver(workspace, deliverer, now)}
+            finally:
+                deliverer.close()
     if as_json:
         print_json(next(iter(days.values())) if until is None else days)
         return

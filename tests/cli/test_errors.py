@@ -3,6 +3,7 @@ exit status 1, never a traceback; and a stray MAILER_* variable is only a warnin
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
+from sqlalchemy import create_engine, text
 
 from mailer.cli import cli
 from tests.conftest import SECRET, write_csv
@@ -134,3 +136,34 @@ def test_a_port_in_use_is_one_line_saying_what_to_do(
         f"mailer: cannot listen on 127.0.0.1:{port}: the port is in use (another mailer serve "
         f"or mailer run?); stop that program or {fix}\n"
     )
+
+
+def test_a_contact_whose_step_fails_is_one_line_of_tick_and_the_others_are_sent(  # type: ignore[no-untyped-def]
+    mailer, project: Path, database_url: str
+) -> None:
+    write_csv(project / "news.csv", """
+        email,first_name,consent_at,consent_confirmed_at
+        ada@example.com,Ada,2026-01-01,2026-01-01
+        ken@example.com,Ken,2026-01-01,2026-01-01
+    """)  # fmt: skip
+    imported = mailer("import", "news.csv", "--list", "newsletter", MAILER_NOW="2026-11-23T11:00Z")
+    assert imported.exit_code == 0
+    engine = create_engine(database_url)
+    with engine.begin() as connection:  # a zone no database of zones knows, by a raw edit
+        connection.execute(text("UPDATE contacts SET timezone = 'Mars/Olympus' "
+                                "WHERE email = 'ken@example.com'"))  # fmt: skip
+    engine.dispose()
+    with ScriptedSmtpServer() as relay:
+        # Quiet hours read each contact's zone when the step is due.
+        environment = {"MAILER_SMTP__PORT": str(relay.port),
+                       "MAILER_ENGINE__QUIET_HOURS": "21:00-08:00"}  # fmt: skip
+        result = mailer("tick", "--json", "--now", "2026-11-23T12:00Z", **environment)
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["errors"] == 1, (result.stdout, result.stderr)
+    assert [message.recipient for message in relay.received] == ["ada@example.com"]
+    assert "Traceback" not in result.stderr
+    # The campaign's batch fails, then the contact alone: a line each, the error on it.
+    whole, alone = result.stderr.splitlines()
+    assert whole.startswith("mailer: error: campaign failed campaign=welcome: ")
+    assert alone.startswith("mailer: error: due steps failed campaign=welcome failed=1 first=")
+    assert "Mars/Olympus" in whole and "Mars/Olympus" in alone
