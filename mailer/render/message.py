@@ -58,7 +58,9 @@ class RenderedMessage:
     data: bytes  # the signed message, ready for SMTP DATA
 
 
-_ENCODED_WORD = re.compile(r"=\?[^?\s]*\?[bBqQ]\?[^?\s]*\?=")
+# What a lenient reader decodes as an encoded word (Python's own decode_header takes any text,
+# `?` included, between `?B?` and `?=`), not only what RFC 2047 allows: `=??B?0??=` too.
+_ENCODED_WORD = re.compile(r"=\?[^?]*\?[bBqQ]\?.*?\?=")
 # C0 and C1 controls that are not whitespace (str.split() takes care of those), and DEL.
 _CONTROLS = dict.fromkeys(c for c in [*range(0x20), *range(0x7F, 0xA0)] if not chr(c).isspace())
 

@@ -8,7 +8,7 @@ from email.utils import parseaddr
 
 import dkim  # type: ignore[import-untyped]
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from mailer.render.dkim import Algorithm, DkimKey, generate_key, sign
@@ -73,6 +73,9 @@ def display_name(data: bytes) -> str:
 
 @settings(max_examples=300)
 @given(subject=hostile, name=hostile)
+# What a lenient decoder reads as encoded words though RFC 2047 would not (found by CI's run).
+@example(subject="=??B?0??= x", name="=??B?0??=")
+@example(subject="", name="=??B???=")
 def test_long_and_hostile_values_fold_into_short_lines_and_read_back_the_same(
     subject: str, name: str
 ) -> None:
