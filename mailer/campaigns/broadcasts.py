@@ -15,7 +15,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from mailer.campaigns.progress import remember, seen_until, zones_in_use
 from mailer.campaigns.segment_sql import SegmentCompiler
 from mailer.campaigns.segments import parse_segment
-from mailer.campaigns.timing import MULTIPLIER, variant_salt
+from mailer.campaigns.timing import variant_bounds, variant_key, variant_point
 from mailer.config import Campaign, Settings
 from mailer.errors import SettingsError
 from mailer.send_times import parse_send_at
@@ -109,9 +109,8 @@ def _variant(name: str, campaign: Campaign, contact_id: Any) -> Any:
     if not campaign.variants:
         return null()
     weights = {"A": 1, **{label: v.weight for label, v in campaign.variants.items()}}
-    total, upper, cases = sum(weights.values()), 0, []
-    point = (contact_id * MULTIPLIER + variant_salt(name, STEP)) % 2**32 // 2**16 % total
-    for label, weight in weights.items():
-        upper += weight
-        cases.append((point < upper, None if label == "A" else label))
+    total = sum(weights.values())
+    point = variant_point(contact_id, variant_key(name, STEP))
+    cases = [(point * total < upper, None if label == "A" else label)
+             for label, upper in variant_bounds(weights)]  # fmt: skip
     return case(*cases, else_=null())

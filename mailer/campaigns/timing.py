@@ -8,6 +8,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
+from typing import Any, Protocol, TypeVar
 from zoneinfo import ZoneInfo
 
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -65,18 +66,61 @@ def next_opening(window: SendWindow, now: datetime, zone: str) -> datetime:
     raise ValueError("a send window with no days")  # parse_window never makes one
 
 
-MULTIPLIER = 2654435761  # Knuth's multiplicative hash: 2**32 / golden ratio
+PRIME = 2**31 - 1  # products of two numbers below it stay below 2**62: safe in 64-bit SQL
+POINTS = 10_000  # a contact's place on the split, in hundredths of a percent
+ROUNDS = 3
 
 
-def variant_salt(campaign: str, step: str) -> int:
-    """A number per step, so each step splits the contacts differently."""
-    return int.from_bytes(hashlib.sha256(f"{campaign}\x1f{step}".encode()).digest()[:2], "big")
+class Arithmetic(Protocol):
+    """An integer, or an SQL expression of one: the variant hash is written once for both."""
+
+    def __add__(self, other: Any, /) -> Any: ...
+    def __mul__(self, other: Any, /) -> Any: ...
+    def __mod__(self, other: Any, /) -> Any: ...
+    def __floordiv__(self, other: Any, /) -> Any: ...
 
 
-def variant_point(contact_id: int, salt: int, total: int) -> int:
-    """Where a contact falls in [0, total): integer arithmetic that SQL can do the same way
-    (broadcasts assign variants in the database), using the hash's high bits."""
-    return ((contact_id * MULTIPLIER + salt) % 2**32) // 2**16 % total
+N = TypeVar("N", bound=Arithmetic)
+
+
+@dataclass(frozen=True)
+class VariantKey:
+    """The secret-free key of one (campaign, step) split: numbers taken from sha256 of the names,
+    so two tests (or two steps) split the contacts independently of each other."""
+
+    offset: int
+    rounds: tuple[tuple[int, int], ...]  # (multiplier, addend) per round, all below PRIME
+
+
+def variant_key(campaign: str, step: str) -> VariantKey:
+    digest = hashlib.sha256(f"{campaign}\x1f{step}".encode()).digest()
+    words = [int.from_bytes(digest[i : i + 4], "big") for i in range(0, 4 * (1 + 2 * ROUNDS), 4)]
+    rounds = tuple((words[1 + 2 * i] % (PRIME - 1) + 1, words[2 + 2 * i] % PRIME)
+                   for i in range(ROUNDS))  # fmt: skip
+    return VariantKey(words[0] % PRIME, rounds)
+
+
+def variant_point(contact_id: N, key: VariantKey) -> N:
+    """Where a contact falls in [0, POINTS): the contact id mixed with the key (multiply, add and
+    square modulo a prime, then rotate the 31 bits; three rounds), in integer arithmetic that
+    SQLite and PostgreSQL compute exactly as Python does (broadcasts assign variants in SQL)."""
+    value: N = (contact_id % PRIME + key.offset) % PRIME
+    for multiplier, addend in key.rounds:
+        value = (value * multiplier + addend) % PRIME
+        value = value * value % PRIME  # the non-linear part: neighbours land far apart
+        value = value % 2**16 * 2**15 + value // 2**16  # rotate: high bits meet the low ones
+    result: N = value % POINTS
+    return result
+
+
+def variant_bounds(weights: Mapping[str, int]) -> list[tuple[str, int]]:
+    """Each variant with the upper end of its share of [0, POINTS), in weight order:
+    a contact gets the first variant with point * total < upper (exact in SQL too)."""
+    upper, bounds = 0, []
+    for name, weight in weights.items():
+        upper += weight
+        bounds.append((name, upper * POINTS))
+    return bounds
 
 
 def pick_variant(contact_id: int, campaign: str, step: str, weights: Mapping[str, int]) -> str:
@@ -85,9 +129,8 @@ def pick_variant(contact_id: int, campaign: str, step: str, weights: Mapping[str
     total = sum(weights.values())
     if total <= 0:
         return next(iter(weights))
-    point = variant_point(contact_id, variant_salt(campaign, step), total)
-    for name, weight in weights.items():
-        if point < weight:
+    point = variant_point(contact_id, variant_key(campaign, step))
+    for name, upper in variant_bounds(weights):
+        if point * total < upper:
             return name
-        point -= weight
-    raise AssertionError("unreachable: point < total")
+    raise AssertionError("unreachable: point < POINTS")

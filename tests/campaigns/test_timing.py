@@ -2,10 +2,21 @@ from __future__ import annotations
 
 from collections import Counter
 from datetime import UTC, datetime
+from itertools import pairwise
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sqlalchemy import BigInteger, NullPool, cast, create_engine, literal, select
 
-from mailer.campaigns.timing import next_opening, parse_window, pick_variant
+from mailer.campaigns.timing import (
+    POINTS,
+    next_opening,
+    parse_window,
+    pick_variant,
+    variant_key,
+    variant_point,
+)
 
 
 def test_windows_parse() -> None:
@@ -49,3 +60,36 @@ def test_variants_are_deterministic_and_follow_the_weights() -> None:
     share = Counter(picks)["B"] / len(picks)
     assert 0.22 < share < 0.28
     assert pick_variant(1, "welcome", "hello", {"A": 1}) == "A"
+
+
+def test_two_tests_split_the_same_contacts_independently() -> None:
+    halves = {"A": 1, "B": 1}
+    for first, second in [(("welcome", "hello"), ("spring_launch", "broadcast")),
+                          (("welcome", "hello"), ("welcome", "tips")),
+                          (("a", "b"), ("a", "c"))]:  # fmt: skip
+        agree = sum(pick_variant(contact, *first, halves) == pick_variant(contact, *second, halves)
+                    for contact in range(1, 1001))  # fmt: skip
+        assert 450 < agree < 550, (first, second, agree)
+
+
+def test_neighbouring_contacts_do_not_alternate_in_a_pattern() -> None:
+    halves = {"A": 1, "B": 1}
+    picks = [pick_variant(contact, "welcome", "hello", halves) for contact in range(20000)]
+    changes = sum(1 for one, next_one in pairwise(picks) if one != next_one)
+    assert 9600 < changes < 10400  # a fair coin changes side about every other contact
+
+
+@settings(max_examples=200, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])  # fmt: skip
+@given(contact_id=st.integers(min_value=1, max_value=2**63 - 1),
+       campaign=st.text(max_size=20), step=st.text(max_size=20))  # fmt: skip
+def test_the_database_puts_a_contact_where_python_does(
+    database_url: str, contact_id: int, campaign: str, step: str
+) -> None:
+    key = variant_key(campaign, step)
+    with create_engine(database_url, poolclass=NullPool).connect() as connection:
+        in_sql = connection.execute(
+            select(variant_point(cast(literal(contact_id), BigInteger), key))
+        ).scalar_one()
+    assert in_sql == variant_point(contact_id, key)
+    assert 0 <= in_sql < POINTS
