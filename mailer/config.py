@@ -258,6 +258,9 @@ class EngineSettings(Model):
     # No sequence message in these hours of the contact's night, e.g. "21:00-08:00": a step
     # due then waits for the morning (on top of the step's own send_window).
     quiet_hours: str | None = None
+    # An event trigger takes an event reported this late (its `at` this long before it was
+    # recorded); a later one is kept for segments and reports but enrolls no one.
+    late_events: Duration = timedelta(days=1)
 
     @field_validator("quiet_hours")
     @classmethod

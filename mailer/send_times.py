@@ -21,3 +21,10 @@ def parse_send_at(text: str) -> tuple[datetime, bool]:
     if local:
         return moment.replace(tzinfo=None), True
     return (moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment), False
+
+
+def send_at_key(text: str) -> str:
+    """What a broadcast run is keyed by: the send time, normalised so that `09:00Z` and
+    `09:00+00:00` are one run and a corrected or a new time is another."""
+    moment, local = parse_send_at(text)
+    return f"{moment.isoformat()} local" if local else moment.astimezone(UTC).isoformat()

@@ -5,20 +5,21 @@ the work, so a million recipients never pass through Python's memory."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from sqlalchemy import Connection, and_, case, exists, func, literal, null, select
 from sqlalchemy.dialects import postgresql, sqlite
 
-from mailer.campaigns.progress import remember, seen_until, zones_in_use
+from mailer.campaigns.broadcast_runs import find_run, finish_run, start_run
+from mailer.campaigns.broadcast_state import is_stale, send_instants
+from mailer.campaigns.progress import zones_in_use
 from mailer.campaigns.segment_sql import SegmentCompiler
 from mailer.campaigns.segments import parse_segment
 from mailer.campaigns.timing import variant_bounds, variant_key, variant_point
 from mailer.config import Campaign, Settings
 from mailer.errors import SettingsError
-from mailer.send_times import parse_send_at
+from mailer.send_times import send_at_key
 from mailer.store.tables import (
     UTCDateTime,
     consent_status,
@@ -29,36 +30,43 @@ from mailer.store.tables import (
     suppressions,
 )
 
-LATE_LIMIT = timedelta(days=1)  # a broadcast found more than this late is not sent at all
 STEP = "broadcast"
 
 
 def queue_broadcast(connection: Connection, settings: Settings, name: str, campaign: Campaign,
                     now: datetime) -> int:  # fmt: skip
-    """Queue what is due of the broadcast; return how many messages were queued."""
-    if seen_until(connection, name) is not None:
-        return 0  # done
+    """Queue what is due of the broadcast's run for its send_at; return how many messages were
+    queued. A run, once queued or stale, is done; a new send_at is a new run."""
     assert campaign.send_at is not None and campaign.segment is not None
-    moment, local = parse_send_at(campaign.send_at)
-    zones = (
-        zones_in_use(connection, campaign.list_name, settings.default_timezone) if local else [None]
-    )
-    instants = {zone: moment.replace(tzinfo=ZoneInfo(zone)) if zone else moment
-                for zone in zones}  # fmt: skip
-    if instants and min(instants.values()) + LATE_LIMIT < now:
-        remember(connection, name, now)  # done: far too late, a stale broadcast is never sent
+    key = send_at_key(campaign.send_at)
+    run = find_run(connection, name, key)
+    if run is not None and run.state != "sending":
+        return 0  # done: this (name, send_at) was queued, or found stale
+    zones = zones_in_use(connection, campaign.list_name, settings.default_timezone)
+    instants = send_instants(campaign.send_at, zones)
+    if not instants:
+        return 0  # the list has no members yet: nothing decided, members may still come
+    if is_stale(instants, now):
+        if run is None:
+            start_run(connection, name, key, "stale", now)  # a stale broadcast is never sent
+        else:
+            finish_run(connection, name, key, "stale", now)
         return 0
+    if run is None:
+        if min(instants.values()) > now:
+            return 0  # scheduled
+        run = start_run(connection, name, key, "sending", now)
     queued = 0
     for zone, instant in instants.items():
         if instant <= now:
-            queued += _queue_zone(connection, settings, name, campaign, zone, now)
+            queued += _queue_zone(connection, settings, name, campaign, zone, run.cycle, now)
     if all(instant <= now for instant in instants.values()):
-        remember(connection, name, now)  # done
+        finish_run(connection, name, key, "queued", now)
     return queued
 
 
 def _queue_zone(connection: Connection, settings: Settings, name: str, campaign: Campaign,
-                zone: str | None, now: datetime) -> int:  # fmt: skip
+                zone: str | None, cycle: int, now: datetime) -> int:  # fmt: skip
     assert campaign.segment is not None
     if campaign.segment not in settings.segments:
         raise SettingsError(f"campaigns.{name}.segment: no segment '{campaign.segment}'")
@@ -75,7 +83,7 @@ def _queue_zone(connection: Connection, settings: Settings, name: str, campaign:
     if zone is not None:
         conditions.append(func.coalesce(contacts.c.timezone, settings.default_timezone) == zone)
     recipients = (
-        select(literal(name), literal(STEP), contacts.c.id, literal(0), literal("queued"),
+        select(literal(name), literal(STEP), contacts.c.id, literal(cycle), literal("queued"),
                consent_status.c.entry_id, literal(now, UTCDateTime), literal(now, UTCDateTime),
                _variant(name, campaign, contacts.c.id))
         .join(consent_status, and_(consent_status.c.contact_id == contacts.c.id,

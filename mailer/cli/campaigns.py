@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 from rich.table import Table
 
+from mailer.campaigns.broadcast_runs import broadcast_states
 from mailer.cli import _LazyWorkspace, cli, console, pass_workspace, print_json, say
 from mailer.delivery.pauses import campaign_states, pause, resume
 
@@ -45,19 +46,26 @@ def resume_command(lazy: _LazyWorkspace, name: str) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @pass_workspace
 def list_command(lazy: _LazyWorkspace, as_json: bool) -> None:
-    """Every campaign of settings: paused or not, and its messages by delivery status."""
+    """Every campaign of settings: paused or not, its messages by delivery status, and where
+    each broadcast stands (scheduled, sending, sent, stale) and why."""
     workspace = lazy.get()
     with workspace.engine.connect() as connection:
         states = campaign_states(connection, workspace.settings)
+        broadcasts = broadcast_states(connection, workspace.settings, workspace.clock.now())
+    for state in states:
+        broadcast = broadcasts.get(state["campaign"])
+        state["broadcast"] = broadcast.as_dict() if broadcast else None
     if as_json:
         print_json(states)
         return
     table = Table()
     statuses = ("queued", "deferred", "sent", "failed", "skipped")
-    for column in ("campaign", "kind", "delivery", *statuses):
+    for column in ("campaign", "kind", "delivery", *statuses, "broadcast"):
         table.add_column(column, justify="right" if column in statuses else "left")
     for state in states:
         delivery = f"paused: {state['paused']}" if state["paused"] else "running"
+        broadcast = state["broadcast"]
         table.add_row(state["campaign"], state["kind"], delivery,
-                      *(str(state["messages"].get(status, 0)) for status in statuses))  # fmt: skip
+                      *(str(state["messages"].get(status, 0)) for status in statuses),
+                      f"{broadcast['state']}: {broadcast['why']}" if broadcast else "")  # fmt: skip
     console.print(table)

@@ -286,3 +286,18 @@ trigger_cursors = Table(
     Column("campaign", String(100), primary_key=True),
     Column("seen_until", UTCDateTime, nullable=False),
 )
+
+# A broadcast run: one per (campaign, send_at as normalised by send_times.send_at_key), so a
+# send_at corrected or a name reused is a new run, and one run never goes out twice. `cycle`
+# is the run's number among the campaign's runs, and its outbox rows' cycle.
+broadcast_runs = Table(
+    "broadcast_runs",
+    metadata,
+    Column("campaign", String(100), primary_key=True),
+    Column("send_at", String(64), primary_key=True),
+    Column("cycle", Integer, nullable=False),
+    Column("state", String(16), nullable=False),  # sending | queued (every zone) | stale
+    Column("started_at", UTCDateTime, nullable=False),
+    Column("finished_at", UTCDateTime),
+    UniqueConstraint("campaign", "cycle"),
+)
