@@ -23,8 +23,9 @@ from jinja2 import TemplateNotFound, TemplateSyntaxError
 from mailer.campaigns.enrollment import parse_trigger
 from mailer.campaigns.segment_sql import SegmentCompiler
 from mailer.campaigns.segments import SegmentError, parse_segment
+from mailer.campaigns.timing import overlap, parse_window
 from mailer.clock import FrozenClock
-from mailer.config import Settings
+from mailer.config import Settings, parse_quiet_hours
 from mailer.contacts.cells import shown as cell
 from mailer.contacts.csvfile import CsvReader
 from mailer.contacts.model import Contact
@@ -75,6 +76,7 @@ def check_project(settings: Settings, now: datetime, strict: bool = False,
     """Check everything; render every message for the first `rows` rows of each list file."""
     report = CheckReport(problems=[])
     _check_segments(settings, now, report)
+    _check_send_windows(settings, report)
     _check_templates(settings, report)
     samples: dict[str, list[Sample]] = {}
     for name, contact_list in settings.lists.items():
@@ -104,6 +106,28 @@ def _check_segments(settings: Settings, now: datetime, report: CheckReport) -> N
                 SegmentCompiler.for_settings(settings, now, previous).where(parse_segment(source))
         except (SegmentError, SettingsError) as error:
             report.problems.append(Problem("error", f"{settings.source}: {where}: {error}"))
+
+
+def _check_send_windows(settings: Settings, report: CheckReport) -> None:
+    """Every step's send window parses and leaves some time outside quiet hours: a window that
+    lies wholly in the night would postpone its step forever."""
+    quiet = settings.engine.quiet_hours
+    awake = parse_window(parse_quiet_hours(quiet)) if quiet else None
+    for name, campaign in settings.campaigns.items():
+        for index, step in enumerate(campaign.steps):
+            if step.send_window is None:
+                continue
+            where = f"{settings.source}: campaigns.{name}.steps[{index}].send_window"
+            try:
+                window = parse_window(step.send_window)
+            except ValueError as error:
+                report.problems.append(Problem("error", f"{where}: {error}"))
+                continue
+            if awake is not None and not overlap(window, awake):
+                report.problems.append(Problem("error", (
+                    f'{where}: "{step.send_window}" lies wholly inside engine.quiet_hours '
+                    f'"{quiet}", so its messages would wait forever; widen the window or '
+                    "shorten the quiet hours")))  # fmt: skip
 
 
 def _expressions(settings: Settings) -> list[tuple[str, str, tuple[str, str] | None]]:

@@ -17,11 +17,12 @@ import re
 import sys
 import tomllib
 from collections.abc import Callable, Iterator
-from datetime import timedelta
+from datetime import time, timedelta
 from pathlib import Path
 from types import UnionType
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from email_validator import EmailNotValidError, validate_email
 from pydantic import (
@@ -281,11 +282,31 @@ class EngineSettings(Model):
 
 
 def parse_quiet_hours(text: str) -> str:
-    """Quiet hours as the send window they leave: "21:00-08:00" -> "08:00-21:00"."""
+    """Quiet hours as the send window they leave: "21:00-08:00" -> "08:00-21:00", and a night
+    that starts at midnight "00:00-06:00" -> "06:00-24:00". Read as times: "8:00" is 08:00."""
+    hint = 'write the night, e.g. "21:00-08:00" or "00:00-06:00"'
     start, separator, end = text.partition("-")
-    if not separator or not (start.strip() > end.strip()):
-        raise ValueError(f'"{text}" are not quiet hours: write the night, e.g. "21:00-08:00"')
-    return f"{end.strip()}-{start.strip()}"
+    begins, ends = _clock_time(start), _clock_time(end)
+    if not separator or begins is None or ends is None or begins == ends:
+        raise ValueError(f'"{text}" are not quiet hours: {hint}')
+    if begins > ends:  # across midnight
+        return f"{ends:%H:%M}-{begins:%H:%M}"
+    if begins == time(0):
+        return f"{ends:%H:%M}-24:00"
+    raise ValueError(f'"{text}" are not quiet hours: a night starts in the evening or at '
+                     f"midnight and ends in the morning ({hint})")  # fmt: skip
+
+
+def _clock_time(text: str) -> time | None:
+    """`8:00`, `08:00`, `24:00` (midnight) as a time; None when it is not one."""
+    match = re.fullmatch(r"\s*(\d{1,2}):(\d{2})\s*", text)
+    if match is None:
+        return None
+    hour, minute = int(match.group(1)), int(match.group(2))
+    try:
+        return time(0) if (hour, minute) == (24, 0) else time(hour, minute)
+    except ValueError:
+        return None
 
 
 def parse_cap(text: str) -> tuple[int, timedelta]:
@@ -340,6 +361,16 @@ class Settings(Model):
 
     _root: Path = PrivateAttr(default=Path("."))
     _source: Path = PrivateAttr(default=Path("settings.toml"))
+
+    @field_validator("default_timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError, OSError):
+            raise ValueError(f'"{value}" is not an IANA time zone (e.g. Europe/London, '
+                             "America/New_York, UTC)") from None  # fmt: skip
+        return value
 
     @property
     def root(self) -> Path:

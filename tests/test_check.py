@@ -126,3 +126,28 @@ def test_a_login_in_clear_to_a_relay_across_the_network_fails_check(project: Pat
     encrypted = load_settings(project / "settings.toml",
                               environ=environ | {"MAILER_SMTP__TLS": "starttls"})  # fmt: skip
     assert check_project(encrypted, NOW).errors == []
+
+
+def test_a_send_window_inside_quiet_hours_fails_check(project: Path) -> None:
+    path = project / "settings.toml"
+    path.write_text(path.read_text().replace(
+        'subject = "Brewing tips"', 'subject = "Brewing tips"\nsend_window = "22:00-23:00"')
+        + '\n[engine]\nquiet_hours = "21:00-08:00"\n')  # fmt: skip
+    settings = load_settings(path, environ={})
+    assert messages(project, "error") == [
+        f'{settings.source}: campaigns.welcome.steps[1].send_window: "22:00-23:00" lies wholly '
+        'inside engine.quiet_hours "21:00-08:00", so its messages would wait forever; widen the '
+        "window or shorten the quiet hours"
+    ]
+    path.write_text(path.read_text().replace('"22:00-23:00"', '"20:00-23:00"'))
+    assert messages(project, "error") == []
+
+
+def test_a_send_window_that_does_not_parse_fails_check(project: Path) -> None:
+    path = project / "settings.toml"
+    path.write_text(path.read_text().replace(
+        'subject = "Brewing tips"', 'subject = "Brewing tips"\nsend_window = "9-17"'))  # fmt: skip
+    assert [m.split(": ", 1)[1] for m in messages(project, "error")] == [
+        'campaigns.welcome.steps[1].send_window: "9-17" is not a send window '
+        '(write e.g. "09:00-18:00 weekdays")'
+    ]

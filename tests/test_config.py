@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from mailer.config import load_settings
+from mailer.config import load_settings, parse_quiet_hours
 from mailer.errors import SettingsError
 from mailer.workspace import create_secret_key
 
@@ -193,3 +193,34 @@ def test_secrets_from_the_environment_are_text_even_when_they_look_like_numbers(
     assert settings.tracking.events_token is not None
     assert settings.tracking.events_token.get_secret_value() == "12345678901234567890"
     assert settings.smtp_password() == "true"
+
+
+def test_a_misspelled_default_timezone_is_refused_before_any_tick(project: Path) -> None:
+    path = settings_file(project, replace='database_url = => default_timezone = "Europe/Londn"\n'
+                         "database_url =")  # fmt: skip
+    assert problems(path) == [
+        f'{path}: default_timezone: "Europe/Londn" is not an IANA time zone (e.g. Europe/London, '
+        "America/New_York, UTC)"
+    ]
+
+
+@pytest.mark.parametrize(("night", "leaves"), [
+    ("21:00-08:00", "08:00-21:00"),
+    ("21:00-8:00", "08:00-21:00"),  # 8:00 is 08:00, not a string after "21:00"
+    ("00:00-06:00", "06:00-24:00"),  # a night that starts at midnight
+    ("22:30-00:00", "00:00-22:30"),
+])  # fmt: skip
+def test_quiet_hours_are_read_as_times(night: str, leaves: str) -> None:
+    assert parse_quiet_hours(night) == leaves
+
+
+@pytest.mark.parametrize("text", ["13:00-14:00", "08:00-08:00", "9-17", "25:00-06:00"])
+def test_quiet_hours_that_are_not_a_night_are_refused(text: str) -> None:
+    with pytest.raises(ValueError, match="are not quiet hours"):
+        parse_quiet_hours(text)
+
+
+def test_quiet_hours_from_midnight_load(project: Path) -> None:
+    path = settings_file(project, append='\n[engine]\nquiet_hours = "00:00-06:00"\n')
+    settings = load_settings(path, environ=NO_ENV)
+    assert settings.engine.quiet_hours == "00:00-06:00"

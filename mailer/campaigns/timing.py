@@ -34,12 +34,24 @@ def parse_window(text: str) -> SendWindow:
         raise ValueError(f'"{text}" is not a send window ({hint})')
     try:
         start = time(int(match.group(1)), int(match.group(2)))
-        end = time(int(match.group(3)), int(match.group(4)))
+        end = _end_of_window(int(match.group(3)), int(match.group(4)))
     except ValueError:
         raise ValueError(f'"{text}": hours are 00:00 to 23:59 ({hint})') from None
     if end <= start:
         raise ValueError(f'"{text}": the window must end after it starts ({hint})')
     return SendWindow(start, end, _days(match.group("days").lower(), text))
+
+
+def _end_of_window(hour: int, minute: int) -> time:
+    """`24:00` closes a window at midnight (quiet hours "00:00-06:00" leave "06:00-24:00")."""
+    return time.max if (hour, minute) == (24, 0) else time(hour, minute)
+
+
+def overlap(first: SendWindow, second: SendWindow) -> bool:
+    """Whether some moment is inside both windows (in the same zone); when none is, a message
+    that must wait for both waits forever."""
+    shared_days = first.days & second.days
+    return bool(shared_days) and max(first.start, second.start) < min(first.end, second.end)
 
 
 def _days(spec: str, text: str) -> frozenset[int]:

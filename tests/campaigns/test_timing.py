@@ -12,6 +12,7 @@ from sqlalchemy import BigInteger, NullPool, cast, create_engine, literal, selec
 from mailer.campaigns.timing import (
     POINTS,
     next_opening,
+    overlap,
     parse_window,
     pick_variant,
     variant_key,
@@ -93,3 +94,19 @@ def test_the_database_puts_a_contact_where_python_does(
         ).scalar_one()
     assert in_sql == variant_point(contact_id, key)
     assert 0 <= in_sql < POINTS
+
+
+def test_a_window_may_close_at_midnight() -> None:
+    window = parse_window("06:00-24:00")
+    late = datetime(2026, 11, 23, 23, 59, 30, tzinfo=UTC)
+    assert next_opening(window, late, "UTC") == late
+    night = datetime(2026, 11, 24, 3, 0, tzinfo=UTC)
+    assert next_opening(window, night, "UTC") == datetime(2026, 11, 24, 6, 0, tzinfo=UTC)
+
+
+def test_windows_overlap_only_on_a_shared_day_and_hour() -> None:
+    awake = parse_window("08:00-21:00")
+    assert overlap(parse_window("09:00-18:00 weekdays"), awake)
+    assert overlap(parse_window("20:00-23:00"), awake)
+    assert not overlap(parse_window("21:00-23:00"), awake)
+    assert not overlap(parse_window("09:00-18:00 sat"), parse_window("09:00-18:00 weekdays"))
