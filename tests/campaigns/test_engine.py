@@ -488,6 +488,20 @@ def test_quiet_hours_hold_messages_until_each_contacts_morning(
         assert sorted(row[0] for row in sent(shop)) == ["ada", "ken"]
 
 
+def test_quiet_hours_from_midnight_hold_messages_until_six(
+    tmp_path: Path, environ: dict[str, str]
+) -> None:
+    for shop in open_shop(tmp_path, environ, '[engine]\nquiet_hours = "00:00-06:00"\n'):
+        at(shop, datetime(2026, 11, 24, 1, 30, tzinfo=UTC))  # London 01:30, Tokyo 10:30
+        assert [row[0] for row in sent(shop)] == ["ken"]
+        assert status(shop, "ada@example.com") == (
+            "active",
+            "quiet hours 00:00-06:00 (Europe/London)",
+        )
+        at(shop, datetime(2026, 11, 24, 6, 0, tzinfo=UTC))  # London 06:00
+        assert sorted(row[0] for row in sent(shop)) == ["ada", "ken"]
+
+
 def test_a_new_sequence_does_not_welcome_a_list_imported_before_it(
     tmp_path: Path, environ: dict[str, str]
 ) -> None:
