@@ -76,7 +76,6 @@ def check_project(settings: Settings, now: datetime, strict: bool = False,
     """Check everything; render every message for the first `rows` rows of each list file."""
     report = CheckReport(problems=[])
     _check_segments(settings, now, report)
-    _check_send_windows(settings, report)
     _check_templates(settings, report)
     samples: dict[str, list[Sample]] = {}
     for name, contact_list in settings.lists.items():
@@ -90,6 +89,7 @@ def check_project(settings: Settings, now: datetime, strict: bool = False,
             found = samples.get(name) or [Sample(SAMPLE, "made up by mailer check", "error")]
             samples[name] = [*found, made_up]
         _check_messages(settings, samples, now, report)
+    _check_send_windows(settings, report)  # after rendering: its errors do not stop the renders
     if (cleartext := cleartext_password(settings.smtp)) is not None:
         report.problems.append(Problem("error", f"{settings.source}: {cleartext}"))
     return report

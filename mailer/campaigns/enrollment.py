@@ -22,7 +22,13 @@ from sqlalchemy import (
     union_all,
 )
 
-from mailer.campaigns.progress import remember, seen_until, zones_in_use
+from mailer.campaigns.progress import (
+    events_read,
+    remember,
+    remember_events,
+    seen_until,
+    zones_in_use,
+)
 from mailer.campaigns.segment_sql import SegmentCompiler
 from mailer.campaigns.segments import parse_segment
 from mailer.config import Campaign, Settings
@@ -61,6 +67,8 @@ def enroll(
 
     List and event triggers read only what is new since the last tick (a cursor, with some
     overlap for transactions that committed late), so a tick does not grow with the list.
+    Event triggers follow recording order (the event id), so an event reported late still
+    enrolls, within `[engine] late_events`.
     """
     assert campaign.trigger is not None
     kind, subject = parse_trigger(campaign.trigger)
@@ -72,11 +80,23 @@ def enroll(
         # The sequence starts now: who joined the list (or did the event) before it existed
         # is not "joining" now. Importing an old list must not send it a welcome series.
         # (Stored ahead by the overlap, so the next read starts exactly at now.)
-        remember(connection, name, now + CURSOR_OVERLAP)
+        if kind == "event":
+            newest = _newest_event(connection)
+            remember_events(connection, name, now, newest, newest)
+        else:
+            remember(connection, name, now + CURSOR_OVERLAP)
         return 0
-    query = _candidates(connection, settings, name, campaign, kind, subject, since, now)
-    rows = connection.execute(query).all()
-    remember(connection, name, now)
+    if kind == "event":
+        read_after, read_to = events_read(connection, name)
+        newest = _newest_event(connection)  # first: what is recorded meanwhile waits a tick
+        earliest = None if seen is None else earliest_occurrence(seen, settings.engine.late_events)
+        query = event_candidates(campaign, subject, read_after or 0, newest, earliest)
+        rows = connection.execute(query).all()
+        remember_events(connection, name, now, newest if read_to is None else read_to, newest)
+    else:
+        query = _candidates(connection, settings, name, campaign, kind, subject, since, now)
+        rows = connection.execute(query).all()
+        remember(connection, name, now)
     if not rows:
         return 0
     history = {
@@ -114,15 +134,7 @@ def _candidates(connection: Connection, settings: Settings, name: str, campaign:
                  .join(lists, lists.c.id == memberships.c.list_id)
                  .where(lists.c.name == subject))  # fmt: skip
         return query.where(memberships.c.joined_at > since) if since else query
-    member = exists().where(memberships.c.list_id == lists.c.id,
-                            lists.c.name == campaign.list_name)  # fmt: skip
-    if kind == "event":
-        window = [events.c.occurred_at > since] if since else []
-        return (select(events.c.contact_id, func.max(events.c.occurred_at).label("at"))
-                .where(events.c.kind == "website", events.c.name == subject,
-                       events.c.occurred_at <= now, *window,
-                       member.where(memberships.c.contact_id == events.c.contact_id))
-                .group_by(events.c.contact_id))  # fmt: skip
+    member = _member_of(campaign)
     if kind == "date":
         return _anniversaries(connection, settings, name, campaign, subject, member, now)
     if subject not in settings.segments:
@@ -134,6 +146,36 @@ def _candidates(connection: Connection, settings: Settings, name: str, campaign:
     return select(contacts.c.id.label("contact_id"), null().label("at")).where(
         condition, member.where(memberships.c.contact_id == contacts.c.id)
     )
+
+
+def earliest_occurrence(previous_tick: datetime, late_events: timedelta) -> datetime:
+    """The oldest `occurred_at` an event read now may have and still enroll. An event read
+    now was recorded after the tick before (the earliest it can have been recorded), so the
+    bound counts from that tick: a daemon stopped for a while still enrolls what was
+    reported on time meanwhile."""
+    return previous_tick - late_events
+
+
+def event_candidates(campaign: Campaign, name: str, read_after: int, read_to: int,
+                     earliest: datetime | None) -> Select[Any]:  # fmt: skip
+    """(contact_id, at): list members with a website event `name` recorded in the id range
+    (read_after, read_to] that happened at `earliest` or later. Indexed by (kind, name, id):
+    a tick reads the new events, never all of them."""
+    lateness = [] if earliest is None else [events.c.occurred_at >= earliest]
+    return (select(events.c.contact_id, func.max(events.c.occurred_at).label("at"))
+            .where(events.c.kind == "website", events.c.name == name,
+                   events.c.id > read_after, events.c.id <= read_to, *lateness,
+                   _member_of(campaign).where(memberships.c.contact_id == events.c.contact_id))
+            .group_by(events.c.contact_id))  # fmt: skip
+
+
+def _newest_event(connection: Connection) -> int:
+    return int(connection.scalar(select(func.coalesce(func.max(events.c.id), 0))) or 0)
+
+
+def _member_of(campaign: Campaign) -> Any:
+    return exists().where(memberships.c.list_id == lists.c.id,
+                          lists.c.name == campaign.list_name)  # fmt: skip
 
 
 def _anniversaries(connection: Connection, settings: Settings, name: str, campaign: Campaign,

@@ -27,6 +27,23 @@ def remember(connection: Connection, name: str, moment: datetime) -> None:
            keys=("campaign",), update=("seen_until",))  # fmt: skip
 
 
+def events_read(connection: Connection, name: str) -> tuple[int | None, int | None]:
+    """An event trigger's cursor: the id to read after, and the highest id read so far."""
+    row = connection.execute(
+        select(trigger_cursors.c.events_from, trigger_cursors.c.events_to)
+        .where(trigger_cursors.c.campaign == name)
+    ).first()  # fmt: skip
+    return (None, None) if row is None else (row.events_from, row.events_to)
+
+
+def remember_events(connection: Connection, name: str, moment: datetime, read_after: int,
+                    read_to: int) -> None:  # fmt: skip
+    upsert(connection, trigger_cursors,
+           [{"campaign": name, "seen_until": moment, "events_from": read_after,
+             "events_to": read_to}],
+           keys=("campaign",), update=("seen_until", "events_from", "events_to"))  # fmt: skip
+
+
 def zones_in_use(connection: Connection, list_name: str, default: str) -> list[str]:
     """The time zones of the list's members (`default` for those without one)."""
     rows = connection.execute(

@@ -209,6 +209,7 @@ events = Table(
     Column("occurred_at", UTCDateTime, nullable=False),
     Index(None, "contact_id", "kind", "name", "occurred_at"),
     Index(None, "kind", "name", "occurred_at"),
+    Index(None, "kind", "name", "id"),  # event triggers read by id: in recording order
 )
 
 # A contact's way through a sequence. `cycle` counts re-entries (0 for the first); the next
@@ -285,6 +286,10 @@ trigger_cursors = Table(
     metadata,
     Column("campaign", String(100), primary_key=True),
     Column("seen_until", UTCDateTime, nullable=False),
+    # Event triggers: the highest event id read, and where the next tick reads from (the
+    # tick before's highest: PostgreSQL may commit a lower id after a higher one was read).
+    Column("events_to", Id),
+    Column("events_from", Id),
 )
 
 # A broadcast run: one per (campaign, send_at as normalised by send_times.send_at_key), so a
