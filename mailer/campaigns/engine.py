@@ -11,13 +11,14 @@ SMTP, belongs to delivery.)
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
 
 from sqlalchemy import (
+    ColumnElement,
     Connection,
     Engine,
     func,
@@ -172,8 +173,8 @@ def _advance_campaign(connection: Connection, settings: Settings, name: str,
                       campaign: Campaign, rows: list[Any], now: datetime,
                       report: TickReport) -> None:  # fmt: skip
     ids = [row.contact_id for row in rows]
-    compiler = SegmentCompiler.for_settings(settings, now)
-    converted = _matching(connection, compiler, campaign.goal, ids) if campaign.goal else set()
+    goal = campaign.goal
+    converted = _converted(connection, settings, goal, rows, now) if goal else set()
     audience = standings(connection, campaign.list_name, ids)
     capped = _capped(connection, settings, ids, now)
     for row in rows:
@@ -209,7 +210,7 @@ def _next_step(connection: Connection, settings: Settings, name: str, campaign: 
         step = steps[position]
         previous = (name, steps[position - 1].name) if position > 0 else None
         if step.condition and not _holds(connection, settings, step.condition, previous,
-                                         row.contact_id, now):  # fmt: skip
+                                         row, now):  # fmt: skip
             _record(connection, name, step, row, "skipped", None, f"condition: {step.condition}",
                     None, now)  # fmt: skip
             report.skipped += 1
@@ -277,21 +278,33 @@ def _next_position(steps: list[Step], row: Any) -> int:
 
 
 def _holds(connection: Connection, settings: Settings, condition: str,
-           previous: tuple[str, str] | None, contact_id: int, now: datetime) -> bool:  # fmt: skip
-    compiler = SegmentCompiler.for_settings(settings, now, previous)
-    return contact_id in _matching(connection, compiler, condition, [contact_id])
+           previous: tuple[str, str] | None, row: Any, now: datetime) -> bool:  # fmt: skip
+    """`opened previous` reads this run's previous message: opens since the run began."""
+    compiler = SegmentCompiler.for_settings(settings, now, previous, entered=row.entered_at)
+    matching = connection.execute(select(contacts.c.id).where(
+        contacts.c.id == row.contact_id, _compiled(compiler, condition)))  # fmt: skip
+    return matching.first() is not None
 
 
-def _matching(connection: Connection, compiler: SegmentCompiler, source: str,
-              ids: Iterable[int]) -> set[int]:  # fmt: skip
+def _converted(connection: Connection, settings: Settings, goal: str, rows: list[Any],
+               now: datetime) -> set[int]:  # fmt: skip
+    """The contacts among `rows` that reached the goal since they entered this run (one
+    query: each enrollment's own entered_at bounds its events, opens and clicks)."""
+    compiler = SegmentCompiler.for_settings(settings, now, entered=enrollments.c.entered_at,
+                                            goal=True)  # fmt: skip
+    matching = connection.execute(
+        select(contacts.c.id).join(enrollments, enrollments.c.contact_id == contacts.c.id)
+        .where(one_of(connection, enrollments.c.id, [row.id for row in rows]),
+               _compiled(compiler, goal))
+    )  # fmt: skip
+    return {row.id for row in matching}
+
+
+def _compiled(compiler: SegmentCompiler, source: str) -> ColumnElement[bool]:
     try:
-        condition = compiler.where(parse_segment(source))
+        return compiler.where(parse_segment(source))
     except SegmentError as error:
         raise SettingsError(f"'{source}': {error}") from None
-    rows = connection.execute(
-        select(contacts.c.id).where(one_of(connection, contacts.c.id, ids), condition)
-    )
-    return {row.id for row in rows}
 
 
 def _record(connection: Connection, name: str, step: Step, row: Any, status: str,

@@ -46,6 +46,10 @@ from mailer.contacts.scoring import growth
 from mailer.store.json_values import JsonBoolean, JsonNumber, JsonText, number_value
 from mailer.store.tables import consent_status, contact_tags, contacts, events, lists, memberships
 
+# When a contact entered this run of a sequence: a time, or a column such as
+# enrollments.entered_at that the compiled query joins (one bound per enrollment).
+Since = datetime | ColumnElement[datetime]
+
 COLUMNS = {name: contacts.c[name] for name in ("email", "first_name", "last_name", "locale",
                                                 "timezone", "stage")}  # fmt: skip
 
@@ -60,19 +64,25 @@ class SegmentCompiler:
         previous: tuple[str, str] | None = None,  # (campaign, step) that `previous` means
         half_life: timedelta = timedelta(days=30),  # of the lead score
         first_stage: str | None = None,  # where contacts without a stage are
+        *,
+        entered: Since | None = None,  # when the contact entered this run of the sequence
+        goal: bool = False,  # every event, open and click counts only from `entered` on
     ) -> None:
         self.now = now.astimezone(UTC).replace(microsecond=0)
         self.types = attribute_types
         self.previous = previous
         self.half_life = half_life
         self.first_stage = first_stage
+        self.entered = entered
+        self.goal = goal
 
     @classmethod
     def for_settings(cls, settings: Settings, now: datetime,
-                     previous: tuple[str, str] | None = None) -> SegmentCompiler:  # fmt: skip
+                     previous: tuple[str, str] | None = None, *, entered: Since | None = None,
+                     goal: bool = False) -> SegmentCompiler:  # fmt: skip
         stages = settings.lifecycle.stages
         return cls(now, settings.attributes, previous, settings.scoring.half_life,
-                   stages[0] if stages else None)  # fmt: skip
+                   stages[0] if stages else None, entered=entered, goal=goal)  # fmt: skip
 
     def where(self, segment: Segment) -> ColumnElement[bool]:
         if isinstance(segment, Not):
@@ -182,10 +192,13 @@ class SegmentCompiler:
             conditions.append(func.coalesce(_compare(target, where.op, value), false()))
         if segment.within is not None:
             conditions.append(events.c.occurred_at >= self.now - segment.within)
+        since = self._since(segment, self.goal)
+        if since is not None:
+            conditions.append(events.c.occurred_at >= since)
         if segment.count is None:
             return exists().where(events.c.contact_id == contacts.c.id, *conditions)
         op, threshold = segment.count
-        if segment.where and not _holds_for_zero(op, threshold):
+        if segment.where and not _holds_for_zero(op, threshold) and since is None:
             # Only contacts with events can pass, and a property filter makes each per-contact
             # count read event rows, not just the index: group the window's events once
             # instead (bench/segment_bench.py: 1.8 s -> 0.26 s on PostgreSQL, 1.4 -> 0.65 s on
@@ -205,6 +218,9 @@ class SegmentCompiler:
         kinds = (segment.kind, f"machine_{segment.kind}") if segment.machines else (segment.kind,)
         conditions = [events.c.contact_id == contacts.c.id, events.c.kind.in_(kinds)]
         campaign, step = segment.campaign, segment.step
+        since = self._since(segment, self.goal or campaign == PREVIOUS)
+        if since is not None:  # this run's messages only: an earlier run's open is not "previous"
+            conditions.append(events.c.occurred_at >= since)
         if campaign == PREVIOUS:
             if self.previous is None:
                 raise SegmentError("'previous' means the step before: use it in a step's "
@@ -217,6 +233,10 @@ class SegmentCompiler:
         if segment.within is not None:
             conditions.append(events.c.occurred_at >= self.now - segment.within)
         return exists().where(*conditions)
+
+    def _since(self, segment: Event | Engagement, this_run: bool) -> Since | None:
+        """From when `segment` counts what happened: None for all time."""
+        return self.entered if this_run and not segment.ever else None
 
 
 def _holds_for_zero(op: Operator, threshold: int) -> bool:

@@ -11,6 +11,7 @@ to SQL in segment_sql.py (never evaluated row by row in Python).
     opened "welcome" within 14d    clicked step "welcome.tips"    not opened any within 90d
     not opened previous            (in a step's condition: the step before it)
     opened any within 7d including machines    (people's opens only, unless so)
+    event "purchased" ever         (in a goal: before this run of the sequence too)
 
 A comparison with a value the contact does not have is false (and `not` of it true).
 Errors name the column: `segments.silent: col 14: expected a duration`.
@@ -90,6 +91,7 @@ class Event:
     where: tuple[Compare, ...] = ()
     within: timedelta | None = None
     count: tuple[Operator, int] | None = None  # None: at least one
+    ever: bool = False  # in a goal: events before the contact entered this run count too
 
 
 @dataclass(frozen=True)
@@ -99,6 +101,7 @@ class Engagement:
     step: str | None = None
     within: timedelta | None = None
     machines: bool = False  # count a machine's opens and clicks too (people's only by default)
+    ever: bool = False  # in a goal or with `previous`: before this run of the sequence too
 
 
 @dataclass(frozen=True)
@@ -323,10 +326,12 @@ class _Parser:
         self.take()
         name = self.string("a quoted event name")
         where: list[Compare] = []
-        within, count = None, None
-        while self.is_word("where", "within", "count"):
+        within, count, ever = None, None, False
+        while self.is_word("where", "within", "count", "ever"):
             keyword = self.take().text.lower()
-            if keyword == "where":
+            if keyword == "ever":
+                ever = True
+            elif keyword == "where":
                 if self.token.kind != "word":
                     raise self.fail("a property name")
                 where.append(self.comparison(self.take().text))
@@ -338,7 +343,7 @@ class _Parser:
                     raise SegmentError(f"col {self.items[self.at - 1].column}: a count is a "
                                        "whole number")  # fmt: skip
                 count = (comparison.op, int(comparison.value))
-        return Event(name, tuple(where), within, count)
+        return Event(name, tuple(where), within, count, ever)
 
     def engagement(self) -> Engagement:
         kind: Literal["open", "click"] = "open" if self.take().text.lower() == "opened" else "click"
@@ -367,4 +372,7 @@ class _Parser:
                 raise self.fail("'machines' (as in: opened any including machines)")
             self.take()
             machines = True
-        return Engagement(kind, campaign, step, within, machines)
+        ever = self.is_word("ever")
+        if ever:
+            self.take()
+        return Engagement(kind, campaign, step, within, machines, ever)
