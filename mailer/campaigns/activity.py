@@ -8,7 +8,7 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, select, update
+from sqlalchemy import Connection, or_, select, update
 
 from mailer.campaigns.segment_sql import SegmentCompiler
 from mailer.campaigns.segments import parse_segment
@@ -64,3 +64,21 @@ def update_stages(connection: Connection, settings: Settings, contact_ids: Itera
     for position, moving in moved.items():
         connection.execute(update(contacts).where(one_of(connection, contacts.c.id, moving))
                            .values(stage=stages[position]))  # fmt: skip
+
+
+def advance_stages(connection: Connection, settings: Settings, now: datetime) -> int:
+    """The periodic pass: move every contact up to the highest stage whose rule now holds,
+    also where no event of theirs came to move it (a rule on time passing, a tag, an import);
+    one UPDATE per stage rule, highest first. Return how many contacts moved."""
+    stages = settings.lifecycle.stages
+    compiler = SegmentCompiler.for_settings(settings, now)
+    moved = 0
+    for position in range(len(stages) - 1, 0, -1):
+        rule = settings.lifecycle.rules.get(stages[position])
+        if not rule:
+            continue
+        below = or_(contacts.c.stage.is_(None), contacts.c.stage.not_in(stages[position:]))
+        result = connection.execute(update(contacts).where(
+            below, compiler.where(parse_segment(rule))).values(stage=stages[position]))  # fmt: skip
+        moved += result.rowcount
+    return moved

@@ -1,43 +1,58 @@
 """Score rules: points a contact earns once, when they first match a segment expression
-(`'orders >= 3' = 10`). Each tick looks only at contacts changed since the last one (an index
-on contacts.updated_at), and records the award as an event so it is never given twice."""
+(`'orders >= 3' = 10`). Every tick looks at every contact not yet awarded the rule, so a rule
+that comes to hold without the contact row changing (an event, a tag, time passing) is awarded
+at the next tick. The award is a row of awarded_rules, inserted with ON CONFLICT DO NOTHING:
+when two ticks overlap (two daemons, `tick` beside `run`), only the one whose row went in adds
+the points."""
 
 from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Connection, exists, insert, select
+from sqlalchemy import ColumnElement, Connection, exists, insert, literal, select
+from sqlalchemy.dialects import postgresql, sqlite
 
-from mailer.campaigns.progress import remember, seen_until
+from mailer.campaigns.activity import advance_stages
 from mailer.campaigns.segment_sql import SegmentCompiler
 from mailer.campaigns.segments import parse_segment
 from mailer.config import Settings
-from mailer.contacts.scoring import add_points
-from mailer.store.tables import contacts, events
-
-CURSOR = "(score rules)"  # a row of trigger_cursors, beside the campaigns'
+from mailer.contacts.scoring import add_points_many
+from mailer.store.tables import awarded_rules, contacts, events
 
 
 def award_rules(connection: Connection, settings: Settings, now: datetime) -> int:
-    """Award the rules' points to contacts changed since the last tick; return how many."""
+    """Award each rule's points to the contacts it now holds for, then move lifecycle stages
+    (which the points may feed); return how many awards."""
     rules = settings.scoring.rules
-    if not rules:
-        return 0
-    seen = seen_until(connection, CURSOR)
     compiler = SegmentCompiler.for_settings(settings, now)
     awarded = 0
     for rule, points in rules.items():
-        name = f"rule: {rule}"
-        already = exists().where(events.c.contact_id == contacts.c.id, events.c.kind == "rule",
-                                 events.c.name == name)  # fmt: skip
-        query = select(contacts.c.id).where(compiler.where(parse_segment(rule)), ~already)
-        if seen is not None:
-            query = query.where(contacts.c.updated_at >= seen)
-        for (contact_id,) in connection.execute(query).all():
-            connection.execute(insert(events).values(
-                contact_id=contact_id, kind="rule", name=name, step=None, properties={},
-                occurred_at=now))  # fmt: skip
-            add_points(connection, contact_id, points, now, settings.scoring.half_life)
-            awarded += 1
-    remember(connection, CURSOR, now)
+        holds = compiler.where(parse_segment(rule))
+        fresh = award(connection, rule, holds, now)
+        if fresh:
+            connection.execute(insert(events), [
+                {"contact_id": contact_id, "kind": "rule", "name": f"rule: {rule}", "step": None,
+                 "properties": {}, "occurred_at": now} for contact_id in fresh])  # fmt: skip
+            add_points_many(connection, dict.fromkeys(fresh, points), now,
+                            settings.scoring.half_life)  # fmt: skip
+        awarded += len(fresh)
+    advance_stages(connection, settings, now)
     return awarded
+
+
+def award(
+    connection: Connection, rule: str, holds: ColumnElement[bool], now: datetime
+) -> list[int]:
+    """Insert (contact, rule) for every contact `holds` is true for and that has no such row;
+    return the contacts whose row this call inserted. A row another transaction is inserting
+    at the same time makes this one wait, then skip it (PostgreSQL's ON CONFLICT)."""
+    already = exists().where(awarded_rules.c.contact_id == contacts.c.id,
+                             awarded_rules.c.rule == rule)  # fmt: skip
+    candidates = select(contacts.c.id, literal(rule), literal(now, awarded_rules.c.awarded_at.type)
+                        ).where(holds, ~already)  # fmt: skip
+    dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
+    statement = (dialect.insert(awarded_rules)
+                 .from_select(["contact_id", "rule", "awarded_at"], candidates)
+                 .on_conflict_do_nothing(index_elements=["contact_id", "rule"])
+                 .returning(awarded_rules.c.contact_id))  # fmt: skip
+    return [row.contact_id for row in connection.execute(statement)]

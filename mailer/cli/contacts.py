@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import click
 from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
+from sqlalchemy import Connection
 
+from mailer.campaigns.activity import update_stages
 from mailer.cli import (
     _LazyWorkspace,
     cli,
@@ -19,12 +22,18 @@ from mailer.cli import (
     say,
     warn,
 )
+from mailer.clock import Clock
+from mailer.config import Settings
 from mailer.contacts.cells import printable
 from mailer.contacts.export import export_contacts
 from mailer.contacts.importer import ImportOptions, import_contacts
 from mailer.errors import MailerError
 
 SHOWN_REJECTS = 20
+
+
+def _move_stages(settings: Settings, clock: Clock, connection: Connection, ids: list[int]) -> None:
+    update_stages(connection, settings, ids, clock.now())
 
 
 @cli.command("import")
@@ -64,6 +73,7 @@ def import_(
         attribute_types=workspace.settings.attributes,
         delimiter=delimiter,
         rejects_path=rejects,
+        after_batch=partial(_move_stages, workspace.settings, workspace.clock),
     )
     rejected, warned = _Reported(file, "rejected rows"), _Reported(file, "warnings")
     with _progress_bar(file) as update:

@@ -38,6 +38,9 @@ class ImportOptions:
     attribute_types: Mapping[str, str] = field(default_factory=dict)
     delimiter: str | None = None
     rejects_path: Path | None = None  # default: <file>.rejects.csv beside the file
+    # Called in each batch's transaction with its contacts: the CLI moves their lifecycle stage
+    # there, so an imported customer is a customer at once, not at their next event.
+    after_batch: Callable[[Connection, list[int]], None] | None = None
 
 
 @dataclass
@@ -144,6 +147,8 @@ def _store_batch(
     entries = _consent_entries(connection, kept, ids, fresh, options.list_name)
     record(connection, entries, options.double_opt_in, now)
     summary.consent_recorded += len(entries)
+    if options.after_batch:
+        options.after_batch(connection, [ids[r.email] for r in kept])
 
 
 def _save_contacts(

@@ -212,6 +212,16 @@ events = Table(
     Index(None, "kind", "name", "id"),  # event triggers read by id: in recording order
 )
 
+# Score rules a contact has been awarded: the primary key makes an award happen once, however
+# many ticks run at the same time (INSERT ... ON CONFLICT DO NOTHING, campaigns/score_rules.py).
+awarded_rules = Table(
+    "awarded_rules",
+    metadata,
+    Column("contact_id", Id, ForeignKey("contacts.id", ondelete="CASCADE"), primary_key=True),
+    Column("rule", String(200), primary_key=True),
+    Column("awarded_at", UTCDateTime, nullable=False),
+)
+
 # A contact's way through a sequence. `cycle` counts re-entries (0 for the first); the next
 # step is the one after `last_step` in the campaign as settings describe it now, due at
 # `due_at` (indexed: a tick reads only the due rows).
