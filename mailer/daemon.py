@@ -19,7 +19,10 @@ from datetime import UTC, datetime, timedelta
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from mailer.campaigns.engine import tick
+from mailer.config import Smtp
+from mailer.delivery.relay import is_loopback
 from mailer.delivery.worker import Deliverer, run_loop
+from mailer.errors import MailerError
 from mailer.logs import logger
 from mailer.metrics import timed_tick
 from mailer.tracking.serve import EmbeddedServer, configure, listen
@@ -37,10 +40,14 @@ def tick_and_deliver(workspace: Workspace, deliverer: Deliverer,
     return counts | delivered
 
 
-def simulate(workspace: Workspace, start: datetime,
-             until: datetime) -> dict[str, dict[str, int]]:  # fmt: skip
+def simulate(workspace: Workspace, start: datetime, until: datetime,
+             deliver_to_relay: bool = False) -> dict[str, dict[str, int]]:  # fmt: skip
     """Tick and deliver every hour from `start` to `until`, with the clock moved: a trial of
-    days or weeks in seconds. The counts summed per day."""
+    days or weeks in seconds. The counts summed per day. Refused (MailerError) when the relay
+    is not on this machine, unless `deliver_to_relay`: the trial's mail is real mail."""
+    refusal = trial_refusal(workspace.settings.smtp, deliver_to_relay)
+    if refusal is not None:
+        raise MailerError(f"{workspace.settings.source}: {refusal}")
     days: dict[str, dict[str, int]] = {}
     deliverer = Deliverer(workspace)
     try:
@@ -54,6 +61,16 @@ def simulate(workspace: Workspace, start: datetime,
     finally:
         deliverer.close()
     return days
+
+
+def trial_refusal(smtp: Smtp, deliver_to_relay: bool) -> str | None:
+    """Why a trial with a moved clock must not send through this relay, or None: a relay off
+    this machine delivers to real people, with a future Date: and DKIM t=."""
+    if deliver_to_relay or is_loopback(smtp.host):
+        return None
+    return (f"tick --until would send real mail through {smtp.host}:{smtp.port}, dated in "
+            f"the future (Date:, DKIM t=); point [smtp] at `mailer sink` on 127.0.0.1, or "
+            f"pass --deliver-to-relay to send it anyway")  # fmt: skip
 
 
 RUN_ELSEWHERE = "set tracking.port (or MAILER_TRACKING__PORT), or run with --no-serve"

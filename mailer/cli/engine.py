@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections import Counter
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import click
@@ -41,10 +40,14 @@ def _moment(text: str | None) -> datetime | None:
               help="Pretend it is this time (UTC when no offset is given).")  # fmt: skip
 @click.option("--until", "until_text", metavar="ISO-TIME",
               help="Simulate: tick hourly from --now until this time; a line a day.")  # fmt: skip
+@click.option("--deliver-to-relay", is_flag=True,
+              help="With --until: send through [smtp] even when it is not on this machine "
+                   "(real mail, dated in the future); without it only a relay on 127.0.0.1 "
+                   "or localhost, such as `mailer sink`, is used.")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Print the counts as JSON.")
 @pass_workspace
 def tick(lazy: _LazyWorkspace, now_text: str | None, until_text: str | None,
-         as_json: bool) -> None:  # fmt: skip
+         deliver_to_relay: bool, as_json: bool) -> None:  # fmt: skip
     """One pass of the engine, then delivery: enroll contacts into sequences, queue the steps
     that are due (consent checked), and send what the outbox holds through the relay of
     settings [smtp] (consent checked again just before). Prints how many were sent, deferred
@@ -56,7 +59,7 @@ def tick(lazy: _LazyWorkspace, now_text: str | None, until_text: str | None,
     debug = bool(click.get_current_context().find_root().params.get("debug"))
     with brief_logs(debug):  # a campaign or render process that fails: one line on stderr
         if until is not None:
-            days = simulate(workspace, now or workspace.clock.now(), until)
+            days = simulate(workspace, now or workspace.clock.now(), until, deliver_to_relay)
         else:
             deliverer = Deliverer(workspace)
             try:
@@ -121,12 +124,10 @@ def plan(lazy: _LazyWorkspace, now_text: str | None, horizon: str, as_json: bool
     for column in ("campaign", "step", "messages", "first", "by day"):
         table.add_column(column)
     for (campaign, step), hours in sorted(result.queued.items()):
-        first = now + timedelta(hours=min(hours))
-        days: Counter[int] = Counter()
-        for hour, count in hours.items():
-            days[hour // 24] += count
-        by_day = " ".join(f"d{day}:{days[day]}" for day in sorted(days))
-        table.add_row(campaign, step, str(sum(hours.values())), f"{first:%a %d %H:00}", by_day)
+        first = result.first(campaign, step)
+        by_day = ", ".join(f"{day:%a %d %b}: {count}"
+                           for day, count in result.by_day(campaign, step).items())  # fmt: skip
+        table.add_row(campaign, step, str(sum(hours.values())), f"{first:%a %d %b %H:%M}", by_day)
     console.print(table)
     for (campaign, reason), count in sorted(result.held_back.items()):
         say(f"held back  {campaign}: {count} ({reason})")

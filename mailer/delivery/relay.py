@@ -22,7 +22,7 @@ from mailer.errors import MailerError
 def cleartext_password(smtp: Smtp) -> str | None:
     """Why AUTH would send the relay password unencrypted over the network, or None: with
     `tls = "none"` aiosmtplib logs in over plain text, readable by anyone on the path."""
-    if smtp.username is None or smtp.tls != "none" or _loopback(smtp.host):
+    if smtp.username is None or smtp.tls != "none" or is_loopback(smtp.host):
         return None
     return (f'smtp.tls: "none" would send the password of {smtp.username} in clear to '
             f'{smtp.host}; set tls = "starttls" (port 587) or "implicit" (port 465)')  # fmt: skip
@@ -35,7 +35,7 @@ def refuse_cleartext_password(settings: Settings) -> None:
         raise MailerError(f"{settings.source}: {refusal}")
 
 
-def _loopback(host: str) -> bool:
+def is_loopback(host: str) -> bool:
     """This machine: a relay on it is reached without crossing a network."""
     if host.lower() == "localhost" or host.lower().endswith(".localhost"):
         return True
