@@ -8,7 +8,7 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, or_, select, update
+from sqlalchemy import ColumnElement, Connection, and_, or_, select, update
 
 from mailer.campaigns.segment_sql import SegmentCompiler
 from mailer.campaigns.segments import parse_segment
@@ -66,10 +66,11 @@ def update_stages(connection: Connection, settings: Settings, contact_ids: Itera
                            .values(stage=stages[position]))  # fmt: skip
 
 
-def advance_stages(connection: Connection, settings: Settings, now: datetime) -> int:
-    """The periodic pass: move every contact up to the highest stage whose rule now holds,
-    also where no event of theirs came to move it (a rule on time passing, a tag, an import);
-    one UPDATE per stage rule, highest first. Return how many contacts moved."""
+def advance_stages(connection: Connection, settings: Settings, now: datetime,
+                   among: ColumnElement[bool] | None = None) -> int:  # fmt: skip
+    """Move contacts (`among` them, default every one) up to the highest stage whose rule now
+    holds, also where no event of theirs came to move it (a rule on time passing, a tag, an
+    import); one UPDATE per stage rule, highest first. Return how many contacts moved."""
     stages = settings.lifecycle.stages
     compiler = SegmentCompiler.for_settings(settings, now)
     moved = 0
@@ -78,7 +79,10 @@ def advance_stages(connection: Connection, settings: Settings, now: datetime) ->
         if not rule:
             continue
         below = or_(contacts.c.stage.is_(None), contacts.c.stage.not_in(stages[position:]))
+        holds = compiler.where(parse_segment(rule))
+        if among is not None:
+            holds = and_(holds, among)
         result = connection.execute(update(contacts).where(
-            below, compiler.where(parse_segment(rule))).values(stage=stages[position]))  # fmt: skip
+            below, holds).values(stage=stages[position]))  # fmt: skip
         moved += result.rowcount
     return moved

@@ -1,23 +1,29 @@
 """Score rules: points a contact earns once, when they first match a segment expression
-(`'orders >= 3' = 10`). Every tick looks at every contact not yet awarded the rule, so a rule
-that comes to hold without the contact row changing (an event, a tag, time passing) is awarded
-at the next tick. The award is a row of awarded_rules, inserted with ON CONFLICT DO NOTHING:
-when two ticks overlap (two daemons, `tick` beside `run`), only the one whose row went in adds
-the points."""
+(`'orders >= 3' = 10`). Each tick looks at the contacts changed since the last one (their row,
+or an event of theirs), and once an hour at every contact, so a rule that comes to hold without
+either (a tag, time passing, an event reported late) is awarded within the hour, and a tick stays
+proportional to what changed. The award is a row of awarded_rules, inserted with ON CONFLICT DO
+NOTHING: when two ticks overlap (two daemons, `tick` beside `run`), only the one whose row went
+in adds the points."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
-from sqlalchemy import ColumnElement, Connection, exists, insert, literal, select
+from sqlalchemy import ColumnElement, Connection, and_, exists, insert, literal, or_, select, true
 from sqlalchemy.dialects import postgresql, sqlite
 
 from mailer.campaigns.activity import advance_stages
+from mailer.campaigns.progress import remember, seen_until
 from mailer.campaigns.segment_sql import SegmentCompiler
 from mailer.campaigns.segments import parse_segment
 from mailer.config import Settings
 from mailer.contacts.scoring import add_points_many
 from mailer.store.tables import awarded_rules, contacts, events
+
+CURSOR = "(score rules)"  # rows of trigger_cursors, beside the campaigns': the last tick,
+FULL_PASS = "(score rules, every contact)"  # and the last look at every contact
+FULL_PASS_EVERY = timedelta(hours=1)
 
 
 def award_rules(connection: Connection, settings: Settings, now: datetime) -> int:
@@ -25,9 +31,10 @@ def award_rules(connection: Connection, settings: Settings, now: datetime) -> in
     (which the points may feed); return how many awards."""
     rules = settings.scoring.rules
     compiler = SegmentCompiler.for_settings(settings, now)
+    changed = _changed_since(connection, now)
     awarded = 0
     for rule, points in rules.items():
-        holds = compiler.where(parse_segment(rule))
+        holds = and_(compiler.where(parse_segment(rule)), changed)
         fresh = award(connection, rule, holds, now)
         if fresh:
             connection.execute(insert(events), [
@@ -36,8 +43,20 @@ def award_rules(connection: Connection, settings: Settings, now: datetime) -> in
             add_points_many(connection, dict.fromkeys(fresh, points), now,
                             settings.scoring.half_life)  # fmt: skip
         awarded += len(fresh)
-    advance_stages(connection, settings, now)
+    advance_stages(connection, settings, now, changed)
     return awarded
+
+
+def _changed_since(connection: Connection, now: datetime) -> ColumnElement[bool]:
+    """Which contacts this tick's rules look at: those whose row changed or who had an event
+    since the last tick; every contact when the last full pass is FULL_PASS_EVERY old."""
+    seen, full = seen_until(connection, CURSOR), seen_until(connection, FULL_PASS)
+    remember(connection, CURSOR, now)
+    if seen is None or full is None or now - full >= FULL_PASS_EVERY:
+        remember(connection, FULL_PASS, now)
+        return true()
+    recent = exists().where(events.c.contact_id == contacts.c.id, events.c.occurred_at >= seen)
+    return or_(contacts.c.updated_at >= seen, recent)
 
 
 def award(
