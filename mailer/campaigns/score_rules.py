@@ -10,11 +10,22 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from sqlalchemy import ColumnElement, Connection, and_, exists, insert, literal, or_, select, true
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    and_,
+    exists,
+    func,
+    insert,
+    literal,
+    select,
+    true,
+    union,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 
 from mailer.campaigns.activity import advance_stages
-from mailer.campaigns.progress import remember, seen_until
+from mailer.campaigns.progress import events_read, remember, remember_events, seen_until
 from mailer.campaigns.segment_sql import SegmentCompiler
 from mailer.campaigns.segments import parse_segment
 from mailer.config import Settings
@@ -49,14 +60,18 @@ def award_rules(connection: Connection, settings: Settings, now: datetime) -> in
 
 def _changed_since(connection: Connection, now: datetime) -> ColumnElement[bool]:
     """Which contacts this tick's rules look at: those whose row changed or who had an event
-    since the last tick; every contact when the last full pass is FULL_PASS_EVERY old."""
+    recorded since the last tick (the updated_at index, the events' primary key); every contact
+    when the last full pass is FULL_PASS_EVERY old."""
     seen, full = seen_until(connection, CURSOR), seen_until(connection, FULL_PASS)
-    remember(connection, CURSOR, now)
-    if seen is None or full is None or now - full >= FULL_PASS_EVERY:
+    _, read_to = events_read(connection, CURSOR)
+    newest = connection.scalar(select(func.max(events.c.id))) or 0
+    remember_events(connection, CURSOR, now, read_to or 0, newest)
+    if seen is None or read_to is None or full is None or now - full >= FULL_PASS_EVERY:
         remember(connection, FULL_PASS, now)
         return true()
-    recent = exists().where(events.c.contact_id == contacts.c.id, events.c.occurred_at >= seen)
-    return or_(contacts.c.updated_at >= seen, recent)
+    changed = union(select(contacts.c.id).where(contacts.c.updated_at >= seen),
+                    select(events.c.contact_id).where(events.c.id > read_to))  # fmt: skip
+    return contacts.c.id.in_(changed)
 
 
 def award(

@@ -118,3 +118,21 @@ def test_a_tick_moves_stages_that_no_event_moved(staged: Workspace, tmp_path: Pa
     tick(staged.engine, staged.settings, MONDAY)
     assert who(staged, 'stage = "customer"', MONDAY) == {"ada"}
     assert who(staged, 'stage = "lead"', MONDAY) == {"bob", "ken"}
+
+
+def test_a_rule_that_holds_without_any_change_is_awarded_by_the_hourly_pass(
+    tmp_path: Path, environ: dict[str, str]
+) -> None:
+    tagged = RULES.replace("'orders >= 3' = 10", "'tagged \"vip\"' = 5")
+    for shop in open_shop(tmp_path, environ, tagged):
+        first = MONDAY + timedelta(minutes=1)  # after the import
+        tick(shop.engine, shop.settings, first)  # a look at every contact
+        with shop.engine.begin() as connection:  # a raw tag: neither the row nor an event
+            connection.execute(text("INSERT INTO contact_tags (contact_id, tag) SELECT id, 'vip' "
+                                    "FROM contacts WHERE email = 'ken@example.com'"))  # fmt: skip
+        soon = first + timedelta(minutes=5)
+        tick(shop.engine, shop.settings, soon)  # only what changed: nothing
+        assert who(shop, "score > 4.9", soon) == set()
+        hour = first + timedelta(hours=1)
+        tick(shop.engine, shop.settings, hour)  # the hourly look at every contact
+        assert who(shop, "score > 4.9", hour) == {"ken"}
