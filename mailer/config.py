@@ -36,13 +36,14 @@ from pydantic import (
     field_validator,
 )
 
+from mailer.clock import NOW_VARIABLE
 from mailer.durations import parse_duration
 from mailer.errors import SettingsError
 from mailer.send_times import parse_send_at
 
 ENV_PREFIX = "MAILER_"
 # Variables of ours that are not settings overrides.
-_ENV_NOT_SETTINGS = ("MAILER_CONFIG", "MAILER_DEBUG", "MAILER_NOW", "MAILER_TEST_DATABASE_URL")
+_ENV_NOT_SETTINGS = ("MAILER_CONFIG", "MAILER_DEBUG", NOW_VARIABLE, "MAILER_TEST_DATABASE_URL")
 # Where a secret may not be written: (path in the file, where to put it instead).
 _SECRETS = {
     ("secret_key",): "MAILER_SECRET_KEY or secret_key_file",

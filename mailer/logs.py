@@ -16,9 +16,14 @@ logger = logging.getLogger("mailer")
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
 
 
+def _fields(record: logging.LogRecord) -> dict[str, Any]:
+    """What the call passed in `extra`: every attribute a bare log record does not have."""
+    return {key: value for key, value in vars(record).items() if key not in _STANDARD}
+
+
 class JsonLines(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        fields = {key: value for key, value in vars(record).items() if key not in _STANDARD}
+        fields = _fields(record)
         entry: dict[str, Any] = {
             "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname.lower(),
@@ -32,8 +37,7 @@ class JsonLines(logging.Formatter):
 
 class Plain(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        fields = {key: value for key, value in vars(record).items() if key not in _STANDARD}
-        details = " ".join(f"{key}={value}" for key, value in fields.items())
+        details = " ".join(f"{key}={value}" for key, value in _fields(record).items())
         moment = datetime.fromtimestamp(record.created, UTC).strftime("%Y-%m-%d %H:%M:%S")
         line = f"{moment} {record.levelname.lower():7} {record.getMessage()} {details}".rstrip()
         return line + ("\n" + self.formatException(record.exc_info) if record.exc_info else "")
@@ -44,8 +48,7 @@ class Brief(logging.Formatter):
     traceback (`--debug` shows it)."""
 
     def format(self, record: logging.LogRecord) -> str:
-        fields = {key: value for key, value in vars(record).items() if key not in _STANDARD}
-        details = "".join(f" {key}={value}" for key, value in fields.items())
+        details = "".join(f" {key}={value}" for key, value in _fields(record).items())
         error = record.exc_info[1] if record.exc_info else None
         cause = f": {' '.join(str(error).split()) or type(error).__name__}" if error else ""
         return f"mailer: {record.levelname.lower()}: {record.getMessage()}{details}{cause}"
