@@ -18,7 +18,6 @@ from functools import partial
 from typing import Any
 
 from sqlalchemy import (
-    ColumnElement,
     Connection,
     Engine,
     func,
@@ -29,14 +28,13 @@ from sqlalchemy.exc import DBAPIError
 
 from mailer.campaigns.broadcasts import queue_broadcast
 from mailer.campaigns.enrollment import enroll
+from mailer.campaigns.goals import compiled, reached_goal
 from mailer.campaigns.score_rules import award_rules
 from mailer.campaigns.segment_sql import SegmentCompiler
-from mailer.campaigns.segments import SegmentError, parse_segment
 from mailer.campaigns.timing import next_opening, parse_window, pick_variant
 from mailer.config import Campaign, Settings, Step, parse_quiet_hours
 from mailer.consent.standing import Standing, standings
 from mailer.consent.state import SENDABLE
-from mailer.errors import SettingsError
 from mailer.logs import logger
 from mailer.store.bulk import one_of
 from mailer.store.tables import (
@@ -282,29 +280,15 @@ def _holds(connection: Connection, settings: Settings, condition: str,
     """`opened previous` reads this run's previous message: opens since the run began."""
     compiler = SegmentCompiler.for_settings(settings, now, previous, entered=row.entered_at)
     matching = connection.execute(select(contacts.c.id).where(
-        contacts.c.id == row.contact_id, _compiled(compiler, condition)))  # fmt: skip
+        contacts.c.id == row.contact_id, compiled(compiler, condition)))  # fmt: skip
     return matching.first() is not None
 
 
 def _converted(connection: Connection, settings: Settings, goal: str, rows: list[Any],
                now: datetime) -> set[int]:  # fmt: skip
-    """The contacts among `rows` that reached the goal since they entered this run (one
-    query: each enrollment's own entered_at bounds its events, opens and clicks)."""
-    compiler = SegmentCompiler.for_settings(settings, now, entered=enrollments.c.entered_at,
-                                            goal=True)  # fmt: skip
-    matching = connection.execute(
-        select(contacts.c.id).join(enrollments, enrollments.c.contact_id == contacts.c.id)
-        .where(one_of(connection, enrollments.c.id, [row.id for row in rows]),
-               _compiled(compiler, goal))
-    )  # fmt: skip
-    return {row.id for row in matching}
-
-
-def _compiled(compiler: SegmentCompiler, source: str) -> ColumnElement[bool]:
-    try:
-        return compiler.where(parse_segment(source))
-    except SegmentError as error:
-        raise SettingsError(f"'{source}': {error}") from None
+    """The contacts among `rows` that reached the goal since they entered this run."""
+    reached = reached_goal(connection, settings, goal, [row.id for row in rows], now)
+    return {row.contact_id for row in rows if row.id in reached}
 
 
 def _record(connection: Connection, name: str, step: Step, row: Any, status: str,
