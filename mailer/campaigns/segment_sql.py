@@ -38,13 +38,22 @@ from mailer.campaigns.segments import (
     RelativeTime,
     Segment,
     SegmentError,
+    Sent,
     Tagged,
     Value,
 )
 from mailer.config import Settings
 from mailer.contacts.scoring import growth
 from mailer.store.json_values import JsonBoolean, JsonNumber, JsonText, number_value
-from mailer.store.tables import consent_status, contact_tags, contacts, events, lists, memberships
+from mailer.store.tables import (
+    consent_status,
+    contact_tags,
+    contacts,
+    events,
+    lists,
+    memberships,
+    outbox,
+)
 
 # When a contact entered this run of a sequence: a time, or a column such as
 # enrollments.entered_at that the compiled query joins (one bound per enrollment).
@@ -107,6 +116,8 @@ class SegmentCompiler:
             return self._consent(segment)
         if isinstance(segment, Event):
             return self._event(segment)
+        if isinstance(segment, Sent):
+            return self._sent(segment)
         return self._engagement(segment)
 
     def _field(self, segment: Compare | OneOf | Contains | Exists) -> ColumnElement[bool]:
@@ -234,7 +245,32 @@ class SegmentCompiler:
             conditions.append(events.c.occurred_at >= self.now - segment.within)
         return exists().where(*conditions)
 
-    def _since(self, segment: Event | Engagement, this_run: bool) -> Since | None:
+    def _sent(self, segment: Sent) -> ColumnElement[bool]:
+        """Messages the relay accepted, by when: a status of sent and its sent_at."""
+        conditions = [outbox.c.contact_id == contacts.c.id, outbox.c.status == "sent"]
+        campaign, step = segment.campaign, segment.step
+        since = self._since(segment, self.goal or campaign == PREVIOUS)
+        if since is not None:
+            conditions.append(outbox.c.sent_at >= since)
+        if campaign == PREVIOUS:
+            if self.previous is None:
+                raise SegmentError("'previous' means the step before: use it in a step's "
+                                   "condition, from the second step on")  # fmt: skip
+            campaign, step = self.previous
+        if campaign is not None:
+            conditions.append(outbox.c.campaign == campaign)
+        if step is not None:
+            conditions.append(outbox.c.step == step)
+        if segment.within is not None:
+            conditions.append(outbox.c.sent_at >= self.now - segment.within)
+        if segment.before is not None:
+            conditions.append(outbox.c.sent_at < self.now + segment.before.offset)
+        if segment.count is None:
+            return exists().where(*conditions)
+        counted = select(func.count()).where(*conditions).scalar_subquery()
+        return _compare(counted, *segment.count)
+
+    def _since(self, segment: Event | Engagement | Sent, this_run: bool) -> Since | None:
         """From when `segment` counts what happened: None for all time."""
         return self.entered if this_run and not segment.ever else None
 

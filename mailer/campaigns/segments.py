@@ -11,7 +11,13 @@ to SQL in segment_sql.py (never evaluated row by row in Python).
     opened "welcome" within 14d    clicked step "welcome.tips"    not opened any within 90d
     not opened previous            (in a step's condition: the step before it)
     opened any within 7d including machines    (people's opens only, unless so)
+    sent any count >= 3 within 90d    sent "welcome"    sent step "welcome.tips"
+    sent any before now - 90d      (the first message is at least 90 days old)
     event "purchased" ever         (in a goal: before this run of the sequence too)
+
+`sent` counts the messages the relay accepted (outbox rows with status sent) by when they
+were sent; queued, failed and skipped ones are not sent. `within 90d` and `before now - 90d`
+bound when, `count` how many (a contact never mailed has a count of zero).
 
 A comparison with a value the contact does not have is false (and `not` of it true).
 Errors name the column: `segments.silent: col 14: expected a duration`.
@@ -105,6 +111,16 @@ class Engagement:
 
 
 @dataclass(frozen=True)
+class Sent:
+    campaign: str | None  # None: any
+    step: str | None = None
+    within: timedelta | None = None
+    before: RelativeTime | None = None  # sent before this moment (`before now - 90d`)
+    count: tuple[Operator, int] | None = None  # None: at least one
+    ever: bool = False  # in a goal or with `previous`: before this run of the sequence too
+
+
+@dataclass(frozen=True)
 class Not:
     inner: Segment
 
@@ -129,6 +145,7 @@ Segment = (
     | Consent
     | Event
     | Engagement
+    | Sent
     | Not
     | Both
     | Either
@@ -253,11 +270,13 @@ class _Parser:
             return self.event()
         if self.is_word("opened", "clicked"):
             return self.engagement()
+        if self.is_word("sent"):
+            return self.sent()
         if self.is_word("attribute"):
             self.take()
         if self.token.kind != "word":
             raise self.fail("a condition (a field, tagged, in list, consent, event, opened, "
-                            "clicked)")  # fmt: skip
+                            "clicked, sent)")  # fmt: skip
         return self.field_condition(self.take().text)
 
     def field_condition(self, field: str) -> Segment:
@@ -300,12 +319,16 @@ class _Parser:
         if self.is_word("true", "false"):
             return self.take().text.lower() == "true"
         if self.is_word("now"):
-            self.take()
-            if self.token.text not in ("-", "+"):
-                return RelativeTime(timedelta(0))
-            sign = -1 if self.take().text == "-" else 1
-            return RelativeTime(sign * self.duration())
+            return self.moment()
         raise self.fail("a value (a quoted text, a number, true, false or now - 30d)")
+
+    def moment(self) -> RelativeTime:
+        """`now`, `now - 90d`, `now + 1d`."""
+        self.word("now")
+        if self.token.text not in ("-", "+"):
+            return RelativeTime(timedelta(0))
+        sign = -1 if self.take().text == "-" else 1
+        return RelativeTime(sign * self.duration())
 
     def duration(self) -> timedelta:
         if self.token.kind != "duration":
@@ -338,29 +361,55 @@ class _Parser:
             elif keyword == "within":
                 within = self.duration()
             else:
-                comparison = self.comparison("count")
-                if not isinstance(comparison.value, float) or comparison.value % 1:
-                    raise SegmentError(f"col {self.items[self.at - 1].column}: a count is a "
-                                       "whole number")  # fmt: skip
-                count = (comparison.op, int(comparison.value))
+                count = self.count()
         return Event(name, tuple(where), within, count, ever)
 
-    def engagement(self) -> Engagement:
-        kind: Literal["open", "click"] = "open" if self.take().text.lower() == "opened" else "click"
-        campaign, step = None, None
+    def count(self) -> tuple[Operator, int]:
+        """After `count`: `>= 3`."""
+        comparison = self.comparison("count")
+        if not isinstance(comparison.value, float) or comparison.value % 1:
+            raise SegmentError(f"col {self.items[self.at - 1].column}: a count is a "
+                               "whole number")  # fmt: skip
+        return comparison.op, int(comparison.value)
+
+    def messages(self) -> tuple[str | None, str | None]:
+        """(campaign, step) after opened, clicked or sent; None for any."""
         if self.is_word("any"):
             self.take()
-        elif self.is_word("previous"):  # in a step's condition: the step before it
+            return None, None
+        if self.is_word("previous"):  # in a step's condition: the step before it
             self.take()
-            campaign, step = PREVIOUS, PREVIOUS
-        elif self.is_word("step"):
+            return PREVIOUS, PREVIOUS
+        if self.is_word("step"):
             self.take()
             campaign, _, step = self.string('a quoted "campaign.step"').partition(".")
             if not step:
                 raise SegmentError(f"col {self.items[self.at - 1].column}: write the step as "
                                    '"campaign.step", e.g. "welcome.tips"')  # fmt: skip
-        else:
-            campaign = self.string("a quoted campaign name, 'step' or 'any'")
+            return campaign, step
+        return self.string("a quoted campaign name, 'step' or 'any'"), None
+
+    def sent(self) -> Sent:
+        self.take()
+        campaign, step = self.messages()
+        within, before, count, ever = None, None, None, False
+        while self.is_word("within", "before", "count", "ever"):
+            keyword = self.take().text.lower()
+            if keyword == "within":
+                within = self.duration()
+            elif keyword == "before":
+                if not self.is_word("now"):
+                    raise self.fail("a moment (e.g. now - 90d)")
+                before = self.moment()
+            elif keyword == "count":
+                count = self.count()
+            else:
+                ever = True
+        return Sent(campaign, step, within, before, count, ever)
+
+    def engagement(self) -> Engagement:
+        kind: Literal["open", "click"] = "open" if self.take().text.lower() == "opened" else "click"
+        campaign, step = self.messages()
         within = None
         if self.is_word("within"):
             self.take()

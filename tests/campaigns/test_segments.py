@@ -23,10 +23,11 @@ from mailer.campaigns.segments import (
     RelativeTime,
     Segment,
     SegmentError,
+    Sent,
     Tagged,
     parse_segment,
 )
-from mailer.store.tables import contacts, events
+from mailer.store.tables import contacts, events, outbox
 from mailer.workspace import Workspace
 from tests.conftest import write_csv
 from tests.helpers import run_import
@@ -44,6 +45,9 @@ EXAMPLES = {
     'clicked step "welcome.tips"': Engagement("click", "welcome", "tips", None),
     'event "purchased" count >= 2 within 365d': Event(
         "purchased", within=timedelta(days=365), count=(">=", 2)),
+    'sent any count >= 3 within 90d': Sent(None, within=timedelta(days=90), count=(">=", 3)),
+    'sent "welcome" before now - 90d': Sent("welcome", before=RelativeTime(timedelta(days=-90))),
+    'not sent previous': Not(Sent("(previous step)", "(previous step)")),
 }  # fmt: skip
 
 
@@ -62,6 +66,9 @@ def test_the_language_reads_what_marketers_write(source: str, expected: Segment)
     ('consent "newsletter" is maybe', "col 25: expected a consent status"),
     ("orders ~ 1", "col 8: unexpected '~'"),
     ('clicked step "welcome"', 'write the step as "campaign.step"'),
+    ("sent any before 90d", "col 17: expected a moment (e.g. now - 90d), found '90d'"),
+    ("sent any count >= 2.5", "col 19: a count is a whole number"),
+    ("sent any including machines", "col 10: expected 'and', 'or' or the end"),
 ])  # fmt: skip
 def test_errors_point_at_the_column(source: str, message: str) -> None:
     with pytest.raises(SegmentError) as caught:
@@ -170,6 +177,68 @@ def test_segments_select_the_right_contacts(
     people: Workspace, source: str, expected: set[str]
 ) -> None:
     assert matching(people, source) == expected
+
+
+# `sent`: messages the relay accepted (outbox rows with status sent), by their sent_at.
+# ada was first mailed 100 days ago and three times since; bob once, 5 days ago (his second
+# message is still queued); cy never.
+MAILED = {
+    "ada": [("welcome", "hello", 100, "sent"), ("welcome", "tips", 60, "sent"),
+            ("spring", "launch", 45, "sent"), ("welcome", "offer", 20, "sent"),
+            ("welcome", "extra", 10, "failed")],
+    "bob": [("welcome", "hello", 5, "sent"), ("welcome", "tips", 0, "queued")],
+}  # fmt: skip
+
+
+@pytest.fixture
+def mailed(people: Workspace) -> Workspace:
+    now = people.clock.now()
+    with people.engine.begin() as connection:
+        ids = {row.email.split("@")[0]: row.id
+               for row in connection.execute(select(contacts.c.email, contacts.c.id))}  # fmt: skip
+        connection.execute(insert(outbox), [
+            {"campaign": campaign, "step": step, "contact_id": ids[name], "cycle": 0,
+             "status": status, "queued_at": now - timedelta(days=days),
+             "sent_at": now - timedelta(days=days) if status == "sent" else None}
+            for name, messages in MAILED.items() for campaign, step, days, status in messages
+        ])  # fmt: skip
+    return people
+
+
+@pytest.mark.parametrize(("source", "expected"), [
+    ("sent any", {"ada", "bob"}),
+    ("not sent any", {"cy"}),
+    ("sent any before now - 90d", {"ada"}),  # the first message is at least 90 days old
+    ("sent any within 30d", {"ada", "bob"}),
+    ("sent any within 30d before now - 10d", {"ada"}),  # bob's was 5 days ago
+    ("sent any count >= 3 within 90d", {"ada"}),  # a failed message is not sent
+    ("sent any count >= 4", {"ada"}),
+    ("sent any count < 2", {"bob", "cy"}),  # never mailed: a count of zero
+    ('sent "welcome" count = 1', {"bob"}),  # his queued one is not sent yet
+    ('sent step "welcome.tips"', {"ada"}),
+    ('sent "spring" within 30d', set()),
+    ("sent any before now - 90d and sent any count >= 3 within 90d"
+     " and not opened any within 90d and not clicked any within 90d", {"ada"}),
+])  # fmt: skip
+def test_sent_counts_the_messages_the_relay_accepted(
+    mailed: Workspace, source: str, expected: set[str]
+) -> None:
+    assert matching(mailed, source) == expected
+
+
+def test_sent_previous_means_the_step_before_in_this_run(mailed: Workspace) -> None:
+    now = mailed.clock.now()
+    compiler = SegmentCompiler(now, {}, previous=("welcome", "tips"),
+                               entered=now - timedelta(days=70))  # fmt: skip
+    with mailed.engine.connect() as connection:
+        found = connection.scalars(
+            select(contacts.c.email).where(compiler.where(parse_segment("sent previous")))
+        )
+        assert {email.split("@")[0] for email in found} == {"ada"}
+    later = SegmentCompiler(now, {}, previous=("welcome", "tips"),
+                            entered=now - timedelta(days=50))  # fmt: skip
+    with mailed.engine.connect() as connection:  # ada's tips was sent before this run
+        assert count_segment(connection, later.where(parse_segment("sent previous"))) == 0
 
 
 def test_type_errors_say_what_to_declare(people: Workspace) -> None:
