@@ -209,8 +209,20 @@ class Step(Model):
     # the step is skipped and the next one is considered.
     otherwise: str | None = None
     send_window: str | None = None
+    # The first step of a date trigger: the time of day on the contact's own date ("09:00").
+    at: time | None = None
     track_opens: bool = True
     variants: dict[str, Variant] = {}
+
+    @field_validator("at", mode="before")
+    @classmethod
+    def _time_of_day(cls, value: Any) -> Any:
+        if value is None or isinstance(value, time):
+            return value
+        parsed = _clock_time(value) if isinstance(value, str) else None
+        if parsed is None:
+            raise ValueError(f'{value!r} is not a time of day (write e.g. "09:00")')
+        return parsed
 
 
 class Campaign(Model):
@@ -654,6 +666,8 @@ def _cross_references(settings: Settings) -> list[str]:
                                     "not a later step of this sequence")  # fmt: skip
                 if step.otherwise is not None and step.condition is None:
                     problems.append(f"{where}.steps[{index}].otherwise: needs a condition")
+                if step.at is not None and (wrong := _misplaced_at(campaign, index, step)):
+                    problems.append(f"{where}.steps[{index}].at: {wrong}")
         else:
             for field in ("template", "subject", "segment", "send_at"):
                 if getattr(campaign, field) is None:
@@ -667,6 +681,18 @@ def _cross_references(settings: Settings) -> list[str]:
                 f"{where}.segment: '{campaign.segment}' is not defined under [segments]"
             )
     return problems
+
+
+def _misplaced_at(campaign: Campaign, index: int, step: Step) -> str | None:
+    """Why a step's `at` cannot be kept, or None: it is the first step's time of day on the
+    date of a date trigger, and `delay` may add only whole days to that date."""
+    if index != 0 or not re.match(r"\s*date\s", campaign.trigger or ""):
+        return ('a time of day is for the first step of a date trigger (date "birthday"); '
+                "later steps wait their delay")  # fmt: skip
+    if step.delay.seconds:
+        return (f'with at = "{step.at:%H:%M}", delay counts whole days after the date '
+                '(e.g. "1 day")')  # fmt: skip
+    return None
 
 
 def _not_a_time(send_at: str) -> str | None:

@@ -27,6 +27,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import DBAPIError
 
 from mailer.campaigns.broadcasts import queue_broadcast
+from mailer.campaigns.date_steps import past_its_day
 from mailer.campaigns.enrollment import enroll
 from mailer.campaigns.goals import compiled, reached_goal
 from mailer.campaigns.score_rules import award_rules
@@ -216,7 +217,13 @@ def _next_step(connection: Connection, settings: Settings, name: str, campaign: 
             position = names.index(step.otherwise) if step.otherwise else position + 1
             continue
         zone = contact.timezone or settings.default_timezone
-        for window, reason in _windows(settings, step):
+        windows = _windows(settings, step)
+        late = past_its_day(campaign, position, row.entered_at, zone, [w for w, _ in windows], now)
+        if late:  # a birthday message too late for its day is not sent at all, nor the run's rest
+            _record(connection, name, step, row, "skipped", None, late, None, now)
+            report.skipped += 1
+            break
+        for window, reason in windows:
             opening = next_opening(parse_window(window), now, zone)
             if opening > now:
                 _postpone(connection, row, opening, f"{reason} ({zone})")

@@ -31,6 +31,7 @@ from mailer.campaigns.progress import (
 )
 from mailer.campaigns.segment_sql import SegmentCompiler
 from mailer.campaigns.segments import parse_segment
+from mailer.campaigns.timing import day_window
 from mailer.config import Campaign, Settings
 from mailer.errors import SettingsError
 from mailer.store.bulk import one_of
@@ -52,7 +53,8 @@ DATE_TRIGGER_EVERY = timedelta(hours=1)
 
 def parse_trigger(text: str) -> tuple[str, str]:
     """`joins list "newsletter"`, `enters segment "silent_90d"`, `event "cart_abandoned"`,
-    `date "birthday"` (every year on that day, from midnight in the contact's zone)."""
+    `date "birthday"` (every year on that day in the contact's zone; the first step goes at
+    its wall-clock time, see campaigns/date_steps.py)."""
     match = _TRIGGER.match(text)
     if match is None:
         raise SettingsError(f"trigger '{text}': write joins list \"NAME\", enters segment "
@@ -118,9 +120,11 @@ def enroll(
         if previous is not None and not _may_reenter(campaign, kind, previous, at, now):
             continue
         cycle = 0 if previous is None else previous.cycle + 1
+        first = campaign.steps[0] if kind == "date" and campaign.steps else None
+        due = day_window(first, at, row.zone).opens if first else None
         fresh.append({"campaign": name, "contact_id": row.contact_id, "cycle": cycle,
                       "status": "active", "entered_at": at, "last_position": -1,
-                      "due_at": at + first_delay})  # fmt: skip
+                      "due_at": due or at + first_delay})  # fmt: skip
     upsert(connection, enrollments, fresh, keys=("campaign", "contact_id", "cycle"))
     return len(fresh)
 
@@ -181,9 +185,9 @@ def _member_of(campaign: Campaign) -> Any:
 def _anniversaries(connection: Connection, settings: Settings, name: str, campaign: Campaign,
                    attribute: str,
                    member: Any, now: datetime) -> Select[Any]:  # fmt: skip
-    """Contacts whose date `attribute` falls today in their own zone (a year or more ago):
-    one query, a branch per time zone in use. 29 February is celebrated on the 28th in
-    other years."""
+    """Contacts whose date `attribute` falls today in their own zone (a year or more ago), with
+    their local midnight and zone: one query, a branch per time zone in use. 29 February is
+    celebrated on the 28th in other years."""
     if settings.attributes.get(attribute) not in ("date", "datetime"):
         raise SettingsError(f"campaigns.{name}.trigger: declare {attribute} in [attributes] as "
                             '"date" to trigger on it')  # fmt: skip
@@ -198,13 +202,13 @@ def _anniversaries(connection: Connection, settings: Settings, name: str, campai
         midnight = datetime.combine(today, time(), tzinfo=ZoneInfo(zone)).astimezone(UTC)
         in_list = member.where(memberships.c.contact_id == contacts.c.id)
         branches.append(select(contacts.c.id.label("contact_id"),
-                               literal(midnight, UTCDateTime).label("at"))
+                               literal(midnight, UTCDateTime).label("at"), zone_of.label("zone"))
                         .where(zone_of == zone, func.substr(value, 6, 5).in_(days),
                                func.substr(value, 1, 4) < str(today.year), in_list))  # fmt: skip
     if not branches:  # no contacts yet
         return select(contacts.c.id.label("contact_id"), null().label("at")).where(false())
     combined = union_all(*branches).subquery()
-    return select(combined.c.contact_id, combined.c.at)
+    return select(combined.c.contact_id, combined.c.at, combined.c.zone)
 
 
 def _may_reenter(campaign: Campaign, kind: str, previous: Any, at: datetime,

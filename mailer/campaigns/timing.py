@@ -1,5 +1,6 @@
 """Pure decisions about time and chance: is now inside a send window (in the contact's own
-time zone), and which A/B variant a contact gets. Plain functions, tested without I/O."""
+time zone), when a date-triggered message's day opens and closes, and which A/B variant a
+contact gets. Plain functions, tested without I/O."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, Protocol, TypeVar
 from zoneinfo import ZoneInfo
+
+from mailer.config import Step
 
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 _WINDOW = re.compile(r"^\s*(\d{1,2}):(\d{2})\s*-\s*(\d{1,2}):(\d{2})\s*(?P<days>.*?)\s*$")
@@ -76,6 +79,35 @@ def next_opening(window: SendWindow, now: datetime, zone: str) -> datetime:
         if day.weekday() in window.days and opening > local:
             return opening.astimezone(UTC)
     raise ValueError("a send window with no days")  # parse_window never makes one
+
+
+# How long after its wall-clock time a date-triggered message may still go (09:00 -> 21:00),
+# and never after its day ends: "happy birthday" at 22:58 reads as a mistake.
+DAY_WINDOW = timedelta(hours=12)
+
+
+@dataclass(frozen=True)
+class DayWindow:
+    day: date  # the contact's local date the message is for
+    opens: datetime  # UTC: the wall-clock time on that day
+    closes: datetime  # UTC: DAY_WINDOW later on the clock, or the day's end if sooner
+
+
+def day_window(step: Step, midnight: datetime, zone: str) -> DayWindow:
+    """The window of a date-triggered first step for the day that began at `midnight` (UTC) in
+    `zone`. `at` is the time of day (and `delay` whole days after the date); without `at`,
+    `delay` is read on the clock from midnight: "9h" is 09:00, "1 day 9h" 09:00 the day after."""
+    day = midnight.astimezone(ZoneInfo(zone)).date() + timedelta(days=step.delay.days)
+    time_of_day = step.at or (datetime.min + timedelta(seconds=step.delay.seconds)).time()
+    start = datetime.combine(day, time_of_day)
+    end = min(start + DAY_WINDOW, datetime.combine(day + timedelta(days=1), time()))
+    return DayWindow(day, _utc(start, zone), _utc(end, zone))
+
+
+def _utc(wall_clock: datetime, zone: str) -> datetime:
+    """A local wall-clock time in UTC. A time the clocks skip (01:30 on spring-forward day in
+    London) is read with the offset before the change (02:30 BST); a repeated one, the first."""
+    return wall_clock.replace(tzinfo=ZoneInfo(zone)).astimezone(UTC)
 
 
 PRIME = 2**31 - 1  # products of two numbers below it stay below 2**62: safe in 64-bit SQL
