@@ -25,7 +25,7 @@ from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from mailer.contacts.model import Contact, load_contacts
-from mailer.delivery import gate, relay_watch
+from mailer.delivery import gate, relay_watch, still_wanted
 from mailer.delivery.claims import OutboxMessage, Result, claim
 from mailer.delivery.pauses import pause
 from mailer.delivery.relay import RelaySession, refuse_cleartext_password
@@ -265,7 +265,8 @@ class Deliverer:
                 logger.warning("render failed", extra={"outbox_id": item.outbox_id,
                                                        "reason": item.error})  # fmt: skip
                 writer.add(Result(item.outbox_id, "failed", f"render: {item.error}"))
-        fine = [item for item in rendered if item.message is not None]
+        fine = self._still_wanted([item for item in rendered if item.message is not None],
+                                  chunk, writer)  # fmt: skip
         lists_of = {item.outbox_id: self._list_of(by_id[item.outbox_id]) for item in fine}
         contact_of = {item.outbox_id: by_id[item.outbox_id].contact_id for item in fine}
         with reading(self.workspace.engine) as connection:
@@ -280,6 +281,22 @@ class Deliverer:
             assert item.message is not None
             passed.append(Ready(claimed, contacts[claimed.contact_id], item.message, entry_id))
         return passed
+
+    def _still_wanted(self, fine: list[Rendered], chunk: Chunk,
+                      writer: ResultWriter) -> list[Rendered]:  # fmt: skip
+        """The messages still wanted (goal, ended enrollment, condition, segment: asked before
+        consent, in the engine's order); the others end here."""
+        asked = [chunk.claimed[item.outbox_id] for item in fine]
+        with reading(self.workspace.engine) as connection:
+            found = still_wanted.recheck(connection, self.settings, asked, chunk.now)
+        if found.converted or found.branched:
+            with self.workspace.engine.begin() as connection:
+                still_wanted.follow_up(connection, found, chunk.now)
+        skipped = [Result(i, "skipped", f"at sending: {why}") for i, why in found.skipped.items()]
+        # Sending without the recheck could send what is no longer wanted: try again later.
+        held = [self._retry(chunk.claimed[i], why, chunk.now) for i, why in found.failed.items()]
+        writer.add(*skipped, *held)
+        return [item for item in fine if item.outbox_id not in found.answered]
 
     def _list_of(self, message: OutboxMessage) -> str:
         campaign = self.settings.campaigns.get(message.campaign)
