@@ -14,16 +14,17 @@ from __future__ import annotations
 
 import html
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
 from jinja2 import TemplateNotFound, TemplateSyntaxError
 
+from mailer.campaigns.date_steps import date_triggered, never_in_its_day
 from mailer.campaigns.enrollment import parse_trigger
 from mailer.campaigns.segment_sql import SegmentCompiler
 from mailer.campaigns.segments import SegmentError, parse_segment
-from mailer.campaigns.timing import overlap, parse_window
+from mailer.campaigns.timing import day_window, overlap, parse_window
 from mailer.clock import FrozenClock
 from mailer.config import Settings, parse_quiet_hours
 from mailer.contacts.cells import shown as cell
@@ -31,6 +32,7 @@ from mailer.contacts.csvfile import CsvReader
 from mailer.contacts.model import Contact
 from mailer.contacts.rows import RowError, map_columns, parse_row
 from mailer.delivery.relay import cleartext_password
+from mailer.durations import format_duration
 from mailer.errors import InputFileError, SettingsError
 from mailer.render.message import MessageRenderer, RenderedMessage, RenderError, problem
 from mailer.render.templates import TEMPLATE_SUFFIXES, syntax_problem, template_environment
@@ -90,6 +92,7 @@ def check_project(settings: Settings, now: datetime, strict: bool = False,
             samples[name] = [*found, made_up]
         _check_messages(settings, samples, now, report)
     _check_send_windows(settings, report)  # after rendering: its errors do not stop the renders
+    _check_date_steps(settings, report)
     if (cleartext := cleartext_password(settings.smtp)) is not None:
         report.problems.append(Problem("error", f"{settings.source}: {cleartext}"))
     return report
@@ -128,6 +131,32 @@ def _check_send_windows(settings: Settings, report: CheckReport) -> None:
                     f'{where}: "{step.send_window}" lies wholly inside engine.quiet_hours '
                     f'"{quiet}", so its messages would wait forever; widen the window or '
                     "shorten the quiet hours")))  # fmt: skip
+
+
+def _check_date_steps(settings: Settings, report: CheckReport) -> None:
+    """The first step of a date trigger: a time of day in `delay` ("9h") is read on the clock,
+    which `at` says plainly; a day's window that quiet hours or the send window always shut
+    would skip every message."""
+    quiet = settings.engine.quiet_hours
+    for name, campaign in settings.campaigns.items():
+        if campaign.kind != "sequence" or not campaign.steps or not date_triggered(campaign):
+            continue
+        step, where = campaign.steps[0], f"{settings.source}: campaigns.{name}.steps[0]"
+        if step.at is None and step.delay.seconds:
+            opens = day_window(step, datetime(2024, 1, 1, tzinfo=UTC), "UTC").opens
+            report.problems.append(Problem("warning", (
+                f'{where}.delay: "{format_duration(step.delay)}" after a date is read on the '
+                f'contact\'s clock ({opens:%H:%M} on the day); write at = "{opens:%H:%M}"')))
+        windows = [text for text in (step.send_window, quiet and parse_quiet_hours(quiet)) if text]
+        try:
+            never = never_in_its_day(campaign, windows)
+        except ValueError:
+            continue  # a send window that does not parse: _check_send_windows says so
+        if never:
+            report.problems.append(Problem("error", (
+                f"{where}: quiet hours or the send window shut its whole day's window (from its "
+                "time for 12 hours, until midnight), so every message would be skipped; move "
+                "`at` earlier or widen the window")))  # fmt: skip
 
 
 def _expressions(settings: Settings) -> list[tuple[str, str, tuple[str, str] | None]]:

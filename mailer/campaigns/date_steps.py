@@ -6,18 +6,20 @@ morning. Plain functions over settings and times; the engine asks `past_its_day`
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 
 from mailer.campaigns.enrollment import parse_trigger
 from mailer.campaigns.timing import day_window, next_opening, parse_window
 from mailer.config import Campaign
+from mailer.errors import SettingsError
 
 
 def date_triggered(campaign: Campaign) -> str | None:
     """The date attribute a sequence is triggered by (`date "birthday"`), or None."""
-    if campaign.trigger is None:
+    try:
+        kind, subject = parse_trigger(campaign.trigger or "")
+    except SettingsError:  # no trigger, or a broken one: `mailer check` reports that
         return None
-    kind, subject = parse_trigger(campaign.trigger)
     return subject if kind == "date" else None
 
 
@@ -41,3 +43,15 @@ def past_its_day(campaign: Campaign, position: int, entered_at: datetime, zone: 
     if moment < window.closes:
         return None
     return f"past its day ({attribute} {window.day.isoformat()}, {zone})"
+
+
+def never_in_its_day(campaign: Campaign, windows: Sequence[str]) -> bool:
+    """Whether the first step of a date-triggered sequence would be skipped on every weekday:
+    its day's window never meets its send `windows` (`mailer check` reports it)."""
+    monday = datetime(2024, 1, 1, tzinfo=UTC)  # UTC: no daylight saving to blur the hours
+    for offset in range(7):
+        midnight = monday + timedelta(days=offset)
+        opens = day_window(campaign.steps[0], midnight, "UTC").opens
+        if past_its_day(campaign, 0, midnight, "UTC", windows, opens) is None:
+            return False
+    return date_triggered(campaign) is not None

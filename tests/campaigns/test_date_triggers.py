@@ -16,6 +16,7 @@ from sqlalchemy import select
 from mailer.campaigns.date_steps import day_window
 from mailer.campaigns.engine import tick
 from mailer.campaigns.plan import plan
+from mailer.check import check_project
 from mailer.clock import FrozenClock
 from mailer.config import Step, load_settings
 from mailer.errors import SettingsError
@@ -219,3 +220,27 @@ def test_at_is_a_time_of_day_for_the_first_step_of_a_date_trigger(
     (tmp_path / "settings.toml").write_text(textwrap.dedent(SETTINGS) + step)
     with pytest.raises(SettingsError, match=re.escape(problem)):
         load_settings(tmp_path / "settings.toml", environ=environ)
+
+
+@pytest.mark.parametrize(("step", "extra", "expected"), [
+    (NINE_HOURS, "", [("warning", '.delay: "9h" after a date is read on the contact\'s clock '
+                                  '(09:00 on the day); write at = "09:00"')]),
+    ('at = "22:00"\n', QUIET, [("error", ": quiet hours or the send window shut its whole "
+                                         "day's window")]),
+    ('at = "09:00"\nsend_window = "09:00-18:00 sat"\n', "", []),  # Saturdays only: fine
+    (AT_NINE, QUIET, []),
+])  # fmt: skip
+def test_check_says_how_to_write_the_time_and_when_every_message_would_be_skipped(
+    tmp_path: Path, environ: dict[str, str], step: str, extra: str,
+    expected: list[tuple[str, str]],
+) -> None:  # fmt: skip
+    for shop in open_shop(tmp_path, environ, step, extra):
+        report = check_project(shop.settings, datetime(2027, 1, 4, tzinfo=UTC))
+        about_the_time = [
+            (problem.severity, problem.message.partition("steps[0]")[2])
+            for problem in report.problems
+            if "birthday.steps[0]" in problem.message and ".template" not in problem.message
+        ]  # (the test has no templates: check says so too)
+        assert len(about_the_time) == len(expected)
+        for (severity, message), (wanted, start) in zip(about_the_time, expected, strict=True):
+            assert (severity, message[: len(start)]) == (wanted, start)
