@@ -24,7 +24,7 @@ from mailer.campaigns.date_steps import date_triggered, never_in_its_day
 from mailer.campaigns.enrollment import parse_trigger
 from mailer.campaigns.segment_sql import SegmentCompiler
 from mailer.campaigns.segments import SegmentError, parse_segment
-from mailer.campaigns.timing import day_window, overlap, parse_window
+from mailer.campaigns.timing import DAY_WINDOW, day_window, overlap, parse_window
 from mailer.clock import FrozenClock
 from mailer.config import Settings, parse_quiet_hours
 from mailer.contacts.cells import shown as cell
@@ -144,9 +144,11 @@ def _check_date_steps(settings: Settings, report: CheckReport) -> None:
         step, where = campaign.steps[0], f"{settings.source}: campaigns.{name}.steps[0]"
         if step.at is None and step.delay.seconds:
             opens = day_window(step, datetime(2024, 1, 1, tzinfo=UTC), "UTC").opens
+            days = f' and delay = "{step.delay.days} days"' if step.delay.days else ""
             report.problems.append(Problem("warning", (
                 f'{where}.delay: "{format_duration(step.delay)}" after a date is read on the '
-                f'contact\'s clock ({opens:%H:%M} on the day); write at = "{opens:%H:%M}"')))
+                f"contact's clock ({opens:%H:%M}); write at = "
+                f'"{opens:%H:%M}"{days}')))  # fmt: skip
         windows = [text for text in (step.send_window, quiet and parse_quiet_hours(quiet)) if text]
         try:
             never = never_in_its_day(campaign, windows)
@@ -155,8 +157,8 @@ def _check_date_steps(settings: Settings, report: CheckReport) -> None:
         if never:
             report.problems.append(Problem("error", (
                 f"{where}: quiet hours or the send window shut its whole day's window (from its "
-                "time for 12 hours, until midnight), so every message would be skipped; move "
-                "`at` earlier or widen the window")))  # fmt: skip
+                f"time for {DAY_WINDOW.seconds // 3600} hours, until midnight), so every message "
+                "would be skipped; move `at` earlier or widen the window")))  # fmt: skip
 
 
 def _expressions(settings: Settings) -> list[tuple[str, str, tuple[str, str] | None]]:

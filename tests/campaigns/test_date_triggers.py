@@ -224,7 +224,7 @@ def test_at_is_a_time_of_day_for_the_first_step_of_a_date_trigger(
 
 @pytest.mark.parametrize(("step", "extra", "expected"), [
     (NINE_HOURS, "", [("warning", '.delay: "9h" after a date is read on the contact\'s clock '
-                                  '(09:00 on the day); write at = "09:00"')]),
+                                  '(09:00); write at = "09:00"')]),
     ('at = "22:00"\n', QUIET, [("error", ": quiet hours or the send window shut its whole "
                                          "day's window")]),
     ('at = "09:00"\nsend_window = "09:00-18:00 sat"\n', "", []),  # Saturdays only: fine
