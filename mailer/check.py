@@ -16,10 +16,14 @@ import html
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from jinja2 import TemplateNotFound, TemplateSyntaxError
+from sqlalchemy import Engine
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
 
+from mailer.campaigns.broadcast_runs import held_broadcasts
 from mailer.campaigns.date_steps import date_triggered, never_in_its_day
 from mailer.campaigns.enrollment import parse_trigger
 from mailer.campaigns.segment_sql import SegmentCompiler
@@ -33,9 +37,10 @@ from mailer.contacts.model import Contact
 from mailer.contacts.rows import RowError, map_columns, parse_row
 from mailer.delivery.relay import cleartext_password
 from mailer.durations import format_duration
-from mailer.errors import InputFileError, SettingsError
+from mailer.errors import InputFileError, MailerError, SettingsError
 from mailer.render.message import MessageRenderer, RenderedMessage, RenderError, problem
 from mailer.render.templates import TEMPLATE_SUFFIXES, syntax_problem, template_environment
+from mailer.store.engine import create_database_engine, schema_is_current
 from mailer.tracking.confirmation import CONFIRM_TEMPLATE
 
 
@@ -93,6 +98,7 @@ def check_project(settings: Settings, now: datetime, strict: bool = False,
         _check_messages(settings, samples, now, report)
     _check_send_windows(settings, report)  # after rendering: its errors do not stop the renders
     _check_date_steps(settings, report)
+    _check_held_broadcasts(settings, now, report)
     if (cleartext := cleartext_password(settings.smtp)) is not None:
         report.problems.append(Problem("error", f"{settings.source}: {cleartext}"))
     return report
@@ -131,6 +137,48 @@ def _check_send_windows(settings: Settings, report: CheckReport) -> None:
                     f'{where}: "{step.send_window}" lies wholly inside engine.quiet_hours '
                     f'"{quiet}", so its messages would wait forever; widen the window or '
                     "shorten the quiet hours")))  # fmt: skip
+
+
+def _check_held_broadcasts(settings: Settings, now: datetime, report: CheckReport) -> None:
+    """A broadcast edited after its run began sending is held (nothing more goes out until the
+    settings are restored): an error here, before the marketer wonders why. Read from the
+    database when it exists and is reachable; check never creates or migrates one."""
+    engine = _existing_database(settings)
+    if engine is None:
+        return
+    try:
+        with engine.connect() as connection:
+            held = held_broadcasts(connection, settings, now)
+    except SQLAlchemyError:
+        return  # unreachable now, or a schema being migrated: the tick will say it
+    finally:
+        engine.dispose()
+    for name, why in held.items():
+        report.problems.append(Problem("error", f"{settings.source}: campaigns.{name}: {why}"))
+
+
+def _existing_database(settings: Settings) -> Engine | None:
+    url = settings.resolved_database_url()
+    try:
+        parsed = make_url(url)
+    except SQLAlchemyError:
+        return None
+    sqlite = parsed.get_backend_name() == "sqlite"
+    if sqlite and not (parsed.database and Path(parsed.database).is_file()):
+        return None
+    # A server that does not answer fails fast: check is run by hand and in CI.
+    options: dict[str, Any] = {} if sqlite else {"connect_args": {"connect_timeout": 5}}
+    try:
+        engine = create_database_engine(url, **options)
+    except MailerError:
+        return None
+    try:
+        if schema_is_current(engine):
+            return engine
+    except SQLAlchemyError:
+        pass
+    engine.dispose()
+    return None
 
 
 def _check_date_steps(settings: Settings, report: CheckReport) -> None:

@@ -11,14 +11,34 @@ from typing import Any
 from sqlalchemy import Connection, and_, case, exists, func, literal, null, select
 from sqlalchemy.dialects import postgresql, sqlite
 
-from mailer.campaigns.broadcast_runs import find_run, finish_run, start_run
-from mailer.campaigns.broadcast_state import is_stale, send_instants
+from mailer.campaigns.broadcast_runs import (
+    decide_zone,
+    decisions,
+    earlier_runs,
+    find_run,
+    finish_run,
+    looked,
+    run_is_over,
+    start_run,
+    why_held,
+)
+from mailer.campaigns.broadcast_state import (
+    EVERY_ZONE,
+    first_and_last,
+    is_over,
+    pending_zones,
+    send_instants,
+    what_it_sends,
+    zones_due,
+)
 from mailer.campaigns.progress import zones_in_use
 from mailer.campaigns.segment_sql import SegmentCompiler
 from mailer.campaigns.segments import parse_segment
 from mailer.campaigns.timing import variant_bounds, variant_key, variant_point
 from mailer.config import Campaign, Settings
+from mailer.delivery.pauses import pause, paused_campaigns, resume
 from mailer.errors import SettingsError
+from mailer.logs import logger
 from mailer.send_times import send_at_key
 from mailer.store.tables import (
     UTCDateTime,
@@ -31,42 +51,67 @@ from mailer.store.tables import (
 )
 
 STEP = "broadcast"
+HELD = "held: "  # how a delivery pause set by a held broadcast begins (an operator's does not)
 
 
 def queue_broadcast(connection: Connection, settings: Settings, name: str, campaign: Campaign,
                     now: datetime) -> int:  # fmt: skip
-    """Queue what is due of the broadcast's run for its send_at; return how many messages were
-    queued. A run, once queued or stale, is done; a new send_at is a new run."""
+    """Queue the zones of the broadcast's run whose time has come; return how many messages
+    were queued. Each zone is decided once, at its time: queued to who is in it then, or stale
+    when found more than a day late. A run sends one version: while it is held (settings edited,
+    send_at changed), nothing more is queued and its delivery is paused."""
     assert campaign.send_at is not None and campaign.segment is not None
     key = send_at_key(campaign.send_at)
+    for other, earlier in earlier_runs(connection, name, key):
+        if run_is_over(connection, settings, name, campaign, other, earlier, now):
+            finish_run(connection, name, other, now)
+    held = why_held(connection, settings, name, campaign, now)
+    _hold_delivery(connection, settings, name, held, now)
+    if held is not None:
+        logger.error("broadcast held", extra={"campaign": name, "reason": held})
     run = find_run(connection, name, key)
-    if run is not None and run.state != "sending":
+    if run is None:
+        if held is not None or now < first_and_last(campaign.send_at)[0]:
+            return 0  # held by an earlier run, or scheduled
+        run = start_run(connection, name, key, now, what_it_sends(settings, campaign))
+    if not run.open:
         return 0  # done: this (name, send_at) was queued, or found stale
     zones = zones_in_use(connection, campaign.list_name, settings.default_timezone)
     instants = send_instants(campaign.send_at, zones)
-    if not instants:
-        return 0  # the list has no members yet: nothing decided, members may still come
-    if is_stale(instants, now):
-        if run is None:
-            start_run(connection, name, key, "stale", now)  # a stale broadcast is never sent
-        else:
-            finish_run(connection, name, key, "stale", now)
-        return 0
-    if run is None:
-        if min(instants.values()) > now:
-            return 0  # scheduled
-        run = start_run(connection, name, key, "sending", now)
+    decided = {decision.zone for decision in decisions(connection, name, key)}
     queued = 0
-    for zone, instant in instants.items():
-        if instant <= now:
-            queued += _queue_zone(connection, settings, name, campaign, zone, run.cycle, now)
-    if all(instant <= now for instant in instants.values()):
-        finish_run(connection, name, key, "queued", now)
+    for zone, state in zones_due(instants, decided, run.seen_until, now).items():
+        if state == "queued" and held is not None:
+            continue  # waits, undecided, until the settings are restored (or it is stale)
+        messages = 0
+        if state == "queued":
+            messages = _queue_zone(connection, settings, name, campaign, zone, run.cycle, now)
+        decide_zone(connection, name, key, zone, state, now, messages)
+        decided.add(zone)
+        queued += messages
+    seen_until = run.seen_until
+    if held is None:  # while held, the zones passing by are not passed: they wait
+        seen_until = now
+        looked(connection, name, key, now, what_it_sends(settings, campaign)
+               if run.sends is None else None)  # fmt: skip
+    if is_over(campaign.send_at, pending_zones(instants, decided, seen_until), now):
+        finish_run(connection, name, key, now)
     return queued
 
 
+def _hold_delivery(connection: Connection, settings: Settings, name: str, held: str | None,
+                   now: datetime) -> None:  # fmt: skip
+    """Pause the delivery of a held broadcast (its queued messages would render the edited
+    settings: two versions in one run); resume it once restored. An operator's pause stays."""
+    reason = paused_campaigns(connection).get(name)
+    if held is not None and reason is None:
+        pause(connection, settings, name, HELD + held, now)
+    elif held is None and reason is not None and reason.startswith(HELD):
+        resume(connection, settings, name)
+
+
 def _queue_zone(connection: Connection, settings: Settings, name: str, campaign: Campaign,
-                zone: str | None, cycle: int, now: datetime) -> int:  # fmt: skip
+                zone: str, cycle: int, now: datetime) -> int:  # fmt: skip
     assert campaign.segment is not None
     if campaign.segment not in settings.segments:
         raise SettingsError(f"campaigns.{name}.segment: no segment '{campaign.segment}'")
@@ -80,7 +125,7 @@ def _queue_zone(connection: Connection, settings: Settings, name: str, campaign:
         ~exists().where(suppressions.c.email == contacts.c.email),
         in_segment,
     ]  # fmt: skip
-    if zone is not None:
+    if zone != EVERY_ZONE:
         conditions.append(func.coalesce(contacts.c.timezone, settings.default_timezone) == zone)
     recipients = (
         select(literal(name), literal(STEP), contacts.c.id, literal(cycle), literal("queued"),

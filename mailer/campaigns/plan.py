@@ -24,6 +24,7 @@ from mailer.store.engine import create_database_engine
 from mailer.store.tables import (
     awarded_rules,
     broadcast_runs,
+    broadcast_zones,
     contacts,
     enrollments,
     events,
@@ -103,7 +104,8 @@ def plan(engine: Engine, settings: Settings, now: datetime, horizon: timedelta) 
 
 
 # What the engine writes: on PostgreSQL the plan writes into private copies of these tables.
-WRITTEN = (contacts, events, awarded_rules, enrollments, outbox, trigger_cursors, broadcast_runs)
+WRITTEN = (contacts, events, awarded_rules, enrollments, outbox, trigger_cursors,
+           broadcast_runs, broadcast_zones)  # fmt: skip
 
 
 @contextmanager

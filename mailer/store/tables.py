@@ -18,6 +18,7 @@ from sqlalchemy import (
     Dialect,
     Float,
     ForeignKey,
+    ForeignKeyConstraint,
     Index,
     Integer,
     MetaData,
@@ -311,8 +312,33 @@ broadcast_runs = Table(
     Column("campaign", String(100), primary_key=True),
     Column("send_at", String(64), primary_key=True),
     Column("cycle", Integer, nullable=False),
-    Column("state", String(16), nullable=False),  # sending | queued (every zone) | stale
+    # sending | queued (some zone was) | stale (every zone too late) | empty (nobody in time)
+    Column("state", String(16), nullable=False),
     Column("started_at", UTCDateTime, nullable=False),
     Column("finished_at", UTCDateTime),
+    # The last tick that looked at the run: a zone whose time came before it, and that has no
+    # broadcast_zones row, had nobody in it then, and is left out.
+    Column("seen_until", UTCDateTime),
+    # What the run sends (subject, template, segment and its expression, ...), as it began:
+    # settings edited while it is sending hold it, so one run never sends two versions.
+    Column("sends", Json),
     UniqueConstraint("campaign", "cycle"),
+)
+
+# Each zone of a broadcast run, once decided: queued (to who was in it then) or stale (its
+# first due tick came more than a day late). One row per zone, so a zone is never queued twice.
+# An absolute broadcast has one zone, `*`.
+broadcast_zones = Table(
+    "broadcast_zones",
+    metadata,
+    Column("campaign", String(100), primary_key=True),
+    Column("send_at", String(64), primary_key=True),
+    Column("zone", String(64), primary_key=True),
+    Column("state", String(16), nullable=False),  # queued | stale
+    Column("decided_at", UTCDateTime, nullable=False),
+    Column("messages", Integer, nullable=False),
+    ForeignKeyConstraint(["campaign", "send_at"],
+                         ["broadcast_runs.campaign", "broadcast_runs.send_at"],
+                         ondelete="CASCADE"),  # fmt: skip
+    **WITHOUT_ROWID,
 )

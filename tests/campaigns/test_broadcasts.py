@@ -13,7 +13,7 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import select
 
-from mailer.campaigns.broadcast_state import BroadcastRun, broadcast_state
+from mailer.campaigns.broadcast_state import BroadcastRun, ZoneDecision, broadcast_state
 from mailer.campaigns.engine import tick
 from mailer.cli import cli
 from mailer.config import load_settings
@@ -165,17 +165,17 @@ START = datetime(2026, 11, 24, 0, 0, tzinfo=UTC)
 
 
 def test_a_local_broadcast_half_way_through_its_zones_is_sending() -> None:
-    run = BroadcastRun(0, "sending", START, None)
+    run = BroadcastRun(0, "sending", START, None, START)
+    tokyo = ZoneDecision("Asia/Tokyo", "queued", START, 1)
     state = broadcast_state("2026-11-24T09:00 local", "news", ["Asia/Tokyo", "Europe/London"],
-                            run, {"queued": 1}, START)  # fmt: skip
+                            run, [tokyo], {"queued": 1}, None, START)  # fmt: skip
     assert (state.state, state.why) == (
-        "sending", "1 messages queued in the zones reached so far; the last zone at "
-        "2026-11-24 09:00 UTC")  # fmt: skip
+        "sending", "1 messages queued in 1 zone so far; the last zone at 2026-11-24 09:00 UTC")
 
 
 def test_a_local_broadcast_before_its_first_zone_names_its_first_and_last_zone() -> None:
     state = broadcast_state("2026-11-24T09:00 local", "news", ["Asia/Tokyo", "Europe/London"],
-                            None, {}, MONDAY)  # fmt: skip
+                            None, [], {}, None, MONDAY)  # fmt: skip
     assert (state.state, state.why) == (
         "scheduled",
         "goes out at 2026-11-24 00:00 UTC, the last zone at 2026-11-24 09:00 UTC",
@@ -183,7 +183,7 @@ def test_a_local_broadcast_before_its_first_zone_names_its_first_and_last_zone()
 
 
 def test_an_empty_list_past_its_time_is_stale_and_says_why() -> None:
-    state = broadcast_state("2026-03-20T09:00 local", "news", [], None, {}, MONDAY)
+    state = broadcast_state("2026-03-20T09:00 local", "news", [], None, [], {}, None, MONDAY)
     assert (state.state, state.why) == (
         "stale",
         "never sent: list 'news' had no members by 2026-03-20T09:00 local",
