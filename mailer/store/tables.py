@@ -337,8 +337,10 @@ broadcast_zones = Table(
     Column("state", String(16), nullable=False),  # queued | stale
     Column("decided_at", UTCDateTime, nullable=False),
     Column("messages", Integer, nullable=False),
-    ForeignKeyConstraint(["campaign", "send_at"],
-                         ["broadcast_runs.campaign", "broadcast_runs.send_at"],
-                         ondelete="CASCADE"),  # fmt: skip
+    ForeignKeyConstraint(
+        ["campaign", "send_at"],
+        ["broadcast_runs.campaign", "broadcast_runs.send_at"],
+        ondelete="CASCADE",
+    ),
     **WITHOUT_ROWID,
 )
