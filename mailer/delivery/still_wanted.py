@@ -77,11 +77,10 @@ def recheck(connection: Connection, settings: Settings, messages: Iterable[Outbo
             continue
         part = Recheck()  # kept only whole: a campaign that fails halfway decides nothing
         try:
-            with connection.begin_nested():
-                if campaign.kind == "broadcast":
-                    _broadcast(connection, settings, campaign, group, now, part)
-                else:
-                    _sequence(connection, settings, name, campaign, group, now, part)
+            if campaign.kind == "broadcast":
+                _broadcast(connection, settings, campaign, group, now, part)
+            else:
+                _sequence(connection, settings, name, campaign, group, now, part)
             found.add(part)
         except SettingsError as error:  # a goal, condition or segment edited into an error
             logger.error(
@@ -89,6 +88,8 @@ def recheck(connection: Connection, settings: Settings, messages: Iterable[Outbo
             )
             found.failed.update((m.id, f"cannot recheck {name}: {error}") for m in group)
         except Exception as error:
+            # Only reads: rolling back loses nothing and lets PostgreSQL answer the next query.
+            connection.rollback()
             logger.exception("recheck at sending failed", extra={"campaign": name})
             problem = type(error).__name__
             found.failed.update((m.id, f"cannot recheck {name}: {problem}") for m in group)
@@ -135,7 +136,7 @@ def _enrollments(connection: Connection, group: list[OutboxMessage]) -> dict[int
     """Each message's enrollment as it is now, by outbox id."""
     rows = connection.execute(
         select(outbox.c.id.label("outbox_id"), enrollments.c.id, enrollments.c.status,
-               enrollments.c.reason, enrollments.c.entered_at)
+               enrollments.c.reason)
         .join(enrollments, enrollments.c.id == outbox.c.enrollment_id)
         .where(one_of(connection, outbox.c.id, [m.id for m in group]))
     )  # fmt: skip
