@@ -211,6 +211,9 @@ class Step(Model):
     send_window: str | None = None
     # The first step of a date trigger: the time of day on the contact's own date ("09:00").
     at: time | None = None
+    # Who goes first when the frequency cap frees a slot: "high" for time-critical mail (a
+    # cart reminder); within a priority, the message that has waited longest.
+    priority: Literal["high", "normal", "low"] = "normal"
     track_opens: bool = True
     variants: dict[str, Variant] = {}
 

@@ -11,7 +11,7 @@ SMTP, belongs to delivery.)
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
 from functools import partial
@@ -27,9 +27,11 @@ from sqlalchemy import (
 from sqlalchemy.exc import DBAPIError
 
 from mailer.campaigns.broadcasts import queue_broadcast
+from mailer.campaigns.cap_queue import Waiting, first_in_line
 from mailer.campaigns.date_steps import past_its_day
 from mailer.campaigns.enrollment import enroll
 from mailer.campaigns.goals import compiled, reached_goal
+from mailer.campaigns.rhythm import LOOK_AGAIN, next_due, previous_messages
 from mailer.campaigns.score_rules import award_rules
 from mailer.campaigns.segment_sql import SegmentCompiler
 from mailer.campaigns.timing import next_opening, parse_window, pick_variant
@@ -131,6 +133,30 @@ def advance(connection: Connection, settings: Settings, now: datetime, report: T
     return True
 
 
+def _not_due_yet(connection: Connection, settings: Settings, rows: Sequence[Any],
+                 now: datetime) -> dict[int, datetime | None]:  # fmt: skip
+    """The rows whose next step is not really due, by enrollment id: when it is (its delay
+    after the previous message was sent, rhythm.next_due), or None while that message is still
+    on its way. One query for all the rows."""
+    previous = previous_messages(connection, rows)
+    later: dict[int, datetime | None] = {}
+    for row in rows:
+        step, last = _upcoming(settings, row), previous.get(row.id)
+        if step is not None and last is not None:
+            due_at = next_due(last, step.delay)
+            if due_at is None or due_at > now:
+                later[row.id] = due_at
+    return later
+
+
+def _upcoming(settings: Settings, row: Any) -> Step | None:
+    """The step an enrollment is due to send next, as settings describe the campaign now."""
+    campaign = settings.campaigns.get(row.campaign)
+    steps = campaign.steps if campaign is not None and campaign.kind == "sequence" else []
+    position = _next_position(steps, row)
+    return steps[position] if position < len(steps) else None
+
+
 def _advance_isolated(connection: Connection, settings: Settings, name: str,
                       campaign: Campaign, rows: list[Any], now: datetime,
                       report: TickReport) -> None:  # fmt: skip
@@ -175,7 +201,8 @@ def _advance_campaign(connection: Connection, settings: Settings, name: str,
     goal = campaign.goal
     converted = _converted(connection, settings, goal, rows, now) if goal else set()
     audience = standings(connection, campaign.list_name, ids)
-    capped = _capped(connection, settings, ids, now)
+    later = _not_due_yet(connection, settings, rows, now)
+    ready: list[tuple[Any, Standing]] = []
     for row in rows:
         contact = audience.get(row.contact_id)
         if row.contact_id in converted:
@@ -191,7 +218,14 @@ def _advance_campaign(connection: Connection, settings: Settings, name: str,
         elif contact.status not in SENDABLE:
             _postpone(connection, row, now + PENDING_RECHECK, "consent pending confirmation")
             report.postponed += 1
-        elif row.contact_id in capped:
+        elif row.id in later:
+            _keep_rhythm(connection, row, later[row.id], now, report)
+        else:
+            ready.append((row, contact))
+    # Written above, the rows that ended or wait are no longer rivals for the cap's slots.
+    capped = _capped(connection, settings, [row for row, _ in ready], now)
+    for row, contact in ready:
+        if row.contact_id in capped:
             until, reason = capped[row.contact_id]
             _postpone(connection, row, until, reason)
             report.postponed += 1
@@ -215,6 +249,14 @@ def _next_step(connection: Connection, settings: Settings, name: str, campaign: 
             report.skipped += 1
             names = [candidate.name for candidate in steps]
             position = names.index(step.otherwise) if step.otherwise else position + 1
+            if position < len(steps) and steps[position].delay:
+                # The next step's delay counts from this skip. last_step becomes the step just
+                # before it (the skipped one, or the last a branch jumps over).
+                connection.execute(update(enrollments).where(enrollments.c.id == row.id).values(
+                    last_step=steps[position - 1].name, last_position=position - 1,
+                    last_step_at=now, due_at=now + steps[position].delay, waiting_since=None,
+                    reason=None))  # fmt: skip
+                return
             continue
         zone = contact.timezone or settings.default_timezone
         windows = _windows(settings, step)
@@ -237,7 +279,7 @@ def _next_step(connection: Connection, settings: Settings, name: str, campaign: 
         following = steps[position + 1] if position + 1 < len(steps) else None
         connection.execute(update(enrollments).where(enrollments.c.id == row.id).values(
             last_step=step.name, last_position=position, last_step_at=now,
-            due_at=now + following.delay if following else None,
+            due_at=now + following.delay if following else None, waiting_since=None,
             status="active" if following else "completed",
             ended_at=None if following else now, reason=None))  # fmt: skip
         report.completed += 0 if following else 1
@@ -246,22 +288,58 @@ def _next_step(connection: Connection, settings: Settings, name: str, campaign: 
     report.completed += 1
 
 
-def _capped(connection: Connection, settings: Settings, ids: list[int],
+def _keep_rhythm(connection: Connection, row: Any, due_at: datetime | None, now: datetime,
+                 report: TickReport) -> None:  # fmt: skip
+    """Due again when the delay has passed since the previous message was sent (not a
+    postponement: the step was not due yet), or shortly while that message is on its way."""
+    reason = None
+    if due_at is None:
+        due_at, reason = now + LOOK_AGAIN, f"waiting for {row.last_step} to be sent"
+        report.postponed += 1
+    connection.execute(update(enrollments).where(enrollments.c.id == row.id)
+                       .values(due_at=due_at, reason=reason, waiting_since=None))  # fmt: skip
+
+
+def _capped(connection: Connection, settings: Settings, rows: list[Any],
             now: datetime) -> dict[int, tuple[datetime, str]]:  # fmt: skip
-    """Contacts at the frequency cap: when they are under it again, and the reason."""
+    """Contacts whose due step gets no slot under the frequency cap: when to look again (when
+    their oldest message leaves the window), and the reason. The slots go first to the steps
+    first in line (cap_queue) among all the contact's due steps, in any sequence."""
     cap = settings.engine.cap()
-    if cap is None:
+    if cap is None or not rows:
         return {}
     limit, window = cap
-    rows = connection.execute(
+    ids = [row.contact_id for row in rows]
+    recent = connection.execute(
         select(outbox.c.contact_id, func.count().label("messages"),
                func.min(outbox.c.queued_at).label("oldest"))
         .where(outbox.c.status.in_(ON_THE_WAY), outbox.c.queued_at > now - window,
                one_of(connection, outbox.c.contact_id, ids))
         .group_by(outbox.c.contact_id)
-    )  # fmt: skip
+    ).all()  # fmt: skip
+    rivals = connection.execute(
+        select(enrollments).where(enrollments.c.status == "active", enrollments.c.due_at <= now,
+                                  one_of(connection, enrollments.c.contact_id, ids))
+    ).all()  # fmt: skip
+    # Another sequence's step not due yet by the rhythm is not waiting for a slot (the rows
+    # themselves were checked).
+    mine = {row.id for row in rows}
+    others = [rival for rival in rivals if rival.id not in mine]
+    later = _not_due_yet(connection, settings, others, now) if others else {}
+    waiting = [Waiting(rival.id, rival.contact_id, _priority(settings, rival),
+                       rival.waiting_since or rival.due_at)
+               for rival in rivals if rival.id not in later]  # fmt: skip
+    served = first_in_line(waiting, {r.contact_id: limit - r.messages for r in recent}, limit)
+    oldest = {r.contact_id: r.oldest for r in recent}
     reason = f"frequency cap ({settings.engine.frequency_cap})"
-    return {row.contact_id: (row.oldest + window, reason) for row in rows if row.messages >= limit}
+    return {row.contact_id: (oldest[row.contact_id] + window if row.contact_id in oldest
+                             else now + window, reason)
+            for row in rows if row.id not in served}  # fmt: skip
+
+
+def _priority(settings: Settings, row: Any) -> str:
+    step = _upcoming(settings, row)
+    return step.priority if step is not None else "normal"
 
 
 def _windows(settings: Settings, step: Step) -> list[tuple[str, str]]:
@@ -310,8 +388,9 @@ def _record(connection: Connection, name: str, step: Step, row: Any, status: str
 
 
 def _postpone(connection: Connection, row: Any, until: datetime, reason: str) -> None:
-    connection.execute(update(enrollments).where(enrollments.c.id == row.id)
-                       .values(due_at=until, reason=reason))  # fmt: skip
+    """Due again at `until`; waiting_since keeps when the step was first due."""
+    connection.execute(update(enrollments).where(enrollments.c.id == row.id).values(
+        due_at=until, reason=reason, waiting_since=row.waiting_since or row.due_at))  # fmt: skip
 
 
 def _end(connection: Connection, rows: list[Any], status: str, now: datetime,

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, func, select, text
+from sqlalchemy import Connection, Engine, func, select, text, update
 from sqlalchemy.pool import StaticPool
 
 from mailer.campaigns.engine import TickReport, advance, start
@@ -79,6 +79,7 @@ def plan(engine: Engine, settings: Settings, now: datetime, horizon: timedelta) 
             start(connection, settings, moment, report)
             while advance(connection, settings, moment, report):
                 pass
+            _delivered(connection, moment)
         new = connection.execute(
             select(outbox.c.campaign, outbox.c.step, outbox.c.status, outbox.c.reason,
                    outbox.c.queued_at, func.count().label("messages"))
@@ -87,7 +88,7 @@ def plan(engine: Engine, settings: Settings, now: datetime, horizon: timedelta) 
                       outbox.c.queued_at)
         )  # fmt: skip
         for row in new:
-            if row.status == "queued":
+            if row.status in ("queued", "sent"):
                 offset = int((row.queued_at - now).total_seconds() // 3600)
                 result.queued[(row.campaign, row.step)][offset] += row.messages
             else:
@@ -101,6 +102,14 @@ def plan(engine: Engine, settings: Settings, now: datetime, horizon: timedelta) 
         for row in waiting:
             result.held_back[(row.campaign, row.reason)] += row.contacts
     return result
+
+
+def _delivered(connection: Connection, moment: datetime) -> None:
+    """The plan takes what is queued as sent at once, as `tick --until` does: a step's delay
+    counts from the previous message's delivery (campaigns/rhythm.py)."""
+    connection.execute(update(outbox).where(outbox.c.status == "queued",
+                                            outbox.c.send_after <= moment)
+                       .values(status="sent", sent_at=moment))  # fmt: skip
 
 
 # What the engine writes: on PostgreSQL the plan writes into private copies of these tables.

@@ -239,6 +239,9 @@ enrollments = Table(
     Column("last_position", Integer, nullable=False),  # -1 before the first step
     Column("last_step_at", UTCDateTime),
     Column("due_at", UTCDateTime),
+    # While the next step is postponed (cap, window, consent): when it was first due. The
+    # frequency cap gives a freed slot to the message that has waited longest.
+    Column("waiting_since", UTCDateTime),
     Column("ended_at", UTCDateTime),
     Column("reason", Text),
     UniqueConstraint("campaign", "contact_id", "cycle"),

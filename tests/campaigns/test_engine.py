@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import insert, select
+from sqlalchemy import insert, select, update
 
 from mailer.campaigns.engine import tick
 from mailer.clock import FrozenClock
@@ -107,6 +107,14 @@ def at(workspace: Workspace, moment: datetime) -> dict[str, int]:
     return tick(workspace.engine, workspace.settings, moment).as_dict()
 
 
+def deliver(workspace: Workspace, moment: datetime) -> None:
+    """What the delivery worker does to each queued message when the relay says 250: a step's
+    delay counts from its previous message's delivery (campaigns/rhythm.py)."""
+    with workspace.engine.begin() as connection:
+        connection.execute(update(outbox).where(outbox.c.status == "queued")
+                           .values(status="sent", sent_at=moment))  # fmt: skip
+
+
 def sent(workspace: Workspace) -> list[tuple[str, str, str, str | None]]:
     with workspace.engine.connect() as connection:
         rows = connection.execute(
@@ -147,10 +155,12 @@ def test_a_sequence_over_a_week(shop: Workspace) -> None:
     assert first["enrolled"] == 3 and first["queued"] == 2  # bob has not confirmed yet
     assert sent(shop) == [("ada", "hello", "queued", None), ("ken", "hello", "queued", None)]
     assert status(shop, "bob@example.com") == ("active", "consent pending confirmation")
+    deliver(shop, MONDAY)
     assert at(shop, MONDAY + timedelta(days=1))["queued"] == 0
     at(shop, MONDAY + timedelta(days=2))
     tips = [row for row in sent(shop) if row[1] == "tips"]
     assert [row[0] for row in tips] == ["ada", "ken"]
+    deliver(shop, MONDAY + timedelta(days=2))
     # the offer waits for each contact's own 09:00-18:00 on a weekday
     report = at(shop, MONDAY + timedelta(days=4))  # Friday 10:00 UTC: 19:00 in Tokyo
     assert report["queued"] == 1 and report["postponed"] >= 1
@@ -163,6 +173,7 @@ def test_a_sequence_over_a_week(shop: Workspace) -> None:
 def test_ticking_again_or_twice_at_once_queues_nothing_twice(shop: Workspace) -> None:
     at(shop, MONDAY)
     assert set(at(shop, MONDAY).values()) == {0}
+    deliver(shop, MONDAY)
     moment = MONDAY + timedelta(days=2)
     threads = [threading.Thread(target=at, args=(shop, moment)) for _ in range(3)]
     for thread in threads:
@@ -193,10 +204,13 @@ def test_the_goal_ends_the_sequence_as_converted(shop: Workspace) -> None:
 
 def test_a_false_condition_skips_the_step(shop: Workspace) -> None:
     at(shop, MONDAY)
+    deliver(shop, MONDAY)
     add_event(shop, "ada@example.com", "open", "welcome", MONDAY + timedelta(hours=1), "hello")
     at(shop, MONDAY + timedelta(days=2))
     assert ("ada", "tips", "skipped", None) in sent(shop)
-    assert ("ada", "offer", "queued", None) in sent(shop)  # skipped straight to the next
+    assert "offer" not in [row[1] for row in sent(shop) if row[0] == "ada"]
+    at(shop, MONDAY + timedelta(days=4))  # the offer's own two days count from the skip
+    assert ("ada", "offer", "queued", None) in sent(shop)
 
 
 def test_a_confirmation_lets_a_pending_contact_in(shop: Workspace, tmp_path: Path) -> None:
@@ -309,7 +323,8 @@ def test_plan_shows_what_ticks_would_queue_and_writes_nothing(shop: Workspace) -
     assert hello["by_hour"] == {"0": 2}
     for hour in range(0, 7 * 24 + 1):
         at(shop, MONDAY + timedelta(hours=hour))
-    assert len([row for row in sent(shop) if row[2] == "queued"]) == 6
+        deliver(shop, MONDAY + timedelta(hours=hour))
+    assert len([row for row in sent(shop) if row[2] == "sent"]) == 6
 
 
 def test_the_frequency_cap_postpones_and_never_drops(tmp_path: Path,
@@ -448,17 +463,19 @@ def test_a_false_condition_can_branch_to_a_later_step(
 ) -> None:
     for shop in open_shop(tmp_path, environ, BRANCH):
         at(shop, MONDAY)
+        deliver(shop, MONDAY)
         add_event(shop, "ada@example.com", "click", "tour", MONDAY + timedelta(hours=2), "intro")
         for day in range(1, 5):
             at(shop, MONDAY + timedelta(days=day))
+            deliver(shop, MONDAY + timedelta(days=day))
         tour = [(row[0], row[1], row[2]) for row in sent(shop)
                 if row[1] in ("intro", "pricing-follow-up", "discount", "story")]  # fmt: skip
         ada = [(step, state) for who_, step, state in tour if who_ == "ada"]
         ken = [(step, state) for who_, step, state in tour if who_ == "ken"]
-        assert ada == [("intro", "queued"), ("pricing-follow-up", "queued"),
-                       ("discount", "queued"), ("story", "queued")]  # fmt: skip
-        assert ken == [("intro", "queued"), ("pricing-follow-up", "skipped"),
-                       ("story", "queued")]  # fmt: skip
+        assert ada == [("intro", "sent"), ("pricing-follow-up", "sent"),
+                       ("discount", "sent"), ("story", "sent")]  # fmt: skip
+        assert ken == [("intro", "sent"), ("pricing-follow-up", "skipped"),
+                       ("story", "sent")]  # fmt: skip
 
 
 def test_a_branch_must_go_forward(project: Path) -> None:

@@ -13,7 +13,7 @@ from sqlalchemy import select
 from mailer.campaigns.segments import Engagement, Event, parse_segment
 from mailer.store.tables import contacts, enrollments
 from mailer.workspace import Workspace
-from tests.campaigns.test_engine import MONDAY, add_event, at, open_shop, sent, status
+from tests.campaigns.test_engine import MONDAY, add_event, at, deliver, open_shop, sent, status
 
 GOALS = """
 [campaigns.basket]
@@ -133,11 +133,13 @@ def test_a_goal_written_ever_counts_before_the_run_too(shop: Workspace) -> None:
 def test_opened_previous_reads_only_this_runs_previous_message(shop: Workspace) -> None:
     add_event(shop, "ada@example.com", "website", "browsed", MONDAY)
     at(shop, MONDAY)
+    deliver(shop, MONDAY)
     add_event(shop, "ada@example.com", "open", "nudge", MONDAY + timedelta(hours=1), "look")
     at(shop, MONDAY + timedelta(days=1))
     assert steps_of(shop, "again") == [("ada", "again", "skipped", None)]  # opened: no nudge
     add_event(shop, "ada@example.com", "website", "browsed", MONDAY + timedelta(days=3))
     at(shop, MONDAY + timedelta(days=3))
+    deliver(shop, MONDAY + timedelta(days=3))
     at(shop, MONDAY + timedelta(days=4))  # this run's "look" was not opened
     assert steps_of(shop, "again") == [("ada", "again", "skipped", None),
                                        ("ada", "again", "queued", None)]  # fmt: skip
