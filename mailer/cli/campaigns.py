@@ -47,7 +47,9 @@ def resume_command(lazy: _LazyWorkspace, name: str) -> None:
 @pass_workspace
 def list_command(lazy: _LazyWorkspace, as_json: bool) -> None:
     """Every campaign of settings: paused or not, its messages by delivery status, and where
-    each broadcast stands (scheduled, sending, sent, stale) and why."""
+    each broadcast stands (scheduled, sending, held, sent, stale) and why. A broadcast edited
+    after its first zones went is held (its delivery paused too) until the settings are
+    restored."""
     workspace = lazy.get()
     with workspace.engine.connect() as connection:
         states = campaign_states(connection, workspace.settings)

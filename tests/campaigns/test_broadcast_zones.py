@@ -15,6 +15,7 @@ from sqlalchemy import select
 from mailer.campaigns.broadcast_state import broadcast_state
 from mailer.check import check_project
 from mailer.config import load_settings
+from mailer.delivery.pauses import paused_campaigns
 from mailer.store.tables import outbox
 from tests.campaigns.test_broadcasts import Shop, open_launch
 from tests.conftest import write_csv
@@ -43,6 +44,11 @@ def edit(shop: Shop, before: str, after: str) -> None:
     settings = shop.path.read_text()
     assert before in settings
     shop.path.write_text(settings.replace(before, after))
+
+
+def paused(shop: Shop) -> dict[str, str]:
+    with shop.workspace.engine.connect() as connection:
+        return paused_campaigns(connection)
 
 
 def deliver_all(shop: Shop) -> None:
@@ -103,9 +109,11 @@ def test_an_edit_after_the_first_zones_went_holds_the_rest_until_it_is_restored(
     found = [problem.message for problem in check_project(settings, LONDON_NINE).errors
              if "sending began" in problem.message]  # fmt: skip
     assert found == [f"{vip.path}: campaigns.launch: {held['why']}"]
+    assert paused(vip) == {"launch": f"held: {held['why']}"}  # ken's would show the edit
     edit(vip, after, before)
     vip.tick(datetime(2026, 11, 24, 9, 30, tzinfo=UTC))
     assert vip.launched() == [("ada", 0), ("ken", 0)]
+    assert paused(vip) == {}
     with vip.workspace.engine.connect() as connection:
         assert connection.scalar(select(outbox.c.id).where(outbox.c.status != "queued")) is None
 
