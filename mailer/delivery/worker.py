@@ -260,13 +260,13 @@ class Deliverer:
               writer: ResultWriter) -> list[Ready]:  # fmt: skip
         """Consent gate 2 for a rendered chunk: what may go now, the rest ends here."""
         by_id, contacts = chunk.claimed, chunk.contacts
-        for item in rendered:
+        wanted = self._still_wanted(rendered, chunk, writer)  # first: unwanted is no failure
+        for item in wanted:
             if item.error is not None:
                 logger.warning("render failed", extra={"outbox_id": item.outbox_id,
                                                        "reason": item.error})  # fmt: skip
                 writer.add(Result(item.outbox_id, "failed", f"render: {item.error}"))
-        fine = self._still_wanted([item for item in rendered if item.message is not None],
-                                  chunk, writer)  # fmt: skip
+        fine = [item for item in wanted if item.message is not None]
         lists_of = {item.outbox_id: self._list_of(by_id[item.outbox_id]) for item in fine}
         contact_of = {item.outbox_id: by_id[item.outbox_id].contact_id for item in fine}
         with reading(self.workspace.engine) as connection:
@@ -282,11 +282,11 @@ class Deliverer:
             passed.append(Ready(claimed, contacts[claimed.contact_id], item.message, entry_id))
         return passed
 
-    def _still_wanted(self, fine: list[Rendered], chunk: Chunk,
+    def _still_wanted(self, rendered: list[Rendered], chunk: Chunk,
                       writer: ResultWriter) -> list[Rendered]:  # fmt: skip
         """The messages still wanted (goal, ended enrollment, condition, segment: asked before
         consent, in the engine's order); the others end here."""
-        asked = [chunk.claimed[item.outbox_id] for item in fine]
+        asked = [chunk.claimed[item.outbox_id] for item in rendered]
         with reading(self.workspace.engine) as connection:
             found = still_wanted.recheck(connection, self.settings, asked, chunk.now)
         if found.converted or found.branched:
@@ -296,7 +296,7 @@ class Deliverer:
         # Sending without the recheck could send what is no longer wanted: try again later.
         held = [self._retry(chunk.claimed[i], why, chunk.now) for i, why in found.failed.items()]
         writer.add(*skipped, *held)
-        return [item for item in fine if item.outbox_id not in found.answered]
+        return [item for item in rendered if item.outbox_id not in found.answered]
 
     def _list_of(self, message: OutboxMessage) -> str:
         campaign = self.settings.campaigns.get(message.campaign)

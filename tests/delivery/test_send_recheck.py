@@ -295,3 +295,19 @@ def test_a_broken_goal_holds_its_campaign_back_and_not_the_others(
     assert received(smtp_server) == ["ada@example.com"]
     status, reason = outbox_rows(broken)["ken", "cart", "reminder"]
     assert status == "deferred" and str(reason).startswith("cannot recheck cart: ")
+
+
+def test_a_message_of_a_campaign_removed_from_settings_is_skipped(
+    open_workspace: Opener, project: Path, smtp_server: ScriptedSmtpServer
+) -> None:
+    workspace = open_shop(open_workspace, project)
+    event(workspace, "cart_abandoned", "ken", timedelta(0))
+    ticked(workspace, timedelta(0))
+    ticked(workspace, timedelta(hours=1))
+    settings = (project / "settings.toml").read_text()
+    start, end = settings.index("[campaigns.cart]"), settings.index("[campaigns.tour]")
+    (project / "settings.toml").write_text(settings[:start] + settings[end:])
+    assert deliver(open_workspace(), timedelta(hours=1)).skipped == 1
+    assert received(smtp_server) == []
+    assert outbox_rows(workspace)["ken", "cart", "reminder"] == (
+        "skipped", "at sending: the campaign is no longer in settings")  # fmt: skip
