@@ -115,7 +115,7 @@ def _sequence(connection: Connection, settings: Settings, name: str, campaign: C
     going: list[tuple[OutboxMessage, Any]] = []  # with an enrollment that has not ended
     for message in group:
         run = runs.get(message.id)
-        if run is None:  # an older row, or its enrollment is gone: nothing to recheck it by
+        if run is None:  # its enrollment is gone: consent (gate 2) is all there is to ask
             continue
         if run.status in ENDED:
             found.skipped[message.id] = f"the sequence ended ({run.status}: {run.reason})"
@@ -153,10 +153,12 @@ def _conditions(connection: Connection, settings: Settings, name: str, campaign:
     for message, run in going:
         by_step[message.step].append((message, run))
     for step_name, rows in by_step.items():
-        position = names.index(step_name) if step_name in names else None
-        step = campaign.steps[position] if position is not None else None
-        if position is None or step is None or step.condition is None:
-            continue  # no condition (or no such step any more): nothing to ask again
+        if step_name not in names:
+            continue  # a step removed from settings: no condition to ask again
+        position = names.index(step_name)
+        step = campaign.steps[position]
+        if step.condition is None:
+            continue
         previous = (name, names[position - 1]) if position > 0 else None
         compiler = SegmentCompiler.for_settings(settings, now, previous,
                                                 entered=enrollments.c.entered_at)  # fmt: skip
