@@ -227,48 +227,44 @@ class SegmentCompiler:
 
     def _engagement(self, segment: Engagement) -> ColumnElement[bool]:
         kinds = (segment.kind, f"machine_{segment.kind}") if segment.machines else (segment.kind,)
-        conditions = [events.c.contact_id == contacts.c.id, events.c.kind.in_(kinds)]
-        campaign, step = segment.campaign, segment.step
-        since = self._since(segment, self.goal or campaign == PREVIOUS)
-        if since is not None:  # this run's messages only: an earlier run's open is not "previous"
-            conditions.append(events.c.occurred_at >= since)
-        if campaign == PREVIOUS:
-            if self.previous is None:
-                raise SegmentError("'previous' means the step before: use it in a step's "
-                                   "condition, from the second step on")  # fmt: skip
-            campaign, step = self.previous
-        if campaign is not None:
-            conditions.append(events.c.name == campaign)
-        if step is not None:
-            conditions.append(events.c.step == step)
-        if segment.within is not None:
-            conditions.append(events.c.occurred_at >= self.now - segment.within)
+        conditions = [events.c.contact_id == contacts.c.id, events.c.kind.in_(kinds),
+                      *self._about_messages(segment, events.c.occurred_at, events.c.name,
+                                            events.c.step)]  # fmt: skip
         return exists().where(*conditions)
 
     def _sent(self, segment: Sent) -> ColumnElement[bool]:
         """Messages the relay accepted, by when: a status of sent and its sent_at."""
-        conditions = [outbox.c.contact_id == contacts.c.id, outbox.c.status == "sent"]
-        campaign, step = segment.campaign, segment.step
-        since = self._since(segment, self.goal or campaign == PREVIOUS)
-        if since is not None:
-            conditions.append(outbox.c.sent_at >= since)
-        if campaign == PREVIOUS:
-            if self.previous is None:
-                raise SegmentError("'previous' means the step before: use it in a step's "
-                                   "condition, from the second step on")  # fmt: skip
-            campaign, step = self.previous
-        if campaign is not None:
-            conditions.append(outbox.c.campaign == campaign)
-        if step is not None:
-            conditions.append(outbox.c.step == step)
-        if segment.within is not None:
-            conditions.append(outbox.c.sent_at >= self.now - segment.within)
+        conditions = [outbox.c.contact_id == contacts.c.id, outbox.c.status == "sent",
+                      *self._about_messages(segment, outbox.c.sent_at, outbox.c.campaign,
+                                            outbox.c.step)]  # fmt: skip
         if segment.before is not None:
             conditions.append(outbox.c.sent_at < self.now + segment.before.offset)
         if segment.count is None:
             return exists().where(*conditions)
         counted = select(func.count()).where(*conditions).scalar_subquery()
         return _compare(counted, *segment.count)
+
+    def _about_messages(self, segment: Engagement | Sent, at: Any, campaign_column: Any,
+                        step_column: Any) -> list[ColumnElement[bool]]:  # fmt: skip
+        """What opens, clicks and sent messages share: which campaign and step (`previous`
+        being the step before, in this run only), and when (`within`, this run of a goal)."""
+        conditions: list[ColumnElement[bool]] = []
+        campaign, step = segment.campaign, segment.step
+        since = self._since(segment, self.goal or campaign == PREVIOUS)
+        if since is not None:  # this run's messages only: an earlier run's open is not "previous"
+            conditions.append(at >= since)
+        if campaign == PREVIOUS:
+            if self.previous is None:
+                raise SegmentError("'previous' means the step before: use it in a step's "
+                                   "condition, from the second step on")  # fmt: skip
+            campaign, step = self.previous
+        if campaign is not None:
+            conditions.append(campaign_column == campaign)
+        if step is not None:
+            conditions.append(step_column == step)
+        if segment.within is not None:
+            conditions.append(at >= self.now - segment.within)
+        return conditions
 
     def _since(self, segment: Event | Engagement | Sent, this_run: bool) -> Since | None:
         """From when `segment` counts what happened: None for all time."""
