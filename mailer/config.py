@@ -260,6 +260,14 @@ class Campaign(Model):
                      preheader=self.preheader, track_opens=self.track_opens,
                      variants=self.variants)]  # fmt: skip
 
+    def after_skip(self, position: int) -> int:
+        """Where a sequence goes when the step at `position` is skipped: to its `otherwise`
+        branch, or else to the next step (`len(steps)`: the sequence is over)."""
+        step = self.steps[position]
+        if step.otherwise:
+            return [candidate.name for candidate in self.steps].index(step.otherwise)
+        return position + 1
+
     def step(self, name: str) -> Step:
         for step in self.messages():
             if step.name == name:

@@ -247,8 +247,7 @@ def _next_step(connection: Connection, settings: Settings, name: str, campaign: 
             _record(connection, name, step, row, "skipped", None, f"condition: {step.condition}",
                     None, now)  # fmt: skip
             report.skipped += 1
-            names = [candidate.name for candidate in steps]
-            position = names.index(step.otherwise) if step.otherwise else position + 1
+            position = campaign.after_skip(position)
             if position < len(steps) and steps[position].delay:
                 # The next step's delay counts from this skip. last_step becomes the step just
                 # before it (the skipped one, or the last a branch jumps over).

@@ -168,7 +168,7 @@ def _conditions(connection: Connection, settings: Settings, name: str, campaign:
             .where(one_of(connection, enrollments.c.id, [run.id for _, run in rows]),
                    compiled(compiler, step.condition))
         ))  # fmt: skip
-        target = names.index(step.otherwise) if step.otherwise else position + 1
+        target = campaign.after_skip(position)
         delay = campaign.steps[target].delay if target < len(names) else timedelta(0)
         for message, run in rows:
             if run.id not in holds:
