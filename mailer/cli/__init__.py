@@ -122,6 +122,7 @@ def main() -> None:
 
 
 from mailer.cli import (  # noqa: E402
+    audit,
     campaigns,
     consent,
     contacts,
@@ -134,6 +135,7 @@ from mailer.cli import (  # noqa: E402
 )
 
 __all__ = [
+    "audit",
     "campaigns",
     "cli",
     "consent",
