@@ -155,13 +155,17 @@ def _sends_table(every: list[SentMessage]) -> None:
 @audit.command()
 @since_option
 @until_option
+@click.option("--checkpoint", "kept", multiple=True,
+              type=click.Path(path_type=Path, dir_okay=False, exists=True),
+              help="A checkpoint kept elsewhere (`consent checkpoint`): checked, and the latest "
+                   "shown. Repeatable.")  # fmt: skip
 @click.option("--html", "html_file", type=click.Path(path_type=Path, dir_okay=False),
               help="Write the report as one self-contained HTML file.")  # fmt: skip
 @json_option
 @pass_workspace
 def report(
-    lazy: _LazyWorkspace, since: str | None, until: str | None, html_file: Path | None,
-    as_json: bool,
+    lazy: _LazyWorkspace, since: str | None, until: str | None, kept: tuple[Path, ...],
+    html_file: Path | None, as_json: bool,
 ) -> None:  # fmt: skip
     """A compliance review of the period: the ledger's verification and latest checkpoint,
     consents by list, source and status, withdrawals and how fast each took effect, erasures,
@@ -171,7 +175,7 @@ def report(
     workspace = lazy.get()
     with workspace.engine.connect() as connection:
         data = compliance_report(connection, _period(since, until), _lists_of(workspace),
-                                 workspace.clock.now())  # fmt: skip
+                                 workspace.clock.now(), workspace.key, kept)  # fmt: skip
     if as_json:
         print_json(data)
     elif html_file:
@@ -183,9 +187,9 @@ def report(
 
 def _report_text(data: dict[str, Any]) -> None:
     ledger = data["ledger"]
-    state = "intact" if ledger["intact"] else f"BROKEN: {ledger['problem']}"
+    state = "intact" if ledger["intact"] else "BROKEN: " + "; ".join(ledger["problems"])
     say(f"ledger: {state}, {ledger['entries']} entries, head {ledger['head_hash']}")
-    say(f"checkpoint: {ledger['checkpoint'] or 'no checkpoint'}")
+    say(f"checkpoint: {_checkpoint_text(ledger['checkpoint'])}")
     sent = data["sends"]
     say(f"messages sent: {sent['sent']}, without valid consent: {sent['without_valid_consent']}")
     table = Table(title="consents (now)", title_justify="left")
@@ -204,6 +208,14 @@ def _report_text(data: dict[str, Any]) -> None:
     say(f"erasures: {len(data['erasures'])}"
         + "".join(f"\n  entry {e['entry']} at {_short(e['recorded_at'])}"
                   for e in data["erasures"]))  # fmt: skip
+
+
+def _checkpoint_text(checkpoint: dict[str, Any] | None) -> str:
+    if checkpoint is None:
+        return "no checkpoint"
+    held = "held" if checkpoint["problem"] is None else f"NOT HELD: {checkpoint['problem']}"
+    return (f"{checkpoint['file']} of {_short(checkpoint['at'])}, "
+            f"{checkpoint['entries']} entries, {held}")  # fmt: skip
 
 
 def _short(moment: str | None) -> str:

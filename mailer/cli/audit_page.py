@@ -36,10 +36,19 @@ Generated {{ generated_at }}.</p>
 {% if ledger.intact %}
 <p class="ok">Intact: {{ ledger.entries }} entries.</p>
 {% else %}
-<p class="bad">Broken: {{ ledger.problem }}</p>
+<p class="bad">Broken:</p>
+<ul>{% for problem in ledger.problems %}<li class="bad">{{ problem }}</li>{% endfor %}</ul>
 {% endif %}
-<p>Head hash <code>{{ ledger.head_hash }}</code>.
-Latest checkpoint: {{ ledger.checkpoint or "no checkpoint" }}.</p>
+<p>Head hash <code>{{ ledger.head_hash }}</code>.</p>
+{% set checkpoint = ledger.checkpoint %}
+{% if checkpoint %}
+<p>Latest checkpoint: {{ checkpoint.file }} of {{ checkpoint.at }}, {{ checkpoint.entries }}
+entries, head <code>{{ checkpoint.head }}</code>:
+{% if checkpoint.problem %}<span class="bad">not held: {{ checkpoint.problem }}</span>
+{% else %}<span class="ok">held</span>{% endif %}.</p>
+{% else %}
+<p>Latest checkpoint: no checkpoint.</p>
+{% endif %}
 
 <h2>Messages sent</h2>
 <p>{{ sends.sent }} messages sent;

@@ -3,13 +3,14 @@ text, JSON or one HTML file, and every form shows the same numbers."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection
 
-from mailer.consent import ledger
+from mailer.consent import checkpoints, verification
 from mailer.consent.audit import (
     Period,
     consents_by_list,
@@ -21,20 +22,21 @@ from mailer.consent.audit import (
 
 
 def compliance_report(
-    connection: Connection, period: Period, lists_of: Mapping[str, str], now: datetime
+    connection: Connection,
+    period: Period,
+    lists_of: Mapping[str, str],
+    now: datetime,
+    secret: bytes,
+    kept: Sequence[Path] = (),
 ) -> dict[str, Any]:
-    verification = ledger.verify(connection)
+    """The report of `period`; `kept` are checkpoint files the auditor holds (`consent
+    checkpoint`): each is checked as `consent verify --checkpoint` does, the latest is shown."""
+    checked = verification.verify_ledger(connection, secret, list(kept))
     found = withdrawals(connection, period)
     return {
         "generated_at": now.isoformat(),
         "period": period.as_dict(),
-        "ledger": {
-            "intact": verification.intact,
-            "entries": verification.entries,
-            "head_hash": verification.head_hash,
-            "problem": verification.problem,
-            "checkpoint": None,
-        },
+        "ledger": checked.as_dict() | {"checkpoint": _latest(kept, checked.checkpoints)},
         "sends": sends_summary(connection, period, lists_of),
         "consents": consents_by_list(connection),
         "ledger_entries": ledger_entries(connection, period),
@@ -45,3 +47,12 @@ def compliance_report(
         # bounces work; until then the report says they are not measured.
         "deliverability": None,
     }
+
+
+def _latest(kept: Sequence[Path], problems: Mapping[str, str | None]) -> dict[str, Any] | None:
+    """The newest checkpoint among `kept` (by its signed time) and what its check found."""
+    if not kept:
+        return None
+    path, newest = max(((path, checkpoints.load(path)) for path in kept), key=lambda p: p[1].at)
+    return {"file": str(path), "entries": newest.entries, "head": newest.head,
+            "at": newest.at.isoformat(), "problem": problems.get(str(path))}  # fmt: skip

@@ -19,7 +19,9 @@ from mailer.campaigns.engine import tick
 from mailer.cli import cli
 from mailer.clock import FrozenClock
 from mailer.config import load_settings
+from mailer.consent.ledger import NewEntry
 from mailer.consent.person import erase_person, withdraw
+from mailer.consent.records import record
 from mailer.store.tables import consent_entries, outbox
 from mailer.workspace import Workspace
 from tests.conftest import NOW, SECRET, write_csv
@@ -209,6 +211,27 @@ def test_report_shows_the_ledger_consents_and_how_fast_the_withdrawal_took_effec
     assert json.loads(period.stdout)["sends"]["sent"] == 0
 
 
+def test_report_checks_the_checkpoints_given_and_shows_the_latest(
+    history: Workspace, mailer: Mailer, project: Path
+) -> None:
+    assert mailer("consent", "checkpoint", "--out", "early.json").exit_code == 0
+    with history.engine.begin() as connection:
+        withdraw(connection, history.key, "ada@example.com", history.double_opt_in,
+                 WITHDRAWN_AT, list_name="newsletter")  # fmt: skip
+    later = json.loads((project / "early.json").read_text()) | {"at": "2026-11-25T10:00:00+00:00"}
+    (project / "later.json").write_text(json.dumps(later))  # edited: its signature fails
+    result = mailer("audit", "report", "--checkpoint", "early.json", "--checkpoint",
+                    "later.json", "--json")  # fmt: skip
+    ledger = json.loads(result.stdout)["ledger"]
+    assert ledger["checkpoint"]["file"] == "later.json"
+    assert ledger["checkpoint"]["entries"] == 5
+    assert "does not carry a valid signature" in ledger["checkpoint"]["problem"]
+    assert ledger["intact"] is False  # a forged checkpoint is a finding, as in consent verify
+    text = mailer("audit", "report", "--checkpoint", "early.json").stdout
+    assert "checkpoint: early.json of 2026-11-24 10:00, 5 entries, held" in text
+    assert "ledger: intact, 6 entries" in text
+
+
 def test_report_html_is_one_self_contained_file_with_the_json_numbers(
     history: Workspace, mailer: Mailer, project: Path
 ) -> None:
@@ -248,3 +271,28 @@ def test_an_erased_persons_message_still_resolves_to_its_entry_without_personal_
     sends = mailer("audit", "sends", "--json")
     assert sends.exit_code == 0  # sent before the erasure: allowed then
     assert "bob@example.com" not in sends.stdout
+
+
+def test_a_message_allowed_by_a_new_opt_in_after_the_withdrawal_is_not_a_breach(
+    history: Workspace, mailer: Mailer
+) -> None:
+    bob = rows(history)["bob@example.com"]
+    resubscribed_at = WITHDRAWN_AT + timedelta(hours=1)
+    with history.engine.begin() as connection:
+        [subject] = connection.scalars(
+            select(consent_entries.c.subject_hash).where(
+                consent_entries.c.id == bob["consent_entry_id"]
+            )
+        )
+        [again] = record(connection, [NewEntry(subject, int(str(bob["contact_id"])), "newsletter",
+                                               "confirmed", "form", resubscribed_at)],
+                         history.double_opt_in, resubscribed_at)  # fmt: skip
+        connection.execute(insert(outbox).values(
+            campaign="welcome", step="tips", contact_id=bob["contact_id"], cycle=0,
+            status="sent", queued_at=resubscribed_at, sent_at=resubscribed_at,
+            message_id="<again@acme.example>", consent_entry_id=again, attempts=1,
+        ))  # fmt: skip
+    result = mailer("audit", "sends")
+    assert result.exit_code == 0, result.stderr
+    report = json.loads(mailer("audit", "report", "--json").stdout)
+    assert [w["messages_after"] for w in report["withdrawals"]] == [0]
