@@ -81,6 +81,9 @@ class Sender(Model):
     # Bounces come back to bounces+TOKEN@bounce_domain (VERP); default: the From domain.
     bounce_domain: str | None = None
     feedback_id: str = "mailer"  # the sender id in Feedback-ID (Gmail's complaint reports)
+    # Also offer <mailto:unsubscribe+TOKEN@bounce_domain> in List-Unsubscribe. Off: turn it on
+    # only where mail to that address reaches a reader that withdraws (nothing reads it yet).
+    mailto_unsubscribe: bool = False
 
     @property
     def domain(self) -> str:
@@ -177,6 +180,8 @@ class ContactList(Model):
 
     title: str
     double_opt_in: bool = False
+    # The website's sign-up form (POST /subscribe) may join it; closed unless a list says so.
+    forms: bool = False
     file: Path | None = None
     # CSV header -> contact field (email, first_name, ...) or attribute name; "-" drops it.
     columns: dict[str, str] = {}
@@ -363,6 +368,12 @@ class Lifecycle(Model):
     rules: dict[str, str] = {}
 
 
+class ConsentSettings(Model):
+    # `mailer run` writes a signed ledger checkpoint here once a day (UTC date): point it at a
+    # folder outside the database's reach (another disk, a synced share) for an auditor.
+    checkpoint_dir: Path | None = None
+
+
 class Settings(Model):
     database_url: str = "sqlite:///.mailer/mailer.db"
     secret_key: SecretStr | None = None
@@ -376,6 +387,7 @@ class Settings(Model):
     engine: EngineSettings = EngineSettings()
     scoring: Scoring = Scoring()
     lifecycle: Lifecycle = Lifecycle()
+    consent: ConsentSettings = ConsentSettings()
     default_timezone: str = "UTC"  # for contacts without one
     default_locale: str = "en"
     attributes: dict[str, AttributeType] = {}

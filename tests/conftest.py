@@ -48,6 +48,7 @@ signed_up_at = "date"
 [lists.newsletter]
 title = "Newsletter"
 double_opt_in = true
+forms = true
 
 [lists.leads]
 title = "Leads"

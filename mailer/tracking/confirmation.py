@@ -5,9 +5,10 @@ does not apply to it."""
 from __future__ import annotations
 
 import secrets
-from datetime import datetime, timedelta
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from inscriptis import get_text
 from inscriptis.model.config import ParserConfig
@@ -25,13 +26,46 @@ from mailer.tokens import sign
 from mailer.workspace import Workspace
 
 if TYPE_CHECKING:
-    from mailer.tracking.forms import Subscriber
+    from mailer.tracking.forms import Lead, Subscriber
 
 CONFIRM_VALID = timedelta(days=7)
 RESEND_AFTER = timedelta(minutes=10)  # at most one confirmation email per (contact, list)
 REMEMBERED_SENDS = 10_000  # (contact, list) pairs kept in memory before old ones are dropped
 CONFIRM_TEMPLATE = "confirm"
 _TEXT_CONFIG = ParserConfig(display_links=True)
+
+
+@dataclass(frozen=True)
+class ConfirmLink:
+    """What a confirmation link carries (its token's fields). Links sent before issue 13 carry
+    no basis: they confirm a pending grant only."""
+
+    contact_id: int
+    list_name: str
+    expires: int
+    basis: int | None = None  # the ledger entry behind the status the link was sent for
+    requested: int = 0  # when the form was posted (epoch seconds)
+    consent_text_version: str = ""
+    form_id: str = ""
+
+    def fields(self) -> tuple[str | int, ...]:
+        return (self.contact_id, self.list_name, self.expires, self.basis or 0, self.requested,
+                self.consent_text_version, self.form_id)  # fmt: skip
+
+    @classmethod
+    def parse(cls, fields: list[str]) -> ConfirmLink:
+        """ValueError for a token of another shape."""
+        if len(fields) == 3:
+            return cls(int(fields[0]), fields[1], int(fields[2]))
+        contact, list_name, expires, basis, requested, version, form_id = fields
+        return cls(int(contact), list_name, int(expires), int(basis), int(requested), version,
+                   form_id)  # fmt: skip
+
+    def request_evidence(self) -> dict[str, Any]:
+        """The form post the link answers: not its IP (anyone may have typed the address)."""
+        at = datetime.fromtimestamp(self.requested, UTC).isoformat()
+        return {"at": at, "consent_text_version": self.consent_text_version,
+                "form_id": self.form_id or None, "source": "form"}  # fmt: skip
 
 
 class ConfirmationMail:
@@ -59,15 +93,18 @@ class ConfirmationMail:
         self.sent_at[(subscriber.contact_id, list_name)] = now
         return True
 
-    def message(self, subscriber: Subscriber, list_name: str, now: datetime) -> RenderedMessage:
+    def message(self, subscriber: Subscriber, lead: Lead, now: datetime) -> RenderedMessage:
         settings, keys = self.workspace.settings, self.workspace.renderer.keys
+        list_name = lead.list_name
         sender, title = settings.sender, settings.lists[list_name].title
         expires = int((now + CONFIRM_VALID).timestamp())
-        token = sign(keys, "confirm", subscriber.contact_id, list_name, expires)
-        person = {"email": subscriber.email, "first_name": subscriber.first_name,
-                  "last_name": subscriber.last_name}  # fmt: skip
+        link = ConfirmLink(subscriber.contact_id, list_name, expires, subscriber.basis,
+                           int(now.timestamp()), lead.consent_text_version, lead.form_id or "")
+        token = sign(keys, "confirm", *link.fields())
         context = {
-            "contact": Namespace("contact", {k: v for k, v in person.items() if v}),
+            # Only the address: names typed into a form are a stranger's words until the
+            # mailbox confirms, and this mail goes out under the brand's signature.
+            "contact": Namespace("contact", {"email": subscriber.email}),
             "list": Namespace("list", {"name": list_name, "title": title}),
             "confirm_url": f"{settings.tracking.base_url}/confirm/{token}",
             "valid_days": CONFIRM_VALID.days,
@@ -86,11 +123,10 @@ class ConfirmationMail:
         if sender.postal_address not in text:
             text += f"\n--\n{footer}\n"
         subject = header_text(f"Please confirm your subscription to {title}")
-        name = " ".join(filter(None, (subscriber.first_name, subscriber.last_name)))
         message_id = f"<confirm.{secrets.token_hex(12)}@{sender.domain}>"
         headers = [
             ("From", mailbox(header_text(sender.name), sender.email)),
-            ("To", mailbox(header_text(name), subscriber.email)),
+            ("To", mailbox(None, subscriber.email)),
             ("Subject", unstructured(subject)),
             ("Date", format_datetime(now)),
             ("Message-ID", message_id),
@@ -107,11 +143,12 @@ class ConfirmationMail:
                                f"{bounce_domain}", recipient, not recipient.isascii(), subject,
                                html, text, [], data)  # fmt: skip
 
-    async def send(self, subscriber: Subscriber, list_name: str, now: datetime) -> None:
+    async def send(self, subscriber: Subscriber, lead: Lead, now: datetime) -> None:
         """Render and send; a failure is logged (the person may use the form again)."""
+        list_name = lead.list_name
         where = {"contact_id": subscriber.contact_id, "list": list_name}
         try:
-            outgoing = wire_form(self.message(subscriber, list_name, now))
+            outgoing = wire_form(self.message(subscriber, lead, now))
             settings = self.workspace.settings
             session = RelaySession(settings, settings.smtp_password())
             try:

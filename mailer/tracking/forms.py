@@ -4,31 +4,43 @@
     email=ada@example.com&first_name=Ada&list=newsletter&consent=yes
         &consent_text_version=2026-11&form_id=footer&website=
 
-    200  the same answer for every address on that list: "Check your inbox to confirm" on a
-         double opt-in list, "Thank you" on the others (JSON `{"result": "check_inbox" |
-         "thank_you", "message": ...}` when the request was JSON)
-    400  a field is wrong, named in the page (JSON `{"error": ..., "field": ...}`)
+    200  the same answer, body and headers, for every address on that list (new, known,
+         subscribed, withdrawn, suppressed): "Check your inbox to confirm" on a double opt-in
+         list, "Thank you" on the others (JSON `{"result": "check_inbox" | "thank_you",
+         "message": ...}` when the request was JSON)
+    400  a field is wrong, named in the page (JSON `{"error": ..., "field": ...}`); a list that
+         settings do not open to forms (`forms = true`) is wrong, and nothing is written
     413  over 16 KiB · 415 another content type · 429 over 5 requests a minute from one IP
-         (`Retry-After`) · 503 the database is busy or unreachable (`Retry-After: 5`)
+         (`Retry-After`)
 
 `consent` is the ticked box ("yes", "on" or "true"); `consent_text_version` names the wording
 the person agreed to; `website` is a honeypot that people never see: when it holds anything,
-the answer is the usual one and nothing is recorded. The answer never tells whether the
-address was known, subscribed or suppressed (no enumeration); the confirmation email goes out
-after it, in the background, so the time taken tells nothing either.
+the answer is the usual one and nothing is recorded. The answer is written before anything
+about the address is looked up: the look-up, the writes and the confirmation email are queued
+behind it (Starlette's background task), and the connection closes with the answer, so neither
+the answer nor its timing tells whether the address is held. The queue is this process's memory:
+SIGTERM lets it finish, a crash loses what is in it (the person sees no email and uses the form
+again).
 
-A grant is appended to the ledger (source "form", evidence: at, ip, user agent, consent text
-version, form id) where the address has no consent on the list or withdrew it: filling the form
-again is a new opt-in, `pending` on a double opt-in list until confirmed. A suppressed address
-(hard bounce, complaint, erasure, opt-out of everything) is never re-subscribed from a form:
-nothing is recorded. A form never overwrites a name already held (anyone can type anyone's
-address); it only fills in missing ones.
+Anyone can type anyone's address, so a form only ever adds an opt-in where there was none:
+- no consent on the list: a grant is appended (source "form", evidence: at, ip, user agent,
+  consent text version, form id), `granted` at once on a single opt-in list, `pending` with a
+  confirmation email on a double opt-in one;
+- withdrawn (on any list, double opt-in or not) or still pending: nothing is written, and a
+  confirmation email asks the mailbox; only its link lifts the opt-out;
+- subscribed already: nothing; suppressed (hard bounce, complaint, erasure, opt-out of
+  everything): nothing, and no email;
+- a new contact's names are kept as data; an existing contact's data is never changed; no name
+  from a form goes into the confirmation email (it is addressed to the bare address).
 
-    GET /confirm/<token>    token = sign(keys, "confirm", contact_id, list, expires_epoch)
+    GET /confirm/<token>    token = sign(keys, "confirm", contact_id, list, expires_epoch,
+                                         basis, requested_epoch, consent_text_version, form_id)
 
     200  "You're subscribed": a pending grant is confirmed (entry `confirmed`, source "form",
-         evidence at, ip, user agent), or was already; a second visit appends nothing
-    410  the link is older than 7 days, or there is nothing pending to confirm (withdrawn since)
+         evidence at, ip, user agent), or was already; a second visit appends nothing. A
+         withdrawal is lifted only while it is the `basis` the link was sent for: a grant
+         (evidence: requested at, consent text version, form id) then the confirmation
+    410  the link is older than 7 days, or there is nothing it may confirm (withdrawn since)
     404  a forged or malformed token, or a contact erased since
 
 The link confirms on GET, as most senders' links do: one click is what people expect, and a
@@ -46,10 +58,10 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from html import escape
-from typing import Any, Literal
+from typing import Any, Literal, cast
 from urllib.parse import parse_qsl
 
-from sqlalchemy import Connection, select, update
+from sqlalchemy import Connection, select
 from sqlalchemy.exc import OperationalError
 from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
@@ -59,15 +71,17 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from mailer.consent.ledger import NewEntry, canonical_evidence
-from mailer.consent.records import current_statuses, record
-from mailer.consent.state import SENDABLE, Status, status_after
+from mailer.consent.records import record
+from mailer.consent.standing import standings
+from mailer.consent.state import SENDABLE, Action, Status
 from mailer.consent.suppressions import suppressed
 from mailer.contacts.addresses import InvalidAddress, address_hash, normalise_address
 from mailer.delivery.throttle import TokenBucket
+from mailer.logs import logger
 from mailer.store.tables import contacts, ledger_head, lists, memberships
 from mailer.store.upsert import upsert
 from mailer.tokens import TokenError, verify
-from mailer.tracking.confirmation import CONFIRM_VALID, ConfirmationMail
+from mailer.tracking.confirmation import CONFIRM_VALID, ConfirmationMail, ConfirmLink
 from mailer.tracking.pages import not_found_page, page
 from mailer.workspace import Workspace
 
@@ -118,16 +132,17 @@ def _text(fields: Mapping[str, Any], name: str, limit: int, required: bool = Fal
     return value
 
 
-def parse_lead(fields: Mapping[str, Any], known_lists: Collection[str]) -> Lead:
-    """The lead a form carries; FormProblem (400, naming the field) for the first thing wrong."""
+def parse_lead(fields: Mapping[str, Any], open_lists: Collection[str]) -> Lead:
+    """The lead a form carries; FormProblem (400, naming the field) for the first thing wrong.
+    `open_lists`: the lists settings open to forms (a closed one reads as an unknown one)."""
     address = _text(fields, "email", 320, required=True)
     try:
         email = normalise_address(address)
     except (InvalidAddress, UnicodeError) as error:
         raise FormProblem(400, f"email: {error}", "email") from None
     list_name = _text(fields, "list", 100, required=True)
-    if list_name not in known_lists:
-        raise FormProblem(400, f"list: '{list_name}' is not a list of ours", "list")
+    if list_name not in open_lists:
+        raise FormProblem(400, f"list: '{list_name}' is not a list you can join here", "list")
     if _text(fields, "consent", 10).lower() not in TICKED:
         raise FormProblem(400, "consent: tick the box to agree to receive our emails", "consent")
     version = _text(fields, "consent_text_version", 100, required=True)
@@ -138,11 +153,12 @@ def parse_lead(fields: Mapping[str, Any], known_lists: Collection[str]) -> Lead:
 
 @dataclass(frozen=True)
 class Subscriber:
+    """Whose mailbox a confirmation email asks, and what its link may confirm."""
+
     contact_id: int
     email: str
-    first_name: str | None
-    last_name: str | None
-    status: Status  # on the lead's list, after the submission
+    status: Status  # on the lead's list: pending, or withdrawn (only the mailbox may lift it)
+    basis: int  # the ledger entry behind that status: the link confirms only while it stands
 
 
 def _lock_ledger(connection: Connection) -> None:
@@ -154,73 +170,72 @@ def _lock_ledger(connection: Connection) -> None:
 
 def store_lead(workspace: Workspace, lead: Lead, evidence: dict[str, Any],
                now: datetime) -> Subscriber | None:  # fmt: skip
-    """Contact, membership and grant of one lead, committed; None for a suppressed address
-    (nothing recorded)."""
+    """Record one lead, committed. The subscriber whose mailbox must confirm, or None when
+    there is nothing to ask (subscribed, granted at once, or suppressed: nothing recorded)."""
     hashed = address_hash(workspace.key, lead.email)
     with workspace.engine.begin() as connection:
         _lock_ledger(connection)
         if suppressed(connection, [hashed]):
             return None
-        contact_id, first_name, last_name = _saved_contact(connection, lead, now)
+        contact_id = _contact_id(connection, lead, now)
+        standing = standings(connection, lead.list_name, [contact_id])[contact_id]
+        if standing.status in SENDABLE:
+            return None
+        if standing.status in ("pending", "withdrawn"):  # ask the mailbox; write nothing
+            status = cast(Status, standing.status)
+            return Subscriber(contact_id, lead.email, status, standing.entry_id or 0)
         list_id = connection.scalar(select(lists.c.id).where(lists.c.name == lead.list_name))
         source = f"form:{lead.form_id}" if lead.form_id else "form"
         upsert(connection, memberships, [{"list_id": list_id, "contact_id": contact_id,
                                           "joined_at": now, "source": source}],
                keys=("list_id", "contact_id"))  # fmt: skip
-        status = current_statuses(connection, lead.list_name, [contact_id]).get(contact_id, "none")
-        if status in ("none", "withdrawn"):  # a grant on record is not repeated
-            entry = NewEntry(hashed, contact_id, lead.list_name, "granted", "form", now,
-                             canonical_evidence(evidence))  # fmt: skip
-            record(connection, [entry], workspace.double_opt_in, now)
-            status = status_after(status, "granted", workspace.double_opt_in[lead.list_name])
-    return Subscriber(contact_id, lead.email, first_name, last_name, status)
+        entry = NewEntry(hashed, contact_id, lead.list_name, "granted", "form", now,
+                         canonical_evidence(evidence))  # fmt: skip
+        [entry_id] = record(connection, [entry], workspace.double_opt_in, now)
+    if not workspace.double_opt_in[lead.list_name]:
+        return None
+    return Subscriber(contact_id, lead.email, "pending", entry_id)
 
 
-def _saved_contact(connection: Connection, lead: Lead,
-                   now: datetime) -> tuple[int, str | None, str | None]:  # fmt: skip
-    query = select(contacts.c.id, contacts.c.first_name, contacts.c.last_name).where(
-        contacts.c.email == lead.email
-    )
-    row = connection.execute(query).first()
-    if row is None:
-        upsert(connection, contacts, [{"email": lead.email, "first_name": lead.first_name,
-                                       "last_name": lead.last_name, "attributes": {},
-                                       "created_at": now, "updated_at": now}],
-               keys=("email",))  # fmt: skip
-        row = connection.execute(query).one()
-    missing = {name: given for name, given in (("first_name", lead.first_name),
-                                               ("last_name", lead.last_name))
-               if given and not getattr(row, name)}  # fmt: skip
-    if missing:
-        connection.execute(update(contacts).where(contacts.c.id == row.id)
-                           .values(**missing, updated_at=now))  # fmt: skip
-    names = {"first_name": row.first_name, "last_name": row.last_name} | missing
-    return row.id, names["first_name"], names["last_name"]
+def _contact_id(connection: Connection, lead: Lead, now: datetime) -> int:
+    """The contact with the lead's address; a new one keeps the names given, an existing one
+    is left as it is (anyone can type anyone's address)."""
+    upsert(connection, contacts, [{"email": lead.email, "first_name": lead.first_name,
+                                   "last_name": lead.last_name, "attributes": {},
+                                   "created_at": now, "updated_at": now}],
+           keys=("email",))  # fmt: skip
+    query = select(contacts.c.id).where(contacts.c.email == lead.email)
+    contact_id: int = connection.execute(query).scalar_one()
+    return contact_id
 
 
 Confirmation = Literal["confirmed", "already", "lapsed", "unknown"]
 
 
-def confirm_subscription(workspace: Workspace, contact_id: int, list_name: str,
-                         evidence: dict[str, Any], now: datetime) -> Confirmation:  # fmt: skip
-    """Confirm a pending grant, committed. "already": subscribed before, nothing appended;
-    "lapsed": nothing pending (withdrawn since); "unknown": erased or suppressed since."""
+def confirm_subscription(workspace: Workspace, link: ConfirmLink, evidence: dict[str, Any],
+                         now: datetime) -> Confirmation:  # fmt: skip
+    """Confirm what the link asked, committed. "already": subscribed before, nothing appended;
+    "lapsed": nothing the link may confirm (withdrawn since it was sent); "unknown": erased or
+    suppressed since."""
     with workspace.engine.begin() as connection:
         _lock_ledger(connection)
-        email = connection.scalar(select(contacts.c.email).where(contacts.c.id == contact_id))
+        email = connection.scalar(select(contacts.c.email).where(contacts.c.id == link.contact_id))
         if email is None:
             return "unknown"
         hashed = address_hash(workspace.key, email)
         if suppressed(connection, [hashed]):
             return "unknown"
-        status = current_statuses(connection, list_name, [contact_id]).get(contact_id, "none")
-        if status in SENDABLE:
+        standing = standings(connection, link.list_name, [link.contact_id])[link.contact_id]
+        if standing.status in SENDABLE:
             return "already"
-        if status != "pending":
+        actions: list[tuple[Action, dict[str, Any]]] = [("confirmed", evidence)]
+        if standing.status == "withdrawn" and link.basis == standing.entry_id:
+            actions.insert(0, ("granted", link.request_evidence()))  # the mailbox lifts it
+        elif standing.status != "pending":
             return "lapsed"
-        entry = NewEntry(hashed, contact_id, list_name, "confirmed", "form", now,
-                         canonical_evidence(evidence))  # fmt: skip
-        record(connection, [entry], workspace.double_opt_in, now)
+        entries = [NewEntry(hashed, link.contact_id, link.list_name, action, "form", now,
+                            canonical_evidence(data)) for action, data in actions]  # fmt: skip
+        record(connection, entries, workspace.double_opt_in, now)
     return "confirmed"
 
 
@@ -232,6 +247,7 @@ class FormRoutes:
     def __init__(self, workspace: Workspace) -> None:
         self.workspace = workspace
         self.mail = ConfirmationMail(workspace)
+        self.open_lists = {name for name, spec in workspace.settings.lists.items() if spec.forms}
         self.buckets: dict[str, TokenBucket] = {}
 
     def routes(self) -> list[BaseRoute]:
@@ -259,9 +275,9 @@ class FormRoutes:
             fields = await _fields(request)
             if str(fields.get("website") or "").strip():  # the honeypot: a bot filled it in
                 list_name = fields.get("list")
-                known = isinstance(list_name, str) and list_name in self.workspace.settings.lists
+                known = isinstance(list_name, str) and list_name in self.open_lists
                 return self._answer(list_name if known else None, is_json)
-            lead = parse_lead(fields, self.workspace.settings.lists)
+            lead = parse_lead(fields, self.open_lists)
         except FormProblem as problem:
             return _problem(problem, is_json)
         except ClientDisconnect:
@@ -271,17 +287,21 @@ class FormRoutes:
                     "user_agent": request.headers.get("user-agent", ""),
                     "consent_text_version": lead.consent_text_version,
                     "form_id": lead.form_id, "source": "form"}  # fmt: skip
+        response = self._answer(lead.list_name, is_json)
+        # Nothing about the address is looked up before the answer is written (timing).
+        response.background = BackgroundTask(self._take, lead, evidence, now)
+        return response
+
+    async def _take(self, lead: Lead, evidence: dict[str, Any], now: datetime) -> None:
+        """The queued work of one form post: record it, then ask the mailbox if need be."""
         try:
             subscriber = await run_in_threadpool(store_lead, self.workspace, lead, evidence, now)
-        except OperationalError:
-            return _problem(FormProblem(503, "we cannot take your subscription right now: "
-                                             "try again in a minute"), is_json,
-                            {"Retry-After": "5"})  # fmt: skip
-        response = self._answer(lead.list_name, is_json)
-        if (subscriber is not None and subscriber.status == "pending"
-                and self.mail.due(subscriber, lead.list_name, now)):  # fmt: skip
-            response.background = BackgroundTask(self.mail.send, subscriber, lead.list_name, now)
-        return response
+        except OperationalError:  # the answer is gone: the person will use the form again
+            logger.exception("form post not recorded: the database did not take it",
+                             extra={"list": lead.list_name, "form_id": lead.form_id})  # fmt: skip
+            return
+        if subscriber is not None and self.mail.due(subscriber, lead.list_name, now):
+            await self.mail.send(subscriber, lead, now)
 
     def _answer(self, list_name: str | None, is_json: bool) -> Response:
         """The one answer for every address on the list; it depends on nothing else."""
@@ -297,30 +317,33 @@ class FormRoutes:
             result, heading = "thank_you", "Thank you"
             said = f"Thank you for subscribing to {title}."
         if is_json:
-            return JSONResponse({"result": result, "message": said})
-        return page(heading, f"<h1>{escape(heading)}</h1>\n<p>{escape(said)}</p>")
+            response: Response = JSONResponse({"result": result, "message": said})
+        else:
+            response = page(heading, f"<h1>{escape(heading)}</h1>\n<p>{escape(said)}</p>")
+        # The queued work runs on this connection after the answer: a next request on it
+        # would wait for that work, and its timing would tell what the work found.
+        response.headers["Connection"] = "close"
+        return response
 
     async def confirm(self, request: Request) -> Response:
         lists_ = self.workspace.settings.lists
         try:
-            contact_text, list_name, expires_text = verify(
-                self.workspace.renderer.keys, "confirm", request.path_params["token"]
-            )
-            contact_id, expires = int(contact_text), int(expires_text)
+            link = ConfirmLink.parse(verify(self.workspace.renderer.keys, "confirm",
+                                            request.path_params["token"]))  # fmt: skip
         except (TokenError, ValueError):
             return not_found_page()
-        if list_name not in lists_:
+        if link.list_name not in lists_:
             return not_found_page()
         now = self.workspace.clock.now()
-        if now.timestamp() > expires:
+        if now.timestamp() > link.expires:
             return _expired_page()
-        title = lists_[list_name].title
+        title = lists_[link.list_name].title
         if request.method == "HEAD":  # scanners look before they fetch: never a confirmation
             return _subscribed_page(title)
         evidence = {"at": now.isoformat(), "ip": _client(request),
                     "user_agent": request.headers.get("user-agent", "")}  # fmt: skip
-        outcome = await run_in_threadpool(confirm_subscription, self.workspace, contact_id,
-                                          list_name, evidence, now)  # fmt: skip
+        outcome = await run_in_threadpool(confirm_subscription, self.workspace, link, evidence,
+                                          now)  # fmt: skip
         if outcome == "unknown":
             return not_found_page()
         if outcome == "lapsed":
