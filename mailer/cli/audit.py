@@ -140,7 +140,9 @@ def sends(
 
 def _sends_table(every: list[SentMessage]) -> None:
     table = Table()
-    for column in ("sent", "message", "to", "campaign / step", "entry", "problem"):
+    table.add_column("sent", no_wrap=True)
+    table.add_column("message", overflow="fold")  # whole: an auditor copies it
+    for column in ("to", "campaign / step", "entry", "problem"):
         table.add_column(column)
     for each in every:
         consent = each.consent
