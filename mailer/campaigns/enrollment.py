@@ -76,8 +76,12 @@ def enroll(
     kind, subject = parse_trigger(campaign.trigger)
     seen = seen_until(connection, name)
     since = seen - CURSOR_OVERLAP if seen is not None else None
+    # A date trigger scans the whole list hourly (often enough to find "today"); between those
+    # scans, each tick looks only at contacts imported or edited since the last one, so a
+    # contact added at 20:10 on their birthday is found at once, not an hour later.
+    changed_since = None
     if kind == "date" and seen is not None and now - seen < DATE_TRIGGER_EVERY:
-        return 0  # a date trigger scans the list: hourly is often enough to find "today"
+        changed_since = seen - CURSOR_OVERLAP
     if seen is None and kind in ("joins list", "event") and not campaign.enroll_existing:
         # The sequence starts now: who joined the list (or did the event) before it existed
         # is not "joining" now. Importing an old list must not send it a welcome series.
@@ -96,9 +100,11 @@ def enroll(
         rows = connection.execute(query).all()
         remember_events(connection, name, now, newest if read_to is None else read_to, newest)
     else:
-        query = _candidates(connection, settings, name, campaign, kind, subject, since, now)
+        query = _candidates(connection, settings, name, campaign, kind, subject, since, now,
+                            changed_since)  # fmt: skip
         rows = connection.execute(query).all()
-        remember(connection, name, now)
+        if changed_since is None:  # the hourly scan is what the cursor remembers
+            remember(connection, name, now)
     if not rows:
         return 0
     history = {
@@ -130,8 +136,8 @@ def enroll(
 
 
 def _candidates(connection: Connection, settings: Settings, name: str, campaign: Campaign,
-                kind: str, subject: str,
-                since: datetime | None, now: datetime) -> Select[Any]:  # fmt: skip
+                kind: str, subject: str, since: datetime | None, now: datetime,
+                changed_since: datetime | None = None) -> Select[Any]:  # fmt: skip
     """(contact_id, at): who the trigger names, and when it happened (None: now)."""
     if kind == "joins list":
         query = (select(memberships.c.contact_id, memberships.c.joined_at.label("at"))
@@ -140,7 +146,8 @@ def _candidates(connection: Connection, settings: Settings, name: str, campaign:
         return query.where(memberships.c.joined_at > since) if since else query
     member = _member_of(campaign)
     if kind == "date":
-        return _anniversaries(connection, settings, name, campaign, subject, member, now)
+        return _anniversaries(connection, settings, name, campaign, subject, member, now,
+                              changed_since)  # fmt: skip
     if subject not in settings.segments:
         raise SettingsError(f"campaigns.{name}.trigger: no segment '{subject}'")
     # A segment is evaluated whole on every tick (who is in it now).
@@ -183,11 +190,11 @@ def _member_of(campaign: Campaign) -> Any:
 
 
 def _anniversaries(connection: Connection, settings: Settings, name: str, campaign: Campaign,
-                   attribute: str,
-                   member: Any, now: datetime) -> Select[Any]:  # fmt: skip
+                   attribute: str, member: Any, now: datetime,
+                   changed_since: datetime | None) -> Select[Any]:  # fmt: skip
     """Contacts whose date `attribute` falls today in their own zone (a year or more ago), with
     their local midnight and zone: one query, a branch per time zone in use. 29 February is
-    celebrated on the 28th in other years."""
+    celebrated on the 28th in other years. With `changed_since`, only contacts changed since."""
     if settings.attributes.get(attribute) not in ("date", "datetime"):
         raise SettingsError(f"campaigns.{name}.trigger: declare {attribute} in [attributes] as "
                             '"date" to trigger on it')  # fmt: skip
@@ -201,10 +208,13 @@ def _anniversaries(connection: Connection, settings: Settings, name: str, campai
             days.append("02-29")
         midnight = datetime.combine(today, time(), tzinfo=ZoneInfo(zone)).astimezone(UTC)
         in_list = member.where(memberships.c.contact_id == contacts.c.id)
-        branches.append(select(contacts.c.id.label("contact_id"),
-                               literal(midnight, UTCDateTime).label("at"), zone_of.label("zone"))
-                        .where(zone_of == zone, func.substr(value, 6, 5).in_(days),
-                               func.substr(value, 1, 4) < str(today.year), in_list))  # fmt: skip
+        branch = (select(contacts.c.id.label("contact_id"),
+                         literal(midnight, UTCDateTime).label("at"), zone_of.label("zone"))
+                  .where(zone_of == zone, func.substr(value, 6, 5).in_(days),
+                         func.substr(value, 1, 4) < str(today.year), in_list))  # fmt: skip
+        if changed_since is not None:
+            branch = branch.where(contacts.c.updated_at > changed_since)
+        branches.append(branch)
     if not branches:  # no contacts yet
         return select(contacts.c.id.label("contact_id"), null().label("at")).where(false())
     combined = union_all(*branches).subquery()

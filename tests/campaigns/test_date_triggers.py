@@ -146,9 +146,9 @@ def test_imported_at_22_58_on_the_birthday_gets_nothing_that_night_nor_next_morn
         add_contact(shop, tmp_path, "late@example.com", zone, "1990-03-28",
                     local(day, 22, 58, zone))  # fmt: skip
         ticks(shop, local(day, 23, 0, zone), local(day + timedelta(days=1), 12, 0, zone))
-        # Imported at 10:30: still their day; the hourly date scan (06:00, 07:00, ...) finds
-        # them at 11:00 and the wishes go then.
-        assert messages(shop, "early@example.com") == [("queued", None, local(day, 11, 0, zone))]
+        # Imported at 10:30: still their day; the next tick looks at contacts changed since
+        # the hourly scan, finds them, and the wishes go then (not at the 11:00 scan).
+        assert messages(shop, "early@example.com") == [("queued", None, local(day, 10, 30, zone))]
         reason = "past its day (birthday 2027-03-28, Europe/London)"
         assert messages(shop, "late@example.com") == [
             ("skipped", reason, local(day, 23, 0, zone))  # found by the 23:00 scan
