@@ -100,7 +100,7 @@ def test_a_stranger_cannot_undo_an_unsubscribe_only_the_mailbox_can(
     assert stranger.status_code == 200 and confirmed.status_code == 200
     assert message["To"] == "ada@example.com"
     assert status(workspace, list_name) == "confirmed"
-    grant, confirmation = entries(workspace)[len(before):]
+    grant, confirmation = entries(workspace)[len(before) :]
     assert grant[:3] == (list_name, "granted", "form")
     assert grant[3] is not None and grant[3]["consent_text_version"] == "2026-11"
     assert grant[3]["form_id"] == "footer" and "ip" not in grant[3]  # not the stranger's
@@ -182,7 +182,7 @@ def test_a_form_never_changes_an_existing_contacts_names(
     with workspace.engine.connect() as connection:
         names = connection.execute(select(contacts.c.first_name, contacts.c.last_name)).one()
     assert tuple(names) == (None, None)
-    assert [action for _, action, _, _ in entries(workspace)[len(before):]] == ["granted"]
+    assert [action for _, action, _, _ in entries(workspace)[len(before) :]] == ["granted"]
 
 
 def test_a_new_contacts_names_are_kept_but_never_put_in_the_confirmation_email(
