@@ -15,7 +15,7 @@ def outbox_rows(connection: Connection, email: str | None, limit: int) -> list[d
     query = (select(outbox.c.queued_at, outbox.c.sent_at, contacts.c.email, outbox.c.campaign,
                     outbox.c.step, outbox.c.variant, outbox.c.status, outbox.c.attempts,
                     outbox.c.reason, outbox.c.reply, outbox.c.message_id)
-             .join(contacts, contacts.c.id == outbox.c.contact_id))  # fmt: skip
+             .outerjoin(contacts, contacts.c.id == outbox.c.contact_id))  # fmt: skip
     if email is not None:
         query = query.where(contacts.c.email == normalise_address(email))
     newest = query.order_by(outbox.c.queued_at.desc(), outbox.c.id.desc()).limit(limit)

@@ -16,16 +16,21 @@ from mailer.cli import (
     say,
     warn,
 )
+from mailer.consent.evidence import evidence
 from mailer.consent.ledger import verify as verify_ledger
 from mailer.consent.person import (
     consent_history,
     consent_overview,
     erase_person,
     export_person,
+    grant,
     withdraw,
 )
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+reason_option = click.option("--reason", help="Why, in a few words (kept as the evidence).")
+reference_option = click.option("--reference", help="The request's ticket number (evidence).")
+
 
 
 @cli.group()
@@ -91,23 +96,58 @@ def history(lazy: _LazyWorkspace, email: str, as_json: bool) -> None:
 @click.argument("email")
 @click.option("--list", "list_name", help="Withdraw this list only (default: every list, and "
                                           "suppress the address).")  # fmt: skip
+@reason_option
+@reference_option
 @json_option
 @pass_workspace
 def withdraw_command(
-    lazy: _LazyWorkspace, email: str, list_name: str | None, as_json: bool
-) -> None:
+    lazy: _LazyWorkspace, email: str, list_name: str | None, reason: str | None,
+    reference: str | None, as_json: bool,
+) -> None:  # fmt: skip
     """Record that EMAIL withdrew consent (on one list, or on all and is suppressed)."""
     workspace = lazy.get()
     if list_name is not None:
         workspace.settings.contact_list(list_name)
+    now = workspace.clock.now()
+    said = evidence(now, via="cli", reason=reason, reference=reference)
     with workspace.engine.begin() as connection:
-        ids = withdraw(connection, workspace.key, email, workspace.double_opt_in,
-                       workspace.clock.now(), list_name)  # fmt: skip
+        ids = withdraw(connection, workspace.key, email, workspace.double_opt_in, now, list_name,
+                       evidence=said)  # fmt: skip
     if as_json:
         print_json({"entries": ids, "suppressed": list_name is None})
     else:
         scope = f"list {list_name}" if list_name else "every list; address suppressed"
         say(f"withdrawn: {scope} (ledger entries {', '.join(map(str, ids))})")
+
+
+@consent.command("grant")
+@click.argument("email")
+@click.option("--list", "list_name", required=True, help="The list consent was given for.")
+@reason_option
+@reference_option
+@json_option
+@pass_workspace
+def grant_command(
+    lazy: _LazyWorkspace, email: str, list_name: str, reason: str | None,
+    reference: str | None, as_json: bool,
+) -> None:  # fmt: skip
+    """Record consent EMAIL gave outside mailer (by phone, on paper) for one list, with the
+    evidence: --reason and/or --reference (a grant without evidence is not consent)."""
+    if not (reason or reference):
+        raise click.UsageError("say where the consent comes from: --reason and/or --reference")
+    workspace = lazy.get()
+    workspace.settings.contact_list(list_name)
+    now = workspace.clock.now()
+    said = evidence(now, via="cli", reason=reason, reference=reference)
+    with workspace.engine.begin() as connection:
+        entry_id = grant(connection, workspace.key, email, list_name, workspace.double_opt_in,
+                         now, said)  # fmt: skip
+    if as_json:
+        print_json({"entry": entry_id})
+    elif entry_id is None:
+        say(f"nothing to record: {email} already has consent on list {list_name}")
+    else:
+        say(f"granted: list {list_name} (ledger entry {entry_id})")
 
 
 @consent.command()
@@ -148,14 +188,18 @@ def export_command(lazy: _LazyWorkspace, email: str, as_json: bool) -> None:
 @consent.command()
 @click.argument("email")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@reference_option
 @json_option
 @pass_workspace
-def erase(lazy: _LazyWorkspace, email: str, yes: bool, as_json: bool) -> None:
+def erase(
+    lazy: _LazyWorkspace, email: str, yes: bool, reference: str | None, as_json: bool
+) -> None:
     """Erase EMAIL's personal data (GDPR Art. 17), keeping a hashed suppression.
 
-    Deletes the contact, attributes, tags, memberships and consent evidence; appends an
-    `erased` entry to the ledger (which still verifies) and suppresses the address by keyed
-    hash, so the person is never mailed or imported again.
+    Deletes the contact, attributes, tags, memberships, events, enrollments and consent
+    evidence; keeps their sent messages pseudonymised with the ledger entry behind each;
+    appends an `erased` entry (with --reference) to the ledger (which still verifies) and
+    suppresses the address by keyed hash, so the person is never mailed or imported again.
     """
     if not yes:
         if not sys.stdin.isatty():
@@ -163,7 +207,8 @@ def erase(lazy: _LazyWorkspace, email: str, yes: bool, as_json: bool) -> None:
         click.confirm(f"Erase every personal data of {email}? This cannot be undone", abort=True)
     workspace = lazy.get()
     with workspace.engine.begin() as connection:
-        entry_id = erase_person(connection, workspace.key, email, workspace.clock.now())
+        entry_id = erase_person(connection, workspace.key, email, workspace.clock.now(),
+                                reference)  # fmt: skip
     if as_json:
         print_json({"erased": True, "entry_id": entry_id})
     else:

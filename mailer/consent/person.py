@@ -12,7 +12,7 @@ from typing import Any, cast
 from sqlalchemy import Connection, delete, select, update
 
 from mailer.consent.ledger import NewEntry, canonical_evidence
-from mailer.consent.records import record
+from mailer.consent.records import current_statuses, record
 from mailer.consent.state import Source, Status
 from mailer.consent.suppressions import Reason, suppress
 from mailer.contacts.addresses import InvalidAddress, address_hash, normalise_address
@@ -23,10 +23,14 @@ from mailer.store.tables import (
     consent_status,
     contact_tags,
     contacts,
+    enrollments,
+    events,
     lists,
     memberships,
+    outbox,
     suppressions,
 )
+from mailer.store.upsert import upsert
 
 ALL_LISTS = "*"  # the purpose of an entry that concerns every list at once
 
@@ -151,10 +155,12 @@ def withdraw(
     source: Source = "admin",
     reason: Reason = "unsubscribed",
     detail: str | None = None,
+    evidence: str | None = None,
 ) -> list[int]:
     """Withdraw consent on one list, or on every list and suppress the address (an opt-out of
-    all mail, or a hard bounce: `reason`; `detail` is kept with the suppression and as the
-    evidence of the last ledger entry). Returns the ledger entries appended."""
+    all mail, or a hard bounce: `reason`; `detail` is kept with the suppression). Every entry
+    carries `evidence` (consent/evidence.py), with `detail` added to the last one. Returns the
+    ledger entries appended."""
     person = find_person(connection, key, email)
     if person.contact_id is None and list_name is not None:
         raise UnknownContactError(f"{person.email}: no such contact")
@@ -166,13 +172,15 @@ def withdraw(
     }
     purposes = [list_name] if list_name else sorted(p for p, s in held.items() if s != "withdrawn")
     entries = [
-        NewEntry(person.subject_hash, person.contact_id, purpose, "withdrawn", source, now)
+        NewEntry(person.subject_hash, person.contact_id, purpose, "withdrawn", source, now,
+                 evidence)
         for purpose in purposes
-    ]
+    ]  # fmt: skip
     if list_name is None:
-        evidence = canonical_evidence({"detail": detail}) if detail else None
+        last = (json.loads(evidence) if evidence else {}) | ({"detail": detail} if detail else {})
+        last_evidence = canonical_evidence(last) if last else None
         entries.append(NewEntry(person.subject_hash, person.contact_id, ALL_LISTS, "withdrawn",
-                                source, now, evidence))  # fmt: skip
+                                source, now, last_evidence))  # fmt: skip
     ids = record(connection, entries, double_opt_in, now)
     if list_name is None:
         suppress(connection, address_hash=person.subject_hash, email=person.email,
@@ -180,8 +188,44 @@ def withdraw(
     return ids
 
 
+def grant(
+    connection: Connection,
+    key: bytes,
+    email: str,
+    list_name: str,
+    double_opt_in: Mapping[str, bool],
+    now: datetime,
+    evidence: str | None = None,
+) -> int | None:
+    """Record consent given outside mailer (a phone call, a signed form) for a contact on one
+    list, with its evidence, and make them a member. A suppressed address is refused: a
+    suppression is lifted only by the person's own confirmed opt-in. Returns the entry appended,
+    or None when the consent on record already covers it."""
+    person = find_person(connection, key, email)
+    if person.contact_id is None:
+        raise UnknownContactError(f"{person.email}: no such contact")
+    if _suppression(connection, person.subject_hash) is not None:
+        raise MailerError(f"{person.email} is suppressed: only their own opt-in can lift that")
+    list_id = connection.scalar(select(lists.c.id).where(lists.c.name == list_name))
+    upsert(connection, memberships, [{"list_id": list_id, "contact_id": person.contact_id,
+                                      "joined_at": now, "source": "admin"}],
+           keys=("list_id", "contact_id"), update=())  # fmt: skip
+    status = current_statuses(connection, list_name, [person.contact_id]).get(
+        person.contact_id, "none"
+    )
+    if status not in ("none", "withdrawn"):
+        return None
+    entry = NewEntry(person.subject_hash, person.contact_id, list_name, "granted", "admin", now,
+                     evidence)  # fmt: skip
+    (entry_id,) = record(connection, [entry], double_opt_in, now)
+    return entry_id
+
+
 def export_person(connection: Connection, key: bytes, email: str) -> dict[str, Any]:
-    """Everything held about the person, as JSON-ready data."""
+    """Everything held about the person, as JSON-ready data (GDPR Art. 15 and 20): the contact,
+    lists, tags, consent history with evidence, events (opens and clicks with their user agent
+    and IP prefix, website events, survey answers), messages sent or queued, enrollments and
+    the suppression with the entry behind it."""
     person = find_person(connection, key, email)
     history = consent_history(connection, key, email)
     contact = connection.execute(select(contacts).where(contacts.c.id == person.contact_id)).first()
@@ -196,26 +240,59 @@ def export_person(connection: Connection, key: bytes, email: str) -> dict[str, A
     suppression = _suppression(connection, person.subject_hash)
     return {
         "email": person.email,
-        "contact": None if contact is None else {
-            key: value.isoformat() if isinstance(value, datetime) else value
-            for key, value in contact._mapping.items()
-        },
+        "contact": _plain(contact),
         "lists": [
             {"list": m.name, "joined_at": m.joined_at.isoformat(), "source": m.source}
             for m in memberships_held
         ],
         "tags": sorted(tags),
         "consent": history,
+        "events": _rows(connection, select(events).where(events.c.contact_id == person.contact_id)
+                        .order_by(events.c.occurred_at, events.c.id), drop=("contact_id",)),
+        "messages": _rows(connection, select(*MESSAGE_COLUMNS)
+                          .where(outbox.c.contact_id == person.contact_id).order_by(outbox.c.id)),
+        "enrollments": _rows(connection, select(enrollments)
+                             .where(enrollments.c.contact_id == person.contact_id)
+                             .order_by(enrollments.c.id), drop=("contact_id",)),
         "suppressed": None if suppression is None else {
             "reason": suppression.reason, "since": suppression.since.isoformat(),
+            "entry_id": suppression.entry_id,
         },
     }  # fmt: skip
 
 
-def erase_person(connection: Connection, key: bytes, email: str, now: datetime) -> int:
-    """Delete the person's personal data (contact row, attributes, tags, memberships, consent
-    evidence), append an `erased` entry, and keep a keyed-hash suppression so that they are
-    never mailed or imported again. The chain stays verifiable. Returns the erased entry's id."""
+# What an export shows of a message: not the click targets or the relay's text, which are
+# the sender's, not the person's.
+MESSAGE_COLUMNS = (outbox.c.id, outbox.c.campaign, outbox.c.step, outbox.c.cycle,
+                   outbox.c.variant, outbox.c.status, outbox.c.reason, outbox.c.queued_at,
+                   outbox.c.sent_at, outbox.c.message_id, outbox.c.consent_entry_id)  # fmt: skip
+
+
+def _plain(row: Any, drop: tuple[str, ...] = ()) -> dict[str, Any] | None:
+    if row is None:
+        return None
+    return {
+        name: value.isoformat() if isinstance(value, datetime) else value
+        for name, value in row._mapping.items()
+        if name not in drop
+    }
+
+
+def _rows(connection: Connection, query: Any, drop: tuple[str, ...] = ()) -> list[Any]:
+    return [_plain(row, drop) for row in connection.execute(query)]
+
+
+def erase_person(
+    connection: Connection, key: bytes, email: str, now: datetime, reference: str | None = None
+) -> int:
+    """Delete the person's personal data (contact row, attributes, tags, memberships, events,
+    enrollments, consent evidence), append an `erased` entry (its evidence: the request's
+    `reference`, which holds no personal data) and keep a keyed-hash suppression so that they
+    are never mailed or imported again. The chain stays verifiable.
+
+    Their messages stay, pseudonymised (no contact, no click targets, no relay answer), each
+    with the ledger entry that allowed it: sent counts do not change and the proof of why a
+    message was allowed survives. Messages not yet sent are skipped. Returns the entry's id."""
     person = find_person(connection, key, email)
     their_entries = select(consent_entries.c.id).where(
         consent_entries.c.subject_hash == person.subject_hash
@@ -224,10 +301,12 @@ def erase_person(connection: Connection, key: bytes, email: str, now: datetime) 
         delete(consent_evidence).where(consent_evidence.c.entry_id.in_(their_entries))
     )
     if person.contact_id is not None:
+        _pseudonymise_messages(connection, person.contact_id)
         connection.execute(delete(contacts).where(contacts.c.id == person.contact_id))
+    evidence = canonical_evidence({"reference": reference}) if reference else None
     (entry_id,) = record(
         connection,
-        [NewEntry(person.subject_hash, None, ALL_LISTS, "erased", "admin", now)],
+        [NewEntry(person.subject_hash, None, ALL_LISTS, "erased", "admin", now, evidence)],
         {},
         now,
     )
@@ -239,3 +318,14 @@ def erase_person(connection: Connection, key: bytes, email: str, now: datetime) 
     suppress(connection, address_hash=person.subject_hash, email=None, reason="erased",
              now=now, entry_id=entry_id)  # fmt: skip
     return entry_id
+
+
+def _pseudonymise_messages(connection: Connection, contact_id: int) -> None:
+    """Before the contact row goes (outbox.contact_id is then set NULL by the database)."""
+    theirs = outbox.c.contact_id == contact_id
+    connection.execute(
+        update(outbox).where(theirs, outbox.c.status.in_(("queued", "deferred")))
+        .values(status="skipped", reason="the contact was erased", send_after=None)
+    )  # fmt: skip
+    # A relay's answer may quote the address; click targets may carry it in a query string.
+    connection.execute(update(outbox).where(theirs).values(reply=None, links=None))

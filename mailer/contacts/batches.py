@@ -92,7 +92,8 @@ class BatchParser:
 
     def _parsed(self, chunk: list[Row]) -> ParsedBatch:
         batch = ParsedBatch()
-        by_address: dict[str, tuple[int, ContactRow]] = {}
+        # address -> (its first line, the merged contact, the line its consent evidence is from)
+        by_address: dict[str, tuple[int, ContactRow, int]] = {}
         for row in chunk:
             try:
                 if row.problem:
@@ -104,19 +105,22 @@ class BatchParser:
             for target, warning in contact.warnings:
                 batch.warnings.append((row.line, f"column {self._column(target)}: {warning}"))
             if contact.email in by_address:
-                by_address[contact.email][1].merge(contact)
+                first, merged, _ = by_address[contact.email]
+                merged.merge(contact)  # a later row's consent replaces an earlier one's
+                if contact.consent_at is not None:
+                    by_address[contact.email] = (first, merged, row.line)
                 batch.merged += 1
             else:
-                by_address[contact.email] = (row.line, contact)
-        batch.records = [self._record(line, contact) for line, contact in by_address.values()]
+                by_address[contact.email] = (row.line, contact, row.line)
+        batch.records = [self._record(*held) for held in by_address.values()]
         return batch
 
     def _column(self, target: str) -> str:
         position = self.targets.index(target)
         return shown(self.header[position] if position < len(self.header) else target)
 
-    def _record(self, line: int, contact: ContactRow) -> ContactRecord:
-        provenance = {"file": self.file_name, "line": str(line)}
+    def _record(self, line: int, contact: ContactRow, evidence_line: int) -> ContactRecord:
+        provenance = {"file": self.file_name, "line": str(evidence_line)}
         has_consent = contact.consent_at is not None
         return ContactRecord(
             line, contact.email, address_hash(self.key, contact.email),

@@ -257,7 +257,8 @@ outbox = Table(
     Column("id", Id, primary_key=True),
     Column("campaign", String(100), nullable=False),
     Column("step", String(100), nullable=False),
-    Column("contact_id", Id, ForeignKey("contacts.id", ondelete="CASCADE"), nullable=False),
+    # NULL once the person is erased: the message stays, pseudonymised (consent/person.py).
+    Column("contact_id", Id, ForeignKey("contacts.id", ondelete="SET NULL")),
     Column("cycle", Integer, nullable=False),
     Column("enrollment_id", Id, ForeignKey("enrollments.id", ondelete="SET NULL")),
     Column("variant", String(32)),

@@ -54,6 +54,8 @@ def record_hits(connection: Connection, settings: Settings, key: bytes,
                outbox.c.sent_at, outbox.c.links)
         .where(one_of(connection, outbox.c.id, [i for i in ids.values() if i is not None]))
     )}  # fmt: skip
+    # An erased person's message stays (pseudonymised, contact NULL): their hits are not kept.
+    found = {id_: row for id_, row in found.items() if row.contact_id is not None}
     known = [hit for hit in hits if ids[hit.message_key] in found]
     sent_at = {key_: found[i].sent_at for key_, i in ids.items() if i in found and found[i].sent_at}
     clicked = {hit.message_key for hit in known if hit.kind == "click"}

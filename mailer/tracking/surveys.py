@@ -110,7 +110,7 @@ def record_answer(connection: Connection, settings: Settings, answer: SurveyAnsw
         select(outbox.c.contact_id, outbox.c.campaign, outbox.c.step, outbox.c.sent_at)
         .where(outbox.c.id == (outbox_id(answer.message_key) or -1))
     ).first()  # fmt: skip
-    if message is None:
+    if message is None or message.contact_id is None:  # None: the person was erased
         return None
     contact_id = message.contact_id
     # One answer at a time per contact (SQLite's writes are serialised already).
