@@ -15,11 +15,13 @@ import signal
 import socket
 from contextlib import suppress
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from mailer.campaigns.engine import tick
 from mailer.config import Smtp
+from mailer.consent.checkpoints import write_daily as write_daily_checkpoint
 from mailer.delivery.relay import is_loopback
 from mailer.delivery.worker import Deliverer, run_loop
 from mailer.errors import MailerError
@@ -91,6 +93,11 @@ def run(workspace: Workspace, every: timedelta, serve: bool = True) -> None:
 
     scheduler.add_job(tick_job, "interval", seconds=every.total_seconds(), id="tick",
                       next_run_time=datetime.now(UTC), max_instances=1, coalesce=True)  # fmt: skip
+    if workspace.settings.consent.checkpoint_dir is not None:
+        folder = workspace.settings.path(workspace.settings.consent.checkpoint_dir)
+        scheduler.add_job(lambda: checkpoint_job(workspace, folder), "interval", hours=1,
+                          id="checkpoint", next_run_time=datetime.now(UTC), max_instances=1,
+                          coalesce=True)  # fmt: skip
     deliverer = Deliverer(workspace)
     # Bound before the first tick: a port in use stops `mailer run` at once, in one line.
     listening = listen(workspace, None, None, fix=RUN_ELSEWHERE) if serve else None
@@ -104,6 +111,19 @@ def run(workspace: Workspace, every: timedelta, serve: bool = True) -> None:
         if listening is not None:
             listening.close()
     logger.info("stopped")
+
+
+def checkpoint_job(workspace: Workspace, folder: Path) -> Path | None:
+    """Today's signed ledger checkpoint in `folder`, at the clock's time; hourly, idempotent."""
+    try:
+        with workspace.engine.connect() as connection:
+            written = write_daily_checkpoint(connection, folder, workspace.clock.now())
+    except Exception:  # a broken ledger or a full disk is logged; the daemon keeps sending
+        logger.exception("ledger checkpoint failed")
+        return None
+    if written is not None:
+        logger.info("ledger checkpoint", extra={"file": str(written)})
+    return written
 
 
 async def _deliver_until_stopped(workspace: Workspace, deliverer: Deliverer,

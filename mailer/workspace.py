@@ -12,6 +12,7 @@ from sqlalchemy import Engine
 
 from mailer.clock import Clock, SystemClock
 from mailer.config import Settings
+from mailer.consent.ledger_key import bind as bind_ledger_key
 from mailer.contacts.lists import sync_lists
 from mailer.render.dkim import generate_key, load_key
 from mailer.render.message import MessageRenderer
@@ -28,6 +29,7 @@ class Workspace:
     def engine(self) -> Engine:
         """The database, migrated to the newest schema, with the lists of settings in it."""
         engine = open_database(self.settings.resolved_database_url())
+        bind_ledger_key(engine, lambda: self.key)
         with engine.begin() as connection:
             self.list_ids = sync_lists(
                 connection,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import click
 from rich.table import Table
@@ -16,8 +17,10 @@ from mailer.cli import (
     say,
     warn,
 )
+from mailer.consent import checkpoints
 from mailer.consent.evidence import evidence
-from mailer.consent.ledger import verify as verify_ledger
+from mailer.consent.ledger import verify as verify_chain
+from mailer.consent.ledger_key import key_of
 from mailer.consent.person import (
     consent_history,
     consent_overview,
@@ -26,11 +29,11 @@ from mailer.consent.person import (
     grant,
     withdraw,
 )
+from mailer.consent.verification import verify_ledger
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 reason_option = click.option("--reason", help="Why, in a few words (kept as the evidence).")
 reference_option = click.option("--reference", help="The request's ticket number (evidence).")
-
 
 
 @cli.group()
@@ -151,27 +154,50 @@ def grant_command(
 
 
 @consent.command()
+@click.option("--checkpoint", "kept", multiple=True, type=click.Path(path_type=Path),
+              help="A checkpoint kept elsewhere (`consent checkpoint`); prove the ledger still "
+                   "holds it unchanged. Repeatable.")  # fmt: skip
 @json_option
 @pass_workspace
-def verify(lazy: _LazyWorkspace, as_json: bool) -> None:
-    """Recompute the ledger's hash chain: exit 0 with the count, or 1 naming the first entry
-    that was altered, inserted or deleted.
-
-    Keep the printed head hash somewhere else (a ticket, an email): a later run whose chain
-    does not pass through it means the ledger was rewritten from that point.
+def verify(lazy: _LazyWorkspace, kept: tuple[Path, ...], as_json: bool) -> None:
+    """Recompute the ledger's keyed hash chain and its sealed head, replay it into consent
+    status and suppressions, and check each --checkpoint: exit 0 with the count, or 1 naming
+    every entry, row or checkpoint that disagrees.
     """
     workspace = lazy.get()
     with workspace.engine.connect() as connection:
-        result = verify_ledger(connection)
+        report = verify_ledger(connection, workspace.key, list(kept))
+    chain = report.chain
     if as_json:
-        print_json({"intact": result.intact, "entries": result.entries,
-                    "head_hash": result.head_hash, "problem": result.problem})  # fmt: skip
-    elif result.intact:
-        say(f"ledger intact: {result.entries} entries, head {result.head_hash}")
+        print_json(report.as_dict())
+    elif report.intact:
+        keyed = "" if chain.keyed_from in (None, 1) else (
+            f"; entries 1..{chain.keyed_from - 1} are from before the key (SHA-256), sealed "
+            f"under it from entry {chain.keyed_from} on")  # fmt: skip
+        say(f"ledger intact: {chain.entries} entries, head {chain.head_hash}{keyed}; "
+            f"consent status and suppressions agree; {len(kept)} checkpoint(s) held")  # fmt: skip
     else:
-        warn(f"ledger broken: {result.problem}")
-    if not result.intact:
+        for problem in report.problems:
+            warn(f"ledger broken: {problem}")
+    if not report.intact:
         sys.exit(1)
+
+
+@consent.command()
+@click.option("--out", type=click.Path(path_type=Path), help="Write it here (default: print).")
+@pass_workspace
+def checkpoint(lazy: _LazyWorkspace, out: Path | None) -> None:
+    """A signed statement of the ledger now (entry count, head hash, time), for an auditor to
+    keep outside this database and give back to `consent verify --checkpoint`."""
+    workspace = lazy.get()
+    with workspace.engine.connect() as connection:
+        signed = checkpoints.sign(key_of(connection), verify_chain(connection),
+                                  workspace.clock.now())  # fmt: skip
+    if out is None:
+        print_json(signed.as_dict())
+    else:
+        checkpoints.write(signed, out)
+        say(f"checkpoint written to {out}: {signed.entries} entries, head {signed.head}")
 
 
 @consent.command("export")

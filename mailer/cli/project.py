@@ -13,6 +13,8 @@ from mailer.cli import (
     say,
     warn,
 )
+from mailer.consent.ledger import seal as seal_ledger
+from mailer.consent.ledger_key import key_of
 from mailer.store.engine import schema_is_current
 from mailer.workspace import Workspace, create_dkim_key, create_secret_key
 
@@ -40,6 +42,15 @@ def init(lazy: _LazyWorkspace) -> None:
         workspace.key  # noqa: B018  (fails here, with the fix, when no key is set)
         say("secret key  present")
     say(f"lists     {', '.join(sorted(workspace.list_ids)) or 'none'}")
+    with engine.begin() as connection:
+        sealed = seal_ledger(connection)
+        public_key = key_of(connection).public_text
+    if sealed.problem:
+        warn(f"consent ledger NOT sealed: {sealed.problem}")
+    else:
+        say(f"ledger    {sealed.entries} entries, keyed from entry {sealed.keyed_from}")
+    say(f"ledger checkpoint public key {public_key} (give it to your auditor: it checks the "
+        "signature of every `mailer consent checkpoint`)")  # fmt: skip
     if dkim is not None and settings.dkim is not None:
         path, record = dkim
         say(f"DKIM key written to {path}; publish this TXT record at "

@@ -169,6 +169,8 @@ ledger_head = Table(
     Column("id", Integer, primary_key=True, autoincrement=False),
     Column("last_id", BigInteger, nullable=False),
     Column("last_hash", String(64), nullable=False),
+    Column("keyed_from", BigInteger),  # the first entry chained under the ledger key
+    Column("head_mac", String(64)),  # HMAC of (last_id, last_hash, keyed_from) under that key
 )
 
 # The current consent per (contact, list): a projection of the ledger, kept in step with every

@@ -94,7 +94,7 @@ def test_consent_show_history_and_verify(mailer, leads: Path, database_url: str)
     engine.dispose()
     broken = mailer("consent", "verify")
     assert broken.exit_code == 1
-    assert broken.stderr == (
+    assert broken.stderr.startswith(  # then each derived row the edit no longer explains
         "ledger broken: entry 1 was altered: its contents no longer match its hash\n"
     )
     assert mailer("consent", "show", "nobody@example.com").exit_code == 1
