@@ -179,10 +179,10 @@ class RecipientRoutes:
         joined = await run_in_threadpool(store_lead, self.workspace, lead, evidence, now)
         title = self._list_titles()[list_name]
         task = None
-        if joined is not None and joined.status == "pending":
+        if joined is not None:  # pending, or left before: only the emailed link lifts that
             said = f"We emailed you a link: click it to confirm {title}."
             if self.confirmations.due(joined, list_name, now):
-                task = BackgroundTask(self.confirmations.send, joined, list_name, now)
+                task = BackgroundTask(self.confirmations.send, joined, lead, now)
         else:
             said = f"You are subscribed to {title}."
         updated = await self._subscriber(request)
