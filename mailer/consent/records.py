@@ -13,7 +13,7 @@ from mailer.consent import ledger
 from mailer.consent.ledger import NewEntry
 from mailer.consent.state import Status, status_after
 from mailer.store.bulk import one_of
-from mailer.store.tables import consent_status
+from mailer.store.tables import consent_status, ledger_head
 from mailer.store.upsert import upsert
 
 
@@ -28,6 +28,16 @@ def current_statuses(
         )
     )
     return {row.contact_id: cast(Status, row.status) for row in rows}
+
+
+def lock_ledger(connection: Connection) -> None:
+    """Take the ledger's append lock before reading a status that decides an append: a second
+    withdrawal at the same moment (another request, another server process) waits here, then
+    reads the first one's entry and appends nothing. PostgreSQL: the ledger head's row lock;
+    SQLite: the write lock BEGIN IMMEDIATE took already."""
+    connection.execute(
+        select(ledger_head.c.last_id).where(ledger_head.c.id == 1).with_for_update()
+    )
 
 
 def record(

@@ -257,7 +257,6 @@ class MessageRenderer:
               message_key: str, subject: str, unsubscribe: str, html: str,
               text: str, now: datetime) -> bytes:  # fmt: skip
         sender = self.settings.sender
-        base = self.settings.tracking.base_url
         contact_list = self.settings.lists[campaign.list_name]
         headers = [
             ("From", mailbox(header_text(sender.name), sender.email)),
@@ -267,8 +266,7 @@ class MessageRenderer:
             ("Message-ID", self.message_id(message_key)),
             *([("Reply-To", mailbox(None, sender.reply_to))] if sender.reply_to else []),
             # RFC 8058: the https URL is the one-click one; never folded, never encoded.
-            ("List-Unsubscribe", f"<{base}/u/{unsubscribe}>, "
-                                 f"<mailto:unsubscribe+{unsubscribe}@{self._bounce_domain}>"),
+            ("List-Unsubscribe", self._list_unsubscribe(unsubscribe)),
             ("List-Unsubscribe-Post", "List-Unsubscribe=One-Click"),
             # RFC 2919: a phrase, then the list's id as a dotted name under the sender's domain.
             ("List-Id", f"{unstructured(header_text(contact_list.title))} "
@@ -278,6 +276,14 @@ class MessageRenderer:
         ]  # fmt: skip
         tag = hmac.digest(self._message_id_key, b"boundary " + message_key.encode(), "sha256")
         return alternative(headers, text, html, boundary=f"=_{tag[:12].hex()}")
+
+    def _list_unsubscribe(self, token: str) -> str:
+        """The one-click URL; the mailto address only when the sender says something reads it
+        (an address advertised and never read would drop the person's request)."""
+        url = f"<{self.settings.tracking.base_url}/u/{token}>"
+        if not self.settings.sender.mailto_unsubscribe:
+            return url
+        return f"{url}, <mailto:unsubscribe+{token}@{self._bounce_domain}>"
 
     def message_id(self, message_key: str) -> str:
         """The same Message-ID for every attempt at the same message (a retry reuses it)."""

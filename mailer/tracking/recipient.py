@@ -18,8 +18,8 @@ from starlette.responses import PlainTextResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from mailer.consent.evidence import SentMessage, request_evidence
 from mailer.consent.person import consent_overview, withdraw
+from mailer.consent.records import lock_ledger
 from mailer.delivery.claims import outbox_id
 from mailer.render.links import HONEYPOT
 from mailer.store.engine import reading
@@ -98,6 +98,9 @@ class RecipientRoutes:
             Route("/c/{token}", self.click, methods=["GET", "HEAD"]),
             Route("/u/{token}", self.unsubscribe_page, methods=["GET"]),
             Route("/u/{token}", self.unsubscribe, methods=["POST"]),
+            # The footer's "Manage your preferences": the same token, the same buttons.
+            Route("/p/{token}", self.unsubscribe_page, methods=["GET"]),
+            Route("/p/{token}", self.unsubscribe, methods=["POST"]),
         ]
 
     async def click(self, request: Request) -> Response:
@@ -133,8 +136,8 @@ class RecipientRoutes:
     # -- unsubscribe and preferences: never buffered, committed before the answer ------------
 
     async def unsubscribe_page(self, request: Request) -> Response:
-        """No action on GET: mail scanners fetch links. A page with one button, and the
-        contact's lists, each to leave."""
+        """No action on GET: mail scanners fetch links. A page with one button (on /u/), and
+        the contact's lists, each to leave or join."""
         subscriber = await self._subscriber(request)
         if subscriber is None:
             return not_found_page()
@@ -158,9 +161,7 @@ class RecipientRoutes:
             return await self._join(request, subscriber, action[5:])
         else:
             return PlainTextResponse(NOT_UNSUBSCRIBE, status_code=400)
-        via = "one-click" if one_click else "unsubscribe-page"
-        said = request_evidence(request, subscriber["message"], self.workspace.clock.now(), via)
-        await run_in_threadpool(self._withdraw, subscriber, targets, said)
+        await run_in_threadpool(self._withdraw, subscriber, targets)
         if one_click:
             return PlainTextResponse("unsubscribed")
         updated = await self._subscriber(request)
@@ -172,9 +173,10 @@ class RecipientRoutes:
         """(Re)join a list from the page, as the lead form does: a grant with its evidence,
         pending on a double opt-in list until the emailed link is clicked."""
         now = self.workspace.clock.now()
-        evidence = json.loads(request_evidence(request, subscriber["message"], now, "preferences"))
-        evidence |= {"consent_text_version": "preference-page", "form_id": "preferences",
-                     "source": "form"}  # fmt: skip
+        evidence = {"at": now.isoformat(), "ip": request.client.host if request.client else "",
+                    "user_agent": request.headers.get("user-agent", ""),
+                    "consent_text_version": "preference-page", "form_id": "preferences",
+                    "source": "form"}  # fmt: skip
         lead = Lead(subscriber["email"], list_name, "preference-page", form_id="preferences")
         joined = await run_in_threadpool(store_lead, self.workspace, lead, evidence, now)
         title = self._list_titles()[list_name]
@@ -191,25 +193,28 @@ class RecipientRoutes:
         response.background = task
         return response
 
-    def _withdraw(self, subscriber: dict[str, Any], targets: list[str] | None,
-                  evidence: str) -> None:  # fmt: skip
+    def _withdraw(self, subscriber: dict[str, Any], targets: list[str] | None) -> None:
         """Withdraw `targets` (None: every list, and suppress); a list already left appends
-        nothing, so a repeated request is harmless."""
-        statuses = dict(subscriber["lists"])
+        nothing, so a repeated request is harmless, even one at the same moment."""
         workspace = self.workspace
         now = workspace.clock.now()
         with workspace.engine.begin() as connection:
+            # Read under the ledger's lock, not from the page's earlier read: two POSTs at once
+            # would both see the list still held and both append.
+            lock_ledger(connection)
+            held = consent_overview(connection, workspace.key, subscriber["email"], [])
+            statuses = {consent.list: consent.status for consent in held.lists}
             if targets is None:
-                if subscriber["suppressed"]:
+                if held.suppression is not None:
                     return
                 withdraw(connection, workspace.key, subscriber["email"], workspace.double_opt_in,
-                         now, source="unsubscribe", evidence=evidence)  # fmt: skip
+                         now, source="unsubscribe")  # fmt: skip
                 return
             for name in targets:
                 if statuses.get(name) != "withdrawn":
                     withdraw(connection, workspace.key, subscriber["email"],
                              workspace.double_opt_in, now, list_name=name,
-                             source="unsubscribe", evidence=evidence)  # fmt: skip
+                             source="unsubscribe")  # fmt: skip
 
     async def _subscriber(self, request: Request) -> dict[str, Any] | None:
         try:
@@ -223,7 +228,7 @@ class RecipientRoutes:
         settings = self.workspace.settings
         with reading(self.workspace.engine) as connection:
             row = connection.execute(
-                select(outbox.c.campaign, outbox.c.step, contacts.c.email)
+                select(outbox.c.campaign, contacts.c.email)
                 .join(contacts, contacts.c.id == outbox.c.contact_id)
                 .where(outbox.c.id == message)
             ).first()  # fmt: skip
@@ -235,8 +240,7 @@ class RecipientRoutes:
         lists = [(held.list, held.status) for held in overview.lists if held.list in settings.lists]
         suppression = overview.suppression.reason if overview.suppression else None
         return {"email": row.email, "list": campaign.list_name if campaign else None,
-                "lists": lists, "suppressed": suppression,
-                "message": SentMessage(message, row.campaign, row.step)}  # fmt: skip
+                "lists": lists, "suppressed": suppression}  # fmt: skip
 
     def _list_titles(self) -> dict[str, str]:
         return {name: spec.title for name, spec in self.workspace.settings.lists.items()}

@@ -3,13 +3,17 @@ from __future__ import annotations
 import email
 from email import policy
 from email.message import EmailMessage
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
 
+from mailer.clock import FrozenClock
+from mailer.config import load_settings
 from mailer.contacts.model import Contact
 from mailer.render.message import MessageRenderer, RenderError
 from mailer.tokens import verify
+from tests.conftest import SECRET
 from tests.render.conftest import ADA
 
 
@@ -100,9 +104,8 @@ def test_headers(renderer: MessageRenderer) -> None:
     assert message["Date"] == "Mon, 23 Nov 2026 10:00:00 +0000"
     assert message["Message-ID"] == renderer.message_id("42")
     assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
-    web, mail = (part.strip(" <>") for part in message["List-Unsubscribe"].split(","))
+    [web] = (part.strip(" <>") for part in message["List-Unsubscribe"].split(","))
     assert web.startswith(renderer.settings.tracking.base_url + "/u/")
-    assert mail.startswith("mailto:unsubscribe+") and mail.endswith("@acme.example")
     assert message["List-Id"] == "Newsletter <newsletter.acme.example>"
     assert message["Feedback-ID"] == "hello:welcome:newsletter:mailer"
     assert rendered.envelope_from.startswith("bounces+") and rendered.envelope_from.endswith(
@@ -169,7 +172,27 @@ def test_addresses_with_encoded_word_look_or_unicode_are_written_safely(
     )
 
 
-def test_list_unsubscribe_stays_readable_however_long(renderer: MessageRenderer) -> None:
+@pytest.fixture
+def mailto_renderer(project: Path, templates: Path, clock: FrozenClock) -> MessageRenderer:
+    """A renderer whose sender offers the mailto unsubscribe address too."""
+    settings = load_settings(project / "settings.toml", environ={
+        "MAILER_SECRET_KEY": SECRET, "MAILER_SENDER__MAILTO_UNSUBSCRIBE": "true"})  # fmt: skip
+    return MessageRenderer(settings, settings.secret(), clock)
+
+
+def test_the_mailto_unsubscribe_is_offered_only_when_the_sender_turns_it_on(
+    mailto_renderer: MessageRenderer,
+) -> None:
+    renderer = mailto_renderer
+    message = parsed(renderer.render("welcome", step(renderer), ADA, "42").data)
+    web, mail = (part.strip(" <>") for part in message["List-Unsubscribe"].split(","))
+    assert web.startswith(renderer.settings.tracking.base_url + "/u/")
+    assert mail.startswith("mailto:unsubscribe+") and mail.endswith("@acme.example")
+    assert mail.removeprefix("mailto:unsubscribe+").split("@")[0] == web.rpartition("/")[2]
+
+
+def test_list_unsubscribe_stays_readable_however_long(mailto_renderer: MessageRenderer) -> None:
+    renderer = mailto_renderer
     data = renderer.render("welcome", step(renderer), ADA, "a-rather-long-message-key-1234").data
     head = data.split(b"\r\n\r\n")[0]
     line = next(line for line in head.split(b"\r\n") if line.startswith(b"List-Unsubscribe:"))
