@@ -18,6 +18,7 @@ from starlette.responses import PlainTextResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from mailer.consent.evidence import SentMessage, request_evidence
 from mailer.consent.person import consent_overview, withdraw
 from mailer.consent.records import lock_ledger
 from mailer.delivery.claims import outbox_id
@@ -161,7 +162,9 @@ class RecipientRoutes:
             return await self._join(request, subscriber, action[5:])
         else:
             return PlainTextResponse(NOT_UNSUBSCRIBE, status_code=400)
-        await run_in_threadpool(self._withdraw, subscriber, targets)
+        via = "one-click" if one_click else "unsubscribe-page"
+        said = request_evidence(request, subscriber["message"], self.workspace.clock.now(), via)
+        await run_in_threadpool(self._withdraw, subscriber, targets, said)
         if one_click:
             return PlainTextResponse("unsubscribed")
         updated = await self._subscriber(request)
@@ -173,10 +176,9 @@ class RecipientRoutes:
         """(Re)join a list from the page, as the lead form does: a grant with its evidence,
         pending on a double opt-in list until the emailed link is clicked."""
         now = self.workspace.clock.now()
-        evidence = {"at": now.isoformat(), "ip": request.client.host if request.client else "",
-                    "user_agent": request.headers.get("user-agent", ""),
-                    "consent_text_version": "preference-page", "form_id": "preferences",
-                    "source": "form"}  # fmt: skip
+        evidence = json.loads(request_evidence(request, subscriber["message"], now, "preferences"))
+        evidence |= {"consent_text_version": "preference-page", "form_id": "preferences",
+                     "source": "form"}  # fmt: skip
         lead = Lead(subscriber["email"], list_name, "preference-page", form_id="preferences")
         joined = await run_in_threadpool(store_lead, self.workspace, lead, evidence, now)
         title = self._list_titles()[list_name]
@@ -193,7 +195,8 @@ class RecipientRoutes:
         response.background = task
         return response
 
-    def _withdraw(self, subscriber: dict[str, Any], targets: list[str] | None) -> None:
+    def _withdraw(self, subscriber: dict[str, Any], targets: list[str] | None,
+                  evidence: str) -> None:  # fmt: skip
         """Withdraw `targets` (None: every list, and suppress); a list already left appends
         nothing, so a repeated request is harmless, even one at the same moment."""
         workspace = self.workspace
@@ -208,13 +211,13 @@ class RecipientRoutes:
                 if held.suppression is not None:
                     return
                 withdraw(connection, workspace.key, subscriber["email"], workspace.double_opt_in,
-                         now, source="unsubscribe")  # fmt: skip
+                         now, source="unsubscribe", evidence=evidence)  # fmt: skip
                 return
             for name in targets:
                 if statuses.get(name) != "withdrawn":
                     withdraw(connection, workspace.key, subscriber["email"],
                              workspace.double_opt_in, now, list_name=name,
-                             source="unsubscribe")  # fmt: skip
+                             source="unsubscribe", evidence=evidence)  # fmt: skip
 
     async def _subscriber(self, request: Request) -> dict[str, Any] | None:
         try:
@@ -228,7 +231,7 @@ class RecipientRoutes:
         settings = self.workspace.settings
         with reading(self.workspace.engine) as connection:
             row = connection.execute(
-                select(outbox.c.campaign, contacts.c.email)
+                select(outbox.c.campaign, outbox.c.step, contacts.c.email)
                 .join(contacts, contacts.c.id == outbox.c.contact_id)
                 .where(outbox.c.id == message)
             ).first()  # fmt: skip
@@ -240,7 +243,8 @@ class RecipientRoutes:
         lists = [(held.list, held.status) for held in overview.lists if held.list in settings.lists]
         suppression = overview.suppression.reason if overview.suppression else None
         return {"email": row.email, "list": campaign.list_name if campaign else None,
-                "lists": lists, "suppressed": suppression}  # fmt: skip
+                "lists": lists, "suppressed": suppression,
+                "message": SentMessage(message, row.campaign, row.step)}  # fmt: skip
 
     def _list_titles(self) -> dict[str, str]:
         return {name: spec.title for name, spec in self.workspace.settings.lists.items()}
