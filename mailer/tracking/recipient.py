@@ -162,7 +162,8 @@ class RecipientRoutes:
             return await self._join(request, subscriber, action[5:])
         else:
             return PlainTextResponse(NOT_UNSUBSCRIBE, status_code=400)
-        via = "one-click" if one_click else "unsubscribe-page"
+        page = "preferences" if request.url.path.startswith("/p/") else "unsubscribe-page"
+        via = "one-click" if one_click else page
         said = request_evidence(request, subscriber["message"], self.workspace.clock.now(), via)
         await run_in_threadpool(self._withdraw, subscriber, targets, said)
         if one_click:

@@ -4,6 +4,7 @@ database. The requests go over real HTTP to two servers, each with its own conne
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, ExitStack
@@ -12,7 +13,7 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
-from mailer.store.tables import consent_entries, suppressions
+from mailer.store.tables import consent_entries, consent_evidence, suppressions
 from mailer.tracking.app import create_app
 from mailer.workspace import Workspace
 from tests.tracking.conftest import at
@@ -96,3 +97,10 @@ def test_the_preference_page_leaves_a_list_once(
     assert "You are unsubscribed from Newsletter." in left[0].text
     assert 'value="join:newsletter"' in left[1].text  # shown as left, offered back
     assert withdrawals(workspace) == ["newsletter"]
+    with workspace.engine.connect() as connection:
+        [evidence] = connection.scalars(
+            select(consent_evidence.c.data)
+            .join(consent_entries, consent_entries.c.id == consent_evidence.c.entry_id)
+            .where(consent_entries.c.action == "withdrawn")
+        )
+    assert json.loads(evidence)["via"] == "preferences"  # the page the change came through
