@@ -186,6 +186,9 @@ class ContactList(Model):
     # CSV header -> contact field (email, first_name, ...) or attribute name; "-" drops it.
     columns: dict[str, str] = {}
     tags: list[str] = []
+    # Consent lapses this long after the last grant or the person's last open or click of the
+    # list's mail (CASL's implied consent: "730d"); None keeps it until withdrawn.
+    expires_after: Duration | None = None
 
 
 class Dkim(Model):

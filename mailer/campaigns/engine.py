@@ -36,6 +36,7 @@ from mailer.campaigns.score_rules import award_rules
 from mailer.campaigns.segment_sql import SegmentCompiler
 from mailer.campaigns.timing import next_opening, parse_window, pick_variant
 from mailer.config import Campaign, Settings, Step, parse_quiet_hours
+from mailer.consent.expiry import expire_consent
 from mailer.consent.standing import Standing, standings
 from mailer.consent.state import SENDABLE
 from mailer.logs import logger
@@ -87,7 +88,9 @@ def tick(engine: Engine, settings: Settings, now: datetime) -> TickReport:
 
 def start(connection: Connection, settings: Settings, now: datetime, report: TickReport) -> None:
     """What begins now: score rules newly met, enrollments into sequences, and broadcasts
-    whose time has come."""
+    whose time has come; first, consent that lapsed ([lists] expires_after) stops both gates."""
+    _on_its_own(connection, partial(expire_consent, connection, settings, now),
+                "consent expiry failed")  # fmt: skip
     _on_its_own(connection, partial(award_rules, connection, settings, now), "score rules failed")
     for name, campaign in settings.campaigns.items():
         if campaign.kind == "sequence" and campaign.trigger:

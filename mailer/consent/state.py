@@ -7,11 +7,13 @@ from typing import Literal
 
 Action = Literal["granted", "confirmed", "withdrawn", "expired", "erased"]
 Status = Literal["none", "pending", "granted", "confirmed", "withdrawn"]
-Source = Literal["import", "form", "api", "admin", "unsubscribe", "complaint", "bounce"]
+Source = Literal[
+    "import", "form", "api", "admin", "unsubscribe", "complaint", "bounce", "scheduler",
+]  # fmt: skip
 
 ACTIONS: tuple[Action, ...] = ("granted", "confirmed", "withdrawn", "expired", "erased")
 SOURCES: tuple[Source, ...] = (
-    "import", "form", "api", "admin", "unsubscribe", "complaint", "bounce",
+    "import", "form", "api", "admin", "unsubscribe", "complaint", "bounce", "scheduler",
 )  # fmt: skip
 SENDABLE: frozenset[Status] = frozenset({"granted", "confirmed"})
 

@@ -183,6 +183,7 @@ consent_status = Table(
     Column("status", String(16), nullable=False),
     Column("since", UTCDateTime, nullable=False),
     Column("entry_id", Id, ForeignKey("consent_entries.id"), nullable=False),
+    Index(None, "purpose", "since"),  # consent expiry reads only the statuses past its bound
     **WITHOUT_ROWID,
 )
 
