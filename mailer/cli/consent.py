@@ -118,6 +118,8 @@ def withdraw_command(
                        evidence=said)  # fmt: skip
     if as_json:
         print_json({"entries": ids, "suppressed": list_name is None})
+    elif not ids:
+        say("already withdrawn: nothing recorded")
     else:
         scope = f"list {list_name}" if list_name else "every list; address suppressed"
         say(f"withdrawn: {scope} (ledger entries {', '.join(map(str, ids))})")

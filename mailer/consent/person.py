@@ -12,9 +12,9 @@ from typing import Any, cast
 from sqlalchemy import Connection, delete, select, update
 
 from mailer.consent.ledger import NewEntry, canonical_evidence
-from mailer.consent.records import current_statuses, record
+from mailer.consent.records import current_statuses, lock_ledger, record
 from mailer.consent.state import Source, Status
-from mailer.consent.suppressions import Reason, suppress
+from mailer.consent.suppressions import Reason, suppress, suppressed
 from mailer.contacts.addresses import InvalidAddress, address_hash, normalise_address
 from mailer.errors import MailerError, UnknownContactError
 from mailer.store.tables import (
@@ -160,7 +160,10 @@ def withdraw(
     """Withdraw consent on one list, or on every list and suppress the address (an opt-out of
     all mail, or a hard bounce: `reason`; `detail` is kept with the suppression). Every entry
     carries `evidence` (consent/evidence.py), with `detail` added to the last one. Returns the
-    ledger entries appended."""
+    ledger entries appended: none when the list was already withdrawn, or the address already
+    suppressed. The status is read under the ledger's lock, so a second withdrawal at the same
+    moment (another request, another process) waits, then appends nothing."""
+    lock_ledger(connection)
     person = find_person(connection, key, email)
     if person.contact_id is None and list_name is not None:
         raise UnknownContactError(f"{person.email}: no such contact")
@@ -170,6 +173,10 @@ def withdraw(
             select(consent_status).where(consent_status.c.contact_id == person.contact_id)
         )
     }
+    if list_name is None and suppressed(connection, [person.subject_hash]):
+        return []
+    if list_name is not None and held.get(list_name) == "withdrawn":
+        return []
     purposes = [list_name] if list_name else sorted(p for p, s in held.items() if s != "withdrawn")
     entries = [
         NewEntry(person.subject_hash, person.contact_id, purpose, "withdrawn", source, now,

@@ -71,14 +71,14 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from mailer.consent.ledger import NewEntry, canonical_evidence
-from mailer.consent.records import record
+from mailer.consent.records import lock_ledger, record
 from mailer.consent.standing import standings
 from mailer.consent.state import SENDABLE, Action, Status
 from mailer.consent.suppressions import suppressed
 from mailer.contacts.addresses import InvalidAddress, address_hash, normalise_address
 from mailer.delivery.throttle import TokenBucket
 from mailer.logs import logger
-from mailer.store.tables import contacts, ledger_head, lists, memberships
+from mailer.store.tables import contacts, lists, memberships
 from mailer.store.upsert import upsert
 from mailer.tokens import TokenError, verify
 from mailer.tracking.confirmation import CONFIRM_VALID, ConfirmationMail, ConfirmLink
@@ -161,20 +161,13 @@ class Subscriber:
     basis: int  # the ledger entry behind that status: the link confirms only while it stands
 
 
-def _lock_ledger(connection: Connection) -> None:
-    """Serialise with every other ledger writer before reading a status that decides an
-    append, so two requests at once cannot both append (SQLite: BEGIN IMMEDIATE did)."""
-    connection.execute(select(ledger_head.c.last_id).where(ledger_head.c.id == 1)
-                       .with_for_update())  # fmt: skip
-
-
 def store_lead(workspace: Workspace, lead: Lead, evidence: dict[str, Any],
                now: datetime) -> Subscriber | None:  # fmt: skip
     """Record one lead, committed. The subscriber whose mailbox must confirm, or None when
     there is nothing to ask (subscribed, granted at once, or suppressed: nothing recorded)."""
     hashed = address_hash(workspace.key, lead.email)
     with workspace.engine.begin() as connection:
-        _lock_ledger(connection)
+        lock_ledger(connection)
         if suppressed(connection, [hashed]):
             return None
         contact_id = _contact_id(connection, lead, now)
@@ -218,7 +211,7 @@ def confirm_subscription(workspace: Workspace, link: ConfirmLink, evidence: dict
     "lapsed": nothing the link may confirm (withdrawn since it was sent); "unknown": erased or
     suppressed since."""
     with workspace.engine.begin() as connection:
-        _lock_ledger(connection)
+        lock_ledger(connection)
         email = connection.scalar(select(contacts.c.email).where(contacts.c.id == link.contact_id))
         if email is None:
             return "unknown"

@@ -20,7 +20,6 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from mailer.consent.evidence import SentMessage, request_evidence
 from mailer.consent.person import consent_overview, withdraw
-from mailer.consent.records import lock_ledger
 from mailer.delivery.claims import outbox_id
 from mailer.render.links import HONEYPOT
 from mailer.store.engine import reading
@@ -203,22 +202,12 @@ class RecipientRoutes:
         workspace = self.workspace
         now = workspace.clock.now()
         with workspace.engine.begin() as connection:
-            # Read under the ledger's lock, not from the page's earlier read: two POSTs at once
-            # would both see the list still held and both append.
-            lock_ledger(connection)
-            held = consent_overview(connection, workspace.key, subscriber["email"], [])
-            statuses = {consent.list: consent.status for consent in held.lists}
-            if targets is None:
-                if held.suppression is not None:
-                    return
+            # withdraw reads the status under the ledger's lock, not the page's earlier read:
+            # two POSTs at once would otherwise both see the list still held and both append.
+            lists: list[str | None] = list(targets) if targets is not None else [None]
+            for name in lists:
                 withdraw(connection, workspace.key, subscriber["email"], workspace.double_opt_in,
-                         now, source="unsubscribe", evidence=evidence)  # fmt: skip
-                return
-            for name in targets:
-                if statuses.get(name) != "withdrawn":
-                    withdraw(connection, workspace.key, subscriber["email"],
-                             workspace.double_opt_in, now, list_name=name,
-                             source="unsubscribe", evidence=evidence)  # fmt: skip
+                         now, list_name=name, source="unsubscribe", evidence=evidence)  # fmt: skip
 
     async def _subscriber(self, request: Request) -> dict[str, Any] | None:
         try:

@@ -15,6 +15,7 @@ from sqlalchemy import Connection, select, update
 
 from mailer.campaigns.activity import update_stages
 from mailer.config import Settings
+from mailer.consent.evidence import truncated_ip
 from mailer.contacts.scoring import add_points_many
 from mailer.delivery.claims import outbox_id
 from mailer.render.links import HONEYPOT
@@ -35,13 +36,10 @@ EVENT_COLUMNS = ("contact_id", "kind", "name", "step", "properties", "occurred_a
 def private_ip(ip: str, key: bytes) -> str:
     """What is kept of an address: the network (/24 for IPv4, /48 for IPv6), enough to tell a
     data centre from a home line, and a keyed hash of the whole, to tell two hits apart."""
-    try:
-        address = ipaddress.ip_address(ip)
-    except ValueError:
+    network = truncated_ip(ip)
+    if not network:
         return ""
-    prefix = 24 if address.version == 4 else 48
-    network = ipaddress.ip_network(f"{address}/{prefix}", strict=False)
-    tag = hmac.digest(key, address.packed, hashlib.sha256)[:6].hex()
+    tag = hmac.digest(key, ipaddress.ip_address(ip).packed, hashlib.sha256)[:6].hex()
     return f"{network}#{tag}"
 
 

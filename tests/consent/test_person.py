@@ -89,6 +89,26 @@ def test_withdraw_everything_suppresses(ada: Workspace) -> None:
     ]  # fmt: skip
 
 
+def test_withdrawing_again_appends_nothing_whoever_asks(ada: Workspace) -> None:
+    """The operator, a hard bounce and the page all go through withdraw: a list already left,
+    or an address already suppressed, records nothing more (the ledger's lock makes it so at
+    the same moment too: tests/tracking/test_withdraw_once.py)."""
+    now = ada.clock.now()
+    with ada.engine.begin() as connection:
+        first = withdraw(connection, ada.key, "ada@example.com", ada.double_opt_in, now,
+                         list_name="leads")  # fmt: skip
+        again = withdraw(connection, ada.key, "ada@example.com", ada.double_opt_in, now,
+                         list_name="leads")  # fmt: skip
+        everything = withdraw(connection, ada.key, "ada@example.com", ada.double_opt_in, now)
+        bounced = withdraw(connection, ada.key, "ada@example.com", ada.double_opt_in, now,
+                           source="bounce", reason="hard_bounce")  # fmt: skip
+        history = consent_history(connection, ada.key, "ada@example.com")
+    assert len(first) == 1 and again == [] and len(everything) == 2 and bounced == []
+    assert [(h["list"], h["action"]) for h in history if h["action"] == "withdrawn"] == [
+        ("leads", "withdrawn"), ("newsletter", "withdrawn"), ("*", "withdrawn"),
+    ]  # fmt: skip
+
+
 def test_export_holds_everything_about_the_person(ada: Workspace) -> None:
     with ada.engine.connect() as connection:
         data = export_person(connection, ada.key, "ada@example.com")
