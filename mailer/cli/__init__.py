@@ -123,9 +123,11 @@ def main() -> None:
 
 from mailer.cli import (  # noqa: E402
     audit,
+    bounces,
     campaigns,
     consent,
     contacts,
+    doctor,
     engine,
     messages,
     project,
@@ -136,10 +138,12 @@ from mailer.cli import (  # noqa: E402
 
 __all__ = [
     "audit",
+    "bounces",
     "campaigns",
     "cli",
     "consent",
     "contacts",
+    "doctor",
     "engine",
     "main",
     "messages",
