@@ -123,7 +123,6 @@ def main() -> None:
 
 from mailer.cli import (  # noqa: E402
     audit,
-    bounces,
     campaigns,
     consent,
     contacts,
@@ -138,7 +137,6 @@ from mailer.cli import (  # noqa: E402
 
 __all__ = [
     "audit",
-    "bounces",
     "campaigns",
     "cli",
     "consent",
