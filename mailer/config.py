@@ -377,6 +377,39 @@ class ConsentSettings(Model):
     checkpoint_dir: Path | None = None
 
 
+def _share(value: Any) -> float:
+    """A rate of returns per message sent: "0.3%" or 0.003 -> 0.003."""
+    if isinstance(value, str) and value.strip().endswith("%"):
+        try:
+            value = float(value.strip()[:-1]) / 100
+        except ValueError:
+            raise ValueError(f'"{value}" is not a rate (write e.g. "0.3%")') from None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 1:
+        raise ValueError(f'{value!r} is not a rate between 0 and 100% (write e.g. "0.3%")')
+    return float(value)
+
+
+Share = Annotated[float, BeforeValidator(_share)]
+
+
+class Returns(Model):
+    """What returned mail changes (returns/effects.py) and when sending stops on its own
+    (returns/breakers.py). The defaults are the published limits: Gmail wants complaints under
+    0.3% (aim under 0.1%); Amazon SES reviews an account at 5% bounces or 0.1% complaints and
+    pauses it at 10% / 0.5%."""
+
+    soft_bounces: int = Field(default=3, ge=1)  # this many soft bounces suppress an address...
+    soft_window: Duration = timedelta(days=7)  # ...when they all came within this long
+    breaker_window: Duration = timedelta(hours=24)  # the sliding window the rates are over
+    # Fewer messages sent in the window than this: no rate is judged (one complaint among
+    # ten messages is no evidence of anything).
+    breaker_minimum: int = Field(default=200, ge=1)
+    complaint_warn: Share = 0.001
+    complaint_stop: Share = 0.003
+    hard_bounce_warn: Share = 0.05
+    hard_bounce_stop: Share = 0.10
+
+
 class Settings(Model):
     database_url: str = "sqlite:///.mailer/mailer.db"
     secret_key: SecretStr | None = None
@@ -391,6 +424,7 @@ class Settings(Model):
     scoring: Scoring = Scoring()
     lifecycle: Lifecycle = Lifecycle()
     consent: ConsentSettings = ConsentSettings()
+    returns: Returns = Returns()
     default_timezone: str = "UTC"  # for contacts without one
     default_locale: str = "en"
     attributes: dict[str, AttributeType] = {}

@@ -9,6 +9,8 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING
 
+from sqlalchemy import Connection
+
 from mailer.consent.person import withdraw
 from mailer.delivery.claims import OutboxMessage, Result, finish
 from mailer.logs import logger
@@ -93,6 +95,16 @@ class ResultWriter:
                                extra={"rows": len(results) - kept})  # fmt: skip
             for result in results:
                 if result.bounced_address:
-                    withdraw(connection, workspace.key, result.bounced_address,
-                             workspace.double_opt_in, now, source="bounce", reason="hard_bounce",
-                             detail=result.reply)  # fmt: skip
+                    suppress_hard_bounce(connection, workspace, result.bounced_address, now,
+                                         detail=result.reply)  # fmt: skip
+
+
+def suppress_hard_bounce(connection: Connection, workspace: Workspace, address: str,
+                         now: datetime, detail: str | None,
+                         evidence: str | None = None) -> list[int]:  # fmt: skip
+    """The one rule for a hard bounce, at the relay (5.1.1) or in a DSN that comes back later
+    (returns/effects.py): suppress at once, withdrawn from every list, a ledger entry with
+    source bounce. Returns the entries appended (none when already suppressed)."""
+    return withdraw(connection, workspace.key, address, workspace.double_opt_in, now,
+                    source="bounce", reason="hard_bounce", detail=detail,
+                    evidence=evidence)  # fmt: skip

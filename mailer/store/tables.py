@@ -285,6 +285,7 @@ outbox = Table(
     Index(None, "status", "queued_at"),
     Index(None, "status", "send_after"),
     Index(None, "contact_id"),
+    Index(None, "sent_at"),  # the circuit breakers count what was sent in their window
 )
 
 # Campaigns whose delivery is held: by an operator (`mailer campaign pause`) or by delivery
@@ -350,4 +351,26 @@ broadcast_zones = Table(
         ondelete="CASCADE",
     ),
     **WITHOUT_ROWID,
+)
+
+# Every returned message acted on (bounce, complaint, auto-reply, mailto unsubscribe), once:
+# the same report twice (a re-read mailbox, a redelivery) is one row and changes nothing twice.
+# The recipient is kept as the suppressions' keyed hash, so an erasure leaves no address here.
+returned_messages = Table(
+    "returned_messages",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("digest", String(64), nullable=False),  # SHA-256 of the raw message
+    Column("received_at", UTCDateTime, nullable=False),
+    # hard | soft | delayed | complaint | not_bounce | unparseable | unsubscribe (mailto:)
+    Column("classification", String(16), nullable=False),
+    Column("recipient_hash", String(64)),
+    Column("status_code", String(16)),
+    Column("feedback_type", String(64)),
+    Column("outbox_id", Id, ForeignKey("outbox.id", ondelete="SET NULL")),
+    Column("campaign", String(100)),  # the matched message's, for the per-campaign breakers
+    Column("action", Text, nullable=False),  # what it changed, as apply_returned said
+    UniqueConstraint("digest"),
+    Index(None, "received_at", "classification"),
+    Index(None, "recipient_hash", "received_at"),  # soft bounces within the window
 )

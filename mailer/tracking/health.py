@@ -4,13 +4,21 @@ Reason a monitoring system can read (`check`, plus the campaign where one is nam
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from mailer.delivery.relay_watch import FAILING_AFTER, RelayStanding
+from mailer.returns.breakers import Reading
 
-Check = Literal["database_unreachable", "relay_failing", "campaign_paused", "event_writer_behind"]
+Check = Literal[
+    "database_unreachable",
+    "relay_failing",
+    "campaign_paused",
+    "event_writer_behind",
+    "returns_rate_high",
+]
 
 
 @dataclass(frozen=True)
@@ -49,7 +57,11 @@ def writer_behind(backlog: EventBacklog, now: datetime) -> str | None:
 
 
 def reasons(
-    relay: RelayStanding | None, paused: dict[str, str], backlog: EventBacklog, now: datetime
+    relay: RelayStanding | None,
+    paused: dict[str, str],
+    backlog: EventBacklog,
+    now: datetime,
+    rates: Sequence[Reading] = (),
 ) -> list[Reason]:
     """Everything degraded, in the order an operator would fix it."""
     found = []
@@ -69,6 +81,12 @@ def reasons(
             name,
         )
         for name, why in sorted(paused.items())
+    ]
+    # A campaign its breaker paused is named above already, with this reason.
+    found += [
+        Reason("returns_rate_high", f"{rate.scope}: {rate.reason}", rate.campaign)
+        for rate in rates
+        if rate.level == "warn" or rate.campaign not in paused
     ]
     if (behind := writer_behind(backlog, now)) is not None:
         found.append(Reason("event_writer_behind", behind))

@@ -17,6 +17,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from mailer.delivery import relay_watch
 from mailer.delivery.pauses import paused_campaigns
 from mailer.metrics import REQUESTS, Exposition, OutboxQueues, expect_campaigns
+from mailer.returns.breakers import Reading
+from mailer.returns.breakers import readings as breaker_readings
 from mailer.store.engine import reading
 from mailer.tracking.buffer import HitBuffer
 from mailer.tracking.health import EventBacklog, Reason, health_body, reasons
@@ -105,9 +107,10 @@ def operator_routes(workspace: Workspace, hits: HitBuffer) -> list[BaseRoute]:
     )
     expect_campaigns(workspace.settings)
 
-    def paused() -> dict[str, str]:
+    def paused() -> tuple[dict[str, str], list[Reading]]:
         with reading(workspace.engine) as connection:
-            return paused_campaigns(connection)
+            rates = breaker_readings(connection, workspace.settings, workspace.clock.now())
+            return paused_campaigns(connection), rates
 
     async def healthz(_request: Request) -> Response:
         """200 while the endpoint can do its job, `degraded` with the reasons in the body;
@@ -115,12 +118,12 @@ def operator_routes(workspace: Workspace, hits: HitBuffer) -> list[BaseRoute]:
         events = backlog(workspace, hits)
         relay = relay_watch.standing(workspace.settings.smtp)
         try:
-            campaigns = await run_in_threadpool(paused)
+            campaigns, rates = await run_in_threadpool(paused)
         except Exception as error:
             down = Reason("database_unreachable", f"{type(error).__name__}: {error}"[:300])
             body = health_body([down], events, relay) | {"status": "down"}
             return JSONResponse(body, 503)
-        found = reasons(relay, campaigns, events, workspace.clock.now())
+        found = reasons(relay, campaigns, events, workspace.clock.now(), rates)
         return JSONResponse(health_body(found, events, relay))
 
     async def metrics(_request: Request) -> Response:
