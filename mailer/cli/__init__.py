@@ -123,6 +123,7 @@ def main() -> None:
 
 from mailer.cli import (  # noqa: E402
     audit,
+    bounces,
     campaigns,
     consent,
     contacts,
@@ -137,6 +138,7 @@ from mailer.cli import (  # noqa: E402
 
 __all__ = [
     "audit",
+    "bounces",
     "campaigns",
     "cli",
     "consent",
