@@ -124,7 +124,6 @@ def entries(workspace: Workspace) -> int:
 def test_dry_run_changes_nothing_then_ingest_suppresses_once(
     ingest: Any, workspace: Workspace, sent: dict[str, int]
 ) -> None:
-    pytest.importorskip("mailer.returns.effects")  # acting lives in returns/effects.py
     hard = str(FIXTURES / "postfix_user_unknown.eml")
     before = entries(workspace)
     [row] = ingest(hard, "--dry-run")
@@ -145,7 +144,6 @@ def test_dry_run_changes_nothing_then_ingest_suppresses_once(
 def test_delays_auto_replies_and_junk_change_nothing(
     ingest: Any, workspace: Workspace, sent: dict[str, int]
 ) -> None:
-    pytest.importorskip("mailer.returns.effects")  # acting lives in returns/effects.py
     names = ["sendmail_delay_warning.eml", "auto_reply_rfc3834.eml", "junk.eml",
              "success_dsn_relayed.eml", "gmail_policy_block.eml"]  # fmt: skip
     rows = ingest(*(str(FIXTURES / name) for name in names))
@@ -160,7 +158,6 @@ def test_a_complaint_suppresses_the_complainer_matched_by_token(
     ingest: Any, workspace: Workspace, sent: dict[str, int]
 ) -> None:
     """The Microsoft-style report's token names Ada's message; the address comes from it."""
-    pytest.importorskip("mailer.returns.effects")  # acting lives in returns/effects.py
     [row] = ingest(str(FIXTURES / "arf_microsoft_jmrp.eml"))
     assert row["classification"] == "complaint"
     assert row["action_taken"] == "complaint: withdrawn from every list and suppressed"
