@@ -34,6 +34,7 @@ from pydantic import (
     SecretStr,
     ValidationError,
     field_validator,
+    model_validator,
 )
 
 from mailer.clock import NOW_VARIABLE
@@ -408,6 +409,13 @@ class Returns(Model):
     complaint_stop: Share = 0.003
     hard_bounce_warn: Share = 0.05
     hard_bounce_stop: Share = 0.10
+
+    @model_validator(mode="after")
+    def _warn_before_stop(self) -> Returns:
+        for kind in ("complaint", "hard_bounce"):
+            if getattr(self, f"{kind}_warn") > getattr(self, f"{kind}_stop"):
+                raise ValueError(f"{kind}_warn must not be above {kind}_stop")
+        return self
 
 
 class Settings(Model):

@@ -14,6 +14,7 @@ import pytest
 from mailer.clock import FrozenClock
 from mailer.config import load_settings
 from mailer.delivery.pauses import paused_campaigns
+from mailer.errors import SettingsError
 from mailer.returns.breakers import readings
 from mailer.returns.report import Returned
 from mailer.tracking.health import EventBacklog, reasons
@@ -126,3 +127,23 @@ def test_the_window_slides_and_a_small_sample_is_not_judged(shop: Workspace, pro
     for n in range(3):
         apply(shop, COMPLAINT, more[n], f"ARF l{n}".encode(), later)
     assert paused(shop) == {}
+
+
+def test_thresholds_read_as_percentages_and_a_warning_above_its_stop_is_refused(
+    project: Path, environ: dict[str, str]
+) -> None:
+    settings = load_settings(project / "settings.toml", environ=environ | POLICY)
+    assert (settings.returns.complaint_warn, settings.returns.hard_bounce_stop) == (0.01, 0.05)
+    defaults = load_settings(project / "settings.toml", environ=environ).returns
+    assert (defaults.complaint_warn, defaults.complaint_stop) == (0.001, 0.003)
+    assert (defaults.hard_bounce_warn, defaults.hard_bounce_stop) == (0.05, 0.10)
+    with pytest.raises(SettingsError, match="complaint_warn must not be above complaint_stop"):
+        load_settings(
+            project / "settings.toml",
+            environ=environ
+            | {"MAILER_RETURNS__COMPLAINT_WARN": "1%", "MAILER_RETURNS__COMPLAINT_STOP": "0.5%"},
+        )
+    with pytest.raises(SettingsError, match="is not a rate"):
+        load_settings(
+            project / "settings.toml", environ=environ | {"MAILER_RETURNS__COMPLAINT_STOP": "lots"}
+        )
