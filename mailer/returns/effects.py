@@ -79,7 +79,8 @@ def apply_returned(
     message = _matched(connection, outbox_id)
     address = (message.email if message else None) or returned.recipient
     if message is None or address is None:
-        action = NO_EFFECT.get(returned.classification, UNMATCHED)
+        unacted = UNMATCHED if message is None else "none (the person was erased)"
+        action = NO_EFFECT.get(returned.classification, unacted)
     elif returned.classification == "hard":
         said = _evidence(returned, message, evidence, digest, now)
         detail = returned.why or returned.status_code
