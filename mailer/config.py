@@ -83,7 +83,7 @@ class Sender(Model):
     bounce_domain: str | None = None
     feedback_id: str = "mailer"  # the sender id in Feedback-ID (Gmail's complaint reports)
     # Also offer <mailto:unsubscribe+TOKEN@bounce_domain> in List-Unsubscribe. Off: turn it on
-    # only where mail to that address reaches a reader that withdraws (nothing reads it yet).
+    # only where mail to that address reaches `mailer inbound` (or another reader that withdraws).
     mailto_unsubscribe: bool = False
 
     @property
@@ -418,6 +418,24 @@ class Returns(Model):
         return self
 
 
+class Inbound(Model):
+    """`mailer inbound` (and `mailer run` when enabled): the SMTP listener for what comes back
+    to bounces+TOKEN@, unsubscribe+TOKEN@ (the bounce domain) and the feedback-loop address."""
+
+    enabled: bool = False  # `mailer run` listens too
+    host: str = "127.0.0.1"
+    port: int = Field(default=2526, ge=1, le=65535)
+    # Maildir-style: tmp/, new/ (stored, answered 250), cur/ (processed), unparseable/.
+    spool_dir: Path = Path(".mailer/inbound")
+    fbl_address: str | None = None  # where feedback loops send ARF reports, e.g. fbl@example.com
+    max_size: int = Field(default=10 * 1024 * 1024, ge=1024)  # bytes; larger: 552 at DATA
+
+    @field_validator("fbl_address")
+    @classmethod
+    def _address(cls, value: str | None) -> str | None:
+        return Sender._address(value)
+
+
 class Settings(Model):
     database_url: str = "sqlite:///.mailer/mailer.db"
     secret_key: SecretStr | None = None
@@ -433,6 +451,7 @@ class Settings(Model):
     lifecycle: Lifecycle = Lifecycle()
     consent: ConsentSettings = ConsentSettings()
     returns: Returns = Returns()
+    inbound: Inbound = Inbound()
     default_timezone: str = "UTC"  # for contacts without one
     default_locale: str = "en"
     attributes: dict[str, AttributeType] = {}

@@ -27,6 +27,7 @@ from mailer.delivery.worker import Deliverer, run_loop
 from mailer.errors import MailerError
 from mailer.logs import logger
 from mailer.metrics import timed_tick
+from mailer.returns.inbound import start_inbound
 from mailer.tracking.serve import EmbeddedServer, configure, listen
 from mailer.workspace import Workspace
 
@@ -101,6 +102,12 @@ def run(workspace: Workspace, every: timedelta, serve: bool = True) -> None:
     deliverer = Deliverer(workspace)
     # Bound before the first tick: a port in use stops `mailer run` at once, in one line.
     listening = listen(workspace, None, None, fix=RUN_ELSEWHERE) if serve else None
+    try:  # [inbound] enabled: bounces, mailto: unsubscribes and ARF reports over SMTP too
+        inbound = start_inbound(workspace) if workspace.settings.inbound.enabled else None
+    except MailerError:
+        if listening is not None:
+            listening.close()
+        raise
     logger.info("started", extra={"tick_every": str(every), "worker": deliverer.owner})
     scheduler.start()
     try:
@@ -110,6 +117,8 @@ def run(workspace: Workspace, every: timedelta, serve: bool = True) -> None:
         deliverer.close()
         if listening is not None:
             listening.close()
+        if inbound is not None:  # messages in hand are processed; the rest wait in new/
+            inbound.stop()
     logger.info("stopped")
 
 

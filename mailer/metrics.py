@@ -57,6 +57,13 @@ RELAY_ERRORS = Counter(
     ["stage", "kind"],
     registry=REGISTRY,
 )
+INBOUND = Counter(
+    "mailer_inbound_messages",
+    "Messages `mailer inbound` stored and processed: processed (classified and acted on), "
+    "unparseable (kept in its unparseable/ folder), failed (left in new/, tried at next start)",
+    ["result"],
+    registry=REGISTRY,
+)
 TICK_SECONDS = Histogram(
     "mailer_tick_seconds",
     "Duration of the scheduler's ticks (enroll and advance)",

@@ -7,6 +7,7 @@ import hashlib
 import importlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -56,12 +57,25 @@ def ingest(
             with workspace.engine.connect() as connection:
                 yield Ingested(name, returned, match(connection, keys, returned, now), DRY_RUN)
             continue
-        with workspace.engine.begin() as connection:
-            message = match(connection, keys, returned, now)
-            evidence = {"digest": hashlib.sha256(raw).hexdigest(), "file": name,
-                        "source": "bounces ingest"}  # fmt: skip
-            action = _apply_returned(connection, workspace, returned, message, evidence, now)
-        yield Ingested(name, returned, message, action)
+        yield process(workspace, raw, name, now, returned=returned)
+
+
+def process(
+    workspace: Workspace,
+    raw: bytes,
+    name: str,
+    now: datetime,
+    source: str = "bounces ingest",
+    returned: Returned | None = None,
+) -> Ingested:
+    """One returned message classified (unless `returned` already is), matched and acted on in
+    one transaction; `name` (its file) and `source` go into the evidence."""
+    returned = returned or classify(raw)
+    with workspace.engine.begin() as connection:
+        message = match(connection, workspace.renderer.keys, returned, now)
+        evidence = {"digest": hashlib.sha256(raw).hexdigest(), "file": name, "source": source}
+        action = _apply_returned(connection, workspace, returned, message, evidence, now)
+    return Ingested(name, returned, message, action)
 
 
 def _apply_returned(*arguments: Any) -> str:
