@@ -12,6 +12,7 @@ the rest), or errors with `strict`.
 
 from __future__ import annotations
 
+import dataclasses
 import html
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -39,6 +40,7 @@ from mailer.delivery.relay import cleartext_password
 from mailer.durations import format_duration
 from mailer.errors import InputFileError, MailerError, SettingsError
 from mailer.render.message import MessageRenderer, RenderedMessage, RenderError, problem
+from mailer.render.spam import SpamCheckError, SpamScore, score_messages, spamassassin
 from mailer.render.templates import TEMPLATE_SUFFIXES, syntax_problem, template_environment
 from mailer.store.engine import create_database_engine, schema_is_current
 from mailer.tracking.confirmation import CONFIRM_TEMPLATE
@@ -57,6 +59,10 @@ class CheckReport:
     list_rows: int = 0
     messages: int = 0  # messages (steps and variants) that rendered for some contact
     renders: int = 0  # messages rendered, one per (message, contact)
+    # Each message's shortest render (where, SMTP DATA): what length-based content rules judge
+    # most harshly; SpamAssassin's score of each, when asked for.
+    shortest: list[tuple[str, bytes]] = dataclasses.field(default_factory=list)
+    spam: list[tuple[str, SpamScore]] = dataclasses.field(default_factory=list)
 
     @property
     def errors(self) -> list[Problem]:
@@ -79,8 +85,10 @@ class Sample:
 
 
 def check_project(settings: Settings, now: datetime, strict: bool = False,
-                  rows: int = ROWS) -> CheckReport:  # fmt: skip
-    """Check everything; render every message for the first `rows` rows of each list file."""
+                  rows: int = ROWS,
+                  spam_threshold: float | None = None) -> CheckReport:  # fmt: skip
+    """Check everything; render every message for the first `rows` rows of each list file.
+    With `spam_threshold`, SpamAssassin scores every message: at or above it is an error."""
     report = CheckReport(problems=[])
     _check_segments(settings, now, report)
     _check_templates(settings, report)
@@ -96,6 +104,8 @@ def check_project(settings: Settings, now: datetime, strict: bool = False,
             found = samples.get(name) or [Sample(SAMPLE, "made up by mailer check", "error")]
             samples[name] = [*found, made_up]
         _check_messages(settings, samples, now, report)
+        if spam_threshold is not None:
+            _check_spam(report, spam_threshold)
     _check_send_windows(settings, report)  # after rendering: its errors do not stop the renders
     _check_date_steps(settings, report)
     _check_held_broadcasts(settings, now, report)
@@ -237,7 +247,7 @@ def _check_messages(
             for variant in [None, *step.variants]:
                 where = f"campaigns.{name} step {step.name}"
                 where += f" variant {variant}" if variant else ""
-                first, failed = None, _Failures()
+                first, shortest, failed = None, None, _Failures()
                 for sample in samples.get(campaign.list_name, []):
                     try:
                         message = renderer.render(name, step, sample.contact, "check", variant)
@@ -247,10 +257,36 @@ def _check_messages(
                         continue
                     report.renders += 1
                     first = first or message
+                    if shortest is None or len(message.html) < len(shortest.html):
+                        shortest = message
                 report.problems += failed.problems(where)
                 if first is not None:
                     report.messages += 1
                     _check_footer(settings, where, first, report)
+                if shortest is not None:
+                    report.shortest.append((where, shortest.data))
+
+
+def _check_spam(report: CheckReport, threshold: float) -> None:
+    """Each message's shortest render scored by SpamAssassin's local rules; asked for and not
+    installed is an error: a content check that did not run must not pass."""
+    program = spamassassin()
+    if program is None:
+        report.problems.append(Problem("error", (
+            "spamassassin is not installed, so --spam cannot score the messages: install it "
+            "(Debian: apt-get install --no-install-recommends spamassassin)")))  # fmt: skip
+        return
+    try:
+        scores = score_messages([data for _, data in report.shortest], program)
+    except SpamCheckError as error:
+        report.problems.append(Problem("error", str(error)))
+        return
+    for (where, _), score in zip(report.shortest, scores, strict=True):
+        report.spam.append((where, score))
+        if score.score >= threshold:
+            report.problems.append(Problem("error", (
+                f"{where}: SpamAssassin scores {score.score:g}, at or above {threshold:g}: "
+                f"{score.worst_rules()}")))  # fmt: skip
 
 
 class _Failures:

@@ -15,6 +15,7 @@ from mailer.cli import (
 )
 from mailer.consent.ledger import seal as seal_ledger
 from mailer.consent.ledger_key import key_of
+from mailer.render.spam import DEFAULT_THRESHOLD
 from mailer.store.engine import schema_is_current
 from mailer.workspace import Workspace, create_dkim_key, create_secret_key
 
@@ -64,9 +65,15 @@ def init(lazy: _LazyWorkspace) -> None:
                    "contact with nothing but an email address, as errors.")  # fmt: skip
 @click.option("--rows", default=ROWS, show_default=True, type=click.IntRange(min=0),
               help="Render every message for this many rows of each list file.")  # fmt: skip
+@click.option("--spam", is_flag=True,
+              help="Score every message with SpamAssassin's local rules (it must be "
+                   "installed); a score at or above --spam-threshold is an error.")  # fmt: skip
+@click.option("--spam-threshold", default=DEFAULT_THRESHOLD, show_default=True, type=float,
+              help="The SpamAssassin score a message must stay under, with --spam.")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Print the problems as JSON.")
 @pass_workspace
-def check(lazy: _LazyWorkspace, strict: bool, rows: int, as_json: bool) -> None:
+def check(lazy: _LazyWorkspace, strict: bool, rows: int, spam: bool, spam_threshold: float,
+          as_json: bool) -> None:  # fmt: skip
     """Validate settings, templates and list files; exit 1 on any error.
 
     Errors name the file and line. Every message (steps and variants) is rendered for the first
@@ -75,14 +82,20 @@ def check(lazy: _LazyWorkspace, strict: bool, rows: int, as_json: bool) -> None:
     bob@example.com from lists/leads.csv:12; ...)`). Rows an import would skip (bad address,
     wrong column count), and failures only of the email-only contact, are warnings unless
     --strict.
+
+    --spam scores each message (its shortest render) with SpamAssassin's local rules, no network
+    tests, and names the rules that fired for any at or above --spam-threshold.
     """
     workspace: Workspace = lazy.get()
-    report = check_project(workspace.settings, workspace.clock.now(), strict, rows)
+    threshold = spam_threshold if spam else None
+    report = check_project(workspace.settings, workspace.clock.now(), strict, rows, threshold)
     if as_json:
         print_json({
             "ok": not report.errors, "templates": report.templates, "list_rows": report.list_rows,
             "messages": report.messages, "renders": report.renders,
             "problems": [{"severity": p.severity, "message": p.message} for p in report.problems],
+            **({"spam": [{"message": where, "score": score.score, "rules": score.rules}
+                         for where, score in report.spam]} if spam else {}),
         })  # fmt: skip
     else:
         for problem in report.problems:
@@ -92,6 +105,10 @@ def check(lazy: _LazyWorkspace, strict: bool, rows: int, as_json: bool) -> None:
                    f"{report.templates} templates, {report.messages} messages rendered "
                    f"{report.renders} times, "
                    f"{report.list_rows} list rows")  # fmt: skip
+        if report.spam:
+            where, worst = max(report.spam, key=lambda scored: scored[1].score)
+            say(f"spam: {len(report.spam)} messages scored by SpamAssassin, the highest "
+                f"{worst.score:g} ({where}; threshold {spam_threshold:g})")  # fmt: skip
         if report.errors:
             warn(f"check failed: {len(report.errors)} errors ({summary})")
         else:
