@@ -50,6 +50,12 @@ _SECRETS = {
     ("secret_key",): "MAILER_SECRET_KEY or secret_key_file",
     ("smtp", "password"): "MAILER_SMTP__PASSWORD or smtp.password_file",
     ("tracking", "events_token"): "MAILER_TRACKING__EVENTS_TOKEN",
+    ("webhooks", "ses", "certificate"): "MAILER_WEBHOOKS__SES__CERTIFICATE or certificate_file",
+    ("webhooks", "postmark", "password"): "MAILER_WEBHOOKS__POSTMARK__PASSWORD or password_file",
+    ("webhooks", "sendgrid", "public_key"): "MAILER_WEBHOOKS__SENDGRID__PUBLIC_KEY or "
+    "public_key_file",
+    ("webhooks", "mailgun", "signing_key"): "MAILER_WEBHOOKS__MAILGUN__SIGNING_KEY or "
+    "signing_key_file",
 }
 _NAME = re.compile(r"^[a-z][a-z0-9_-]*$")
 
@@ -436,6 +442,56 @@ class Inbound(Model):
         return Sender._address(value)
 
 
+class SesWebhook(Model):
+    """POST /webhooks/ses: SNS notifications, signed with the certificate given here (PEM,
+    downloaded once from the SigningCertURL of your topic; never fetched per message)."""
+
+    enabled: bool = False
+    certificate: SecretStr | None = None
+    certificate_file: Path | None = None
+    topic_arn: str | None = None  # only this topic's messages; None: any topic
+    # Visit the SubscribeURL of a signed confirmation (only an https *.amazonaws.com one);
+    # off: it is logged for you to open.
+    confirm_subscriptions: bool = False
+
+
+class PostmarkWebhook(Model):
+    """POST /webhooks/postmark: bounce and spam complaint webhooks, with basic auth."""
+
+    enabled: bool = False
+    username: str = "postmark"
+    password: SecretStr | None = None
+    password_file: Path | None = None
+
+
+class SendgridWebhook(Model):
+    """POST /webhooks/sendgrid: the signed event webhook (its ECDSA verification key)."""
+
+    enabled: bool = False
+    public_key: SecretStr | None = None
+    public_key_file: Path | None = None
+
+
+class MailgunWebhook(Model):
+    """POST /webhooks/mailgun: its HMAC webhook signing key."""
+
+    enabled: bool = False
+    signing_key: SecretStr | None = None
+    signing_key_file: Path | None = None
+
+
+class Webhooks(Model):
+    """Bounces and complaints from an ESP the relay is (returns/webhooks/). A provider that is
+    not enabled answers 404."""
+
+    # A signed call older than this is refused as a replay (the provider's clock may differ).
+    max_age: Duration = timedelta(minutes=5)
+    ses: SesWebhook = SesWebhook()
+    postmark: PostmarkWebhook = PostmarkWebhook()
+    sendgrid: SendgridWebhook = SendgridWebhook()
+    mailgun: MailgunWebhook = MailgunWebhook()
+
+
 class Settings(Model):
     database_url: str = "sqlite:///.mailer/mailer.db"
     secret_key: SecretStr | None = None
@@ -452,6 +508,7 @@ class Settings(Model):
     consent: ConsentSettings = ConsentSettings()
     returns: Returns = Returns()
     inbound: Inbound = Inbound()
+    webhooks: Webhooks = Webhooks()
     default_timezone: str = "UTC"  # for contacts without one
     default_locale: str = "en"
     attributes: dict[str, AttributeType] = {}

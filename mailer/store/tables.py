@@ -374,3 +374,12 @@ returned_messages = Table(
     Index(None, "received_at", "classification"),
     Index(None, "recipient_hash", "received_at"),  # soft bounces within the window
 )
+
+# Each provider webhook call accepted (returns/webhooks/): the same call again is a replay.
+webhook_deliveries = Table(
+    "webhook_deliveries",
+    metadata,
+    Column("provider", String(16), primary_key=True),
+    Column("delivery", String(64), primary_key=True),  # SHA-256 of what names the call
+    Column("received_at", UTCDateTime, nullable=False),
+)

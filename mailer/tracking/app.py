@@ -1,7 +1,7 @@
 """The tracking endpoint as one ASGI app (Starlette): recipient routes (pixel, clicks,
-unsubscribe), the website's routes (events API), the operator's (health and metrics). Opens
-and clicks go through a buffer written in batches; its last batch is written when the app
-shuts down."""
+unsubscribe), the website's routes (events API), the operator's (health and metrics), the
+providers' bounce and complaint webhooks (returns/webhooks/). Opens and clicks go through a
+buffer written in batches; its last batch is written when the app shuts down."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 
 from starlette.applications import Starlette
 
+from mailer.returns.webhooks.routes import webhook_routes
 from mailer.tracking.buffer import HitBuffer
 from mailer.tracking.forms import form_routes
 from mailer.tracking.hits import Hit
@@ -48,7 +49,8 @@ def create_app(workspace: Workspace) -> Starlette:
 
     recipient = RecipientRoutes(workspace, hits)
     routes = [*recipient.routes(), *website_routes(workspace), *form_routes(workspace),
-              *survey_routes(workspace), *operator_routes(workspace, hits)]  # fmt: skip
+              *survey_routes(workspace), *operator_routes(workspace, hits),
+              *webhook_routes(workspace)]  # fmt: skip
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.buffer = hits
     app.add_middleware(PixelShortcut, routes=recipient)
