@@ -5,8 +5,13 @@ Real databases; the fixtures' tokens name outbox row 1, Ada's welcome message.""
 
 from __future__ import annotations
 
+import json
+import os
 import re
+import signal
 import smtplib
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,6 +25,7 @@ from mailer.returns.inbound import Listening, start_inbound
 from mailer.store.tables import consent_entries, suppressions
 from mailer.tokens import sign
 from mailer.workspace import Workspace
+from tests.conftest import NOW, SECRET
 from tests.delivery.smtp_server import LOOPBACK, free_port
 from tests.helpers import count
 from tests.returns.test_effects import history, sent, standing
@@ -195,3 +201,60 @@ def test_a_message_left_in_new_is_processed_at_start(workspace: Workspace, ada: 
     assert [path.name for path in spool(workspace, "cur")] == [left.name]
     with workspace.engine.connect() as connection:
         assert connection.scalar(select(suppressions.c.reason)) == "hard_bounce"
+
+
+def process_environment(database_url: str, port: int) -> dict[str, str]:
+    return {**os.environ, "MAILER_SECRET_KEY": SECRET, "MAILER_DATABASE_URL": database_url,
+            "MAILER_NOW": NOW.isoformat(), "MAILER_INBOUND__PORT": str(port)}  # fmt: skip
+
+
+def test_the_command_listens_until_sigterm_and_says_what_it_did(
+    workspace: Workspace, ada: int, project: Path, database_url: str
+) -> None:
+    port = free_port()
+    inbound = subprocess.Popen([sys.executable, "-m", "mailer", "inbound"], cwd=project,
+                               env=process_environment(database_url, port),
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True)  # fmt: skip
+    try:
+        assert inbound.stdout is not None
+        first = inbound.stdout.readline()
+        assert first.startswith(f"mailer inbound: listening on 127.0.0.1:{port} for ")
+        assert "unsubscribe+…@acme.example, fbl@acme.example" in first
+        with smtplib.SMTP(LOOPBACK, port) as client:
+            client.sendmail("", [BOUNCES], on_the_wire(fixture("postfix_user_unknown.eml")))
+        inbound.send_signal(signal.SIGTERM)
+        rest, errors = inbound.communicate(timeout=60)
+    finally:
+        inbound.kill()
+    assert inbound.returncode == 0, errors
+    assert rest == "mailer inbound: stopped; 1 processed, 0 unparseable, 0 failed\n"
+    assert standing(workspace, "ada@example.com")[1] == "hard_bounce"
+
+
+def test_run_listens_when_inbound_is_enabled(
+    workspace: Workspace, ada: int, project: Path, database_url: str
+) -> None:
+    port = free_port()
+    environment = process_environment(database_url, port) | {
+        "MAILER_INBOUND__ENABLED": "true", "MAILER_SMTP__PORT": str(free_port()),
+    }  # fmt: skip
+    daemon = subprocess.Popen([sys.executable, "-m", "mailer", "run", "--no-serve", "--log-json"],
+                              cwd=project, env=environment, stderr=subprocess.PIPE,
+                              text=True)  # fmt: skip
+    try:
+        assert daemon.stderr is not None
+        events = [json.loads(daemon.stderr.readline())]
+        while events[-1]["event"] != "started":  # the listener is up before this line
+            events.append(json.loads(daemon.stderr.readline()))
+        with smtplib.SMTP(LOOPBACK, port) as client:
+            client.sendmail("", [FBL], on_the_wire(fixture("arf_microsoft_jmrp.eml")))
+        while events[-1]["event"] != "inbound":
+            events.append(json.loads(daemon.stderr.readline()))
+        daemon.send_signal(signal.SIGTERM)
+        _, rest = daemon.communicate(timeout=60)
+    finally:
+        daemon.kill()
+    assert daemon.returncode == 0, rest
+    assert events[-1]["result"] == "complaint: complaint: withdrawn from every list and suppressed"
+    assert standing(workspace, "ada@example.com")[1] == "complained"
