@@ -10,8 +10,10 @@ import hmac
 import json
 import logging
 import secrets
+import threading
 from collections.abc import Iterator
 from datetime import datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +27,7 @@ from sqlalchemy import func, select, update
 
 from mailer.clock import FrozenClock
 from mailer.config import load_settings
-from mailer.returns.webhooks.ses import SIGNED
+from mailer.returns.webhooks.ses import SIGNED, may_confirm
 from mailer.store.tables import outbox, returned_messages, webhook_deliveries
 from mailer.tracking.app import create_app
 from mailer.workspace import Workspace
@@ -227,6 +229,43 @@ def test_ses_subscription_confirmation_is_logged_for_the_operator(
     forged = message | {"SubscribeURL": "https://attacker.example/confirm"}
     assert client.post("/webhooks/ses", content=json.dumps(forged)).status_code == 403
     assert client.post("/webhooks/ses", content=json.dumps(message)).status_code == 409
+
+
+def test_ses_confirmation_visits_only_an_amazonaws_address(
+    project: Path, environ: dict[str, str], keys: Keys
+) -> None:
+    """Even with confirm_subscriptions on, a signed message naming another host (here a
+    server of ours on loopback) is not visited: it is logged instead."""
+    visits: list[str] = []
+
+    class Recorder(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            visits.append(self.path)
+            self.send_response(200)
+            self.end_headers()
+
+    listener = ThreadingHTTPServer(("127.0.0.1", 0), Recorder)
+    threading.Thread(target=listener.serve_forever, daemon=True).start()
+    settings = load_settings(project / "settings.toml", environ={
+        **environ, "MAILER_WEBHOOKS__SES__ENABLED": "true",
+        "MAILER_WEBHOOKS__SES__CERTIFICATE_FILE": str(keys.certificate_file),
+        "MAILER_WEBHOOKS__SES__CONFIRM_SUBSCRIPTIONS": "true"})  # fmt: skip
+    workspace = Workspace(settings, FrozenClock(NOW))
+    url = f"http://127.0.0.1:{listener.server_address[1]}/?Action=ConfirmSubscription"
+    message = sns(keys, "SubscriptionConfirmation", {"Message": "confirm", "Token": "t",
+                                                     "SubscribeURL": url})  # fmt: skip
+    try:
+        with running(create_app(workspace)) as base_url, httpx.Client(base_url=base_url) as http:
+            answer = http.post("/webhooks/ses", content=json.dumps(message))
+        assert answer.json() == {"subscription": "logged"}
+        assert visits == []
+    finally:
+        listener.shutdown()
+        listener.server_close()
+        workspace.close()
+    assert may_confirm("https://sns.eu-west-1.amazonaws.com/?Action=ConfirmSubscription")
+    assert not may_confirm("http://sns.eu-west-1.amazonaws.com/")
+    assert not may_confirm("https://amazonaws.com.attacker.example/")
 
 
 # Postmark -------------------------------------------------------------------------------
