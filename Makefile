@@ -18,7 +18,7 @@ export PRIYA_URLS := import email, glob, re, email.policy as p; \
   print(re.findall(r"href=.(http://127.0.0.1:8025/c/[^\"]+)", h)[1]); \
   print(re.search(r"<(http[^>]+)>", m["List-Unsubscribe"]).group(1))
 
-.PHONY: demo test test-future lock lint browser faketime bench-import bench-render bench-send clean bench-tools bench-tracking
+.PHONY: demo test test-future lock lint browser faketime spamassassin bench-import bench-render bench-send clean bench-tools bench-tracking
 
 # Installs go from requirements.lock (every package pinned, with hashes): a fresh machine gets the
 # versions CI tested, not whatever was released last night. uv, itself pinned, installs them in
@@ -120,7 +120,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check mailer tests bench
 	$(BIN)/mypy mailer
 
-test: lint browser
+test: lint browser spamassassin
 	$(BIN)/pytest -q
 
 # The page tests drive a real browser: Debian's chromium, installed here when missing and we
@@ -132,6 +132,17 @@ browser:
 		apt-get install -y -q --no-install-recommends chromium >/dev/null 2>&1 || \
 		{ apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends chromium >/dev/null; }; \
 	}; } || echo "chromium is not installed: the browser tests will be skipped"
+
+# The content tests score every example message with SpamAssassin's local rules (`mailer check
+# --spam`): Debian's spamassassin, installed here when missing and we may (root); elsewhere those
+# tests are skipped, saying why. One run scores all messages (about 5 s, mostly loading rules).
+spamassassin:
+	@command -v spamassassin >/dev/null || { [ "$$(id -u)" = 0 ] && { \
+		echo "installing Debian's spamassassin for the content tests"; \
+		export DEBIAN_FRONTEND=noninteractive; \
+		apt-get install -y -q --no-install-recommends spamassassin >/dev/null 2>&1 || \
+		{ apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends spamassassin >/dev/null; }; \
+	}; } || echo "spamassassin is not installed: the spam tests will be skipped"
 
 bench-import: $(STAMP)
 	$(BIN)/python bench/import_bench.py
@@ -199,7 +210,7 @@ bench-tracking: $(STAMP)
 # until something wakes it: tests poll with sleep. (Moving only the wall clock, with
 # FAKETIME_DONT_FAKE_MONOTONIC=1, crashed the event loop threads of aiosmtpd here.)
 FUTURE ?= +400d
-test-future: $(STAMP) faketime browser
+test-future: $(STAMP) faketime browser spamassassin
 	faketime -f '$(FUTURE)' $(BIN)/pytest -q -p no:cacheprovider
 
 faketime:
