@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
+from mailer.config import load_settings
 from mailer.consent.records import lock_ledger
 from mailer.delivery.sink import trace_headers
 from mailer.metrics import REGISTRY
@@ -258,3 +259,24 @@ def test_run_listens_when_inbound_is_enabled(
     assert daemon.returncode == 0, rest
     assert events[-1]["result"] == "complaint: complaint: withdrawn from every list and suppressed"
     assert standing(workspace, "ada@example.com")[1] == "complained"
+
+
+def test_a_message_over_max_size_is_refused_and_not_stored(
+    workspace: Workspace, project: Path, environ: dict[str, str]
+) -> None:
+    small = load_settings(project / "settings.toml",
+                          environ=environ | {"MAILER_INBOUND__MAX_SIZE": "2048"})  # fmt: skip
+    limited = Workspace(small, workspace.clock)
+    listening = start_inbound(limited, LOOPBACK, free_port())
+    try:
+        with smtplib.SMTP(LOOPBACK, listening.controller.port) as client:
+            client.ehlo()
+            client.mail("")
+            client.rcpt(FBL)
+            code, reply = client.data(b"Subject: big\r\n\r\n" + (b"x" * 70 + b"\r\n") * 40)
+            assert code == 552, reply
+    finally:
+        listening.stop()
+        limited.close()
+        limited.close()
+    assert spool(workspace, "new") == [] and spool(workspace, "tmp") == []
