@@ -70,7 +70,7 @@ def process(
 ) -> Ingested:
     """One returned message classified (unless `returned` already is), matched and acted on in
     one transaction; `name` (its file) and `source` go into the evidence."""
-    returned = returned or classify(raw)
+    returned = returned if returned is not None else classify(raw)
     with workspace.engine.begin() as connection:
         message = match(connection, workspace.renderer.keys, returned, now)
         evidence = {"digest": hashlib.sha256(raw).hexdigest(), "file": name, "source": source}
