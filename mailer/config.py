@@ -91,6 +91,9 @@ class Sender(Model):
     # Also offer <mailto:unsubscribe+TOKEN@bounce_domain> in List-Unsubscribe. Off: turn it on
     # only where mail to that address reaches `mailer inbound` (or another reader that withdraws).
     mailto_unsubscribe: bool = False
+    # Campaign mail's Reply-To is reply+TOKEN@bounce_domain: `mailer inbound` records a
+    # `replied` event and forwards the reply to [inbound] replies_to (which it then needs).
+    reply_tracking: bool = False
 
     @property
     def domain(self) -> str:
@@ -255,6 +258,9 @@ class Campaign(Model):
     # who joined (or did it) before; true enrolls them too. Segment and date triggers always
     # look at who is in the segment, or whose day it is, now.
     enroll_existing: bool = False
+    # A reply (to reply+TOKEN@, [sender] reply_tracking) to any of its messages ends the run:
+    # exited "replied", no further step.
+    exit_on_reply: bool = False
     steps: list[Step] = []
     # broadcasts
     segment: str | None = None
@@ -435,8 +441,9 @@ class Inbound(Model):
     spool_dir: Path = Path(".mailer/inbound")
     fbl_address: str | None = None  # where feedback loops send ARF reports, e.g. fbl@example.com
     max_size: int = Field(default=10 * 1024 * 1024, ge=1024)  # bytes; larger: 552 at DATA
+    replies_to: str | None = None  # the person's inbox replies are forwarded to ([sender])
 
-    @field_validator("fbl_address")
+    @field_validator("fbl_address", "replies_to")
     @classmethod
     def _address(cls, value: str | None) -> str | None:
         return Sender._address(value)
@@ -789,6 +796,9 @@ def _cross_references(settings: Settings) -> list[str]:
         for header, field in contact_list.columns.items():
             if not field:
                 problems.append(f'lists.{name}.columns.{header}: map it to a field, or "-"')
+    if settings.sender.reply_tracking and not settings.inbound.replies_to:
+        problems.append("inbound.replies_to: sender.reply_tracking forwards replies to a "
+                        'person: give their address (e.g. "hello@example.com")')  # fmt: skip
     for name, campaign in settings.campaigns.items():
         where = f"campaigns.{name}"
         if campaign.list_name not in settings.lists:
@@ -820,6 +830,8 @@ def _cross_references(settings: Settings) -> list[str]:
                 problems.append(f"{where}.send_at: {wrong}")
             if campaign.steps:
                 problems.append(f"{where}.steps: a broadcast has no steps (use template)")
+            if campaign.exit_on_reply:
+                problems.append(f"{where}.exit_on_reply: a broadcast has no run to end")
         if campaign.segment is not None and campaign.segment not in settings.segments:
             problems.append(
                 f"{where}.segment: '{campaign.segment}' is not defined under [segments]"

@@ -40,6 +40,7 @@ from mailer.consent.expiry import expire_consent
 from mailer.consent.standing import Standing, standings
 from mailer.consent.state import SENDABLE
 from mailer.logs import logger
+from mailer.returns.replied import EXITED_REPLIED, replied
 from mailer.store.bulk import one_of
 from mailer.store.tables import (
     contacts,
@@ -203,6 +204,7 @@ def _advance_campaign(connection: Connection, settings: Settings, name: str,
     ids = [row.contact_id for row in rows]
     goal = campaign.goal
     converted = _converted(connection, settings, goal, rows, now) if goal else set()
+    answered = _answered(connection, settings, name, campaign, rows, now)
     audience = standings(connection, campaign.list_name, ids)
     later = _not_due_yet(connection, settings, rows, now)
     ready: list[tuple[Any, Standing]] = []
@@ -211,6 +213,9 @@ def _advance_campaign(connection: Connection, settings: Settings, name: str,
         if row.contact_id in converted:
             _end(connection, [row], "converted", now, f"goal reached: {campaign.goal}")
             report.converted += 1
+        elif row.id in answered:  # a person answered: a person, not the next step, replies
+            _end(connection, [row], "exited", now, EXITED_REPLIED)
+            report.exited += 1
         elif contact is None or not contact.member:
             _end(connection, [row], "exited", now, f"left the list {campaign.list_name}")
             report.exited += 1
@@ -376,6 +381,14 @@ def _converted(connection: Connection, settings: Settings, goal: str, rows: list
     """The contacts among `rows` that reached the goal since they entered this run."""
     reached = reached_goal(connection, settings, goal, [row.id for row in rows], now)
     return {row.contact_id for row in rows if row.id in reached}
+
+
+def _answered(connection: Connection, settings: Settings, name: str, campaign: Campaign,
+              rows: list[Any], now: datetime) -> set[int]:  # fmt: skip
+    """The enrollments among `rows` of an exit_on_reply sequence whose contact replied."""
+    if not campaign.exit_on_reply:
+        return set()
+    return replied(connection, settings, name, [row.id for row in rows], now)
 
 
 def _record(connection: Connection, name: str, step: Step, row: Any, status: str,

@@ -23,6 +23,7 @@ from mailer.config import Campaign, Settings
 from mailer.delivery.claims import OutboxMessage
 from mailer.errors import SettingsError
 from mailer.logs import logger
+from mailer.returns.replied import EXITED_REPLIED, replied
 from mailer.store.bulk import one_of
 from mailer.store.tables import contacts, enrollments, outbox
 
@@ -129,6 +130,12 @@ def _sequence(connection: Connection, settings: Settings, name: str, campaign: C
                 found.skipped[message.id] = f"goal reached ({campaign.goal})"
                 found.converted[run.id] = campaign.goal
         going = [(message, run) for message, run in going if run.id not in reached]
+    if campaign.exit_on_reply and going:  # the engine ends the run at its next tick
+        answered = replied(connection, settings, name, {run.id for _, run in going}, now)
+        for message, run in going:
+            if run.id in answered:
+                found.skipped[message.id] = f"the contact {EXITED_REPLIED} (exit_on_reply)"
+        going = [(message, run) for message, run in going if run.id not in answered]
     _conditions(connection, settings, name, campaign, going, now, found)
 
 

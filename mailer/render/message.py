@@ -264,7 +264,7 @@ class MessageRenderer:
             ("Subject", unstructured(subject)),
             ("Date", format_datetime(now)),
             ("Message-ID", self.message_id(message_key)),
-            *([("Reply-To", mailbox(None, sender.reply_to))] if sender.reply_to else []),
+            *self._reply_to(message_key),
             # RFC 8058: the https URL is the one-click one; never folded, never encoded.
             ("List-Unsubscribe", self._list_unsubscribe(unsubscribe)),
             ("List-Unsubscribe-Post", "List-Unsubscribe=One-Click"),
@@ -276,6 +276,15 @@ class MessageRenderer:
         ]  # fmt: skip
         tag = hmac.digest(self._message_id_key, b"boundary " + message_key.encode(), "sha256")
         return alternative(headers, text, html, boundary=f"=_{tag[:12].hex()}")
+
+    def _reply_to(self, message_key: str) -> list[tuple[str, str]]:
+        """reply+TOKEN@ when replies are tracked (mailer inbound records and forwards them),
+        else [sender] reply_to, else none."""
+        sender = self.settings.sender
+        if sender.reply_tracking:
+            token = sign(self.keys, "reply", message_key)
+            return [("Reply-To", mailbox(None, f"reply+{token}@{self._bounce_domain}"))]
+        return [("Reply-To", mailbox(None, sender.reply_to))] if sender.reply_to else []
 
     def _list_unsubscribe(self, token: str) -> str:
         """The one-click URL; the mailto address only when the sender says something reads it

@@ -36,11 +36,13 @@ from mailer.metrics import INBOUND
 from mailer.returns.classify import classify
 from mailer.returns.effects import apply_mailto_unsubscribe, report_digest
 from mailer.returns.ingest import process
+from mailer.returns.replies import process_reply
 from mailer.tokens import TokenError, TokenKeys, verify
 from mailer.workspace import Workspace
 
 WHO, FIX = "another mailer inbound?", "choose another port with --port or [inbound] port"
-PURPOSES = {"bounces": "bounce", "unsubscribe": "unsubscribe"}  # local part -> token purpose
+# local part -> token purpose (reply+: the Reply-To of [sender] reply_tracking)
+PURPOSES = {"bounces": "bounce", "unsubscribe": "unsubscribe", "reply": "reply"}
 NOT_OURS = "550 5.7.1 Relaying denied: this server takes mail for {domains} only"
 NO_SUCH_USER = "550 5.1.1 No such user here"
 
@@ -79,7 +81,8 @@ class Mailboxes:
         return NO_SUCH_USER
 
     def token_outbox(self, recipient: str) -> tuple[str, int] | None:
-        """("bounces" or "unsubscribe", the outbox id its signed token names), or None."""
+        """("bounces", "unsubscribe" or "reply", the outbox id its signed token names), or
+        None."""
         local = recipient.rpartition("@")[0]
         prefix, plus, token = local.partition("+")
         purpose = PURPOSES.get(prefix.lower())
@@ -151,6 +154,8 @@ def process_stored(workspace: Workspace, mailboxes: Mailboxes, stored: bytes, na
         with workspace.engine.begin() as connection:
             action = apply_mailto_unsubscribe(connection, workspace, found[1], evidence, now)
         return f"unsubscribe: {action}"
+    if found is not None and found[0] == "reply":
+        return process_reply(workspace, found[1], content, name, now)
     returned = classify(content)  # the message as sent to us: our trace lines are not in it
     if found is not None:  # the envelope's token (verified at RCPT) is the strongest match
         returned = replace(returned, verp_token=recipient.rpartition("@")[0].partition("+")[2])
@@ -315,6 +320,9 @@ def serve_inbound(workspace: Workspace, host: str | None, port: int | None, echo
         where = address(listening.controller.hostname, listening.controller.port)
         mailboxes = listening.handler.mailboxes
         taken = [f"bounces+…@ and unsubscribe+…@{mailboxes.bounce_domain}"]
+        if workspace.settings.sender.reply_tracking:
+            forward = workspace.settings.inbound.replies_to
+            taken += [f"reply+…@{mailboxes.bounce_domain} (forwarded to {forward})"]
         taken += [mailboxes.fbl_address] if mailboxes.fbl_address else []
         echo(f"mailer inbound: listening on {where} for {', '.join(taken)}; spool "
              f"{listening.handler.spool.root}/ (Ctrl-C stops)")  # fmt: skip
