@@ -31,6 +31,9 @@ MESSAGE_ID_LINE = re.compile(rb"^Message-ID:[ \t]*<([^<>\s]{1,250})>", re.I | re
 ADDRESS = re.compile(r"[^\s<>@\"'();:,]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")
 # Where the verp token may be when the returned message is not attached: the headers the
 # receiving side adds for the envelope recipient.
+# Why a message is `not_bounce` when it is no report, no bounce and no auto-reply: a person
+# wrote it (returns/replies.py counts only these as replies).
+FROM_A_PERSON = "no delivery report, feedback report or bounce format"
 ENVELOPE_HEADERS = ("Delivered-To", "X-Original-To", "To", "Envelope-To", "Return-Path")
 BOUNCE_SENDERS = ("mailer-daemon@", "postmaster@", "mail-daemon@", "mailerdaemon@")
 BOUNCE_SUBJECT = re.compile(
@@ -285,7 +288,7 @@ def _heuristic(message: Message, token: str | None, message_id: str | None) -> R
     address. Anything else that came back to us is not a bounce."""
     if not _from_mailer_daemon(message):
         return Returned("not_bounce", verp_token=token, original_message_id=message_id,
-                        why="no delivery report, feedback report or bounce format")  # fmt: skip
+                        why=FROM_A_PERSON)  # fmt: skip
     text = _body_text(message)
     status = _status_code(text)
     kind = _severity(status, text)

@@ -26,16 +26,13 @@ from mailer.delivery.replies import SmtpReply
 from mailer.errors import MailerError
 from mailer.render.message import RenderedMessage
 from mailer.render.mime import wire_address
-from mailer.returns.classify import classify
+from mailer.returns.classify import FROM_A_PERSON, classify
 from mailer.returns.effects import report_digest
 from mailer.returns.ingest import process
 from mailer.returns.replied import REPLIED
 from mailer.store.tables import contacts, outbox, returned_messages
 from mailer.workspace import Workspace
 
-# What classify() says of a message with no report, no bounce format and no auto-reply mark
-# (RFC 3834 headers, an out-of-office subject): a person wrote it.
-FROM_A_PERSON = "no delivery report, feedback report or bounce format"
 FORWARDED = "forwarded to "
 BARE_LF = re.compile(rb"(?<!\r)\n")
 
