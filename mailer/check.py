@@ -153,7 +153,7 @@ def _check_held_broadcasts(settings: Settings, now: datetime, report: CheckRepor
     """A broadcast edited after its run began sending is held (nothing more goes out until the
     settings are restored): an error here, before the marketer wonders why. Read from the
     database when it exists and is reachable; check never creates or migrates one."""
-    engine = _existing_database(settings)
+    engine = existing_database(settings)
     if engine is None:
         return
     try:
@@ -167,7 +167,9 @@ def _check_held_broadcasts(settings: Settings, now: datetime, report: CheckRepor
         report.problems.append(Problem("error", f"{settings.source}: campaigns.{name}: {why}"))
 
 
-def _existing_database(settings: Settings) -> Engine | None:
+def existing_database(settings: Settings) -> Engine | None:
+    """The settings' database if it exists, answers and has the current schema; else None.
+    Never creates or migrates one (check and doctor only read)."""
     url = settings.resolved_database_url()
     try:
         parsed = make_url(url)

@@ -207,6 +207,8 @@ def _report_text(data: dict[str, Any]) -> None:
         table.add_row(str(row["entry"]), row["list"], row["source"], _short(row["recorded_at"]),
                       _short(row["last_sent_before"]), str(row["messages_after"]))  # fmt: skip
     console.print(table)
+    rates = data["deliverability"]
+    say(f"bounces and complaints: {rates['status']}: {rates['verdict']}")
     say(f"erasures: {len(data['erasures'])}"
         + "".join(f"\n  entry {e['entry']} at {_short(e['recorded_at'])}"
                   for e in data["erasures"]))  # fmt: skip

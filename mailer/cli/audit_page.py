@@ -98,11 +98,12 @@ entries, head <code>{{ checkpoint.head }}</code>:
 {% endfor %}</table>
 
 <h2>Bounces and complaints</h2>
-{% if deliverability %}
-<p>{{ deliverability }}</p>
-{% else %}
-<p>Not measured yet.</p>
-{% endif %}
+<table><tr><th>sent</th><th>complaints</th><th>hard bounces</th><th>verdict</th></tr>
+<tr><td class="n">{{ deliverability.sent }}</td><td class="n">{{ deliverability.complaints }}</td>
+<td class="n">{{ deliverability.hard_bounces }}</td>
+<td class="{{ 'ok' if deliverability.status == 'ok' else 'bad' }}">
+{{ deliverability.status }}: {{ deliverability.verdict }}</td></tr>
+</table>
 </body>
 </html>
 """

@@ -19,6 +19,7 @@ from mailer.consent.audit import (
     sends_summary,
     withdrawals,
 )
+from mailer.returns.rates import period_rates
 
 
 def compliance_report(
@@ -43,9 +44,7 @@ def compliance_report(
         "withdrawals": [each.as_dict() for each in found],
         "withdrawals_with_messages_after": sum(1 for each in found if each.messages_after),
         "erasures": erasures(connection, period),
-        # Bounce and complaint rates against Gmail's and Yahoo's thresholds come with the
-        # bounces work; until then the report says they are not measured.
-        "deliverability": None,
+        "deliverability": period_rates(connection, period).as_dict(),
     }
 
 

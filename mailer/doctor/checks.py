@@ -7,6 +7,7 @@ import base64
 import binascii
 import ipaddress
 from collections.abc import Callable
+from datetime import timedelta
 from urllib.parse import urlsplit
 
 from cryptography.hazmat.primitives import serialization
@@ -19,8 +20,10 @@ from mailer.doctor.lookup import Lookup, LookupFailed
 from mailer.doctor.spf import check_host
 from mailer.errors import MailerError
 from mailer.render.dkim import DkimKey, load_key
+from mailer.returns.rates import Rates
 
 Check = Callable[[Settings, Lookup], Finding]
+RATE_PERIOD = timedelta(days=30)  # the complaint rate the doctor reads from the database
 _LOCAL_RELAY = "localhost"
 
 
@@ -296,9 +299,10 @@ def check_tracking_host(settings: Settings, lookup: Lookup) -> Finding:
     return Finding("tracking host", "ok", f"{host}: {', '.join(addresses)}")
 
 
-def bulk_sender_checklist(settings: Settings, findings: list[Finding]) -> list[Finding]:
+def bulk_sender_checklist(settings: Settings, findings: list[Finding],
+                          rates: Rates | None = None) -> list[Finding]:  # fmt: skip
     """Gmail's, Yahoo's and Microsoft's rules for bulk senders (5,000 a day and up), read off
-    the findings above and the settings."""
+    the findings above, the settings and the sender's recent rates (None: no database)."""
     auth = [
         finding
         for finding in findings
@@ -313,7 +317,7 @@ def bulk_sender_checklist(settings: Settings, findings: list[Finding]) -> list[F
         + (f"; not yet: {', '.join(short)}" if short else ": all in place"),
         "fix the findings above" if short else "",
     )
-    return [authentication, _one_click(settings), _complaint_rate()]
+    return [authentication, _one_click(settings), _complaint_rate(rates)]
 
 
 def _one_click(settings: Settings) -> Finding:
@@ -345,15 +349,20 @@ def _one_click(settings: Settings) -> Finding:
     )
 
 
-def _complaint_rate() -> Finding:
-    return Finding(
-        "bulk senders: complaint rate",
-        "warn",
-        "not measured yet: mailer does not "
-        "record spam complaints yet. Gmail requires under 0.3% (aim under 0.1%)",
-        "register the domain with Google Postmaster Tools, Yahoo's complaint "
-        "feedback loop and Microsoft SNDS/JMRP to watch it",
-    )
+def _complaint_rate(rates: Rates | None) -> Finding:
+    """The last RATE_PERIOD's rates from the database (complaints reach mailer through
+    `mailer inbound`, `bounces ingest` or a provider's webhook), when there is one."""
+    name = "bulk senders: complaint rate"
+    watch = ("register the domain with Google Postmaster Tools, Yahoo's complaint feedback "
+             "loop and Microsoft SNDS/JMRP, and send their reports to [inbound] fbl_address")
+    if rates is None:
+        return Finding(name, "warn", "not measured: no database to read (run `mailer init`); "
+                       "Gmail requires under 0.3% (aim under 0.1%)", watch)  # fmt: skip
+    status, said = rates.verdict()
+    fix = {"ok": "", "warn": watch,
+           "fail": "stop and find the cause: who was mailed without wanting it (old lists, "
+                   "no double opt-in, too often); the circuit breakers pause campaigns"}
+    return Finding(name, status, f"last {RATE_PERIOD.days} days: {said}", fix[status])
 
 
 CHECKS: tuple[tuple[str, Check], ...] = (
@@ -366,7 +375,7 @@ CHECKS: tuple[tuple[str, Check], ...] = (
 )
 
 
-def diagnose(settings: Settings, lookup: Lookup) -> list[Finding]:
+def diagnose(settings: Settings, lookup: Lookup, rates: Rates | None = None) -> list[Finding]:
     """Every check, then the checklist; a check whose DNS question got no answer fails."""
     findings = []
     for name, check in CHECKS:
@@ -381,4 +390,4 @@ def diagnose(settings: Settings, lookup: Lookup) -> list[Finding]:
                     "check your resolver, or name one with --nameserver",
                 )
             )
-    return findings + bulk_sender_checklist(settings, findings)
+    return findings + bulk_sender_checklist(settings, findings, rates)

@@ -203,8 +203,12 @@ def test_report_shows_the_ledger_consents_and_how_fast_the_withdrawal_took_effec
         "seconds_from_last_message": 3600.0, "messages_after": 0,
     }]  # fmt: skip
     assert report["erasures"] == []
+    rates = report["deliverability"]  # nothing came back: 0 of 2, judged ok
+    assert (rates["sent"], rates["complaints"], rates["hard_bounces"], rates["status"]) == (
+        2, 0, 0, "ok")  # fmt: skip
     text = mailer("audit", "report")
     assert "ledger: intact, 5 entries" in text.stdout
+    assert "bounces and complaints: ok: complaints 0.00% (0 of 2" in text.stdout
     assert "checkpoint: no checkpoint" in text.stdout
     assert "messages sent: 2, without valid consent: 0" in text.stdout
     period = mailer("audit", "report", "--since", WITHDRAWN_AT.isoformat(), "--json")

@@ -117,7 +117,7 @@ def test_a_good_zone_passes_every_check(tmp_path: Path, algorithm: Algorithm) ->
     assert statuses(findings) == GOOD
     assert "192.0.2.25" in findings["SPF"].detail
     assert "List-Unsubscribe-Post" in findings["bulk senders: one-click unsubscribe"].detail
-    assert "not measured yet" in findings["bulk senders: complaint rate"].detail
+    assert "not measured: no database" in findings["bulk senders: complaint rate"].detail
 
 
 def broken(**changes: str | None) -> dict[str, str | None]:

@@ -1,0 +1,76 @@
+"""Bounce and complaint rates over a period, against the published limits: Gmail and Yahoo want
+spam complaints under 0.3% (aim under 0.1%); Amazon SES reviews an account at 5% bounces and
+pauses it at 10%. A rate is returns received in the period over messages sent in it (Gmail
+Postmaster's definition), so the compliance report and the doctor say the same thing."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from sqlalchemy import Connection, func, select
+
+from mailer.consent.audit import Period
+from mailer.store.tables import outbox, returned_messages
+
+COMPLAINT_AIM = 0.001  # Gmail: aim under 0.1%
+COMPLAINT_LIMIT = 0.003  # Gmail and Yahoo: stay under 0.3%
+BOUNCE_REVIEW = 0.05  # Amazon SES reviews an account at 5% bounces ...
+BOUNCE_STOP = 0.10  # ... and pauses it at 10%
+
+
+@dataclass(frozen=True)
+class Rates:
+    sent: int
+    complaints: int
+    hard_bounces: int
+
+    @property
+    def complaint_rate(self) -> float | None:
+        return self.complaints / self.sent if self.sent else None
+
+    @property
+    def hard_bounce_rate(self) -> float | None:
+        return self.hard_bounces / self.sent if self.sent else None
+
+    def verdict(self) -> tuple[Literal["ok", "warn", "fail"], str]:
+        """("ok" | "warn" | "fail", the words): the worse of the two rates."""
+        if not self.sent:
+            return "warn", "no message sent in the period: nothing to judge"
+        complaints, bounces = self.complaint_rate or 0.0, self.hard_bounce_rate or 0.0
+        said = (f"complaints {complaints:.2%} ({self.complaints} of {self.sent}; Gmail and "
+                f"Yahoo: under {COMPLAINT_LIMIT:.1%}, aim under {COMPLAINT_AIM:.1%}), hard "
+                f"bounces {bounces:.2%} ({self.hard_bounces}; SES reviews at "
+                f"{BOUNCE_REVIEW:.0%}, pauses at {BOUNCE_STOP:.0%})")  # fmt: skip
+        if complaints >= COMPLAINT_LIMIT or bounces >= BOUNCE_STOP:
+            return "fail", said
+        if complaints >= COMPLAINT_AIM or bounces >= BOUNCE_REVIEW:
+            return "warn", said
+        return "ok", said
+
+    def as_dict(self) -> dict[str, Any]:
+        status, said = self.verdict()
+        return {
+            "sent": self.sent, "complaints": self.complaints,
+            "complaint_rate": self.complaint_rate, "hard_bounces": self.hard_bounces,
+            "hard_bounce_rate": self.hard_bounce_rate,
+            "thresholds": {"complaint_aim": COMPLAINT_AIM, "complaint_limit": COMPLAINT_LIMIT,
+                           "hard_bounce_review": BOUNCE_REVIEW, "hard_bounce_stop": BOUNCE_STOP},
+            "status": status, "verdict": said,
+        }  # fmt: skip
+
+
+def period_rates(connection: Connection, period: Period) -> Rates:
+    """The sender's rates over `period`."""
+    sent = select(func.count()).where(outbox.c.status == "sent",
+                                      *period.holds(outbox.c.sent_at))  # fmt: skip
+    returned = (
+        select(returned_messages.c.classification, func.count().label("n"))
+        .where(returned_messages.c.classification.in_(("complaint", "hard")),
+               *period.holds(returned_messages.c.received_at))
+        .group_by(returned_messages.c.classification)
+    )  # fmt: skip
+    counts = {row.classification: row.n for row in connection.execute(returned)}
+    return Rates(int(connection.scalar(sent) or 0), counts.get("complaint", 0),
+                 counts.get("hard", 0))  # fmt: skip
+
