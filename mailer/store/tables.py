@@ -211,7 +211,11 @@ events = Table(
     Column("step", String(100)),
     Column("properties", Json, nullable=False),
     Column("occurred_at", UTCDateTime, nullable=False),
+    # The message (outbox row) an open, click or survey answer was of; NULL for website events
+    # and for hits recorded before migration 0019.
+    Column("outbox_id", Id),
     Index(None, "contact_id", "kind", "name", "occurred_at"),
+    Index(None, "outbox_id"),
     Index(None, "kind", "name", "occurred_at"),
     Index(None, "kind", "name", "id"),  # event triggers read by id: in recording order
 )

@@ -30,7 +30,7 @@ from mailer.tracking.bots import (
 from mailer.tracking.hits import Hit
 
 POINTS = {"open": "opened", "click": "clicked"}  # the names [scoring] points use
-EVENT_COLUMNS = ("contact_id", "kind", "name", "step", "properties", "occurred_at")
+EVENT_COLUMNS = ("contact_id", "kind", "name", "step", "properties", "occurred_at", "outbox_id")
 
 
 def private_ip(ip: str, key: bytes) -> str:
@@ -74,13 +74,15 @@ def record_hits(connection: Connection, settings: Settings, key: bytes,
         rows.append({"contact_id": message.contact_id,
                      "kind": f"machine_{hit.kind}" if verdict.machine else hit.kind,
                      "name": message.campaign, "step": message.step,
-                     "properties": properties, "occurred_at": hit.at})  # fmt: skip
+                     "properties": properties, "occurred_at": hit.at,
+                     "outbox_id": message.id})  # fmt: skip
     if rows:
         # Compiled once per batch, JSON written here: SQLAlchemy's per-row path cost more than
         # the database (bench/tracking_bench.py).
         execute_many(connection, events.insert(),
                      [(row["contact_id"], row["kind"], row["name"], row["step"],
-                       json.dumps(row["properties"], ensure_ascii=False), row["occurred_at"])
+                       json.dumps(row["properties"], ensure_ascii=False), row["occurred_at"],
+                       row["outbox_id"])
                       for row in rows],
                      ready=("properties",), columns=EVENT_COLUMNS)  # fmt: skip
         traps = [row for row in rows if row["properties"].get("machine") == HONEYPOT_CLICKED]

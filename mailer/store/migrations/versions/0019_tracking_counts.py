@@ -6,7 +6,9 @@ Create Date: 2026-12-01
 """
 
 import sqlalchemy as sa  # noqa: F401
-from alembic import op  # noqa: F401
+from alembic import op
+
+from mailer.store.tables import Id
 
 revision = "0019"
 down_revision = "0018"
@@ -15,8 +17,13 @@ depends_on = None
 
 
 def upgrade() -> None:
-    pass  # PLACEHOLDER: filled by the change that needs it
+    # The message an open or click was of: reports count per variant and per message, and
+    # the machine rules look at the message's earlier hits, without guessing from the step.
+    op.add_column("events", sa.Column("outbox_id", Id))
+    op.create_index("ix_events_outbox_id", "events", ["outbox_id"])
+    # PLACEHOLDER: the tracking change adds what else it needs here
 
 
 def downgrade() -> None:
-    pass
+    op.drop_index("ix_events_outbox_id", "events")
+    op.drop_column("events", "outbox_id")
