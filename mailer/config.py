@@ -430,6 +430,18 @@ class Returns(Model):
         return self
 
 
+class Reports(Model):
+    """Where `mailer report` flags a rate as unusual (beside it in the table, `flag` in
+    --json): delivery, opens and clicks below their minimum, complaints and bounces above
+    their maximum. The defaults are the usual ranges for permission-based mail."""
+
+    delivery_min: Share = 0.90
+    open_min: Share = 0.08
+    click_min: Share = 0.005  # unique clicks per delivered message (click-through)
+    complaint_max: Share = 0.001
+    bounce_max: Share = 0.05
+
+
 class Inbound(Model):
     """`mailer inbound` (and `mailer run` when enabled): the SMTP listener for what comes back
     to bounces+TOKEN@, unsubscribe+TOKEN@ (the bounce domain) and the feedback-loop address."""
@@ -516,6 +528,7 @@ class Settings(Model):
     returns: Returns = Returns()
     inbound: Inbound = Inbound()
     webhooks: Webhooks = Webhooks()
+    reports: Reports = Reports()
     default_timezone: str = "UTC"  # for contacts without one
     default_locale: str = "en"
     attributes: dict[str, AttributeType] = {}
