@@ -70,7 +70,7 @@ def difference_interval(a: Variant, b: Variant, z: float) -> tuple[float, float]
     difference = rate_b - rate_a
     low = difference - math.sqrt((rate_b - low_b) ** 2 + (high_a - rate_a) ** 2)
     high = difference + math.sqrt((high_b - rate_b) ** 2 + (rate_a - low_a) ** 2)
-    return low, high
+    return max(-1.0, low), min(1.0, high)  # rounding can step past 100% by one ulp
 
 
 def sample_size_per_variant(
