@@ -1,26 +1,34 @@
-"""Telling a person's open or click from a machine's: pure functions over one batch of hits.
+"""Telling a person's open or click from a machine's: pure functions over one batch of hits
+and the message's hits already stored.
 
-`classify(hits, sent_at, honeypot)` gives one `Verdict` per hit, in order. The rules, first
-match wins (its reason is the one kept):
+`judge(hits, sent_at, honeypot, stored, apple)` gives one `Verdict` per hit, in order, and the
+stored hits that the batch shows to be a machine's. The rules, first match wins (its reason is
+the one kept):
 
-1. image proxies that fetch without a person (opens only), see `IMAGE_PROXIES`;
+1. image proxies that fetch without a person (opens only), see `IMAGE_PROXIES`, and Apple's
+   proxy addresses with a browser-less or Apple Mail user agent (Mail Privacy Protection);
 2. link scanners, security gateways, HTTP libraries, crawlers, an empty user agent
    (opens and clicks), see `SCANNERS`;
 3. a HEAD request;
-4. a click less than `TOO_SOON` after the relay accepted the message;
+4. a click less than `TOO_SOON`, an open less than `OPEN_TOO_SOON`, after the relay accepted
+   the message;
 5. `SAME_SECOND_LINKS` or more distinct links of one message clicked within one second:
    all of those clicks;
 6. a click on the message's hidden honeypot link, and every click of that message within
-   `AROUND_HONEYPOT` of it.
+   `AROUND_HONEYPOT` of it, before or after;
+7. an open within `AROUND_MACHINE_CLICK` of a machine's click on the same message;
+8. a pixel fetched again less than `REFETCH` after the message's last open: the same open.
 
-Opens are judged by rules 1-3 only: a person may open a message the moment it arrives.
+Rules 5-8 look at the message's stored hits as well as the batch's, so a burst that straddles
+two batches is judged whole: a later batch that completes a burst, or a honeypot click, turns
+the stored clicks and opens it reaches into a machine's (`Judgement.relabel`).
 
 Image proxies, decided one by one:
 - Apple Mail Privacy Protection: machine. Apple's relay loads every image as the message
   reaches the device, read or not, and the device shows the cached copy afterwards. It sends
-  the bare user agent `Mozilla/5.0` and nothing more. Its addresses are not used: they are
-  iCloud Private Relay's egress, shared with people browsing in Safari, published as a long
-  list that changes, and not something a pure function can fetch.
+  the bare user agent `Mozilla/5.0`, or Apple Mail's own (WebKit without `Safari/`), from
+  the iCloud Private Relay egress ranges or Apple's 17.0.0.0/8 (tracking/apple.py). Safari
+  on Private Relay is a person's browser: its user agent says `Safari/`.
 - Gmail (`GoogleImageProxy`, `via ggpht.com`): person. Gmail fetches through its proxy when
   someone opens the message and caches the image afterwards, so the fetch is the first
   open. Later opens never reach us.
@@ -31,22 +39,34 @@ Image proxies, decided one by one:
   `ms-office` are the Outlook client showing images to a person. No `OutlookImageProxy`
   user agent is documented. Microsoft's machines (`BingPreview`, Safe Links) are scanners.
 
-Limits: rules 5 and 6 see only the hits of one batch, so a burst that straddles two batches
-is judged in parts. A message missing from `sent_at` is spared rule 4 only. Scanners that
-copy a browser's user agent get past rules 1-2 and are left to the timing rules 4-6.
+Limits: the stored hits are the message's (events.outbox_id), so hits stored before
+migration 0019 are not seen. A message missing from `sent_at` is spared rule 4 only. A
+scanner that copies a browser's user agent, waits more than `OPEN_TOO_SOON` and
+`TOO_SOON`, fetches from an address of its own and follows one link without the honeypot
+is a person as far as anything here can tell. An open beside a machine's click (rule 7) may
+be a person reading the message as the scanner checks it: that open is lost.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Container, Hashable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import TypeVar
 
-from mailer.tracking.hits import Hit, Verdict
+from mailer.tracking.hits import Hit, StoredHit, Verdict
 
 TOO_SOON = timedelta(seconds=10)  # no person reads a message and clicks that fast
 SAME_SECOND_LINKS = 3  # distinct links of one message clicked within one second
 AROUND_HONEYPOT = timedelta(seconds=60)  # a scanner's other clicks on that message
+# A sandbox fetches the pixel a fraction of a second after the message lands; a person needs
+# the message delivered past the relay, synced to a device, noticed and opened.
+OPEN_TOO_SOON = timedelta(seconds=2)
+AROUND_MACHINE_CLICK = AROUND_HONEYPOT  # a scanner loads the images as it checks the links
+REFETCH = timedelta(seconds=60)  # a client re-rendering the message is not a new reading
+# How far from a batch's hits the stored ones can matter.
+WINDOW = max(AROUND_HONEYPOT + AROUND_MACHINE_CLICK, REFETCH, timedelta(seconds=1))
 
 APPLE_MPP_USER_AGENT = "Mozilla/5.0"  # exactly this, no more tokens
 
@@ -93,10 +113,22 @@ SCANNERS: tuple[tuple[str, str], ...] = (
 NOT_SCANNERS: tuple[str, ...] = ("cubot",)
 
 
-def image_proxy(user_agent: str) -> str | None:
-    """Rule 1: why this open is an image proxy's prefetch, or None."""
+def apple_mail_agent(user_agent: str) -> bool:
+    """The bare `Mozilla/5.0`, or Apple Mail's WebKit agent (Safari's says `Safari/`)."""
+    agent = user_agent.strip().lower()
+    return agent == APPLE_MPP_USER_AGENT.lower() or (
+        "applewebkit" in agent and "safari/" not in agent
+        and any(device in agent for device in ("macintosh", "iphone", "ipad"))
+    )  # fmt: skip
+
+
+def image_proxy(user_agent: str, ip: str = "", apple: Container[str] = ()) -> str | None:
+    """Rule 1: why this open is an image proxy's prefetch, or None. `apple`: Apple's proxy
+    addresses (tracking/apple.py)."""
     if user_agent.strip() == APPLE_MPP_USER_AGENT:
         return "Apple Mail Privacy Protection"
+    if ip and ip in apple and apple_mail_agent(user_agent):
+        return "Apple Mail Privacy Protection (Apple proxy address)"
     agent = user_agent.lower()
     return next((reason for token, reason in IMAGE_PROXIES if token in agent), None)
 
@@ -130,11 +162,24 @@ def too_soon(at: datetime, sent_at: datetime | None) -> str | None:
     return f"clicked {int(after.total_seconds())} s after delivery"
 
 
-def same_second(clicks: Sequence[tuple[int, Hit]]) -> dict[int, str]:
-    """Rule 5 over one message's clicks (batch position, hit): {position: reason} of every
-    click in a one-second window that holds `SAME_SECOND_LINKS` or more distinct links."""
+def open_too_soon(at: datetime, sent_at: datetime | None) -> str | None:
+    """Rule 4 for opens: a pixel fetched before anyone could have read the message."""
+    if sent_at is None or at - sent_at >= OPEN_TOO_SOON:
+        return None
+    after = (at - sent_at).total_seconds()
+    if after < 0:
+        return "pixel fetched before delivery"
+    return f"pixel fetched {int(after * 10) / 10:.1f} s after delivery"
+
+
+Ref = TypeVar("Ref", bound=Hashable)  # where a hit is: its batch position, or its stored row
+
+
+def same_second(clicks: Sequence[tuple[Ref, Hit]]) -> dict[Ref, str]:
+    """Rule 5 over one message's clicks (ref, hit): {ref: reason} of every click in a
+    one-second window that holds `SAME_SECOND_LINKS` or more distinct links."""
     ordered = sorted(clicks, key=lambda click: click[1].at)
-    found: dict[int, int] = {}  # position -> most distinct links seen in one of its windows
+    found: dict[Ref, int] = {}  # ref -> most distinct links seen in one of its windows
     end = 0
     for start, (_, first) in enumerate(ordered):
         end = max(end, start)
@@ -143,29 +188,27 @@ def same_second(clicks: Sequence[tuple[int, Hit]]) -> dict[int, str]:
         window = ordered[start:end]
         links = len({hit.link for _, hit in window})
         if links >= SAME_SECOND_LINKS:
-            for position, _ in window:
-                found[position] = max(found.get(position, 0), links)
-    return {
-        position: f"{links} links clicked in the same second" for position, links in found.items()
-    }
+            for ref, _ in window:
+                found[ref] = max(found.get(ref, 0), links)
+    return {ref: f"{links} links clicked in the same second" for ref, links in found.items()}
 
 
 HONEYPOT_CLICKED = "honeypot link clicked"
 
 
-def near_honeypot(clicks: Sequence[tuple[int, Hit]], honeypot: int) -> dict[int, str]:
-    """Rule 6 over one message's clicks (batch position, hit): {position: reason} of the
-    honeypot clicks and of every click within `AROUND_HONEYPOT` of one of them."""
+def near_honeypot(clicks: Sequence[tuple[Ref, Hit]], honeypot: int) -> dict[Ref, str]:
+    """Rule 6 over one message's clicks (ref, hit): {ref: reason} of the honeypot clicks and
+    of every click within `AROUND_HONEYPOT` of one of them."""
     bait = [hit.at for _, hit in clicks if hit.link == honeypot]
-    found: dict[int, str] = {}
-    for position, hit in clicks:
+    found: dict[Ref, str] = {}
+    for ref, hit in clicks:
         if hit.link == honeypot:
-            found[position] = HONEYPOT_CLICKED
+            found[ref] = HONEYPOT_CLICKED
             continue
         nearest = min(bait, key=lambda at: abs(hit.at - at), default=None)
         if nearest is None or abs(hit.at - nearest) > AROUND_HONEYPOT:
             continue
-        found[position] = near_honeypot_reason(hit.at, nearest)
+        found[ref] = near_honeypot_reason(hit.at, nearest)
     return found
 
 
@@ -175,34 +218,90 @@ def near_honeypot_reason(at: datetime, bait: datetime) -> str:
     return f"clicked {int(abs(at - bait).total_seconds())} s {side} the honeypot link"
 
 
-def classify(
-    hits: Sequence[Hit], sent_at: Mapping[str, datetime], honeypot: Mapping[str, int]
-) -> list[Verdict]:
-    """One verdict per hit, in order. `sent_at`: message key -> when the relay accepted the
-    message; `honeypot`: message key -> link index of its hidden link. Either may lack a key."""
-    clicks: dict[str, list[tuple[int, Hit]]] = defaultdict(list)
-    for position, hit in enumerate(hits):
-        if hit.kind == "click":
-            clicks[hit.message_key].append((position, hit))
-    bursts: dict[int, str] = {}
-    baited: dict[int, str] = {}
-    for key, message_clicks in clicks.items():
-        bursts |= same_second(message_clicks)
-        if key in honeypot:
-            baited |= near_honeypot(message_clicks, honeypot[key])
+def near_machine_click(at: datetime, machine_clicks: Sequence[datetime]) -> str | None:
+    """Rule 7: why an open at `at` goes with a machine's click on the message, or None."""
+    nearest = min(machine_clicks, key=lambda click: abs(at - click), default=None)
+    if nearest is None or abs(at - nearest) > AROUND_MACHINE_CLICK:
+        return None
+    side = "before" if at <= nearest else "after"
+    return f"pixel fetched {int(abs(at - nearest).total_seconds())} s {side} a machine's click"
 
-    verdicts = []
+
+REFETCHED = "pixel fetched again"
+
+
+def refetched(at: datetime, last_open: datetime | None) -> str | None:
+    """Rule 8: why this fetch is the last open again, or None."""
+    if last_open is None or not timedelta(0) <= at - last_open < REFETCH:
+        return None
+    return f"{REFETCHED} {int((at - last_open).total_seconds())} s after the last open"
+
+
+@dataclass(frozen=True)
+class Judgement:
+    verdicts: list[Verdict]  # one per hit of the batch, in order
+    relabel: dict[int, str] = field(default_factory=dict)  # stored person's hit id -> why not
+
+
+def _as_hit(stored: StoredHit, key: str) -> Hit:
+    return Hit(stored.kind, key, stored.link, stored.at, "", "", "GET")
+
+
+def judge(hits: Sequence[Hit], sent_at: Mapping[str, datetime], honeypot: Mapping[str, int],
+          stored: Mapping[str, Sequence[StoredHit]] | None = None,
+          apple: Container[str] = ()) -> Judgement:  # fmt: skip
+    """Verdicts for a batch. `sent_at`: message key -> when the relay accepted the message;
+    `honeypot`: message key -> link index of its hidden link; `stored`: message key -> its
+    hits already stored; `apple`: Apple's proxy addresses. Any may lack a key."""
+    reasons: dict[tuple[str, int], str | None] = {}  # ("batch", position) / ("stored", id)
+    timelines: dict[str, list[tuple[tuple[str, int], Hit]]] = defaultdict(list)
+    for key, earlier in (stored or {}).items():
+        for row in earlier:
+            reasons["stored", row.id] = row.machine
+            timelines[key].append((("stored", row.id), _as_hit(row, key)))
     for position, hit in enumerate(hits):
-        reason = (
-            (image_proxy(hit.user_agent) if hit.kind == "open" else None)
-            or scanner(hit.user_agent)
-            or head_request(hit.method)
-        )
-        if reason is None and hit.kind == "click":
-            reason = (
-                too_soon(hit.at, sent_at.get(hit.message_key))
-                or bursts.get(position)
-                or baited.get(position)
-            )
-        verdicts.append(Verdict(machine=reason is not None, reason=reason))
-    return verdicts
+        reasons["batch", position] = _alone(hit, sent_at.get(hit.message_key), apple)
+        timelines[hit.message_key].append((("batch", position), hit))
+    relabel: dict[int, str] = {}
+
+    def decide(ref: tuple[str, int], reason: str | None) -> None:
+        if reason is None or reasons[ref] is not None:
+            return
+        reasons[ref] = reason
+        if ref[0] == "stored":
+            relabel[ref[1]] = reason
+
+    for key, timeline in timelines.items():
+        clicks = [(ref, hit) for ref, hit in timeline if hit.kind == "click"]
+        bait = near_honeypot(clicks, honeypot[key]) if key in honeypot else {}
+        burst = same_second(clicks)
+        for ref, _ in clicks:
+            decide(ref, burst.get(ref) or bait.get(ref))
+        machine_clicks = [hit.at for ref, hit in clicks if reasons[ref] is not None]
+        opens = sorted(((ref, hit) for ref, hit in timeline if hit.kind == "open"),
+                       key=lambda item: item[1].at)  # fmt: skip
+        last_open: datetime | None = None
+        for ref, hit in opens:
+            decide(ref, near_machine_click(hit.at, machine_clicks))
+            if ref[0] == "batch":
+                decide(ref, refetched(hit.at, last_open))
+            reason = reasons[ref]
+            if reason is None or reason.startswith(REFETCHED):
+                last_open = hit.at
+    verdicts = [Verdict(machine=reasons["batch", n] is not None, reason=reasons["batch", n])
+                for n in range(len(hits))]  # fmt: skip
+    return Judgement(verdicts, relabel)
+
+
+def _alone(hit: Hit, sent_at: datetime | None, apple: Container[str]) -> str | None:
+    """Rules 1-4: what the hit shows by itself."""
+    if hit.kind == "open":
+        return (image_proxy(hit.user_agent, hit.ip, apple) or scanner(hit.user_agent)
+                or head_request(hit.method) or open_too_soon(hit.at, sent_at))  # fmt: skip
+    return scanner(hit.user_agent) or head_request(hit.method) or too_soon(hit.at, sent_at)
+
+
+def classify(hits: Sequence[Hit], sent_at: Mapping[str, datetime],
+             honeypot: Mapping[str, int]) -> list[Verdict]:  # fmt: skip
+    """One verdict per hit, in order, judged by the batch alone (see `judge`)."""
+    return judge(hits, sent_at, honeypot).verdicts

@@ -23,3 +23,14 @@ class Hit:
 class Verdict:
     machine: bool
     reason: str | None  # why it is taken for a machine, e.g. "Apple Mail Privacy Protection"
+
+
+@dataclass(frozen=True)
+class StoredHit:
+    """An open or click of the message already in the events table, as the rules see it."""
+
+    id: int
+    kind: Literal["open", "click"]  # what was fetched, whoever fetched it
+    link: int | None
+    at: datetime
+    machine: str | None  # why it was stored as a machine's, or None for a person's

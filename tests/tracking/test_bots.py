@@ -8,8 +8,17 @@ from typing import Literal
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mailer.tracking.bots import AROUND_HONEYPOT, TOO_SOON, classify
-from mailer.tracking.hits import Hit, Verdict
+from mailer.tracking.apple import parse
+from mailer.tracking.bots import (
+    AROUND_HONEYPOT,
+    AROUND_MACHINE_CLICK,
+    HONEYPOT_CLICKED,
+    OPEN_TOO_SOON,
+    TOO_SOON,
+    classify,
+    judge,
+)
+from mailer.tracking.hits import Hit, StoredHit, Verdict
 
 SENT = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 LATER = SENT + timedelta(hours=2)
@@ -71,15 +80,15 @@ def test_yahoo_proxy_open_is_a_prefetch_machine() -> None:
     assert reasons([open_(user_agent=YAHOO_PROXY)]) == ["Yahoo Mail proxy prefetch"]
 
 
-def test_gmail_proxy_open_is_a_person_even_right_after_delivery() -> None:
-    hits = [open_(user_agent=GMAIL_PROXY), open_(SENT + timedelta(seconds=1), GMAIL_PROXY)]
-    assert classify(hits, {"m1": SENT}, {}) == [HUMAN, HUMAN]
+def test_gmail_proxy_open_is_a_person_soon_after_delivery() -> None:
+    hits = [open_(user_agent=GMAIL_PROXY), open_(SENT + OPEN_TOO_SOON, GMAIL_PROXY, key="m2")]
+    assert classify(hits, {"m1": SENT, "m2": SENT}, {}) == [HUMAN, HUMAN]
 
 
 def test_real_mail_clients_and_browsers_are_people() -> None:
     hits = [
         open_(user_agent=IPHONE_MAIL),
-        open_(user_agent=OUTLOOK),
+        open_(LATER + timedelta(hours=1), user_agent=OUTLOOK),
         click(0, user_agent=CHROME),
         click(1, LATER + timedelta(minutes=5), IPHONE_MAIL),
         click(2, LATER + timedelta(minutes=9), CUBOT_PHONE),
@@ -141,8 +150,22 @@ def test_click_of_a_message_without_send_time_has_no_timing_rule() -> None:
     assert classify([click(0, SENT + timedelta(seconds=1), key="unknown")], {}, {}) == [HUMAN]
 
 
-def test_open_right_after_delivery_is_a_person() -> None:
-    assert classify([open_(SENT + timedelta(seconds=1))], {"m1": SENT}, {}) == [HUMAN]
+def test_pixel_fetched_within_two_seconds_of_delivery_is_a_sandbox() -> None:
+    hits = [
+        open_(SENT + timedelta(milliseconds=200)),
+        open_(SENT + OPEN_TOO_SOON - timedelta(milliseconds=1), key="m2"),
+        open_(SENT + OPEN_TOO_SOON, key="m3"),
+        open_(SENT - timedelta(seconds=1), key="m4"),
+        open_(SENT, key="unknown"),
+    ]
+    sent_at = {"m1": SENT, "m2": SENT, "m3": SENT, "m4": SENT}
+    assert [v.reason for v in classify(hits, sent_at, {})] == [
+        "pixel fetched 0.2 s after delivery",
+        "pixel fetched 1.9 s after delivery",
+        None,
+        "pixel fetched before delivery",
+        None,
+    ]
 
 
 def test_three_links_of_one_message_in_one_second_are_all_machines() -> None:
@@ -178,7 +201,7 @@ def test_honeypot_click_marks_clicks_of_that_message_within_a_minute() -> None:
         click(3, bait + AROUND_HONEYPOT + timedelta(seconds=1)),
         click(4, bait - timedelta(minutes=5)),
         click(1, bait, key="m2"),
-        open_(bait + timedelta(seconds=5)),
+        open_(bait + timedelta(seconds=5), key="m3"),
     ]
     assert reasons(hits, {"m1": 7, "m2": 7}) == [
         "clicked 60 s before the honeypot link",
@@ -282,3 +305,81 @@ def test_one_verdict_per_hit_and_a_lone_browser_get_is_always_a_person(
     assert len(verdicts) == len(hits)
     assert all(isinstance(v, Verdict) and v.machine == (v.reason is not None) for v in verdicts)
     assert verdicts[place] == HUMAN
+
+
+def stored(id_: int, kind: Literal["open", "click"], at: datetime, link: int | None = None,
+           machine: str | None = None) -> StoredHit:  # fmt: skip
+    return StoredHit(id_, kind, link, at, machine)
+
+
+def test_a_burst_completed_by_a_later_batch_turns_the_stored_clicks_into_a_machines() -> None:
+    earlier = [stored(1, "click", LATER, 0), stored(2, "click", LATER + timedelta(
+        milliseconds=200), 1)]  # fmt: skip
+    third = click(2, LATER + timedelta(milliseconds=400))
+    judged = judge([third], {"m1": SENT}, {}, {"m1": earlier})
+    assert [v.reason for v in judged.verdicts] == ["3 links clicked in the same second"]
+    assert judged.relabel == {1: "3 links clicked in the same second",
+                              2: "3 links clicked in the same second"}  # fmt: skip
+
+
+def test_clicks_after_a_stored_honeypot_click_are_a_machines_and_before_it_relabelled() -> None:
+    before = "clicked 30 s before the honeypot link"
+    earlier = [stored(1, "click", LATER - timedelta(seconds=30), 0, before),
+               stored(2, "click", LATER, 7, HONEYPOT_CLICKED),
+               stored(3, "click", LATER - timedelta(minutes=5), 1)]  # fmt: skip
+    later = [click(1, LATER + timedelta(seconds=20)), click(2, LATER + timedelta(minutes=2))]
+    judged = judge(later, {"m1": SENT}, {"m1": 7}, {"m1": earlier})
+    assert [v.reason for v in judged.verdicts] == ["clicked 20 s after the honeypot link", None]
+    assert judged.relabel == {}  # stored 1 was judged when the honeypot click was stored
+    person = stored(1, "click", LATER - timedelta(seconds=30), 0)
+    bait_later = judge([click(7, LATER)], {"m1": SENT}, {"m1": 7}, {"m1": [person]})
+    assert bait_later.relabel == {1: before}
+
+
+def test_an_open_beside_a_machines_click_is_a_machines_whichever_batch_holds_it() -> None:
+    scanner_click = click(0, LATER, BARRACUDA)
+    pixel = open_(LATER + timedelta(seconds=3))
+    assert reasons([scanner_click, pixel]) == [
+        "link scanner (Barracuda)",
+        "pixel fetched 3 s after a machine's click",
+    ]
+    earlier_open = [stored(1, "open", LATER - timedelta(seconds=2))]
+    judged = judge([scanner_click], {"m1": SENT}, {}, {"m1": earlier_open})
+    assert judged.relabel == {1: "pixel fetched 2 s before a machine's click"}
+    far = open_(LATER + AROUND_MACHINE_CLICK + timedelta(seconds=1))
+    assert reasons([scanner_click, far]) == ["link scanner (Barracuda)", None]
+
+
+def test_a_pixel_fetched_again_within_a_minute_is_the_same_open() -> None:
+    fetches = [open_(LATER + timedelta(seconds=2 * n)) for n in range(25)]
+    got = reasons(fetches)
+    assert got[0] is None and got[1:] == [
+        f"pixel fetched again {2} s after the last open"] * 24  # fmt: skip
+    reopen = open_(LATER + timedelta(seconds=48 + 61))  # a minute after the last fetch
+    assert reasons([*fetches, reopen])[-1] is None
+    across = judge([open_(LATER + timedelta(seconds=30))], {"m1": SENT}, {},
+                   {"m1": [stored(1, "open", LATER)]})  # fmt: skip
+    assert [v.reason for v in across.verdicts] == ["pixel fetched again 30 s after the last open"]
+    assert across.relabel == {}
+
+
+def test_a_sandbox_fetch_does_not_swallow_the_persons_open_after_it() -> None:
+    sandbox = open_(SENT + timedelta(milliseconds=200))
+    person = open_(SENT + timedelta(seconds=40), IPHONE_MAIL)
+    assert reasons([sandbox, person]) == ["pixel fetched 0.2 s after delivery", None]
+
+
+def test_apple_mail_from_apples_proxy_addresses_is_privacy_protection() -> None:
+    ranges = parse("# Apple\n17.0.0.0/8\n172.224.226.0/27,GB,GB-EN,London,\nnonsense\n", "t")
+    mail = Hit("open", "m1", None, LATER, IPHONE_MAIL, "17.58.1.2", "GET")
+    relay_mail = Hit("open", "m2", None, LATER, IPHONE_MAIL, "172.224.226.9", "GET")
+    safari = Hit("open", "m3", None, LATER, SAFARI, "172.224.226.9", "GET")
+    home_mail = Hit("open", "m4", None, LATER, IPHONE_MAIL, "198.51.100.7", "GET")
+    verdicts = judge([mail, relay_mail, safari, home_mail], {}, {}, apple=ranges).verdicts
+    assert [v.reason for v in verdicts] == [
+        "Apple Mail Privacy Protection (Apple proxy address)",
+        "Apple Mail Privacy Protection (Apple proxy address)",
+        None,
+        None,
+    ]
+    assert "172.224.226.32" not in ranges and "::ffff:17.1.1.1" in ranges and "x" not in ranges
