@@ -26,6 +26,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from email_validator import EmailNotValidError, validate_email
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -56,6 +57,9 @@ _SECRETS = {
     "public_key_file",
     ("webhooks", "mailgun", "signing_key"): "MAILER_WEBHOOKS__MAILGUN__SIGNING_KEY or "
     "signing_key_file",
+    # "*": any name of the table (an outgoing webhook's own secret).
+    ("webhooks", "outgoing", "*", "secret"): "MAILER_WEBHOOKS__OUTGOING__<NAME>__SECRET or "
+    "secret_file",
 }
 _NAME = re.compile(r"^[a-z][a-z0-9_-]*$")
 
@@ -169,6 +173,9 @@ class Tracking(Model):
     # Opens and clicks are written in batches: this many, or after this long, whichever first.
     flush_size: int = Field(default=500, ge=1, le=100_000)
     flush_every: Duration = timedelta(seconds=1)
+    # Apple's proxy addresses, to tell Mail Privacy Protection's prefetch: a refreshed copy of
+    # https://mask-api.icloud.com/egress-ip-ranges.csv; unset: the shipped 17.0.0.0/8 only.
+    apple_proxy_ranges_file: Path | None = None
     # The website's bearer token for POST /events (from MAILER_TRACKING__EVENTS_TOKEN).
     events_token: SecretStr | None = None
 
@@ -209,11 +216,43 @@ class Dkim(Model):
 
 
 class Variant(Model):
-    """An A/B variant of a step: another subject and/or template."""
+    """An A/B variant of a step: another subject, template and/or sender name."""
 
     subject: str | None = None
     template: str | None = None
+    from_name: str | None = None  # the From display name ([sender] name otherwise)
+    send_at: str | None = None  # a send-time variant: refused by the checks (not built yet)
     weight: int = Field(default=1, ge=0)
+
+
+def _positive(value: timedelta) -> timedelta:
+    if value <= timedelta(0):
+        raise ValueError('must be longer than 0 (write e.g. "4h" or "3 days")')
+    return value
+
+
+MAX_VARIANTS = 3  # of a broadcast's auto-winner test, A included
+
+
+class AbTest(Model):
+    """A broadcast's A/B test with an auto-winner (campaigns/ab_tests.py): at send_at only
+    `test_fraction` of the recipients get a variant; after `wait` the winner by people's opens,
+    clicks or conversions (the campaign's goal) goes to the rest; no clear winner: `default`."""
+
+    test_fraction: float = Field(gt=0, lt=1)
+    wait: Annotated[Duration, AfterValidator(_positive)]
+    decide_by: Literal["opens", "clicks", "conversions"] = "opens"
+    default: str = "A"
+    confidence: float = Field(default=0.95, gt=0.5, lt=1)
+
+
+class Resend(Model):
+    """Send a message once more, with another subject, `after` it was sent, to its recipients
+    with no person's open (or click) of it (campaigns/resends.py)."""
+
+    after: Annotated[Duration, AfterValidator(_positive)]
+    subject: str
+    unless: Literal["opened", "clicked"] = "opened"
 
 
 class Step(Model):
@@ -234,6 +273,7 @@ class Step(Model):
     priority: Literal["high", "normal", "low"] = "normal"
     track_opens: bool = True
     variants: dict[str, Variant] = {}
+    resend: Resend | None = None
 
     @field_validator("at", mode="before")
     @classmethod
@@ -270,6 +310,8 @@ class Campaign(Model):
     preheader: str | None = None
     track_opens: bool = True
     variants: dict[str, Variant] = {}
+    ab: AbTest | None = None  # an auto-winner A/B test of the variants
+    resend: Resend | None = None
 
     def messages(self) -> list[Step]:
         """The messages this campaign sends: a sequence's steps, or a broadcast as one step."""
@@ -279,7 +321,7 @@ class Campaign(Model):
             return []
         return [Step(name="broadcast", template=self.template, subject=self.subject,
                      preheader=self.preheader, track_opens=self.track_opens,
-                     variants=self.variants)]  # fmt: skip
+                     variants=self.variants, resend=self.resend)]  # fmt: skip
 
     def after_skip(self, position: int) -> int:
         """Where a sequence goes when the step at `position` is skipped: to its `otherwise`
@@ -293,8 +335,24 @@ class Campaign(Model):
         for step in self.messages():
             if step.name == name:
                 return step
+            if step.resend is not None and name == resent_name(step.name):
+                return resent(step, step.resend)
         known = ", ".join(step.name for step in self.messages()) or "none"
         raise SettingsError(f"campaign has no step '{name}' (steps: {known})")
+
+
+def resent_name(step: str) -> str:
+    """The outbox step of a step's resend: `broadcast.resend`, `hello.resend`."""
+    return f"{step}.resend"
+
+
+def resent(step: Step, resend: Resend) -> Step:
+    """The message a resend sends: the step as it was (the contact's variant too: its template
+    and sender name), under the resend's subject."""
+    variants = {label: variant.model_copy(update={"subject": None})
+                for label, variant in step.variants.items()}  # fmt: skip
+    return step.model_copy(update={"name": resent_name(step.name), "subject": resend.subject,
+                                   "variants": variants, "resend": None})  # fmt: skip
 
 
 class EngineSettings(Model):
@@ -499,9 +557,39 @@ class MailgunWebhook(Model):
     signing_key_file: Path | None = None
 
 
+WebhookEventType = Literal["sent", "bounced", "complained", "opened", "clicked", "unsubscribed",
+                           "confirmed", "converted", "survey_answered"]  # fmt: skip
+WEBHOOK_EVENT_TYPES: tuple[WebhookEventType, ...] = get_args(WebhookEventType)
+
+
+class OutgoingWebhook(Model):
+    """[webhooks.outgoing.NAME]: a URL that receives the events named, each as a signed JSON
+    POST from a queue in the database (webhooks_out/)."""
+
+    url: str
+    events: list[Literal["*"] | WebhookEventType] = Field(min_length=1)  # "*": every type
+    # The HMAC key: MAILER_WEBHOOKS__OUTGOING__<NAME>__SECRET, or the file named here.
+    secret: SecretStr | None = None
+    secret_file: Path | None = None
+    timeout: Duration = timedelta(seconds=5)  # no answer in time is a failed attempt
+
+    @field_validator("url")
+    @classmethod
+    def _https(cls, value: str) -> str:
+        parts = urlsplit(value)
+        loopback = parts.hostname in ("localhost", "127.0.0.1", "::1")
+        if parts.scheme != "https" and not (parts.scheme == "http" and loopback):
+            raise ValueError(f'"{value}" must be an https:// URL (events name people; plain '
+                             "http is accepted only for localhost)")  # fmt: skip
+        return value
+
+    def wants(self, event_type: str) -> bool:
+        return "*" in self.events or event_type in self.events
+
+
 class Webhooks(Model):
     """Bounces and complaints from an ESP the relay is (returns/webhooks/). A provider that is
-    not enabled answers 404."""
+    not enabled answers 404. `outgoing`: our own events, sent to other systems."""
 
     # A signed call older than this is refused as a replay (the provider's clock may differ).
     max_age: Duration = timedelta(minutes=5)
@@ -509,6 +597,9 @@ class Webhooks(Model):
     postmark: PostmarkWebhook = PostmarkWebhook()
     sendgrid: SendgridWebhook = SendgridWebhook()
     mailgun: MailgunWebhook = MailgunWebhook()
+    outgoing: dict[str, OutgoingWebhook] = {}
+    # Delivered outgoing events are deleted after this long (the dead ones stay for `retry`).
+    outgoing_retention: Duration = timedelta(days=7)
 
 
 class Settings(Model):
@@ -619,6 +710,17 @@ class Settings(Model):
             ) from None
 
 
+def _no_settings(source: Path) -> str:
+    """What to do when the settings file is missing: make a project, or point at one."""
+    if source == Path("settings.toml"):
+        return (f"no settings.toml in {Path.cwd()}: create a project here with `mailer new .`, "
+                "or pass --config PATH (or set MAILER_CONFIG)")  # fmt: skip
+    if source.name != "settings.toml":
+        return f"{source}: no such settings file (check the path)"
+    return (f"{source}: no such settings file (check the path, or create a project there with "
+            f"`mailer new {source.parent}`)")  # fmt: skip
+
+
 def load_settings(
     path: Path | str, environ: dict[str, str] | None = None, warn: Callable[[str], None] = _stderr
 ) -> Settings:
@@ -630,10 +732,7 @@ def load_settings(
     try:
         raw = tomllib.loads(source.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise SettingsError(
-            f"{source}: no such settings file (pass --config PATH, set MAILER_CONFIG, "
-            "or run mailer in the folder that holds settings.toml)"
-        ) from None
+        raise SettingsError(_no_settings(source)) from None
     except tomllib.TOMLDecodeError as error:
         raise SettingsError(f"{source}: {_toml_position(error)}") from None
     except UnicodeDecodeError:
@@ -641,8 +740,7 @@ def load_settings(
 
     problems = [
         f"{source}: {'.'.join(key)}: secrets may not be written in settings; use {instead}"
-        for key, instead in _SECRETS.items()
-        if _lookup(raw, key) is not None
+        for key, instead in _written_secrets(raw)
     ]
     origins = _apply_environment(raw, environ, warn)
     try:
@@ -664,6 +762,26 @@ def _toml_position(error: tomllib.TOMLDecodeError) -> str:
     if match is None:
         return str(error)
     return f"line {match.group(1)}, column {match.group(2)}: {str(error)[: match.start()].strip()}"
+
+
+def _written_secrets(raw: dict[str, Any]) -> Iterator[tuple[tuple[str, ...], str]]:
+    """The secrets settings.toml holds, each with where it belongs instead ("*" expanded)."""
+    for key, instead in _SECRETS.items():
+        if "*" not in key:
+            if _lookup(raw, key) is not None:
+                yield key, instead
+            continue
+        star = key.index("*")
+        names = _lookup(raw, key[:star])
+        for name in names if isinstance(names, dict) else ():
+            concrete = (*key[:star], name, *key[star + 1 :])
+            if _lookup(raw, concrete) is not None:
+                yield concrete, instead.replace("<NAME>", name.upper())
+
+
+def _is_secret(path: list[str]) -> bool:
+    return any(len(key) == len(path) and all(k in ("*", p) for k, p in zip(key, path, strict=True))
+               for key in _SECRETS)  # fmt: skip
 
 
 def _lookup(tree: dict[str, Any], key: tuple[str, ...]) -> Any:
@@ -696,7 +814,7 @@ def _apply_environment(
                 raise SettingsError(f"{variable}: '{part}' is a value in settings, not a table")
             node = child
         # A secret is text as given, even when it looks like a number or a TOML value.
-        node[path[-1]] = text if tuple(path) in _SECRETS else _environment_value(text)
+        node[path[-1]] = text if _is_secret(path) else _environment_value(text)
         origins[".".join(path)] = variable
     return origins
 
@@ -796,7 +914,8 @@ def _cross_references(settings: Settings) -> list[str]:
     """Checks across sections that a single model cannot make."""
     problems = []
     known_lists = ", ".join(sorted(settings.lists)) or "none"
-    for name in [*settings.lists, *settings.campaigns, *settings.segments]:
+    for name in [*settings.lists, *settings.campaigns, *settings.segments,
+                 *settings.webhooks.outgoing]:
         if not _NAME.match(name):
             problems.append(f"{name}: names must be lowercase letters, digits, '-' or '_'")
     for rule in settings.scoring.rules:
@@ -845,11 +964,62 @@ def _cross_references(settings: Settings) -> list[str]:
                 problems.append(f"{where}.steps: a broadcast has no steps (use template)")
             if campaign.exit_on_reply:
                 problems.append(f"{where}.exit_on_reply: a broadcast has no run to end")
+            problems += _ab_problems(where, campaign)
+        if campaign.kind == "sequence" and campaign.ab is not None:
+            problems.append(f"{where}.ab: an auto-winner test is for broadcasts (a sequence's "
+                            "variants are compared in mailer report)")  # fmt: skip
+        for label, variant in _all_variants(campaign):
+            if variant.send_at is not None:
+                problems.append(f"{where}.{label}.send_at: send-time variants are not supported yet; "
+                                "test subject, from_name or template, or send two broadcasts "
+                                "at two times")  # fmt: skip
         if campaign.segment is not None and campaign.segment not in settings.segments:
             problems.append(
                 f"{where}.segment: '{campaign.segment}' is not defined under [segments]"
             )
     return problems
+
+
+def _all_variants(campaign: Campaign) -> list[tuple[str, Variant]]:
+    """Every variant of the campaign, with where settings write it."""
+    found = [(f"variants.{label}", variant) for label, variant in campaign.variants.items()]
+    for index, step in enumerate(campaign.steps):
+        found += [(f"steps[{index}].variants.{label}", variant)
+                  for label, variant in step.variants.items()]  # fmt: skip
+    return found
+
+
+def _ab_problems(where: str, campaign: Campaign) -> list[str]:
+    """Why a broadcast's auto-winner test cannot run as written (none: an empty list)."""
+    test = campaign.ab
+    if test is None:
+        return []
+    problems = []
+    labels = ["A", *campaign.variants]
+    if len(labels) < 2:
+        problems.append(f"{where}.ab: an A/B test needs a variant besides A "
+                        '(e.g. variants.B.subject = "...")')  # fmt: skip
+    if len(labels) > MAX_VARIANTS:
+        problems.append(f"{where}.variants: an auto-winner test takes at most {MAX_VARIANTS} "
+                        f"variants (A and {MAX_VARIANTS - 1} more), not {len(labels)}")  # fmt: skip
+    if test.default not in labels:
+        problems.append(f"{where}.ab.default: '{test.default}' is not a variant of this "
+                        f"broadcast ({', '.join(labels)})")  # fmt: skip
+    if test.decide_by == "conversions" and not campaign.goal:
+        problems.append(f'{where}.goal: decide_by = "conversions" counts who reaches the goal '
+                        """after the test went: write one, e.g. goal = 'event "purchased"'""")
+    if campaign.send_at is not None and _local(campaign.send_at):
+        problems.append(f"{where}.ab: an auto-winner test needs an absolute send_at (e.g. "
+                        '"2026-03-20T09:00Z"): a local-time broadcast goes out zone by zone, '
+                        "and the winner would come too late for the zones already sent")
+    return problems
+
+
+def _local(send_at: str) -> bool:
+    try:
+        return parse_send_at(send_at)[1]
+    except SettingsError:
+        return False  # reported as a bad send_at
 
 
 def _misplaced_at(campaign: Campaign, index: int, step: Step) -> str | None:

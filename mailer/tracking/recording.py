@@ -21,15 +21,13 @@ from mailer.delivery.claims import outbox_id
 from mailer.render.links import HONEYPOT
 from mailer.store.bulk import execute_many, one_of
 from mailer.store.tables import events, outbox
-from mailer.tracking.bots import (
-    AROUND_HONEYPOT,
-    HONEYPOT_CLICKED,
-    classify,
-    near_honeypot_reason,
-)
-from mailer.tracking.hits import Hit
+from mailer.tracking import apple
+from mailer.tracking.bots import WINDOW, judge
+from mailer.tracking.hits import Hit, StoredHit
+from mailer.webhooks_out.events import enqueue_hits
 
 POINTS = {"open": "opened", "click": "clicked"}  # the names [scoring] points use
+KINDS = ("open", "click", "machine_open", "machine_click")
 EVENT_COLUMNS = ("contact_id", "kind", "name", "step", "properties", "occurred_at", "outbox_id")
 
 
@@ -45,7 +43,9 @@ def private_ip(ip: str, key: bytes) -> str:
 
 def record_hits(connection: Connection, settings: Settings, key: bytes,
                 hits: Sequence[Hit]) -> int:  # fmt: skip
-    """Write the hits whose message exists; return how many were written."""
+    """Write the hits whose message exists; return how many were written. The message's hits
+    already stored take part in the machine rules, and those the batch shows to be a
+    machine's are turned into one (their points stay: scores only grow)."""
     ids = {hit.message_key: outbox_id(hit.message_key) for hit in hits}
     found = {row.id: row for row in connection.execute(
         select(outbox.c.id, outbox.c.contact_id, outbox.c.campaign, outbox.c.step,
@@ -55,13 +55,19 @@ def record_hits(connection: Connection, settings: Settings, key: bytes,
     # An erased person's message stays (pseudonymised, contact NULL): their hits are not kept.
     found = {id_: row for id_, row in found.items() if row.contact_id is not None}
     known = [hit for hit in hits if ids[hit.message_key] in found]
+    if not known:
+        return 0
+    keys = {found[ids[hit.message_key]].id: hit.message_key for hit in known}  # id -> key
     sent_at = {key_: found[i].sent_at for key_, i in ids.items() if i in found and found[i].sent_at}
-    clicked = {hit.message_key for hit in known if hit.kind == "click"}
-    targets = {key_: json.loads(found[ids[key_]].links or "[]") for key_ in clicked}
+    targets = {key_: json.loads(found[id_].links or "[]") for id_, key_ in keys.items()}
     honeypot = {key_: links.index(HONEYPOT) for key_, links in targets.items() if HONEYPOT in links}
-    verdicts = classify(known, sent_at, honeypot)
+    stored, relabelled = _stored_hits(connection, keys, known)
+    scored = _scored(connection, list(keys)) | relabelled
+    judged = judge(known, sent_at, honeypot, stored,
+                   apple.load(settings.path(settings.tracking.apple_proxy_ranges_file)
+                              if settings.tracking.apple_proxy_ranges_file else None))  # fmt: skip
     rows: list[dict[str, Any]] = []
-    for hit, verdict in zip(known, verdicts, strict=True):
+    for hit, verdict in zip(known, judged.verdicts, strict=True):
         message = found[ids[hit.message_key]]
         properties: dict[str, Any] = {"user_agent": hit.user_agent[:300],
                                       "ip": private_ip(hit.ip, key)}  # fmt: skip
@@ -76,48 +82,81 @@ def record_hits(connection: Connection, settings: Settings, key: bytes,
                      "name": message.campaign, "step": message.step,
                      "properties": properties, "occurred_at": hit.at,
                      "outbox_id": message.id})  # fmt: skip
-    if rows:
-        # Compiled once per batch, JSON written here: SQLAlchemy's per-row path cost more than
-        # the database (bench/tracking_bench.py).
-        execute_many(connection, events.insert(),
-                     [(row["contact_id"], row["kind"], row["name"], row["step"],
-                       json.dumps(row["properties"], ensure_ascii=False), row["occurred_at"],
-                       row["outbox_id"])
-                      for row in rows],
-                     ready=("properties",), columns=EVENT_COLUMNS)  # fmt: skip
-        traps = [row for row in rows if row["properties"].get("machine") == HONEYPOT_CLICKED]
-        _around_honeypots(connection, traps)
-    _score(connection, settings, [row for row in rows if not row["kind"].startswith("machine_")])
+    # Compiled once per batch, JSON written here: SQLAlchemy's per-row path cost more than
+    # the database (bench/tracking_bench.py).
+    execute_many(connection, events.insert(),
+                 [(row["contact_id"], row["kind"], row["name"], row["step"],
+                   json.dumps(row["properties"], ensure_ascii=False), row["occurred_at"],
+                   row["outbox_id"])
+                  for row in rows],
+                 ready=("properties",), columns=EVENT_COLUMNS)  # fmt: skip
+    _relabel(connection, judged.relabel)
+    people = [row for row in rows if not row["kind"].startswith("machine_")]
+    _score(connection, settings, people, scored)
+    enqueue_hits(connection, settings, people)  # outgoing webhooks: opened, clicked
     return len(rows)
 
 
-def _score(connection: Connection, settings: Settings, rows: Sequence[dict[str, Any]]) -> None:
-    """A person's opens and clicks score ([scoring] points "opened", "clicked") and may move
-    the lifecycle stage: once per contact per batch."""
+def _stored_hits(connection: Connection, keys: dict[int, str], hits: Sequence[Hit]
+                 ) -> tuple[dict[str, list[StoredHit]], set[tuple[int, int | None]]]:  # fmt: skip
+    """The opens and clicks of the batch's messages already stored, within the rules' reach;
+    and of those once a person's (`was_person`), what scored, as `_scored` says it."""
+    earliest, latest = min(hit.at for hit in hits), max(hit.at for hit in hits)
+    rows = connection.execute(
+        select(events.c.id, events.c.kind, events.c.properties, events.c.occurred_at,
+               events.c.outbox_id)
+        .where(one_of(connection, events.c.outbox_id, list(keys)),
+               events.c.kind.in_(KINDS),
+               events.c.occurred_at.between(earliest - WINDOW, latest + WINDOW))
+    )  # fmt: skip
+    stored: dict[str, list[StoredHit]] = {}
+    relabelled: set[tuple[int, int | None]] = set()
+    for row in rows:
+        kind = row.kind.removeprefix("machine_")
+        machine = (row.properties.get("machine") or "machine") if row.kind != kind else None
+        link = row.properties.get("link") if kind == "click" else None
+        stored.setdefault(keys[row.outbox_id], []).append(
+            StoredHit(row.id, kind, link, row.occurred_at, machine))  # fmt: skip
+        if row.properties.get("was_person"):
+            relabelled.add((row.outbox_id, link))
+    return stored, relabelled
+
+
+def _relabel(connection: Connection, reasons: dict[int, str]) -> None:
+    """Stored people's opens and clicks the batch showed to be a machine's become one; they
+    keep `was_person`, since their points were given and stay (scores only grow)."""
+    for id_, reason in reasons.items():
+        row = connection.execute(select(events.c.kind, events.c.properties)
+                                 .where(events.c.id == id_)).one()  # fmt: skip
+        properties = {**row.properties, "machine": reason, "was_person": True}
+        connection.execute(update(events).where(events.c.id == id_)
+                           .values(kind=f"machine_{row.kind}", properties=properties))  # fmt: skip
+
+
+def _scored(connection: Connection, messages: list[int]) -> set[tuple[int, int | None]]:
+    """(message, None) for a message whose open already scored, (message, link) for a link
+    whose click did: a person's stored open or click."""
+    rows = connection.execute(
+        select(events.c.outbox_id, events.c.kind, events.c.properties)
+        .where(one_of(connection, events.c.outbox_id, messages),
+               events.c.kind.in_(("open", "click")))
+    )  # fmt: skip
+    return {(row.outbox_id, row.properties.get("link") if row.kind == "click" else None)
+            for row in rows}  # fmt: skip
+
+
+def _score(connection: Connection, settings: Settings, rows: Sequence[dict[str, Any]],
+           scored: set[tuple[int, int | None]]) -> None:  # fmt: skip
+    """A person's first open of a message and first click of each of its links score
+    ([scoring] points "opened", "clicked"); any of them may move the lifecycle stage."""
     if not rows:
         return
     scoring, latest = settings.scoring, max(row["occurred_at"] for row in rows)
     points: dict[int, float] = {}
-    for row in rows:
-        points[row["contact_id"]] = (points.get(row["contact_id"], 0.0)
-                                     + scoring.points.get(POINTS[row["kind"]], 0.0))  # fmt: skip
+    for row in sorted(rows, key=lambda row: row["occurred_at"]):
+        what = (row["outbox_id"], row["properties"].get("link") if row["kind"] == "click" else None)
+        earned = 0.0 if what in scored else scoring.points.get(POINTS[row["kind"]], 0.0)
+        scored.add(what)
+        points[row["contact_id"]] = points.get(row["contact_id"], 0.0) + earned
     add_points_many(connection, points, latest, scoring.half_life)
     update_stages(connection, settings, points, latest)
-
-
-def _around_honeypots(connection: Connection, traps: Sequence[dict[str, Any]]) -> None:
-    """Clicks of the same message written in earlier batches within AROUND_HONEYPOT of a
-    honeypot click become the machine's too. (Their points stay: scores only ever grow.)"""
-    for trap in traps:
-        at = trap["occurred_at"]
-        earlier = connection.execute(
-            select(events.c.id, events.c.properties, events.c.occurred_at).where(
-                events.c.contact_id == trap["contact_id"], events.c.kind == "click",
-                events.c.name == trap["name"], events.c.step == trap["step"],
-                events.c.occurred_at.between(at - AROUND_HONEYPOT, at + AROUND_HONEYPOT))
-        ).all()  # fmt: skip
-        for row in earlier:
-            reason = near_honeypot_reason(row.occurred_at, at)
-            properties = {**row.properties, "machine": reason}
-            connection.execute(update(events).where(events.c.id == row.id)
-                               .values(kind="machine_click", properties=properties))  # fmt: skip

@@ -45,6 +45,7 @@ def test_the_open_pixel_is_a_43_byte_gif_that_records_a_human_open(
     sent: tuple[Workspace, dict[str, str]], serve: Serve
 ) -> None:
     workspace, urls = sent
+    workspace.clock.advance(timedelta(minutes=5))  # type: ignore[attr-defined]  # not instant
     with serve(create_app(workspace)) as base:
         answer = httpx.get(at(base, urls["open"]), headers={"User-Agent": CHROME})
         head = httpx.head(at(base, urls["open"]), headers={"User-Agent": CHROME})
