@@ -57,6 +57,7 @@ _SECRETS = {
     "public_key_file",
     ("webhooks", "mailgun", "signing_key"): "MAILER_WEBHOOKS__MAILGUN__SIGNING_KEY or "
     "signing_key_file",
+    ("reports", "password"): "MAILER_REPORTS__PASSWORD or reports.password_file",
     # "*": any name of the table (an outgoing webhook's own secret).
     ("webhooks", "outgoing", "*", "secret"): "MAILER_WEBHOOKS__OUTGOING__<NAME>__SECRET or "
     "secret_file",
@@ -498,6 +499,11 @@ class Reports(Model):
     click_min: Share = 0.005  # unique clicks per delivered message (click-through)
     complaint_max: Share = 0.001
     bounce_max: Share = 0.05
+    # `mailer serve` shows the report at /reports behind basic auth with these credentials;
+    # without a username and a password, /reports answers 404.
+    username: str | None = None
+    password: SecretStr | None = None  # MAILER_REPORTS__PASSWORD, never in settings.toml
+    password_file: Path | None = None
 
 
 class Inbound(Model):
