@@ -920,8 +920,8 @@ def _cross_references(settings: Settings) -> list[str]:
     """Checks across sections that a single model cannot make."""
     problems = []
     known_lists = ", ".join(sorted(settings.lists)) or "none"
-    for name in [*settings.lists, *settings.campaigns, *settings.segments,
-                 *settings.webhooks.outgoing]:
+    named = [*settings.lists, *settings.campaigns, *settings.segments]
+    for name in [*named, *settings.webhooks.outgoing]:
         if not _NAME.match(name):
             problems.append(f"{name}: names must be lowercase letters, digits, '-' or '_'")
     for rule in settings.scoring.rules:

@@ -29,6 +29,7 @@ from mailer.logs import logger
 from mailer.metrics import timed_tick
 from mailer.returns.inbound import start_inbound
 from mailer.tracking.serve import EmbeddedServer, configure, listen
+from mailer.webhooks_out.sender import WebhookSender
 from mailer.workspace import Workspace
 
 
@@ -147,6 +148,9 @@ async def _deliver_until_stopped(workspace: Workspace, deliverer: Deliverer,
         endpoint = EmbeddedServer(configure(workspace, None, None))
         serving = asyncio.create_task(endpoint.serve([listening]))
     poll = workspace.settings.delivery.poll.total_seconds()
+    # Outgoing webhooks in their own task: a slow or dead endpoint never holds up sending.
+    webhooks = WebhookSender(workspace.engine, workspace.settings, workspace.clock)
+    posting = asyncio.create_task(webhooks.run(stop, poll))
     while not stop.is_set():
         try:
             report = await deliverer.drain(stop=stop)
@@ -160,6 +164,8 @@ async def _deliver_until_stopped(workspace: Workspace, deliverer: Deliverer,
     if endpoint and serving:  # requests in flight finish; buffered opens and clicks are written
         endpoint.should_exit = True
         await serving
+    await posting  # POSTs in flight finish (each within its timeout)
+    await webhooks.close()
 
 
 def _stopping(signum: int, stop: asyncio.Event) -> None:

@@ -136,6 +136,7 @@ from mailer.cli import (  # noqa: E402
     segments,
     sink,
     tracking,
+    webhooks,
 )
 
 __all__ = [
@@ -155,4 +156,5 @@ __all__ = [
     "segments",
     "sink",
     "tracking",
+    "webhooks",
 ]

@@ -15,6 +15,7 @@ from mailer.consent.person import withdraw
 from mailer.delivery.claims import OutboxMessage, Result, finish
 from mailer.logs import logger
 from mailer.metrics import count_result
+from mailer.webhooks_out import WebhookEvent, enqueue
 from mailer.workspace import Workspace
 
 if TYPE_CHECKING:
@@ -97,6 +98,13 @@ class ResultWriter:
                 if result.bounced_address:
                     suppress_hard_bounce(connection, workspace, result.bounced_address, now,
                                          detail=result.reply)  # fmt: skip
+            sent = (result for result in results if result.ending == "sent")
+            enqueue(connection, workspace.settings, "sent",
+                    (WebhookEvent(now, outbox_id=result.outbox_id) for result in sent))  # fmt: skip
+            enqueue(connection, workspace.settings, "bounced", (
+                WebhookEvent(now, outbox_id=r.outbox_id, data={"classification": "hard",
+                             "reply": r.reply, "at": "relay"})
+                for r in results if r.bounced_address))  # fmt: skip
 
 
 def suppress_hard_bounce(connection: Connection, workspace: Workspace, address: str,

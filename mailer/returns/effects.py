@@ -18,6 +18,7 @@ from typing import Any
 
 from sqlalchemy import Connection, func, insert, select
 
+from mailer.config import WebhookEventType
 from mailer.consent.evidence import SentMessage, complaint_evidence
 from mailer.consent.evidence import evidence as change_evidence
 from mailer.consent.ledger import canonical_evidence
@@ -29,6 +30,7 @@ from mailer.durations import format_duration
 from mailer.returns.breakers import check_breakers
 from mailer.returns.report import Returned
 from mailer.store.tables import contacts, outbox, returned_messages
+from mailer.webhooks_out import WebhookEvent, enqueue
 from mailer.workspace import Workspace
 
 UNMATCHED = "none (no message matched)"
@@ -37,6 +39,9 @@ NO_EFFECT = {
     "not_bounce": "none (not a bounce)",
     "unparseable": "none (unparseable)",
 }
+# The outgoing webhook event a return is (webhooks_out/).
+WEBHOOK_TYPE: dict[str, WebhookEventType] = {"hard": "bounced", "soft": "bounced",
+                                             "complaint": "complained"}  # fmt: skip
 # Keys of evidence() itself: a caller's evidence may not overwrite them.
 _OURS = ("at", "via", "message", "campaign", "step")
 
@@ -98,6 +103,10 @@ def apply_returned(
         action = NO_EFFECT[returned.classification]
     _record(connection, digest, now, returned.classification, workspace, address,
             returned, message, action)  # fmt: skip
+    if message is not None and returned.classification in ("hard", "soft", "complaint"):
+        kind = WEBHOOK_TYPE[returned.classification]
+        enqueue(connection, workspace.settings, kind, [WebhookEvent(
+            now, outbox_id=message.outbox_id, data=_webhook_data(returned, action))])  # fmt: skip
     if message is not None and returned.classification in ("hard", "complaint"):
         check_breakers(connection, workspace.settings, message.campaign, now)
     return action
@@ -128,6 +137,10 @@ def apply_mailto_unsubscribe(
                             now, list_name=list_name, source="unsubscribe",
                             evidence=said)  # fmt: skip
         left = f"from {list_name}" if list_name else "from every list and suppressed"
+        if appended:
+            left_list = {"list": list_name, "via": "mailto"}
+            enqueue(connection, workspace.settings, "unsubscribed",
+                    [WebhookEvent(now, outbox_id=message.outbox_id, data=left_list)])  # fmt: skip
         action = f"unsubscribed {left}" if appended else f"none (already unsubscribed {left})"
     _record(connection, digest, now, "unsubscribe", workspace,
             message.email if message else None, None, message, action)  # fmt: skip
@@ -164,6 +177,13 @@ def _soft(
     if not appended:
         return "none (already suppressed)"
     return f"suppressed ({seen} soft bounces within {window})"
+
+
+def _webhook_data(returned: Returned, action: str) -> dict[str, Any]:
+    """What an outgoing "bounced" or "complained" event says of the report."""
+    said = {"classification": returned.classification, "status_code": returned.status_code,
+            "feedback_type": returned.feedback_type, "why": returned.why or None}  # fmt: skip
+    return {key: value for key, value in said.items() if value is not None} | {"action": action}
 
 
 def _digest(evidence: Mapping[str, Any], fallback: dict[str, Any]) -> str:

@@ -357,6 +357,29 @@ broadcast_zones = Table(
     **WITHOUT_ROWID,
 )
 
+# The winner of a broadcast run's auto-winner A/B test (campaigns/ab_tests.py), decided once,
+# `wait` after the test fraction was queued: by people's opens, clicks or conversions
+# (`decide_by`); `numbers` is {variant: {"successes": n, "trials": n}} over the test messages
+# sent; `rest_queued` the messages then queued to the rest with the winner.
+ab_decisions = Table(
+    "ab_decisions",
+    metadata,
+    Column("campaign", String(100), primary_key=True),
+    Column("send_at", String(64), primary_key=True),
+    Column("decide_by", String(16), nullable=False),  # opens | clicks | conversions
+    Column("winner", String(32), nullable=False),  # A, B or C
+    Column("reason", Text, nullable=False),
+    Column("numbers", Json, nullable=False),
+    Column("decided_at", UTCDateTime, nullable=False),
+    Column("rest_queued", Integer, nullable=False),
+    ForeignKeyConstraint(
+        ["campaign", "send_at"],
+        ["broadcast_runs.campaign", "broadcast_runs.send_at"],
+        ondelete="CASCADE",
+    ),
+    **WITHOUT_ROWID,
+)
+
 # Every returned message acted on (bounce, complaint, auto-reply, mailto unsubscribe), once:
 # the same report twice (a re-read mailbox, a redelivery) is one row and changes nothing twice.
 # The recipient is kept as the suppressions' keyed hash, so an erasure leaves no address here.
@@ -386,4 +409,23 @@ webhook_deliveries = Table(
     Column("provider", String(16), primary_key=True),
     Column("delivery", String(64), primary_key=True),  # SHA-256 of what names the call
     Column("received_at", UTCDateTime, nullable=False),
+)
+
+# Outgoing webhooks (webhooks_out/): one row per (subscription, event), delivered by a POST.
+# pending (due at next_attempt_at, also the lease of a delivery in flight) -> delivered | dead.
+webhook_outbox = Table(
+    "webhook_outbox",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("subscription", String(100), nullable=False),  # [webhooks.outgoing.NAME]
+    Column("event_type", String(32), nullable=False),
+    Column("payload", Json, nullable=False),  # the JSON body, its "id" the event's
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("next_attempt_at", UTCDateTime),
+    Column("status", String(16), nullable=False),
+    Column("last_error", Text),
+    Column("delivered_at", UTCDateTime),
+    Index(None, "status", "next_attempt_at"),
+    Index(None, "subscription", "status"),
 )
