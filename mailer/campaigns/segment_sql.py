@@ -59,6 +59,9 @@ from mailer.store.tables import (
 # enrollments.entered_at that the compiled query joins (one bound per enrollment).
 Since = datetime | ColumnElement[datetime]
 
+# outbox.variant of a message of the base variant, or of a step without variants (engine.py)
+BASE_VARIANT = "A"
+
 COLUMNS = {name: contacts.c[name] for name in ("email", "first_name", "last_name", "locale",
                                                 "timezone", "stage")}  # fmt: skip
 
@@ -230,6 +233,8 @@ class SegmentCompiler:
         conditions = [events.c.contact_id == contacts.c.id, events.c.kind.in_(kinds),
                       *self._about_messages(segment, events.c.occurred_at, events.c.name,
                                             events.c.step)]  # fmt: skip
+        if segment.variant is not None:
+            conditions.append(_of_variant(segment.variant))
         return exists().where(*conditions)
 
     def _sent(self, segment: Sent) -> ColumnElement[bool]:
@@ -237,6 +242,8 @@ class SegmentCompiler:
         conditions = [outbox.c.contact_id == contacts.c.id, outbox.c.status == "sent",
                       *self._about_messages(segment, outbox.c.sent_at, outbox.c.campaign,
                                             outbox.c.step)]  # fmt: skip
+        if segment.variant is not None:
+            conditions.append(func.coalesce(outbox.c.variant, BASE_VARIANT) == segment.variant)
         if segment.before is not None:
             conditions.append(outbox.c.sent_at < self.now + segment.before.offset)
         if segment.count is None:
@@ -269,6 +276,19 @@ class SegmentCompiler:
     def _since(self, segment: Event | Engagement | Sent, this_run: bool) -> Since | None:
         """From when `segment` counts what happened: None for all time."""
         return self.entered if this_run and not segment.ever else None
+
+
+def _of_variant(variant: str) -> ColumnElement[bool]:
+    """The open or click was of a message of `variant`: the message it names (events.outbox_id),
+    or, for one recorded before migration 0019, the contact's message of that campaign and step
+    (a contact gets the same variant of a step every time: timing.pick_variant)."""
+    message = outbox.alias("message")
+    return exists().where(
+        func.coalesce(message.c.variant, BASE_VARIANT) == variant,
+        or_(message.c.id == events.c.outbox_id,
+            and_(events.c.outbox_id.is_(None), message.c.contact_id == events.c.contact_id,
+                 message.c.campaign == events.c.name, message.c.step == events.c.step)),
+    )  # fmt: skip
 
 
 def _holds_for_zero(op: Operator, threshold: int) -> bool:

@@ -14,10 +14,15 @@ to SQL in segment_sql.py (never evaluated row by row in Python).
     sent any count >= 3 within 90d    sent "welcome"    sent step "welcome.tips"
     sent any before now - 90d      (the first message is at least 90 days old)
     event "purchased" ever         (in a goal: before this run of the sequence too)
+    opened "xmas" variant "B"      clicked step "xmas.tips" variant "A"    sent "xmas" variant "C"
 
 `sent` counts the messages the relay accepted (outbox rows with status sent) by when they
 were sent; queued, failed and skipped ones are not sent. `within 90d` and `before now - 90d`
 bound when, `count` how many (a contact never mailed has a count of zero).
+
+`variant "B"` narrows opened, clicked and sent to the messages of that variant ("A" is the
+base); a bare `variant = "B"` would compare a contact attribute nobody has, so it is refused
+with what to write instead (`attribute variant = "B"` still means an attribute).
 
 A comparison with a value the contact does not have is false (and `not` of it true).
 Errors name the column: `segments.silent: col 14: expected a duration`.
@@ -108,6 +113,7 @@ class Engagement:
     within: timedelta | None = None
     machines: bool = False  # count a machine's opens and clicks too (people's only by default)
     ever: bool = False  # in a goal or with `previous`: before this run of the sequence too
+    variant: str | None = None  # of this variant of the message only ("A": the base)
 
 
 @dataclass(frozen=True)
@@ -118,6 +124,7 @@ class Sent:
     before: RelativeTime | None = None  # sent before this moment (`before now - 90d`)
     count: tuple[Operator, int] | None = None  # None: at least one
     ever: bool = False  # in a goal or with `previous`: before this run of the sequence too
+    variant: str | None = None  # of this variant of the message only ("A": the base)
 
 
 @dataclass(frozen=True)
@@ -198,6 +205,7 @@ def parse_segment(source: str) -> Segment:
 class _Parser:
     def __init__(self, items: list[Token]) -> None:
         self.items, self.at = items, 0
+        self.messages_read: str | None = None  # the last `opened "xmas" ...` as written
 
     @property
     def token(self) -> Token:
@@ -274,10 +282,33 @@ class _Parser:
             return self.sent()
         if self.is_word("attribute"):
             self.take()
+        elif self.is_word("variant"):
+            raise self.variant_is_not_an_attribute()
         if self.token.kind != "word":
             raise self.fail("a condition (a field, tagged, in list, consent, event, opened, "
                             "clicked, sent)")  # fmt: skip
         return self.field_condition(self.take().text)
+
+    def variant_is_not_an_attribute(self) -> SegmentError:
+        """`opened "xmas" and variant = "B"` would compare an attribute no contact has."""
+        column = self.token.column
+        label = next((t.value for t in self.items[self.at : self.at + 4] if t.kind == "string"),
+                     "B")  # fmt: skip
+        messages = self.messages_read or 'opened "CAMPAIGN"'
+        return SegmentError(
+            f"col {column}: variant is not an attribute; did you mean "
+            f'`{messages} variant "{label}"`? (for a contact attribute named variant, '
+            f'write `attribute variant = "{label}"`)'
+        )
+
+    def variant(self) -> str:
+        """After `variant`: the quoted label."""
+        self.take()
+        return self.string('a quoted variant name (e.g. "B")')
+
+    def remember_messages(self, start: int) -> None:
+        """Keep `opened "xmas" within 7d` as written, for the hint above."""
+        self.messages_read = " ".join(token.text for token in self.items[start : self.at])
 
     def field_condition(self, field: str) -> Segment:
         if self.is_word("exists"):
@@ -390,10 +421,14 @@ class _Parser:
         return self.string("a quoted campaign name, 'step' or 'any'"), None
 
     def sent(self) -> Sent:
+        start = self.at
         self.take()
         campaign, step = self.messages()
-        within, before, count, ever = None, None, None, False
-        while self.is_word("within", "before", "count", "ever"):
+        within, before, count, ever, variant = None, None, None, False, None
+        while self.is_word("within", "before", "count", "ever", "variant"):
+            if self.is_word("variant"):
+                variant = self.variant()
+                continue
             keyword = self.take().text.lower()
             if keyword == "within":
                 within = self.duration()
@@ -405,15 +440,21 @@ class _Parser:
                 count = self.count()
             else:
                 ever = True
-        return Sent(campaign, step, within, before, count, ever)
+        self.remember_messages(start)
+        return Sent(campaign, step, within, before, count, ever, variant)
 
     def engagement(self) -> Engagement:
+        start = self.at
         kind: Literal["open", "click"] = "open" if self.take().text.lower() == "opened" else "click"
         campaign, step = self.messages()
+        variant = self.variant() if self.is_word("variant") else None
         within = None
         if self.is_word("within"):
             self.take()
             within = self.duration()
+        if variant is None and self.is_word("variant"):
+            variant = self.variant()
+        self.remember_messages(start)
         machines = False
         if self.is_word("including"):  # machine opens and clicks count too (tracking/bots.py)
             self.take()
@@ -424,4 +465,4 @@ class _Parser:
         ever = self.is_word("ever")
         if ever:
             self.take()
-        return Engagement(kind, campaign, step, within, machines, ever)
+        return Engagement(kind, campaign, step, within, machines, ever, variant)
