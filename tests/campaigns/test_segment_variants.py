@@ -20,9 +20,11 @@ from mailer.campaigns.segments import (
     Sent,
     parse_segment,
 )
+from mailer.check import check_project
+from mailer.config import load_settings
 from mailer.store.tables import contacts, events, outbox
 from mailer.workspace import Workspace
-from tests.conftest import write_csv
+from tests.conftest import NOW, write_csv
 from tests.helpers import run_import
 
 
@@ -192,3 +194,17 @@ def test_sql_agrees_with_a_python_evaluation(tested: Workspace) -> None:
         source += " including machines" if machines else ""
         expected = reference(kind, campaign, step, variant, machines, within)
         assert matching(tested, source) == expected, source
+
+
+def test_mailer_check_names_the_segment_and_what_to_write(project: Path) -> None:
+    path = project / "settings.toml"
+    path.write_text(path.read_text() + "\n[segments]\n"
+                    "xmas_b = 'opened \"xmas\" and variant = \"B\"'\n"
+                    "xmas_b_fixed = 'opened \"xmas\" variant \"B\"'\n")  # fmt: skip
+    settings = load_settings(path, environ={})
+    report = check_project(settings, NOW)
+    assert [problem.message for problem in report.errors] == [
+        f"{settings.source}: segments.xmas_b: col 19: variant is not an attribute; did you mean "
+        '`opened "xmas" variant "B"`? (for a contact attribute named variant, write '
+        '`attribute variant = "B"`)'
+    ]
