@@ -4,8 +4,15 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
-# The demo keeps its own database, so it starts from nothing every time.
-DEMO   := COLUMNS=140 MAILER_DATABASE_URL=sqlite:///.mailer/demo.db $(BIN)/mailer
+# The demo keeps its own database, so it starts from nothing every time. Its servers listen on
+# these ports: `make demo SMTP_PORT=2626 TRACKING_PORT=8126` runs a second demo beside another.
+SMTP_PORT     ?= 2525
+TRACKING_PORT ?= 8025
+TRACKING_URL  := http://127.0.0.1:$(TRACKING_PORT)
+DEMO   := COLUMNS=140 MAILER_DATABASE_URL=sqlite:///.mailer/demo.db MAILER_SMTP__PORT=$(SMTP_PORT) \
+	MAILER_TRACKING__PORT=$(TRACKING_PORT) MAILER_TRACKING__BASE_URL=$(TRACKING_URL) $(BIN)/mailer
+# The ports given to this make (command line or environment), kept in the command a refusal suggests.
+DEMO_PORTS := $(foreach port,SMTP_PORT TRACKING_PORT,$(if $(filter command environment,$(origin $(port))),$(port)=$($(port))))
 SINK_STOP := if [ -f .mailer/sink.pid ]; then kill $$(cat .mailer/sink.pid) 2>/dev/null; rm -f .mailer/sink.pid; fi
 SERVE_STOP := if [ -f .mailer/serve.pid ]; then kill $$(cat .mailer/serve.pid) 2>/dev/null; rm -f .mailer/serve.pid; fi
 BROWSER := Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0 Safari/537.36
@@ -14,8 +21,8 @@ BROWSER := Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko
 export PRIYA_URLS := import email, glob, re, email.policy as p; \
   f = [n for n in sorted(glob.glob(".mailer/sent/*.eml")) if b"Delivered-To: priya.nair@example.org" in open(n, "rb").read()][0]; \
   m = email.message_from_binary_file(open(f, "rb"), policy=p.default); h = m.get_body(("html",)).get_content(); \
-  print(re.search(r"src=.(http://127.0.0.1:8025/o/[^\"]+)", h).group(1)); \
-  print(re.findall(r"href=.(http://127.0.0.1:8025/c/[^\"]+)", h)[1]); \
+  print(re.search(r"src=.(http://127.0.0.1:[0-9]+/o/[^\"]+)", h).group(1)); \
+  print(re.findall(r"href=.(http://127.0.0.1:[0-9]+/c/[^\"]+)", h)[1]); \
   print(re.search(r"<(http[^>]+)>", m["List-Unsubscribe"]).group(1))
 
 .PHONY: demo test test-future lock lint browser faketime spamassassin bench-import bench-render bench-send clean bench-tools bench-tracking
@@ -46,6 +53,8 @@ lock: $(UV)
 	@echo "$(LOCK) refreshed: run make test before committing it"
 
 demo: $(STAMP)
+	@$(SINK_STOP); $(SERVE_STOP)
+	@$(BIN)/python -m mailer.free_ports --run "make demo $(DEMO_PORTS)" SMTP_PORT=$(SMTP_PORT) TRACKING_PORT=$(TRACKING_PORT)
 	@rm -f .mailer/demo.db .mailer/demo.db-wal .mailer/demo.db-shm
 	@echo; echo "== 1. Set up: the database (SQLite, in .mailer/), the secret key and the DKIM key"
 	$(DEMO) init
@@ -88,8 +97,9 @@ demo: $(STAMP)
 	@echo; echo "== 15. Start mailer sink: a local SMTP server that keeps every message in .mailer/sent"
 	@$(SINK_STOP)
 	@rm -rf .mailer/sent
-	@$(DEMO) sink --dir .mailer/sent > .mailer/sink.log 2>&1 & echo $$! > .mailer/sink.pid
+	@$(DEMO) sink --dir .mailer/sent --port $(SMTP_PORT) > .mailer/sink.log 2>&1 & echo $$! > .mailer/sink.pid
 	@for i in $$(seq 50); do [ -s .mailer/sink.log ] && break; sleep 0.2; done; head -1 .mailer/sink.log
+	@kill -0 $$(cat .mailer/sink.pid) 2>/dev/null || { rm -f .mailer/sink.pid; exit 1; }
 	@echo; echo "== 16. Two weeks of hourly ticks with a moved clock: queue, then deliver (mailer run does this live)"
 	$(DEMO) tick --until $$(date -u -d "+14 day" +%Y-%m-%dT%H:%MZ) || { $(SINK_STOP); exit 1; }
 	@echo; echo "== 17. What Priya received, and when: the welcome series, and the cart reminder an hour after her cart"
@@ -102,10 +112,11 @@ demo: $(STAMP)
 	@echo; echo "== 20. The tracking endpoint (mailer serve; mailer run serves it too): Priya opens her welcome message and clicks"
 	@$(SERVE_STOP); $(DEMO) serve > .mailer/serve.log 2>&1 & echo $$! > .mailer/serve.pid
 	@$(BIN)/python -c "$$PRIYA_URLS" > .mailer/urls.txt
-	@for i in $$(seq 50); do curl -s -o /dev/null http://127.0.0.1:8025/healthz && break; sleep 0.2; done
+	@for i in $$(seq 50); do curl -s -o /dev/null $(TRACKING_URL)/healthz && break; sleep 0.2; done
+	@kill -0 $$(cat .mailer/serve.pid) 2>/dev/null || { cat .mailer/serve.log; rm -f .mailer/serve.pid; exit 1; }
 	curl -s -o /dev/null -w "pixel: %{http_code} %{content_type} %{size_download} bytes\n" -A "$(BROWSER)" "$$(sed -n 1p .mailer/urls.txt)"
 	curl -s -o /dev/null -w "click: %{http_code} -> %{redirect_url}\n" -A "$(BROWSER)" "$$(sed -n 2p .mailer/urls.txt)"
-	curl -s -o /dev/null -w "forged click: %{http_code}\n" "http://127.0.0.1:8025/c/1.bTE.forged-forged-forged-ab"
+	curl -s -o /dev/null -w "forged click: %{http_code}\n" "$(TRACKING_URL)/c/1.bTE.forged-forged-forged-ab"
 	@echo; echo "== 21. Her mail program's one-click unsubscribe (RFC 8058): a POST, written to the ledger before the answer"
 	curl -s -w " (%{http_code})\n" -d "List-Unsubscribe=One-Click" "$$(sed -n 3p .mailer/urls.txt)"
 	@$(SERVE_STOP); sleep 1
