@@ -223,8 +223,10 @@ def near_machine_click(at: datetime, machine_clicks: Sequence[datetime]) -> str 
     nearest = min(machine_clicks, key=lambda click: abs(at - click), default=None)
     if nearest is None or abs(at - nearest) > AROUND_MACHINE_CLICK:
         return None
-    side = "before" if at <= nearest else "after"
-    return f"pixel fetched {int(abs(at - nearest).total_seconds())} s {side} a machine's click"
+    apart = int(abs(at - nearest).total_seconds())
+    if not apart:
+        return "pixel fetched in the same second as a machine's click"
+    return f"pixel fetched {apart} s {'before' if at < nearest else 'after'} a machine's click"
 
 
 REFETCHED = "pixel fetched again"

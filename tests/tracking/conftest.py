@@ -67,7 +67,8 @@ def sent(
     """A workspace where Ada was sent the welcome message; the URLs in it by kind."""
     (project / "templates" / "welcome" / "1.html").write_text(
         '<p>Hello {{ contact.first_name }}</p><p><a href="https://shop.example/beans?a=1">Shop'
-        '</a> <a href="https://shop.example/cups">Cups</a></p>'
+        '</a> <a href="https://shop.example/cups">Cups</a> <a href="https://shop.example/grinders">'
+        "Grinders</a></p>"
         '<p>{{ sender.postal_address }} <a href="{{ unsubscribe_url }}">Unsubscribe</a></p>'
     )
     settings = load_settings(project / "settings.toml", environ={
@@ -81,7 +82,7 @@ def sent(
     clicks = re.findall(rf'href="({BASE}/c/[^"]+)">', html)  # not the hidden honeypot
     honeypot = re.search(rf'href="({BASE}/c/[^"]+)" style="display:none"', html)
     urls = {"open": re.search(rf'src="({BASE}/o/[^"]+)"', html).group(1),  # type: ignore[union-attr]
-            "shop": clicks[0], "cups": clicks[1],
+            "shop": clicks[0], "cups": clicks[1], "grinders": clicks[2],
             "honeypot": honeypot.group(1),  # type: ignore[union-attr]
             "unsubscribe": re.search(r"<(http[^>]+)>", message["List-Unsubscribe"]).group(1)}  # type: ignore[union-attr]
     yield workspace, urls

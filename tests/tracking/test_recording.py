@@ -1,0 +1,195 @@
+"""Writing opens and clicks (tracking/recording.py) on real SQLite and PostgreSQL, batch after
+batch: the machine rules hold whatever the batching, a refetched pixel is one open, and a
+message's open and each link's click score once."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Literal
+
+import httpx
+import pytest
+from sqlalchemy import select
+
+from mailer.config import Settings
+from mailer.contacts.scoring import score_at
+from mailer.errors import MailerError
+from mailer.render.links import HONEYPOT
+from mailer.store.tables import contacts, events, outbox
+from mailer.tracking.app import create_app
+from mailer.tracking.hits import Hit
+from mailer.tracking.recording import record_hits
+from mailer.workspace import Workspace
+from tests.tracking.conftest import at
+
+CHROME = ("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
+          "Chrome/124.0.0.0 Safari/537.36")  # fmt: skip
+IPHONE_MAIL = ("Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 "
+               "(KHTML, like Gecko) Mobile/15E148")  # fmt: skip
+Sent = tuple[Workspace, dict[str, str]]
+
+
+def message(workspace: Workspace) -> tuple[str, datetime, dict[str, int]]:
+    """The sent message's key, send time and link indexes by URL ("honeypot" for the hidden)."""
+    with workspace.engine.connect() as connection:
+        row = connection.execute(select(outbox.c.id, outbox.c.sent_at, outbox.c.links)).one()
+    links = json.loads(row.links)
+    named = {("honeypot" if url == HONEYPOT else url): n for n, url in enumerate(links)}
+    return f"m{row.id}", row.sent_at, named
+
+
+def write(workspace: Workspace, settings: Settings, *hits: Hit) -> None:
+    with workspace.engine.begin() as connection:
+        record_hits(connection, settings, workspace.key, hits)
+
+
+def stored(workspace: Workspace) -> list[tuple[str, str | None]]:
+    with workspace.engine.connect() as connection:
+        rows = connection.execute(select(events.c.kind, events.c.properties)
+                                  .order_by(events.c.occurred_at, events.c.id))  # fmt: skip
+        return [(row.kind, row.properties.get("machine")) for row in rows]
+
+
+def score(workspace: Workspace, at: datetime) -> float:
+    with workspace.engine.connect() as connection:
+        epoch = connection.scalar(select(contacts.c.score_epoch))
+    return round(score_at(float(epoch or 0), at, workspace.settings.scoring.half_life), 6)
+
+
+def scoring(workspace: Workspace) -> Settings:
+    points = {"opened": 1.0, "clicked": 5.0}
+    return workspace.settings.model_copy(update={
+        "scoring": workspace.settings.scoring.model_copy(update={"points": points})})  # fmt: skip
+
+
+def hit(kind: Literal["open", "click"], key: str, at: datetime, link: int | None = None,
+        agent: str = CHROME, ip: str = "198.51.100.7") -> Hit:  # fmt: skip
+    return Hit(kind, key, link, at, agent, ip, "GET")
+
+
+def test_a_honeypot_burst_split_over_three_batches_is_all_a_machines(sent: Sent) -> None:
+    workspace, _ = sent
+    key, sent_at, links = message(workspace)
+    shop, cups = links["https://shop.example/beans?a=1"], links["https://shop.example/cups"]
+    at = sent_at + timedelta(minutes=5)
+    settings = scoring(workspace)
+    write(workspace, settings, hit("click", key, at, shop))
+    assert stored(workspace) == [("click", None)]
+    assert score(workspace, at) == 5.0
+    write(workspace, settings, hit("click", key, at + timedelta(seconds=2), links["honeypot"]))
+    write(workspace, settings, hit("click", key, at + timedelta(seconds=4), cups))
+    assert stored(workspace) == [
+        ("machine_click", "clicked 2 s before the honeypot link"),
+        ("machine_click", "honeypot link clicked"),
+        ("machine_click", "clicked 2 s after the honeypot link"),
+    ]
+    with workspace.engine.connect() as connection:
+        first = connection.execute(select(events.c.properties).order_by(events.c.id)).first()
+    assert first is not None and first.properties["was_person"] is True
+    assert score(workspace, at) == 5.0  # given before the honeypot was clicked: it stays
+
+
+def test_three_links_in_one_second_over_three_batches_are_all_a_machines(sent: Sent) -> None:
+    workspace, _ = sent
+    key, sent_at, links = message(workspace)
+    at = sent_at + timedelta(minutes=5)
+    targets = [n for url, n in links.items() if url != "honeypot"][:3]
+    assert len(targets) == 3
+    for n, link in enumerate(targets):
+        write(workspace, workspace.settings, hit("click", key, at + n * timedelta(seconds=0.3),
+                                                 link))  # fmt: skip
+    assert stored(workspace) == [("machine_click", "3 links clicked in the same second")] * 3
+
+
+def test_a_pixel_fetched_25_times_is_one_open_and_scores_once(sent: Sent) -> None:
+    workspace, _ = sent
+    key, sent_at, _ = message(workspace)
+    at = sent_at + timedelta(minutes=5)
+    settings = scoring(workspace)
+    fetches = [hit("open", key, at + timedelta(seconds=2 * n)) for n in range(25)]
+    for size, start in ((1, 0), (3, 1), (1, 4), (20, 5)):  # batches of varying size
+        write(workspace, settings, *fetches[start : start + size])
+    assert stored(workspace) == [("open", None)] + [
+        ("machine_open", "pixel fetched again 2 s after the last open")] * 24  # fmt: skip
+    assert score(workspace, at) == 1.0
+    reopen = at + timedelta(days=2)
+    write(workspace, settings, hit("open", key, reopen, agent=IPHONE_MAIL))
+    assert stored(workspace)[-1] == ("open", None)  # a person's reopen: total opens count it
+    assert score(workspace, at) == 1.0  # a message's open scores once
+
+
+def test_a_sandbox_pixel_and_an_open_beside_a_machines_click_are_a_machines(sent: Sent) -> None:
+    workspace, _ = sent
+    key, sent_at, links = message(workspace)
+    shop = links["https://shop.example/beans?a=1"]
+    write(workspace, workspace.settings, hit("open", key, sent_at + timedelta(seconds=0.2)))
+    later = sent_at + timedelta(hours=1)
+    write(workspace, workspace.settings, hit("open", key, later))
+    write(workspace, workspace.settings, hit("click", key, later + timedelta(seconds=5), shop,
+                                             agent="Barracuda Sentinel (EE)"))  # fmt: skip
+    assert stored(workspace) == [
+        ("machine_open", "pixel fetched 0.2 s after delivery"),
+        ("machine_open", "pixel fetched 5 s before a machine's click"),
+        ("machine_click", "link scanner (Barracuda)"),
+    ]
+
+
+def test_apple_mail_from_apples_ranges_in_the_operators_file_is_privacy_protection(
+    sent: Sent, tmp_path: Path
+) -> None:
+    workspace, _ = sent
+    key, sent_at, _ = message(workspace)
+    csv = tmp_path / "egress-ip-ranges.csv"
+    csv.write_text("172.224.226.0/27,GB,GB-EN,London,\n2a02:26f7:b3c0:4000::/64,GB,GB-EN,London,\n")
+    settings = workspace.settings.model_copy(update={
+        "tracking": workspace.settings.tracking.model_copy(
+            update={"apple_proxy_ranges_file": csv})})  # fmt: skip
+    at = sent_at + timedelta(hours=1)
+    write(workspace, settings, hit("open", key, at, agent=IPHONE_MAIL, ip="172.224.226.7"),
+          hit("open", key, at + timedelta(days=1), agent=IPHONE_MAIL, ip="2a02:26f7:b3c0:4000::9"),
+          hit("open", key, at + timedelta(days=2), agent=IPHONE_MAIL, ip="17.1.2.3"),
+          hit("open", key, at + timedelta(days=3), agent=IPHONE_MAIL))  # fmt: skip
+    mpp = ("machine_open", "Apple Mail Privacy Protection (Apple proxy address)")
+    # The operator's file replaces the shipped one: 17.0.0.0/8 is no longer listed.
+    assert stored(workspace) == [mpp, mpp, ("open", None), ("open", None)]
+    csv.unlink()
+    with pytest.raises(MailerError, match="apple_proxy_ranges_file: cannot read"):
+        write(workspace, settings, hit("open", key, at + timedelta(days=4)))
+    write(workspace, workspace.settings,  # the shipped ranges: Apple's 17.0.0.0/8
+          hit("open", key, at + timedelta(days=5), agent=IPHONE_MAIL, ip="17.1.2.3"))  # fmt: skip
+    assert stored(workspace)[-1] == mpp
+
+
+def test_over_http_clicks_after_the_honeypot_in_later_batches_are_a_machines(
+    sent: Sent, serve: Callable[..., AbstractContextManager[str]]
+) -> None:
+    workspace, urls = sent  # flush_size = 1: every request is a batch of its own
+    workspace.clock.advance(timedelta(minutes=5))  # type: ignore[attr-defined]
+
+    def get(base: str, url: str, then: int) -> None:
+        httpx.get(at(base, url), headers={"User-Agent": CHROME})
+        deadline = time.monotonic() + 20  # written by the writer process: wait for it
+        while len(stored(workspace)) < then:
+            assert time.monotonic() < deadline, stored(workspace)
+            time.sleep(0.02)
+
+    with serve(create_app(workspace)) as base:
+        get(base, urls["open"], 1)
+        get(base, urls["honeypot"], 2)
+        workspace.clock.advance(timedelta(seconds=20))  # type: ignore[attr-defined]
+        get(base, urls["shop"], 3)
+        workspace.clock.advance(timedelta(seconds=30))  # type: ignore[attr-defined]
+        get(base, urls["cups"], 4)
+        get(base, urls["open"], 5)
+    assert stored(workspace) == [
+        ("machine_open", "pixel fetched in the same second as a machine's click"),
+        ("machine_click", "honeypot link clicked"),
+        ("machine_click", "clicked 20 s after the honeypot link"),
+        ("machine_click", "clicked 50 s after the honeypot link"),
+        ("machine_open", "pixel fetched in the same second as a machine's click"),
+    ]
