@@ -1,7 +1,8 @@
 """The tracking endpoint as one ASGI app (Starlette): recipient routes (pixel, clicks,
 unsubscribe), the website's routes (events API), the operator's (health and metrics), the
-providers' bounce and complaint webhooks (returns/webhooks/). Opens and clicks go through a
-buffer written in batches; its last batch is written when the app shuts down."""
+providers' bounce and complaint webhooks (returns/webhooks/), the marketer's report (/reports).
+Opens and clicks go through a buffer written in batches; its last batch is written when the app
+shuts down."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from mailer.tracking.forms import form_routes
 from mailer.tracking.hits import Hit
 from mailer.tracking.operator import RequestCounting, operator_routes
 from mailer.tracking.recipient import PixelShortcut, RecipientRoutes
+from mailer.tracking.reports_page import report_routes
 from mailer.tracking.surveys import survey_routes
 from mailer.tracking.website import website_routes
 from mailer.tracking.writer import HitWriter
@@ -50,7 +52,7 @@ def create_app(workspace: Workspace) -> Starlette:
     recipient = RecipientRoutes(workspace, hits)
     routes = [*recipient.routes(), *website_routes(workspace), *form_routes(workspace),
               *survey_routes(workspace), *operator_routes(workspace, hits),
-              *webhook_routes(workspace)]  # fmt: skip
+              *webhook_routes(workspace), *report_routes(workspace)]  # fmt: skip
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.buffer = hits
     app.add_middleware(PixelShortcut, routes=recipient)
