@@ -5,7 +5,7 @@ Revises: 0018
 Create Date: 2026-12-01
 """
 
-import sqlalchemy as sa  # noqa: F401
+import sqlalchemy as sa
 from alembic import op
 
 from mailer.store.tables import Id
