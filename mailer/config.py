@@ -976,9 +976,9 @@ def _cross_references(settings: Settings) -> list[str]:
                             "variants are compared in mailer report)")  # fmt: skip
         for label, variant in _all_variants(campaign):
             if variant.send_at is not None:
-                problems.append(f"{where}.{label}.send_at: send-time variants are not supported yet; "
-                                "test subject, from_name or template, or send two broadcasts "
-                                "at two times")  # fmt: skip
+                problems.append(f"{where}.{label}.send_at: send-time variants are not "
+                                "supported yet; test subject, from_name or template, or send "
+                                "two broadcasts at two times")  # fmt: skip
         if campaign.segment is not None and campaign.segment not in settings.segments:
             problems.append(
                 f"{where}.segment: '{campaign.segment}' is not defined under [segments]"
@@ -1012,12 +1012,14 @@ def _ab_problems(where: str, campaign: Campaign) -> list[str]:
         problems.append(f"{where}.ab.default: '{test.default}' is not a variant of this "
                         f"broadcast ({', '.join(labels)})")  # fmt: skip
     if test.decide_by == "conversions" and not campaign.goal:
-        problems.append(f'{where}.goal: decide_by = "conversions" counts who reaches the goal '
-                        """after the test went: write one, e.g. goal = 'event "purchased"'""")
+        problems.append(f'{where}.goal: decide_by = "conversions" counts who reaches the '
+                        "goal after the test went: write one, e.g. "
+                        """goal = 'event "purchased"'""")  # fmt: skip
     if campaign.send_at is not None and _local(campaign.send_at):
         problems.append(f"{where}.ab: an auto-winner test needs an absolute send_at (e.g. "
-                        '"2026-03-20T09:00Z"): a local-time broadcast goes out zone by zone, '
-                        "and the winner would come too late for the zones already sent")
+                        '"2026-03-20T09:00Z"): a local-time broadcast goes out zone by '
+                        "zone, and the winner would come too late for the zones already "
+                        "sent")  # fmt: skip
     return problems
 
 

@@ -9,6 +9,7 @@ from typing import Any
 
 from sqlalchemy import Connection, func, select, update
 
+from mailer.campaigns.ab_tests import awaiting_winner, find_decision, test_state, test_went
 from mailer.campaigns.broadcast_state import (
     WAITING,
     BroadcastRun,
@@ -144,9 +145,12 @@ def why_held(connection: Connection, settings: Settings, name: str, campaign: Ca
     else:
         undelivered = sum(count for status, count in _messages(connection, name, run).items()
                           if status in WAITING)  # fmt: skip
-        if not undelivered:
+        if awaiting_winner(connection, campaign, name, key):
+            waiting = "the A/B test's winner still to send"
+        elif not undelivered:
             return None  # done and delivered: the edit changes nothing already sent
-        waiting = f"{undelivered} messages not yet delivered"
+        else:
+            waiting = f"{undelivered} messages not yet delivered"
     return edited_why(edits, _queued_zones(connection, name, key), waiting)
 
 
@@ -186,7 +190,12 @@ def broadcast_states(connection: Connection, settings: Settings,
         messages = _messages(connection, name, run) if run is not None else {}
         zones = zones_in_use(connection, campaign.list_name, settings.default_timezone)
         held = why_held(connection, settings, name, campaign, now)
-        states[name] = broadcast_state(campaign.send_at, campaign.list_name, zones, run,
-                                       decisions(connection, name, key), messages, held,
-                                       now)  # fmt: skip
+        state = broadcast_state(campaign.send_at, campaign.list_name, zones, run,
+                                decisions(connection, name, key), messages, held,
+                                now)  # fmt: skip
+        if campaign.ab is not None and held is None:
+            state = test_state(campaign.ab, test_went(connection, name, key),
+                               find_decision(connection, name, key), state,
+                               sum(messages.values()))  # fmt: skip
+        states[name] = state
     return states

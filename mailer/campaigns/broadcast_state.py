@@ -113,12 +113,20 @@ def what_it_sends(settings: Settings, campaign: Campaign) -> dict[str, Any]:
         "template": campaign.template,
         "preheader": campaign.preheader,
         "variants": {
-            label: variant.model_dump(mode="json")
+            label: _sent_variant(variant.model_dump(mode="json"))
             for label, variant in sorted(campaign.variants.items())
         },
         "segment": {"name": segment, "expression": settings.segments.get(segment)},
         "list": campaign.list_name,
+        "ab": campaign.ab.model_dump(mode="json") if campaign.ab is not None else None,
     }
+
+
+def _sent_variant(fields: dict[str, Any]) -> dict[str, Any]:
+    """A variant as runs begun before from_name existed kept it: unset new fields left out,
+    so that upgrading does not read as an edit and hold them."""
+    return {field: value for field, value in fields.items()
+            if value is not None or field not in ("from_name", "send_at")}  # fmt: skip
 
 
 def edited(before: dict[str, Any] | None, after: dict[str, Any]) -> list[str]:

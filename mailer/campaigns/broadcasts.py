@@ -6,11 +6,13 @@ the work, so a million recipients never pass through Python's memory."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from functools import partial
+from typing import Any, Literal
 
-from sqlalchemy import Connection, and_, case, exists, func, literal, null, select
+from sqlalchemy import Connection, String, and_, case, exists, func, literal, null, select
 from sqlalchemy.dialects import postgresql, sqlite
 
+from mailer.campaigns.ab_tests import decide_when_due, test_cutoff, test_point
 from mailer.campaigns.broadcast_runs import (
     decide_zone,
     decisions,
@@ -40,6 +42,7 @@ from mailer.delivery.pauses import pause, paused_campaigns, resume
 from mailer.errors import SettingsError
 from mailer.logs import logger
 from mailer.send_times import send_at_key
+from mailer.store.bulk import inserted
 from mailer.store.tables import (
     UTCDateTime,
     consent_status,
@@ -52,6 +55,7 @@ from mailer.store.tables import (
 
 STEP = "broadcast"
 HELD = "held: "  # how a delivery pause set by a held broadcast begins (an operator's does not)
+Part = Literal["all", "test", "rest"]  # of the recipients a queueing takes
 
 
 def queue_broadcast(connection: Connection, settings: Settings, name: str, campaign: Campaign,
@@ -74,8 +78,13 @@ def queue_broadcast(connection: Connection, settings: Settings, name: str, campa
         if held is not None or now < first_and_last(campaign.send_at)[0]:
             return 0  # held by an earlier run, or scheduled
         run = start_run(connection, name, key, now, what_it_sends(settings, campaign))
+    rest = 0
+    if held is None:  # the test's winner goes to the rest, `wait` after the test went
+        rest = decide_when_due(connection, settings, name, campaign, key, run.cycle, now,
+                               partial(_queue_rest, connection, settings, name, campaign,
+                                       run.cycle, now))  # fmt: skip
     if not run.open:
-        return 0  # done: this (name, send_at) was queued, or found stale
+        return rest  # done: this (name, send_at) was queued, or found stale
     zones = zones_in_use(connection, campaign.list_name, settings.default_timezone)
     instants = send_instants(campaign.send_at, zones)
     decided = {decision.zone for decision in decisions(connection, name, key)}
@@ -85,7 +94,9 @@ def queue_broadcast(connection: Connection, settings: Settings, name: str, campa
             continue  # waits, undecided, until the settings are restored (or it is stale)
         messages = 0
         if state == "queued":
-            messages = _queue_zone(connection, settings, name, campaign, zone, run.cycle, now)
+            part: Part = "test" if campaign.ab is not None else "all"
+            messages = _queue_zone(connection, settings, name, campaign, zone, run.cycle, now,
+                                   part)  # fmt: skip
         decide_zone(connection, name, key, zone, state, now, messages)
         decided.add(zone)
         queued += messages
@@ -96,7 +107,15 @@ def queue_broadcast(connection: Connection, settings: Settings, name: str, campa
                if run.sends is None else None)  # fmt: skip
     if is_over(campaign.send_at, pending_zones(instants, decided, seen_until), now):
         finish_run(connection, name, key, now)
-    return queued
+    return queued + rest
+
+
+def _queue_rest(connection: Connection, settings: Settings, name: str, campaign: Campaign,
+                cycle: int, now: datetime, winner: str, went: datetime) -> int:  # fmt: skip
+    """The rest of an A/B-tested broadcast, with the winner: who is in the list (since the test
+    went at the latest) and the segment now, not queued already (the test's rows stay)."""
+    return _queue_zone(connection, settings, name, campaign, EVERY_ZONE, cycle, now, "rest",
+                       winner, went)  # fmt: skip
 
 
 def _hold_delivery(connection: Connection, settings: Settings, name: str, held: str | None,
@@ -111,7 +130,10 @@ def _hold_delivery(connection: Connection, settings: Settings, name: str, held: 
 
 
 def _queue_zone(connection: Connection, settings: Settings, name: str, campaign: Campaign,
-                zone: str, cycle: int, now: datetime) -> int:  # fmt: skip
+                zone: str, cycle: int, now: datetime, part: Part = "all",
+                winner: str | None = None, joined_by: datetime | None = None) -> int:  # fmt: skip
+    """Queue the zone's recipients: all of them, the test fraction of an A/B test (each with
+    its variant), or the rest (with the winner; those who joined by `joined_by`)."""
     assert campaign.segment is not None
     if campaign.segment not in settings.segments:
         raise SettingsError(f"campaigns.{name}.segment: no segment '{campaign.segment}'")
@@ -127,10 +149,20 @@ def _queue_zone(connection: Connection, settings: Settings, name: str, campaign:
     ]  # fmt: skip
     if zone != EVERY_ZONE:
         conditions.append(func.coalesce(contacts.c.timezone, settings.default_timezone) == zone)
+    if part == "test":
+        assert campaign.ab is not None
+        conditions.append(test_point(contacts.c.id, name) < test_cutoff(campaign.ab.test_fraction))
+    if joined_by is not None:
+        conditions.append(exists().where(
+            memberships.c.contact_id == contacts.c.id, memberships.c.list_id == lists.c.id,
+            lists.c.name == campaign.list_name, memberships.c.joined_at <= joined_by))  # fmt: skip
+    variant = _variant(name, campaign, contacts.c.id)
+    if part == "rest":
+        variant = literal(None if winner in (None, "A") else winner, String(32))
     recipients = (
         select(literal(name), literal(STEP), contacts.c.id, literal(cycle), literal("queued"),
                consent_status.c.entry_id, literal(now, UTCDateTime), literal(now, UTCDateTime),
-               _variant(name, campaign, contacts.c.id))
+               variant)
         .join(consent_status, and_(consent_status.c.contact_id == contacts.c.id,
                                    consent_status.c.purpose == campaign.list_name))
         .where(*conditions)
@@ -154,7 +186,7 @@ def _queue_zone(connection: Connection, settings: Settings, name: str, campaign:
         )
         .on_conflict_do_nothing(index_elements=["campaign", "step", "contact_id", "cycle"])
     )
-    return int(connection.execute(statement).rowcount or 0)
+    return inserted(connection, statement)
 
 
 def _variant(name: str, campaign: Campaign, contact_id: Any) -> Any:

@@ -31,6 +31,7 @@ from mailer.campaigns.cap_queue import Waiting, first_in_line
 from mailer.campaigns.date_steps import past_its_day
 from mailer.campaigns.enrollment import enroll
 from mailer.campaigns.goals import compiled, reached_goal
+from mailer.campaigns.resends import queue_resends
 from mailer.campaigns.rhythm import LOOK_AGAIN, next_due, previous_messages
 from mailer.campaigns.score_rules import award_rules
 from mailer.campaigns.segment_sql import SegmentCompiler
@@ -100,6 +101,9 @@ def start(connection: Connection, settings: Settings, now: datetime, report: Tic
         elif campaign.kind == "broadcast":
             work = partial(queue_broadcast, connection, settings, name, campaign, now)
             report.queued += _on_its_own(connection, work, "campaign failed", name) or 0
+        if campaign.resend is not None or any(step.resend for step in campaign.steps):
+            work = partial(queue_resends, connection, settings, name, campaign, now)
+            report.queued += _on_its_own(connection, work, "resend failed", name) or 0
 
 
 def _on_its_own(connection: Connection, work: Callable[[], int | None], failure: str,

@@ -149,7 +149,7 @@ class MessageRenderer:
             html = add_open_pixel(html, f"{base}/o/{sign(self.keys, 'open', message_key)}.gif")
         try:
             data = self._mime(campaign_name, campaign, step, contact, message_key, subject,
-                              unsubscribe, html, text, now)  # fmt: skip
+                              unsubscribe, html, text, now, variant)  # fmt: skip
         except (ValueError, UnicodeError) as error:
             raise RenderError(f"{contact.email}: cannot write the headers: {error}") from None
         if self.dkim_key is not None:
@@ -255,11 +255,13 @@ class MessageRenderer:
 
     def _mime(self, campaign_name: str, campaign: Campaign, step: Step, contact: Contact,
               message_key: str, subject: str, unsubscribe: str, html: str,
-              text: str, now: datetime) -> bytes:  # fmt: skip
+              text: str, now: datetime, variant: str | None = None) -> bytes:  # fmt: skip
         sender = self.settings.sender
         contact_list = self.settings.lists[campaign.list_name]
+        chosen = step.variants.get(variant) if variant is not None else None
+        from_name = chosen.from_name if chosen is not None and chosen.from_name else sender.name
         headers = [
-            ("From", mailbox(header_text(sender.name), sender.email)),
+            ("From", mailbox(header_text(from_name), sender.email)),
             ("To", mailbox(header_text(contact.name or ""), contact.email)),
             ("Subject", unstructured(subject)),
             ("Date", format_datetime(now)),

@@ -9,7 +9,16 @@ from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from operator import itemgetter
 from typing import Any, cast
 
-from sqlalchemy import Connection, Select, any_, bindparam, func, literal_column, select
+from sqlalchemy import (
+    Connection,
+    Insert,
+    Select,
+    any_,
+    bindparam,
+    func,
+    literal_column,
+    select,
+)
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.sql import ClauseElement, ColumnElement
 from sqlalchemy.sql.compiler import SQLCompiler
@@ -85,3 +94,13 @@ def one_of(
         func.json_each(json.dumps(listed))
     )
     return column.in_(each.scalar_subquery())
+
+
+def inserted(connection: Connection, statement: Insert) -> int:
+    """Execute an INSERT ... SELECT and say how many rows it wrote. psycopg gives SQLAlchemy's
+    INSERT ... SELECT a rowcount of -1, so on PostgreSQL the rows are counted in the database
+    (a RETURNING in a CTE): the ids never pass through Python."""
+    if connection.dialect.name != "postgresql":
+        return int(connection.execute(statement).rowcount or 0)
+    written = statement.returning(literal_column("1")).cte("written")
+    return int(connection.scalar(select(func.count()).select_from(written)) or 0)

@@ -1,0 +1,314 @@
+"""A broadcast's A/B test with an auto-winner, and resends to who did not open: through the real
+engine with the injected clock, real SQLite and PostgreSQL, delivery into a real SMTP server,
+opens and clicks through the real recording path (tracking/recording.py, machine rules too)."""
+
+from __future__ import annotations
+
+import email
+import json
+import textwrap
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from email.policy import default as default_policy
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from sqlalchemy import select
+
+from mailer.campaigns.ab_tests import in_test
+from mailer.campaigns.engine import tick
+from mailer.campaigns.timing import pick_variant
+from mailer.cli import cli
+from mailer.clock import FrozenClock
+from mailer.config import load_settings
+from mailer.consent.person import withdraw
+from mailer.delivery.claims import message_key
+from mailer.delivery.worker import Deliverer
+from mailer.errors import SettingsError
+from mailer.render.links import HONEYPOT
+from mailer.store.tables import ab_decisions, contacts, enrollments, outbox
+from mailer.tracking.hits import Hit
+from mailer.tracking.recording import record_hits
+from mailer.workspace import Workspace
+from tests.conftest import SETTINGS, write_csv
+from tests.delivery.smtp_server import ScriptedSmtpServer
+from tests.helpers import run_import
+
+SEND_AT = datetime(2026, 11, 24, 9, 0, tzinfo=UTC)
+CHROME = ("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
+          "Chrome/131.0.0.0 Safari/537.36")  # fmt: skip
+PEOPLE = 200
+
+SPRING = """
+[segments]
+everyone = 'email contains "@"'
+
+[campaigns.spring]
+kind = "broadcast"
+list = "newsletter"
+segment = "everyone"
+template = "spring"
+subject = "Spring is here"
+send_at = "2026-11-24T09:00Z"
+variants.B.subject = "Fresh beans for spring"
+variants.B.from_name = "Maya at Acme"
+{more}
+"""
+
+AB_TEST = """
+[campaigns.spring.ab]
+test_fraction = 0.5
+wait = "4h"
+decide_by = "{decide_by}"
+default = "{default}"
+"""
+
+RESEND = """
+[campaigns.spring.resend]
+after = "3 days"
+subject = "Last chance: spring beans"
+unless = "opened"
+"""
+
+
+class Shop:
+    """A project with the `spring` broadcast, its list, and a relay that is a real SMTP server."""
+
+    def __init__(self, workspace: Workspace, smtp_server: ScriptedSmtpServer) -> None:
+        self.workspace, self.smtp_server = workspace, smtp_server
+
+    def tick(self, moment: datetime) -> int:
+        return tick(self.workspace.engine, self.workspace.settings, moment).queued
+
+    def deliver(self, moment: datetime) -> int:
+        deliverer = Deliverer(self.workspace)
+        try:
+            return deliverer.deliver(moment).sent
+        finally:
+            deliverer.close()
+
+    def messages(self, step: str = "broadcast") -> list[dict[str, object]]:
+        with self.workspace.engine.connect() as connection:
+            rows = connection.execute(
+                select(outbox, contacts.c.email)
+                .join(contacts, contacts.c.id == outbox.c.contact_id)
+                .where(outbox.c.campaign == "spring", outbox.c.step == step).order_by(outbox.c.id)
+            )  # fmt: skip
+            return [dict(row._mapping) for row in rows]
+
+    def hit(self, kind: str, message: dict[str, object], at: datetime, user_agent: str = CHROME,
+            link: str | None = None, ip: str = "81.2.69.160") -> None:  # fmt: skip
+        index = None
+        if link is not None:
+            links = json.loads(str(message["links"]))
+            index = links.index(link)
+        hit = Hit(kind, message_key(int(str(message["id"]))), index, at, user_agent, ip, "GET")  # type: ignore[arg-type]
+        with self.workspace.engine.begin() as connection:
+            assert record_hits(connection, self.workspace.settings, self.workspace.key, [hit]) == 1
+
+    def decision(self) -> dict[str, object] | None:
+        with self.workspace.engine.connect() as connection:
+            row = connection.execute(select(ab_decisions)).one_or_none()
+            return None if row is None else dict(row._mapping)
+
+    def state(self, moment: datetime) -> dict[str, str]:
+        environment = {"MAILER_NOW": moment.isoformat()}
+        result = CliRunner().invoke(cli, ["--config", str(self.workspace.settings.source),
+                                          "campaign", "list", "--json"],
+                                    env=environment)  # fmt: skip
+        assert result.exit_code == 0, result.output
+        states: dict[str, dict[str, str]] = {
+            row["campaign"]: row["broadcast"] for row in json.loads(result.stdout)
+        }
+        return states["spring"]
+
+
+ShopOpener = Callable[[str], Shop]
+
+
+@pytest.fixture
+def open_spring(project: Path, environ: dict[str, str], smtp_server: ScriptedSmtpServer,
+                monkeypatch: pytest.MonkeyPatch) -> Iterator[ShopOpener]:  # fmt: skip
+    opened: list[Workspace] = []
+
+    def open_(more: str) -> Shop:
+        settings = project / "settings.toml"
+        settings.write_text(textwrap.dedent(SETTINGS) + textwrap.dedent(SPRING.format(more=more)))
+        footer = ('<p>{{ sender.postal_address }} '
+                  '<a href="{{ unsubscribe_url }}">Unsubscribe</a></p>')  # fmt: skip
+        (project / "templates" / "spring.html").write_text(
+            '<p>New beans. <a href="https://acme.example/spring">Shop now</a></p>' + footer
+        )
+        variables = {"MAILER_SMTP__PORT": str(smtp_server.port),
+                     "MAILER_DELIVERY__RENDER_PROCESSES": "0"}  # fmt: skip
+        for variable, value in {**environ, **variables}.items():
+            monkeypatch.setenv(variable, value)  # for the CLI too
+        workspace = Workspace(load_settings(settings, environ={**environ, **variables}),
+                              FrozenClock(SEND_AT - timedelta(days=1)))  # fmt: skip
+        opened.append(workspace)
+        rows = "".join(f"p{i:03}@example.com,2026-01-01,2026-01-02\n" for i in range(PEOPLE))
+        run_import(workspace, write_csv(project / "people.csv",
+                                        "email,consent_at,consent_confirmed_at\n" + rows),
+                   "newsletter")  # fmt: skip
+        tick(workspace.engine, workspace.settings, SEND_AT - timedelta(days=1))  # welcome mail
+        with workspace.engine.begin() as connection:  # out of the way: only spring is counted
+            connection.execute(outbox.update().values(status="sent", sent_at=SEND_AT))
+            connection.execute(enrollments.update().values(status="completed", due_at=None))
+        return Shop(workspace, smtp_server)
+
+    yield open_
+    for workspace in opened:
+        workspace.close()
+
+
+def test_the_test_fraction_goes_first_and_the_winner_by_people_s_clicks_goes_to_the_rest(
+    open_spring: ShopOpener,
+) -> None:
+    shop = open_spring(AB_TEST.format(decide_by="clicks", default="B"))
+    queued = shop.tick(SEND_AT)
+    test = shop.messages()
+    ids = {int(str(m["contact_id"])) for m in test}
+    assert queued == len(test) and 70 < len(test) < 130  # about half of 200
+    assert all(in_test(contact, "spring", 0.5) for contact in ids)  # Python agrees with SQL
+    weights = {"A": 1, "B": 1}
+    for message in test:  # SQL agrees with Python on the variant too
+        contact = int(str(message["contact_id"]))
+        assert (message["variant"] or "A") == pick_variant(contact, "spring", "broadcast", weights)
+    assert {m["variant"] for m in test} == {None, "B"}
+    state = shop.state(SEND_AT)
+    assert state["state"] == "testing"
+    assert state["why"].startswith("decides at 2026-11-24 13:00 UTC by people's clicks: ")
+
+    assert shop.deliver(SEND_AT) == len(test)
+    senders = {email.message_from_bytes(m.data, policy=default_policy)["From"]
+               for m in shop.smtp_server.received}  # fmt: skip
+    assert senders == {"Acme Coffee <news@acme.example>", "Maya at Acme <news@acme.example>"}
+    sent = shop.messages()
+    a_messages = [m for m in sent if m["variant"] is None]
+    b_messages = [m for m in sent if m["variant"] == "B"]
+    # A scanner clicks every link of every B message, the hidden one first: machine clicks.
+    for number, message in enumerate(b_messages):
+        at = SEND_AT + timedelta(minutes=30, seconds=number * 5)
+        shop.hit("click", message, at, link=HONEYPOT, ip="52.1.1.1")
+        shop.hit("click", message, at + timedelta(seconds=1), link="https://acme.example/spring",
+                 ip="52.1.1.1")  # fmt: skip
+    # People: 20 of A's recipients click (and open); one of B's.
+    for number, message in enumerate(a_messages[:20]):
+        at = SEND_AT + timedelta(hours=1, minutes=number)
+        shop.hit("open", message, at)
+        shop.hit("click", message, at + timedelta(seconds=40), link="https://acme.example/spring")
+    shop.hit("click", b_messages[0], SEND_AT + timedelta(hours=2),
+             link="https://acme.example/spring", ip="81.2.69.161")  # fmt: skip
+
+    assert shop.tick(SEND_AT + timedelta(hours=3, minutes=59)) == 0  # not yet
+    assert shop.decision() is None
+    rest = shop.tick(SEND_AT + timedelta(hours=4))
+    assert rest == PEOPLE - len(test)
+    decision = shop.decision()
+    assert decision is not None and decision["winner"] == "A"
+    assert decision["numbers"] == {
+        "A": {"successes": 20, "trials": len(a_messages)},
+        "B": {"successes": 1, "trials": len(b_messages)},
+    }
+    assert decision["rest_queued"] == rest and decision["decide_by"] == "clicks"
+    everyone = shop.messages()
+    assert len(everyone) == PEOPLE
+    assert all(m["variant"] is None for m in everyone if int(str(m["contact_id"])) not in ids)
+    assert shop.tick(SEND_AT + timedelta(hours=5)) == 0  # decided once, queued once
+    state = shop.state(SEND_AT + timedelta(hours=5))
+    assert state["state"] == "sending" and state["why"].startswith("winner A by clicks (")
+
+
+def test_a_test_without_a_clear_winner_sends_the_default_to_the_rest(
+    open_spring: ShopOpener,
+) -> None:
+    shop = open_spring(AB_TEST.format(decide_by="opens", default="B"))
+    test = shop.tick(SEND_AT)
+    shop.deliver(SEND_AT)
+    for message in shop.messages():  # Apple MPP loads every pixel: no person opened anything
+        shop.hit("open", message, SEND_AT + timedelta(minutes=5), user_agent="Mozilla/5.0")
+    rest = shop.tick(SEND_AT + timedelta(hours=4))
+    decision = shop.decision()
+    assert decision is not None and decision["winner"] == "B"
+    assert "default B" in str(decision["reason"])
+    numbers = decision["numbers"]
+    assert isinstance(numbers, dict) and all(n["successes"] == 0 for n in numbers.values())
+    later = [m for m in shop.messages()[test:]]
+    assert len(later) == rest and {m["variant"] for m in later} == {"B"}
+
+
+def test_a_resend_goes_once_to_who_no_person_opened_and_not_to_who_left_meanwhile(
+    open_spring: ShopOpener,
+) -> None:
+    shop = open_spring(RESEND)
+    assert shop.tick(SEND_AT) == PEOPLE
+    assert shop.deliver(SEND_AT) == PEOPLE
+    sent = shop.messages()
+    for message in sent[:50]:  # people opened
+        shop.hit("open", message, SEND_AT + timedelta(hours=2))
+    for message in sent[50:60]:  # a person clicked with images off: read, too
+        shop.hit("click", message, SEND_AT + timedelta(hours=2), link="https://acme.example/spring")
+    for message in sent[60:100]:  # only Apple's proxy: not a person's open
+        shop.hit("open", message, SEND_AT + timedelta(minutes=1), user_agent="Mozilla/5.0")
+    with shop.workspace.engine.begin() as connection:  # one unsubscribes meanwhile
+        withdraw(connection, shop.workspace.key, str(sent[100]["email"]),
+                 shop.workspace.double_opt_in, SEND_AT + timedelta(days=1), "newsletter",
+                 source="unsubscribe")  # fmt: skip
+    assert shop.tick(SEND_AT + timedelta(days=2, hours=23)) == 0  # not yet
+    assert shop.tick(SEND_AT + timedelta(days=3)) == PEOPLE - 60 - 1
+    resent = shop.messages("broadcast.resend")
+    assert {m["email"] for m in resent} == {m["email"] for m in sent[60:100] + sent[101:]}
+    assert shop.tick(SEND_AT + timedelta(days=3, hours=1)) == 0  # never twice
+    shop.smtp_server.received.clear()
+    assert shop.deliver(SEND_AT + timedelta(days=3)) == PEOPLE - 61
+    subjects = {email.message_from_bytes(m.data, policy=default_policy)["Subject"]
+                for m in shop.smtp_server.received}  # fmt: skip
+    assert subjects == {"Last chance: spring beans"}
+
+
+def test_a_resend_found_more_than_a_day_late_is_not_sent(open_spring: ShopOpener) -> None:
+    shop = open_spring(RESEND)
+    shop.tick(SEND_AT)
+    shop.deliver(SEND_AT)
+    assert shop.tick(SEND_AT + timedelta(days=4, minutes=1)) == 0
+    assert shop.messages("broadcast.resend") == []
+
+
+@pytest.mark.parametrize(("more", "expected"), [
+    (AB_TEST.format(decide_by="opens", default="C"),
+     "campaigns.spring.ab.default: 'C' is not a variant of this broadcast (A, B)"),
+    (AB_TEST.format(decide_by="opens", default="A").replace("0.5", "1.5"),
+     "campaigns.spring.ab.test_fraction: "),
+    (AB_TEST.format(decide_by="opens", default="A").replace('"4h"', '"0s"'),
+     "campaigns.spring.ab.wait: must be longer than 0"),
+    (AB_TEST.format(decide_by="conversions", default="A"),
+     'campaigns.spring.goal: decide_by = "conversions" counts who reaches the goal'),
+    (AB_TEST.format(decide_by="opens", default="A")
+     + "[campaigns.spring.variants.C]\nsubject = 'C'\n[campaigns.spring.variants.D]\n"
+       "subject = 'D'\n",
+     "campaigns.spring.variants: an auto-winner test takes at most 3 variants (A and 2 more), "
+     "not 4"),
+    ('variants.C.send_at = "2026-11-24T15:00Z"',
+     "campaigns.spring.variants.C.send_at: send-time variants are not supported yet"),
+    (RESEND.replace('"3 days"', '"0s"'), "campaigns.spring.resend.after: must be longer than 0"),
+])  # fmt: skip
+def test_check_refuses_auto_winner_and_resend_settings_that_cannot_work(
+    project: Path, more: str, expected: str
+) -> None:
+    settings = project / "settings.toml"
+    settings.write_text(textwrap.dedent(SETTINGS) + textwrap.dedent(SPRING.format(more=more)))
+    with pytest.raises(SettingsError) as error:
+        load_settings(settings, environ={})
+    assert expected in str(error.value)
+    result = CliRunner().invoke(cli, ["--config", str(settings), "check"])
+    assert result.exit_code == 1 and expected in result.output
+
+
+def test_check_refuses_an_auto_winner_on_a_local_time_broadcast(project: Path) -> None:
+    settings = project / "settings.toml"
+    text = SPRING.format(more=AB_TEST.format(decide_by="opens", default="A"))
+    settings.write_text(textwrap.dedent(SETTINGS)
+                        + textwrap.dedent(text).replace("09:00Z", "09:00 local"))  # fmt: skip
+    with pytest.raises(SettingsError, match="an auto-winner test needs an absolute send_at"):
+        load_settings(settings, environ={})
