@@ -80,6 +80,7 @@ def funnel_chart(funnel: dict[str, Any]) -> str:
     axes.set_yticks(list(positions), labels=labels, parse_math=False)
     axes.invert_yaxis()
     axes.set_xlim(0, max(1, *values) * 1.12)
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
     axes.set_xlabel("contacts", fontsize=9, color=INK)
     _plain(axes)
     return _svg(figure)
