@@ -175,3 +175,18 @@ def test_the_page_shows_the_numbers_of_mailer_report_json(
     shown = {key: text for key, _, text in page_numbers(later.text)}
     assert shown["welcome", "hello", "", "sent", ""] == "0"  # sent before `since`
     assert shown["welcome", "tips", "", "sent", ""] == "18"
+
+
+def test_mailer_report_html_writes_the_page_of_the_same_numbers(
+    seeded: Workspace, project: Path, environ: dict[str, str], clock: FrozenClock
+) -> None:
+    environment = {**environ, "MAILER_CONFIG": str(project / "settings.toml"),
+                   "MAILER_NOW": clock.now().isoformat()}  # fmt: skip
+    written = project / "report.html"
+    result = CliRunner().invoke(cli, ["report", "--html", str(written)], env=environment,
+                                catch_exceptions=False)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    found = page_numbers(written.read_text(encoding="utf-8"))
+    assert {key: value for key, value, _ in found} == report_numbers(
+        cli_json(project, environ, clock)
+    )
