@@ -9,8 +9,7 @@ STAMP  := $(VENV)/.installed
 SMTP_PORT     ?= 2525
 TRACKING_PORT ?= 8025
 TRACKING_URL  := http://127.0.0.1:$(TRACKING_PORT)
-DEMO   := COLUMNS=140 MAILER_DATABASE_URL=sqlite:///.mailer/demo.db MAILER_SMTP__PORT=$(SMTP_PORT) \
-	MAILER_TRACKING__PORT=$(TRACKING_PORT) MAILER_TRACKING__BASE_URL=$(TRACKING_URL) $(BIN)/mailer
+DEMO   := COLUMNS=140 MAILER_DATABASE_URL=sqlite:///.mailer/demo.db $(BIN)/mailer
 # The ports given to this make (command line or environment), kept in the command a refusal suggests.
 DEMO_PORTS := $(foreach port,SMTP_PORT TRACKING_PORT,$(if $(filter command environment,$(origin $(port))),$(port)=$($(port))))
 SINK_STOP := if [ -f .mailer/sink.pid ]; then kill $$(cat .mailer/sink.pid) 2>/dev/null; rm -f .mailer/sink.pid; fi
@@ -52,6 +51,10 @@ lock: $(UV)
 		--generate-hashes --upgrade -q -o $(LOCK)
 	@echo "$(LOCK) refreshed: run make test before committing it"
 
+# settings.toml's [smtp] port and [tracking] port and base_url, moved with the variables.
+demo: export MAILER_SMTP__PORT := $(SMTP_PORT)
+demo: export MAILER_TRACKING__PORT := $(TRACKING_PORT)
+demo: export MAILER_TRACKING__BASE_URL := $(TRACKING_URL)
 demo: $(STAMP)
 	@$(SINK_STOP); $(SERVE_STOP)
 	@$(BIN)/python -m mailer.free_ports --run "make demo $(DEMO_PORTS)" SMTP_PORT=$(SMTP_PORT) TRACKING_PORT=$(TRACKING_PORT)

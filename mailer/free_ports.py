@@ -53,10 +53,10 @@ def refusal(ports: dict[str, int], run: str, host: str = LOOPBACK) -> str | None
     named = ", ".join(f"port {ports[name]}" + (" is in use by another program" if index == 0
                                                else " too")
                       for index, name in enumerate(taken))  # fmt: skip
-    # `make demo SMTP_PORT=2525` run again keeps its other settings, with the port moved.
-    kept = [word for word in run.split() if word.partition("=")[0] not in taken]
-    moves = [f"{name}={port or '...'}" for name, port in taken.items()]
-    return f"{named}: run `{' '.join(kept + moves)}`"
+    # `make demo SMTP_PORT=2525 TRACKING_PORT=8126` again, its taken port moved in place.
+    moves = {name: f"{name}={port or '...'}" for name, port in taken.items()}
+    words = [moves.pop(word.partition("=")[0], word) for word in run.split()]
+    return f"{named}: run `{' '.join(words + list(moves.values()))}`"
 
 
 def _assignment(text: str) -> tuple[str, int]:
