@@ -51,7 +51,8 @@ def cli(ctx: click.Context, config_path: str, debug: bool) -> None:
     """mailer: email marketing automation whose campaigns live in files.
 
     Campaigns are settings.toml, Jinja templates in templates/ and contact lists in lists/.
-    Start with `mailer init`, then `mailer check`, then `mailer import`.
+    Start with `mailer new DIR` (a starter project), then `mailer init`, `mailer check` and
+    `mailer import`.
     """
     ctx.obj = _LazyWorkspace(config_path)
     ctx.call_on_close(ctx.obj.close)
