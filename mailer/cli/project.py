@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 
 import click
@@ -49,8 +50,8 @@ def new(directory: Path, force: bool) -> None:
     say(f"wrote a starter project in {directory}: {len(starter.files)} files "
         "(settings.toml, templates/, lists/newsletter.csv, .gitignore)")  # fmt: skip
     say("next:")
-    steps = ([(f"cd {directory}", "")] if directory.resolve() != Path.cwd() else []) + [
-        *NEXT_STEPS]  # fmt: skip
+    steps = ([(f"cd {shlex.quote(str(directory))}", "")]
+             if directory.resolve() != Path.cwd() else []) + [*NEXT_STEPS]  # fmt: skip
     width = max(len(command) for command, _ in steps)
     for command, why in steps:
         say(f"  {command:<{width}}  # {why}" if why else f"  {command}")
