@@ -229,9 +229,11 @@ class MessageRenderer:
     def _setting(self, campaign_name: str, campaign: Campaign, step: Step) -> str:
         """Where in settings this step is written, for error messages."""
         where = f"{self.settings.source}: campaigns.{campaign_name}"
+        resend = ".resend" if step.name.endswith(".resend") else ""  # config.resent
         if campaign.kind == "broadcast":
-            return where
-        return f"{where}.steps[{campaign.steps.index(step)}]"
+            return where + resend
+        names = [candidate.name for candidate in campaign.steps]
+        return f"{where}.steps[{names.index(step.name.removesuffix('.resend'))}]{resend}"
 
     def _where(self, error: Exception) -> str:
         """`templates/welcome/2.html:14: ` from the template frame the error passed through."""

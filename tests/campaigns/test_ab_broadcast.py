@@ -27,7 +27,7 @@ from mailer.delivery.claims import message_key
 from mailer.delivery.worker import Deliverer
 from mailer.errors import SettingsError
 from mailer.render.links import HONEYPOT
-from mailer.store.tables import ab_decisions, contacts, enrollments, outbox
+from mailer.store.tables import ab_decisions, contacts, enrollments, events, outbox
 from mailer.tracking.hits import Hit
 from mailer.tracking.recording import record_hits
 from mailer.workspace import Workspace
@@ -312,3 +312,74 @@ def test_check_refuses_an_auto_winner_on_a_local_time_broadcast(project: Path) -
                         + textwrap.dedent(text).replace("09:00Z", "09:00 local"))  # fmt: skip
     with pytest.raises(SettingsError, match="an auto-winner test needs an absolute send_at"):
         load_settings(settings, environ={})
+
+
+def test_a_sequence_step_resend_is_its_own_step_and_not_sent_after_the_run_converted(
+    project: Path, environ: dict[str, str], smtp_server: ScriptedSmtpServer
+) -> None:
+    settings = project / "settings.toml"
+    text = textwrap.dedent(SETTINGS).replace(
+        'subject = "Welcome, {{ contact.first_name }}"\n',
+        'subject = "Welcome, {{ contact.first_name }}"\n'
+        'resend = { after = "3 days", subject = "In case you missed it", unless = "clicked" }\n',
+    )
+    settings.write_text(text)
+    variables = {**environ, "MAILER_SMTP__PORT": str(smtp_server.port),
+                 "MAILER_DELIVERY__RENDER_PROCESSES": "0"}  # fmt: skip
+    workspace = Workspace(load_settings(settings, environ=variables), FrozenClock(SEND_AT))
+    try:
+        run_import(workspace, write_csv(project / "people.csv", """
+            email,first_name,consent_at,consent_confirmed_at
+            ada@example.com,Ada,2026-01-01,2026-01-02
+            ken@example.com,Ken,2026-01-01,2026-01-02
+        """), "newsletter")  # fmt: skip
+        shop = Shop(workspace, smtp_server)
+        assert shop.tick(SEND_AT) == 2
+        assert shop.deliver(SEND_AT) == 2
+        with workspace.engine.begin() as connection:  # ada's run ends before the resend is due
+            connection.execute(enrollments.update()
+                               .where(enrollments.c.contact_id == select(contacts.c.id)
+                                      .where(contacts.c.email == "ada@example.com")
+                                      .scalar_subquery())
+                               .values(status="converted", due_at=None))  # fmt: skip
+        tick(workspace.engine, workspace.settings, SEND_AT + timedelta(days=3))
+        with workspace.engine.connect() as connection:
+            resent = connection.execute(
+                select(contacts.c.email, outbox.c.cycle, outbox.c.enrollment_id)
+                .join(contacts, contacts.c.id == outbox.c.contact_id)
+                .where(outbox.c.step == "hello.resend")
+            ).all()  # fmt: skip
+        assert [row.email for row in resent] == ["ken@example.com"]
+        smtp_server.received.clear()
+        assert shop.deliver(SEND_AT + timedelta(days=3)) >= 1
+        subjects = {email.message_from_bytes(m.data, policy=default_policy)["Subject"]
+                    for m in smtp_server.received}  # fmt: skip
+        assert "In case you missed it" in subjects
+    finally:
+        workspace.close()
+
+
+def test_conversions_decide_by_the_goal_reached_after_the_test_went(
+    open_spring: ShopOpener,
+) -> None:
+    shop = open_spring(
+        "goal = 'event \"purchased\"'\n" + AB_TEST.format(decide_by="conversions", default="A")
+    )
+    shop.tick(SEND_AT)
+    shop.deliver(SEND_AT)
+    b_buyers = [m for m in shop.messages() if m["variant"] == "B"][:30]
+    a_buyer, before = [m for m in shop.messages() if m["variant"] is None][:2]
+    with shop.workspace.engine.begin() as connection:
+        for message in [*b_buyers, a_buyer]:
+            connection.execute(events.insert().values(
+                contact_id=message["contact_id"], kind="website", name="purchased",
+                properties={}, occurred_at=SEND_AT + timedelta(hours=1)))  # fmt: skip
+        connection.execute(events.insert().values(  # bought before the test: not a conversion
+            contact_id=before["contact_id"], kind="website", name="purchased", properties={},
+            occurred_at=SEND_AT - timedelta(hours=1)))  # fmt: skip
+    shop.tick(SEND_AT + timedelta(hours=4))
+    decision = shop.decision()
+    assert decision is not None and decision["winner"] == "B"
+    numbers = decision["numbers"]
+    assert isinstance(numbers, dict)
+    assert (numbers["A"]["successes"], numbers["B"]["successes"]) == (1, 30)
