@@ -30,7 +30,7 @@ from mailer.campaigns.broadcasts import queue_broadcast
 from mailer.campaigns.cap_queue import Waiting, first_in_line
 from mailer.campaigns.date_steps import past_its_day
 from mailer.campaigns.enrollment import enroll
-from mailer.campaigns.goals import compiled, reached_goal
+from mailer.campaigns.goals import compiled, convert, reached_goal
 from mailer.campaigns.resends import queue_resends
 from mailer.campaigns.rhythm import LOOK_AGAIN, next_due, previous_messages
 from mailer.campaigns.score_rules import award_rules
@@ -215,7 +215,7 @@ def _advance_campaign(connection: Connection, settings: Settings, name: str,
     for row in rows:
         contact = audience.get(row.contact_id)
         if row.contact_id in converted:
-            _end(connection, [row], "converted", now, f"goal reached: {campaign.goal}")
+            convert(connection, settings, {row.id: str(goal)}, now)
             report.converted += 1
         elif row.id in answered:  # a person answered: a person, not the next step, replies
             _end(connection, [row], "exited", now, EXITED_REPLIED)

@@ -4,10 +4,10 @@ this run of the sequence (`ever` in the goal reaches before)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 
-from sqlalchemy import ColumnElement, Connection, select
+from sqlalchemy import ColumnElement, Connection, select, update
 
 from mailer.campaigns.segment_sql import SegmentCompiler
 from mailer.campaigns.segments import SegmentError, parse_segment
@@ -15,6 +15,9 @@ from mailer.config import Settings
 from mailer.errors import SettingsError
 from mailer.store.bulk import one_of
 from mailer.store.tables import contacts, enrollments
+from mailer.webhooks_out import WebhookEvent, enqueue
+
+ENDED = ("converted", "exited")  # a run already over is not converted again
 
 
 def compiled(compiler: SegmentCompiler, source: str) -> ColumnElement[bool]:
@@ -37,3 +40,20 @@ def reached_goal(connection: Connection, settings: Settings, goal: str,
         .where(one_of(connection, enrollments.c.id, enrollment_ids), compiled(compiler, goal))
     )  # fmt: skip
     return {row.id for row in matching}
+
+
+def convert(connection: Connection, settings: Settings, goals: Mapping[int, str],
+            now: datetime) -> None:  # fmt: skip
+    """End the runs `goals` names (enrollment id -> the goal reached) converted, unless they
+    ended already, and queue a `converted` webhook for each that ends here (the engine at its
+    tick, delivery at its recheck: whichever comes first)."""
+    ended: list[int] = []
+    for enrollment_id, goal in goals.items():
+        ended += connection.scalars(
+            update(enrollments)
+            .where(enrollments.c.id == enrollment_id, enrollments.c.status.not_in(ENDED))
+            .values(status="converted", ended_at=now, due_at=None, reason=f"goal reached: {goal}")
+            .returning(enrollments.c.id)
+        )  # fmt: skip
+    reached = (WebhookEvent(now, enrollment_id=run, data={"goal": goals[run]}) for run in ended)
+    enqueue(connection, settings, "converted", reached)

@@ -17,7 +17,7 @@ from typing import Any
 
 from sqlalchemy import Connection, select, update
 
-from mailer.campaigns.goals import compiled, reached_goal
+from mailer.campaigns.goals import compiled, convert, reached_goal
 from mailer.campaigns.segment_sql import SegmentCompiler
 from mailer.config import Campaign, Settings
 from mailer.delivery.claims import OutboxMessage
@@ -183,15 +183,10 @@ def _conditions(connection: Connection, settings: Settings, name: str, campaign:
                 found.branched[run.id] = Branch(step_name, names[target - 1], target - 1, delay)
 
 
-def follow_up(connection: Connection, found: Recheck, now: datetime) -> None:
+def follow_up(connection: Connection, settings: Settings, found: Recheck, now: datetime) -> None:
     """Write what the recheck changes for enrollments, as the engine's next tick would: a goal
     reached ends the run converted (no later step queues); a false condition moves it on."""
-    for enrollment_id, goal in found.converted.items():
-        connection.execute(
-            update(enrollments)
-            .where(enrollments.c.id == enrollment_id, enrollments.c.status.not_in(ENDED))
-            .values(status="converted", ended_at=now, due_at=None, reason=f"goal reached: {goal}")
-        )  # fmt: skip
+    convert(connection, settings, found.converted, now)
     for enrollment_id, branch in found.branched.items():
         if enrollment_id in found.converted:
             continue

@@ -291,7 +291,7 @@ class Deliverer:
             found = still_wanted.recheck(connection, self.settings, asked, chunk.now)
         if found.converted or found.branched:
             with self.workspace.engine.begin() as connection:
-                still_wanted.follow_up(connection, found, chunk.now)
+                still_wanted.follow_up(connection, self.settings, found, chunk.now)
         skipped = [Result(i, "skipped", f"at sending: {why}") for i, why in found.skipped.items()]
         # Sending without the recheck could send what is no longer wanted: try again later.
         held = [self._retry(chunk.claimed[i], why, chunk.now) for i, why in found.failed.items()]

@@ -83,6 +83,7 @@ from mailer.store.upsert import upsert
 from mailer.tokens import TokenError, verify
 from mailer.tracking.confirmation import CONFIRM_VALID, ConfirmationMail, ConfirmLink
 from mailer.tracking.pages import not_found_page, page
+from mailer.webhooks_out import WebhookEvent, enqueue
 from mailer.workspace import Workspace
 
 MAX_BODY = 16 * 1024
@@ -229,6 +230,10 @@ def confirm_subscription(workspace: Workspace, link: ConfirmLink, evidence: dict
         entries = [NewEntry(hashed, link.contact_id, link.list_name, action, "form", now,
                             canonical_evidence(data)) for action, data in actions]  # fmt: skip
         record(connection, entries, workspace.double_opt_in, now)
+        said = {"list": link.list_name, "form_id": link.form_id or None,
+                "consent_text_version": link.consent_text_version or None}  # fmt: skip
+        enqueue(connection, workspace.settings, "confirmed",
+                [WebhookEvent(now, contact_id=link.contact_id, data=said)])  # fmt: skip
     return "confirmed"
 
 

@@ -30,6 +30,7 @@ from mailer.tracking.confirmation import ConfirmationMail
 from mailer.tracking.forms import Lead, store_lead
 from mailer.tracking.hits import Hit
 from mailer.tracking.pages import done_page, not_found_page, preferences_page
+from mailer.webhooks_out import WebhookEvent, enqueue
 from mailer.workspace import Workspace
 
 # The smallest transparent GIF (43 bytes).
@@ -114,8 +115,9 @@ class RecipientRoutes:
         if not links or not 0 <= index < len(links):
             return not_found_page()
         client = request.client.host if request.client else ""
-        self.buffer.add(Hit("click", key, index, self.workspace.clock.now(),
-                            request.headers.get("user-agent", ""), client, request.method))
+        agent = request.headers.get("user-agent", "")
+        self.buffer.add(Hit("click", key, index, self.workspace.clock.now(), agent, client,
+                            request.method))  # fmt: skip
         if links[index] == HONEYPOT:  # a machine followed the hidden link: nowhere to go
             return PlainTextResponse("", headers=NO_CACHE)
         # Only to a URL that was in the sent message: the token says which, never the request.
@@ -164,7 +166,7 @@ class RecipientRoutes:
         page = "preferences" if request.url.path.startswith("/p/") else "unsubscribe-page"
         via = "one-click" if one_click else page
         said = request_evidence(request, subscriber["message"], self.workspace.clock.now(), via)
-        await run_in_threadpool(self._withdraw, subscriber, targets, said)
+        await run_in_threadpool(self._withdraw, subscriber, targets, said, via)
         if one_click:
             return PlainTextResponse("unsubscribed")
         updated = await self._subscriber(request)
@@ -196,18 +198,23 @@ class RecipientRoutes:
         return response
 
     def _withdraw(self, subscriber: dict[str, Any], targets: list[str] | None,
-                  evidence: str) -> None:  # fmt: skip
+                  evidence: str, via: str) -> None:  # fmt: skip
         """Withdraw `targets` (None: every list, and suppress); a list already left appends
-        nothing, so a repeated request is harmless, even one at the same moment."""
+        nothing (and queues no `unsubscribed` webhook), so a repeated request is harmless,
+        even one at the same moment."""
         workspace = self.workspace
         now = workspace.clock.now()
         with workspace.engine.begin() as connection:
             # withdraw reads the status under the ledger's lock, not the page's earlier read:
             # two POSTs at once would otherwise both see the list still held and both append.
             lists: list[str | None] = list(targets) if targets is not None else [None]
-            for name in lists:
-                withdraw(connection, workspace.key, subscriber["email"], workspace.double_opt_in,
-                         now, list_name=name, source="unsubscribe", evidence=evidence)  # fmt: skip
+            left = [name for name in lists
+                    if withdraw(connection, workspace.key, subscriber["email"],
+                                workspace.double_opt_in, now, list_name=name,
+                                source="unsubscribe", evidence=evidence)]  # fmt: skip
+            enqueue(connection, workspace.settings, "unsubscribed",
+                    (WebhookEvent(now, outbox_id=subscriber["message"].outbox_id,
+                                  data={"list": name, "via": via}) for name in left))  # fmt: skip
 
     async def _subscriber(self, request: Request) -> dict[str, Any] | None:
         try:

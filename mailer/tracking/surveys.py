@@ -49,12 +49,14 @@ from mailer.tokens import TokenError, TokenKeys, verify
 from mailer.tracking.bots import classify
 from mailer.tracking.hits import Hit
 from mailer.tracking.pages import not_found_page, page
+from mailer.webhooks_out import WebhookEvent, enqueue
 from mailer.workspace import Workspace
 
 EVENT = "survey_answer"
 MACHINE = "machine_survey"  # events.kind of an answer taken for a machine's
 BURST = timedelta(seconds=2)  # different answers of one message this close: a link scanner
 MAX_COMMENT = 2000
+ANSWERED = ("question", "value", "choice", "comment")  # what a survey_answered webhook says
 _NUMBER = re.compile(r"0|[1-9][0-9]{0,5}")  # NPS and scale answers are stored as numbers
 
 
@@ -136,6 +138,11 @@ def record_answer(connection: Connection, settings: Settings, answer: SurveyAnsw
     if comment:
         properties["comment"] = comment
     _insert(connection, contact_id, "website", properties, at)
+    if not earlier or not _same(earlier[-1].properties, properties):  # a double click: once
+        said: dict[str, Any] = {key: properties[key] for key in ANSWERED if key in properties}
+        sent = outbox_id(answer.message_key)
+        answered = WebhookEvent(at, contact_id=contact_id, outbox_id=sent, data=said)
+        enqueue(connection, settings, "survey_answered", [answered])
     if not earlier:
         scoring = settings.scoring
         add_points(connection, contact_id, scoring.points.get(EVENT, 0.0), at,
