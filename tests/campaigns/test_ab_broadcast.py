@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import email
 import json
+import os
 import textwrap
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -383,3 +384,21 @@ def test_conversions_decide_by_the_goal_reached_after_the_test_went(
     numbers = decision["numbers"]
     assert isinstance(numbers, dict)
     assert (numbers["A"]["successes"], numbers["B"]["successes"]) == (1, 30)
+
+
+def test_an_edit_while_the_test_waits_for_its_winner_holds_the_broadcast(
+    open_spring: ShopOpener,
+) -> None:
+    shop = open_spring(AB_TEST.format(decide_by="opens", default="A"))
+    scheduled = shop.state(SEND_AT - timedelta(hours=1))
+    assert scheduled == {"state": "scheduled", "why": "goes out at 2026-11-24 09:00 UTC; "
+                         "A/B test: 50% first, the winner 4h later"}  # fmt: skip
+    test = shop.tick(SEND_AT)
+    shop.deliver(SEND_AT)  # every test message delivered: only the winner is still to send
+    source = shop.workspace.settings.source
+    source.write_text(source.read_text().replace("Fresh beans for spring", "Edited"))
+    shop.workspace.settings = load_settings(source, environ=dict(os.environ))
+    held = shop.state(SEND_AT + timedelta(hours=1))
+    assert held["state"] == "held" and "the A/B test's winner still to send" in held["why"]
+    assert shop.tick(SEND_AT + timedelta(hours=4)) == 0
+    assert shop.decision() is None and len(shop.messages()) == test
