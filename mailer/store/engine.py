@@ -15,10 +15,14 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, OperationalError
 
 from mailer.errors import MailerError
+from mailer.logs import logger
+from mailer.store.revisions import MIGRATIONS, newest_revision, refusal, revision_of
 
-MIGRATIONS = Path(__file__).parent / "migrations"
 # The PostgreSQL advisory lock held while migrating ("mailer" in ASCII): one database-wide key.
 MIGRATIONS_LOCK = 0x6D61696C6572
+# The PostgreSQL advisory lock of the enroller, the one process a tick at a time that does the
+# once-per-tick work ("enrl" in ASCII): paired with the schema's hash (store/locking.py).
+ENROLLER_LOCK = 0x656E726C
 
 
 def create_database_engine(url: str, **options: Any) -> Engine:
@@ -82,31 +86,46 @@ def schema_is_current(engine: Engine) -> bool:
     return current == heads
 
 
-def upgrade(engine: Engine) -> None:
-    """Bring the schema to the newest migration (a no-op when it is already there)."""
+def upgrade(engine: Engine) -> tuple[str | None, str]:
+    """Bring the schema to the newest migration (a no-op when it is already there); the
+    revisions before and after. A database at a revision this mailer does not know (a newer
+    mailer upgraded it) is refused, by every command, before anything reads it."""
     try:
-        if schema_is_current(engine):
-            return
+        with engine.connect() as connection:
+            before = revision_of(connection)
+        if before == (newest := newest_revision()):
+            return newest, newest
         with engine.begin() as connection:
             if connection.dialect.name == "postgresql":
                 # Two processes opening a new database at once would both create
                 # alembic_version: the second waits here, then finds the schema current.
                 connection.execute(text("SELECT pg_advisory_xact_lock(:key)"),
                                    {"key": MIGRATIONS_LOCK})  # fmt: skip
+            before = revision_of(connection)  # another process may have upgraded it meanwhile
+            if (refused := refusal(before)) is not None:
+                raise MailerError(refused)
             command.upgrade(_alembic_config(connection), "head")
     except OperationalError as error:
-        # The driver's message can run over lines (psycopg adds "Is the server running...").
-        reason = " ".join(str(error.orig).split())
-        where = ("the file and its folder can be written" if engine.dialect.name == "sqlite"
-                 else "the database server is running and reachable")  # fmt: skip
-        raise MailerError(
-            f"cannot open the database {engine.url!r}: {reason}; check database_url (or "
-            f"MAILER_DATABASE_URL) and that {where}"
-        ) from None
+        raise cannot_open(engine, error) from None
+    return before, newest_revision()
+
+
+def cannot_open(engine: Engine, error: OperationalError) -> MailerError:
+    """The driver's refusal to connect, as one line that says what to check."""
+    # The driver's message can run over lines (psycopg adds "Is the server running...").
+    reason = " ".join(str(error.orig).split())
+    where = ("the file and its folder can be written" if engine.dialect.name == "sqlite"
+             else "the database server is running and reachable")  # fmt: skip
+    return MailerError(
+        f"cannot open the database {engine.url!r}: {reason}; check database_url (or "
+        f"MAILER_DATABASE_URL) and that {where}"
+    )
 
 
 def open_database(url: str) -> Engine:
     """An engine on `url` whose schema is current: what every command starts with."""
     engine = create_database_engine(url)
-    upgrade(engine)
+    before, after = upgrade(engine)
+    if before != after:  # `mailer run` and `serve` upgrade on start: the log says so
+        logger.info("database upgraded", extra={"from": before, "to": after})
     return engine
