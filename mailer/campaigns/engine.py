@@ -43,6 +43,7 @@ from mailer.consent.state import SENDABLE
 from mailer.logs import logger
 from mailer.returns.replied import EXITED_REPLIED, replied
 from mailer.store.bulk import one_of
+from mailer.store.locking import take_enroller_lock
 from mailer.store.tables import (
     contacts,
     enrollments,
@@ -77,10 +78,13 @@ class TickReport:
 
 
 def tick(engine: Engine, settings: Settings, now: datetime) -> TickReport:
-    """Enroll, then advance the due enrollments in batches, each its own transaction."""
+    """Enroll, then advance the due enrollments in batches, each its own transaction. Of
+    several processes on one PostgreSQL, one at a time enrolls (the enroller lock); the others
+    skip that part of this tick and advance due steps beside it."""
     report = TickReport()
     with engine.begin() as connection:
-        start(connection, settings, now, report)
+        if take_enroller_lock(connection):
+            start(connection, settings, now, report)
     while True:
         with engine.begin() as connection:
             if not advance(connection, settings, now, report):

@@ -1,0 +1,89 @@
+"""Many processes on one PostgreSQL: who does the once-per-tick work (an advisory lock), row
+locks taken in one order, and a transaction that lost a deadlock tried again. On SQLite every
+write transaction holds the one write lock (BEGIN IMMEDIATE), so each of these is a no-op there.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import socket
+import time
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
+
+from sqlalchemy import Connection, Engine, select, text
+from sqlalchemy.exc import DBAPIError
+
+from mailer.logs import logger
+from mailer.store.engine import ENROLLER_LOCK
+
+T = TypeVar("T")
+
+# SQLSTATEs of a transaction PostgreSQL rolled back so that another could go on: deadlock
+# detected, serialization failure. Run again, it succeeds.
+LOST_A_RACE = ("40P01", "40001")
+ATTEMPTS = 5
+FIRST_PAUSE = 0.02  # seconds before the second attempt; doubled each time, jittered ±50%
+
+# What the log says of this process: two daemons on two hosts may share a pid.
+PROCESS = f"{socket.gethostname()}:{os.getpid()}"
+
+
+def take_enroller_lock(connection: Connection) -> bool:
+    """True when this transaction may do the once-per-tick work (enrolling, queueing
+    broadcasts, score rules, consent expiry): PostgreSQL's advisory lock, held until the
+    transaction ends, or until the process dies (its session ends with it). False at once
+    when another process holds it. The key pairs ENROLLER_LOCK with the schema's hash, so that
+    two mailers in two schemas of one database (or two tests) do not take turns."""
+    if connection.dialect.name != "postgresql":
+        return True
+    taken = connection.scalar(
+        text("SELECT pg_try_advisory_xact_lock(:key, hashtext(current_schema()))"),
+        {"key": ENROLLER_LOCK},
+    )
+    logger.debug("enroller lock taken" if taken else "enroller lock held by another process: "
+                 "enrollment skipped this tick", extra={"worker": PROCESS})  # fmt: skip
+    return bool(taken)
+
+
+def lock_in_order(connection: Connection, table: Any, ids: Iterable[int]) -> None:
+    """Lock `table`'s rows `ids` (FOR NO KEY UPDATE, what an UPDATE takes) in id order, so
+    that two transactions writing the same rows wait for each other instead of each holding
+    what the other needs (a deadlock)."""
+    wanted = sorted(set(ids))
+    if connection.dialect.name != "postgresql" or not wanted:
+        return
+    connection.execute(select(table.c.id).where(table.c.id.in_(wanted)).order_by(table.c.id)
+                       .with_for_update(key_share=True)).all()  # fmt: skip
+
+
+def lost_a_race(error: BaseException) -> bool:
+    """Whether PostgreSQL rolled the transaction back as a deadlock's or a serialization's
+    victim: the same work, run again, succeeds."""
+    cause = error.orig if isinstance(error, DBAPIError) else None
+    return getattr(cause, "sqlstate", None) in LOST_A_RACE
+
+
+def retried(engine: Engine, work: Callable[[Connection], T], what: str, contacts: int) -> T:
+    """`work` in a transaction of its own; run again (a new transaction) up to ATTEMPTS times
+    when PostgreSQL chose it as a deadlock's victim, after a short jittered pause so that the
+    two do not meet again. Each retry is logged with `what` and the number of contacts."""
+    for attempt in range(1, ATTEMPTS + 1):
+        try:
+            with engine.begin() as connection:
+                return work(connection)
+        except DBAPIError as error:
+            if not lost_a_race(error):
+                raise
+            reason = str(error.orig).partition("\n")[0]  # "deadlock detected", no DETAIL
+            fields = {"what": what, "contacts": contacts, "attempt": attempt, "reason": reason}
+            if attempt == ATTEMPTS:
+                logger.error("deadlock: gave up", extra=fields)
+                raise
+            pause = FIRST_PAUSE * 2 ** (attempt - 1) * random.uniform(0.5, 1.5)
+            logger.warning(
+                "deadlock: trying again", extra={**fields, "pause_ms": round(pause * 1000)}
+            )
+            time.sleep(pause)
+    raise AssertionError("unreachable")  # the loop returns or raises

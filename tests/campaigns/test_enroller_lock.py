@@ -1,0 +1,129 @@
+"""Several processes ticking on one PostgreSQL: one enroller at a time (an advisory lock), the
+others still advance due steps; the lock of a process that dies goes with its session."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import subprocess
+import sys
+import threading
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Connection, create_engine, func, select, text
+from sqlalchemy.pool import NullPool
+
+from mailer.campaigns.engine import TickReport, start, tick
+from mailer.clock import FrozenClock
+from mailer.config import load_settings
+from mailer.store.engine import ENROLLER_LOCK
+from mailer.store.tables import enrollments, outbox
+from mailer.workspace import Workspace
+from tests.conftest import NOW, write_csv
+from tests.helpers import count, run_import
+
+HOLD = "SELECT pg_advisory_lock(:key, hashtext(current_schema()))"
+HELD = """SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND classid = :key
+          AND objid = hashtext(current_schema())::oid AND objsubid = 2 AND granted"""
+
+
+def newsletter(workspace: Workspace, folder: Path, first: int, last: int) -> None:
+    """Contacts first..last on the newsletter, consent confirmed: the welcome sequence's."""
+    rows = "".join(f"c{n}@example.com,C{n},2026-11-01T09:00Z,2026-11-01T09:05Z\n"
+                   for n in range(first, last + 1))  # fmt: skip
+    path = write_csv(folder / f"people-{first}.csv",
+                     "email,first_name,consent_at,consent_confirmed_at\n" + rows)  # fmt: skip
+    run_import(workspace, path, "newsletter")
+
+
+def held(connection: Connection) -> int:
+    return int(connection.scalar(text(HELD), {"key": ENROLLER_LOCK}) or 0)
+
+
+@pytest.fixture
+def postgres(database_url: str) -> str:
+    if not database_url.startswith("postgresql"):
+        pytest.skip("the enroller lock is PostgreSQL's (SQLite has one writer)")
+    return database_url
+
+
+def test_while_another_process_holds_the_lock_a_tick_advances_but_enrolls_nobody(
+    workspace: Workspace, postgres: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    newsletter(workspace, tmp_path, 1, 3)
+    with workspace.engine.begin() as connection:  # enrolled, the first step not queued yet
+        start(connection, workspace.settings, NOW, TickReport())
+    newsletter(workspace, tmp_path, 4, 5)
+    holder = create_engine(postgres, poolclass=NullPool).connect()  # close() ends the session
+    holder.execute(text(HOLD), {"key": ENROLLER_LOCK})
+    with caplog.at_level(logging.DEBUG, logger="mailer"):
+        report = tick(workspace.engine, workspace.settings, NOW + timedelta(minutes=1))
+    assert (report.enrolled, report.queued) == (0, 3)  # the due steps went on
+    assert "enrollment skipped this tick" in caplog.text
+    holder.close()  # its session ends: PostgreSQL lets the lock go
+    report = tick(workspace.engine, workspace.settings, NOW + timedelta(minutes=2))
+    assert (report.enrolled, report.queued) == (2, 2)
+
+
+def test_when_the_holder_is_killed_the_next_tick_of_another_process_enrolls(
+    workspace: Workspace, postgres: str, tmp_path: Path
+) -> None:
+    newsletter(workspace, tmp_path, 1, 4)
+    hold = ("import sys, time; from sqlalchemy import create_engine, text; "
+            "c = create_engine(sys.argv[1]).connect(); "
+            f"c.execute(text({HOLD!r}), {{'key': {ENROLLER_LOCK}}}); c.commit(); "
+            "print('held', flush=True); time.sleep(3600)")  # fmt: skip
+    holder = subprocess.Popen([sys.executable, "-c", hold, postgres], stdout=subprocess.PIPE,
+                              text=True)  # fmt: skip
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+        assert tick(workspace.engine, workspace.settings, NOW).enrolled == 0
+        holder.send_signal(signal.SIGKILL)  # no goodbye to the server: the socket just closes
+        holder.wait()
+    finally:
+        holder.kill()
+    with workspace.engine.connect() as connection:
+        for _ in range(200):  # the server notices the closed socket and ends that session
+            if not held(connection):
+                break
+            time.sleep(0.05)
+        assert held(connection) == 0
+    report = tick(workspace.engine, workspace.settings, NOW + timedelta(minutes=1))
+    assert (report.enrolled, report.queued) == (4, 4)
+
+
+def test_two_processes_ticking_at_once_enroll_and_queue_each_contact_once(
+    project: Path, environ: dict[str, str], tmp_path: Path
+) -> None:
+    """On PostgreSQL the enroller lock; on SQLite, the same code under its one write lock."""
+    settings = load_settings(project / "settings.toml", environ=environ)
+    first, second = Workspace(settings, FrozenClock(NOW)), Workspace(settings, FrozenClock(NOW))
+    try:
+        newsletter(first, tmp_path, 1, 300)
+        reports: list[TickReport] = []
+        both = threading.Barrier(2)
+
+        def ticking(workspace: Workspace) -> None:
+            both.wait()
+            reports.append(tick(workspace.engine, workspace.settings, NOW))
+
+        threads = [threading.Thread(target=ticking, args=(w,)) for w in (first, second)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert len(reports) == 2
+        assert sum(report.enrolled for report in reports) == 300
+        assert sum(report.queued for report in reports) == 300
+        assert count(first, enrollments) == 300
+        with first.engine.connect() as connection:
+            per_contact = select(outbox.c.contact_id, func.count().label("n")).group_by(
+                outbox.c.contact_id).subquery()  # fmt: skip
+            assert connection.scalar(select(func.max(per_contact.c.n))) == 1
+        assert count(first, outbox) == 300
+    finally:
+        first.close()
+        second.close()
