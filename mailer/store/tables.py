@@ -429,3 +429,17 @@ webhook_outbox = Table(
     Index(None, "status", "next_attempt_at"),
     Index(None, "subscription", "status"),
 )
+
+# Token buckets shared by every process (store/limits.py): sending rates, the form's per-IP
+# limit, the confirmation email's resend memory. A row whose bucket is full again is deleted.
+shared_limits = Table(
+    "shared_limits",
+    metadata,
+    Column("bucket", String(200), primary_key=True),
+    Column("tokens", Float, nullable=False),
+    Column("refilled_at", Float, nullable=False),  # epoch seconds
+    Column("granted", Integer, nullable=False),  # what the last take got
+    Column("full_at", Float, nullable=False),  # epoch seconds: full again, deletable
+    Index(None, "full_at"),
+    **WITHOUT_ROWID,
+)

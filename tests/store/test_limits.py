@@ -1,0 +1,74 @@
+"""Token buckets in the database (store/limits.py), on SQLite and PostgreSQL: exact arithmetic
+on explicit times, and rows that go once their bucket is full again."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from sqlalchemy import Engine, func, select
+
+from mailer.store.engine import open_database
+from mailer.store.limits import Limit, SharedLimits, forget_full, refill, take
+from mailer.store.tables import shared_limits
+
+T0 = 1_800_000_000.0  # epoch seconds (2027-01-15): explicit, never the wall clock
+FIVE_A_MINUTE = Limit(rate=5 / 60, burst=5)
+
+
+@pytest.fixture
+def engine(database_url: str) -> Iterator[Engine]:
+    opened = open_database(database_url)
+    yield opened
+    opened.dispose()
+
+
+def rows(engine: Engine) -> int:
+    with engine.connect() as connection:
+        return int(connection.scalar(select(func.count()).select_from(shared_limits)) or 0)
+
+
+def test_a_bucket_gives_its_burst_then_one_token_per_interval(engine: Engine) -> None:
+    with engine.begin() as connection:
+        taken = [take(connection, "ip", FIVE_A_MINUTE, 1, T0) for _ in range(6)]
+        assert [t.granted for t in taken] == [1, 1, 1, 1, 1, 0]
+        assert taken[-1].wait == pytest.approx(12.0)
+        assert take(connection, "ip", FIVE_A_MINUTE, 1, T0 + 11.9).granted == 0
+        assert take(connection, "ip", FIVE_A_MINUTE, 1, T0 + 12.0).granted == 1
+        assert take(connection, "other", FIVE_A_MINUTE, 1, T0).granted == 1  # its own bucket
+        assert take(connection, "ip", FIVE_A_MINUTE, 1, T0 + 3600).granted == 1  # never above 5
+        assert take(connection, "ip", FIVE_A_MINUTE, 9, T0 + 3600).granted == 4
+
+
+def test_a_take_of_many_gets_what_is_left_and_says_when_more_comes(engine: Engine) -> None:
+    limit = Limit(rate=10.0, burst=10.0)
+    with engine.begin() as connection:
+        assert take(connection, "send", limit, 4, T0).granted == 4
+        assert take(connection, "send", limit, 4, T0).granted == 4
+        last = take(connection, "send", limit, 4, T0)
+        assert last.granted == 2 and last.wait == pytest.approx(0.1)
+        assert take(connection, "send", limit, 4, T0 + 0.25).granted == 2  # 2.5 tokens held
+
+
+def test_full_buckets_are_deleted_and_a_refilled_bucket_gives_again(engine: Engine) -> None:
+    resend = Limit(rate=1 / 600, burst=1)  # once per 10 minutes
+    with engine.begin() as connection:
+        assert take(connection, "confirm:1", resend, 1, T0).granted == 1
+        assert take(connection, "confirm:1", resend, 1, T0 + 599).granted == 0
+        refill(connection, "confirm:1")  # the send failed: the token goes back
+        assert take(connection, "confirm:1", resend, 1, T0 + 599).granted == 1
+        take(connection, "ip", FIVE_A_MINUTE, 1, T0)
+        assert forget_full(connection, T0 + 11) == 0
+        assert forget_full(connection, T0 + 12) == 1  # "ip" is full again: nothing to keep
+    assert rows(engine) == 1
+
+
+def test_shared_limits_sweep_full_buckets_once_a_minute(engine: Engine) -> None:
+    limits = SharedLimits(engine)
+    one = Limit(rate=1.0, burst=1.0)
+    limits.take({f"b{n}": (one, 1) for n in range(3)}, T0)
+    assert rows(engine) == 3
+    limits.take({"c": (one, 1)}, T0 + 30)  # full since T0 + 1, but the sweep waits a minute
+    assert rows(engine) == 4
+    limits.take({"d": (one, 1)}, T0 + 60)
+    assert rows(engine) == 1
