@@ -50,6 +50,8 @@ _ENV_NOT_SETTINGS = ("MAILER_CONFIG", "MAILER_DEBUG", NOW_VARIABLE, "MAILER_TEST
 _SECRETS = {
     ("secret_key",): "MAILER_SECRET_KEY or secret_key_file",
     ("smtp", "password"): "MAILER_SMTP__PASSWORD or smtp.password_file",
+    ("smtp", "fallbacks", "*", "password"): "MAILER_SMTP__FALLBACKS__<NAME>__PASSWORD or "
+    "password_file",
     ("tracking", "events_token"): "MAILER_TRACKING__EVENTS_TOKEN",
     ("webhooks", "ses", "certificate"): "MAILER_WEBHOOKS__SES__CERTIFICATE or certificate_file",
     ("webhooks", "postmark", "password"): "MAILER_WEBHOOKS__POSTMARK__PASSWORD or password_file",
@@ -115,17 +117,31 @@ class Sender(Model):
             raise ValueError(f"'{value}' is not an email address ({error})") from None
 
 
-class Smtp(Model):
+class Relay(Model):
+    """Where and how to hand mail over: [smtp] itself, or one of its [smtp.fallbacks.NAME]."""
+
     host: str = "127.0.0.1"
     port: int = Field(default=25, ge=1, le=65535)
     tls: Literal["none", "starttls", "implicit"] = "none"
     username: str | None = None
     password: SecretStr | None = None
     password_file: Path | None = None
-    pool_size: int = Field(default=4, ge=1, le=100)
     timeout: Duration = timedelta(seconds=30)
     # A CA bundle (PEM) to trust besides the system's, for a relay with a private certificate.
     ca_file: Path | None = None
+
+
+class FallbackRelay(Relay):
+    host: str  # no default: a fallback on this machine's port 25 is not what anyone means
+
+
+PRIMARY_RELAY = "primary"  # the name of [smtp] itself in logs, metrics and outbox replies
+
+
+class Smtp(Relay):
+    pool_size: int = Field(default=4, ge=1, le=100)
+    # Used, in the order written, while the relays before them are down.
+    fallbacks: dict[str, FallbackRelay] = {}
 
 
 def _rate(value: Any) -> float:
@@ -692,19 +708,25 @@ class Settings(Model):
             raise SettingsError(f"{self._source}: secret_key: must be at least 32 characters")
         return value.encode()
 
-    def smtp_password(self) -> str | None:
-        """The relay password: MAILER_SMTP__PASSWORD, or the file smtp.password_file names."""
-        if self.smtp.password is not None:
-            return self.smtp.password.get_secret_value()
-        if self.smtp.password_file is not None:
+    def smtp_password(self, name: str = PRIMARY_RELAY) -> str | None:
+        """A relay's password: MAILER_SMTP__PASSWORD (MAILER_SMTP__FALLBACKS__<NAME>__PASSWORD),
+        or the file its password_file names."""
+        relay = dict(self.relays())[name]
+        if relay.password is not None:
+            return relay.password.get_secret_value()
+        if relay.password_file is not None:
             try:
-                return self.path(self.smtp.password_file).read_text().strip()
+                return self.path(relay.password_file).read_text().strip()
             except OSError as error:
                 raise SettingsError(
-                    f"{self._source}: smtp.password_file: cannot read {error.filename} "
-                    f"({error.strerror})"
+                    f"{self._source}: {relay_key(name)}.password_file: cannot read "
+                    f"{error.filename} ({error.strerror})"
                 ) from None
         return None
+
+    def relays(self) -> list[tuple[str, Relay]]:
+        """Every relay by name, the primary ([smtp]) first, then its fallbacks in order."""
+        return [(PRIMARY_RELAY, self.smtp), *self.smtp.fallbacks.items()]
 
     def contact_list(self, name: str) -> ContactList:
         try:
@@ -714,6 +736,11 @@ class Settings(Model):
             raise SettingsError(
                 f"{self._source}: list '{name}' is not defined under [lists] (known: {known})"
             ) from None
+
+
+def relay_key(name: str) -> str:
+    """Where settings.toml writes the relay `name`: `smtp`, `smtp.fallbacks.backup`."""
+    return "smtp" if name == PRIMARY_RELAY else f"smtp.fallbacks.{name}"
 
 
 def _no_settings(source: Path) -> str:
@@ -921,9 +948,12 @@ def _cross_references(settings: Settings) -> list[str]:
     problems = []
     known_lists = ", ".join(sorted(settings.lists)) or "none"
     named = [*settings.lists, *settings.campaigns, *settings.segments]
-    for name in [*named, *settings.webhooks.outgoing]:
+    for name in [*named, *settings.webhooks.outgoing, *settings.smtp.fallbacks]:
         if not _NAME.match(name):
             problems.append(f"{name}: names must be lowercase letters, digits, '-' or '_'")
+    if PRIMARY_RELAY in settings.smtp.fallbacks:
+        problems.append(f"smtp.fallbacks.{PRIMARY_RELAY}: '{PRIMARY_RELAY}' names [smtp] "
+                        "itself; give the fallback another name")  # fmt: skip
     for rule in settings.scoring.rules:
         if len(rule) > 95:
             problems.append(f"scoring.rules: '{rule[:30]}...' is longer than 95 characters")

@@ -7,7 +7,9 @@ from rich.table import Table
 
 from mailer.campaigns.broadcast_runs import broadcast_states
 from mailer.cli import _LazyWorkspace, cli, console, pass_workspace, print_json, say
-from mailer.delivery.pauses import campaign_states, pause, resume
+from mailer.delivery.pauses import campaign_states, pause, resume_sending
+from mailer.errors import MailerError
+from mailer.workspace import Workspace
 
 
 @cli.group()
@@ -17,29 +19,48 @@ def campaign() -> None:
     Delivery pauses a campaign by itself when the relay refuses many messages in a row."""
 
 
+def named(workspace: Workspace, name: str | None, every: bool, verb: str) -> list[str]:
+    """The campaigns a command names: NAME, or with --all every campaign of settings."""
+    if every == (name is not None):
+        raise MailerError(f"name one campaign to {verb} (`mailer campaign {verb} NAME`), "
+                          "or give --all, not both")  # fmt: skip
+    return list(workspace.settings.campaigns) if every else [name or ""]
+
+
 @campaign.command("pause")
-@click.argument("name")
+@click.argument("name", required=False)
+@click.option("--all", "every", is_flag=True, help="Pause every campaign of settings.")
 @click.option("--reason", default="paused by an operator", show_default=True,
               help="Why: shown by `mailer campaign list`.")  # fmt: skip
 @pass_workspace
-def pause_command(lazy: _LazyWorkspace, name: str, reason: str) -> None:
-    """Hold the delivery of campaign NAME (running workers stop taking its messages at their
-    next batch)."""
+def pause_command(lazy: _LazyWorkspace, name: str | None, every: bool, reason: str) -> None:
+    """Hold the delivery of campaign NAME, or of every campaign with --all (running workers
+    stop taking their messages at their next batch)."""
     workspace = lazy.get()
+    names = named(workspace, name, every, "pause")
     with workspace.engine.begin() as connection:
-        pause(connection, workspace.settings, name, reason, workspace.clock.now())
-    say(f"{name}: paused ({reason}); `mailer campaign resume {name}` lets it go again")
+        for each in names:
+            pause(connection, workspace.settings, each, reason, workspace.clock.now())
+    for each in names:
+        say(f"{each}: paused ({reason})")
+    again = "mailer campaign resume " + ("--all" if every else names[0])
+    say(f"`{again}` lets {'them' if every else 'it'} go again")
 
 
 @campaign.command("resume")
-@click.argument("name")
+@click.argument("name", required=False)
+@click.option("--all", "every", is_flag=True, help="Resume every campaign of settings.")
 @pass_workspace
-def resume_command(lazy: _LazyWorkspace, name: str) -> None:
-    """Deliver campaign NAME again, starting with the messages that waited."""
+def resume_command(lazy: _LazyWorkspace, name: str | None, every: bool) -> None:
+    """Deliver campaign NAME again (every campaign with --all), starting with the messages
+    that waited: deferred ones are due at once, not after their retry delay."""
     workspace = lazy.get()
+    now = workspace.clock.now()
     with workspace.engine.begin() as connection:
-        was_paused = resume(connection, workspace.settings, name)
-    say(f"{name}: resumed" if was_paused else f"{name}: was not paused")
+        for each in named(workspace, name, every, "resume"):
+            was_paused, due = resume_sending(connection, workspace.settings, each, now)
+            say(f"{each}: {'resumed' if was_paused else 'was not paused'}; "
+                f"{due} deferred message{'' if due == 1 else 's'} due now")  # fmt: skip
 
 
 @campaign.command("list")

@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, delete, func, select
+from sqlalchemy import Connection, delete, func, select, update
 
 from mailer.config import Settings
 from mailer.errors import SettingsError
@@ -35,6 +35,25 @@ def resume(connection: Connection, settings: Settings, campaign: str) -> bool:
         delete(campaign_pauses).where(campaign_pauses.c.campaign == campaign)
     )
     return bool(deleted.rowcount)
+
+
+def resume_sending(connection: Connection, settings: Settings, campaign: str,
+                   now: datetime) -> tuple[bool, int]:  # fmt: skip
+    """Resume the campaign (`mailer campaign resume`), its deferred messages due `now`:
+    whether it was paused, and how many messages were deferred."""
+    return resume(connection, settings, campaign), send_deferred_now(connection, campaign, now)
+
+
+def send_deferred_now(connection: Connection, campaign: str, now: datetime) -> int:
+    """Make the campaign's deferred messages due `now` (their cause, a relay or a pause, may
+    be fixed: no reason to wait out the backoff); how many."""
+    due = (
+        update(outbox)
+        .where(outbox.c.campaign == campaign, outbox.c.status == "deferred",
+               outbox.c.send_after > now)
+        .values(send_after=now)
+    )  # fmt: skip
+    return connection.execute(due).rowcount or 0
 
 
 def paused_campaigns(connection: Connection) -> dict[str, str]:

@@ -14,25 +14,26 @@ import ssl
 import aiosmtplib
 from aiosmtplib import SMTPException, SMTPHeloError, SMTPResponseException
 
-from mailer.config import Settings, Smtp
+from mailer.config import PRIMARY_RELAY, Relay, Settings, relay_key
 from mailer.delivery.replies import SmtpReply, Stage
 from mailer.errors import MailerError
 
 
-def cleartext_password(smtp: Smtp) -> str | None:
+def cleartext_password(smtp: Relay, name: str = PRIMARY_RELAY) -> str | None:
     """Why AUTH would send the relay password unencrypted over the network, or None: with
     `tls = "none"` aiosmtplib logs in over plain text, readable by anyone on the path."""
     if smtp.username is None or smtp.tls != "none" or is_loopback(smtp.host):
         return None
-    return (f'smtp.tls: "none" would send the password of {smtp.username} in clear to '
-            f'{smtp.host}; set tls = "starttls" (port 587) or "implicit" (port 465)')  # fmt: skip
+    return (f'{relay_key(name)}.tls: "none" would send the password of {smtp.username} in '
+            f'clear to {smtp.host}; set tls = "starttls" (port 587) or "implicit" '
+            "(port 465)")  # fmt: skip
 
 
 def refuse_cleartext_password(settings: Settings) -> None:
-    """MailerError, naming settings.toml, when logging in to the relay would be unencrypted."""
-    refusal = cleartext_password(settings.smtp)
-    if refusal is not None:
-        raise MailerError(f"{settings.source}: {refusal}")
+    """MailerError, naming settings.toml, when logging in to a relay would be unencrypted."""
+    for name, relay in settings.relays():
+        if (refusal := cleartext_password(relay, name)) is not None:
+            raise MailerError(f"{settings.source}: {refusal}")
 
 
 def is_loopback(host: str) -> bool:
@@ -45,19 +46,23 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def tls_context(settings: Settings) -> ssl.SSLContext:
-    """The system's trusted roots, plus settings' smtp.ca_file for a private relay."""
+def tls_context(settings: Settings, relay: Relay | None = None) -> ssl.SSLContext:
+    """The system's trusted roots, plus the relay's ca_file for a private relay."""
+    relay = relay or settings.smtp
     context = ssl.create_default_context()
-    if settings.smtp.ca_file is not None:
-        context.load_verify_locations(cafile=str(settings.path(settings.smtp.ca_file)))
+    if relay.ca_file is not None:
+        context.load_verify_locations(cafile=str(settings.path(relay.ca_file)))
     return context
 
 
 class RelaySession:
-    def __init__(self, settings: Settings, password: str | None) -> None:
-        smtp = settings.smtp
+    def __init__(self, settings: Settings, password: str | None,
+                 name: str = PRIMARY_RELAY) -> None:  # fmt: skip
+        """A session with the relay `name` (see Settings.relays), logging in with `password`."""
+        self.name = name
+        self.relay = smtp = dict(settings.relays())[name]
         refuse_cleartext_password(settings)  # here too: no code path logs in in the clear
-        context = tls_context(settings) if smtp.tls != "none" else None
+        context = tls_context(settings, smtp) if smtp.tls != "none" else None
         self.timeout = smtp.timeout.total_seconds()
         self.client = aiosmtplib.SMTP(
             hostname=smtp.host, port=smtp.port, timeout=self.timeout,

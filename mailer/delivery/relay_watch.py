@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 
-from mailer.config import Smtp
+from mailer.config import Relay
 from mailer.delivery.replies import SmtpReply, judge
 from mailer.metrics import RELAY_ERRORS, RelayErrorKind
 
@@ -47,7 +47,7 @@ _standings: dict[tuple[str, int], RelayStanding] = {}
 _lock = threading.Lock()  # sessions reply in the event loop; /healthz may read from a thread
 
 
-def watch(smtp: Smtp, reply: SmtpReply) -> None:
+def watch(smtp: Relay, reply: SmtpReply) -> None:
     """Take note of one reply of the relay `smtp` names."""
     if (kind := relay_failure(reply)) is not None:
         RELAY_ERRORS.labels(reply.stage, kind).inc()
@@ -56,7 +56,7 @@ def watch(smtp: Smtp, reply: SmtpReply) -> None:
         _standings[key] = standing_after(_standings.get(key, RelayStanding()), reply)
 
 
-def standing(smtp: Smtp) -> RelayStanding | None:
+def standing(smtp: Relay) -> RelayStanding | None:
     """What this process saw of the relay `smtp` names; None before its first attempt."""
     with _lock:
         return _standings.get((smtp.host, smtp.port))

@@ -25,10 +25,11 @@ from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from mailer.contacts.model import Contact, load_contacts
-from mailer.delivery import gate, relay_watch, still_wanted
+from mailer.delivery import gate, still_wanted
 from mailer.delivery.claims import OutboxMessage, Result, claim
 from mailer.delivery.pauses import pause
-from mailer.delivery.relay import RelaySession, refuse_cleartext_password
+from mailer.delivery.relay import refuse_cleartext_password
+from mailer.delivery.relays import FailoverSession
 from mailer.delivery.rendering import CHUNK, Outgoing, Rendered, RenderJob, RenderPool
 from mailer.delivery.replies import RetryPolicy, SmtpReply, judge, next_attempt
 from mailer.delivery.throttle import Throttle
@@ -130,9 +131,10 @@ class Deliverer:
         self.pool = self.pool or RenderPool(self.settings)
         held: set[int] = set()  # claimed by this run and not finished
         writer = ResultWriter(self.workspace, self.owner, clock, held, report)
-        password = self.settings.smtp_password()
+        passwords = {name: self.settings.smtp_password(name)
+                     for name, _relay in self.settings.relays()}  # fmt: skip
         ready: asyncio.Queue[Ready | None] = asyncio.Queue(self.settings.smtp.pool_size * 4)
-        sessions = [RelaySession(self.settings, password)
+        sessions = [FailoverSession(self.settings, passwords)
                     for _ in range(self.settings.smtp.pool_size)]  # fmt: skip
         senders = [asyncio.create_task(self._send_all(s, ready, writer, clock, report))
                    for s in sessions]  # fmt: skip
@@ -302,7 +304,7 @@ class Deliverer:
         campaign = self.settings.campaigns.get(message.campaign)
         return campaign.list_name if campaign else ""
 
-    async def _send_all(self, session: RelaySession, ready: asyncio.Queue[Ready | None],
+    async def _send_all(self, session: FailoverSession, ready: asyncio.Queue[Ready | None],
                         writer: ResultWriter, clock: Callable[[], datetime],
                         report: DeliveryReport) -> None:  # fmt: skip
         while (item := await ready.get()) is not None:
@@ -314,7 +316,7 @@ class Deliverer:
             except Exception as error:
                 self.failure = error
 
-    async def _send_one(self, session: RelaySession, item: Ready, clock: Callable[[], datetime],
+    async def _send_one(self, session: FailoverSession, item: Ready, clock: Callable[[], datetime],
                         report: DeliveryReport) -> Result:  # fmt: skip
         claimed, message = item.claimed, item.message
         if claimed.campaign in report.paused:
@@ -326,26 +328,27 @@ class Deliverer:
                           send_after=clock() + timedelta(seconds=wait))  # fmt: skip
         # Take the tokens before the first await, so no other session slips in between.
         await asyncio.sleep(max(wait, self.throttle.take(message.recipient, time.monotonic())))
-        reply = await session.send(message.envelope_from, message.recipient, message.wire,
-                                   message.smtputf8)  # fmt: skip
-        relay_watch.watch(self.settings.smtp, reply)
-        return await self._judged(item, reply, clock(), report)
+        relay, reply = await session.send(message.envelope_from, message.recipient,
+                                          message.wire, message.smtputf8, clock())  # fmt: skip
+        return await self._judged(item, reply, clock(), report, relay)
 
     async def _judged(self, item: Ready, reply: SmtpReply, now: datetime,
-                      report: DeliveryReport) -> Result:  # fmt: skip
+                      report: DeliveryReport, relay: str) -> Result:  # fmt: skip
         claimed, message = item.claimed, item.message
         verdict = judge(reply)
         await self._count_refusal(claimed.campaign, verdict.relay_refusal, reply, report)
+        # Which relay answered, where there is a choice (one relay: the reply as it was).
+        answer = f"{reply} (via {relay})" if self.settings.smtp.fallbacks else str(reply)
         if verdict.outcome == "sent":
-            return Result(claimed.id, "sent", reply=str(reply),
+            return Result(claimed.id, "sent", reply=answer,
                           message_id=message.message_id,
                           links=message.links, consent_entry_id=item.consent_entry_id)  # fmt: skip
         if verdict.outcome == "retry":
-            return self._retry(claimed, f"temporary failure at {reply.stage}", now, str(reply))
+            return self._retry(claimed, f"temporary failure at {reply.stage}", now, answer)
         if verdict.hard_bounce:
             report.bounced += 1
         bounced = item.contact.email if verdict.hard_bounce else None
-        return Result(claimed.id, "failed", f"refused at {reply.stage}", reply=str(reply),
+        return Result(claimed.id, "failed", f"refused at {reply.stage}", reply=answer,
                       bounced_address=bounced)  # fmt: skip
 
     def _retry(self, claimed: OutboxMessage, reason: str, now: datetime,

@@ -15,6 +15,7 @@ from mailer.returns.breakers import Reading
 Check = Literal[
     "database_unreachable",
     "relay_failing",
+    "relay_down",
     "campaign_paused",
     "event_writer_behind",
     "returns_rate_high",
@@ -62,9 +63,10 @@ def reasons(
     backlog: EventBacklog,
     now: datetime,
     rates: Sequence[Reading] = (),
+    relays_down: Sequence[str] = (),
 ) -> list[Reason]:
     """Everything degraded, in the order an operator would fix it."""
-    found = []
+    found = [Reason("relay_down", news) for news in relays_down]  # a fallback stands in
     if relay is not None and relay.failing:
         found.append(
             Reason(

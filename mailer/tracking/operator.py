@@ -16,6 +16,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mailer.delivery import relay_watch
 from mailer.delivery.pauses import paused_campaigns
+from mailer.delivery.relays import RelayGauges, down_news
 from mailer.metrics import REQUESTS, Exposition, OutboxQueues, expect_campaigns
 from mailer.returns.breakers import Reading
 from mailer.returns.breakers import readings as breaker_readings
@@ -103,7 +104,11 @@ def backlog(workspace: Workspace, hits: HitBuffer) -> EventBacklog:
 
 def operator_routes(workspace: Workspace, hits: HitBuffer) -> list[BaseRoute]:
     exposition = Exposition(
-        [OutboxQueues(workspace.engine, workspace.settings), EventBufferMetrics(hits)]
+        [
+            OutboxQueues(workspace.engine, workspace.settings),
+            EventBufferMetrics(hits),
+            RelayGauges(workspace.settings),
+        ]
     )
     expect_campaigns(workspace.settings)
 
@@ -123,7 +128,8 @@ def operator_routes(workspace: Workspace, hits: HitBuffer) -> list[BaseRoute]:
             down = Reason("database_unreachable", f"{type(error).__name__}: {error}"[:300])
             body = health_body([down], events, relay) | {"status": "down"}
             return JSONResponse(body, 503)
-        found = reasons(relay, campaigns, events, workspace.clock.now(), rates)
+        now = workspace.clock.now()
+        found = reasons(relay, campaigns, events, now, rates, down_news(workspace.settings, now))
         return JSONResponse(health_body(found, events, relay))
 
     async def metrics(_request: Request) -> Response:

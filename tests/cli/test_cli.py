@@ -288,8 +288,10 @@ def test_campaign_pause_list_and_resume_from_the_command_line(mailer) -> None:  
     assert paused.exit_code == 0 and "welcome: paused (new prices)" in paused.stdout
     states = json.loads(mailer("campaign", "list", "--json").stdout)
     assert [(s["campaign"], s["paused"]) for s in states] == [("welcome", "new prices")]
-    assert mailer("campaign", "resume", "welcome").stdout == "welcome: resumed\n"
-    assert mailer("campaign", "resume", "welcome").stdout == "welcome: was not paused\n"
+    resumed = "welcome: resumed; 0 deferred messages due now\n"
+    assert mailer("campaign", "resume", "welcome").stdout == resumed
+    again = "welcome: was not paused; 0 deferred messages due now\n"
+    assert mailer("campaign", "resume", "welcome").stdout == again
     unknown = mailer("campaign", "pause", "nope")
     assert unknown.exit_code == 1 and "no campaign 'nope'" in unknown.stderr
 
