@@ -1,18 +1,125 @@
-"""Rate limits as token buckets: one for all messages, one per recipient domain. Time is
-passed in (monotonic seconds), so the arithmetic is tested without waiting."""
+"""Rate limits that hold across every `mailer run`: one budget for all messages, one per
+recipient domain, each a token bucket in the database (store/limits.py), refilled at its rate
+on the injected clock, with a second's worth of burst.
+
+A process takes tokens in chunks (a tenth of a second's worth, at least one: one round trip per
+chunk, not per message) and spends them from memory. The database never grants more than a
+bucket holds, so the only excess is tokens a process took before an interval and spends in it:
+over any interval of T seconds, at most burst + rate × T + processes × chunk messages go out.
+A chunk a process cannot spend (no more mail for that domain) is lost, never sent twice.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+import asyncio
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import Engine
+
+from mailer.store.limits import Limit, SharedLimits
+
+SHORT_WAIT = 1.0  # a message over a rate waits this long in line; longer, it goes back
+CHUNK_SECONDS = 0.1  # a process takes this many seconds' worth of tokens a round trip
+
+
+@dataclass(frozen=True)
+class Budget:
+    bucket: str  # its row in shared_limits: "send", or "send:gmail.com"
+    limit: Limit
+    chunk: int  # tokens taken a round trip
+    reason: str  # why a message waits for it, as the outbox shows it
+
+
+def budget(bucket: str, rate: float, reason: str) -> Budget:
+    # A second's worth of burst (at least one message): smooth, yet no idle first second.
+    limit = Limit(rate, max(1.0, rate))
+    chunk = max(1, min(math.floor(limit.burst), math.ceil(rate * CHUNK_SECONDS)))
+    return Budget(bucket, limit, chunk, reason)
+
+
+@dataclass(frozen=True)
+class Hold:
+    """A message over a rate: back to the outbox until `until`."""
+
+    until: datetime
+    reason: str
+
+
+class Throttle:
+    """The global limit and the per-domain limits of settings [delivery], for one process."""
+
+    def __init__(self, engine: Engine, rate: float | None,
+                 domain_rates: Mapping[str, float]) -> None:  # fmt: skip
+        self.limits = SharedLimits(engine)
+        self.overall = budget("send", rate, "rate limit") if rate else None
+        self.domains = {domain.lower(): budget(f"send:{domain.lower()}", r,
+                                               f"rate limit for {domain.lower()}")
+                        for domain, r in domain_rates.items()}  # fmt: skip
+        self.tokens: dict[str, int] = {}  # taken from the database, not spent yet
+        self.empty_until: dict[str, float] = {}  # epoch seconds: no token before then
+        self.stalled: datetime | None = None  # a time the clock stood still at while we waited
+        self._lock: tuple[asyncio.AbstractEventLoop, asyncio.Lock] | None = None
+
+    def budgets(self, recipient: str) -> list[Budget]:
+        domain = self.domains.get(recipient.rpartition("@")[2].lower())
+        return [b for b in (domain, self.overall) if b is not None]
+
+    async def admit(self, recipient: str, clock: Callable[[], datetime]) -> Hold | None:
+        """None once a token of each of the recipient's budgets is taken (send now). A Hold
+        when one is spent for longer than SHORT_WAIT (or the clock stands still: a frozen
+        clock would never refill it); shorter waits are waited here."""
+        budgets = self.budgets(recipient)
+        now = clock()
+        deadline = now + timedelta(seconds=SHORT_WAIT)
+        while budgets and (hold := await self._take(budgets, now)) is not None:
+            if hold.until > deadline or now == self.stalled:
+                return hold
+            await asyncio.sleep((hold.until - now).total_seconds())
+            if (later := clock()) == now:
+                self.stalled = now
+            now = later
+        return None
+
+    async def _take(self, budgets: list[Budget], now: datetime) -> Hold | None:
+        """A token of each budget, or the Hold of the first that has none."""
+        epoch = now.timestamp()
+        async with self._lock_of_loop():  # one round trip at a time: a chunk is all it holds
+            missing = {b.bucket: (b.limit, b.chunk) for b in budgets
+                       if not self.tokens.get(b.bucket)
+                       and self.empty_until.get(b.bucket, -math.inf) <= epoch}  # fmt: skip
+            if missing:
+                taken = await asyncio.to_thread(self.limits.take, missing, epoch)
+                for bucket, got in taken.items():
+                    self.tokens[bucket] = self.tokens.get(bucket, 0) + got.granted
+                    if not got.granted:
+                        self.empty_until[bucket] = epoch + got.wait
+            empty = [b for b in budgets if not self.tokens.get(b.bucket)]
+            if empty:
+                wait = max(self.empty_until.get(b.bucket, epoch) - epoch for b in empty)
+                return Hold(now + timedelta(seconds=wait), empty[0].reason)
+            for b in budgets:
+                self.tokens[b.bucket] -= 1
+            return None
+
+    def _lock_of_loop(self) -> asyncio.Lock:
+        """A lock of the running loop (each `deliver` runs its own)."""
+        loop = asyncio.get_running_loop()
+        if self._lock is None or self._lock[0] is not loop:
+            self._lock = (loop, asyncio.Lock())
+        return self._lock[1]
 
 
 @dataclass
 class TokenBucket:
+    """One process's token bucket (tracking/forms.py still counts in memory)."""
+
     rate: float  # tokens per second
     burst: float  # the most tokens saved up
-    tokens: float = field(init=False)
-    updated: float | None = field(default=None, init=False)
+    tokens: float = 0.0
+    updated: float | None = None
 
     def __post_init__(self) -> None:
         self.tokens = self.burst
@@ -32,29 +139,3 @@ class TokenBucket:
         if self.updated is not None:
             self.tokens = min(self.burst, self.tokens + (now - self.updated) * self.rate)
         self.updated = now
-
-
-def bucket(rate: float) -> TokenBucket:
-    # A second's worth of burst (at least one message): smooth, yet no idle first second.
-    return TokenBucket(rate, max(1.0, rate))
-
-
-class Throttle:
-    """The global limit and the per-domain limits of settings [delivery]."""
-
-    def __init__(self, rate: float | None, domain_rates: Mapping[str, float]) -> None:
-        self.overall = bucket(rate) if rate else None
-        self.domains = {domain.lower(): bucket(r) for domain, r in domain_rates.items()}
-
-    def domain_wait(self, recipient: str, now: float) -> float:
-        """How long this recipient's domain is still over its limit (0 = may send now)."""
-        limit = self.domains.get(recipient.rpartition("@")[2].lower())
-        return limit.wait(now) if limit else 0.0
-
-    def take(self, recipient: str, now: float) -> float:
-        """Take a token from the recipient's domain and the overall bucket; return how long
-        to wait before sending (the overall limit may ask for a short pause)."""
-        limit = self.domains.get(recipient.rpartition("@")[2].lower())
-        if limit:
-            limit.take(now)
-        return self.overall.take(now) if self.overall else 0.0

@@ -15,13 +15,12 @@ import asyncio
 import os
 import random
 import socket
-import time
 from collections import deque
 from collections.abc import Callable, Coroutine
 from concurrent.futures import Future
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any, TypeVar
 
 from mailer.contacts.model import Contact, load_contacts
@@ -39,7 +38,6 @@ from mailer.store.engine import reading
 from mailer.workspace import Workspace
 
 T = TypeVar("T")
-SHORT_WAIT = 1.0  # a domain over its rate waits this long in line; longer, it goes back
 DIED = "the render process died (killed, out of memory, or crashed)"
 RESTARTED = f"{DIED}; a new one renders again, one at a time, the messages it had in hand"
 
@@ -108,7 +106,7 @@ class Deliverer:
         self.settings = workspace.settings
         delivery = self.settings.delivery
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{os.urandom(3).hex()}"
-        self.throttle = Throttle(delivery.rate, delivery.domain_rates)
+        self.throttle = Throttle(workspace.engine, delivery.rate, delivery.domain_rates)
         self.policy = RetryPolicy(delivery.retry_after, delivery.retry_at_most,
                                   delivery.give_up_after)  # fmt: skip
         self.rng = rng or random.Random()
@@ -321,13 +319,9 @@ class Deliverer:
         claimed, message = item.claimed, item.message
         if claimed.campaign in report.paused:
             return Result(claimed.id, "released", "campaign paused: relay refusals")
-        wait = self.throttle.domain_wait(message.recipient, time.monotonic())
-        if wait > SHORT_WAIT:
-            domain = message.recipient.rpartition("@")[2]
-            return Result(claimed.id, "released", f"rate limit for {domain}",
-                          send_after=clock() + timedelta(seconds=wait))  # fmt: skip
-        # Take the tokens before the first await, so no other session slips in between.
-        await asyncio.sleep(max(wait, self.throttle.take(message.recipient, time.monotonic())))
+        hold = await self.throttle.admit(message.recipient, clock)
+        if hold is not None:  # over a rate for longer than a short wait: not an attempt
+            return Result(claimed.id, "released", hold.reason, send_after=hold.until)
         relay, reply = await session.send(message.envelope_from, message.recipient,
                                           message.wire, message.smtputf8, clock())  # fmt: skip
         return await self._judged(item, reply, clock(), report, relay)

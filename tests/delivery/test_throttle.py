@@ -1,11 +1,13 @@
-"""Token buckets over explicit time: no waiting."""
+"""Token buckets over explicit time: no waiting. Shared across processes:
+tests/delivery/test_shared_throttle.py."""
 
 from __future__ import annotations
 
 import pytest
+from sqlalchemy import create_engine
 
 from mailer.config import Delivery
-from mailer.delivery.throttle import Throttle, TokenBucket
+from mailer.delivery.throttle import Throttle, TokenBucket, budget
 
 
 def test_a_bucket_gives_its_burst_then_one_token_per_interval() -> None:
@@ -19,15 +21,21 @@ def test_a_bucket_gives_its_burst_then_one_token_per_interval() -> None:
     assert bucket.take(10.0) > 0
 
 
-def test_domains_have_their_own_limits_and_share_the_overall_one() -> None:
-    throttle = Throttle(rate=100.0, domain_rates={"Gmail.com": 1.0})
-    assert throttle.domain_wait("a@gmail.com", 0.0) == 0.0
-    throttle.take("a@gmail.com", 0.0)
-    assert throttle.domain_wait("b@GMAIL.com", 0.0) == pytest.approx(1.0)
-    assert throttle.domain_wait("c@outlook.com", 0.0) == 0.0
-    assert throttle.domain_wait("b@gmail.com", 1.0) == 0.0
-    assert [throttle.take("x@outlook.com", 0.0) for _ in range(99)][-1] == 0.0
-    assert throttle.take("x@outlook.com", 0.0) == pytest.approx(0.01)  # the overall bucket
+def test_a_process_takes_a_tenth_of_a_seconds_worth_of_tokens_a_round_trip() -> None:
+    assert budget("send", 100.0, "rate limit").chunk == 10
+    assert budget("send", 20.0, "rate limit").chunk == 2
+    assert budget("send", 0.5, "rate limit").chunk == 1  # at least one
+    assert budget("send", 0.5, "rate limit").limit.burst == 1.0  # a second's worth, at least 1
+
+
+def test_domains_have_their_own_budgets_and_share_the_overall_one() -> None:
+    throttle = Throttle(create_engine("sqlite://"), rate=100.0,
+                        domain_rates={"Gmail.com": 1.0})  # fmt: skip
+    assert [b.bucket for b in throttle.budgets("a@GMAIL.com")] == ["send:gmail.com", "send"]
+    assert [b.reason for b in throttle.budgets("a@gmail.com")] == [
+        "rate limit for gmail.com", "rate limit"]  # fmt: skip
+    assert [b.bucket for b in throttle.budgets("x@outlook.com")] == ["send"]
+    assert Throttle(create_engine("sqlite://"), None, {}).budgets("x@outlook.com") == []
 
 
 @pytest.mark.parametrize(
