@@ -109,8 +109,9 @@ def check_project(settings: Settings, now: datetime, strict: bool = False,
     _check_send_windows(settings, report)  # after rendering: its errors do not stop the renders
     _check_date_steps(settings, report)
     _check_held_broadcasts(settings, now, report)
-    if (cleartext := cleartext_password(settings.smtp)) is not None:
-        report.problems.append(Problem("error", f"{settings.source}: {cleartext}"))
+    for name, relay in settings.relays():
+        if (cleartext := cleartext_password(relay, name)) is not None:
+            report.problems.append(Problem("error", f"{settings.source}: {cleartext}"))
     return report
 
 

@@ -19,13 +19,15 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import select
 
 from mailer.campaigns.engine import tick
+from mailer.check import check_project
 from mailer.cli import cli
 from mailer.clock import NOW_VARIABLE
 from mailer.config import load_settings
 from mailer.delivery import relays
+from mailer.delivery.relay import refuse_cleartext_password
 from mailer.delivery.relays import Down, down_after, order_to_try, takes_relay_down
 from mailer.delivery.replies import SmtpReply
-from mailer.errors import SettingsError
+from mailer.errors import MailerError, SettingsError
 from mailer.metrics import REGISTRY
 from mailer.store.tables import outbox
 from mailer.tracking.app import create_app
@@ -115,6 +117,20 @@ def test_a_fallback_needs_a_host_and_a_name_of_its_own(project: Path) -> None:
     settings_file.write_text(original + '\n[smtp.fallbacks.primary]\nhost = "b.example"\n')
     with pytest.raises(SettingsError, match="'primary' names \\[smtp\\] itself"):
         load_settings(settings_file, environ={"MAILER_SECRET_KEY": SECRET})
+
+
+def test_a_fallback_that_would_log_in_in_clear_is_refused_by_check_and_by_delivery(
+    project: Path,
+) -> None:
+    settings_file = project / "settings.toml"
+    fallback = '\n[smtp.fallbacks.backup]\nhost = "smtp.backup.example"\nusername = "mailer"\n'
+    settings_file.write_text(settings_file.read_text() + fallback)
+    settings = load_settings(settings_file, environ={"MAILER_SECRET_KEY": SECRET})
+    refusal = 'smtp.fallbacks.backup.tls: "none" would send the password of mailer in clear'
+    problems = [problem.message for problem in check_project(settings, NOW).problems]
+    assert any(refusal in problem for problem in problems)
+    with pytest.raises(MailerError, match=refusal):
+        refuse_cleartext_password(settings)
 
 
 # Pure decisions
