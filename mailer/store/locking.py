@@ -9,10 +9,10 @@ import os
 import random
 import socket
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, Engine, select, text
+from sqlalchemy import ColumnElement, Connection, Engine, select, text
 from sqlalchemy.exc import DBAPIError
 
 from mailer.logs import logger
@@ -47,15 +47,13 @@ def take_enroller_lock(connection: Connection) -> bool:
     return bool(taken)
 
 
-def lock_in_order(connection: Connection, table: Any, ids: Iterable[int]) -> None:
-    """Lock `table`'s rows `ids` (FOR NO KEY UPDATE, what an UPDATE takes) in id order, so
-    that two transactions writing the same rows wait for each other instead of each holding
-    what the other needs (a deadlock)."""
-    wanted = sorted(set(ids))
-    if connection.dialect.name != "postgresql" or not wanted:
-        return
-    connection.execute(select(table.c.id).where(table.c.id.in_(wanted)).order_by(table.c.id)
-                       .with_for_update(key_share=True)).all()  # fmt: skip
+def lock_in_order(connection: Connection, table: Any, where: ColumnElement[bool]) -> None:
+    """Lock the rows of `table` that `where` picks (FOR NO KEY UPDATE, what an UPDATE takes)
+    in id order, before writing them: two transactions writing the same rows then wait for
+    each other instead of each holding a row the other needs (a deadlock)."""
+    if connection.dialect.name == "postgresql":
+        connection.execute(select(table.c.id).where(where).order_by(table.c.id)
+                           .with_for_update(key_share=True)).all()  # fmt: skip
 
 
 def lost_a_race(error: BaseException) -> bool:

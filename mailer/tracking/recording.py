@@ -20,7 +20,8 @@ from mailer.contacts.scoring import add_points_many
 from mailer.delivery.claims import outbox_id
 from mailer.render.links import HONEYPOT
 from mailer.store.bulk import execute_many, one_of
-from mailer.store.tables import events, outbox
+from mailer.store.locking import lock_in_order
+from mailer.store.tables import contacts, events, outbox
 from mailer.tracking import apple
 from mailer.tracking.bots import WINDOW, judge
 from mailer.tracking.hits import Hit, StoredHit
@@ -125,7 +126,7 @@ def _stored_hits(connection: Connection, keys: dict[int, str], hits: Sequence[Hi
 def _relabel(connection: Connection, reasons: dict[int, str]) -> None:
     """Stored people's opens and clicks the batch showed to be a machine's become one; they
     keep `was_person`, since their points were given and stay (scores only grow)."""
-    for id_, reason in reasons.items():
+    for id_, reason in sorted(reasons.items()):  # in id order, as another batch would
         row = connection.execute(select(events.c.kind, events.c.properties)
                                  .where(events.c.id == id_)).one()  # fmt: skip
         properties = {**row.properties, "machine": reason, "was_person": True}
@@ -158,5 +159,7 @@ def _score(connection: Connection, settings: Settings, rows: Sequence[dict[str, 
         earned = 0.0 if what in scored else scoring.points.get(POINTS[row["kind"]], 0.0)
         scored.add(what)
         points[row["contact_id"]] = points.get(row["contact_id"], 0.0) + earned
+    # Another instance may be scoring the same contacts: their rows are locked in one order.
+    lock_in_order(connection, contacts, one_of(connection, contacts.c.id, sorted(points)))
     add_points_many(connection, points, latest, scoring.half_life)
     update_stages(connection, settings, points, latest)

@@ -40,6 +40,7 @@ import hmac
 import json
 import math
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Annotated, Any
 
 from pydantic import (
@@ -51,7 +52,7 @@ from pydantic import (
     field_validator,
 )
 from pydantic_core import PydanticCustomError
-from sqlalchemy import select
+from sqlalchemy import Connection, or_, select
 from sqlalchemy.exc import OperationalError
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect, Request
@@ -62,6 +63,9 @@ from mailer.campaigns.activity import record_activity
 from mailer.contacts.addresses import InvalidAddress, normalise_address
 from mailer.contacts.events import EVENT_NAME
 from mailer.errors import MailerError, UnknownContactError
+from mailer.logs import logger
+from mailer.store.bulk import one_of
+from mailer.store.locking import lock_in_order, retried
 from mailer.store.tables import contacts
 from mailer.workspace import Workspace
 
@@ -235,28 +239,40 @@ def _item_refusal(index: int, field_name: str, message: str) -> Refusal:
 
 
 def record_events(workspace: Workspace, events: list[WebsiteEvent]) -> dict[str, Any]:
-    """Record the events of known contacts in one transaction; the answer's body."""
+    """Record the events of known contacts in one transaction; the answer's body. A
+    transaction PostgreSQL picked as a deadlock's victim is run again (store/locking.py)."""
+    named = {event.email or event.contact_id for event in events}
+    return retried(workspace.engine, partial(_record_events, workspace, events), "events",
+                   len(named))  # fmt: skip
+
+
+def _record_events(workspace: Workspace, events: list[WebsiteEvent],
+                   connection: Connection) -> dict[str, Any]:  # fmt: skip
     recorded, unknown = 0, []
-    with workspace.engine.begin() as connection:
-        for index, event in enumerate(events):
-            email = event.email
-            if email is None:
-                email = connection.scalar(select(contacts.c.email)
-                                          .where(contacts.c.id == event.contact_id))  # fmt: skip
-            named = {"email": event.email} if event.email else {"contact_id": event.contact_id}
-            if email is None:
-                unknown.append({"item": index, **named})
-                continue
-            assert event.at is not None
-            try:
-                record_activity(connection, workspace.settings, email, event.event, event.at,
-                                event.properties)  # fmt: skip
-            except UnknownContactError:
-                unknown.append({"item": index, **named})
-            except MailerError as error:  # validated above; kept so that it stays a 400
-                raise _item_refusal(index, "event", str(error)) from None
-            else:
-                recorded += 1
+    # Another instance may be writing the same contacts' scores in another order.
+    emails = [event.email for event in events if event.email]
+    ids = [event.contact_id for event in events if event.contact_id]
+    lock_in_order(connection, contacts, or_(one_of(connection, contacts.c.email, emails),
+                                            one_of(connection, contacts.c.id, ids)))  # fmt: skip
+    for index, event in enumerate(events):
+        email = event.email
+        if email is None:
+            email = connection.scalar(select(contacts.c.email)
+                                      .where(contacts.c.id == event.contact_id))  # fmt: skip
+        named = {"email": event.email} if event.email else {"contact_id": event.contact_id}
+        if email is None:
+            unknown.append({"item": index, **named})
+            continue
+        assert event.at is not None
+        try:
+            record_activity(connection, workspace.settings, email, event.event, event.at,
+                            event.properties)  # fmt: skip
+        except UnknownContactError:
+            unknown.append({"item": index, **named})
+        except MailerError as error:  # validated above; kept so that it stays a 400
+            raise _item_refusal(index, "event", str(error)) from None
+        else:
+            recorded += 1
     return {"recorded": recorded, "unknown": unknown}
 
 
@@ -299,7 +315,9 @@ def website_routes(workspace: Workspace) -> list[BaseRoute]:
             return refusal.response()
         except ClientDisconnect:
             return Response(status_code=400)  # nobody is left to read it
-        except OperationalError:
+        except OperationalError as error:  # the deadlock retries ran out, or no database
+            logger.warning("events refused (503)", extra={"error": str(error.orig).partition(
+                "\n")[0]})  # fmt: skip
             return Refusal(503, "the database is busy or unreachable: retry later",
                            headers={"Retry-After": "5"}).response()  # fmt: skip
 

@@ -11,6 +11,7 @@ from concurrent.futures import Future, ProcessPoolExecutor
 
 from mailer.config import Settings
 from mailer.delivery.rendering import exit_with_parent
+from mailer.store.locking import retried
 from mailer.tracking.hits import Hit
 from mailer.tracking.recording import record_hits
 
@@ -27,8 +28,10 @@ def _start(settings: Settings, serving_pid: int) -> None:
 
 def _write(hits: Sequence[Hit]) -> int:
     assert _workspace is not None, "_write runs in the process HitWriter starts"
-    with _workspace.engine.begin() as connection:
-        return record_hits(connection, _workspace.settings, _workspace.key, hits)
+    settings, key = _workspace.settings, _workspace.key
+    # A deadlock's victim (another instance scoring the same contacts) is run again.
+    return retried(_workspace.engine, lambda connection: record_hits(connection, settings, key,
+                   hits), "opens and clicks", len(hits))  # fmt: skip
 
 
 class HitWriter:
