@@ -138,9 +138,11 @@ def down_news(settings: Settings, now: datetime) -> list[str]:
     if len(names) < 2:
         return []  # a single relay failing is relay_watch's "relay_failing"
     found = downs(settings)
-    in_use = order_to_try(names, found, now)[0]
+    up = [name for name in names if name not in found]
+    instead = (f"mail goes through {up[0]}" if up
+               else "no relay takes mail: messages wait for their retry")  # fmt: skip
     return [f"relay {name} down since {down.since:%Y-%m-%d %H:%M:%S} UTC: {down.reason}; "
-            f"mail goes through {in_use}; probed again at {down.probe_at:%H:%M:%S}"
+            f"{instead}; probed again at {down.probe_at:%H:%M:%S}"
             for name, down in found.items()]  # fmt: skip
 
 

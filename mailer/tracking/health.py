@@ -67,7 +67,7 @@ def reasons(
 ) -> list[Reason]:
     """Everything degraded, in the order an operator would fix it."""
     found = [Reason("relay_down", news) for news in relays_down]  # a fallback stands in
-    if relay is not None and relay.failing:
+    if relay is not None and relay.failing and not relays_down:  # said above, better
         found.append(
             Reason(
                 "relay_failing",

@@ -197,6 +197,7 @@ def test_a_primary_that_refuses_connections_sends_everything_through_the_fallbac
     [down] = [reason for reason in health["reasons"] if reason["check"] == "relay_down"]
     assert down["message"].startswith("relay primary down since ")
     assert "mail goes through backup" in down["message"]
+    assert "relay_failing" not in {reason["check"] for reason in health["reasons"]}
 
     primary.start()  # the primary is back; the fallback stays in use until the probe
     try:
@@ -279,6 +280,11 @@ def test_with_every_relay_down_the_message_waits_for_its_retry_as_with_one_relay
     ada = rows(workspace)["ada@example.com"]
     assert ada["status"] == "deferred" and str(ada["reply"]).endswith("(via backup)")
     assert set(relays.downs(workspace.settings)) == {"primary", "backup"}
+    health, gauges = operator_view(workspace)
+    assert gauges == {"primary": 0.0, "backup": 0.0}
+    assert [reason["check"] for reason in health["reasons"]] == ["relay_down", "relay_down"]
+    assert all("no relay takes mail: messages wait for their retry" in reason["message"]
+               for reason in health["reasons"])  # fmt: skip
 
 
 # Pause and resume, every campaign at once
