@@ -126,6 +126,6 @@ def open_database(url: str) -> Engine:
     """An engine on `url` whose schema is current: what every command starts with."""
     engine = create_database_engine(url)
     before, after = upgrade(engine)
-    if before != after:  # `mailer run` and `serve` upgrade on start: the log says so
+    if before is not None and before != after:  # an existing schema moved on: the log says so
         logger.info("database upgraded", extra={"from": before, "to": after})
     return engine

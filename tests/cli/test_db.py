@@ -4,6 +4,8 @@ to the newest, and every command refusing a database that a newer mailer has upg
 from __future__ import annotations
 
 import json
+import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -12,15 +14,16 @@ from click.testing import CliRunner, Result
 from sqlalchemy import text
 
 from mailer.cli import cli
-from mailer.store.engine import _alembic_config, create_database_engine
+from mailer.store.engine import _alembic_config, create_database_engine, open_database
 from mailer.store.revisions import newest_revision
 from tests.conftest import SECRET
 
 NEWEST = newest_revision()
+Mailer = Callable[..., Result]
 
 
 @pytest.fixture
-def mailer(project: Path, database_url: str, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+def mailer(project: Path, database_url: str, monkeypatch: pytest.MonkeyPatch) -> Mailer:
     monkeypatch.chdir(project)
     for variable in ("MAILER_CONFIG", "MAILER_SECRET_KEY", "MAILER_DATABASE_URL"):
         monkeypatch.delenv(variable, raising=False)
@@ -58,8 +61,8 @@ def stamp(database_url: str, revision: str) -> None:
 
 
 def test_current_says_an_old_database_needs_an_upgrade_and_does_not_upgrade_it(
-    mailer, database_url: str
-) -> None:  # type: ignore[no-untyped-def]
+    mailer: Mailer, database_url: str
+) -> None:
     at_revision(database_url, "0012")
     result = mailer("db", "current")
     assert result.exit_code == 0, result.output
@@ -70,15 +73,15 @@ def test_current_says_an_old_database_needs_an_upgrade_and_does_not_upgrade_it(
 
 
 def test_current_check_exits_3_while_an_upgrade_is_pending_and_0_after(
-    mailer, database_url: str
-) -> None:  # type: ignore[no-untyped-def]
+    mailer: Mailer, database_url: str
+) -> None:
     at_revision(database_url, "0012")
     assert mailer("db", "current", "--check").exit_code == 3
     assert mailer("db", "upgrade").exit_code == 0
     assert mailer("db", "current", "--check").exit_code == 0
 
 
-def test_current_json(mailer, database_url: str) -> None:  # type: ignore[no-untyped-def]
+def test_current_json(mailer: Mailer, database_url: str) -> None:
     at_revision(database_url, "0004")
     result = mailer("db", "current", "--json")
     assert result.exit_code == 0, result.output
@@ -90,8 +93,8 @@ def test_current_json(mailer, database_url: str) -> None:  # type: ignore[no-unt
 
 
 def test_upgrade_says_from_which_revision_to_which_then_already_current(
-    mailer, database_url: str
-) -> None:  # type: ignore[no-untyped-def]
+    mailer: Mailer, database_url: str
+) -> None:
     at_revision(database_url, "0012")
     result = mailer("db", "upgrade")
     assert result.exit_code == 0, result.output
@@ -102,7 +105,7 @@ def test_upgrade_says_from_which_revision_to_which_then_already_current(
     assert f"already current ({NEWEST})" in again.stdout
 
 
-def test_upgrade_of_an_empty_database_creates_the_schema(mailer, database_url: str) -> None:  # type: ignore[no-untyped-def]
+def test_upgrade_of_an_empty_database_creates_the_schema(mailer: Mailer, database_url: str) -> None:
     current = mailer("db", "current", "--json")
     assert json.loads(current.stdout)["revision"] is None
     result = mailer("db", "upgrade")
@@ -125,8 +128,8 @@ def test_current_on_a_missing_sqlite_file_creates_nothing(
 @pytest.mark.parametrize("args", [["db", "current"], ["db", "upgrade"], ["tick"], ["init"],
                                   ["outbox"]])  # fmt: skip
 def test_every_command_refuses_a_database_newer_than_this_mailer(
-    mailer, database_url: str, args: list[str]
-) -> None:  # type: ignore[no-untyped-def]
+    mailer: Mailer, database_url: str, args: list[str]
+) -> None:
     at_revision(database_url, "head")
     stamp(database_url, "9025")
     result = mailer(*args)
@@ -138,9 +141,25 @@ def test_every_command_refuses_a_database_newer_than_this_mailer(
     assert revision_in(database_url) == "9025"
 
 
-def test_a_revision_neither_older_nor_newer_is_called_unknown(mailer, database_url: str) -> None:  # type: ignore[no-untyped-def]
+def test_a_revision_neither_older_nor_newer_is_called_unknown(
+    mailer: Mailer, database_url: str
+) -> None:
     at_revision(database_url, "head")
     stamp(database_url, "feature_x")
     result = mailer("tick")
     assert result.exit_code == 1
     assert "the database is at revision feature_x, which this mailer does not know" in result.stderr
+
+
+def test_opening_an_old_database_upgrades_it_and_logs_from_which_revision(
+    database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    at_revision(database_url, "0012")
+    with caplog.at_level(logging.INFO, logger="mailer"):
+        open_database(database_url).dispose()
+    upgraded = [record for record in caplog.records if record.getMessage() == "database upgraded"]
+    assert [(r.__dict__["from"], r.__dict__["to"]) for r in upgraded] == [("0012", NEWEST)]
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="mailer"):
+        open_database(database_url).dispose()  # current: nothing to say
+    assert caplog.records == []
