@@ -93,6 +93,7 @@ def import_(
             f"{summary.rejected} rejected, {summary.suppressed} suppressed (not re-subscribed), "
             f"{summary.consent_recorded} consent entries recorded"
             + (f", {summary.warnings} values left out or cut short" if summary.warnings else "")
+            + ("; the database's statistics refreshed (ANALYZE)" if summary.analyzed else "")
         )
 
 

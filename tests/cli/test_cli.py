@@ -57,6 +57,8 @@ def test_import_prints_a_json_summary_and_reports_bad_rows(mailer, leads: Path) 
         "imported": 2, "updated": 0, "rejected": 1, "warnings": 0, "suppressed": 0,
         "consent_recorded": 1,
         "rejects_file": str(leads.with_name("leads.rejects.csv")),
+        # PostgreSQL: 2 rows are more than a tenth of an empty table's, so it ends with ANALYZE
+        "analyzed": mailer.environment["MAILER_DATABASE_URL"].startswith("postgresql"),
     }  # fmt: skip
     assert f"{leads}:3: 'bob@' is not an email address" in result.stderr
 
