@@ -3,39 +3,12 @@ once before restarting many daemons."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import click
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import OperationalError
 
 from mailer.cli import _LazyWorkspace, cli, pass_workspace, print_json, say
-from mailer.errors import MailerError
-from mailer.store.engine import cannot_open, create_database_engine, upgrade
-from mailer.store.revisions import SchemaState, refusal, revision_of
+from mailer.store.engine import create_database_engine, schema_state, upgrade
 
 BEHIND = 3  # `mailer db current --check`: an upgrade is pending (1 is an error, 2 a usage error)
-
-
-def schema_state(url: str) -> SchemaState:
-    """Where the database at `url` stands, read without changing it (a missing SQLite file is
-    not created)."""
-    parsed = make_url(url)
-    shown = parsed.render_as_string(hide_password=True)
-    file = parsed.database if parsed.get_backend_name() == "sqlite" else None
-    if file and file != ":memory:" and not Path(file).exists():
-        return SchemaState(shown, None, exists=False)
-    engine = create_database_engine(url)
-    try:
-        with engine.connect() as connection:
-            revision = revision_of(connection)
-    except OperationalError as error:
-        raise cannot_open(engine, error) from None
-    finally:
-        engine.dispose()
-    if (refused := refusal(revision)) is not None:
-        raise MailerError(refused)
-    return SchemaState(shown, revision)
 
 
 @cli.group()

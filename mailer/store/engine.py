@@ -16,7 +16,13 @@ from sqlalchemy.exc import ArgumentError, OperationalError
 
 from mailer.errors import MailerError
 from mailer.logs import logger
-from mailer.store.revisions import MIGRATIONS, newest_revision, refusal, revision_of
+from mailer.store.revisions import (
+    MIGRATIONS,
+    SchemaState,
+    newest_revision,
+    refusal,
+    revision_of,
+)
 
 # The PostgreSQL advisory lock held while migrating ("mailer" in ASCII): one database-wide key.
 MIGRATIONS_LOCK = 0x6D61696C6572
@@ -120,6 +126,27 @@ def cannot_open(engine: Engine, error: OperationalError) -> MailerError:
         f"cannot open the database {engine.url!r}: {reason}; check database_url (or "
         f"MAILER_DATABASE_URL) and that {where}"
     )
+
+
+def schema_state(url: str) -> SchemaState:
+    """Where the database at `url` stands, read without changing it (a missing SQLite file is
+    not created)."""
+    parsed = make_url(url)
+    shown = parsed.render_as_string(hide_password=True)
+    file = parsed.database if parsed.get_backend_name() == "sqlite" else None
+    if file and file != ":memory:" and not Path(file).exists():
+        return SchemaState(shown, None, exists=False)
+    engine = create_database_engine(url)
+    try:
+        with engine.connect() as connection:
+            revision = revision_of(connection)
+    except OperationalError as error:
+        raise cannot_open(engine, error) from None
+    finally:
+        engine.dispose()
+    if (refused := refusal(revision)) is not None:
+        raise MailerError(refused)
+    return SchemaState(shown, revision)
 
 
 def open_database(url: str) -> Engine:
