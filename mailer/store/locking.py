@@ -5,6 +5,7 @@ write transaction holds the one write lock (BEGIN IMMEDIATE), so each of these i
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 import socket
@@ -28,6 +29,7 @@ FIRST_PAUSE = 0.02  # seconds before the second attempt; doubled each time, jitt
 
 # What the log says of this process: two daemons on two hosts may share a pid.
 PROCESS = f"{socket.gethostname()}:{os.getpid()}"
+_was_enroller: bool | None = None  # this process's answer at its last tick
 
 
 def take_enroller_lock(connection: Connection) -> bool:
@@ -42,8 +44,13 @@ def take_enroller_lock(connection: Connection) -> bool:
         text("SELECT pg_try_advisory_xact_lock(:key, hashtext(current_schema()))"),
         {"key": ENROLLER_LOCK},
     )
-    logger.debug("enroller lock taken" if taken else "enroller lock held by another process: "
-                 "enrollment skipped this tick", extra={"worker": PROCESS})  # fmt: skip
+    global _was_enroller
+    changed, _was_enroller = bool(taken) != _was_enroller, bool(taken)
+    # At info when the role changes (the first tick, a takeover), so the log shows who enrolls.
+    logger.log(logging.INFO if changed else logging.DEBUG,
+               "this process enrolls (enroller lock taken)" if taken else "another process "
+               "enrolls (enroller lock held): enrollment skipped this tick",
+               extra={"worker": PROCESS})  # fmt: skip
     return bool(taken)
 
 

@@ -9,6 +9,8 @@ import os
 from collections.abc import Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 
+from sqlalchemy import Connection
+
 from mailer.config import Settings
 from mailer.delivery.rendering import exit_with_parent
 from mailer.store.locking import retried
@@ -29,9 +31,12 @@ def _start(settings: Settings, serving_pid: int) -> None:
 def _write(hits: Sequence[Hit]) -> int:
     assert _workspace is not None, "_write runs in the process HitWriter starts"
     settings, key = _workspace.settings, _workspace.key
+
+    def write(connection: Connection) -> int:
+        return record_hits(connection, settings, key, hits)
+
     # A deadlock's victim (another instance scoring the same contacts) is run again.
-    return retried(_workspace.engine, lambda connection: record_hits(connection, settings, key,
-                   hits), "opens and clicks", len(hits))  # fmt: skip
+    return retried(_workspace.engine, write, "opens and clicks", len({h.message_key for h in hits}))
 
 
 class HitWriter:
