@@ -93,7 +93,7 @@ def note(name: str, relay: Relay, reply: SmtpReply, now: datetime) -> bool:
         logger.info(f"relay {name} is up again (down since {was.since:%Y-%m-%d %H:%M:%S})")
     if news is not None:
         wait = int((news.probe_at - now).total_seconds())
-        logger.warning(f"relay {name} is down: {news.reason}; skipped, tried again in {wait} s")
+        logger.warning(f"relay {name} is down: {news.reason}; probed again in {wait} s")
     return down
 
 

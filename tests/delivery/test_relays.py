@@ -190,7 +190,7 @@ def test_a_primary_that_refuses_connections_sends_everything_through_the_fallbac
         "250 OK: queued (via backup)"
     }
     assert "relay primary is down: SMTPConnectError" in caplog.text
-    assert "tried again in 30 s" in caplog.text
+    assert "probed again in 30 s" in caplog.text
     health, gauges = operator_view(workspace)
     assert gauges == {"primary": 0.0, "backup": 1.0}
     assert health["status"] == "degraded"
