@@ -110,32 +110,3 @@ class Throttle:
         if self._lock is None or self._lock[0] is not loop:
             self._lock = (loop, asyncio.Lock())
         return self._lock[1]
-
-
-@dataclass
-class TokenBucket:
-    """One process's token bucket (tracking/forms.py still counts in memory)."""
-
-    rate: float  # tokens per second
-    burst: float  # the most tokens saved up
-    tokens: float = 0.0
-    updated: float | None = None
-
-    def __post_init__(self) -> None:
-        self.tokens = self.burst
-
-    def wait(self, now: float) -> float:
-        """Seconds until a token is free (0 when one is free now); takes nothing."""
-        self._refill(now)
-        return 0.0 if self.tokens >= 1 else (1 - self.tokens) / self.rate
-
-    def take(self, now: float) -> float:
-        """Reserve the next token: seconds to wait before using it (0 = now)."""
-        self._refill(now)
-        self.tokens -= 1
-        return 0.0 if self.tokens >= 0 else -self.tokens / self.rate
-
-    def _refill(self, now: float) -> None:
-        if self.updated is not None:
-            self.tokens = min(self.burst, self.tokens + (now - self.updated) * self.rate)
-        self.updated = now

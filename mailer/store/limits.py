@@ -8,18 +8,39 @@ again means nothing (a missing row is a full bucket), so `forget_full` deletes i
 holds only the buckets in use, and a key expires by time, never because others were added.
 
 Times are epoch seconds of the injected clock, so tests move time instead of waiting.
+
+On SQLite the buckets live in a file of their own beside the database (mailer.db ->
+mailer.limits.db): SQLite has one write lock per file, and the form's limit check must not wait
+behind an import, the delivery's results or the form's own look-ups (its answer's timing would
+tell what they found). The migrated table in the main file stays empty there.
 """
 
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, Engine, Float, Integer, case, cast, delete, func
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Engine,
+    Float,
+    Integer,
+    case,
+    cast,
+    create_engine,
+    delete,
+    func,
+)
 from sqlalchemy import literal as value
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.pool import StaticPool
+from sqlalchemy.schema import CreateIndex, CreateTable
 
+from mailer.store.engine import create_database_engine
 from mailer.store.tables import shared_limits
 
 SWEEP_EVERY = 60.0  # seconds between two deletions of full buckets, per process
@@ -75,7 +96,7 @@ class SharedLimits:
     """`take` in its own transaction, and now and then (SWEEP_EVERY) the full buckets swept."""
 
     def __init__(self, engine: Engine) -> None:
-        self.engine = engine
+        self.engine = engine if engine.dialect.name == "postgresql" else sidecar(engine)
         self.next_sweep = -math.inf
 
     def take(self, wanted: dict[str, tuple[Limit, int]], now: float) -> dict[str, Taken]:
@@ -92,3 +113,28 @@ class SharedLimits:
     def refill(self, bucket: str) -> None:
         with self.engine.begin() as connection:
             refill(connection, bucket)
+
+
+_sidecars: dict[str, Engine] = {}
+_sidecars_lock = threading.Lock()
+
+
+def sidecar(engine: Engine) -> Engine:
+    """The SQLite file of the buckets beside `engine`'s (one engine a file, per process)."""
+    database = engine.url.database
+    if not database or database == ":memory:":
+        path = ""  # an in-memory database: the buckets in memory too, for this process
+    else:
+        main = Path(database)
+        path = str(main.with_name(f"{main.stem}.limits{main.suffix or '.db'}"))
+    with _sidecars_lock:
+        if path not in _sidecars:
+            opened = (create_database_engine(f"sqlite:///{path}") if path else
+                      create_engine("sqlite://", poolclass=StaticPool,
+                                    connect_args={"check_same_thread": False}))  # fmt: skip
+            with opened.begin() as connection:
+                connection.execute(CreateTable(shared_limits, if_not_exists=True))
+                for index in shared_limits.indexes:
+                    connection.execute(CreateIndex(index, if_not_exists=True))
+            _sidecars[path] = opened
+        return _sidecars[path]

@@ -4,6 +4,7 @@ does not apply to it."""
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -22,6 +23,7 @@ from mailer.render.dkim import sign as dkim_sign
 from mailer.render.message import RenderedMessage, header_text
 from mailer.render.mime import alternative, mailbox, unstructured, wire_address
 from mailer.render.templates import Namespace, template_environment
+from mailer.store.limits import Limit, SharedLimits
 from mailer.tokens import sign
 from mailer.workspace import Workspace
 
@@ -30,7 +32,8 @@ if TYPE_CHECKING:
 
 CONFIRM_VALID = timedelta(days=7)
 RESEND_AFTER = timedelta(minutes=10)  # at most one confirmation email per (contact, list)
-REMEMBERED_SENDS = 10_000  # (contact, list) pairs kept in memory before old ones are dropped
+# A bucket of one token per (contact, list), shared by every instance through the database.
+RESEND = Limit(rate=1 / RESEND_AFTER.total_seconds(), burst=1)
 CONFIRM_TEMPLATE = "confirm"
 _TEXT_CONFIG = ParserConfig(display_links=True)
 
@@ -72,8 +75,8 @@ class ConfirmationMail:
     """Renders the confirmation email (templates/confirm.html and .txt, in the sandbox) and
     sends it through the relay. It asks for consent, so consent gate 2 does not apply.
 
-    At most one per (contact, list) every RESEND_AFTER, remembered in this process's memory
-    only: a restart, or a second `mailer serve` process, may send one more.
+    At most one per (contact, list) every RESEND_AFTER, remembered in the database: every
+    `mailer serve` instance knows what the others sent, and a restart forgets nothing.
     """
 
     def __init__(self, workspace: Workspace) -> None:
@@ -81,17 +84,12 @@ class ConfirmationMail:
         settings = workspace.settings
         self.environment = template_environment(settings.path(settings.templates_dir))
         self.environment.globals["default_locale"] = settings.default_locale
-        self.sent_at: dict[tuple[int, str], datetime] = {}
+        self.limits = SharedLimits(workspace.engine)
 
     def due(self, subscriber: Subscriber, list_name: str, now: datetime) -> bool:
-        """Whether to send now; marks it sent (a failed send is unmarked)."""
-        if len(self.sent_at) >= REMEMBERED_SENDS:
-            self.sent_at = {k: at for k, at in self.sent_at.items() if now - at < RESEND_AFTER}
-        last = self.sent_at.get((subscriber.contact_id, list_name))
-        if last is not None and now - last < RESEND_AFTER:
-            return False
-        self.sent_at[(subscriber.contact_id, list_name)] = now
-        return True
+        """Whether to send now; marks it sent (a failed send is unmarked). One round trip."""
+        bucket = _resend_bucket(subscriber.contact_id, list_name)
+        return self.limits.take({bucket: (RESEND, 1)}, now.timestamp())[bucket].granted == 1
 
     def message(self, subscriber: Subscriber, lead: Lead, now: datetime) -> RenderedMessage:
         settings, keys = self.workspace.settings, self.workspace.renderer.keys
@@ -99,7 +97,8 @@ class ConfirmationMail:
         sender, title = settings.sender, settings.lists[list_name].title
         expires = int((now + CONFIRM_VALID).timestamp())
         link = ConfirmLink(subscriber.contact_id, list_name, expires, subscriber.basis,
-                           int(now.timestamp()), lead.consent_text_version, lead.form_id or "")
+                           int(now.timestamp()), lead.consent_text_version,
+                           lead.form_id or "")  # fmt: skip
         token = sign(keys, "confirm", *link.fields())
         context = {
             # Only the address: names typed into a form are a stranger's words until the
@@ -158,8 +157,20 @@ class ConfirmationMail:
                 await session.close()
         except Exception:
             logger.exception("confirmation email not sent", extra=where)
-            self.sent_at.pop((subscriber.contact_id, list_name), None)
+            await self._unmark(subscriber.contact_id, list_name)
             return
         if reply.code != 250:
             logger.warning("confirmation email refused", extra={**where, "reply": str(reply)})
-            self.sent_at.pop((subscriber.contact_id, list_name), None)
+            await self._unmark(subscriber.contact_id, list_name)
+
+    async def _unmark(self, contact_id: int, list_name: str) -> None:
+        """The email did not go: the person may ask again at once."""
+        try:
+            await asyncio.to_thread(self.limits.refill, _resend_bucket(contact_id, list_name))
+        except Exception:  # the database too: the next request waits RESEND_AFTER
+            logger.exception("confirmation email not unmarked",
+                             extra={"contact_id": contact_id, "list": list_name})  # fmt: skip
+
+
+def _resend_bucket(contact_id: int, list_name: str) -> str:
+    return f"confirm:{contact_id}:{list_name}"[:200]

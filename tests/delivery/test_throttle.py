@@ -1,5 +1,5 @@
-"""Token buckets over explicit time: no waiting. Shared across processes:
-tests/delivery/test_shared_throttle.py."""
+"""The budgets of settings [delivery], without a server. The buckets' arithmetic:
+tests/store/test_limits.py; shared across processes: tests/delivery/test_shared_throttle.py."""
 
 from __future__ import annotations
 
@@ -7,18 +7,7 @@ import pytest
 from sqlalchemy import create_engine
 
 from mailer.config import Delivery
-from mailer.delivery.throttle import Throttle, TokenBucket, budget
-
-
-def test_a_bucket_gives_its_burst_then_one_token_per_interval() -> None:
-    bucket = TokenBucket(rate=2.0, burst=2.0)
-    assert [bucket.take(0.0) for _ in range(2)] == [0.0, 0.0]
-    assert bucket.take(0.0) == pytest.approx(0.5)  # reserved: usable half a second later
-    assert bucket.wait(0.0) == pytest.approx(1.0)  # the next one is a second away
-    assert bucket.wait(1.0) == 0.0
-    assert bucket.take(10.0) == 0.0  # refilled, but never above the burst
-    assert bucket.take(10.0) == 0.0
-    assert bucket.take(10.0) > 0
+from mailer.delivery.throttle import Throttle, budget
 
 
 def test_a_process_takes_a_tenth_of_a_seconds_worth_of_tokens_a_round_trip() -> None:

@@ -67,8 +67,23 @@ def test_shared_limits_sweep_full_buckets_once_a_minute(engine: Engine) -> None:
     limits = SharedLimits(engine)
     one = Limit(rate=1.0, burst=1.0)
     limits.take({f"b{n}": (one, 1) for n in range(3)}, T0)
-    assert rows(engine) == 3
+    assert rows(limits.engine) == 3
     limits.take({"c": (one, 1)}, T0 + 30)  # full since T0 + 1, but the sweep waits a minute
-    assert rows(engine) == 4
+    assert rows(limits.engine) == 4
     limits.take({"d": (one, 1)}, T0 + 60)
-    assert rows(engine) == 1
+    assert rows(limits.engine) == 1
+
+
+def test_on_sqlite_the_buckets_have_a_file_of_their_own(database_url: str) -> None:
+    engine = open_database(database_url)
+    limits = SharedLimits(engine)
+    if engine.dialect.name == "sqlite":  # its write lock is not the database's
+        assert limits.engine.url.database is not None
+        assert limits.engine.url.database.endswith("mailer.limits.db")
+    else:
+        assert limits.engine is engine
+    with engine.begin() as connection:  # a writer holds the database's lock...
+        connection.execute(shared_limits.delete())
+        taken = limits.take({"ip": (FIVE_A_MINUTE, 1)}, T0)  # ...and the bucket still answers
+    assert taken["ip"].granted == 1
+    engine.dispose()
