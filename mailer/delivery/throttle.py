@@ -21,7 +21,7 @@ from sqlalchemy import Engine
 
 from mailer.store.limits import Limit, SharedLimits
 
-SHORT_WAIT = 1.0  # a message over a rate waits this long in line; longer, it goes back
+SHORT_WAIT = 1.0  # a token at most this far away is waited for in line; further, back it goes
 CHUNK_SECONDS = 0.1  # a process takes this many seconds' worth of tokens a round trip
 
 
@@ -69,13 +69,13 @@ class Throttle:
 
     async def admit(self, recipient: str, clock: Callable[[], datetime]) -> Hold | None:
         """None once a token of each of the recipient's budgets is taken (send now). A Hold
-        when one is spent for longer than SHORT_WAIT (or the clock stands still: a frozen
-        clock would never refill it); shorter waits are waited here."""
+        when the next token is further than SHORT_WAIT away, or the clock stands still (a
+        frozen clock never refills a bucket); a shorter wait is waited here, in line (the
+        lock is first come, first served), as often as it takes."""
         budgets = self.budgets(recipient)
         now = clock()
-        deadline = now + timedelta(seconds=SHORT_WAIT)
         while budgets and (hold := await self._take(budgets, now)) is not None:
-            if hold.until > deadline or now == self.stalled:
+            if (hold.until - now).total_seconds() > SHORT_WAIT or now == self.stalled:
                 return hold
             await asyncio.sleep((hold.until - now).total_seconds())
             if (later := clock()) == now:
