@@ -12,7 +12,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 from starlette.types import ASGIApp
 
 from mailer.clock import FrozenClock
@@ -104,3 +104,25 @@ def test_the_confirmation_email_goes_once_per_10_minutes_across_instances(
     with serve(second) as two:
         assert subscribe(two).status_code == 200
     assert [item.recipient for item in smtp_server.received] == ["ada@example.com"] * 2
+
+
+def test_the_limit_check_is_one_statement_a_request(instances: list[Instance],
+                                                     serve: Serve) -> None:  # fmt: skip
+    (workspace, first), _ = instances
+    statements: list[str] = []
+
+    def seen(*args: object) -> None:
+        statement = str(args[2]).lstrip().split(None, 1)[0].upper()
+        if statement not in ("BEGIN", "COMMIT", "ROLLBACK"):
+            statements.append(statement)
+
+    buckets = SharedLimits(workspace.engine).engine
+    event.listen(buckets, "before_cursor_execute", seen)
+    try:
+        with serve(first) as one:
+            assert post(one) == 400  # the first also sweeps full buckets (once a minute)
+            statements.clear()
+            assert [post(one) for _ in range(3)] == [400] * 3  # a 400: no work queued
+    finally:
+        event.remove(buckets, "before_cursor_execute", seen)
+    assert statements == ["INSERT"] * 3
