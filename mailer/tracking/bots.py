@@ -49,6 +49,7 @@ be a person reading the message as the scanner checks it: that open is lost.
 
 from __future__ import annotations
 
+import functools
 from collections import defaultdict
 from collections.abc import Container, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -113,6 +114,7 @@ SCANNERS: tuple[tuple[str, str], ...] = (
 NOT_SCANNERS: tuple[str, ...] = ("cubot",)
 
 
+@functools.lru_cache(maxsize=4096)  # a batch holds a few mail clients' agents, many times
 def apple_mail_agent(user_agent: str) -> bool:
     """The bare `Mozilla/5.0`, or Apple Mail's WebKit agent (Safari's says `Safari/`)."""
     agent = user_agent.strip().lower()
@@ -127,12 +129,18 @@ def image_proxy(user_agent: str, ip: str = "", apple: Container[str] = ()) -> st
     addresses (tracking/apple.py)."""
     if user_agent.strip() == APPLE_MPP_USER_AGENT:
         return "Apple Mail Privacy Protection"
-    if ip and ip in apple and apple_mail_agent(user_agent):
+    if ip and apple_mail_agent(user_agent) and ip in apple:  # the cheap test first
         return "Apple Mail Privacy Protection (Apple proxy address)"
+    return _prefetching_proxy(user_agent)
+
+
+@functools.lru_cache(maxsize=4096)
+def _prefetching_proxy(user_agent: str) -> str | None:
     agent = user_agent.lower()
     return next((reason for token, reason in IMAGE_PROXIES if token in agent), None)
 
 
+@functools.lru_cache(maxsize=4096)
 def scanner(user_agent: str) -> str | None:
     """Rule 2: why this user agent is a scanner, a library or a crawler, or None."""
     agent = user_agent.strip().lower()
@@ -251,10 +259,14 @@ def _as_hit(stored: StoredHit, key: str) -> Hit:
 
 def judge(hits: Sequence[Hit], sent_at: Mapping[str, datetime], honeypot: Mapping[str, int],
           stored: Mapping[str, Sequence[StoredHit]] | None = None,
-          apple: Container[str] = ()) -> Judgement:  # fmt: skip
+          apple: Container[str] = (),
+          last_opens: Mapping[str, datetime] | None = None) -> Judgement:  # fmt: skip
     """Verdicts for a batch. `sent_at`: message key -> when the relay accepted the message;
     `honeypot`: message key -> link index of its hidden link; `stored`: message key -> its
-    hits already stored; `apple`: Apple's proxy addresses. Any may lack a key."""
+    hits already stored; `apple`: Apple's proxy addresses; `last_opens`: message key -> its
+    last open that counts for rule 8 (a person's, or a pixel fetched again) earlier than its
+    opens in `stored` and the batch, when those earlier opens are not in `stored`. Any may
+    lack a key."""
     reasons: dict[tuple[str, int], str | None] = {}  # ("batch", position) / ("stored", id)
     timelines: dict[str, list[tuple[tuple[str, int], Hit]]] = defaultdict(list)
     for key, earlier in (stored or {}).items():
@@ -282,7 +294,7 @@ def judge(hits: Sequence[Hit], sent_at: Mapping[str, datetime], honeypot: Mappin
         machine_clicks = [hit.at for ref, hit in clicks if reasons[ref] is not None]
         opens = sorted(((ref, hit) for ref, hit in timeline if hit.kind == "open"),
                        key=lambda item: item[1].at)  # fmt: skip
-        last_open: datetime | None = None
+        last_open = last_opens.get(key) if last_opens else None
         for ref, hit in opens:
             decide(ref, near_machine_click(hit.at, machine_clicks))
             if ref[0] == "batch":

@@ -4,14 +4,16 @@ may move the contact's lifecycle stage, as website events do."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import ipaddress
 import json
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, select, update
+from sqlalchemy import Connection, and_, func, or_, select, update
 
 from mailer.campaigns.activity import update_stages
 from mailer.config import Settings
@@ -23,7 +25,7 @@ from mailer.store.bulk import execute_many, one_of
 from mailer.store.locking import lock_in_order
 from mailer.store.tables import contacts, events, outbox
 from mailer.tracking import apple
-from mailer.tracking.bots import WINDOW, judge
+from mailer.tracking.bots import REFETCH, REFETCHED, WINDOW, judge
 from mailer.tracking.hits import Hit, StoredHit
 from mailer.webhooks_out.events import enqueue_hits
 
@@ -32,6 +34,7 @@ KINDS = ("open", "click", "machine_open", "machine_click")
 EVENT_COLUMNS = ("contact_id", "kind", "name", "step", "properties", "occurred_at", "outbox_id")
 
 
+@functools.lru_cache(maxsize=65_536)  # a mail client's address comes back hit after hit
 def private_ip(ip: str, key: bytes) -> str:
     """What is kept of an address: the network (/24 for IPv4, /48 for IPv6), enough to tell a
     data centre from a home line, and a keyed hash of the whole, to tell two hits apart."""
@@ -62,11 +65,12 @@ def record_hits(connection: Connection, settings: Settings, key: bytes,
     sent_at = {key_: found[i].sent_at for key_, i in ids.items() if i in found and found[i].sent_at}
     targets = {key_: json.loads(found[id_].links or "[]") for id_, key_ in keys.items()}
     honeypot = {key_: links.index(HONEYPOT) for key_, links in targets.items() if HONEYPOT in links}
-    stored, relabelled = _stored_hits(connection, keys, known)
+    stored, relabelled, last_opens = _stored_hits(connection, keys, known, sent_at, honeypot)
     scored = _scored(connection, list(keys)) | relabelled
     judged = judge(known, sent_at, honeypot, stored,
                    apple.load(settings.path(settings.tracking.apple_proxy_ranges_file)
-                              if settings.tracking.apple_proxy_ranges_file else None))  # fmt: skip
+                              if settings.tracking.apple_proxy_ranges_file else None),
+                   last_opens)  # fmt: skip
     rows: list[dict[str, Any]] = []
     for hit, verdict in zip(known, judged.verdicts, strict=True):
         message = found[ids[hit.message_key]]
@@ -98,29 +102,82 @@ def record_hits(connection: Connection, settings: Settings, key: bytes,
     return len(rows)
 
 
-def _stored_hits(connection: Connection, keys: dict[int, str], hits: Sequence[Hit]
-                 ) -> tuple[dict[str, list[StoredHit]], set[tuple[int, int | None]]]:  # fmt: skip
-    """The opens and clicks of the batch's messages already stored, within the rules' reach;
-    and of those once a person's (`was_person`), what scored, as `_scored` says it."""
+def _stored_hits(connection: Connection, keys: dict[int, str], hits: Sequence[Hit],
+                 sent_at: dict[str, datetime], honeypot: dict[str, int]
+                 ) -> tuple[dict[str, list[StoredHit]], set[tuple[int, int | None]],
+                            dict[str, datetime]]:  # fmt: skip
+    """The opens and clicks of the batch's messages already stored that the rules can need;
+    of those once a person's (`was_person`), what scored, as `_scored` says it; and the last
+    open that counts (`bots.judge`'s `last_opens`) of the messages whose earlier opens are
+    left unread. A pixel fetched every second makes hundreds of opens a message in the
+    rules' reach: only a message whose opens can meet a machine's click (rule 7) has all of
+    them read; rule 8 needs only the last before the batch."""
     earliest, latest = min(hit.at for hit in hits), max(hit.at for hit in hits)
+    reach = (earliest - WINDOW, latest + WINDOW)
+    stored, relabelled = _read_stored(connection, keys, list(keys), CLICKS, *reach)
+    # Rule 7 can touch the opens of a message clicked in the batch, or with a machine's click
+    # stored, or one that rules 5 and 6 make a machine's (judge: a later look may see more).
+    machine = judge([], sent_at, honeypot, stored).relabel
+    clicked = {hit.message_key for hit in hits if hit.kind == "click"} | {
+        key for key, rows in stored.items()
+        if any(row.machine is not None or row.id in machine for row in rows)}  # fmt: skip
+    ids = {key: id_ for id_, key in keys.items()}
+    every = sorted(ids[key] for key in clicked)
+    rest = sorted(id_ for id_, key in keys.items() if key not in clicked)
+    for messages, window in ((every, reach), (rest, (earliest, latest))):
+        if messages:
+            opens, more = _read_stored(connection, keys, messages, OPENS, *window)
+            relabelled |= more
+            for key, rows in opens.items():
+                stored.setdefault(key, []).extend(rows)
+    return stored, relabelled, _last_opens(connection, keys, rest, earliest)
+
+
+CLICKS, OPENS = ("click", "machine_click"), ("open", "machine_open")
+
+
+def _read_stored(connection: Connection, keys: dict[int, str], messages: list[int],
+                 kinds: tuple[str, str], since: datetime, until: datetime
+                 ) -> tuple[dict[str, list[StoredHit]], set[tuple[int, int | None]]]:  # fmt: skip
+    """The stored hits of `kinds` of `messages` between `since` and `until`; and what those
+    once a person's scored. Only the properties the rules read, taken out in SQL."""
+    properties = events.c.properties
     rows = connection.execute(
-        select(events.c.id, events.c.kind, events.c.properties, events.c.occurred_at,
-               events.c.outbox_id)
-        .where(one_of(connection, events.c.outbox_id, list(keys)),
-               events.c.kind.in_(KINDS),
-               events.c.occurred_at.between(earliest - WINDOW, latest + WINDOW))
+        select(events.c.id, events.c.kind, events.c.occurred_at, events.c.outbox_id,
+               properties["machine"].as_string(), properties["link"].as_integer(),
+               properties["was_person"].as_boolean())
+        .where(one_of(connection, events.c.outbox_id, messages),
+               events.c.kind.in_(kinds), events.c.occurred_at.between(since, until))
     )  # fmt: skip
     stored: dict[str, list[StoredHit]] = {}
     relabelled: set[tuple[int, int | None]] = set()
-    for row in rows:
-        kind = row.kind.removeprefix("machine_")
-        machine = (row.properties.get("machine") or "machine") if row.kind != kind else None
-        link = row.properties.get("link") if kind == "click" else None
-        stored.setdefault(keys[row.outbox_id], []).append(
-            StoredHit(row.id, kind, link, row.occurred_at, machine))  # fmt: skip
-        if row.properties.get("was_person"):
-            relabelled.add((row.outbox_id, link))
+    for id_, kind, at, message, reason, link, was_person in rows:
+        person = kind in ("open", "click")
+        machine = None if person else (reason or "machine")
+        link = link if kind in CLICKS else None
+        stored.setdefault(keys[message], []).append(
+            StoredHit(id_, "click" if kind in CLICKS else "open", link, at, machine))  # fmt: skip
+        if was_person:
+            relabelled.add((message, link))
     return stored, relabelled
+
+
+def _last_opens(connection: Connection, keys: dict[int, str], messages: list[int],
+                before: datetime) -> dict[str, datetime]:  # fmt: skip
+    """Of each of `messages`, its last open before `before` that counts for rule 8 (a
+    person's, or a pixel fetched again), when within `REFETCH` of `before`."""
+    if not messages:
+        return {}
+    reason = events.c.properties["machine"].as_string()
+    counts = or_(events.c.kind == "open",
+                 and_(events.c.kind == "machine_open", reason.startswith(REFETCHED)))  # fmt: skip
+    rows = connection.execute(
+        select(events.c.outbox_id, func.max(events.c.occurred_at))
+        .where(one_of(connection, events.c.outbox_id, messages), counts,
+               events.c.occurred_at >= before - REFETCH, events.c.occurred_at < before)
+        .group_by(events.c.outbox_id)
+    )  # fmt: skip
+    return {keys[message]: at for message, at in rows}
 
 
 def _relabel(connection: Connection, reasons: dict[int, str]) -> None:
@@ -138,12 +195,11 @@ def _scored(connection: Connection, messages: list[int]) -> set[tuple[int, int |
     """(message, None) for a message whose open already scored, (message, link) for a link
     whose click did: a person's stored open or click."""
     rows = connection.execute(
-        select(events.c.outbox_id, events.c.kind, events.c.properties)
+        select(events.c.outbox_id, events.c.kind, events.c.properties["link"].as_integer())
         .where(one_of(connection, events.c.outbox_id, messages),
                events.c.kind.in_(("open", "click")))
     )  # fmt: skip
-    return {(row.outbox_id, row.properties.get("link") if row.kind == "click" else None)
-            for row in rows}  # fmt: skip
+    return {(message, link if kind == "click" else None) for message, kind, link in rows}
 
 
 def _score(connection: Connection, settings: Settings, rows: Sequence[dict[str, Any]],

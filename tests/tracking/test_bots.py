@@ -363,6 +363,14 @@ def test_a_pixel_fetched_again_within_a_minute_is_the_same_open() -> None:
     assert across.relabel == {}
 
 
+def test_the_last_open_before_the_stored_ones_read_continues_the_refetch_chain() -> None:
+    last = {"m1": LATER}
+    judged = judge([open_(LATER + timedelta(seconds=59)), open_(LATER + timedelta(seconds=200))],
+                   {"m1": SENT}, {}, {}, last_opens=last)  # fmt: skip
+    assert [v.reason for v in judged.verdicts] == [
+        "pixel fetched again 59 s after the last open", None]  # fmt: skip
+
+
 def test_a_sandbox_fetch_does_not_swallow_the_persons_open_after_it() -> None:
     sandbox = open_(SENT + timedelta(milliseconds=200))
     person = open_(SENT + timedelta(seconds=40), IPHONE_MAIL)

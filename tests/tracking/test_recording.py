@@ -123,6 +123,33 @@ def test_a_pixel_fetched_25_times_is_one_open_and_scores_once(sent: Sent) -> Non
     assert score(workspace, at) == 1.0  # a message's open scores once
 
 
+def test_opens_beside_a_persons_click_batch_after_batch_keep_the_refetch_chain(sent: Sent) -> None:
+    """Only the last open that counts is read for a message no machine clicked; all of them
+    again once a machine's click is stored."""
+    workspace, _ = sent
+    key, sent_at, links = message(workspace)
+    shop = links["https://shop.example/beans?a=1"]
+    at = sent_at + timedelta(hours=1)
+    settings = workspace.settings
+    write(workspace, settings, hit("click", key, at, shop))
+    write(workspace, settings, hit("open", key, at + timedelta(seconds=70)))
+    write(workspace, settings, hit("open", key, at + timedelta(seconds=90)))
+    write(workspace, settings, hit("open", key, at + timedelta(seconds=160)),
+          hit("open", key, at + timedelta(seconds=140)))  # fmt: skip
+    write(workspace, settings, hit("click", key, at + timedelta(seconds=300), shop,
+                                   agent="Barracuda Sentinel (EE)"))  # fmt: skip
+    write(workspace, settings, hit("open", key, at + timedelta(seconds=330)))
+    assert stored(workspace) == [
+        ("click", None),
+        ("open", None),
+        ("machine_open", "pixel fetched again 20 s after the last open"),
+        ("machine_open", "pixel fetched again 50 s after the last open"),
+        ("machine_open", "pixel fetched again 20 s after the last open"),
+        ("machine_click", "link scanner (Barracuda)"),
+        ("machine_open", "pixel fetched 30 s after a machine's click"),
+    ]
+
+
 def test_a_sandbox_pixel_and_an_open_beside_a_machines_click_are_a_machines(sent: Sent) -> None:
     workspace, _ = sent
     key, sent_at, links = message(workspace)
