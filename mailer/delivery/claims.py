@@ -108,6 +108,17 @@ def claim(connection: Connection, owner: str, now: datetime, lease: timedelta,
             for row in rows]  # fmt: skip
 
 
+def take_back(connection: Connection, owner: str, now: datetime) -> int:
+    """Make `owner`'s rows still `sending` due at once, for its next claim: an earlier run of
+    the same worker stopped without writing their results (the database went away). Only
+    between runs: during one, its rows in flight are `sending` too."""
+    taken = (
+        update(outbox).where(outbox.c.status == "sending", outbox.c.lease_owner == owner)
+        .values(send_after=now)
+    )  # fmt: skip
+    return connection.execute(taken).rowcount or 0
+
+
 def finish(connection: Connection, owner: str, results: Iterable[Result], now: datetime) -> int:
     """Write the results of `owner`'s claimed rows; return how many rows it still held (a row
     whose lease ran out and that another worker took is not overwritten)."""

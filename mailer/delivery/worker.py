@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 
 from mailer.contacts.model import Contact, load_contacts
 from mailer.delivery import gate, still_wanted
-from mailer.delivery.claims import OutboxMessage, Result, claim
+from mailer.delivery.claims import OutboxMessage, Result, claim, take_back
 from mailer.delivery.pauses import pause
 from mailer.delivery.relay import refuse_cleartext_password
 from mailer.delivery.relays import FailoverSession
@@ -137,6 +137,7 @@ class Deliverer:
         senders = [asyncio.create_task(self._send_all(s, ready, writer, clock, report))
                    for s in sessions]  # fmt: skip
         self.failure = None
+        await asyncio.to_thread(self._take_back, clock())
         pending: deque[Chunk] = deque()  # being rendered, in the order they were claimed
         more = True
 
@@ -179,6 +180,13 @@ class Deliverer:
         if self.pool is not None:
             self.pool.close()
             self.pool = None
+
+    def _take_back(self, now: datetime) -> None:
+        with self.workspace.engine.begin() as connection:
+            if taken := take_back(connection, self.owner, now):
+                logger.warning(f"{taken} messages of this worker's last run have no result "
+                               "written (the database went away): sending them again; each "
+                               "may have reached the relay once already")  # fmt: skip
 
     def _claim(self, now: datetime) -> list[OutboxMessage]:
         delivery = self.settings.delivery

@@ -10,6 +10,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 from sqlalchemy import Connection
+from sqlalchemy.exc import OperationalError
 
 from mailer.consent.person import withdraw
 from mailer.delivery.claims import OutboxMessage, Result, finish
@@ -20,6 +21,10 @@ from mailer.workspace import Workspace
 
 if TYPE_CHECKING:
     from mailer.delivery.worker import DeliveryReport
+
+# Seconds between tries while the database is away (a restart, a failover): about a minute in
+# all, then the run stops and its rows come back after their lease.
+OUTAGE_WAITS = (0.5, 1, 2, 4, 8, 15, 15, 15)
 
 
 class ResultWriter:
@@ -76,7 +81,7 @@ class ResultWriter:
 
     async def _commit(self, batch: list[tuple[Result, asyncio.Future[None] | None]]) -> None:
         try:
-            await asyncio.to_thread(self._write, [result for result, _ in batch])
+            await self._write_through_outage([result for result, _ in batch])
         except Exception as error:  # the database is gone: the senders must stop
             logger.exception("cannot write delivery results")
             for _, done in batch:
@@ -86,6 +91,20 @@ class ResultWriter:
         for _, done in batch:
             if done is not None and not done.done():
                 done.set_result(None)
+
+    async def _write_through_outage(self, results: list[Result]) -> None:
+        """Write, trying again while the database is away (restarting, failing over): a
+        message the relay took is written down `sent`, not sent again after the lease."""
+        for wait in (*OUTAGE_WAITS, None):
+            try:
+                await asyncio.to_thread(self._write, results)
+                return
+            except OperationalError as error:
+                if wait is None:
+                    raise
+                why = " ".join(str(error.orig).split())
+                logger.warning(f"cannot write delivery results ({why}); trying again in {wait:g} s")
+                await asyncio.sleep(wait)
 
     def _write(self, results: list[Result]) -> None:
         workspace, now = self.workspace, self.clock()
