@@ -25,7 +25,7 @@ from mailer.store.bulk import execute_many, one_of
 from mailer.store.locking import lock_in_order
 from mailer.store.tables import contacts, events, outbox
 from mailer.tracking import apple
-from mailer.tracking.bots import REFETCH, REFETCHED, WINDOW, judge
+from mailer.tracking.bots import REFETCH, REFETCHED, SAME_SECOND_LINKS, WINDOW, judge
 from mailer.tracking.hits import Hit, StoredHit
 from mailer.webhooks_out.events import enqueue_hits
 
@@ -117,7 +117,10 @@ def _stored_hits(connection: Connection, keys: dict[int, str], hits: Sequence[Hi
     stored, relabelled = _read_stored(connection, keys, list(keys), CLICKS, *reach)
     # Rule 7 can touch the opens of a message clicked in the batch, or with a machine's click
     # stored, or one that rules 5 and 6 make a machine's (judge: a later look may see more).
-    machine = judge([], sent_at, honeypot, stored).relabel
+    # (A stored honeypot click is a machine's already: only rule 5 can be new, from 3 links.)
+    bursts = {key: rows for key, rows in stored.items()
+              if len({row.link for row in rows}) >= SAME_SECOND_LINKS}  # fmt: skip
+    machine = judge([], sent_at, honeypot, bursts).relabel if bursts else {}
     clicked = {hit.message_key for hit in hits if hit.kind == "click"} | {
         key for key, rows in stored.items()
         if any(row.machine is not None or row.id in machine for row in rows)}  # fmt: skip
