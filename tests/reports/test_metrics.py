@@ -263,7 +263,8 @@ HELLO = ZERO | {
 
 
 def test_an_empty_campaign_counts_zero_and_divides_by_nothing(workspace: Workspace) -> None:
-    report = build_report(workspace.engine.connect(), workspace.settings, now=NOW)
+    with workspace.engine.connect() as connection:
+        report = build_report(connection, workspace.settings, now=NOW)
     [welcome] = report["campaigns"]
     assert welcome["totals"] == ZERO | {"rates": NO_RATES}
     assert [(s["name"], [v["name"] for v in s["variants"]]) for s in welcome["steps"]] == [
