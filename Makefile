@@ -24,7 +24,7 @@ export PRIYA_URLS := import email, glob, re, email.policy as p; \
   print(re.findall(r"href=.(http://127.0.0.1:[0-9]+/c/[^\"]+)", h)[1]); \
   print(re.search(r"<(http[^>]+)>", m["List-Unsubscribe"]).group(1))
 
-.PHONY: demo test test-future lock lint browser faketime spamassassin bench-import bench-render bench-send clean bench-tools bench-tracking
+.PHONY: demo test test-future lock lint browser faketime spamassassin bench-import bench-render bench-send bench-scale clean bench-tools bench-tracking
 
 # Installs go from requirements.lock (every package pinned, with hashes): a fresh machine gets the
 # versions CI tested, not whatever was released last night. uv, itself pinned, installs them in
@@ -166,6 +166,9 @@ bench-render: $(STAMP)
 
 bench-send: $(STAMP) bench-tools
 	$(BIN)/python bench/send_bench.py
+
+bench-scale: $(STAMP) bench-tools
+	$(BIN)/python bench/scale_bench.py
 
 clean:
 	rm -rf $(VENV) .mailer .pytest_cache .mypy_cache .ruff_cache lists/*.rejects.csv

@@ -1,0 +1,377 @@
+"""Benchmark: several `mailer run`-like delivery processes on one PostgreSQL, into smtp-sink.
+
+In one run, and again for each `--repeat`: 1, 2 and 3 delivery processes on PostgreSQL (a
+database of the bench's own, created and dropped), 1 on SQLite, and Postfix's `smtp-source`
+pushing one of mailer's messages into a fresh smtp-sink (the reference). Each configuration
+delivers the same queued messages (the outbox is put back to `queued` between runs), each
+process with its own render processes and SMTP sessions, as `mailer run` has them.
+
+Beside messages per second it prints where the CPU goes, per message: the delivering
+processes, their render processes, smtp-sink, and the PostgreSQL server (the backends serving
+the bench's database, read from /proc/PID/stat, plus the server's background processes:
+WAL writer, checkpointer, ...), and how many statements a delivering process sends per message.
+The server runs on this machine and shares its cores, so its CPU counts against the same
+budget as mailer's: 2 cores give 2,000,000 µs a second.
+
+    make bench-tools   # installs Postfix's smtp-sink and smtp-source (never the daemon)
+    .venv/bin/python bench/scale_bench.py [--contacts 20000] [--repeat 2]
+        [--postgres-url postgresql+psycopg://postgres@127.0.0.1:5432/test]
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import os
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import timedelta
+from multiprocessing.synchronize import Barrier, Event
+from pathlib import Path
+from typing import Any
+
+from databases import DEFAULT_POSTGRES_URL
+from postfix import SmtpSink, process_cpu_seconds, require_postfix, smtp_source_run
+from send_bench import START, project, sample_message, set_up, write_contacts
+from sqlalchemy import create_engine, event, text
+from sqlalchemy.engine import make_url
+
+from mailer.clock import FrozenClock
+from mailer.config import Settings
+from mailer.delivery.rendering import RenderPool
+from mailer.delivery.worker import Deliverer
+from mailer.workspace import Workspace
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+# PostgreSQL's own processes, shared by every database on the server (titles as `ps` shows).
+BACKGROUND = ("walwriter", "checkpointer", "background writer", "autovacuum",
+              "logical replication", "stats")  # fmt: skip
+
+
+@contextmanager
+def postgres_database(server: str) -> Iterator[tuple[str, str]]:
+    """A fresh database on the server of `server` (a URL), dropped afterwards: its URL, name."""
+    name = f"bench_scale_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(server, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield make_url(server).set(database=name).render_as_string(hide_password=False), name
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def postgres_cpu(database: str) -> tuple[dict[int, float], float]:
+    """CPU seconds so far of each backend serving `database` (by pid), and of the server's
+    background processes together."""
+    backends: dict[int, float] = {}
+    background = 0.0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            title = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            if not title.startswith("postgres: "):
+                continue
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # gone meanwhile
+            continue
+        cpu = (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+        # "postgres: [CLUSTER: ]USER DATABASE HOST(PORT) STATE" (Debian names the cluster)
+        if f" {database} " in title:
+            backends[int(entry.name)] = cpu
+        elif any(name in title for name in BACKGROUND):
+            background += cpu
+    return backends, background
+
+
+class ServerWatch:
+    """The PostgreSQL server's CPU spent between `start` and `stop` on one database, sampled
+    every 0.1 s so a backend that ends before `stop` still counts up to its last sample."""
+
+    def __init__(self, database: str | None) -> None:
+        self.database = database
+        self.first: dict[int, float] = {}
+        self.last: dict[int, float] = {}
+        self.background = 0.0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        if self.database is None:
+            return
+        self.first, self.background = postgres_cpu(self.database)
+        self.background = -self.background
+        self.last = dict(self.first)
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+
+    def _sample(self) -> None:
+        while not self._stop.is_set():
+            assert self.database is not None
+            self.last.update(postgres_cpu(self.database)[0])
+            time.sleep(0.1)
+
+    def stop(self) -> tuple[float, float]:
+        """CPU seconds of the database's backends, and of the server's background processes."""
+        if self.database is None or self._thread is None:
+            return 0.0, 0.0
+        self._stop.set()
+        self._thread.join()
+        backends, background = postgres_cpu(self.database)
+        self.last.update(backends)
+        spent = sum(cpu - self.first.get(pid, 0.0) for pid, cpu in self.last.items())
+        return spent, self.background + background
+
+
+@dataclass
+class ProcessResult:
+    sent: int
+    cpu: float  # the delivering process
+    render_cpu: float  # its render processes
+    statements: int  # statements (an executemany counts once) the delivering process sent
+
+
+def delivery_process(settings: Settings, start: Barrier, finish: Event,
+                     results: Any) -> None:  # fmt: skip
+    """One `mailer run`'s delivery: render processes started, then (all together) deliver
+    everything due; waits with its connections open until the server's CPU has been read."""
+    workspace = Workspace(settings, FrozenClock(START + timedelta(minutes=2)))
+    statements = 0
+
+    def count(*_: Any) -> None:
+        nonlocal statements
+        statements += 1
+
+    event.listen(workspace.engine, "before_cursor_execute", count)
+    deliverer = Deliverer(workspace)
+    deliverer.pool = RenderPool(settings)
+    processes = max(settings.delivery.render_processes, 1)
+    for future in [deliverer.pool.executor.submit(os.getpid) for _ in range(4 * processes)]:
+        future.result()  # every render process started and its renderer made
+    renderers = list(getattr(deliverer.pool.executor, "_processes", None) or {})
+    start.wait()
+    cpu, render_cpu, before = time.process_time(), 0.0, statements
+    render_before = {pid: process_cpu_seconds(pid) for pid in renderers}
+    report = deliverer.deliver()
+    cpu = time.process_time() - cpu
+    render_cpu = sum(process_cpu_seconds(pid) - render_before[pid] for pid in renderers)
+    results.put(ProcessResult(report.sent, cpu, render_cpu, statements - before))
+    finish.wait()
+    deliverer.close()
+    workspace.close()
+
+
+@dataclass
+class Run:
+    label: str
+    processes: int
+    sent: int = 0
+    seconds: float = 0.0
+    mailer_cpu: float = 0.0
+    render_cpu: float = 0.0
+    sink_cpu: float = 0.0
+    server_cpu: float = 0.0  # the bench database's backends
+    background_cpu: float = 0.0  # the server's shared processes
+    statements: int = 0
+    delivered: int = 0
+
+    @property
+    def rate(self) -> float:
+        return self.sent / self.seconds if self.seconds else 0.0
+
+    def per_message(self, seconds: float) -> float:
+        return seconds * 1e6 / max(self.sent, 1)
+
+    @property
+    def total_cpu(self) -> float:
+        return (self.mailer_cpu + self.render_cpu + self.sink_cpu + self.server_cpu
+                + self.background_cpu)  # fmt: skip
+
+
+def reset_outbox(url: str) -> None:
+    """Every message queued again, as before its first attempt; the table's statistics fresh."""
+    engine = create_engine(url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as connection:
+        connection.execute(text(
+            "UPDATE outbox SET status = 'queued', attempts = 0, send_after = :at, "
+            "lease_owner = NULL, sent_at = NULL, reply = NULL, reason = NULL"
+        ), {"at": START})  # fmt: skip
+        if engine.dialect.name == "postgresql":
+            connection.execute(text("VACUUM ANALYZE outbox"))
+    engine.dispose()
+
+
+def deliver_with(settings: Settings, url: str, label: str, processes: int,
+                 database: str | None) -> Run:  # fmt: skip
+    """Deliver the queued outbox with `processes` delivery processes into a fresh smtp-sink."""
+    reset_outbox(url)
+    run = Run(label, processes)
+    context = multiprocessing.get_context("fork")
+    with SmtpSink() as sink:
+        smtp = settings.smtp.model_copy(update={"port": sink.port})
+        ours = settings.model_copy(update={"smtp": smtp})
+        start, finish, results = context.Barrier(processes + 1), context.Event(), context.Queue()
+        children = [context.Process(target=delivery_process, args=(ours, start, finish, results))
+                    for _ in range(processes)]  # fmt: skip
+        for child in children:
+            child.start()
+        watch = ServerWatch(database)
+        start.wait()  # every process ready: go
+        sink_cpu = sink.cpu_seconds()
+        watch.start()
+        began = time.perf_counter()
+        done = [results.get() for _ in children]
+        run.seconds = time.perf_counter() - began
+        run.server_cpu, run.background_cpu = watch.stop()
+        run.sink_cpu = sink.cpu_seconds() - sink_cpu
+        run.delivered = sink.delivered()
+        finish.set()
+        for child in children:
+            child.join()
+            if child.exitcode != 0:
+                sys.exit(f"a delivery process failed ({label})")
+    run.sent = sum(result.sent for result in done)
+    run.mailer_cpu = sum(result.cpu for result in done)
+    run.render_cpu = sum(result.render_cpu for result in done)
+    run.statements = sum(result.statements for result in done)
+    return run
+
+
+@dataclass
+class Project:
+    settings: Settings
+    url: str
+    database: str | None  # the PostgreSQL database's name (its backends are measured)
+
+
+def prepare(workdir: Path, url: str, database: str | None, contacts: int, sessions: int,
+            render_processes: int) -> Project:  # fmt: skip
+    """The example project on `url`, its contacts imported and their first message queued."""
+    workdir.mkdir()
+    settings, _record = project(workdir, url, 25, sessions, render_processes)
+    csv = workdir / "contacts.csv"
+    write_contacts(csv, contacts)
+    manager = multiprocessing.get_context("fork").Manager()
+    seconds = manager.dict()
+    child = multiprocessing.get_context("fork").Process(
+        target=set_up, args=(settings, csv, seconds)
+    )
+    child.start()
+    child.join()
+    if child.exitcode != 0:
+        sys.exit("set-up failed")
+    manager.shutdown()
+    return Project(settings, url, database)
+
+
+@dataclass
+class Round:
+    runs: list[Run] = field(default_factory=list)
+    reference: float = 0.0  # smtp-source, messages/s
+
+
+def show(rounds: list[Round], sessions: int) -> None:
+    print(
+        f"\nmessages/s (ratio to smtp-source in the same round), {sessions} sessions a "
+        f"process; best of {len(rounds)}, then every round:"
+    )
+    labels = [run.label for run in rounds[0].runs]
+    for index, label in enumerate(labels):
+        runs = [round_.runs[index] for round_ in rounds]
+        ratios = [run.rate / round_.reference for run, round_ in zip(runs, rounds, strict=True)]
+        best = max(range(len(runs)), key=lambda i: ratios[i])
+        every = ", ".join(f"{run.rate:,.0f} ({ratio:.3f})"
+                          for run, ratio in zip(runs, ratios, strict=True))  # fmt: skip
+        print(f"  {label:<16} {runs[best].rate:7,.0f} msgs/s  ratio {ratios[best]:.3f}   [{every}]")
+    references = ", ".join(f"{round_.reference:,.0f}" for round_ in rounds)
+    print(f"  {'smtp-source':<16} {max(r.reference for r in rounds):7,.0f} msgs/s  [{references}]")
+    base = [round_.runs[0].rate for round_ in rounds]
+    for index, label in enumerate(labels[1:3], 1):
+        scale = [round_.runs[index].rate / b for round_, b in zip(rounds, base, strict=True)]
+        print(f"  {label} / {labels[0]}: " + ", ".join(f"{s:.2f}" for s in scale))
+    print(
+        "\nCPU per message, µs (best round): delivering processes, their render processes, "
+        "smtp-sink, PostgreSQL backends, PostgreSQL background; total; the ceiling of 2 "
+        "cores at that cost; statements per message sent by the delivering processes"
+    )
+    for index, label in enumerate(labels):
+        run = max((round_.runs[index] for round_ in rounds), key=lambda r: r.rate)
+        ceiling = 2e6 / run.per_message(run.total_cpu)
+        print(
+            f"  {label:<16} mailer {run.per_message(run.mailer_cpu):4.0f}  render "
+            f"{run.per_message(run.render_cpu):4.0f}  sink {run.per_message(run.sink_cpu):3.0f}"
+            f"  pg {run.per_message(run.server_cpu):4.0f}  pg-bg "
+            f"{run.per_message(run.background_cpu):3.0f}  total "
+            f"{run.per_message(run.total_cpu):5.0f}  ceiling {ceiling:6,.0f}/s  "
+            f"statements {run.statements / max(run.sent, 1):.2f}  "
+            f"({run.sent:,} sent, sink counted {run.delivered:,}, {run.seconds:.1f} s)"
+        )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--contacts", type=int, default=20_000)
+    parser.add_argument("--repeat", type=int, default=2, help="rounds (best and spread shown)")
+    parser.add_argument("--sessions", type=int, default=10, help="SMTP connections a process")
+    parser.add_argument(
+        "--render-processes",
+        type=int,
+        default=2,
+        help="delivery.render_processes of each process (mailer's default: 2)",
+    )
+    parser.add_argument("--postgres-url", default=os.environ.get("MAILER_TEST_DATABASE_URL")
+                        or DEFAULT_POSTGRES_URL,
+                        help="a server the bench may create a database on")  # fmt: skip
+    parser.add_argument(
+        "--processes", default="1,2,3", help="delivery processes on PostgreSQL, e.g. 1,2,3"
+    )
+    arguments = parser.parse_args(argv)
+    require_postfix()
+    counts = [int(n) for n in arguments.processes.split(",")]
+    with tempfile.TemporaryDirectory(prefix="scale-bench-") as folder, \
+            postgres_database(arguments.postgres_url) as (pg_url, pg_name):  # fmt: skip
+        workdir = Path(folder)
+        started = time.perf_counter()
+        postgres = prepare(workdir / "postgresql", pg_url, pg_name, arguments.contacts,
+                           arguments.sessions, arguments.render_processes)  # fmt: skip
+        sqlite_url = f"sqlite:///{workdir / 'sqlite.db'}"
+        sqlite = prepare(workdir / "sqlite", sqlite_url, None, arguments.contacts,
+                         arguments.sessions, arguments.render_processes)  # fmt: skip
+        print(
+            f"{arguments.contacts:,} messages queued on PostgreSQL ({pg_name}) and SQLite "
+            f"in {time.perf_counter() - started:.0f} s; {os.cpu_count()} cores"
+        )
+        message = sample_message(postgres.settings)
+        rounds = []
+        for number in range(arguments.repeat):
+            round_ = Round()
+            for processes in counts:
+                label = f"postgresql x{processes}"
+                round_.runs.append(deliver_with(postgres.settings, pg_url, label, processes,
+                                                pg_name))  # fmt: skip
+                print(
+                    f"round {number + 1}: {label}: {round_.runs[-1].rate:,.0f} msgs/s", flush=True
+                )
+            round_.runs.append(deliver_with(sqlite.settings, sqlite_url, "sqlite x1", 1, None))
+            print(f"round {number + 1}: sqlite x1: {round_.runs[-1].rate:,.0f} msgs/s", flush=True)
+            with SmtpSink() as sink:
+                reference = smtp_source_run(sink.port, message, arguments.contacts,
+                                            arguments.sessions)  # fmt: skip
+            round_.reference = reference.rate
+            print(f"round {number + 1}: smtp-source: {reference.rate:,.0f} msgs/s", flush=True)
+            rounds.append(round_)
+    show(rounds, arguments.sessions)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
