@@ -7,6 +7,7 @@ shuts down."""
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
@@ -42,6 +43,9 @@ def create_app(workspace: Workspace) -> Starlette:
     @asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
         writing = asyncio.create_task(hits.run())
+        # What start-up made lives as long as the process: the collector's full passes skip
+        # it instead of walking it again and again (pauses that every request waits behind).
+        gc.freeze()
         try:
             yield
         finally:
