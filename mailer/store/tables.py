@@ -443,3 +443,27 @@ shared_limits = Table(
     Index(None, "full_at"),
     **WITHOUT_ROWID,
 )
+
+# Opens and clicks older than [retention] events_after (retention.py), once their raw rows are
+# deleted: per message, kind and UTC day, so `mailer report` counts what it counted before
+# (unique per message, the period by the message's queued_at, the timeline by day).
+event_rollups = Table(
+    "event_rollups",
+    metadata,
+    Column("outbox_id", Id, primary_key=True),
+    Column("kind", String(16), primary_key=True),  # open, click, machine_open, machine_click
+    Column("day", String(10), primary_key=True),  # YYYY-MM-DD, UTC
+    Column("events", Integer, nullable=False),
+    Column("last_at", UTCDateTime, nullable=False),  # the latest of them (consent expiry)
+    **WITHOUT_ROWID,
+)
+
+# Website events older than [retention] website_events_after: how many per UTC day and name.
+website_rollups = Table(
+    "website_rollups",
+    metadata,
+    Column("day", String(10), primary_key=True),
+    Column("name", String(100), primary_key=True),
+    Column("events", Integer, nullable=False),
+    **WITHOUT_ROWID,
+)
