@@ -95,9 +95,13 @@ def _fold(value: str) -> str | None:
 
 
 def _quoted_printable(text: str) -> str:
-    normalised = text.replace("\r\n", "\n").replace("\r", "\n").replace("\n", CRLF)
-    # binascii's C encoder: three times faster than email.quoprimime, the same result.
-    return binascii.b2a_qp(normalised.encode("utf-8"), istext=True).decode("ascii")
+    """Lines of at most 76 characters, each ending in CRLF (RFC 2045 6.7)."""
+    normalised = text.replace("\r\n", "\n").replace("\r", "\n")
+    # binascii's C encoder: three times faster than email.quoprimime, the same result. It ends
+    # its soft line breaks as the text's first line ends, a bare LF for a text of one line
+    # (a one-line HTML template): so it is given LF only, and every LF becomes CRLF after.
+    encoded = binascii.b2a_qp(normalised.encode("utf-8"), istext=True).decode("ascii")
+    return encoded.replace("\n", CRLF)
 
 
 def alternative(headers: list[tuple[str, str]], text: str, html: str, boundary: str) -> bytes:
