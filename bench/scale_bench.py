@@ -295,7 +295,9 @@ def show(rounds: list[Round], sessions: int) -> None:
     references = ", ".join(f"{round_.reference:,.0f}" for round_ in rounds)
     print(f"  {'smtp-source':<16} {max(r.reference for r in rounds):7,.0f} msgs/s  [{references}]")
     base = [round_.runs[0].rate for round_ in rounds]
-    for index, label in enumerate(labels[1:3], 1):
+    for index, label in enumerate(labels[1:], 1):
+        if not label.startswith("postgresql"):
+            continue
         scale = [round_.runs[index].rate / b for round_, b in zip(rounds, base, strict=True)]
         print(f"  {label} / {labels[0]}: " + ", ".join(f"{s:.2f}" for s in scale))
     print(
