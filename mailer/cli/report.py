@@ -13,6 +13,7 @@ from rich.table import Table
 
 from mailer.cli import _LazyWorkspace, cli, console, moment_option, pass_workspace, print_json, say
 from mailer.errors import MailerError
+from mailer.reports.decisions import summary
 from mailer.reports.flat import write_csv
 from mailer.reports.metrics import build_report
 from mailer.store.engine import reading
@@ -46,7 +47,8 @@ def report(
 ) -> None:  # fmt: skip
     """How each campaign did (or CAMPAIGN): messages, deliveries, people's opens and clicks,
     unsubscribes, complaints, conversions, per step and variant; the funnel of a sequence; A/B
-    verdicts. Rates outside [reports] ranges are flagged."""
+    verdicts and a broadcast's auto-winner decisions. Rates outside [reports] ranges are
+    flagged."""
     if sum((as_json, as_csv, html_file is not None)) > 1:
         raise click.UsageError("--json, --csv and --html are alternatives: give one")
     workspace = lazy.get()
@@ -134,6 +136,8 @@ def _show(campaign: dict[str, Any], include_machine: bool) -> None:
     for step in campaign["steps"]:
         for metric, verdict in (step["ab"] or {}).items():
             say(f"A/B {step['name']}, {metric}: {verdict['verdict']}")
+    for decision in campaign["ab_decisions"] or []:
+        say(summary(campaign["name"], decision))
     say("")
 
 

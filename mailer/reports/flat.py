@@ -1,8 +1,9 @@
 """The report as rows (`mailer report --csv`): one per (campaign, step, variant), one per step's
 totals (variant empty) and one per campaign's totals (step and variant empty); every count, and
 each rate's value, numerator, denominator and flag. `read_rows` reads them back into the same
-METRICS dicts, so the CSV says exactly what `--json` says (the funnel and the timeline are only
-in `--json` and the HTML report)."""
+METRICS dicts, so the CSV says exactly what `--json` says (the funnel, the timeline and the A/B
+auto-winner's decisions are only in `--json`, the tables and the HTML report: they are not
+rows of counts)."""
 
 from __future__ import annotations
 

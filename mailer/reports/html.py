@@ -16,6 +16,7 @@ from typing import Any
 from jinja2 import Environment, StrictUndefined
 
 from mailer.reports.charts import funnel_chart, percent, timeline_chart, variants_chart
+from mailer.reports.decisions import run_time, winner_first
 
 COUNTS = {
     "queued": "queued", "sent": "sent", "failed": "failed", "skipped": "skipped",
@@ -169,6 +170,21 @@ to {{ number(name, test.step, cmp.variant, m ~ "ci_high", cmp.ci_high, cmp.ci_hi
 </tbody></table></div>
 {% endfor %}
 
+{% if c.data.get("ab_decisions") %}
+<h3>A/B test winners</h3>
+<div class="scroll"><table class="ab-decisions">
+<thead><tr><th>broadcast at</th><th>decided at</th><th>by people's</th><th>winner</th>
+<th>why</th><th>people / test messages sent</th><th>sent the winner</th></tr></thead><tbody>
+{% for d in c.data.ab_decisions %}
+<tr data-campaign="{{ name }}" data-send-at="{{ d.send_at }}"><td>{{ d.send_at | run_time }}</td>
+<td>{{ d.decided_at }}</td><td>{{ d.decide_by }}</td><td>{{ d.winner }}</td>
+<td>{{ d.reason }}</td>
+<td>{% for v, successes, trials in d | winner_first %}{{ v }} {{ successes }} / {{ trials }}\
+{{ ", " if not loop.last }}{% endfor %}</td><td>{{ d.rest_queued }}</td></tr>
+{% endfor %}
+</tbody></table></div>
+{% endif %}
+
 {% set funnel = c.data.funnel %}
 {% if funnel %}
 <h3>Funnel</h3>
@@ -234,7 +250,8 @@ def _hours(value: float | None) -> str:
 
 _environment = Environment(autoescape=True, undefined=StrictUndefined, trim_blocks=True,
                            lstrip_blocks=True)  # fmt: skip
-_environment.filters.update(json=json.dumps, percent=percent, points=_points, hours=_hours)
+_environment.filters.update(json=json.dumps, percent=percent, points=_points, hours=_hours,
+                            run_time=run_time, winner_first=winner_first)  # fmt: skip
 _template = _environment.from_string(TEMPLATE)
 
 

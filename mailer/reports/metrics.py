@@ -17,10 +17,11 @@ from typing import Any
 
 from sqlalchemy import Connection
 
-from mailer.config import Campaign, Reports, Settings
+from mailer.config import Campaign, Reports, Settings, resent_name
 from mailer.consent.audit import Period
 from mailer.errors import MailerError
 from mailer.reports.counts import BASE_VARIANT, COUNTS, Counted, Scope, count_everything
+from mailer.reports.decisions import decisions
 
 # rate -> (numerator, denominator, the [reports] bound, the side of it that is flagged)
 RATES: dict[str, tuple[str, str, str | None, str | None]] = {
@@ -56,14 +57,17 @@ def build_report(
         known = ", ".join(settings.campaigns) or "none"
         raise UnknownCampaignError(f"{campaign}: no such campaign in settings (known: {known})")
     names = [campaign] if campaign is not None else list(settings.campaigns)
-    counted = count_everything(connection, Scope(names, Period(since, until)), include_machine)
+    period = Period(since, until)
+    counted = count_everything(connection, Scope(names, period), include_machine)
+    decided = decisions(connection, names, period)
     return {
         "generated_at": now.isoformat(),
         "since": since.isoformat() if since else None,
         "until": until.isoformat() if until else None,
         "include_machine": include_machine,
         "campaigns": [
-            _campaign(name, settings.campaigns[name], counted, settings.reports) for name in names
+            _campaign(name, settings.campaigns[name], counted, settings.reports, decided)
+            for name in names
         ],
     }
 
@@ -98,19 +102,24 @@ def _summed(parts: Iterable[Mapping[str, int]]) -> Counter[str]:
 
 
 def _steps(name: str, spec: Campaign, counted: Counted) -> dict[str, list[str]]:
-    """step -> variants: as settings name them (the base "A" first), then any the outbox
-    holds that settings no longer name (a step removed, a resend), in the order found."""
-    if spec.kind == "sequence":
-        steps = {step.name: [BASE_VARIANT, *step.variants] for step in spec.steps}
-    else:
-        steps = {"broadcast": [BASE_VARIANT, *spec.variants]}
+    """step -> variants: as settings name them (the base "A" first; a step's resend, which
+    keeps the contact's variant, right after it), then any the outbox holds that settings no
+    longer name (a step removed), in the order found."""
+    steps: dict[str, list[str]] = {}
+    for message in spec.messages():
+        steps[message.name] = [BASE_VARIANT, *message.variants]
+        if message.resend is not None:
+            steps[resent_name(message.name)] = [BASE_VARIANT, *message.variants]
+    if spec.kind == "broadcast":
+        steps.setdefault("broadcast", [BASE_VARIANT, *spec.variants])
     for campaign, step, variant in sorted(counted.counts):
         if campaign == name and variant not in (variants := steps.setdefault(step, [])):
             variants.append(variant)
     return steps
 
 
-def _campaign(name: str, spec: Campaign, counted: Counted, ranges: Reports) -> dict[str, Any]:
+def _campaign(name: str, spec: Campaign, counted: Counted, ranges: Reports,
+              decided: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:  # fmt: skip
     steps = []
     every: list[Counter[str]] = []
     for step, variants in _steps(name, spec, counted).items():
@@ -125,6 +134,7 @@ def _campaign(name: str, spec: Campaign, counted: Counted, ranges: Reports) -> d
         "steps": steps,
         "funnel": _funnel(name, spec, counted) if spec.kind == "sequence" else None,
         "timeline": _timeline(counted.timeline.get(name, {})),
+        "ab_decisions": decided.get(name, []) if spec.kind == "broadcast" else None,
     }  # fmt: skip
 
 
