@@ -31,6 +31,15 @@ from mailer.contacts.model import Contact
 from mailer.errors import MailerError
 from mailer.render.dkim import DkimKey
 from mailer.render.dkim import sign as dkim_sign
+from mailer.render.inline_cache import (
+    CLOSE,
+    OPEN,
+    InlineCache,
+    MarkerInValue,
+    captures_output,
+    mark,
+    unmarked,
+)
 from mailer.render.links import LinkTable, add_open_pixel, add_preheader
 from mailer.render.mime import alternative, mailbox, unstructured, wire_address
 from mailer.render.surveys import survey_helper
@@ -97,13 +106,20 @@ def problem(error: Exception) -> str:
 
 class MessageRenderer:
     def __init__(self, settings: Settings, secret: bytes, clock: Clock,
-                 dkim_key: DkimKey | None = None) -> None:  # fmt: skip
+                 dkim_key: DkimKey | None = None, cache_inlining: bool = True) -> None:  # fmt: skip
         self.settings = settings
         self.clock = clock
         self.dkim_key = dkim_key
         self.templates_dir = settings.path(settings.templates_dir)
         self.environment = template_environment(self.templates_dir)
         self.environment.globals["default_locale"] = settings.default_locale
+        # HTML templates render with each value marked, so CSS is inlined once per template
+        # where the contact's values cannot change the result (render/inline_cache.py).
+        self.inline_cache = InlineCache() if cache_inlining else None
+        self.html_environment = template_environment(self.templates_dir, finalize=mark)
+        self.html_environment.globals["default_locale"] = settings.default_locale
+        self._marked_templates: dict[tuple[str, str, str | None], Template] = {}
+        self._captures: dict[str, bool] = {}
         self.keys = TokenKeys(
             secret, settings.tracking.token_version, settings.tracking.oldest_token_version
         )
@@ -132,11 +148,17 @@ class MessageRenderer:
         context["survey"] = survey_helper(self.keys, base, message_key)
         where = self._setting(campaign_name, campaign, step)
         subject = header_text(self._render_string(subject_source, context, f"{where}.subject"))
-        html = self._render_file(template, ".html", contact.locale, context)
+        html, marked = self._html(template, contact.locale, context)
         if step.preheader:
-            preheader = self._render_string(step.preheader, context, f"{where}.preheader")
-            html = add_preheader(html, header_text(preheader))
-        html = css_inline.inline(html)
+            preheader = header_text(self._render_string(step.preheader, context,
+                                                        f"{where}.preheader"))  # fmt: skip
+            if marked and (OPEN in preheader or CLOSE in preheader):
+                html, marked = unmarked(html), False
+            html = add_preheader(html, mark(preheader) if preheader and marked else preheader)
+        if marked and self.inline_cache is not None:
+            html = self.inline_cache.inline(html, self._html_name(template, contact.locale))
+        else:
+            html = css_inline.inline(html)
         links = LinkTable(
             base, lambda index: f"{base}/c/{sign(self.keys, 'click', message_key, index)}"
         )
@@ -203,14 +225,18 @@ class MessageRenderer:
         }  # fmt: skip
 
     def _render_file(self, template: str, suffix: str, locale: str | None,
-                     context: dict[str, object]) -> str:  # fmt: skip
+                     context: dict[str, object], marked: bool = False) -> str:  # fmt: skip
+        environment = self.html_environment if marked else self.environment
+        templates = self._marked_templates if marked else self._templates
         try:
             chosen = (template, suffix, locale)
-            if chosen not in self._templates:  # found once: the file system is asked once
-                self._templates[chosen] = self.environment.select_template(
+            if chosen not in templates:  # found once: the file system is asked once
+                templates[chosen] = environment.select_template(
                     list(localised_names(template, suffix, locale))
                 )
-            return self._templates[chosen].render(context)
+            return templates[chosen].render(context)
+        except MarkerInValue:
+            raise
         except TemplateNotFound:
             raise RenderError(
                 f"{self.templates_dir.name}/{template}{suffix} does not exist"
@@ -225,6 +251,34 @@ class MessageRenderer:
             return self._subjects[source].render(context)
         except Exception as error:
             raise RenderError(f"{where}: {problem(error)}") from None
+
+    def _html(self, template: str, locale: str | None,
+              context: dict[str, object]) -> tuple[str, bool]:  # fmt: skip
+        """The step's HTML, and whether its values are marked for the inlining cache."""
+        if self.inline_cache is not None and self._cacheable(template, locale):
+            try:
+                return self._render_file(template, ".html", locale, context, marked=True), True
+            except MarkerInValue:
+                pass
+        return self._render_file(template, ".html", locale, context), False
+
+    def _html_name(self, template: str, locale: str | None) -> str:
+        return self._marked_templates[(template, ".html", locale)].name or template
+
+    def _cacheable(self, template: str, locale: str | None) -> bool:
+        """Whether the template's CSS may be inlined from the cache (inline_cache.py)."""
+        chosen = (template, ".html", locale)
+        try:
+            if chosen not in self._marked_templates:
+                self._marked_templates[chosen] = self.html_environment.select_template(
+                    list(localised_names(template, ".html", locale))
+                )
+            name = self._html_name(template, locale)
+            if name not in self._captures:
+                self._captures[name] = captures_output(self.html_environment, name)
+        except Exception:  # not found or broken: the plain path says so, as before
+            return False
+        return not self._captures[name]
 
     def _setting(self, campaign_name: str, campaign: Campaign, step: Step) -> str:
         """Where in settings this step is written, for error messages."""

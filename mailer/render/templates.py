@@ -7,7 +7,7 @@ never re-reads or re-parses a file.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any
@@ -51,8 +51,11 @@ class NamedUndefined(StrictUndefined):
         return str(super()._undefined_message)
 
 
-def template_environment(templates_dir: Path) -> SandboxedEnvironment:
+def template_environment(
+    templates_dir: Path, finalize: Callable[[Any], Any] | None = None
+) -> SandboxedEnvironment:
     environment = SandboxedEnvironment(
+        finalize=finalize,
         loader=FileSystemLoader(templates_dir),
         autoescape=lambda name: name is not None and name.endswith(".html"),
         undefined=NamedUndefined,
