@@ -522,6 +522,34 @@ class Reports(Model):
     password_file: Path | None = None
 
 
+def _kept_for(value: Any) -> timedelta | None:
+    """A retention period: "never" (keep for good, None) or a duration over zero."""
+    if value == "never" or value is None:
+        return None
+    duration = _duration(value)
+    if duration <= timedelta(0):
+        raise ValueError(f'{value!r}: keep for a duration over zero (e.g. "400 days"), or "never"')
+    return duration
+
+
+KeptFor = Annotated[timedelta | None, BeforeValidator(_kept_for)]
+
+
+class Retention(Model):
+    """How long raw rows stay (retention.py, `mailer retention run`, daily in `mailer run`).
+    The consent ledger is never pruned."""
+
+    # Opens and clicks (people's and machines') older than this are rolled up per message and
+    # day, then deleted: `mailer report` counts the same.
+    events_after: KeptFor = timedelta(days=400)
+    # Website events (`mailer event`, the events API): segments and goals read them without a
+    # time bound ("bought twice"), so they are kept unless this says otherwise.
+    website_events_after: KeptFor = None
+    # A sent message's click targets (outbox.links): a link clicked after this answers the
+    # not-found page.
+    rendered_after: KeptFor = timedelta(days=400)
+
+
 class Inbound(Model):
     """`mailer inbound` (and `mailer run` when enabled): the SMTP listener for what comes back
     to bounces+TOKEN@, unsubscribe+TOKEN@ (the bounce domain) and the feedback-loop address."""
@@ -642,6 +670,7 @@ class Settings(Model):
     inbound: Inbound = Inbound()
     webhooks: Webhooks = Webhooks()
     reports: Reports = Reports()
+    retention: Retention = Retention()
     default_timezone: str = "UTC"  # for contacts without one
     default_locale: str = "en"
     attributes: dict[str, AttributeType] = {}

@@ -27,6 +27,7 @@ from mailer.delivery.worker import Deliverer, run_loop
 from mailer.errors import MailerError
 from mailer.logs import logger
 from mailer.metrics import timed_tick
+from mailer.retention import Pruned, run_retention
 from mailer.returns.inbound import start_inbound
 from mailer.tracking.serve import EmbeddedServer, configure, listen
 from mailer.webhooks_out.sender import WebhookSender
@@ -100,6 +101,10 @@ def run(workspace: Workspace, every: timedelta, serve: bool = True) -> None:
         scheduler.add_job(lambda: checkpoint_job(workspace, folder), "interval", hours=1,
                           id="checkpoint", next_run_time=datetime.now(UTC), max_instances=1,
                           coalesce=True)  # fmt: skip
+    # [retention]: old opens and clicks rolled up, old click targets cleared; small batches.
+    scheduler.add_job(lambda: retention_job(workspace), "interval", days=1, id="retention",
+                      next_run_time=datetime.now(UTC) + timedelta(minutes=5), max_instances=1,
+                      coalesce=True)  # fmt: skip
     deliverer = Deliverer(workspace)
     # Bound before the first tick: a port in use stops `mailer run` at once, in one line.
     listening = listen(workspace, None, None, fix=RUN_ELSEWHERE) if serve else None
@@ -134,6 +139,17 @@ def checkpoint_job(workspace: Workspace, folder: Path) -> Path | None:
     if written is not None:
         logger.info("ledger checkpoint", extra={"file": str(written)})
     return written
+
+
+def retention_job(workspace: Workspace) -> Pruned | None:
+    """[retention] at the clock's time; daily, idempotent (another daemon may run it too)."""
+    try:
+        pruned = run_retention(workspace.engine, workspace.settings, workspace.clock.now())
+    except Exception:  # logged; the daemon keeps sending, the next day tries again
+        logger.exception("retention failed")
+        return None
+    logger.info("retention", extra=pruned.as_dict())
+    return pruned
 
 
 async def _deliver_until_stopped(workspace: Workspace, deliverer: Deliverer,

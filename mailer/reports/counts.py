@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, case, distinct, func, literal, select
-from sqlalchemy.sql import Select
+from sqlalchemy import ColumnElement, Connection, case, distinct, func, literal, select, union_all
+from sqlalchemy.sql import Select, Subquery
 
 from mailer.consent.audit import Period
 from mailer.delivery.claims import outbox_id
@@ -24,6 +24,7 @@ from mailer.store.tables import (
     consent_entries,
     consent_evidence,
     enrollments,
+    event_rollups,
     events,
     outbox,
     returned_messages,
@@ -127,7 +128,7 @@ def _returns(connection: Connection, scope: Scope, counted: Counted) -> None:
         counts["complaints"] += int(row.complaint or 0)
 
 
-def _message_of_event() -> ColumnElement[Any]:
+def message_of_event() -> ColumnElement[Any]:
     """The message an open or click was of. Rows recorded before events named it (migration
     0019) are matched to the contact's message of that campaign and step sent last before it."""
     earlier = outbox.alias("earlier")
@@ -143,13 +144,24 @@ def _message_of_event() -> ColumnElement[Any]:
     return func.coalesce(events.c.outbox_id, guessed)
 
 
-def _engaged(scope: Scope, *columns: Any) -> Select[Any]:
-    """`columns` over the opens and clicks (people's and machines') of the scope's messages."""
+def _engagements(connection: Connection, scope: Scope) -> Subquery:
+    """Opens and clicks (people's and machines') as (message, kind, day, events): each raw
+    event once, beside the roll-ups of older ones (retention.py) with their counts."""
+    raw = select(message_of_event().label("message"), events.c.kind,
+                 _day(connection).label("day"), literal(1).label("events"))  # fmt: skip
+    raw = raw.where(events.c.kind.in_(("open", "click", "machine_open", "machine_click")),
+                    events.c.name.in_(scope.campaigns))  # fmt: skip
+    rolled = select(event_rollups.c.outbox_id, event_rollups.c.kind, event_rollups.c.day,
+                    event_rollups.c.events)  # fmt: skip
+    return union_all(raw, rolled).subquery("engaged")
+
+
+def _engaged(engaged: Subquery, scope: Scope, *columns: Any) -> Select[Any]:
+    """`columns` over the `engaged` of the scope's messages."""
     return (
         select(*columns)
-        .select_from(events.join(outbox, outbox.c.id == _message_of_event()))
-        .where(events.c.kind.in_(("open", "click", "machine_open", "machine_click")),
-               events.c.name.in_(scope.campaigns), *scope.messages())
+        .select_from(engaged.join(outbox, outbox.c.id == engaged.c.message))
+        .where(*scope.messages())
     )  # fmt: skip
 
 
@@ -157,10 +169,11 @@ def _engagement(connection: Connection, scope: Scope, include_machine: bool,
                 counted: Counted) -> None:  # fmt: skip
     """Unique: messages opened (clicked) at least once; total: every open (click). People's
     only, unless `include_machine`; machines' always counted apart."""
-    kind = events.c.kind
+    engaged = _engagements(connection, scope)
+    kind = engaged.c.kind
 
     def total(*kinds: str) -> ColumnElement[Any]:
-        return func.sum(case((kind.in_(kinds), 1), else_=0))
+        return func.sum(case((kind.in_(kinds), engaged.c.events), else_=0))
 
     def unique(*kinds: str) -> ColumnElement[Any]:
         return func.count(distinct(case((kind.in_(kinds), outbox.c.id), else_=None)))
@@ -169,7 +182,7 @@ def _engagement(connection: Connection, scope: Scope, include_machine: bool,
     clicks = ("click", "machine_click") if include_machine else ("click",)
     variant = _variant().label("variant")
     query = _engaged(
-        scope, outbox.c.campaign, outbox.c.step, variant,
+        engaged, scope, outbox.c.campaign, outbox.c.step, variant,
         unique(*opens).label("unique_opens"), total(*opens).label("total_opens"),
         unique(*clicks).label("unique_clicks"), total(*clicks).label("total_clicks"),
         total("machine_open").label("machine_opens"),
@@ -285,8 +298,10 @@ def _day(connection: Connection) -> ColumnElement[str]:
 
 def _timeline(connection: Connection, scope: Scope, counted: Counted) -> None:
     """Opens and clicks of the scope's messages per UTC day, people's and machines' apart."""
-    day = _day(connection).label("day")
-    query = _engaged(scope, outbox.c.campaign, day, events.c.kind, func.count().label("n"))
-    for row in connection.execute(query.group_by(outbox.c.campaign, day, events.c.kind)):
+    engaged = _engagements(connection, scope)
+    day, kind = engaged.c.day, engaged.c.kind
+    query = _engaged(engaged, scope, outbox.c.campaign, day, kind,
+                     func.sum(engaged.c.events).label("n"))  # fmt: skip
+    for row in connection.execute(query.group_by(outbox.c.campaign, day, kind)):
         days = counted.timeline.setdefault(row.campaign, {})
         days.setdefault(str(row.day), Counter())[row.kind] += row.n

@@ -1,0 +1,227 @@
+"""Tables that do not grow without end ([retention], `mailer retention run`, daily in `mailer
+run`).
+
+- Opens and clicks (people's and machines') older than `events_after` become one row per
+  (message, kind, UTC day) in `event_rollups`, and their raw rows are deleted: unique counts
+  are per message and the report's period is the message's `queued_at`, so `mailer report`
+  counts exactly what it counted before.
+- Website events older than `website_events_after` (default: never) become a count per (UTC
+  day, name) in `website_rollups`. Survey answers are kept: they are the answers themselves.
+- A sent message's click targets (`outbox.links`) are cleared after `rendered_after`.
+
+Each batch is one short transaction that deletes its raw rows and adds their counts, so a
+batch is counted once or not at all (a crash, a second process: PostgreSQL's DELETE ...
+RETURNING hands a row to one transaction only), and a second run finds nothing to do. An
+event a trigger has not read yet (its id past a cursor) is never deleted. The consent ledger
+is never touched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import ColumnElement, Connection, Engine, Table, case, delete, func, select, text
+from sqlalchemy import update as update_rows
+from sqlalchemy.dialects import postgresql, sqlite
+
+from mailer.campaigns.score_rules import CURSOR as SCORE_RULES_CURSOR
+from mailer.config import Settings
+from mailer.reports.counts import message_of_event
+from mailer.store.tables import event_rollups, events, outbox, trigger_cursors, website_rollups
+from mailer.tracking.surveys import EVENT as SURVEY_ANSWER
+
+BATCH = 1_000  # rows a transaction: the daemon's writes wait at most one batch
+TRACKING = ("open", "click", "machine_open", "machine_click")
+# The PostgreSQL advisory lock of retention ("reta" in ASCII), paired with the schema's hash:
+# one process prunes at a time; another finds it held and leaves the work to it.
+RETENTION_LOCK = 0x72657461
+
+
+@dataclass
+class Pruned:
+    """What a run did (or, with `dry_run`, would do)."""
+
+    dry_run: bool
+    events_before: datetime | None  # opens and clicks before this were rolled up
+    website_events_before: datetime | None
+    links_before: datetime | None  # sent before this: click targets cleared
+    opens_and_clicks: int = 0  # raw rows rolled up and deleted
+    unmatched: int = 0  # of them, opens and clicks of no message left: deleted, counted nowhere
+    website_events: int = 0
+    links_cleared: int = 0
+    busy: bool = False  # another process was pruning: it finishes the work
+
+    def as_dict(self) -> dict[str, Any]:
+        found = asdict(self)
+        for name in ("events_before", "website_events_before", "links_before"):
+            moment = found[name]
+            found[name] = moment.isoformat() if moment is not None else None
+        return found
+
+
+def run_retention(engine: Engine, settings: Settings, now: datetime,
+                  dry_run: bool = False) -> Pruned:  # fmt: skip
+    """Roll up and delete what [retention] says is old at `now`; idempotent."""
+    kept = settings.retention
+
+    def before(period: timedelta | None) -> datetime | None:
+        return None if period is None else now - period
+
+    pruned = Pruned(dry_run, before(kept.events_after), before(kept.website_events_after),
+                    before(kept.rendered_after))  # fmt: skip
+    with engine.connect() as connection:
+        unread = _unread_after(connection, settings)
+    if dry_run:
+        with engine.connect() as connection:
+            _count_only(connection, pruned, unread)
+        return pruned
+    if pruned.events_before is not None:
+        _in_batches(engine, pruned, _tracking(pruned.events_before, unread), _roll_up_tracking)
+    if not pruned.busy and pruned.website_events_before is not None:
+        _in_batches(engine, pruned, _website(pruned.website_events_before, unread),
+                    _roll_up_website)  # fmt: skip
+    if not pruned.busy and pruned.links_before is not None:
+        _clear_links(engine, pruned, pruned.links_before)
+    return pruned
+
+
+def _unread_after(connection: Connection, settings: Settings) -> int | None:
+    """The lowest event id an event trigger (or the score rules) may still read after: events
+    past it are kept whatever their age (the events API takes an `occurred_at` in the past).
+    Cursors of campaigns no longer in settings hold nothing back."""
+    names = [*settings.campaigns, SCORE_RULES_CURSOR]
+    # An event trigger reads on after `events_from` (late commits); the score rules after
+    # `events_to` (campaigns/score_rules.py).
+    cursor = trigger_cursors.c
+    read = case((cursor.campaign == SCORE_RULES_CURSOR, cursor.events_to), else_=cursor.events_from)
+    lowest = connection.scalar(select(func.min(read)).where(cursor.campaign.in_(names)))
+    return None if lowest is None else int(lowest)
+
+
+def _read(unread: int | None) -> list[ColumnElement[bool]]:
+    return [] if unread is None else [events.c.id <= unread]
+
+
+def _tracking(before: datetime, unread: int | None) -> list[ColumnElement[bool]]:
+    return [events.c.kind.in_(TRACKING), events.c.occurred_at < before, *_read(unread)]
+
+
+def _website(before: datetime, unread: int | None) -> list[ColumnElement[bool]]:
+    return [events.c.kind == "website", events.c.name != SURVEY_ANSWER,
+            events.c.occurred_at < before, *_read(unread)]  # fmt: skip
+
+
+def _old_links(before: datetime) -> list[ColumnElement[bool]]:
+    return [outbox.c.status == "sent", outbox.c.sent_at < before, outbox.c.links.is_not(None)]
+
+
+def _count_only(connection: Connection, pruned: Pruned, unread: int | None) -> None:
+    def count(table: Table, where: list[ColumnElement[bool]]) -> int:
+        return int(connection.scalar(select(func.count()).select_from(table).where(*where)) or 0)
+
+    if pruned.events_before is not None:
+        pruned.opens_and_clicks = count(events, _tracking(pruned.events_before, unread))
+    if pruned.website_events_before is not None:
+        pruned.website_events = count(events, _website(pruned.website_events_before, unread))
+    if pruned.links_before is not None:
+        pruned.links_cleared = count(outbox, _old_links(pruned.links_before))
+
+
+def _took_lock(connection: Connection) -> bool:
+    if connection.dialect.name != "postgresql":
+        return True  # SQLite: every write transaction holds the one write lock
+    return bool(connection.scalar(
+        text("SELECT pg_try_advisory_xact_lock(:key, hashtext(current_schema()))"),
+        {"key": RETENTION_LOCK}))  # fmt: skip
+
+
+def _in_batches(engine: Engine, pruned: Pruned, where: list[ColumnElement[bool]],
+                roll_up: Any) -> None:  # fmt: skip
+    """Take the old events `where` picks, BATCH at a time in id order; each batch's deletion
+    and roll-up commit together."""
+    after = 0
+    while True:
+        with engine.begin() as connection:
+            if not _took_lock(connection):
+                pruned.busy = True
+                return
+            columns = [events.c.id, events.c.kind, events.c.name, events.c.occurred_at,
+                       message_of_event().label("message")]  # fmt: skip
+            rows = connection.execute(
+                select(*columns).where(*where, events.c.id > after)
+                .order_by(events.c.id).limit(BATCH)
+            ).all()  # fmt: skip
+            if not rows:
+                return
+            after = rows[-1].id
+            deleted = set(connection.scalars(
+                delete(events).where(events.c.id.in_([row.id for row in rows]))
+                .returning(events.c.id)))  # fmt: skip
+            roll_up(connection, pruned, [row for row in rows if row.id in deleted])
+
+
+def _day(moment: datetime) -> str:
+    """The UTC date, as the report's timeline groups by it."""
+    return moment.astimezone(UTC).date().isoformat()
+
+
+def _roll_up_tracking(connection: Connection, pruned: Pruned, rows: Iterable[Any]) -> None:
+    totals: dict[tuple[int, str, str], list[Any]] = {}
+    for row in rows:
+        pruned.opens_and_clicks += 1
+        if row.message is None:  # recorded before 0019 and matched to no message: never counted
+            pruned.unmatched += 1
+            continue
+        total = totals.setdefault((int(row.message), row.kind, _day(row.occurred_at)),
+                                  [0, row.occurred_at])  # fmt: skip
+        total[0] += 1
+        total[1] = max(total[1], row.occurred_at)
+    _add(connection, event_rollups, ("outbox_id", "kind", "day"),
+         [{"outbox_id": message, "kind": kind, "day": day, "events": n, "last_at": last}
+          for (message, kind, day), (n, last) in sorted(totals.items())])  # fmt: skip
+
+
+def _roll_up_website(connection: Connection, pruned: Pruned, rows: Iterable[Any]) -> None:
+    totals: dict[tuple[str, str], int] = {}
+    for row in rows:
+        pruned.website_events += 1
+        key = (_day(row.occurred_at), row.name)
+        totals[key] = totals.get(key, 0) + 1
+    _add(connection, website_rollups, ("day", "name"),
+         [{"day": day, "name": name, "events": n}
+          for (day, name), n in sorted(totals.items())])  # fmt: skip
+
+
+def _add(connection: Connection, table: Table, keys: tuple[str, ...],
+         rows: list[dict[str, Any]]) -> None:  # fmt: skip
+    """Insert the roll-up rows, or add them to those of the same key (an earlier batch's)."""
+    if not rows:
+        return
+    dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
+    statement = dialect.insert(table)
+    changes: dict[str, Any] = {"events": table.c.events + statement.excluded.events}
+    if "last_at" in table.c:
+        later = statement.excluded.last_at > table.c.last_at
+        changes["last_at"] = case((later, statement.excluded.last_at), else_=table.c.last_at)
+    connection.execute(statement.on_conflict_do_update(index_elements=list(keys), set_=changes),
+                       rows)  # fmt: skip
+
+
+def _clear_links(engine: Engine, pruned: Pruned, before: datetime) -> None:
+    """Sent messages older than `before` lose their click targets, BATCH at a time."""
+    while True:
+        with engine.begin() as connection:
+            if not _took_lock(connection):
+                pruned.busy = True
+                return
+            ids = list(connection.scalars(select(outbox.c.id).where(*_old_links(before))
+                                          .order_by(outbox.c.id).limit(BATCH)))  # fmt: skip
+            if not ids:
+                return
+            cleared = connection.execute(
+                update_rows(outbox).where(outbox.c.id.in_(ids), outbox.c.links.is_not(None))
+                .values(links=None))  # fmt: skip
+            pruned.links_cleared += cleared.rowcount or 0

@@ -1,0 +1,180 @@
+"""Retention: old opens and clicks rolled up and deleted, website events by choice, click
+targets of old messages cleared; `mailer report` the same before and after, the ledger
+untouched, a second run a no-op. Seeded through the real paths (tests/reports/test_metrics.py:
+the welcome sequence sent into a real SMTP server, opens and clicks over HTTP)."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+from pydantic import ValidationError
+from sqlalchemy import delete, func, select
+
+from mailer.campaigns.engine import tick
+from mailer.cli import cli
+from mailer.config import Retention, Settings, load_settings
+from mailer.contacts.events import record_event
+from mailer.daemon import retention_job
+from mailer.retention import run_retention
+from mailer.store.tables import (
+    consent_entries,
+    event_rollups,
+    events,
+    outbox,
+    trigger_cursors,
+    website_rollups,
+)
+from mailer.workspace import Workspace
+from tests.conftest import NOW
+from tests.delivery.helpers import queue_welcome
+from tests.reports import test_metrics
+from tests.reports.test_metrics import TIPS_AT, Story, report_of
+
+story = test_metrics.story  # the fixture: six people through the real paths
+
+YEAR_AND_A_DAY = timedelta(days=401)  # past the default 400 days for Monday, not Wednesday
+
+
+def _settings(story: Story, **retention: Any) -> Settings:
+    return story.workspace.settings.model_copy(update={"retention": Retention(**retention)})
+
+
+def _reports(story: Story) -> list[dict[str, Any]]:
+    return [report_of(story), report_of(story, include_machine=True),
+            report_of(story, since=NOW + timedelta(days=1)),
+            report_of(story, until=NOW + timedelta(days=1))]  # fmt: skip
+
+
+def _tables(story: Story) -> dict[str, Any]:
+    with story.workspace.engine.connect() as connection:
+        return {
+            "events": sorted((row.kind, row.name, row.step or "")
+                             for row in connection.execute(select(events))),
+            "rollups": sorted(tuple(row) for row in connection.execute(select(event_rollups))),
+            "website": sorted(tuple(row) for row in connection.execute(select(website_rollups))),
+            "links": {(row.step, row.links is not None) for row in connection.execute(
+                select(outbox.c.step, outbox.c.links).where(outbox.c.status == "sent"))},
+            "ledger": connection.scalar(select(func.count()).select_from(consent_entries)),
+        }  # fmt: skip
+
+
+def _verify(story: Story) -> Any:
+    environment = {**story.environ, "MAILER_CONFIG": str(story.project / "settings.toml")}
+    return CliRunner().invoke(cli, ["consent", "verify"], env=environment)
+
+
+def test_the_report_counts_the_same_before_and_after_a_roll_up(story: Story) -> None:
+    before, tables = _reports(story), _tables(story)
+    assert ("open", "welcome", "hello") in tables["events"] and tables["rollups"] == []
+    settings = _settings(story, website_events_after="400 days")
+    pruned = run_retention(story.workspace.engine, settings, NOW + YEAR_AND_A_DAY)
+    # Monday: ada's 2 opens and click, dee's open, eve's machine open and click; her purchase
+    assert (pruned.opens_and_clicks, pruned.unmatched, pruned.website_events) == (6, 0, 1)
+    assert pruned.links_cleared == 6 and not pruned.busy  # hello's six, not tips' two
+    assert _reports(story) == before
+    after = _tables(story)
+    # Wednesday's open is a day too young; the survey answer is kept whatever its age
+    assert after["events"] == [("open", "welcome", "tips"), ("website", "survey_answer", "")]
+    assert sorted((kind, day, n) for _, kind, day, n, _ in after["rollups"]) == [
+        ("click", "2026-11-23", 1), ("machine_click", "2026-11-23", 1),
+        ("machine_open", "2026-11-23", 1), ("open", "2026-11-23", 1),
+        ("open", "2026-11-23", 2)]  # ada's two opens are one row  # fmt: skip
+    assert after["website"] == [("2026-11-23", "purchased", 1)]
+    assert after["links"] == {("hello", False), ("tips", True)}
+    assert after["ledger"] == tables["ledger"]
+    assert _verify(story).exit_code == 0
+
+    again = run_retention(story.workspace.engine, settings, NOW + YEAR_AND_A_DAY)
+    assert (again.opens_and_clicks, again.website_events, again.links_cleared) == (0, 0, 0)
+    assert _tables(story) == after and _reports(story) == before
+
+    # Wednesday's open waits for the score rules' next tick to read it (an unread event stays)
+    waiting = run_retention(story.workspace.engine, settings, NOW + 2 * YEAR_AND_A_DAY)
+    assert (waiting.opens_and_clicks, waiting.links_cleared) == (0, 2)
+    tick(story.workspace.engine, story.workspace.settings, NOW + TIPS_AT + timedelta(hours=1))
+    later = run_retention(story.workspace.engine, settings, NOW + 2 * YEAR_AND_A_DAY)
+    assert (later.opens_and_clicks, later.links_cleared) == (1, 0)
+    assert _reports(story) == before
+    assert _tables(story)["events"] == [("website", "survey_answer", "")]
+    assert _tables(story)["ledger"] == tables["ledger"] and _verify(story).exit_code == 0
+
+
+def test_a_dry_run_counts_and_changes_nothing(story: Story) -> None:
+    tables = _tables(story)
+    pruned = run_retention(story.workspace.engine, story.workspace.settings,
+                           NOW + YEAR_AND_A_DAY, dry_run=True)  # fmt: skip
+    assert pruned.dry_run and (pruned.opens_and_clicks, pruned.links_cleared) == (6, 6)
+    assert pruned.website_events == 0  # website events are kept unless settings say otherwise
+    assert _tables(story) == tables
+
+
+def test_never_keeps_everything(story: Story) -> None:
+    tables = _tables(story)
+    settings = _settings(story, events_after="never", rendered_after="never")
+    pruned = run_retention(story.workspace.engine, settings, NOW + 10 * YEAR_AND_A_DAY)
+    assert (pruned.opens_and_clicks, pruned.website_events, pruned.links_cleared) == (0, 0, 0)
+    assert pruned.events_before is None and _tables(story) == tables
+
+
+def test_events_a_trigger_has_not_read_are_kept_whatever_their_age(
+    workspace: Workspace, project: Path
+) -> None:
+    queue_welcome(workspace, project, "ada@example.com,Ada")  # a contact to record events of
+    with workspace.engine.begin() as connection:
+        ids = [record_event(connection, "ada@example.com", "viewed", NOW - timedelta(days=900))[0]
+               for _ in range(3)]  # fmt: skip
+        # an event trigger read up to the first; the other two (posted late) wait for it
+        connection.execute(delete(trigger_cursors))
+        connection.execute(trigger_cursors.insert().values(
+            campaign="welcome", seen_until=NOW, events_from=ids[0], events_to=ids[0]))  # fmt: skip
+        connection.execute(trigger_cursors.insert().values(
+            campaign="gone", seen_until=NOW, events_from=0, events_to=0))  # fmt: skip
+    retention = Retention(website_events_after="30 days")  # "gone": not in settings
+    settings = workspace.settings.model_copy(update={"retention": retention})
+    pruned = run_retention(workspace.engine, settings, NOW)
+    assert pruned.website_events == 1
+    with workspace.engine.connect() as connection:
+        assert list(connection.scalars(select(events.c.id).where(events.c.name == "viewed"))) == \
+            ids[1:]  # fmt: skip
+
+
+@pytest.mark.parametrize("value", ["0 days", "0m", "-1 day", 30, "soon"])
+def test_a_retention_period_is_over_zero_or_never(value: Any) -> None:
+    with pytest.raises(ValidationError, match="events_after"):
+        Retention(events_after=value)
+    assert Retention(events_after="never").events_after is None
+    assert Retention().events_after == timedelta(days=400)
+    assert Retention().website_events_after is None
+
+
+def test_a_bad_period_in_settings_names_the_setting(workspace: Workspace) -> None:
+    path = workspace.settings.source
+    path.write_text(path.read_text() + '\n[retention]\nrendered_after = "0 days"\n')
+    with pytest.raises(Exception, match="rendered_after"):
+        load_settings(path, environ={})
+
+
+def test_the_command_and_the_daemon_job(story: Story) -> None:
+    environment = {**story.environ, "MAILER_CONFIG": str(story.project / "settings.toml"),
+                   "MAILER_NOW": (NOW + YEAR_AND_A_DAY).isoformat()}  # fmt: skip
+    dry = CliRunner().invoke(cli, ["retention", "run", "--dry-run", "--json"], env=environment)
+    assert dry.exit_code == 0, dry.output
+    said = json.loads(dry.output)
+    assert said["links_before"].startswith("2026-11-24T10:00")  # the clock runs from MAILER_NOW
+    assert said | {"events_before": None, "links_before": None} == {
+        "dry_run": True, "events_before": None, "website_events_before": None,
+        "links_before": None, "opens_and_clicks": 6,
+        "unmatched": 0, "website_events": 0, "links_cleared": 6, "busy": False}  # fmt: skip
+    shown = CliRunner().invoke(cli, ["retention", "run"], env=environment)
+    assert shown.exit_code == 0, shown.output
+    assert "6 opens and clicks rolled up" in shown.output
+    assert "click targets of 6 sent messages cleared" in shown.output
+    story.workspace.clock.advance(2 * YEAR_AND_A_DAY)  # type: ignore[attr-defined]
+    done = retention_job(story.workspace)
+    # tips' links; its open waits for the score rules' next tick
+    assert done is not None and (done.opens_and_clicks, done.links_cleared) == (0, 2)
