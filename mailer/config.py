@@ -238,7 +238,7 @@ class Variant(Model):
     subject: str | None = None
     template: str | None = None
     from_name: str | None = None  # the From display name ([sender] name otherwise)
-    send_at: str | None = None  # a send-time variant: refused by the checks (not built yet)
+    send_at: str | None = None  # a broadcast's send-time test: this variant's group goes then
     weight: int = Field(default=1, ge=0)
 
 
@@ -249,14 +249,18 @@ def _positive(value: timedelta) -> timedelta:
 
 
 MAX_VARIANTS = 3  # of a broadcast's auto-winner test, A included
+# How much later than the broadcast's send_at a send-time variant may go: the decision waits
+# for the last group, and a week apart the groups meet other weeks' mail.
+MAX_SEND_TIME_SPREAD = timedelta(days=7)
 
 
 class AbTest(Model):
     """A broadcast's A/B test with an auto-winner (campaigns/ab_tests.py): at send_at only
     `test_fraction` of the recipients get a variant; after `wait` the winner by people's opens,
-    clicks or conversions (the campaign's goal) goes to the rest; no clear winner: `default`."""
+    clicks or conversions (the campaign's goal) goes to the rest; no clear winner: `default`.
+    A send-time test (variants.X.send_at) sends everyone their variant at its time: no fraction."""
 
-    test_fraction: float = Field(gt=0, lt=1)
+    test_fraction: float | None = Field(default=None, gt=0, le=1)
     wait: Annotated[Duration, AfterValidator(_positive)]
     decide_by: Literal["opens", "clicks", "conversions"] = "opens"
     default: str = "A"
@@ -1029,15 +1033,15 @@ def _cross_references(settings: Settings) -> list[str]:
                 problems.append(f"{where}.steps: a broadcast has no steps (use template)")
             if campaign.exit_on_reply:
                 problems.append(f"{where}.exit_on_reply: a broadcast has no run to end")
-            problems += _ab_problems(where, campaign)
+            problems += _ab_problems(where, campaign) + _send_time_problems(where, campaign)
         if campaign.kind == "sequence" and campaign.ab is not None:
             problems.append(f"{where}.ab: an auto-winner test is for broadcasts (a sequence's "
                             "variants are compared in mailer report)")  # fmt: skip
         for label, variant in _all_variants(campaign):
-            if variant.send_at is not None:
-                problems.append(f"{where}.{label}.send_at: send-time variants are not "
-                                "supported yet; test subject, from_name or template, or send "
-                                "two broadcasts at two times")  # fmt: skip
+            if variant.send_at is not None and campaign.kind == "sequence":
+                problems.append(f"{where}.{label}.send_at: send-time variants are for "
+                                "broadcasts (a step goes its delay after the one "
+                                "before)")  # fmt: skip
         if campaign.segment is not None and campaign.segment not in settings.segments:
             problems.append(
                 f"{where}.segment: '{campaign.segment}' is not defined under [segments]"
@@ -1074,11 +1078,57 @@ def _ab_problems(where: str, campaign: Campaign) -> list[str]:
         problems.append(f'{where}.goal: decide_by = "conversions" counts who reaches the '
                         "goal after the test went: write one, e.g. "
                         """goal = 'event "purchased"'""")  # fmt: skip
-    if campaign.send_at is not None and _local(campaign.send_at):
+    send_time = any(variant.send_at is not None for variant in campaign.variants.values())
+    if send_time and test.test_fraction not in (None, 1):
+        problems.append(f"{where}.ab.test_fraction: a send-time test sends every recipient "
+                        "their variant at its time: leave test_fraction out (or write "
+                        "1)")  # fmt: skip
+    elif not send_time and test.test_fraction is None:
+        problems.append(f"{where}.ab.test_fraction: write the share of the list that gets the "
+                        "test (e.g. 0.2)")  # fmt: skip
+    elif not send_time and test.test_fraction == 1:
+        problems.append(f"{where}.ab.test_fraction: 1 leaves nobody for the winner: write the "
+                        "share that gets the test (e.g. 0.2)")  # fmt: skip
+    if not send_time and campaign.send_at is not None and _local(campaign.send_at):
         problems.append(f"{where}.ab: an auto-winner test needs an absolute send_at (e.g. "
                         '"2026-03-20T09:00Z"): a local-time broadcast goes out zone by '
                         "zone, and the winner would come too late for the zones already "
                         "sent")  # fmt: skip
+    return problems
+
+
+def _send_time_problems(where: str, campaign: Campaign) -> list[str]:
+    """Why a broadcast's send-time variants (variants.X.send_at) cannot go as written."""
+    problems = []
+    start = None
+    if campaign.send_at is not None and _not_a_time(campaign.send_at) is None:
+        start = parse_send_at(campaign.send_at)[0]
+    for label, variant in campaign.variants.items():
+        at = f"{where}.variants.{label}.send_at"
+        if variant.send_at is None:
+            continue
+        if campaign.ab is None:
+            problems.append(f"{at}: a send-time variant is an A/B test: add [{where}.ab] with "
+                            "wait and decide_by")  # fmt: skip
+        elif wrong := _not_a_time(variant.send_at):
+            problems.append(f"{at}: {wrong}")
+        elif _local(variant.send_at) or _local(campaign.send_at or ""):
+            problems.append(f'{at}: a send-time test needs absolute times (e.g. '
+                            '"2026-03-20T18:00Z"), the broadcast\'s send_at too: a local-time '
+                            "broadcast goes out zone by zone over 26 hours, each variant's "
+                            "group would too, and the groups of different zones would overlap "
+                            "in time")  # fmt: skip
+        elif start is None:
+            continue  # the broadcast's send_at is missing or not a time: reported as such
+        elif (moment := parse_send_at(variant.send_at)[0]) < start:
+            problems.append(f"{at}: {variant.send_at} is before the broadcast's send_at "
+                            f"({campaign.send_at}): variant A goes at send_at, the others then "
+                            "or later")  # fmt: skip
+        elif moment > start + MAX_SEND_TIME_SPREAD:
+            problems.append(f"{at}: {variant.send_at} is more than "
+                            f"{MAX_SEND_TIME_SPREAD.days} days after the broadcast's "
+                            f"send_at ({campaign.send_at}): the winner waits for the last "
+                            "group")  # fmt: skip
     return problems
 
 

@@ -18,6 +18,7 @@ from typing import Any
 from sqlalchemy import Connection, and_, exists, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
+from mailer.campaigns import send_time_tests
 from mailer.campaigns.broadcast_state import EVERY_ZONE, BroadcastState
 from mailer.campaigns.goals import compiled
 from mailer.campaigns.segment_sql import SegmentCompiler
@@ -68,8 +69,16 @@ def find_decision(connection: Connection, name: str, key: str) -> Decision | Non
                     row.rest_queued)  # fmt: skip
 
 
-def test_went(connection: Connection, name: str, key: str) -> datetime | None:
-    """When the test fraction of the run of (name, key) was queued, or None (not yet)."""
+def test_went(connection: Connection, campaign: Campaign, name: str,
+              key: str) -> datetime | None:  # fmt: skip
+    """When the test of the run of (name, key) was queued, or None (not yet): its fraction, or
+    a send-time test's last group."""
+    if send_time_tests.send_times(campaign):
+        return send_time_tests.test_went(connection, campaign, name, key)
+    return _first_went(connection, name, key)
+
+
+def _first_went(connection: Connection, name: str, key: str) -> datetime | None:
     return connection.scalar(
         select(broadcast_zones.c.decided_at).where(
             broadcast_zones.c.campaign == name, broadcast_zones.c.send_at == key,
@@ -78,25 +87,33 @@ def test_went(connection: Connection, name: str, key: str) -> datetime | None:
 
 
 def awaiting_winner(connection: Connection, campaign: Campaign, name: str, key: str) -> bool:
-    """The test went and the winner is not decided yet: the run is not done."""
-    return (campaign.ab is not None and test_went(connection, name, key) is not None
-            and find_decision(connection, name, key) is None)  # fmt: skip
+    """The test began (its first group, for a send-time test) and the winner is not decided
+    yet: the run is not done."""
+    began = _first_went(connection, name, key) or send_time_tests.since(connection, campaign,
+                                                                        name, key)  # fmt: skip
+    return campaign.ab is not None and bool(began) and find_decision(connection, name, key) is None
 
 
 def decide_when_due(connection: Connection, settings: Settings, name: str, campaign: Campaign,
                     key: str, cycle: int, now: datetime,
                     queue_rest: Callable[[str, datetime], int]) -> int:  # fmt: skip
     """Once `wait` has passed since the test went: decide the winner, store and log it, and
-    queue the rest with it (`queue_rest(winner, test_went)`); return how many were queued."""
+    queue the rest with it (`queue_rest(winner, test_went)`); return how many were queued.
+    A send-time test sent every group already: nothing is left, the reason says so."""
     test = campaign.ab
-    went = test_went(connection, name, key) if test is not None else None
+    went = test_went(connection, campaign, name, key) if test is not None else None
     if test is None or went is None or now < went + test.wait:
         return 0
     if find_decision(connection, name, key) is not None:
         return 0
-    numbers = results(connection, settings, name, campaign, test, cycle, went, now)
+    send_time = bool(send_time_tests.send_times(campaign))
+    starts = send_time_tests.since(connection, campaign, name, key) if send_time else {}
+    numbers = results(connection, settings, name, campaign, test, cycle, starts or {"*": went},
+                      now)  # fmt: skip
     arms = [(label, counts["successes"], counts["trials"]) for label, counts in numbers.items()]
     winner, reason = decide(arms, test.default, test.confidence)
+    if send_time:
+        reason += send_time_tests.decided_note(connection, campaign, name, key, winner)
     row = {"campaign": name, "send_at": key, "decide_by": test.decide_by, "winner": winner,
            "reason": reason, "numbers": numbers, "decided_at": now, "rest_queued": 0}  # fmt: skip
     dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
@@ -104,6 +121,11 @@ def decide_when_due(connection: Connection, settings: Settings, name: str, campa
                                  .on_conflict_do_nothing()).rowcount  # fmt: skip
     if not claimed:
         return 0  # another tick decided it first
+    if send_time:
+        logger.info(send_time_tests.decided_log(campaign, winner, reason), extra={
+            "campaign": name, "winner": winner, "decide_by": test.decide_by, "reason": reason,
+            "numbers": numbers, "rest_queued": 0})  # fmt: skip
+        return 0
     rest = queue_rest(winner, went)
     connection.execute(
         update(ab_decisions)
@@ -117,10 +139,11 @@ def decide_when_due(connection: Connection, settings: Settings, name: str, campa
 
 
 def results(connection: Connection, settings: Settings, name: str, campaign: Campaign,
-            test: AbTest, cycle: int, went: datetime,
+            test: AbTest, cycle: int, went: dict[str, datetime],
             now: datetime) -> dict[str, dict[str, int]]:  # fmt: skip
     """Per variant: the test messages sent (trials) and those whose person opened or clicked
-    them, or reached the goal since the test went (successes). People's events only."""
+    them, or reached the goal since the test went (successes). People's events only. `went`:
+    when each variant's group went (a send-time test), or `{"*": when the test went}`."""
     label = func.coalesce(outbox.c.variant, "A")
     sent = and_(outbox.c.campaign == name, outbox.c.step == "broadcast", outbox.c.cycle == cycle,
                 outbox.c.status == "sent")  # fmt: skip
@@ -137,18 +160,24 @@ def results(connection: Connection, settings: Settings, name: str, campaign: Cam
 
 
 def _successes(connection: Connection, settings: Settings, campaign: Campaign, test: AbTest,
-               sent: Any, went: datetime, now: datetime) -> list[tuple[str, int]]:  # fmt: skip
+               sent: Any, went: dict[str, datetime],
+               now: datetime) -> list[tuple[str, int]]:  # fmt: skip
     label = func.coalesce(outbox.c.variant, "A")
-    if test.decide_by == "conversions":
-        assert campaign.goal is not None  # mailer check: conversions need a goal
-        compiler = SegmentCompiler.for_settings(settings, now, entered=went, goal=True)
-        query = (select(label.label("variant"), func.count().label("people"))
-                 .join(contacts, contacts.c.id == outbox.c.contact_id)
-                 .where(sent, compiled(compiler, campaign.goal)).group_by(label))  # fmt: skip
-    else:
+    if test.decide_by != "conversions":
         query = (select(label.label("variant"), func.count().label("people"))
                  .where(sent, people_engaged(test.decide_by, now)).group_by(label))  # fmt: skip
-    return [(row.variant, row.people) for row in connection.execute(query)]
+        return [(row.variant, row.people) for row in connection.execute(query)]
+    assert campaign.goal is not None  # mailer check: conversions need a goal
+    found = []
+    for variant, entered in went.items():  # the goal reached after the variant went
+        compiler = SegmentCompiler.for_settings(settings, now, entered=entered, goal=True)
+        which = [] if variant == "*" else [label == variant]
+        query = (select(label.label("variant"), func.count().label("people"))
+                 .join(contacts, contacts.c.id == outbox.c.contact_id)
+                 .where(sent, compiled(compiler, campaign.goal), *which)
+                 .group_by(label))  # fmt: skip
+        found += [(row.variant, row.people) for row in connection.execute(query)]
+    return found
 
 
 def people_engaged(decide_by: str, now: datetime, message: Any = outbox.c.id) -> Any:
@@ -159,13 +188,22 @@ def people_engaged(decide_by: str, now: datetime, message: Any = outbox.c.id) ->
                           events.c.occurred_at <= now)  # fmt: skip
 
 
-def test_state(test: AbTest, went: datetime | None, decision: Decision | None,
+def test_state(connection: Connection, campaign: Campaign, name: str, key: str,
                state: BroadcastState, test_messages: int) -> BroadcastState:  # fmt: skip
     """Where a broadcast with an auto-winner test stands: as any broadcast before its test
     went; `testing` until the winner is decided; then as any broadcast, the winner first."""
+    test, decision = campaign.ab, find_decision(connection, name, key)
+    assert test is not None
+    times = send_time_tests.send_times(campaign)
     if decision is not None:
-        return BroadcastState(state.state, f"winner {decision.winner} by {decision.decide_by} "
+        sent_at = f" ({times[decision.winner]:%a %H:%M} UTC)" if decision.winner in times else ""
+        return BroadcastState(state.state, f"{'send-time test: ' if times else ''}winner "
+                              f"{decision.winner}{sent_at} by {decision.decide_by} "
                               f"({decision.reason}); {state.why}")  # fmt: skip
+    if times:
+        return send_time_tests.testing_state(connection, campaign, name, key, state,
+                                             test_messages)  # fmt: skip
+    went = test_went(connection, campaign, name, key)
     if went is None:
         if state.state != "scheduled":
             return state

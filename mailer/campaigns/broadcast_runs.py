@@ -9,7 +9,7 @@ from typing import Any
 
 from sqlalchemy import Connection, func, select, update
 
-from mailer.campaigns.ab_tests import awaiting_winner, find_decision, test_state, test_went
+from mailer.campaigns.ab_tests import awaiting_winner, test_state
 from mailer.campaigns.broadcast_state import (
     WAITING,
     BroadcastRun,
@@ -25,6 +25,7 @@ from mailer.campaigns.broadcast_state import (
     what_it_sends,
 )
 from mailer.campaigns.progress import zones_in_use
+from mailer.campaigns.send_time_tests import GROUP, send_times
 from mailer.config import Campaign, Settings
 from mailer.send_times import send_at_key
 from mailer.store.tables import broadcast_runs, broadcast_zones, outbox
@@ -88,9 +89,11 @@ def finish_run(connection: Connection, name: str, key: str, now: datetime) -> No
 
 
 def decisions(connection: Connection, name: str, key: str) -> list[ZoneDecision]:
+    """The run's zones decided (a send-time test's later groups are not zones)."""
     rows = connection.execute(
         select(broadcast_zones)
-        .where(broadcast_zones.c.campaign == name, broadcast_zones.c.send_at == key)
+        .where(broadcast_zones.c.campaign == name, broadcast_zones.c.send_at == key,
+               ~broadcast_zones.c.zone.startswith(GROUP))
     )  # fmt: skip
     return [ZoneDecision(row.zone, row.state, row.decided_at, row.messages) for row in rows]
 
@@ -145,7 +148,9 @@ def why_held(connection: Connection, settings: Settings, name: str, campaign: Ca
     else:
         undelivered = sum(count for status, count in _messages(connection, name, run).items()
                           if status in WAITING)  # fmt: skip
-        if awaiting_winner(connection, campaign, name, key):
+        if awaiting_winner(connection, campaign, name, key) and send_times(campaign):
+            waiting = "the send-time test's groups or decision still to come"
+        elif awaiting_winner(connection, campaign, name, key):
             waiting = "the A/B test's winner still to send"
         elif not undelivered:
             return None  # done and delivered: the edit changes nothing already sent
@@ -194,8 +199,6 @@ def broadcast_states(connection: Connection, settings: Settings,
                                 decisions(connection, name, key), messages, held,
                                 now)  # fmt: skip
         if campaign.ab is not None and held is None:
-            state = test_state(campaign.ab, test_went(connection, name, key),
-                               find_decision(connection, name, key), state,
-                               sum(messages.values()))  # fmt: skip
+            state = test_state(connection, campaign, name, key, state, sum(messages.values()))
         states[name] = state
     return states

@@ -36,6 +36,7 @@ from mailer.campaigns.broadcast_state import (
 from mailer.campaigns.progress import zones_in_use
 from mailer.campaigns.segment_sql import SegmentCompiler
 from mailer.campaigns.segments import parse_segment
+from mailer.campaigns.send_time_tests import GROUP, first_group, groups_due, send_times
 from mailer.campaigns.timing import variant_bounds, variant_key, variant_point
 from mailer.config import Campaign, Settings
 from mailer.delivery.pauses import pause, paused_campaigns, resume
@@ -79,10 +80,11 @@ def queue_broadcast(connection: Connection, settings: Settings, name: str, campa
             return 0  # held by an earlier run, or scheduled
         run = start_run(connection, name, key, now, what_it_sends(settings, campaign))
     rest = 0
-    if held is None:  # the test's winner goes to the rest, `wait` after the test went
-        rest = decide_when_due(connection, settings, name, campaign, key, run.cycle, now,
-                               partial(_queue_rest, connection, settings, name, campaign,
-                                       run.cycle, now))  # fmt: skip
+    if held is None:  # a send-time test's later groups; the winner `wait` after the test went
+        rest = _queue_groups(connection, settings, name, campaign, key, run.cycle, now)
+        rest += decide_when_due(connection, settings, name, campaign, key, run.cycle, now,
+                                partial(_queue_rest, connection, settings, name, campaign,
+                                        run.cycle, now))  # fmt: skip
     if not run.open:
         return rest  # done: this (name, send_at) was queued, or found stale
     zones = zones_in_use(connection, campaign.list_name, settings.default_timezone)
@@ -93,7 +95,10 @@ def queue_broadcast(connection: Connection, settings: Settings, name: str, campa
         if state == "queued" and held is not None:
             continue  # waits, undecided, until the settings are restored (or it is stale)
         messages = 0
-        if state == "queued":
+        if state == "queued" and send_times(campaign):  # a send-time test's first group
+            messages = _queue_zone(connection, settings, name, campaign, zone, run.cycle, now,
+                                   labels=first_group(campaign))  # fmt: skip
+        elif state == "queued":
             part: Part = "test" if campaign.ab is not None else "all"
             messages = _queue_zone(connection, settings, name, campaign, zone, run.cycle, now,
                                    part)  # fmt: skip
@@ -118,6 +123,21 @@ def _queue_rest(connection: Connection, settings: Settings, name: str, campaign:
                        winner, went)  # fmt: skip
 
 
+def _queue_groups(connection: Connection, settings: Settings, name: str, campaign: Campaign,
+                  key: str, cycle: int, now: datetime) -> int:  # fmt: skip
+    """A send-time test's later groups whose time has come, each decided once: queued to its
+    variant's recipients in the list and segment now, or stale when found a day late."""
+    queued = 0
+    for label, state in groups_due(connection, campaign, name, key, now).items():
+        messages = 0
+        if state == "queued":
+            messages = _queue_zone(connection, settings, name, campaign, EVERY_ZONE, cycle, now,
+                                   labels=[label])  # fmt: skip
+        decide_zone(connection, name, key, GROUP + label, state, now, messages)
+        queued += messages
+    return queued
+
+
 def _hold_delivery(connection: Connection, settings: Settings, name: str, held: str | None,
                    now: datetime) -> None:  # fmt: skip
     """Pause the delivery of a held broadcast (its queued messages would render the edited
@@ -131,9 +151,11 @@ def _hold_delivery(connection: Connection, settings: Settings, name: str, held: 
 
 def _queue_zone(connection: Connection, settings: Settings, name: str, campaign: Campaign,
                 zone: str, cycle: int, now: datetime, part: Part = "all",
-                winner: str | None = None, joined_by: datetime | None = None) -> int:  # fmt: skip
+                winner: str | None = None, joined_by: datetime | None = None,
+                labels: list[str] | None = None) -> int:  # fmt: skip
     """Queue the zone's recipients: all of them, the test fraction of an A/B test (each with
-    its variant), or the rest (with the winner; those who joined by `joined_by`)."""
+    its variant), or the rest (with the winner; those who joined by `joined_by`); only those
+    whose variant is in `labels` when given (a send-time test's group)."""
     assert campaign.segment is not None
     if campaign.segment not in settings.segments:
         raise SettingsError(f"campaigns.{name}.segment: no segment '{campaign.segment}'")
@@ -150,13 +172,15 @@ def _queue_zone(connection: Connection, settings: Settings, name: str, campaign:
     if zone != EVERY_ZONE:
         conditions.append(func.coalesce(contacts.c.timezone, settings.default_timezone) == zone)
     if part == "test":
-        assert campaign.ab is not None
+        assert campaign.ab is not None and campaign.ab.test_fraction is not None
         conditions.append(test_point(contacts.c.id, name) < test_cutoff(campaign.ab.test_fraction))
     if joined_by is not None:
         conditions.append(exists().where(
             memberships.c.contact_id == contacts.c.id, memberships.c.list_id == lists.c.id,
             lists.c.name == campaign.list_name, memberships.c.joined_at <= joined_by))  # fmt: skip
     variant = _variant(name, campaign, contacts.c.id)
+    if labels is not None:
+        conditions.append(func.coalesce(variant, "A").in_(labels))
     if part == "rest":
         variant = literal(None if winner in (None, "A") else winner, String(32))
     recipients = (

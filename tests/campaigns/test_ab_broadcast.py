@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import email
 import json
+import logging
 import os
 import textwrap
 from collections.abc import Callable, Iterator
@@ -28,7 +29,14 @@ from mailer.delivery.claims import message_key
 from mailer.delivery.worker import Deliverer
 from mailer.errors import SettingsError
 from mailer.render.links import HONEYPOT
-from mailer.store.tables import ab_decisions, contacts, enrollments, events, outbox
+from mailer.store.tables import (
+    ab_decisions,
+    broadcast_zones,
+    contacts,
+    enrollments,
+    events,
+    outbox,
+)
 from mailer.tracking.hits import Hit
 from mailer.tracking.recording import record_hits
 from mailer.workspace import Workspace
@@ -290,8 +298,6 @@ def test_a_resend_found_more_than_a_day_late_is_not_sent(open_spring: ShopOpener
        "subject = 'D'\n",
      "campaigns.spring.variants: an auto-winner test takes at most 3 variants (A and 2 more), "
      "not 4"),
-    ('variants.C.send_at = "2026-11-24T15:00Z"',
-     "campaigns.spring.variants.C.send_at: send-time variants are not supported yet"),
     (RESEND.replace('"3 days"', '"0s"'), "campaigns.spring.resend.after: must be longer than 0"),
 ])  # fmt: skip
 def test_check_refuses_auto_winner_and_resend_settings_that_cannot_work(
@@ -402,3 +408,176 @@ def test_an_edit_while_the_test_waits_for_its_winner_holds_the_broadcast(
     assert held["state"] == "held" and "the A/B test's winner still to send" in held["why"]
     assert shop.tick(SEND_AT + timedelta(hours=4)) == 0
     assert shop.decision() is None and len(shop.messages()) == test
+
+
+SEND_TIME_TEST = """
+variants.B.send_at = "2026-11-24T18:00Z"
+variants.C.subject = "Spring, early"
+
+[campaigns.spring.ab]
+wait = "4h"
+decide_by = "opens"
+default = "A"
+"""
+EVENING = SEND_AT + timedelta(hours=9)  # variants.B.send_at
+
+
+def _groups(shop: Shop) -> dict[str, set[int]]:
+    """Each variant's contacts as Python picks them (timing.pick_variant)."""
+    with shop.workspace.engine.connect() as connection:
+        ids = connection.scalars(select(contacts.c.id)).all()
+    groups: dict[str, set[int]] = {"A": set(), "B": set(), "C": set()}
+    for contact in ids:
+        groups[pick_variant(contact, "spring", "broadcast", {"A": 1, "B": 1, "C": 1})].add(contact)
+    return groups
+
+
+def test_a_send_time_test_sends_each_variant_at_its_time_to_everyone_and_decides_after_the_last(
+    open_spring: ShopOpener, caplog: pytest.LogCaptureFixture
+) -> None:
+    shop = open_spring(SEND_TIME_TEST)
+    groups = _groups(shop)
+    scheduled = shop.state(SEND_AT - timedelta(hours=1))
+    assert scheduled == {"state": "scheduled", "why": (
+        "goes out at 2026-11-24 09:00 UTC; send-time test: A and C at Tue 2026-11-24 09:00 UTC, "
+        "B at Tue 2026-11-24 18:00 UTC, everyone in it; the winner by people's opens 4h after "
+        "the last")}  # fmt: skip
+
+    first = shop.tick(SEND_AT)  # A and C (no send_at of its own) go at the broadcast's time
+    morning = shop.messages()
+    assert first == len(morning) == len(groups["A"]) + len(groups["C"])
+    for message in morning:  # SQL picks the variant Python picks
+        contact = int(str(message["contact_id"]))
+        assert contact in (groups["C"] if message["variant"] == "C" else groups["A"])
+        assert message["queued_at"] == SEND_AT
+    state = shop.state(SEND_AT + timedelta(hours=1))
+    assert state == {"state": "testing", "why": (
+        f"send-time test: A and C queued at 2026-11-24 09:00 UTC ({first} messages); B goes at "
+        "2026-11-24 18:00 UTC; decides by people's opens 4h after the last")}  # fmt: skip
+    assert shop.deliver(SEND_AT) == first
+    for message in morning[:10]:  # a few people open A and C
+        shop.hit("open", message, SEND_AT + timedelta(hours=2))
+
+    assert shop.tick(EVENING - timedelta(minutes=1)) == 0
+    assert shop.tick(EVENING) == len(groups["B"])  # B at its own time, to everyone in B
+    evening = [m for m in shop.messages() if m["variant"] == "B"]
+    assert {int(str(m["contact_id"])) for m in evening} == groups["B"]
+    assert {m["queued_at"] for m in evening} == {EVENING}
+    assert len(shop.messages()) == PEOPLE  # everyone is in the test
+    assert shop.deliver(EVENING) == len(evening)
+    for number, message in enumerate(evening[:40]):  # many open B
+        shop.hit("open", message, EVENING + timedelta(minutes=30 + number))
+    for message in evening[40:]:  # Apple's proxy: not a person
+        shop.hit("open", message, EVENING + timedelta(minutes=1), user_agent="Mozilla/5.0")
+
+    assert shop.tick(EVENING + timedelta(hours=3, minutes=59)) == 0
+    assert shop.decision() is None  # `wait` counts from the last group
+    with caplog.at_level(logging.INFO, logger="mailer"):
+        assert shop.tick(EVENING + timedelta(hours=4)) == 0  # nothing left to send
+    decision = shop.decision()
+    assert decision is not None and decision["winner"] == "B"
+    assert decision["rest_queued"] == 0 and decision["decide_by"] == "opens"
+    numbers = decision["numbers"]
+    assert isinstance(numbers, dict) and numbers["B"] == {"successes": 40,
+                                                          "trials": len(evening)}  # fmt: skip
+    assert numbers["A"]["successes"] + numbers["C"]["successes"] == 10
+    assert str(decision["reason"]).startswith("B wins")
+    assert str(decision["reason"]).endswith(
+        "; send-time test: B at Tue 2026-11-24 18:00 UTC, everyone got theirs, nothing left "
+        "to send")  # fmt: skip
+    assert "send-time test decided: B (Tue 18:00 UTC) wins on opens" in caplog.text
+    assert shop.tick(EVENING + timedelta(hours=5)) == 0 and len(shop.messages()) == PEOPLE
+    state = shop.state(EVENING + timedelta(hours=5))
+    assert state["state"] == "sent"
+    assert state["why"].startswith("send-time test: winner B (Tue 18:00 UTC) by opens (B wins")
+    later = {"MAILER_NOW": (EVENING + timedelta(hours=5)).isoformat()}
+    result = CliRunner().invoke(cli, ["--config", str(shop.workspace.settings.source), "report",
+                                      "spring", "--json"], env=later)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    [reported] = json.loads(result.stdout)["campaigns"][0]["ab_decisions"]
+    assert reported["winner"] == "B" and reported["rest_queued"] == 0
+
+
+def test_a_send_time_group_found_more_than_a_day_late_is_not_sent(
+    open_spring: ShopOpener, caplog: pytest.LogCaptureFixture
+) -> None:
+    shop = open_spring(SEND_TIME_TEST)
+    groups = _groups(shop)
+    shop.tick(SEND_AT)
+    with caplog.at_level(logging.INFO, logger="mailer"):
+        assert shop.tick(EVENING + timedelta(days=1, minutes=1)) == 0  # the daemon was down
+    assert [m for m in shop.messages() if m["variant"] == "B"] == []
+    assert len(shop.messages()) == len(groups["A"]) + len(groups["C"])
+    with shop.workspace.engine.connect() as connection:
+        row = connection.execute(select(broadcast_zones).where(
+            broadcast_zones.c.zone == "variant B")).one()  # fmt: skip
+    assert (row.state, row.messages) == ("stale", 0)
+    [warning] = [r for r in caplog.records if r.getMessage() == "send-time group not sent"]
+    assert vars(warning)["variant"] == "B" and vars(warning)["reason"].startswith("found 24h late")
+    decision = shop.decision()  # decided with what went: B has no trials, the default is sent
+    assert decision is not None and decision["winner"] == "A"
+    numbers = decision["numbers"]
+    assert isinstance(numbers, dict) and numbers["B"] == {"successes": 0, "trials": 0}
+    assert "B not sent: its group was found 24h late" in str(decision["reason"])
+
+
+@pytest.mark.parametrize(("more", "expected"), [
+    (SEND_TIME_TEST.replace('wait = "4h"', 'test_fraction = 0.5\nwait = "4h"'),
+     "campaigns.spring.ab.test_fraction: a send-time test sends every recipient their variant "
+     "at its time: leave test_fraction out (or write 1)"),
+    (SEND_TIME_TEST.replace("18:00Z", "08:00Z"),
+     "campaigns.spring.variants.B.send_at: 2026-11-24T08:00Z is before the broadcast's send_at "
+     "(2026-11-24T09:00Z)"),
+    (SEND_TIME_TEST.replace("2026-11-24T18:00Z", "2026-12-01T09:01Z"),
+     "campaigns.spring.variants.B.send_at: 2026-12-01T09:01Z is more than 7 days after the "
+     "broadcast's send_at"),
+    (SEND_TIME_TEST.replace("2026-11-24T18:00Z", "next week"),
+     "campaigns.spring.variants.B.send_at: 'next week' is not a time"),
+    (SEND_TIME_TEST.replace("2026-11-24T18:00Z", "2026-11-24T18:00 local"),
+     "campaigns.spring.variants.B.send_at: a send-time test needs absolute times"),
+    ('variants.C.send_at = "2026-11-24T15:00Z"',
+     "campaigns.spring.variants.C.send_at: a send-time variant is an A/B test: add "
+     "[campaigns.spring.ab] with wait and decide_by"),
+    (AB_TEST.format(decide_by="opens", default="A").replace("test_fraction = 0.5\n", ""),
+     "campaigns.spring.ab.test_fraction: write the share of the list that gets the test "
+     "(e.g. 0.2)"),
+    (AB_TEST.format(decide_by="opens", default="A").replace("0.5", "1"),
+     "campaigns.spring.ab.test_fraction: 1 leaves nobody for the winner"),
+])  # fmt: skip
+def test_check_refuses_send_time_tests_that_cannot_work(
+    project: Path, more: str, expected: str
+) -> None:
+    settings = project / "settings.toml"
+    settings.write_text(textwrap.dedent(SETTINGS) + textwrap.dedent(SPRING.format(more=more)))
+    with pytest.raises(SettingsError) as error:
+        load_settings(settings, environ={})
+    assert expected in str(error.value)
+
+
+def test_check_refuses_a_send_time_test_on_a_local_time_broadcast_and_says_why(
+    project: Path,
+) -> None:
+    settings = project / "settings.toml"
+    text = textwrap.dedent(SPRING.format(more=SEND_TIME_TEST)).replace("09:00Z", "09:00 local")
+    settings.write_text(textwrap.dedent(SETTINGS) + text.replace("18:00Z", "18:00 local"))
+    with pytest.raises(SettingsError) as error:
+        load_settings(settings, environ={})
+    assert ("campaigns.spring.variants.B.send_at: a send-time test needs absolute times "
+            "(e.g. \"2026-03-20T18:00Z\")") in str(error.value)  # fmt: skip
+    assert "zone by zone" in str(error.value)
+
+
+def test_moving_a_send_time_while_the_test_runs_holds_the_broadcast(
+    open_spring: ShopOpener,
+) -> None:
+    shop = open_spring(SEND_TIME_TEST)
+    first = shop.tick(SEND_AT)
+    shop.deliver(SEND_AT)
+    source = shop.workspace.settings.source
+    source.write_text(source.read_text().replace("2026-11-24T18:00Z", "2026-11-24T20:00Z"))
+    shop.workspace.settings = load_settings(source, environ=dict(os.environ))
+    held = shop.state(SEND_AT + timedelta(hours=1))
+    assert held["state"] == "held"
+    assert "variants edited after sending began" in held["why"]
+    assert "the send-time test's groups or decision still to come" in held["why"]
+    assert shop.tick(EVENING + timedelta(hours=2)) == 0 and len(shop.messages()) == first
