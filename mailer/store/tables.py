@@ -215,7 +215,7 @@ events = Table(
     # and for hits recorded before migration 0019.
     Column("outbox_id", Id),
     Index(None, "contact_id", "kind", "name", "occurred_at"),
-    Index(None, "outbox_id"),
+    Index(None, "outbox_id", "occurred_at"),  # a message's hits around a batch (tracking)
     Index(None, "kind", "name", "occurred_at"),
     Index(None, "kind", "name", "id"),  # event triggers read by id: in recording order
 )

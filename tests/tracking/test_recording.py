@@ -10,11 +10,11 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import httpx
 import pytest
-from sqlalchemy import select
+from sqlalchemy import event, select
 
 from mailer.config import Settings
 from mailer.contacts.scoring import score_at
@@ -220,3 +220,39 @@ def test_over_http_clicks_after_the_honeypot_in_later_batches_are_a_machines(
         ("machine_click", "clicked 50 s after the honeypot link"),
         ("machine_open", "pixel fetched in the same second as a machine's click"),
     ]
+
+
+def test_a_messages_stored_hits_are_read_through_its_own_index(sent: Sent) -> None:
+    """Every read of the batch's messages' stored hits walks ix_events_outbox_id_occurred_at
+    (on SQLite even without statistics), not every open of every message by kind."""
+    workspace, _ = sent
+    key, sent_at, links = message(workspace)
+    at = sent_at + timedelta(minutes=5)
+    write(workspace, workspace.settings, hit("open", key, at))
+    reads: list[tuple[str, Any]] = []
+
+    def remember(connection: Any, cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+        if statement.lstrip().startswith("SELECT") and "events.outbox_id IN" in statement.replace(
+                "= ANY", "IN"):  # fmt: skip
+            reads.append((statement, parameters))
+
+    event.listen(workspace.engine, "before_cursor_execute", remember)
+    try:  # a click (every open in reach is read) and an open (only the last that counts)
+        write(workspace, workspace.settings, hit("click", key, at + timedelta(seconds=30),
+                                                 links["https://shop.example/cups"]),
+              hit("open", key, at + timedelta(seconds=40)))  # fmt: skip
+        write(workspace, workspace.settings, hit("open", key, at + timedelta(seconds=50)))
+    finally:
+        event.remove(workspace.engine, "before_cursor_execute", remember)
+    assert len(reads) >= 5
+    with workspace.engine.begin() as connection:
+        sqlite = connection.dialect.name == "sqlite"
+        if not sqlite:
+            connection.exec_driver_sql("SET LOCAL enable_seqscan = off")
+        for statement, parameters in reads:
+            plan = " ".join(str(row[-1]) for row in connection.exec_driver_sql(
+                f"EXPLAIN {'QUERY PLAN ' if sqlite else ''}{statement}", parameters))  # fmt: skip
+            if sqlite:
+                assert "USING INDEX ix_events_outbox_id_occurred_at (outbox_id=?" in plan, plan
+            elif "occurred_at" in statement.split("WHERE")[1]:  # PostgreSQL's planner decides
+                assert "ix_events_outbox_id_occurred_at" in plan, plan

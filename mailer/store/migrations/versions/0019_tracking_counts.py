@@ -20,10 +20,11 @@ def upgrade() -> None:
     # The message an open or click was of: reports count per variant and per message, and
     # the machine rules look at the message's earlier hits, without guessing from the step.
     op.add_column("events", sa.Column("outbox_id", Id))
-    op.create_index("ix_events_outbox_id", "events", ["outbox_id"])
-    # The tracking rules read a message's stored hits by ix_events_outbox_id: nothing more.
+    # The tracking rules read a message's stored hits in a time range around the batch, and
+    # its last open before it: both walk only that range of the index.
+    op.create_index("ix_events_outbox_id_occurred_at", "events", ["outbox_id", "occurred_at"])
 
 
 def downgrade() -> None:
-    op.drop_index("ix_events_outbox_id", "events")
+    op.drop_index("ix_events_outbox_id_occurred_at", "events")
     op.drop_column("events", "outbox_id")
