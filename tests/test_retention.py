@@ -17,7 +17,9 @@ from sqlalchemy import delete, func, select
 
 from mailer.campaigns.engine import tick
 from mailer.cli import cli
+from mailer.clock import FrozenClock
 from mailer.config import Retention, Settings, load_settings
+from mailer.consent.expiry import expire_consent
 from mailer.contacts.events import record_event
 from mailer.daemon import retention_job
 from mailer.retention import run_retention
@@ -178,3 +180,24 @@ def test_the_command_and_the_daemon_job(story: Story) -> None:
     done = retention_job(story.workspace)
     # tips' links; its open waits for the score rules' next tick
     assert done is not None and (done.opens_and_clicks, done.links_cleared) == (0, 2)
+
+
+def test_an_open_rolled_up_still_holds_consent_from_expiring(
+    project: Path, environ: dict[str, str], clock: FrozenClock
+) -> None:
+    lapsing = {**environ, "MAILER_LISTS__NEWSLETTER__EXPIRES_AFTER": "730d"}
+    workspace = Workspace(load_settings(project / "settings.toml", environ=lapsing), clock)
+    queue_welcome(workspace, project, "ada@example.com,Ada")  # consent of 2026-01-02
+    with workspace.engine.begin() as connection:
+        message = connection.execute(select(outbox.c.id, outbox.c.contact_id)).one()
+        connection.execute(events.insert().values(
+            contact_id=message.contact_id, kind="open", name="welcome", step="hello",
+            properties={}, occurred_at=NOW, outbox_id=message.id))  # fmt: skip
+    tick(workspace.engine, workspace.settings, NOW + timedelta(minutes=1))  # score rules read it
+    pruned = run_retention(workspace.engine, workspace.settings, NOW + YEAR_AND_A_DAY)
+    assert pruned.opens_and_clicks == 1
+    # 730 days after the grant, not yet 730 after the open (2028-11-22)
+    with workspace.engine.begin() as connection:
+        assert expire_consent(connection, workspace.settings, NOW + timedelta(days=600)) == 0
+        assert expire_consent(connection, workspace.settings, NOW + timedelta(days=731)) == 1
+    workspace.close()

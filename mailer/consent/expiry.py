@@ -13,7 +13,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Select, func, select
+from sqlalchemy import Connection, Select, case, func, select
 
 from mailer.config import Settings
 from mailer.consent.evidence import evidence
@@ -22,7 +22,14 @@ from mailer.consent.ledger_key import key_of
 from mailer.consent.records import lock_ledger, record
 from mailer.consent.state import SENDABLE
 from mailer.contacts.addresses import address_hash
-from mailer.store.tables import consent_entries, consent_status, contacts, events
+from mailer.store.tables import (
+    consent_entries,
+    consent_status,
+    contacts,
+    event_rollups,
+    events,
+    outbox,
+)
 
 BATCH = 1000  # expiries written per list per tick: a first pass over an old list spreads out
 PERSON = ("open", "click")  # event kinds of a person's own opens and clicks (not machine_*)
@@ -74,12 +81,21 @@ def _lapsed(list_name: str, campaigns: list[str], cutoff: datetime) -> Select[An
                consent_entries.c.action.in_(("granted", "confirmed")))
         .scalar_subquery()
     )  # fmt: skip
-    last_activity = (
+    raw = (
         select(func.max(events.c.occurred_at))
         .where(events.c.contact_id == consent_status.c.contact_id,
                events.c.kind.in_(PERSON), events.c.name.in_(campaigns))
         .scalar_subquery()
     )  # fmt: skip
+    # Opens and clicks older than [retention] events_after live on as roll-ups (retention.py).
+    rolled = (
+        select(func.max(event_rollups.c.last_at))
+        .join(outbox, outbox.c.id == event_rollups.c.outbox_id)
+        .where(outbox.c.contact_id == consent_status.c.contact_id,
+               event_rollups.c.kind.in_(PERSON), outbox.c.campaign.in_(campaigns))
+        .scalar_subquery()
+    )  # fmt: skip
+    last_activity = case((rolled > raw, rolled), else_=func.coalesce(raw, rolled))
     stale = (
         select(consent_status.c.contact_id, contacts.c.email,
                func.coalesce(last_grant, consent_status.c.since).label("last_grant"),
