@@ -15,6 +15,7 @@ down_revision = "0020"
 branch_labels = None
 depends_on = None
 
+
 def upgrade() -> None:
     # Opens and clicks older than [retention] events_after (retention.py): per message, kind
     # and UTC day, so unique counts, the period (the message's queued_at) and the timeline of
