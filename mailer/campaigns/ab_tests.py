@@ -197,9 +197,13 @@ def test_state(connection: Connection, campaign: Campaign, name: str, key: str,
     times = send_time_tests.send_times(campaign)
     if decision is not None:
         sent_at = f" ({times[decision.winner]:%a %H:%M} UTC)" if decision.winner in times else ""
+        why = state.why
+        last = send_time_tests.test_went(connection, campaign, name, key) if times else None
+        if state.state == "sent" and last is not None:  # the run's zone is only the first group
+            why = f"{test_messages} messages queued by {_at(last)}, all delivered or settled"
         return BroadcastState(state.state, f"{'send-time test: ' if times else ''}winner "
                               f"{decision.winner}{sent_at} by {decision.decide_by} "
-                              f"({decision.reason}); {state.why}")  # fmt: skip
+                              f"({decision.reason}); {why}")  # fmt: skip
     if times:
         return send_time_tests.testing_state(connection, campaign, name, key, state,
                                              test_messages)  # fmt: skip

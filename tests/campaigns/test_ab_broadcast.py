@@ -490,6 +490,8 @@ def test_a_send_time_test_sends_each_variant_at_its_time_to_everyone_and_decides
     state = shop.state(EVENING + timedelta(hours=5))
     assert state["state"] == "sent"
     assert state["why"].startswith("send-time test: winner B (Tue 18:00 UTC) by opens (B wins")
+    assert state["why"].endswith(f"); {PEOPLE} messages queued by 2026-11-24 18:00 UTC, all "
+                                 "delivered or settled")  # fmt: skip
     later = {"MAILER_NOW": (EVENING + timedelta(hours=5)).isoformat()}
     result = CliRunner().invoke(cli, ["--config", str(shop.workspace.settings.source), "report",
                                       "spring", "--json"], env=later)  # fmt: skip
