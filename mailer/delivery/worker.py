@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypeVar
 
+from sqlalchemy import Connection
+
 from mailer.contacts.model import Contact, load_contacts
 from mailer.delivery import gate, still_wanted
 from mailer.delivery.claims import OutboxMessage, Result, claim, take_back
@@ -267,8 +269,15 @@ class Deliverer:
     def _gate(self, rendered: list[Rendered], chunk: Chunk,
               writer: ResultWriter) -> list[Ready]:  # fmt: skip
         """Consent gate 2 for a rendered chunk: what may go now, the rest ends here."""
+        with reading(self.workspace.engine) as connection:  # one connection for both reads
+            # The recheck first: a message no longer wanted is no failure.
+            wanted = self._still_wanted(rendered, chunk, writer, connection)
+            return self._consented(wanted, chunk, writer, connection)
+
+    def _consented(self, wanted: list[Rendered], chunk: Chunk, writer: ResultWriter,
+                   connection: Connection) -> list[Ready]:  # fmt: skip
+        """Render failures end here; the rest pass consent gate 2 or are skipped."""
         by_id, contacts = chunk.claimed, chunk.contacts
-        wanted = self._still_wanted(rendered, chunk, writer)  # first: unwanted is no failure
         for item in wanted:
             if item.error is not None:
                 logger.warning("render failed", extra={"outbox_id": item.outbox_id,
@@ -277,8 +286,7 @@ class Deliverer:
         fine = [item for item in wanted if item.message is not None]
         lists_of = {item.outbox_id: self._list_of(by_id[item.outbox_id]) for item in fine}
         contact_of = {item.outbox_id: by_id[item.outbox_id].contact_id for item in fine}
-        with reading(self.workspace.engine) as connection:
-            verdicts = gate.check(connection, lists_of, contact_of)
+        verdicts = gate.check(connection, lists_of, contact_of)
         passed = []
         for item in fine:
             reason, entry_id = verdicts[item.outbox_id]
@@ -290,13 +298,12 @@ class Deliverer:
             passed.append(Ready(claimed, contacts[claimed.contact_id], item.message, entry_id))
         return passed
 
-    def _still_wanted(self, rendered: list[Rendered], chunk: Chunk,
-                      writer: ResultWriter) -> list[Rendered]:  # fmt: skip
+    def _still_wanted(self, rendered: list[Rendered], chunk: Chunk, writer: ResultWriter,
+                      connection: Connection) -> list[Rendered]:  # fmt: skip
         """The messages still wanted (goal, ended enrollment, condition, segment: asked before
         consent, in the engine's order); the others end here."""
         asked = [chunk.claimed[item.outbox_id] for item in rendered]
-        with reading(self.workspace.engine) as connection:
-            found = still_wanted.recheck(connection, self.settings, asked, chunk.now)
+        found = still_wanted.recheck(connection, self.settings, asked, chunk.now)
         if found.converted or found.branched:
             with self.workspace.engine.begin() as connection:
                 still_wanted.follow_up(connection, self.settings, found, chunk.now)
