@@ -286,6 +286,12 @@ def judge(hits: Sequence[Hit], sent_at: Mapping[str, datetime], honeypot: Mappin
             relabel[ref[1]] = reason
 
     for key, timeline in timelines.items():
+        if len(timeline) == 1 and timeline[0][1].kind == "open":
+            # The common case, one open and nothing else in reach: only rule 8 can apply.
+            ref, hit = timeline[0]
+            if ref[0] == "batch":
+                decide(ref, refetched(hit.at, last_opens.get(key) if last_opens else None))
+            continue
         clicks = [(ref, hit) for ref, hit in timeline if hit.kind == "click"]
         bait = near_honeypot(clicks, honeypot[key]) if key in honeypot else {}
         burst = same_second(clicks)
