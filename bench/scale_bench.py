@@ -31,7 +31,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from multiprocessing.synchronize import Barrier, Event
 from pathlib import Path
 from typing import Any
@@ -39,13 +39,15 @@ from typing import Any
 from databases import DEFAULT_POSTGRES_URL
 from postfix import SmtpSink, process_cpu_seconds, require_postfix, smtp_source_run
 from send_bench import START, project, sample_message, set_up, write_contacts
-from sqlalchemy import create_engine, event, text
+from sqlalchemy import Connection, Values, cast, column, create_engine, event, text, update
 from sqlalchemy.engine import make_url
 
 from mailer.clock import FrozenClock
 from mailer.config import Settings
+from mailer.delivery.claims import Result, _values, finish
 from mailer.delivery.rendering import RenderPool
 from mailer.delivery.worker import Deliverer
+from mailer.store.tables import outbox
 from mailer.workspace import Workspace
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -246,6 +248,60 @@ def deliver_with(settings: Settings, url: str, label: str, processes: int,
     return run
 
 
+def one_statement(connection: Connection, results: list[Result], now: datetime) -> None:
+    """The alternative to claims.finish measured by `result_writes`: a group of `sent`
+    results in one UPDATE ... FROM (VALUES ...) instead of one UPDATE a row."""
+    rows = [_values(result, now) for result in results]
+    names = [key for key in rows[0] if key != "lease_owner"]
+    given = Values(*(column(key, outbox.c[key if key != "row_id" else "id"].type)
+                     for key in names), name="given").data(
+        [tuple(row[key] for key in names) for row in rows])  # fmt: skip
+    changes = {key: cast(given.c[key], outbox.c[key].type) for key in names if key != "row_id"}
+    connection.execute(
+        update(outbox)
+        .where(outbox.c.id == given.c.row_id, outbox.c.lease_owner == "bench",
+               outbox.c.status == "sending")
+        .values(changes | {"lease_owner": None})
+    )  # fmt: skip
+
+
+def result_writes(url: str, group: int = 5, rounds: int = 4) -> None:
+    """Delivery results written as the writer does it (a group commit of `group` results):
+    claims.finish (one UPDATE a row, sent by psycopg's executemany in one pipeline) against
+    one UPDATE ... FROM VALUES a group, alternately over the same rows: wall time and the
+    backend's CPU."""
+    engine = create_engine(url)
+    now = START + timedelta(minutes=3)
+    with engine.connect() as connection:
+        pid = connection.scalar(text("SELECT pg_backend_pid()"))
+        ids = list(connection.scalars(text("SELECT id FROM outbox ORDER BY id")))
+        connection.commit()
+        spent = {"finish (executemany)": [0.0, 0.0], "one statement": [0.0, 0.0]}
+        for _round in range(rounds):
+            for way in spent:
+                with connection.begin():
+                    connection.execute(update(outbox).values(status="sending",
+                                                             lease_owner="bench"))  # fmt: skip
+                began, cpu = time.perf_counter(), process_cpu_seconds(pid)
+                for start in range(0, len(ids), group):
+                    results = [Result(i, "sent", reply="250 2.0.0 Ok: queued", message_id=f"<m{i}>",
+                                      links=["https://shop.example/"], consent_entry_id=None)
+                               for i in ids[start : start + group]]  # fmt: skip
+                    with connection.begin():
+                        if way == "one statement":
+                            one_statement(connection, results, now)
+                        else:
+                            finish(connection, "bench", results, now)
+                spent[way][0] += time.perf_counter() - began
+                spent[way][1] += process_cpu_seconds(pid) - cpu
+    engine.dispose()
+    count = len(ids) * rounds
+    print(f"\nresults written in commits of {group} on PostgreSQL, {count:,} each way "
+          "(alternating): " + "; ".join(f"{way}: {wall * 1e6 / count:,.0f} µs wall, "
+                                        f"{cpu * 1e6 / count:,.0f} µs server CPU a message"
+                                        for way, (wall, cpu) in spent.items()))  # fmt: skip
+
+
 @dataclass
 class Project:
     settings: Settings
@@ -371,6 +427,7 @@ def main(argv: list[str] | None = None) -> int:
             round_.reference = reference.rate
             print(f"round {number + 1}: smtp-source: {reference.rate:,.0f} msgs/s", flush=True)
             rounds.append(round_)
+        result_writes(pg_url)
     show(rounds, arguments.sessions)
     return 0
 

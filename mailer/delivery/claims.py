@@ -14,8 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from sqlalchemy import Connection, bindparam, case, column, func, select, update
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy import Connection, bindparam, case, select, update
 
 from mailer.delivery.pauses import paused_campaigns
 from mailer.store.bulk import one_of
@@ -130,9 +129,6 @@ def finish(connection: Connection, owner: str, results: Iterable[Result], now: d
         if ending == "released":  # never attempted: give back the attempt counted at claim
             changes |= {"attempts": outbox.c.attempts - 1,
                         "status": case((outbox.c.attempts <= 1, "queued"), else_="deferred")}
-        if connection.dialect.name == "postgresql":
-            written += _update_at_once(connection, owner, values, changes)
-            continue
         statement = (
             update(outbox)
             .where(outbox.c.id == bindparam("row_id"), outbox.c.lease_owner == owner,
@@ -141,26 +137,6 @@ def finish(connection: Connection, owner: str, results: Iterable[Result], now: d
         )  # fmt: skip
         written += connection.execute(statement, values).rowcount or 0
     return written
-
-
-def _update_at_once(connection: Connection, owner: str, values: list[dict[str, Any]],
-                    changes: dict[str, Any]) -> int:  # fmt: skip
-    """PostgreSQL: the rows of one ending in one statement, its values as arrays side by side
-    (UPDATE ... FROM unnest): one round trip and one plan for the group, not one a row."""
-    names = ["row_id", *(key for key in values[0] if key not in ("row_id", "lease_owner"))]
-    types = {"row_id": outbox.c.id.type} | {key: outbox.c[key].type for key in names[1:]}
-    arrays = [bindparam(None, [row[key] for row in values], type_=ARRAY(types[key]))
-              for key in names]  # fmt: skip
-    given = func.unnest(*arrays).table_valued(*(column(key, types[key]) for key in names))
-    given = given.render_derived(with_types=False)
-    changes = changes | {key: given.c[key] for key in names[1:]} | {"lease_owner": None}
-    statement = (
-        update(outbox)
-        .where(outbox.c.id == given.c.row_id, outbox.c.lease_owner == owner,
-               outbox.c.status == "sending")
-        .values(changes)
-    )  # fmt: skip
-    return connection.execute(statement).rowcount or 0
 
 
 def _grouped(results: Iterable[Result]) -> dict[Ending, list[Result]]:
