@@ -1,6 +1,8 @@
 """Opens and clicks wait in memory and are written in batches: when `size` are waiting, or
-`every` seconds after the last write, whichever comes first, and once more on shutdown. A
-batch that cannot be written stays in the buffer for the next try: nothing is dropped."""
+`every` seconds after the last write, whichever comes first, and on shutdown until none are
+left. A batch holds at most `largest` hits (the rest wait for the next), so a request held
+back while the writer is far behind waits for a short write. A batch that cannot be written
+stays in the buffer for the next try: nothing is dropped."""
 
 from __future__ import annotations
 
@@ -12,12 +14,15 @@ from collections.abc import Awaitable, Callable, Sequence
 from mailer.logs import logger
 from mailer.tracking.hits import Hit
 
+LARGEST = 2_000  # hits in one write when more wait: the writer needs ~0.1 s for them
+
 
 class HitBuffer:
     def __init__(self, write: Callable[[Sequence[Hit]], Awaitable[int]], size: int,
-                 every: float) -> None:  # fmt: skip
+                 every: float, largest: int = LARGEST) -> None:  # fmt: skip
         self.write = write
         self.size = size
+        self.largest = max(size, largest)
         self.every = every
         self.waiting: list[Hit] = []
         self.recorded = 0  # hits written, for /metrics
@@ -51,11 +56,12 @@ class HitBuffer:
             self._full.clear()
             await self.flush()
 
-    async def flush(self) -> None:
+    async def flush(self) -> bool:
+        """Write the first `largest` hits waiting; False if the write failed (they stay)."""
         async with self._lock:
-            batch, self.waiting = self.waiting, []
+            batch, self.waiting = self.waiting[: self.largest], self.waiting[self.largest :]
             if not batch:
-                return
+                return True
             started = time.perf_counter()
             try:
                 self.recorded += await self.write(batch)
@@ -65,17 +71,23 @@ class HitBuffer:
                 self.last_failure = f"{type(error).__name__}: {error}".split("\n")[0][:200]
                 self.waiting[:0] = batch
                 self._wake_writers_waiting()
-                return
+                return False
             self.flushes += 1
             self.last_failure = None
             self.last_flush_seconds = time.perf_counter() - started
+            if len(self.waiting) >= self.size:
+                self._full.set()  # a full batch is waiting already: no pause before it
             self._wake_writers_waiting()
+            return True
 
     def _wake_writers_waiting(self) -> None:
         self._written.set()
         self._written = asyncio.Event()
 
     async def close(self) -> None:
+        """Write everything waiting, batch after batch, until a write fails (what it held
+        stays waiting)."""
         self._closing = True
         self._full.set()
-        await self.flush()
+        while self.waiting and await self.flush():
+            pass

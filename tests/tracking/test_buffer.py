@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 
 from mailer.tracking.buffer import HitBuffer
@@ -53,6 +54,59 @@ def test_new_hits_wait_while_the_buffer_is_far_behind() -> None:
         await asyncio.wait_for(waiting, 5)  # ... until the writer has written
         assert buffer.recorded == buffer.high_water
         await buffer.close()
+        writer.cancel()
+
+    asyncio.run(scenario())
+
+
+def numbered(count: int) -> list[Hit]:
+    return [replace(HIT, message_key=f"m{n}") for n in range(count)]
+
+
+def test_a_batch_handed_to_the_writer_is_at_most_largest_and_closing_writes_them_all() -> None:
+    """A request held by back-pressure waits for a short write, not for all that waits; on
+    the way out every hit is written, in order, a refused batch staying in front."""
+    written: list[list[str]] = []
+    refuse = [True, False]  # popped from the end: the second write is refused
+
+    async def write(hits: Sequence[Hit]) -> int:
+        if refuse and refuse.pop():
+            raise RuntimeError("database is locked")
+        written.append([hit.message_key for hit in hits])
+        return len(hits)
+
+    async def scenario() -> None:
+        buffer = HitBuffer(write, size=2, every=60, largest=3)
+        for hit in numbered(8):
+            buffer.add(hit)
+        await buffer.close()  # 3 written, then a refusal: the rest stays, in order
+        assert [hit.message_key for hit in buffer.waiting] == [f"m{n}" for n in range(3, 8)]
+        await buffer.close()
+        assert buffer.recorded == 8 and buffer.waiting == []
+
+    asyncio.run(scenario())
+    assert written == [["m0", "m1", "m2"], ["m3", "m4", "m5"], ["m6", "m7"]]
+
+
+def test_the_writer_keeps_writing_while_a_full_batch_waits() -> None:
+    async def scenario() -> None:
+        sizes: list[int] = []
+
+        async def write(hits: Sequence[Hit]) -> int:
+            sizes.append(len(hits))
+            return len(hits)
+
+        buffer = HitBuffer(write, size=2, every=60, largest=3)
+        writer = asyncio.create_task(buffer.run())
+        for hit in numbered(10):
+            buffer.add(hit)
+        for _ in range(1000):  # bounded: the writer task runs between these
+            if len(buffer.waiting) < 2:
+                break
+            await asyncio.sleep(0)
+        assert sizes == [3, 3, 3] and len(buffer.waiting) == 1  # the last waits for `every`
+        await buffer.close()
+        assert sizes == [3, 3, 3, 1]
         writer.cancel()
 
     asyncio.run(scenario())
