@@ -128,7 +128,7 @@ def _show(campaign: dict[str, Any], include_machine: bool) -> None:
         rates.add_row(step, variant, *(_percent(rate) for rate in m["rates"].values()))
     messages.caption = "bounced: hard/soft"
     engaged.caption = "opens, clicks: unique/total; machines: opens/clicks"
-    rates.caption = "(low), (high): outside the [reports] ranges"
+    rates.caption = "(low), (high): outside the \\[reports] ranges"  # \[: not rich markup
     for table in (messages, engaged, rates):
         console.print(table)
     if campaign["funnel"] is not None:

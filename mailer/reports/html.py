@@ -107,7 +107,7 @@ are included.{% else %}People's opens and clicks only; machine ones are counted 
 converted</figcaption>{{ c.funnel_svg | safe }}</figure>
 {% endif %}
 {% if c.timeline_svg %}
-<figure data-chart="timeline"><figcaption>Unique opens and clicks per day (UTC)</figcaption>
+<figure data-chart="timeline"><figcaption>Opens and clicks per day (UTC)</figcaption>
 {{ c.timeline_svg | safe }}</figure>
 {% else %}
 <p class="none">No opens or clicks in this period.</p>

@@ -357,6 +357,7 @@ def test_the_command_prints_json_csv_that_reads_back_and_flagged_tables(story: S
     assert table.exit_code == 0
     words = table.output.split()  # rich may wrap a cell on a narrow terminal
     assert "66.7%" in words and "(low)" in words and "33.3%" in words and "(high)" in words
+    assert "[reports]" in words  # the caption names the settings (not eaten as rich markup)
     assert "A/B tips, clicks: " in table.output
 
 
