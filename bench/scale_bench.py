@@ -265,7 +265,7 @@ def one_statement(connection: Connection, results: list[Result], now: datetime) 
     )  # fmt: skip
 
 
-def result_writes(url: str, group: int = 5, rounds: int = 4) -> None:
+def result_writes(url: str, group: int = 5, rounds: int = 2, rows: int = 4000) -> None:
     """Delivery results written as the writer does it (a group commit of `group` results):
     claims.finish (one UPDATE a row, sent by psycopg's executemany in one pipeline) against
     one UPDATE ... FROM VALUES a group, alternately over the same rows: wall time and the
@@ -274,14 +274,15 @@ def result_writes(url: str, group: int = 5, rounds: int = 4) -> None:
     now = START + timedelta(minutes=3)
     with engine.connect() as connection:
         pid = connection.scalar(text("SELECT pg_backend_pid()"))
-        ids = list(connection.scalars(text("SELECT id FROM outbox ORDER BY id")))
+        ids = list(connection.scalars(text("SELECT id FROM outbox ORDER BY id LIMIT :n"),
+                                      {"n": rows}))  # fmt: skip
         connection.commit()
         spent = {"finish (executemany)": [0.0, 0.0], "one statement": [0.0, 0.0]}
         for _round in range(rounds):
             for way in spent:
                 with connection.begin():
-                    connection.execute(update(outbox).values(status="sending",
-                                                             lease_owner="bench"))  # fmt: skip
+                    connection.execute(update(outbox).where(outbox.c.id <= ids[-1])
+                                       .values(status="sending", lease_owner="bench"))  # fmt: skip
                 began, cpu = time.perf_counter(), process_cpu_seconds(pid)
                 for start in range(0, len(ids), group):
                     results = [Result(i, "sent", reply="250 2.0.0 Ok: queued", message_id=f"<m{i}>",
@@ -427,8 +428,8 @@ def main(argv: list[str] | None = None) -> int:
             round_.reference = reference.rate
             print(f"round {number + 1}: smtp-source: {reference.rate:,.0f} msgs/s", flush=True)
             rounds.append(round_)
+        show(rounds, arguments.sessions)
         result_writes(pg_url)
-    show(rounds, arguments.sessions)
     return 0
 
 
