@@ -24,8 +24,16 @@ cursor at the tick's time, so enrolling reads nothing new and the tick's work is
 PostgreSQL gets an ANALYZE after the load, as autovacuum would give it; SQLite gets none,
 because mailer never runs one (the measured file is what a user's database looks like).
 
+With `--enroll N` it times the other extreme instead: one tick in which N contacts who have
+just joined the list are enrolled and their first step queued (a sequence with a goal and an
+A/B variant, as the example's welcome series), beside a reference measured in the same run and
+database: a bare INSERT ... SELECT of N outbox rows (the floor; rolled back). With `--baseline
+REV` the engine of git revision REV (its mailer/campaigns/engine.py) runs the same tick on an
+identical fresh database first, so old and new are compared on the same machine minute.
+
     .venv/bin/python bench/tick_bench.py [--enrolled 1000000] [--due 1000]
-        [--database sqlite|postgresql] [--compare] [--profile]
+        [--database sqlite|postgresql] [--compare] [--profile] [--baseline REV]
+    .venv/bin/python bench/tick_bench.py --enroll 50000 [--database ...] [--baseline REV]
 
 PostgreSQL: MAILER_TEST_DATABASE_URL, or a local server's database "test"; the run happens in
 a fresh schema that is dropped afterwards.
@@ -36,24 +44,31 @@ from __future__ import annotations
 import argparse
 import cProfile
 import pstats
+import subprocess
 import sys
 import tempfile
 import textwrap
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from types import ModuleType
+from typing import Any, Protocol
 
 from databases import Flavour, database, ledger_entry  # bench/databases.py, beside this script
-from sqlalchemy import Connection, Engine, text
+from sqlalchemy import Connection, Engine, event, text
 
 from mailer.campaigns.engine import TickReport, tick
 from mailer.clock import FrozenClock
 from mailer.config import Settings, load_settings
 from mailer.workspace import Workspace
 
+ROOT = Path(__file__).resolve().parent.parent
 BUDGET_SECONDS = 1.0
+SECRET = "mailer-bench-tick-secret-0123456789abcdef"  # keys the consent ledger's chain
+ENROLL_BUDGET_SECONDS = 3.0  # one tick that enrolls and queues 50,000 (issue 16)
 GROWTH_LIMIT = 2.0  # warm tick at the larger size / at the smaller: under this passes
 COMPARE_WITH = 100_000
 NOW = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
@@ -92,6 +107,27 @@ template = "{CAMPAIGN}/2"
 subject = "A month on"
 delay = "30 days"
 """
+
+# The enroll case: the example welcome series' shape (a goal read at every tick, an A/B test).
+ENROLL_SETTINGS = SETTINGS.replace(
+    f"trigger = 'joins list \"{LIST_NAME}\"'\n",
+    f"trigger = 'joins list \"{LIST_NAME}\"'\ngoal = 'event \"purchased\"'\n",
+).replace('delay = "0m"\n', 'delay = "0m"\nvariants.B.subject = "Hi there"\n')
+
+
+class Ticker(Protocol):
+    def __call__(self, engine: Engine, settings: Settings, now: datetime) -> TickReport: ...
+
+
+def engine_at(revision: str) -> Ticker:
+    """`tick` as mailer/campaigns/engine.py was at git `revision` (beside today's modules)."""
+    source = subprocess.run(["git", "show", f"{revision}:mailer/campaigns/engine.py"], cwd=ROOT,
+                            capture_output=True, text=True, check=True).stdout  # fmt: skip
+    module = ModuleType(f"engine_at_{revision}")
+    sys.modules[module.__name__] = module  # dataclasses look their module up
+    exec(compile(source, f"{revision}:mailer/campaigns/engine.py", "exec"), module.__dict__)
+    ticker: Ticker = module.tick
+    return ticker
 
 
 # -- bulk SQL, spelled per database ------------------------------------------------------------
@@ -146,14 +182,43 @@ def fill(connection: Connection, flavour: Flavour, list_id: int, enrolled: int, 
             )
 
 
-def make_more_due(connection: Connection, flavour: Flavour, enrolled: int, due: int) -> None:
-    """`due` enrollments other than the first tick's, due a minute or more before NOW."""
+def make_more_due(connection: Connection, flavour: Flavour, enrolled: int, due: int,
+                  first: int = 1) -> None:  # fmt: skip
+    """`due` enrollments other than the first tick's, due a minute or more before NOW (`first`
+    1, 2, ...: another set each time)."""
     past = flavour.shifted("now", "-60 - id % 3600")
     connection.execute(
         text(f"UPDATE enrollments SET due_at = {past} "
-             f"WHERE {due_rows('id', 1)}"),
+             f"WHERE {due_rows('id', first)}"),
         {"now": flavour.stamp(NOW), **spread(enrolled, due)},
     )  # fmt: skip
+
+
+@contextmanager
+def slowest_statements(engine: Engine, count: int) -> Iterator[None]:
+    """Print the `count` statements that took longest meanwhile (the database's share)."""
+    timings: list[tuple[float, str]] = []
+
+    def started(connection: Any, cursor: Any, statement: str, *_: Any) -> None:
+        connection.info["bench_started"] = time.perf_counter()
+
+    def finished(connection: Any, cursor: Any, statement: str, *_: Any) -> None:
+        elapsed = time.perf_counter() - connection.info.pop("bench_started")
+        timings.append((elapsed, " ".join(statement.split())))
+
+    if count:
+        event.listen(engine, "before_cursor_execute", started)
+        event.listen(engine, "after_cursor_execute", finished)
+    try:
+        yield
+    finally:
+        if count:
+            event.remove(engine, "before_cursor_execute", started)
+            event.remove(engine, "after_cursor_execute", finished)
+            total = sum(seconds for seconds, _ in timings)
+            print(f"{len(timings)} statements, {total:.3f} s in all; the slowest:")
+            for seconds, statement in sorted(timings, reverse=True)[:count]:
+                print(f"    {seconds:.4f} s  {statement[:300]}")
 
 
 def query_plan(engine: Engine, flavour: Flavour) -> list[str]:
@@ -164,13 +229,58 @@ def query_plan(engine: Engine, flavour: Flavour) -> list[str]:
         return [str(row[-1]) for row in rows]
 
 
+def fill_joined(connection: Connection, flavour: Flavour, list_id: int, count: int) -> None:
+    """`count` contacts with granted consent who joined the list a minute before NOW, after
+    the trigger cursor (so the tick enrolls them all), nobody enrolled yet."""
+    params: dict[str, Any] = {
+        "lo": 1, "hi": count, "count": count, "list_id": list_id, "purpose": LIST_NAME,
+        "long_ago": flavour.stamp(LONG_AGO), "joined": flavour.stamp(NOW - timedelta(minutes=1)),
+        "seen": flavour.stamp(NOW - timedelta(minutes=5)), "campaign": CAMPAIGN,
+    }  # fmt: skip
+    empty = flavour.json("'{}'")
+    connection.execute(text(flavour.insert(
+        "contacts", "id, email, attributes, created_at, updated_at",
+        f"i, 'c' || i || '@example.com', {empty}, :joined, :joined",
+    )), params)  # fmt: skip
+    params["entry_id"] = ledger_entry(connection, LIST_NAME, LONG_AGO)
+    statements = [
+        flavour.insert("memberships", "list_id, contact_id, joined_at, source",
+                       ":list_id, i, :joined, 'bench'"),
+        flavour.insert("consent_status", "contact_id, purpose, status, since, entry_id",
+                       "i, :purpose, 'granted', :joined, :entry_id"),
+        "INSERT INTO trigger_cursors (campaign, seen_until) VALUES (:campaign, :seen)",
+    ]  # fmt: skip
+    for statement in statements:
+        connection.execute(text(statement), params)
+    if flavour.postgresql:
+        connection.execute(
+            text("SELECT setval(pg_get_serial_sequence('contacts', 'id'), :count)"), params
+        )
+
+
+def floor_seconds(engine: Engine, flavour: Flavour, count: int) -> float:
+    """The reference: one bare INSERT ... SELECT of `count` queued outbox rows into the same
+    database (its indexes and constraints), rolled back."""
+    params = {"lo": 1, "hi": count, "now": flavour.stamp(NOW)}
+    with engine.connect() as connection:
+        started = time.perf_counter()
+        connection.execute(text(flavour.insert(
+            "outbox", "campaign, step, contact_id, cycle, status, queued_at, send_after",
+            "'reference', 'floor', i, 0, 'queued', :now, :now",
+        )), params)  # fmt: skip
+        seconds = time.perf_counter() - started
+        connection.rollback()
+    return seconds
+
+
 # -- the databases -----------------------------------------------------------------------------
 
 
-def bench_settings(workdir: Path, url: str) -> Settings:
+def bench_settings(workdir: Path, url: str, source: str = SETTINGS) -> Settings:
     path = workdir / "settings.toml"
-    path.write_text(textwrap.dedent(SETTINGS), encoding="utf-8")
-    return load_settings(path, environ={"MAILER_DATABASE_URL": url})
+    path.write_text(textwrap.dedent(source), encoding="utf-8")
+    environ = {"MAILER_DATABASE_URL": url, "MAILER_SECRET_KEY": SECRET}
+    return load_settings(path, environ=environ)
 
 
 # -- the run -----------------------------------------------------------------------------------
@@ -199,31 +309,42 @@ class Result:
 
 
 def timed_tick(
-    engine: Engine, settings: Settings, now: datetime, profiler: cProfile.Profile | None
+    engine: Engine,
+    settings: Settings,
+    now: datetime,
+    profiler: cProfile.Profile | None,
+    ticker: Ticker = tick,
 ) -> TickTiming:
     started = time.perf_counter()
     if profiler:
         profiler.enable()
     try:
-        report = tick(engine, settings, now)
+        report = ticker(engine, settings, now)
     finally:
         if profiler:
             profiler.disable()
     return TickTiming(time.perf_counter() - started, report)
 
 
-def measure(kind: str, enrolled: int, due: int, workdir: Path, profile: bool) -> Result:
+def measure(kind: str, enrolled: int, due: int, workdir: Path, profile: bool,
+            baseline: str | None) -> Result:  # fmt: skip
     print(f"\n== {kind}: {enrolled:,} enrolled, {due:,} due ==")
     with database(kind, workdir, "tick") as url:
         workspace = Workspace(bench_settings(workdir, url), FrozenClock(NOW))
         try:
-            return run_ticks(workspace, Flavour(kind == "postgresql"), enrolled, due, profile)
+            return run_ticks(workspace, Flavour(kind == "postgresql"), enrolled, due, profile,
+                             baseline)  # fmt: skip
         finally:
             workspace.close()
 
 
 def run_ticks(
-    workspace: Workspace, flavour: Flavour, enrolled: int, due: int, profile: bool
+    workspace: Workspace,
+    flavour: Flavour,
+    enrolled: int,
+    due: int,
+    profile: bool,
+    baseline: str | None = None,
 ) -> Result:
     engine, settings = workspace.engine, workspace.settings  # opens, migrates, syncs lists
     started = time.perf_counter()
@@ -246,12 +367,23 @@ def run_ticks(
     with engine.begin() as connection:
         make_more_due(connection, flavour, enrolled, due)
     profiler = cProfile.Profile() if profile else None
-    second = timed_tick(engine, settings, NOW + timedelta(minutes=1), profiler)
+    with slowest_statements(engine, 8 if profile else 0):
+        second = timed_tick(engine, settings, NOW + timedelta(minutes=1), profiler)
     report_tick(f"tick 2 (warm, {due:,} other rows due)", second, due)
     if profiler:
         print("\ntop 25 functions by cumulative time (tick 2, under cProfile):")
         pstats.Stats(profiler, stream=sys.stdout).sort_stats("cumulative").print_stats(25)
-    return Result(enrolled, due, [first, second], uses_index)
+    ticks = [first, second]
+    if baseline:  # then old and new, warm, each over another `due` rows
+        for first_row, ticker, label in ((2, engine_at(baseline), f"engine of {baseline}"),
+                                         (3, tick, "this engine")):  # fmt: skip
+            with engine.begin() as connection:
+                make_more_due(connection, flavour, enrolled, due, first_row)
+            timing = timed_tick(engine, settings, NOW + timedelta(minutes=first_row), None,
+                                ticker)  # fmt: skip
+            report_tick(f"tick {first_row + 1} (warm, {label})", timing, due)
+        ticks.append(timing)  # this engine's: the budget is its
+    return Result(enrolled, due, ticks, uses_index)
 
 
 def report_tick(label: str, timing: TickTiming, due: int) -> None:
@@ -286,10 +418,59 @@ def summarise(kind: str, results: list[Result]) -> bool:
     return met
 
 
-def run(kind: str, enrolled: int, due: int, compare: bool, profile: bool) -> bool:
+def measure_enroll(kind: str, count: int, workdir: Path, ticker: Ticker, label: str,
+                   profile: bool) -> bool:  # fmt: skip
+    """One tick that enrolls `count` new members and queues their first step, on a fresh
+    database, beside the floor measured in that database; True when it met the budget."""
+    print(f"\n== {kind}: one tick enrolls and queues {count:,} ({label}) ==")
+    with database(kind, workdir, "enroll") as url:
+        settings = bench_settings(workdir, url, ENROLL_SETTINGS)
+        workspace = Workspace(settings, FrozenClock(NOW))
+        try:
+            flavour = Flavour(kind == "postgresql")
+            with workspace.engine.begin() as connection:
+                fill_joined(connection, flavour, workspace.list_ids[LIST_NAME], count)
+            if flavour.postgresql:
+                with workspace.engine.connect() as connection:
+                    connection.execute(text("ANALYZE"))
+                    connection.commit()
+            floor = min(floor_seconds(workspace.engine, flavour, count) for _ in range(3))
+            profiler = cProfile.Profile() if profile else None
+            started = time.perf_counter()
+            if profiler:
+                profiler.enable()
+            report = ticker(workspace.engine, workspace.settings, NOW)
+            if profiler:
+                profiler.disable()
+            seconds = time.perf_counter() - started
+        finally:
+            workspace.close()
+    met = seconds < ENROLL_BUDGET_SECONDS and report.enrolled == report.queued == count
+    counts = " ".join(f"{name}={value:,}" for name, value in report.as_dict().items())
+    print(f"reference (INSERT ... SELECT of {count:,} outbox rows): {floor:.3f} s")
+    print(f"tick: {seconds:.3f} s = {seconds / floor:.1f}x the reference  "
+          f"budget < {ENROLL_BUDGET_SECONDS:.0f} s: {'MET' if met else 'MISSED'}")  # fmt: skip
+    print(f"    {counts}")
+    if profiler:
+        print("\ntop 25 functions by cumulative time (under cProfile):")
+        pstats.Stats(profiler, stream=sys.stdout).sort_stats("cumulative").print_stats(25)
+    return met
+
+
+def run_enroll(kind: str, count: int, baseline: str | None, profile: bool) -> bool:
+    with tempfile.TemporaryDirectory(prefix="mailer-tick-bench-") as temporary:
+        if baseline:
+            measure_enroll(kind, count, Path(temporary), engine_at(baseline),
+                           f"engine of {baseline}", False)  # fmt: skip
+        return measure_enroll(kind, count, Path(temporary), tick, "this engine", profile)
+
+
+def run(kind: str, enrolled: int, due: int, compare: bool, profile: bool,
+        baseline: str | None) -> bool:  # fmt: skip
     sizes = sorted({COMPARE_WITH, enrolled}) if compare else [enrolled]
     with tempfile.TemporaryDirectory(prefix="mailer-tick-bench-") as temporary:
-        results = [measure(kind, size, due, Path(temporary), profile) for size in sizes]
+        results = [measure(kind, size, due, Path(temporary), profile, baseline)
+                   for size in sizes]  # fmt: skip
     return summarise(kind, results)
 
 
@@ -302,11 +483,26 @@ def main(argv: list[str] | None = None) -> int:
         "--compare", action="store_true", help=f"also run at {COMPARE_WITH:,} enrolled"
     )
     parser.add_argument("--profile", action="store_true", help="run tick 2 under cProfile")
+    parser.add_argument(
+        "--enroll",
+        type=int,
+        metavar="N",
+        help="instead: one tick that enrolls and queues N new members",
+    )
+    parser.add_argument(
+        "--baseline",
+        metavar="REV",
+        help="also time the engine of git revision REV, in the same run",
+    )
     args = parser.parse_args(argv)
+    if args.enroll:
+        met = run_enroll(args.database, args.enroll, args.baseline, args.profile)
+        return 0 if met else 1
     smallest = min(args.enrolled, COMPARE_WITH) if args.compare else args.enrolled
     if args.due < 1 or smallest < 2 * args.due:
         parser.error("--due must be at least 1 and at most half of the enrolled rows")
-    return 0 if run(args.database, args.enrolled, args.due, args.compare, args.profile) else 1
+    met = run(args.database, args.enrolled, args.due, args.compare, args.profile, args.baseline)
+    return 0 if met else 1
 
 
 if __name__ == "__main__":

@@ -28,9 +28,10 @@ from sqlalchemy.exc import DBAPIError
 
 from mailer.campaigns.broadcasts import queue_broadcast
 from mailer.campaigns.cap_queue import Waiting, first_in_line
-from mailer.campaigns.date_steps import past_its_day
+from mailer.campaigns.date_steps import date_triggered, past_its_day
+from mailer.campaigns.due_writes import DueWrites
 from mailer.campaigns.enrollment import enroll
-from mailer.campaigns.goals import compiled, convert, reached_goal
+from mailer.campaigns.goals import compiled, reached_goal
 from mailer.campaigns.resends import queue_resends
 from mailer.campaigns.rhythm import LOOK_AGAIN, next_due, previous_messages
 from mailer.campaigns.score_rules import award_rules
@@ -49,7 +50,6 @@ from mailer.store.tables import (
     enrollments,
     outbox,
 )
-from mailer.store.upsert import upsert
 
 BATCH = 5000  # due enrollments advanced per transaction
 PENDING_RECHECK = timedelta(hours=1)  # a double opt-in not yet confirmed is looked at again
@@ -209,101 +209,148 @@ def _failure(error: Exception) -> str:
 def _advance_campaign(connection: Connection, settings: Settings, name: str,
                       campaign: Campaign, rows: list[Any], now: datetime,
                       report: TickReport) -> None:  # fmt: skip
+    """Decide for all the rows, then write: a few statements per decision, not per row."""
     ids = [row.contact_id for row in rows]
     goal = campaign.goal
     converted = _converted(connection, settings, goal, rows, now) if goal else set()
     answered = _answered(connection, settings, name, campaign, rows, now)
     audience = standings(connection, campaign.list_name, ids)
     later = _not_due_yet(connection, settings, rows, now)
+    writes = DueWrites()
     ready: list[tuple[Any, Standing]] = []
     for row in rows:
         contact = audience.get(row.contact_id)
         if row.contact_id in converted:
-            convert(connection, settings, {row.id: str(goal)}, now)
+            writes.goals[row.id] = str(goal)
             report.converted += 1
         elif row.id in answered:  # a person answered: a person, not the next step, replies
-            _end(connection, [row], "exited", now, EXITED_REPLIED)
+            writes.end(row.id, "exited", now, EXITED_REPLIED)
             report.exited += 1
         elif contact is None or not contact.member:
-            _end(connection, [row], "exited", now, f"left the list {campaign.list_name}")
+            writes.end(row.id, "exited", now, f"left the list {campaign.list_name}")
             report.exited += 1
         elif contact.suppressed or contact.status in ("withdrawn", "none"):
             reason = "suppressed" if contact.suppressed else f"no consent ({contact.status})"
-            _end(connection, [row], "exited", now, reason)
+            writes.end(row.id, "exited", now, reason)
             report.exited += 1
         elif contact.status not in SENDABLE:
-            _postpone(connection, row, now + PENDING_RECHECK, "consent pending confirmation")
+            writes.postpone(row.id, now + PENDING_RECHECK, "consent pending confirmation")
             report.postponed += 1
         elif row.id in later:
-            _keep_rhythm(connection, row, later[row.id], now, report)
+            _keep_rhythm(writes, row, later[row.id], now, report)
         else:
             ready.append((row, contact))
-    # Written above, the rows that ended or wait are no longer rivals for the cap's slots.
+    # Written first, the rows that ended or wait are no longer rivals for the cap's slots.
+    writes.write(connection, settings, now)
     capped = _capped(connection, settings, [row for row, _ in ready], now)
-    for row, contact in ready:
+    for row, _ in ready:
         if row.contact_id in capped:
             until, reason = capped[row.contact_id]
-            _postpone(connection, row, until, reason)
+            writes.postpone(row.id, until, reason)
             report.postponed += 1
-        else:
-            _next_step(connection, settings, name, campaign, row, contact, now, report)
+    served = [(row, contact) for row, contact in ready if row.contact_id not in capped]
+    _next_steps(connection, settings, name, campaign, served, now, writes, report)
+    writes.write(connection, settings, now)
 
 
-def _next_step(connection: Connection, settings: Settings, name: str, campaign: Campaign,
-               row: Any, contact: Standing, now: datetime,
-               report: TickReport) -> None:  # fmt: skip
-    """Queue the enrollment's next step, skipping steps whose condition is false."""
+def _next_steps(connection: Connection, settings: Settings, name: str, campaign: Campaign,
+                ready: list[tuple[Any, Standing]], now: datetime, writes: DueWrites,
+                report: TickReport) -> None:  # fmt: skip
+    """Queue each enrollment's next step, skipping steps whose condition is false: in rounds,
+    one per step reached, a condition read once for all the rows at its step."""
     steps = campaign.steps
-    position = _next_position(steps, row)
-    while position < len(steps):
-        step = steps[position]
-        previous = (name, steps[position - 1].name) if position > 0 else None
-        if step.condition and not _holds(connection, settings, step.condition, previous,
-                                         row, now):  # fmt: skip
-            _record(connection, name, step, row, "skipped", None, f"condition: {step.condition}",
-                    None, now)  # fmt: skip
-            report.skipped += 1
-            position = campaign.after_skip(position)
-            if position < len(steps) and steps[position].delay:
-                # The next step's delay counts from this skip. last_step becomes the step just
-                # before it (the skipped one, or the last a branch jumps over).
-                connection.execute(update(enrollments).where(enrollments.c.id == row.id).values(
-                    last_step=steps[position - 1].name, last_position=position - 1,
-                    last_step_at=now, due_at=now + steps[position].delay, waiting_since=None,
-                    reason=None))  # fmt: skip
-                return
-            continue
-        zone = contact.timezone or settings.default_timezone
-        windows = _windows(settings, step)
-        late = past_its_day(campaign, position, row.entered_at, zone, [w for w, _ in windows], now)
-        if late:  # a birthday message too late for its day is not sent at all, nor the run's rest
-            _record(connection, name, step, row, "skipped", None, late, None, now)
-            report.skipped += 1
-            break
-        for window, reason in windows:
-            opening = next_opening(parse_window(window), now, zone)
-            if opening > now:
-                _postpone(connection, row, opening, f"{reason} ({zone})")
-                report.postponed += 1
-                return
-        weights = {"A": 1, **{label: v.weight for label, v in step.variants.items()}}
-        variant = pick_variant(row.contact_id, name, step.name, weights) if step.variants else None
-        _record(connection, name, step, row, "queued", None if variant == "A" else variant,
-                None, contact.entry_id, now)  # fmt: skip
-        report.queued += 1
-        following = steps[position + 1] if position + 1 < len(steps) else None
-        connection.execute(update(enrollments).where(enrollments.c.id == row.id).values(
-            last_step=step.name, last_position=position, last_step_at=now,
-            due_at=now + following.delay if following else None, waiting_since=None,
-            status="active" if following else "completed",
-            ended_at=None if following else now, reason=None))  # fmt: skip
-        report.completed += 0 if following else 1
+    at = [(row, contact, _next_position(steps, row)) for row, contact in ready]
+    sending: dict[int, _Sending] = {}
+    while at:
+        holding = _holding(connection, settings, name, campaign, at, now)
+        skipped: list[tuple[Any, Standing, int]] = []
+        for row, contact, position in at:
+            if position >= len(steps):
+                writes.end(row.id, "completed", now, None)
+                report.completed += 1
+                continue
+            step = steps[position]
+            if step.condition and row.id not in holding:
+                writes.message(name, step.name, row, "skipped", None,
+                               f"condition: {step.condition}", None, now)  # fmt: skip
+                report.skipped += 1
+                position = campaign.after_skip(position)
+                if position < len(steps) and steps[position].delay:
+                    # The next step's delay counts from this skip. last_step becomes the step
+                    # just before it (the skipped one, or the last a branch jumps over).
+                    writes.change(row.id, last_step=steps[position - 1].name,
+                                  last_position=position - 1, last_step_at=now,
+                                  due_at=now + steps[position].delay, waiting_since=None,
+                                  reason=None)  # fmt: skip
+                else:
+                    skipped.append((row, contact, position))
+                continue
+            if position not in sending:
+                sending[position] = _sending(settings, campaign, position)
+            _send_step(settings, name, campaign, position, row, contact, now, sending[position],
+                       writes, report)  # fmt: skip
+        # The skips are written before the next round's conditions read the database.
+        writes.write(connection, settings, now)
+        at = skipped
+
+
+@dataclass(frozen=True)
+class _Sending:
+    """What sending one step needs that is the same for every contact: read once per tick."""
+
+    windows: list[tuple[str, str]]  # (window, the reason of a postponement to it)
+    weights: dict[str, int] | None  # the A/B split, None without variants
+    dated: bool  # the first step of a date-triggered sequence (past_its_day applies)
+    openings: dict[tuple[str, str], datetime]  # (window, zone) -> its next opening after now
+
+
+def _sending(settings: Settings, campaign: Campaign, position: int) -> _Sending:
+    step = campaign.steps[position]
+    weights = {"A": 1, **{label: v.weight for label, v in step.variants.items()}}
+    dated = position == 0 and date_triggered(campaign) is not None
+    return _Sending(_windows(settings, step), weights if step.variants else None, dated, {})
+
+
+def _send_step(settings: Settings, name: str, campaign: Campaign, position: int, row: Any,
+               contact: Standing, now: datetime, sending: _Sending, writes: DueWrites,
+               report: TickReport) -> None:  # fmt: skip
+    """Queue the step at `position`, or postpone it to its send window, or skip a date step
+    too late for its day."""
+    steps = campaign.steps
+    step = steps[position]
+    zone = contact.timezone or settings.default_timezone
+    windows = sending.windows
+    late = sending.dated and past_its_day(campaign, position, row.entered_at, zone,
+                                          [w for w, _ in windows], now)  # fmt: skip
+    if late:  # a birthday message too late for its day is not sent at all, nor the run's rest
+        writes.message(name, step.name, row, "skipped", None, late, None, now)
+        writes.end(row.id, "completed", now, None)
+        report.skipped += 1
+        report.completed += 1
         return
-    _end(connection, [row], "completed", now, None)
-    report.completed += 1
+    for window, reason in windows:
+        opening = sending.openings.get((window, zone))
+        if opening is None:
+            opening = sending.openings[window, zone] = next_opening(parse_window(window), now,
+                                                                    zone)  # fmt: skip
+        if opening > now:
+            writes.postpone(row.id, opening, f"{reason} ({zone})")
+            report.postponed += 1
+            return
+    weights = sending.weights
+    variant = pick_variant(row.contact_id, name, step.name, weights) if weights else None
+    writes.message(name, step.name, row, "queued", None if variant == "A" else variant, None,
+                   contact.entry_id, now)  # fmt: skip
+    report.queued += 1
+    following = steps[position + 1] if position + 1 < len(steps) else None
+    writes.change(row.id, last_step=step.name, last_position=position, last_step_at=now,
+                  due_at=now + following.delay if following else None, waiting_since=None,
+                  status="active" if following else "completed",
+                  ended_at=None if following else now, reason=None)  # fmt: skip
+    report.completed += 0 if following else 1
 
 
-def _keep_rhythm(connection: Connection, row: Any, due_at: datetime | None, now: datetime,
+def _keep_rhythm(writes: DueWrites, row: Any, due_at: datetime | None, now: datetime,
                  report: TickReport) -> None:  # fmt: skip
     """Due again when the delay has passed since the previous message was sent (not a
     postponement: the step was not due yet), or shortly while that message is on its way."""
@@ -311,8 +358,7 @@ def _keep_rhythm(connection: Connection, row: Any, due_at: datetime | None, now:
     if due_at is None:
         due_at, reason = now + LOOK_AGAIN, f"waiting for {row.last_step} to be sent"
         report.postponed += 1
-    connection.execute(update(enrollments).where(enrollments.c.id == row.id)
-                       .values(due_at=due_at, reason=reason, waiting_since=None))  # fmt: skip
+    writes.change(row.id, due_at=due_at, reason=reason, waiting_since=None)
 
 
 def _capped(connection: Connection, settings: Settings, rows: list[Any],
@@ -375,13 +421,26 @@ def _next_position(steps: list[Step], row: Any) -> int:
     return int(row.last_position) + 1
 
 
-def _holds(connection: Connection, settings: Settings, condition: str,
-           previous: tuple[str, str] | None, row: Any, now: datetime) -> bool:  # fmt: skip
-    """`opened previous` reads this run's previous message: opens since the run began."""
-    compiler = SegmentCompiler.for_settings(settings, now, previous, entered=row.entered_at)
-    matching = connection.execute(select(contacts.c.id).where(
-        contacts.c.id == row.contact_id, compiled(compiler, condition)))  # fmt: skip
-    return matching.first() is not None
+def _holding(connection: Connection, settings: Settings, name: str, campaign: Campaign,
+             at: list[tuple[Any, Standing, int]], now: datetime) -> set[int]:  # fmt: skip
+    """The enrollments whose next step, at the position given, has a condition that holds:
+    one query per step. `opened previous` reads this run's previous message: opens since each
+    enrollment's run began."""
+    by_position: dict[int, list[int]] = defaultdict(list)
+    for row, _, position in at:
+        if position < len(campaign.steps) and campaign.steps[position].condition:
+            by_position[position].append(row.id)
+    holding: set[int] = set()
+    for position, ids in by_position.items():
+        previous = (name, campaign.steps[position - 1].name) if position > 0 else None
+        compiler = SegmentCompiler.for_settings(settings, now, previous,
+                                                entered=enrollments.c.entered_at)  # fmt: skip
+        condition = compiled(compiler, str(campaign.steps[position].condition))
+        holding.update(connection.scalars(
+            select(enrollments.c.id)
+            .select_from(enrollments.join(contacts, enrollments.c.contact_id == contacts.c.id))
+            .where(one_of(connection, enrollments.c.id, ids), condition)))  # fmt: skip
+    return holding
 
 
 def _converted(connection: Connection, settings: Settings, goal: str, rows: list[Any],
@@ -397,17 +456,6 @@ def _answered(connection: Connection, settings: Settings, name: str, campaign: C
     if not campaign.exit_on_reply:
         return set()
     return replied(connection, settings, name, [row.id for row in rows], now)
-
-
-def _record(connection: Connection, name: str, step: Step, row: Any, status: str,
-            variant: str | None, reason: str | None, entry_id: int | None,
-            now: datetime) -> None:  # fmt: skip
-    upsert(connection, outbox, [{
-        "campaign": name, "step": step.name, "contact_id": row.contact_id, "cycle": row.cycle,
-        "enrollment_id": row.id, "variant": variant, "status": status, "reason": reason,
-        "consent_entry_id": entry_id, "queued_at": now,
-        "send_after": now if status == "queued" else None,
-    }], keys=("campaign", "step", "contact_id", "cycle"))  # fmt: skip
 
 
 def _postpone(connection: Connection, row: Any, until: datetime, reason: str) -> None:

@@ -43,7 +43,7 @@ from mailer.store.tables import (
     lists,
     memberships,
 )
-from mailer.store.upsert import upsert
+from mailer.store.upsert import insert_new
 
 CURSOR_OVERLAP = timedelta(minutes=10)  # re-read: rows committed late with earlier times
 _TRIGGER = re.compile(r'^\s*(joins list|enters segment|event|date)\s+"([^"]+)"\s*$')
@@ -131,7 +131,7 @@ def enroll(
         fresh.append({"campaign": name, "contact_id": row.contact_id, "cycle": cycle,
                       "status": "active", "entered_at": at, "last_position": -1,
                       "due_at": due or at + first_delay})  # fmt: skip
-    upsert(connection, enrollments, fresh, keys=("campaign", "contact_id", "cycle"))
+    insert_new(connection, enrollments, fresh, keys=("campaign", "contact_id", "cycle"))
     return len(fresh)
 
 

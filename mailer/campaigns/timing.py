@@ -9,6 +9,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
+from functools import cache
 from typing import Any, Protocol, TypeVar
 from zoneinfo import ZoneInfo
 
@@ -136,6 +137,7 @@ class VariantKey:
     rounds: tuple[tuple[int, int], ...]  # (multiplier, addend) per round, all below PRIME
 
 
+@cache  # a tick picks for thousands of contacts of one step
 def variant_key(campaign: str, step: str) -> VariantKey:
     digest = hashlib.sha256(f"{campaign}\x1f{step}".encode()).digest()
     words = [int.from_bytes(digest[i : i + 4], "big") for i in range(0, 4 * (1 + 2 * ROUNDS), 4)]

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Table
+from sqlalchemy import Connection, Table, Text, cast, func, literal, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 
 from mailer.store.bulk import execute_many
@@ -39,3 +41,27 @@ def upsert(
         connection.execute(statement, list(named))  # type: ignore[arg-type]
     else:
         execute_many(connection, statement, rows, columns=columns)
+
+
+def insert_new(
+    connection: Connection, table: Table, rows: Sequence[dict[str, Any]], keys: Sequence[str]
+) -> None:
+    """Insert the `rows` (mappings with the keys of the first) whose `keys` are not taken yet.
+    On PostgreSQL, many rows go as one statement, one JSON parameter read back as rows of the
+    table's own type (json_populate_recordset): an executemany there is a round trip per row,
+    even pipelined, and psycopg's arrays are dumped value by value in Python."""
+    if connection.dialect.name != "postgresql" or len(rows) < FEW:
+        upsert(connection, table, rows, keys)
+        return
+    names = list(rows[0])
+    document = cast(literal(json.dumps(rows, default=_json_value), Text), postgresql.JSON)
+    typed = func.json_populate_recordset(text(f"NULL::{table.name}"), document)
+    source = typed.table_valued(*names)
+    statement = postgresql.insert(table).from_select(names, select(*source.c))
+    connection.execute(statement.on_conflict_do_nothing(index_elements=list(keys)))
+
+
+def _json_value(value: Any) -> str:
+    if isinstance(value, datetime):  # aware (UTCDateTime refuses naive times): timestamptz reads it
+        return value.isoformat()
+    raise TypeError(f"{type(value).__name__} {value!r} has no JSON form here")
