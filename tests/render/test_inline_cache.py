@@ -21,7 +21,8 @@ TEMPLATES = {
     "text, attributes, title, table": (
         '<p class="big" title="{{ contact.last_name }}">Hi {{ contact.first_name }},</p>'
         "<p>{{ contact.attributes.note }}</p><table><tr><td>{{ contact.email }}</td></tr></table>"
-        '<a href="https://shop.example/?who={{ contact.email }}&amp;n={{ contact.attributes.note }}">'
+        '<a href="https://shop.example/?who={{ contact.email }}'
+        '&amp;n={{ contact.attributes.note }}">'
         "shop</a><img alt='{{ contact.first_name }}' src=\"https://shop.example/a.png\">"
     ),
     "a value inside a style attribute": (
@@ -58,9 +59,9 @@ def contacts() -> list[Contact]:
     people = []
     for number, value in enumerate(HOSTILE):
         email = f"reader{number}@example.com"
+        note = HOSTILE[(number + 3) % len(HOSTILE)]
         people.append(Contact(email=email, first_name=value, last_name=HOSTILE[-number - 1],
-                              locale="en", attributes={"note": HOSTILE[(number + 3) % len(HOSTILE)]},
-                              id=number + 1))  # fmt: skip
+                              locale="en", attributes={"note": note}, id=number + 1))  # fmt: skip
     return people
 
 
