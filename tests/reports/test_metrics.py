@@ -365,3 +365,37 @@ def test_an_unknown_campaign_names_the_known_ones(story: Story) -> None:
     result = run(story, "welcom")
     assert result.exit_code == 1
     assert "welcom: no such campaign in settings (known: welcome)" in result.output
+
+
+def test_a_pixel_fetched_25_times_is_one_open_in_the_report(
+    project: Path, environ: dict[str, str], clock: FrozenClock, smtp_server: ScriptedSmtpServer
+) -> None:
+    """A mail client that re-renders the message fetches the pixel over and over: one open for
+    the report (the other fetches are machine opens, seen only with --include-machine), and a
+    real second reading an hour later is a second open of the same message."""
+    environ = {**environ, "MAILER_SMTP__PORT": str(smtp_server.port),
+               "MAILER_DELIVERY__RENDER_PROCESSES": "0",
+               "MAILER_TRACKING__FLUSH_SIZE": "7"}  # the fetches straddle write batches
+    workspace = Workspace(load_settings(project / "settings.toml", environ=environ), clock)
+    queue_welcome(workspace, project, "ada@example.com,Ada")
+    assert deliver(workspace).sent == 1
+    pixel = _links(smtp_server, "ada@example.com", "Welcome")["open"]
+    clock.advance(timedelta(minutes=5))
+    with running(create_app(workspace)) as base:
+        for _ in range(25):
+            assert httpx.get(at(base, pixel), headers={"User-Agent": CHROME}).status_code == 200
+            clock.advance(timedelta(seconds=1))
+        clock.advance(timedelta(hours=1))
+        assert httpx.get(at(base, pixel), headers={"User-Agent": CHROME}).status_code == 200
+    with workspace.engine.connect() as connection:
+        people = build_report(connection, workspace.settings, campaign="welcome", now=NOW)
+        everyone = build_report(connection, workspace.settings, campaign="welcome", now=NOW,
+                                include_machine=True)  # fmt: skip
+    [hello] = [step for step in people["campaigns"][0]["steps"] if step["name"] == "hello"]
+    counts = {name: hello["totals"][name]
+              for name in ("unique_opens", "total_opens", "machine_opens")}  # fmt: skip
+    assert counts == {"unique_opens": 1, "total_opens": 2, "machine_opens": 24}
+    assert hello["totals"]["rates"]["open"] | {"flag": None} == rate(1.0, 1, 1)
+    [hello_all] = [s for s in everyone["campaigns"][0]["steps"] if s["name"] == "hello"]
+    assert (hello_all["totals"]["unique_opens"], hello_all["totals"]["total_opens"]) == (1, 26)
+    workspace.close()
