@@ -19,6 +19,7 @@ from sqlalchemy import Connection, bindparam, case, select, update
 from mailer.delivery.pauses import paused_campaigns
 from mailer.store.bulk import one_of
 from mailer.store.tables import outbox
+from mailer.tokens import TokenError, TokenKeys, verify
 
 # In this order: rows whose worker vanished first (they are the oldest work), then retries
 # that are due, then new messages.
@@ -53,6 +54,16 @@ def message_key(outbox_id: int) -> str:
 def outbox_id(key: str) -> int | None:
     """The outbox row a message key names, or None for anything else."""
     return int(key[1:]) if key.startswith("m") and key[1:].isdigit() else None
+
+
+def token_outbox_id(keys: TokenKeys, purpose: str, token: str) -> int | None:
+    """The outbox row a genuine one-key token for `purpose` names; None for a forged,
+    malformed or foreign token (confirmations carry a token of another key)."""
+    try:
+        [key] = verify(keys, purpose, token)
+    except (TokenError, ValueError):  # ValueError: not exactly one field
+        return None
+    return outbox_id(key)
 
 
 @dataclass(frozen=True)

@@ -13,10 +13,10 @@ from datetime import datetime, timedelta
 from sqlalchemy import Connection, select
 
 from mailer.contacts.addresses import InvalidAddress, normalise_address
-from mailer.delivery.claims import outbox_id
+from mailer.delivery.claims import token_outbox_id
 from mailer.returns.report import Returned
 from mailer.store.tables import contacts, outbox
-from mailer.tokens import TokenError, TokenKeys, verify
+from mailer.tokens import TokenKeys
 
 # A bounce arrives within minutes; a delay warning's final failure after up to 5 days of
 # retries; feedback loops report within days. Beyond this, "the last message to that address"
@@ -43,11 +43,7 @@ def match(
 
 
 def _by_token(connection: Connection, keys: TokenKeys, token: str) -> int | None:
-    try:
-        [key] = verify(keys, "bounce", token)
-    except (TokenError, ValueError):
-        return None
-    message = outbox_id(key)  # confirmations carry a token of another key: not ours to match
+    message = token_outbox_id(keys, "bounce", token)
     if message is None:
         return None
     found = connection.scalar(select(outbox.c.id).where(outbox.c.id == message))

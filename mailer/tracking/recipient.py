@@ -20,7 +20,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from mailer.consent.evidence import SentMessage, request_evidence
 from mailer.consent.person import consent_overview, withdraw
-from mailer.delivery.claims import outbox_id
+from mailer.delivery.claims import outbox_id, token_outbox_id
 from mailer.render.links import HONEYPOT
 from mailer.store.engine import reading
 from mailer.store.tables import contacts, outbox
@@ -217,11 +217,7 @@ class RecipientRoutes:
                                   data={"list": name, "via": via}) for name in left))  # fmt: skip
 
     async def _subscriber(self, request: Request) -> dict[str, Any] | None:
-        try:
-            [key] = verify(self.keys, "unsubscribe", request.path_params["token"])
-        except (TokenError, ValueError):
-            return None
-        message = outbox_id(key)
+        message = token_outbox_id(self.keys, "unsubscribe", request.path_params["token"])
         return None if message is None else await run_in_threadpool(self._read_subscriber, message)
 
     def _read_subscriber(self, message: int) -> dict[str, Any] | None:
