@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import email
 import re
-import shutil
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
@@ -23,31 +22,24 @@ from mailer.tokens import sign
 from mailer.tracking.app import create_app
 from mailer.workspace import Workspace
 from tests.delivery.smtp_server import ScriptedSmtpServer
+from tests.tracking.browser import browser_page, needs_chromium
 from tests.tracking.conftest import BASE, at
 
 Serve = Callable[..., AbstractContextManager[str]]
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 IPHONE = ("Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 "
           "(KHTML, like Gecko) Version/17.5 Mobile/15E148 Safari/604.1")
 
-pytestmark = pytest.mark.skipif(
-    CHROMIUM is None, reason="no chromium: `apt-get install chromium` (make test does, as root)"
-)
+pytestmark = needs_chromium
 
 
 @pytest.fixture
 def phone() -> Iterator[object]:
     """A page in a 375x740 window (an iPhone's width), JavaScript disabled."""
-    playwright_api = pytest.importorskip("playwright.sync_api")
-    with playwright_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True,
-                                             args=["--no-sandbox"])  # fmt: skip
-        # A phone's user agent: headless Chromium's own says "HeadlessChrome", which the
-        # endpoint rightly takes for a machine.
-        context = browser.new_context(viewport={"width": 375, "height": 740},
-                                      java_script_enabled=False, user_agent=IPHONE)  # fmt: skip
-        yield context.new_page()
-        browser.close()
+    # A phone's user agent: headless Chromium's own says "HeadlessChrome", which the
+    # endpoint rightly takes for a machine.
+    with browser_page(viewport={"width": 375, "height": 740}, java_script_enabled=False,
+                      user_agent=IPHONE) as page:  # fmt: skip
+        yield page
 
 
 def status_of(workspace: Workspace, list_name: str) -> str:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -21,15 +20,13 @@ from mailer.tracking.app import create_app
 from mailer.workspace import Workspace
 from tests.delivery.smtp_server import ScriptedSmtpServer
 from tests.reports.page_numbers import report_numbers
+from tests.tracking.browser import browser_page, needs_chromium
 from tests.tracking.report_seed import PASSWORD, seeded_workspace
 from tests.tracking.test_reports_page import cli_json
 
 Serve = Callable[..., AbstractContextManager[str]]
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
-pytestmark = pytest.mark.skipif(
-    CHROMIUM is None, reason="no chromium: `apt-get install chromium` (make test does, as root)"
-)
+pytestmark = needs_chromium
 NUMBERS = """() => Array.from(document.querySelectorAll('[data-metric]'), e => [
   e.dataset.campaign, e.dataset.step, e.dataset.variant, e.dataset.metric, e.dataset.date || '',
   e.dataset.value, e.textContent.trim()])"""
@@ -39,16 +36,10 @@ DRAWN = "svg => { const box = svg.getBBox(); return [box.width, box.height]; }"
 @pytest.fixture
 def desk() -> Iterator[Any]:
     """A browser window of a laptop's size, signed in as the marketer of settings."""
-    playwright_api = pytest.importorskip("playwright.sync_api")
-    with playwright_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True,
-                                             args=["--no-sandbox"])  # fmt: skip
-        context = browser.new_context(viewport={"width": 1280, "height": 1100},
-                                      java_script_enabled=False,
-                                      http_credentials={"username": "marketer",
-                                                        "password": PASSWORD})  # fmt: skip
-        yield context.new_page()
-        browser.close()
+    with browser_page(viewport={"width": 1280, "height": 1100}, java_script_enabled=False,
+                      http_credentials={"username": "marketer",
+                                        "password": PASSWORD}) as page:  # fmt: skip
+        yield page
 
 
 @pytest.fixture
