@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import errno
 import socket
+import threading
+import time
 
 from mailer.errors import MailerError
 
@@ -41,3 +43,13 @@ def cannot_listen(host: str, port: int, error: OSError, who: str, fix: str) -> s
 
 def address(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def sleep_until(stopping: threading.Event, step: float = 0.2) -> None:
+    """Return once `stopping` is set by a SIGINT or SIGTERM handler. Sleeps in short steps
+    instead of `stopping.wait()`: the kernel may hand the signal to another thread (aiosmtpd's,
+    a worker's), which only marks it for Python's main thread, and a main thread blocked on a
+    lock never looks (`mailer inbound` hung so, now and then, under load); a sleep returns, and
+    the handler runs."""
+    while not stopping.is_set():
+        time.sleep(step)

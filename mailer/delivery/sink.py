@@ -26,7 +26,7 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from mailer.contacts.cells import printable
 from mailer.errors import MailerError
-from mailer.listening import address, bind, cannot_listen
+from mailer.listening import address, bind, cannot_listen, sleep_until
 
 MAX_MESSAGE_BYTES = 50 * 1024 * 1024
 SUBJECT_WIDTH = 70
@@ -125,7 +125,7 @@ def serve_sink(host: str, port: int, directory: Path, echo: Echo) -> None:
         where = address(host, port)
         echo(f"mailer sink: listening on {where}, keeping every message in {directory}/ "
              "(Ctrl-C stops)")  # fmt: skip
-        stopping.wait()
+        sleep_until(stopping)
         controller.stop()
         kept = controller.handler.kept
         echo(f"mailer sink: stopped; {kept} message{'s' * (kept != 1)} kept in {directory}/")

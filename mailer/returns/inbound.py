@@ -30,7 +30,7 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 from mailer.delivery.claims import token_outbox_id
 from mailer.delivery.sink import trace_headers
 from mailer.errors import MailerError
-from mailer.listening import address, bind, cannot_listen
+from mailer.listening import address, bind, cannot_listen, sleep_until
 from mailer.logs import logger
 from mailer.metrics import INBOUND
 from mailer.returns.classify import classify
@@ -323,7 +323,7 @@ def serve_inbound(workspace: Workspace, host: str | None, port: int | None, echo
         taken += [mailboxes.fbl_address] if mailboxes.fbl_address else []
         echo(f"mailer inbound: listening on {where} for {', '.join(taken)}; spool "
              f"{listening.handler.spool.root}/ (Ctrl-C stops)")  # fmt: skip
-        stopping.wait()
+        sleep_until(stopping)
         listening.stop()
         counts = ", ".join(f"{count} {name}" for name, count in listening.handler.counts.items())
         echo(f"mailer inbound: stopped; {counts}")
