@@ -83,6 +83,17 @@ Duration = Annotated[timedelta, BeforeValidator(_duration)]
 AttributeType = Literal["string", "integer", "number", "boolean", "date", "datetime"]
 
 
+def _https_or_localhost(url: str, why: str) -> str:
+    """`url` when it is https://, or plain http:// to this machine (tests, demos); else an
+    error saying `why` https is needed."""
+    parts = urlsplit(url)
+    loopback = parts.hostname in ("localhost", "127.0.0.1", "::1")
+    if parts.scheme != "https" and not (parts.scheme == "http" and loopback):
+        raise ValueError(f'"{url}" must be an https:// URL ({why}; plain http is accepted '
+                         "only for localhost)")  # fmt: skip
+    return url
+
+
 class Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -199,14 +210,7 @@ class Tracking(Model):
     @field_validator("base_url")
     @classmethod
     def _https(cls, value: str) -> str:
-        parts = urlsplit(value)
-        loopback = parts.hostname in ("localhost", "127.0.0.1", "::1")
-        if parts.scheme != "https" and not (parts.scheme == "http" and loopback):
-            raise ValueError(
-                f'"{value}" must be an https:// URL (RFC 8058 one-click unsubscribe needs '
-                "https; plain http is accepted only for localhost)"
-            )
-        return value.rstrip("/")
+        return _https_or_localhost(value, "RFC 8058 one-click unsubscribe needs https").rstrip("/")
 
 
 class ContactList(Model):
@@ -630,12 +634,7 @@ class OutgoingWebhook(Model):
     @field_validator("url")
     @classmethod
     def _https(cls, value: str) -> str:
-        parts = urlsplit(value)
-        loopback = parts.hostname in ("localhost", "127.0.0.1", "::1")
-        if parts.scheme != "https" and not (parts.scheme == "http" and loopback):
-            raise ValueError(f'"{value}" must be an https:// URL (events name people; plain '
-                             "http is accepted only for localhost)")  # fmt: skip
-        return value
+        return _https_or_localhost(value, "events name people")
 
     def wants(self, event_type: str) -> bool:
         return "*" in self.events or event_type in self.events

@@ -283,15 +283,18 @@ def _authorised(request: Request, token: str) -> bool:
     return scheme.lower() == "bearer" and hmac.compare_digest(given, token.encode())
 
 
-async def _read_body(request: Request) -> bytes:
+async def read_body(request: Request, limit: int, advice: str = "") -> bytes:
+    """The request's body, or a 413 Refusal (`advice` after its reason) as soon as the body is
+    declared or found to be over `limit` bytes: never more than that held in memory."""
     declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > MAX_BODY:
-        raise Refusal(413, f"the body is over {MAX_BODY} bytes: send smaller batches")
+    too_big = Refusal(413, f"the body is over {limit} bytes{advice}")
+    if declared.isdigit() and int(declared) > limit:
+        raise too_big
     body = bytearray()
     async for chunk in request.stream():
         body += chunk
-        if len(body) > MAX_BODY:
-            raise Refusal(413, f"the body is over {MAX_BODY} bytes: send smaller batches")
+        if len(body) > limit:
+            raise too_big
     return bytes(body)
 
 
@@ -309,7 +312,8 @@ def website_routes(workspace: Workspace) -> list[BaseRoute]:
             media_type = request.headers.get("content-type", "").partition(";")[0]
             if media_type.strip().lower() != "application/json":
                 raise Refusal(415, "send the events as Content-Type: application/json")
-            events = parse_events(await _read_body(request), workspace.clock.now())
+            events = parse_events(await read_body(request, MAX_BODY, ": send smaller batches"),
+                                  workspace.clock.now())
             return _json(await run_in_threadpool(record_events, workspace, events))
         except Refusal as refusal:
             return refusal.response()

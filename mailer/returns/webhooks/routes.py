@@ -25,7 +25,7 @@ from mailer.returns.webhooks.mailgun import mailgun_call
 from mailer.returns.webhooks.postmark import postmark_call
 from mailer.returns.webhooks.receiving import MAX_BODY, Call, act_on
 from mailer.returns.webhooks.sendgrid import sendgrid_call
-from mailer.tracking.website import Refusal
+from mailer.tracking.website import Refusal, read_body
 from mailer.workspace import Workspace
 
 Receive = Callable[[Request, bytes, datetime], Awaitable[dict[str, Any]]]
@@ -69,7 +69,7 @@ def webhook_routes(workspace: Workspace) -> list[BaseRoute]:
 def _endpoint(workspace: Workspace, receive: Receive) -> Callable[[Request], Awaitable[Response]]:
     async def endpoint(request: Request) -> Response:
         try:
-            body = await _read_body(request)
+            body = await read_body(request, MAX_BODY)
             return JSONResponse(await receive(request, body, workspace.clock.now()))
         except Refusal as refusal:
             return refusal.response()
@@ -80,15 +80,6 @@ def _endpoint(workspace: Workspace, receive: Receive) -> Callable[[Request], Awa
                            headers={"Retry-After": "5"}).response()  # fmt: skip
 
     return endpoint
-
-
-async def _read_body(request: Request) -> bytes:
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > MAX_BODY:
-            raise Refusal(413, f"the body is over {MAX_BODY} bytes")
-    return bytes(body)
 
 
 def _confirm(workspace: Workspace, message: dict[str, str]) -> str:
