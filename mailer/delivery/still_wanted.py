@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, select, update
+from sqlalchemy.exc import DBAPIError
 
 from mailer.campaigns.goals import compiled, convert, reached_goal
 from mailer.campaigns.segment_sql import SegmentCompiler
@@ -89,6 +90,8 @@ def recheck(connection: Connection, settings: Settings, messages: Iterable[Outbo
             )
             found.failed.update((m.id, f"cannot recheck {name}: {error}") for m in group)
         except Exception as error:
+            if isinstance(error, DBAPIError) and error.connection_invalidated:
+                raise  # the server went away: the worker gives its rows back and reconnects
             # Only reads: rolling back loses nothing and lets PostgreSQL answer the next query.
             connection.rollback()
             logger.exception("recheck at sending failed", extra={"campaign": name})

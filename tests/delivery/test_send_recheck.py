@@ -10,10 +10,14 @@ from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
-from sqlalchemy import select
+import pytest
+from sqlalchemy import select, text
+from sqlalchemy.exc import DBAPIError
 
 from mailer.campaigns.engine import tick
 from mailer.contacts.events import record_event
+from mailer.delivery import still_wanted
+from mailer.delivery.claims import OutboxMessage
 from mailer.delivery.pauses import pause, resume
 from mailer.store.tables import contacts, enrollments, outbox
 from mailer.workspace import Workspace
@@ -311,3 +315,27 @@ def test_a_message_of_a_campaign_removed_from_settings_is_skipped(
     assert received(smtp_server) == []
     assert outbox_rows(workspace)["ken", "cart", "reminder"] == (
         "skipped", "at sending: the campaign is no longer in settings")  # fmt: skip
+
+
+def test_a_database_that_went_away_stops_the_recheck_instead_of_deferring(
+    open_workspace: Opener, project: Path, database_url: str
+) -> None:
+    """A connection the server cut off (a restart) is no fault of the campaign: the error
+    reaches the worker, which gives its rows back and reconnects, rather than deferring each
+    message by the retry backoff (minutes of delay for nothing)."""
+    if not database_url.startswith("postgresql"):
+        pytest.skip("a server that cuts a connection off is PostgreSQL's case")
+    workspace = open_shop(open_workspace, project)
+    event(workspace, "cart_abandoned", "ken", timedelta(0))
+    ticked(workspace, timedelta(0))
+    ticked(workspace, timedelta(hours=1))
+    with workspace.engine.connect() as connection:
+        queued = connection.execute(select(outbox.c.id, outbox.c.contact_id)).one()
+        backend = connection.scalar(text("SELECT pg_backend_pid()"))
+        with workspace.engine.connect() as other:
+            other.scalar(text("SELECT pg_terminate_backend(:pid)"), {"pid": backend})
+        message = OutboxMessage(queued.id, "cart", "reminder", queued.contact_id, None, 1,
+                                NOW, reclaimed=False)  # fmt: skip
+        with pytest.raises(DBAPIError) as cut_off:
+            still_wanted.recheck(connection, workspace.settings, [message], NOW)
+    assert cut_off.value.connection_invalidated
