@@ -655,8 +655,18 @@ class Webhooks(Model):
     outgoing_retention: Duration = timedelta(days=7)
 
 
+class DatabasePool(Model):
+    """Each process's pool of database connections: `pool_size` kept open, up to
+    `max_overflow` more at peak, and a request for one waits `pool_timeout` at most."""
+
+    pool_size: int = Field(default=5, ge=1, le=1000)
+    max_overflow: int = Field(default=10, ge=0, le=1000)
+    pool_timeout: Duration = timedelta(seconds=30)
+
+
 class Settings(Model):
     database_url: str = "sqlite:///.mailer/mailer.db"
+    database: DatabasePool = DatabasePool()
     secret_key: SecretStr | None = None
     secret_key_file: Path | None = None
     templates_dir: Path = Path("templates")

@@ -28,7 +28,10 @@ class Workspace:
     @cached_property
     def engine(self) -> Engine:
         """The database, migrated to the newest schema, with the lists of settings in it."""
-        engine = open_database(self.settings.resolved_database_url())
+        pool = self.settings.database
+        engine = open_database(self.settings.resolved_database_url(), pool_size=pool.pool_size,
+                               max_overflow=pool.max_overflow,
+                               pool_timeout=pool.pool_timeout.total_seconds())  # fmt: skip
         bind_ledger_key(engine, lambda: self.key)
         with engine.begin() as connection:
             self.list_ids = sync_lists(

@@ -149,9 +149,10 @@ def schema_state(url: str) -> SchemaState:
     return SchemaState(shown, revision)
 
 
-def open_database(url: str) -> Engine:
-    """An engine on `url` whose schema is current: what every command starts with."""
-    engine = create_database_engine(url)
+def open_database(url: str, **pool: Any) -> Engine:
+    """An engine on `url` whose schema is current: what every command starts with. `pool`:
+    pool_size, max_overflow, pool_timeout ([database] in settings)."""
+    engine = create_database_engine(url, **pool)
     before, after = upgrade(engine)
     if before is not None and before != after:  # an existing schema moved on: the log says so
         logger.info("database upgraded", extra={"from": before, "to": after})
