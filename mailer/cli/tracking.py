@@ -25,6 +25,7 @@ def serve(lazy: _LazyWorkspace, host: str | None, port: int | None, now_text: st
     written, exit 0."""
     lazy.start_clock_at(now_text)
     workspace = lazy.get()
+    _ = workspace.engine  # opened first: a database it cannot use is said before "listening"
     tracking = workspace.settings.tracking
     listening = listen(workspace, host, port,
                        fix="choose another port with --port (or tracking.port)")  # fmt: skip

@@ -17,6 +17,7 @@ from mailer.cli import cli
 from mailer.store.engine import _alembic_config, create_database_engine, open_database
 from mailer.store.revisions import newest_revision
 from tests.conftest import SECRET
+from tests.delivery.smtp_server import free_port
 
 NEWEST = newest_revision()
 Mailer = Callable[..., Result]
@@ -139,6 +140,17 @@ def test_every_command_refuses_a_database_newer_than_this_mailer(
         "upgrade mailer to the version that upgraded it (or restore a backup from before)"
     )
     assert revision_in(database_url) == "9025"
+
+
+def test_serve_refuses_a_newer_database_before_saying_it_listens(
+    mailer: Mailer, database_url: str
+) -> None:
+    at_revision(database_url, "head")
+    stamp(database_url, "9025")
+    result = mailer("serve", "--port", str(free_port()))
+    assert result.exit_code == 1, result.output
+    assert "newer than this mailer" in result.stderr
+    assert "mailer serve:" not in result.stdout  # no "listening" line for a server that never was
 
 
 def test_a_revision_neither_older_nor_newer_is_called_unknown(
