@@ -30,6 +30,7 @@ from mailer.delivery import gate, still_wanted
 from mailer.delivery.claims import OutboxMessage, Result, claim, take_back
 from mailer.delivery.pauses import pause
 from mailer.delivery.relay import refuse_cleartext_password
+from mailer.delivery.relay_board import RelayBoard
 from mailer.delivery.relays import FailoverSession
 from mailer.delivery.rendering import CHUNK, Outgoing, Rendered, RenderJob, RenderPool
 from mailer.delivery.replies import RetryPolicy, SmtpReply, judge, next_attempt
@@ -113,6 +114,7 @@ class Deliverer:
                                   delivery.give_up_after)  # fmt: skip
         self.rng = rng or random.Random()
         self.refusals: dict[str, int] = {}  # relay refusals in a row, per campaign
+        self.relays = RelayBoard(workspace.engine, self.settings)  # read at each claim
         self.pool: RenderPool | None = None
         self.failure: Exception | None = None  # results could not be written: the run stops
         # Chunks rendered ahead of the relay sessions: enough to keep every process busy.
@@ -134,7 +136,7 @@ class Deliverer:
         passwords = {name: self.settings.smtp_password(name)
                      for name, _relay in self.settings.relays()}  # fmt: skip
         ready: asyncio.Queue[Ready | None] = asyncio.Queue(self.settings.smtp.pool_size * 4)
-        sessions = [FailoverSession(self.settings, passwords)
+        sessions = [FailoverSession(self.settings, passwords, self.relays)
                     for _ in range(self.settings.smtp.pool_size)]  # fmt: skip
         senders = [asyncio.create_task(self._send_all(s, ready, writer, clock, report))
                    for s in sessions]  # fmt: skip
@@ -194,6 +196,7 @@ class Deliverer:
         delivery = self.settings.delivery
         with self.workspace.engine.begin() as connection:
             batch = claim(connection, self.owner, now, delivery.lease, delivery.batch_size)
+            self.relays.refresh(connection)  # what every process found down, once a batch
         if taken_over := sum(message.reclaimed for message in batch):
             logger.warning(f"{taken_over} messages taken over from a worker whose lease ended: "
                            "each may have reached the relay once already (if that worker "

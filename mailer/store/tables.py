@@ -284,6 +284,7 @@ outbox = Table(
     Column("sent_at", UTCDateTime),
     Column("message_id", String(255)),
     Column("reply", Text),  # the relay's last answer, as it said it
+    Column("relay", String(100)),  # the relay that gave it, by name (primary, or a fallback)
     Column("links", Text),  # JSON array: the click targets of the sent message, by link index
     UniqueConstraint("campaign", "step", "contact_id", "cycle"),
     Index(None, "status", "queued_at"),
@@ -465,5 +466,20 @@ website_rollups = Table(
     Column("day", String(10), primary_key=True),
     Column("name", String(100), primary_key=True),
     Column("events", Integer, nullable=False),
+    **WITHOUT_ROWID,
+)
+
+# Relays found down (delivery/relay_board.py), one row per host and port, read by every process
+# at each batch claim: a second `mailer run` skips a relay the first found down. The process
+# that takes a probe moves probe_at forward in the same UPDATE, so one process probes at a time.
+relays_down = Table(
+    "relays_down",
+    metadata,
+    Column("host", String(255), primary_key=True),
+    Column("port", Integer, primary_key=True),
+    Column("since", UTCDateTime, nullable=False),
+    Column("probe_at", UTCDateTime, nullable=False),
+    Column("failures", Integer, nullable=False),  # the one that took it down and failed probes
+    Column("reason", Text, nullable=False),
     **WITHOUT_ROWID,
 )

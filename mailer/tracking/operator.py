@@ -16,7 +16,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mailer.delivery import relay_watch
 from mailer.delivery.pauses import paused_campaigns
-from mailer.delivery.relays import RelayGauges, down_news
+from mailer.delivery.relay_board import RelayGauges, downs_by_name
+from mailer.delivery.relays import Down, down_news
 from mailer.metrics import REQUESTS, Exposition, OutboxQueues, expect_campaigns
 from mailer.returns.breakers import Reading
 from mailer.returns.breakers import readings as breaker_readings
@@ -107,15 +108,16 @@ def operator_routes(workspace: Workspace, hits: HitBuffer) -> list[BaseRoute]:
         [
             OutboxQueues(workspace.engine, workspace.settings),
             EventBufferMetrics(hits),
-            RelayGauges(workspace.settings),
+            RelayGauges(workspace.engine, workspace.settings),
         ]
     )
     expect_campaigns(workspace.settings)
 
-    def paused() -> tuple[dict[str, str], list[Reading]]:
+    def paused() -> tuple[dict[str, str], list[Reading], dict[str, Down]]:
         with reading(workspace.engine) as connection:
             rates = breaker_readings(connection, workspace.settings, workspace.clock.now())
-            return paused_campaigns(connection), rates
+            downs = downs_by_name(connection, workspace.settings)
+            return paused_campaigns(connection), rates, downs
 
     async def healthz(_request: Request) -> Response:
         """200 while the endpoint can do its job, `degraded` with the reasons in the body;
@@ -123,13 +125,13 @@ def operator_routes(workspace: Workspace, hits: HitBuffer) -> list[BaseRoute]:
         events = backlog(workspace, hits)
         relay = relay_watch.standing(workspace.settings.smtp)
         try:
-            campaigns, rates = await run_in_threadpool(paused)
+            campaigns, rates, downs = await run_in_threadpool(paused)
         except Exception as error:
             down = Reason("database_unreachable", f"{type(error).__name__}: {error}"[:300])
             body = health_body([down], events, relay) | {"status": "down"}
             return JSONResponse(body, 503)
         now = workspace.clock.now()
-        found = reasons(relay, campaigns, events, now, rates, down_news(workspace.settings, now))
+        found = reasons(relay, campaigns, events, now, rates, down_news(workspace.settings, downs))
         return JSONResponse(health_body(found, events, relay))
 
     async def metrics(_request: Request) -> Response:

@@ -6,6 +6,7 @@ aiosmtpd relays, real SQLite and PostgreSQL, /metrics and /healthz over real HTT
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable, Iterator
 from datetime import timedelta
@@ -23,8 +24,8 @@ from mailer.check import check_project
 from mailer.cli import cli
 from mailer.clock import NOW_VARIABLE
 from mailer.config import load_settings
-from mailer.delivery import relays
 from mailer.delivery.relay import refuse_cleartext_password
+from mailer.delivery.relay_board import RelayBoard, downs_by_name
 from mailer.delivery.relays import Down, down_after, order_to_try, takes_relay_down
 from mailer.delivery.replies import SmtpReply
 from mailer.errors import MailerError, SettingsError
@@ -42,14 +43,6 @@ Opener = Callable[..., Workspace]
 REFUSED = SmtpReply(None, "ConnectionRefusedError: [Errno 111] Connect call failed", "connect")
 
 
-@pytest.fixture(autouse=True)
-def fresh_relays() -> Iterator[None]:
-    """What this process knows of relays is per process: each test starts knowing nothing."""
-    relays.forget()
-    yield
-    relays.forget()
-
-
 @pytest.fixture
 def backup() -> Iterator[ScriptedSmtpServer]:
     with ScriptedSmtpServer() as server:
@@ -63,6 +56,12 @@ def with_fallback(open_workspace: Opener, primary: ScriptedSmtpServer,
     return open_workspace(SMTP__PORT=str(primary.port), SMTP__POOL_SIZE="1",
                           SMTP__FALLBACKS__BACKUP__HOST="127.0.0.1",
                           SMTP__FALLBACKS__BACKUP__PORT=str(backup.port), **more)  # fmt: skip
+
+
+def downs(workspace: Workspace) -> dict[str, Down]:
+    """The relays found down, as the database holds them for every process."""
+    with workspace.engine.connect() as connection:
+        return downs_by_name(connection, workspace.settings)
 
 
 def relay_errors() -> float:
@@ -237,7 +236,7 @@ def test_a_probe_that_fails_again_doubles_the_wait_and_the_mail_still_goes_out(
     queue_more(workspace, project, "bob@example.com")
     assert deliver(workspace, timedelta(seconds=30)).sent == 1  # probed: still refused
     assert relay_errors() - errors == 2
-    down = relays.downs(workspace.settings)["primary"]
+    down = downs(workspace)["primary"]
     assert down.failures == 2 and down.probe_at == NOW + timedelta(seconds=90)
     assert len(backup.received) == 2
 
@@ -252,7 +251,7 @@ def test_a_550_for_one_recipient_on_the_primary_is_that_recipients_answer_not_a_
     report = deliver(workspace)
     assert report.sent == 1 and report.failed == 1 and report.bounced == 1
     assert backup.received == [] and backup.connections == 0
-    assert relays.downs(workspace.settings) == {}
+    assert downs(workspace) == {}
     bob = rows(workspace)["bob@example.com"]
     assert bob["status"] == "failed" and bob["reply"] == "550 5.1.1 no such user (via primary)"
 
@@ -279,12 +278,74 @@ def test_with_every_relay_down_the_message_waits_for_its_retry_as_with_one_relay
     assert deliver(workspace).deferred == 1
     ada = rows(workspace)["ada@example.com"]
     assert ada["status"] == "deferred" and str(ada["reply"]).endswith("(via backup)")
-    assert set(relays.downs(workspace.settings)) == {"primary", "backup"}
+    assert set(downs(workspace)) == {"primary", "backup"}
     health, gauges = operator_view(workspace)
     assert gauges == {"primary": 0.0, "backup": 0.0}
     assert [reason["check"] for reason in health["reasons"]] == ["relay_down", "relay_down"]
     assert all("no relay takes mail: messages wait for their retry" in reason["message"]
                for reason in health["reasons"])  # fmt: skip
+
+
+# Shared by every process: two workspaces (two engines, as two `mailer run`) on one database
+
+
+def test_a_relay_one_process_found_down_is_skipped_by_another_without_trying_it(
+    open_workspace: Opener, project: Path, backup: ScriptedSmtpServer,
+    caplog: pytest.LogCaptureFixture,
+) -> None:  # fmt: skip
+    primary = ScriptedSmtpServer()  # not started: its port refuses connections
+    first = with_fallback(open_workspace, primary, backup)
+    second = with_fallback(open_workspace, primary, backup)
+    assert first.engine is not second.engine
+    errors = relay_errors()
+    queue_more(first, project, "ada@example.com")
+    assert deliver(first).sent == 1
+    assert relay_errors() - errors == 1
+
+    queue_more(second, project, "bob@example.com")
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="mailer"):
+        assert deliver(second, timedelta(seconds=10)).sent == 1
+    assert relay_errors() - errors == 1  # the second never tried the primary
+    assert "relay primary is down" not in caplog.text  # nor logged it a second time
+    assert [m.recipient for m in backup.received] == ["ada@example.com", "bob@example.com"]
+    assert rows(second)["bob@example.com"]["reply"] == "250 OK: queued (via backup)"
+    health, gauges = operator_view(second)  # another process's view too
+    assert gauges == {"primary": 0.0, "backup": 1.0}
+    assert "relay_down" in {reason["check"] for reason in health["reasons"]}
+
+
+def test_a_probe_due_is_taken_by_one_process_and_when_it_succeeds_every_process_uses_the_relay(
+    open_workspace: Opener, project: Path, backup: ScriptedSmtpServer
+) -> None:
+    primary = ScriptedSmtpServer()
+    first = with_fallback(open_workspace, primary, backup)
+    second = with_fallback(open_workspace, primary, backup)
+    queue_more(first, project, "ada@example.com")
+    assert deliver(first).sent == 1
+    boards = [RelayBoard(workspace.engine, workspace.settings) for workspace in (first, second)]
+    for board in boards:
+        board.refresh()
+        assert set(board.downs()) == {"primary"}
+    due = NOW + timedelta(seconds=30)
+    assert asyncio.run(boards[0].take_probe("primary", due)) is True
+    assert asyncio.run(boards[1].take_probe("primary", due)) is False  # taken: not both
+    assert asyncio.run(boards[0].take_probe("primary", due)) is False  # nor twice by one
+    taken = downs(second)["primary"]
+    assert taken.probe_at == due + timedelta(seconds=60) and taken.failures == 2
+    assert boards[1].downs()["primary"] == taken
+
+    primary.start()
+    try:
+        queue_more(first, project, "bob@example.com")
+        assert deliver(first, timedelta(seconds=90)).sent == 1  # the probe: the primary is up
+        assert downs(second) == {}
+        queue_more(second, project, "cy@example.com")
+        assert deliver(second, timedelta(seconds=91)).sent == 1
+        assert [m.recipient for m in primary.received] == ["bob@example.com", "cy@example.com"]
+        assert rows(second)["cy@example.com"]["reply"] == "250 OK: queued (via primary)"
+    finally:
+        primary.stop()
 
 
 # Pause and resume, every campaign at once
