@@ -14,7 +14,8 @@ from mailer.store.tables import contacts, outbox
 def outbox_rows(connection: Connection, email: str | None, limit: int) -> list[dict[str, Any]]:
     query = (select(outbox.c.queued_at, outbox.c.sent_at, contacts.c.email, outbox.c.campaign,
                     outbox.c.step, outbox.c.variant, outbox.c.status, outbox.c.attempts,
-                    outbox.c.reason, outbox.c.reply, outbox.c.message_id)
+                    outbox.c.reason, outbox.c.reply, outbox.c.relay,
+                    outbox.c.message_id)
              .outerjoin(contacts, contacts.c.id == outbox.c.contact_id))  # fmt: skip
     if email is not None:
         query = query.where(contacts.c.email == normalise_address(email))

@@ -140,7 +140,8 @@ def plan(lazy: _LazyWorkspace, now_text: str | None, horizon: str, as_json: bool
 @pass_workspace
 def outbox_command(lazy: _LazyWorkspace, email: str | None, limit: int, as_json: bool) -> None:
     """The messages the engine queued, oldest first: when each was sent, or why it was
-    skipped, deferred (retried later) or failed, with the relay's answer.
+    skipped, deferred (retried later) or failed, with the relay's answer (and which relay,
+    when [smtp.fallbacks] are set).
 
     `mailer outbox retry` sends failed messages again."""
     if click.get_current_context().invoked_subcommand is not None:
@@ -152,6 +153,9 @@ def outbox_command(lazy: _LazyWorkspace, email: str | None, limit: int, as_json:
         print_json(rows)
         return
     columns = ["queued (UTC)", "sent", "contact", "campaign", "step", "variant", "status", "why"]
+    relays = bool(workspace.settings.smtp.fallbacks)  # one relay: it carried everything
+    if relays:
+        columns.insert(-1, "relay")
     if email is not None:
         columns.remove("contact")  # the same on every row
     table = Table(*columns)
@@ -163,7 +167,7 @@ def outbox_command(lazy: _LazyWorkspace, email: str | None, limit: int, as_json:
         why = "; ".join(part for part in (row["reason"], row["reply"])
                         if part and row["status"] != "sent")  # fmt: skip
         cells = [queued, sent, row["email"], row["campaign"], row["step"], row["variant"] or "",
-                 row["status"], why]  # fmt: skip
+                 row["status"], *([row["relay"] or ""] if relays else []), why]  # fmt: skip
         if email is not None:
             del cells[2]
         table.add_row(*cells)

@@ -74,6 +74,7 @@ class Result:
     ending: Ending
     reason: str | None = None
     reply: str | None = None
+    relay: str | None = None  # the relay that gave `reply`, by name
     send_after: datetime | None = None  # deferred or released: when to try again
     message_id: str | None = None
     links: Sequence[str] = ()
@@ -162,8 +163,9 @@ def _values(result: Result, now: datetime) -> dict[str, Any]:
                               "reason": result.reason}  # fmt: skip
     if result.ending == "released":
         return values | {"send_after": result.send_after or now}
-    values |= {"status": result.ending, "reply": result.reply,
-               "send_after": result.send_after if result.ending == "deferred" else None}
+    again = result.send_after if result.ending == "deferred" else None
+    values |= {"status": result.ending, "reply": result.reply, "relay": result.relay,
+               "send_after": again}  # fmt: skip
     if result.ending == "sent":
         values |= {"sent_at": now, "message_id": result.message_id,
                    "links": json.dumps(list(result.links)),

@@ -349,28 +349,28 @@ class Deliverer:
         claimed, message = item.claimed, item.message
         verdict = judge(reply)
         await self._count_refusal(claimed.campaign, verdict.relay_refusal, reply, report)
-        # Which relay answered, where there is a choice (one relay: the reply as it was).
-        answer = f"{reply} (via {relay})" if self.settings.smtp.fallbacks else str(reply)
+        answer = str(reply)
         if verdict.outcome == "sent":
-            return Result(claimed.id, "sent", reply=answer,
+            return Result(claimed.id, "sent", reply=answer, relay=relay,
                           message_id=message.message_id,
                           links=message.links, consent_entry_id=item.consent_entry_id)  # fmt: skip
         if verdict.outcome == "retry":
-            return self._retry(claimed, f"temporary failure at {reply.stage}", now, answer)
+            return self._retry(claimed, f"temporary failure at {reply.stage}", now, answer, relay)
         if verdict.hard_bounce:
             report.bounced += 1
         bounced = item.contact.email if verdict.hard_bounce else None
         return Result(claimed.id, "failed", f"refused at {reply.stage}", reply=answer,
-                      bounced_address=bounced)  # fmt: skip
+                      relay=relay, bounced_address=bounced)  # fmt: skip
 
     def _retry(self, claimed: OutboxMessage, reason: str, now: datetime,
-               reply: str | None = None) -> Result:  # fmt: skip
+               reply: str | None = None, relay: str | None = None) -> Result:  # fmt: skip
         """Deferred with backoff, or failed once the retry policy gives up."""
         again = next_attempt(self.policy, claimed.attempts, claimed.queued_at, now, self.rng)
         if again is not None:
-            return Result(claimed.id, "deferred", reason, reply=reply, send_after=again)
+            return Result(claimed.id, "deferred", reason, reply=reply, relay=relay,
+                          send_after=again)  # fmt: skip
         reason = f"{reason}; gave up after {claimed.attempts} attempts"
-        return Result(claimed.id, "failed", reason, reply=reply)
+        return Result(claimed.id, "failed", reason, reply=reply, relay=relay)
 
     async def _count_refusal(self, campaign: str, refused: bool, reply: SmtpReply,
                              report: DeliveryReport) -> None:  # fmt: skip

@@ -7,6 +7,7 @@ aiosmtpd relays, real SQLite and PostgreSQL, /metrics and /healthz over real HTT
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Callable, Iterator
 from datetime import timedelta
@@ -185,8 +186,8 @@ def test_a_primary_that_refuses_connections_sends_everything_through_the_fallbac
         assert deliver(workspace).sent == 3
     assert sorted(message.recipient for message in backup.received) == people
     assert relay_errors() - errors == 1  # one refused connection, then the fallback only
-    assert {str(row["reply"]) for row in rows(workspace).values()} == {
-        "250 OK: queued (via backup)"
+    assert {(row["reply"], row["relay"]) for row in rows(workspace).values()} == {
+        ("250 OK: queued", "backup")
     }
     assert "relay primary is down: SMTPConnectError" in caplog.text
     assert "probed again in 30 s" in caplog.text
@@ -211,7 +212,7 @@ def test_a_primary_that_refuses_connections_sends_everything_through_the_fallbac
         assert sorted(m.recipient for m in primary.received) == ["eve@example.com",
                                                                   "fay@example.com"]  # fmt: skip
         assert len(backup.received) == 4
-        assert rows(workspace)["eve@example.com"]["reply"] == "250 OK: queued (via primary)"
+        assert rows(workspace)["eve@example.com"]["relay"] == "primary"
         assert "relay primary is up again" in caplog.text
         health, gauges = operator_view(workspace)
         assert gauges == {"primary": 1.0, "backup": 1.0}
@@ -253,7 +254,8 @@ def test_a_550_for_one_recipient_on_the_primary_is_that_recipients_answer_not_a_
     assert backup.received == [] and backup.connections == 0
     assert downs(workspace) == {}
     bob = rows(workspace)["bob@example.com"]
-    assert bob["status"] == "failed" and bob["reply"] == "550 5.1.1 no such user (via primary)"
+    assert bob["status"] == "failed" and bob["reply"] == "550 5.1.1 no such user"
+    assert bob["relay"] == "primary"
 
 
 def test_a_421_from_the_primary_sends_that_message_through_the_fallback_at_once(
@@ -277,13 +279,40 @@ def test_with_every_relay_down_the_message_waits_for_its_retry_as_with_one_relay
     queue_more(workspace, project, "ada@example.com")
     assert deliver(workspace).deferred == 1
     ada = rows(workspace)["ada@example.com"]
-    assert ada["status"] == "deferred" and str(ada["reply"]).endswith("(via backup)")
+    assert ada["status"] == "deferred" and ada["relay"] == "backup"
+    assert str(ada["reply"]).startswith("SMTPConnectError")
     assert set(downs(workspace)) == {"primary", "backup"}
     health, gauges = operator_view(workspace)
     assert gauges == {"primary": 0.0, "backup": 0.0}
     assert [reason["check"] for reason in health["reasons"]] == ["relay_down", "relay_down"]
     assert all("no relay takes mail: messages wait for their retry" in reason["message"]
                for reason in health["reasons"])  # fmt: skip
+
+
+def test_mailer_outbox_names_the_relay_that_carried_each_message(
+    open_workspace: Opener, project: Path, backup: ScriptedSmtpServer, database_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    primary = ScriptedSmtpServer()
+    workspace = with_fallback(open_workspace, primary, backup)
+    queue_more(workspace, project, "ada@example.com")
+    assert deliver(workspace).sent == 1
+    monkeypatch.chdir(project)
+    environment = {"MAILER_SECRET_KEY": SECRET, "MAILER_DATABASE_URL": database_url,
+                   "MAILER_SMTP__PORT": str(primary.port),
+                   "MAILER_SMTP__FALLBACKS__BACKUP__HOST": "127.0.0.1",
+                   "MAILER_SMTP__FALLBACKS__BACKUP__PORT": str(backup.port)}  # fmt: skip
+
+    def mailer(*args: str) -> str:
+        result = CliRunner().invoke(cli, list(args), env=environment, catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    [ada] = json.loads(mailer("outbox", "--json"))
+    assert ada["relay"] == "backup" and ada["reply"] == "250 OK: queued"
+    environment["COLUMNS"] = "200"  # one line a row
+    table = mailer("outbox")
+    assert "relay" in table and "│ backup │" in table
 
 
 # Shared by every process: two workspaces (two engines, as two `mailer run`) on one database
@@ -309,7 +338,7 @@ def test_a_relay_one_process_found_down_is_skipped_by_another_without_trying_it(
     assert relay_errors() - errors == 1  # the second never tried the primary
     assert "relay primary is down" not in caplog.text  # nor logged it a second time
     assert [m.recipient for m in backup.received] == ["ada@example.com", "bob@example.com"]
-    assert rows(second)["bob@example.com"]["reply"] == "250 OK: queued (via backup)"
+    assert rows(second)["bob@example.com"]["relay"] == "backup"
     health, gauges = operator_view(second)  # another process's view too
     assert gauges == {"primary": 0.0, "backup": 1.0}
     assert "relay_down" in {reason["check"] for reason in health["reasons"]}
@@ -343,7 +372,7 @@ def test_a_probe_due_is_taken_by_one_process_and_when_it_succeeds_every_process_
         queue_more(second, project, "cy@example.com")
         assert deliver(second, timedelta(seconds=91)).sent == 1
         assert [m.recipient for m in primary.received] == ["bob@example.com", "cy@example.com"]
-        assert rows(second)["cy@example.com"]["reply"] == "250 OK: queued (via primary)"
+        assert rows(second)["cy@example.com"]["relay"] == "primary"
     finally:
         primary.stop()
 
