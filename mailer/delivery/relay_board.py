@@ -28,7 +28,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from mailer.config import Relay, Settings
 from mailer.delivery import relay_watch
-from mailer.delivery.relays import Down, down_after, takes_relay_down
+from mailer.delivery.relays import Down, FailoverSession, down_after, takes_relay_down
 from mailer.delivery.replies import SmtpReply
 from mailer.logs import logger
 from mailer.store.engine import reading
@@ -188,6 +188,21 @@ class RelayBoard:
         except SQLAlchemyError as error:
             logger.warning(f"could not record a relay's state in the database: {error}"[:300])
             return fallback
+
+
+async def send_one(engine: Engine, settings: Settings, envelope_from: str, recipient: str,
+                   wire: bytes, smtputf8: bool,
+                   now: datetime) -> tuple[str, SmtpReply]:  # fmt: skip
+    """One message outside the outbox (the confirmation email, a forwarded reply) through the
+    relays in failover order, as campaign mail goes: the relay that answered, and its answer."""
+    board = RelayBoard(engine, settings)
+    await asyncio.to_thread(board.refresh)
+    passwords = {name: settings.smtp_password(name) for name, _relay in settings.relays()}
+    session = FailoverSession(settings, passwords, board)
+    try:
+        return await session.send(envelope_from, recipient, wire, smtputf8, now)
+    finally:
+        await session.close()
 
 
 _PROBE = SmtpReply(None, "probe", "connect")  # down_after's wait does not depend on the reply

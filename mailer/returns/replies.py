@@ -1,7 +1,7 @@
 """Mail to reply+TOKEN@ (the Reply-To of campaign mail with [sender] reply_tracking): a person
 answering one of our messages wants a person. The reply is recorded as a `replied` event of
 that message's contact, campaign and step (segments, goals, `exit_on_reply`), then forwarded
-unchanged to [inbound] replies_to through the relay.
+unchanged to [inbound] replies_to through the relays (failover as for campaign mail).
 
 What reaches the address is classified first: an out-of-office or other auto-reply is no reply
 (nothing is recorded or forwarded), and a bounce is handled as bounces are.
@@ -20,9 +20,8 @@ from datetime import datetime
 from sqlalchemy import Connection, insert, select, update
 
 from mailer.contacts.events import record_event
-from mailer.delivery.relay import RelaySession
+from mailer.delivery.relay_board import send_one
 from mailer.delivery.rendering import wire_form
-from mailer.delivery.replies import SmtpReply
 from mailer.errors import MailerError
 from mailer.render.message import RenderedMessage
 from mailer.render.mime import wire_address
@@ -97,18 +96,9 @@ def _forward(workspace: Workspace, content: bytes) -> str:
     message = RenderedMessage("reply-forward", "", settings.sender.email, recipient,
                               not recipient.isascii(), "", "", "", [], data)  # fmt: skip
     outgoing = wire_form(message)
-    reply = asyncio.run(_send(workspace, outgoing.envelope_from, recipient, outgoing.wire,
-                              outgoing.smtputf8))  # fmt: skip
+    relay, reply = asyncio.run(send_one(workspace.engine, settings, outgoing.envelope_from,
+                                        recipient, outgoing.wire, outgoing.smtputf8,
+                                        workspace.clock.now()))  # fmt: skip
     if reply.code != 250:
-        raise MailerError(f"the relay refused the forward to {inbox}: {reply}")
+        raise MailerError(f"the relay {relay} refused the forward to {inbox}: {reply}")
     return inbox
-
-
-async def _send(workspace: Workspace, envelope_from: str, recipient: str, wire: bytes,
-                smtputf8: bool) -> SmtpReply:  # fmt: skip
-    settings = workspace.settings
-    session = RelaySession(settings, settings.smtp_password())
-    try:
-        return await session.send(envelope_from, recipient, wire, smtputf8)
-    finally:
-        await session.close()

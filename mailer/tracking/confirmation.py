@@ -1,6 +1,6 @@
 """The double opt-in confirmation email: rendered from templates/confirm.html (and .txt) in the
-sandbox, signed, and sent straight through the relay. It asks for consent, so consent gate 2
-does not apply to it."""
+sandbox, signed, and sent straight through the relays (failing over as campaign mail does). It
+asks for consent, so consent gate 2 does not apply to it."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from inscriptis.model.config import ParserConfig
 from jinja2 import TemplateNotFound
 from markupsafe import escape as markup_escape
 
-from mailer.delivery.relay import RelaySession
+from mailer.delivery.relay_board import send_one
 from mailer.delivery.rendering import wire_form
 from mailer.logs import logger
 from mailer.render.dkim import sign as dkim_sign
@@ -148,19 +148,16 @@ class ConfirmationMail:
         where = {"contact_id": subscriber.contact_id, "list": list_name}
         try:
             outgoing = wire_form(self.message(subscriber, lead, now))
-            settings = self.workspace.settings
-            session = RelaySession(settings, settings.smtp_password())
-            try:
-                reply = await session.send(outgoing.envelope_from, outgoing.recipient,
-                                           outgoing.wire, outgoing.smtputf8)  # fmt: skip
-            finally:
-                await session.close()
+            relay, reply = await send_one(self.workspace.engine, self.workspace.settings,
+                                          outgoing.envelope_from, outgoing.recipient,
+                                          outgoing.wire, outgoing.smtputf8, now)  # fmt: skip
         except Exception:
             logger.exception("confirmation email not sent", extra=where)
             await self._unmark(subscriber.contact_id, list_name)
             return
         if reply.code != 250:
-            logger.warning("confirmation email refused", extra={**where, "reply": str(reply)})
+            logger.warning("confirmation email refused",
+                           extra={**where, "reply": str(reply), "relay": relay})  # fmt: skip
             await self._unmark(subscriber.contact_id, list_name)
 
     async def _unmark(self, contact_id: int, list_name: str) -> None:

@@ -118,6 +118,31 @@ def test_a_reply_is_recorded_and_forwarded_unchanged_once(
     assert listener.handler.counts == {"processed": 2, "unparseable": 0, "failed": 0}
 
 
+def test_a_reply_is_forwarded_through_the_fallback_relay_when_the_primary_is_down(
+    project: Path, environ: dict[str, str], clock: FrozenClock, smtp_server: ScriptedSmtpServer
+) -> None:
+    primary = ScriptedSmtpServer()  # not started: its port refuses connections
+    workspace = opened(project, environ, clock, TRACKING | {
+        "SMTP__PORT": str(smtp_server.port), "DELIVERY__RENDER_PROCESSES": "0"})  # fmt: skip
+    ada = sent(workspace, project, "newsletter", ["ada@example.com"])["ada@example.com"]
+    address = reply_to(workspace, ada)
+    workspace.close()
+    workspace = opened(project, environ, clock, TRACKING | {
+        "SMTP__PORT": str(primary.port), "SMTP__FALLBACKS__BACKUP__HOST": "127.0.0.1",
+        "SMTP__FALLBACKS__BACKUP__PORT": str(smtp_server.port)})  # fmt: skip
+    listening = start_inbound(workspace, LOOPBACK, free_port())
+    try:
+        mail = REPLY.replace(b"REPLY_TO", address.encode())
+        assert deliver(listening, address, mail, sender="ada@example.com").startswith("250")
+        listening.handler.settle()
+        assert len(replied_events(workspace)) == 1
+        forwards = [item for item in smtp_server.received if item.recipient == INBOX]
+        assert [item.data for item in forwards] == [on_the_wire(mail)]
+    finally:
+        listening.stop()
+        workspace.close()
+
+
 def test_an_out_of_office_is_no_reply(
     workspace: Workspace, project: Path, listener: Listening, smtp_server: ScriptedSmtpServer
 ) -> None:

@@ -27,6 +27,7 @@ from mailer.config import load_settings
 from mailer.consent.ledger import verify as verify_ledger
 from mailer.consent.suppressions import suppress
 from mailer.contacts.addresses import address_hash
+from mailer.delivery.relay_board import downs_by_name
 from mailer.store.tables import (
     consent_entries,
     consent_evidence,
@@ -150,6 +151,29 @@ def test_a_double_opt_in_subscription_is_pending_until_the_emailed_link_confirms
     for part in ("plain", "html"):
         body = message.get_body((part,)).get_content()  # type: ignore[union-attr]
         assert "Bristol BS1 4DJ" in body and "Hi there" in body
+
+
+def test_the_confirmation_email_fails_over_to_a_fallback_relay_when_the_primary_is_down(
+    project: Path, environ: dict[str, str], clock: FrozenClock,
+    smtp_server: ScriptedSmtpServer, serve: Serve,
+) -> None:  # fmt: skip
+    for name in ("confirm.html", "confirm.txt"):
+        shutil.copy(REPOSITORY / "templates" / name, project / "templates" / name)
+    primary = ScriptedSmtpServer()  # not started: its port refuses connections
+    relays = {**environ, "MAILER_SMTP__PORT": str(primary.port),
+              "MAILER_SMTP__FALLBACKS__BACKUP__HOST": "127.0.0.1",
+              "MAILER_SMTP__FALLBACKS__BACKUP__PORT": str(smtp_server.port),
+              "MAILER_LISTS__NEWSLETTER__FORMS": "true"}  # fmt: skip
+    workspace = Workspace(load_settings(project / "settings.toml", environ=relays), clock)
+    try:
+        with serve(Starlette(routes=form_routes(workspace))) as base:
+            assert subscribe(base).status_code == 200
+            [message] = received(smtp_server, 1)
+        assert message["To"] == "ada@example.com" and status(workspace) == "pending"
+        with workspace.engine.connect() as connection:  # found down for every process
+            assert set(downs_by_name(connection, workspace.settings)) == {"primary"}
+    finally:
+        workspace.close()
 
 
 def test_a_single_opt_in_subscription_is_granted_at_once_and_sends_no_email(
