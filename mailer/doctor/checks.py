@@ -7,13 +7,14 @@ import base64
 import binascii
 import ipaddress
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import timedelta
 from urllib.parse import urlsplit
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
-from mailer.config import Settings
+from mailer.config import Settings, relay_key
 from mailer.doctor.dmarc import DmarcPolicy, aligned, find_policy, parse_tags
 from mailer.doctor.findings import Finding, worst
 from mailer.doctor.lookup import Lookup, LookupFailed
@@ -33,7 +34,9 @@ def envelope_domain(settings: Settings) -> str:
 
 
 def check_spf(settings: Settings, lookup: Lookup) -> Finding:
-    domain, relay = envelope_domain(settings), settings.smtp.host
+    """SPF authorises every relay mail may leave through: [smtp] and each of its fallbacks,
+    each named when there are several (the worst of them decides)."""
+    domain = envelope_domain(settings)
     records = [text for text in lookup.txt(domain) if text.lower().startswith("v=spf1")]
     publish = (
         f'publish one TXT record at {domain}: "v=spf1 ip4:<your relay\'s address> -all" '
@@ -41,21 +44,44 @@ def check_spf(settings: Settings, lookup: Lookup) -> Finding:
     )
     if not records:
         return Finding("SPF", "fail", f"{domain} publishes no SPF record", publish)
+    relays = settings.relays()
+    found = [_spf_for_relay(domain, relay_key(name), relay.host, lookup) for name, relay in relays]
+    if len(found) > 1:
+        named = [(name, finding) for (name, _relay), finding in zip(relays, found, strict=True)]
+        found = [Finding("SPF", worst(found),
+                         "; ".join(f"relay {name}: {finding.detail}" for name, finding in named),
+                         "; ".join(f"relay {name}: {finding.fix}"
+                                   for name, finding in named if finding.fix))]  # fmt: skip
+    if found[0].status == "fail":
+        return found[0]
+    if found[0].status == "warn":  # a local relay: what the record says, to check by hand
+        return replace(found[0], detail=f"{found[0].detail}; {domain}: {records[0]}")
+    if any(term.lstrip("+").lower() == "all" for term in records[0].split()):
+        return Finding(
+            "SPF",
+            "warn",
+            f"{domain}'s SPF ends in '+all': it authorises every server on the internet",
+            "end the record with '-all' or '~all'",
+        )
+    return replace(found[0], detail=f"{found[0].detail}: {records[0]}")
+
+
+def _spf_for_relay(domain: str, key: str, relay: str, lookup: Lookup) -> Finding:
+    """Whether `domain`'s SPF authorises the relay `relay` (written at `key` in settings)."""
     addresses = _relay_addresses(relay, lookup)
     if addresses is None:
         return Finding(
             "SPF",
             "warn",
-            f"cannot judge a local relay ({relay}): what matters is "
-            f"the address it sends out from; {domain}: {records[0]}",
+            f"cannot judge a local relay ({relay}): what matters is the address it sends out from",
             f"check that {domain}'s SPF record authorises the address your local relay sends from",
         )
     if not addresses:
         return Finding(
             "SPF",
             "fail",
-            f"smtp.host {relay} has no A or AAAA record",
-            "set smtp.host to your relay's name or address",
+            f"{key}.host {relay} has no A or AAAA record",
+            f"set {key}.host to your relay's name or address",
         )
     refused = []
     for address in addresses:
@@ -71,16 +97,7 @@ def check_spf(settings: Settings, lookup: Lookup) -> Finding:
             f"ip{ipaddress.ip_address(addresses[0]).version}:{addresses[0]}, "
             "or the include: your provider documents",
         )
-    if any(term.lstrip("+").lower() == "all" for term in records[0].split()):
-        return Finding(
-            "SPF",
-            "warn",
-            f"{domain}'s SPF ends in '+all': it authorises every server on the internet",
-            "end the record with '-all' or '~all'",
-        )
-    return Finding(
-        "SPF", "ok", f"{domain} authorises the relay {relay} ({', '.join(addresses)}): {records[0]}"
-    )
+    return Finding("SPF", "ok", f"{domain} authorises the relay {relay} ({', '.join(addresses)})")
 
 
 def _relay_addresses(host: str, lookup: Lookup) -> list[str] | None:

@@ -140,6 +140,30 @@ def test_spf_that_does_not_authorise_the_relay_fails_with_the_term_to_add(config
     assert "ip4:192.0.2.25" in findings["SPF"].fix
 
 
+def test_spf_is_checked_for_every_relay_and_a_fallback_it_does_not_authorise_fails_by_name(
+    config: Path,
+) -> None:
+    records = good_records() | {"backup": "backup.acme A 198.51.100.7",
+                              "third": "third.acme A 192.0.2.26"}  # fmt: skip
+    environ = {"MAILER_SMTP__FALLBACKS__BACKUP__HOST": "backup.acme.example",
+               "MAILER_SMTP__FALLBACKS__THIRD__HOST": "third.acme.example"}  # fmt: skip
+    findings = run(config, records, **environ)
+    spf = findings["SPF"]
+    assert spf.status == "fail"
+    assert "relay primary: acme.example authorises the relay relay.example" in spf.detail
+    assert ("relay backup: acme.example's SPF does not authorise the relay backup.acme.example: "
+            "198.51.100.7: fail") in spf.detail  # fmt: skip
+    assert "relay third: acme.example authorises the relay third.acme.example" in spf.detail
+    assert spf.fix.startswith("relay backup: add the relay to the record at acme.example, e.g. "
+                              "ip4:198.51.100.7")  # fmt: skip
+    assert findings["bulk senders: authentication"].status == "fail"
+
+    findings = run(config, records, MAILER_SMTP__FALLBACKS__THIRD__HOST="third.acme.example")
+    assert findings["SPF"].status == "ok"
+    assert findings["SPF"].detail.startswith("relay primary: acme.example authorises")
+    assert findings["SPF"].detail.endswith("192.0.2.26): v=spf1 mx include:_spf.relay.example -all")
+
+
 def test_a_dkim_key_that_is_not_ours_fails_and_the_fix_is_our_record(config: Path) -> None:
     theirs = key_pair("rsa-sha256", "theirs")[1]
     findings = run(config, broken(dkim=f"s1._domainkey.acme TXT {txt(theirs)}"))
