@@ -436,13 +436,14 @@ def measure_enroll(kind: str, count: int, workdir: Path, ticker: Ticker, label: 
                     connection.commit()
             floor = min(floor_seconds(workspace.engine, flavour, count) for _ in range(3))
             profiler = cProfile.Profile() if profile else None
-            started = time.perf_counter()
-            if profiler:
-                profiler.enable()
-            report = ticker(workspace.engine, workspace.settings, NOW)
-            if profiler:
-                profiler.disable()
-            seconds = time.perf_counter() - started
+            with slowest_statements(workspace.engine, 12 if profile else 0):
+                started = time.perf_counter()
+                if profiler:
+                    profiler.enable()
+                report = ticker(workspace.engine, workspace.settings, NOW)
+                if profiler:
+                    profiler.disable()
+                seconds = time.perf_counter() - started
         finally:
             workspace.close()
     met = seconds < ENROLL_BUDGET_SECONDS and report.enrolled == report.queued == count

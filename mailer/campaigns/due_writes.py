@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import Connection, bindparam, func, update
 from sqlalchemy.sql import ColumnElement
 
-from mailer.campaigns.goals import convert
+from mailer.campaigns.goals import convert, converted
 from mailer.config import Settings
 from mailer.store.bulk import execute_many, one_of
 from mailer.store.tables import enrollments, outbox
@@ -26,6 +26,8 @@ from mailer.store.upsert import insert_new
 # waiting_since, or else the due_at it had until this UPDATE (SQL reads the old row on the right).
 FIRST_DUE: ColumnElement[Any] = func.coalesce(enrollments.c.waiting_since, enrollments.c.due_at)
 MESSAGE_KEYS = ("campaign", "step", "contact_id", "cycle")
+# The columns of an enrollment row that a new row's dict may leave out (None).
+UNSET = ("last_step", "last_step_at", "waiting_since", "ended_at", "reason")
 
 
 @dataclass
@@ -88,3 +90,31 @@ def _change(connection: Connection, changes: dict[int, dict[str, Any]]) -> None:
             {name: bindparam(name) if expression is None else expression
              for name, expression in columns})  # fmt: skip
         execute_many(connection, statement, rows)
+
+
+@dataclass
+class HeldWrites(DueWrites):
+    """DueWrites for enrollments not written yet (a first step decided as they enroll): the
+    writes are held, then `enrollment_rows` gives each row as it is after them, to be
+    inserted so, and the outbox rows follow. The rows are written once."""
+
+    def write(self, connection: Connection, settings: Settings, now: datetime) -> None:
+        """Nothing yet: the enrollments the changes are of are not in the database."""
+
+    def enrollment_rows(self, rows: list[dict[str, Any]], now: datetime) -> list[dict[str, Any]]:
+        """`rows` (new enrollment rows with their ids) with the changes and goals applied, as
+        the UPDATEs of DueWrites.write would leave them: SQL expressions (FIRST_DUE) read the
+        row as it was before the changes."""
+        settled = []
+        for row in rows:
+            after = {**dict.fromkeys(UNSET), **row}
+            first_due = after["waiting_since"] or after["due_at"]
+            for name, value in self.changes.get(row["id"], {}).items():
+                if isinstance(value, ColumnElement) and value is not FIRST_DUE:
+                    raise TypeError(f"{name}: no value before the row is written")
+                after[name] = first_due if value is FIRST_DUE else value
+            goal = self.goals.get(row["id"])
+            if goal is not None:  # a new run has not ended: convert() would end it
+                after.update(converted(goal, now))
+            settled.append(after)
+        return settled

@@ -20,6 +20,7 @@ from typing import Any
 from sqlalchemy import (
     Connection,
     Engine,
+    FromClause,
     func,
     select,
     update,
@@ -29,9 +30,9 @@ from sqlalchemy.exc import DBAPIError
 from mailer.campaigns.broadcasts import queue_broadcast
 from mailer.campaigns.cap_queue import Waiting, first_in_line
 from mailer.campaigns.date_steps import date_triggered, past_its_day
-from mailer.campaigns.due_writes import DueWrites
-from mailer.campaigns.enrollment import enroll
-from mailer.campaigns.goals import compiled, reached_goal
+from mailer.campaigns.due_writes import MESSAGE_KEYS, DueWrites, HeldWrites
+from mailer.campaigns.enrollment import ENROLLMENT_KEYS, enrollees, enrollment_ids
+from mailer.campaigns.goals import announce, compiled, reached_goal, unwritten_runs
 from mailer.campaigns.resends import queue_resends
 from mailer.campaigns.rhythm import LOOK_AGAIN, next_due, previous_messages
 from mailer.campaigns.score_rules import award_rules
@@ -50,6 +51,7 @@ from mailer.store.tables import (
     enrollments,
     outbox,
 )
+from mailer.store.upsert import insert_new
 
 BATCH = 5000  # due enrollments advanced per transaction
 PENDING_RECHECK = timedelta(hours=1)  # a double opt-in not yet confirmed is looked at again
@@ -98,16 +100,84 @@ def start(connection: Connection, settings: Settings, now: datetime, report: Tic
     _on_its_own(connection, partial(expire_consent, connection, settings, now),
                 "consent expiry failed")  # fmt: skip
     _on_its_own(connection, partial(award_rules, connection, settings, now), "score rules failed")
+    work: Callable[[], int | None]
     for name, campaign in settings.campaigns.items():
         if campaign.kind == "sequence" and campaign.trigger:
-            work = partial(enroll, connection, settings, name, campaign, now)
-            report.enrolled += _on_its_own(connection, work, "campaign failed", name) or 0
+            work = partial(_enroll, connection, settings, name, campaign, now, report)
+            _on_its_own(connection, work, "campaign failed", name)
         elif campaign.kind == "broadcast":
             work = partial(queue_broadcast, connection, settings, name, campaign, now)
             report.queued += _on_its_own(connection, work, "campaign failed", name) or 0
         if campaign.resend is not None or any(step.resend for step in campaign.steps):
             work = partial(queue_resends, connection, settings, name, campaign, now)
             report.queued += _on_its_own(connection, work, "resend failed", name) or 0
+
+
+def _enroll(connection: Connection, settings: Settings, name: str, campaign: Campaign,
+            now: datetime, report: TickReport) -> None:  # fmt: skip
+    """Enroll whom the trigger names. Where the first step is due at once and can be decided
+    before the rows exist (at_once), it is decided here, as the advance would decide it, and
+    each enrollment is inserted as it is after that step (queued, postponed, ended) beside its
+    outbox row: written once, not inserted, read back, locked and updated."""
+    fresh = enrollees(connection, settings, name, campaign, now)
+    due = [row for row in fresh if row["due_at"] <= now] if at_once(settings, campaign) else []
+    part = TickReport(enrolled=len(fresh))
+    if due:  # the ids in the trigger's order, as one insert of them all would give them
+        for row, enrollment_id in zip(fresh, enrollment_ids(connection, len(fresh)), strict=True):
+            row["id"] = enrollment_id
+    insert_new(connection, enrollments, [row for row in fresh if row["due_at"] > now]
+               if due else fresh, keys=ENROLLMENT_KEYS)  # fmt: skip
+    for first in range(0, len(due), BATCH):
+        _enroll_due(connection, settings, name, campaign, due[first : first + BATCH], now, part)
+    report.add(part)
+
+
+def at_once(settings: Settings, campaign: Campaign) -> bool:
+    """Whether a sequence's first step can be decided before its enrollments are written: not
+    when the frequency cap weighs them against other due steps (read from the enrollments
+    table), nor when the first step's condition reads them."""
+    first_condition = campaign.steps[0].condition if campaign.steps else None
+    return settings.engine.cap() is None and not first_condition
+
+
+def _enroll_due(connection: Connection, settings: Settings, name: str, campaign: Campaign,
+                rows: list[dict[str, Any]], now: datetime, report: TickReport) -> None:  # fmt: skip
+    """Decide the first step of new enrollments (with their ids) and write each row once; if
+    that fails, insert them as they are, for the advance to decide (and log) row by row."""
+    part = TickReport()
+    try:
+        with connection.begin_nested():
+            writes = HeldWrites()
+            runs = [_NewRun(**row) for row in rows]
+            _advance_campaign(connection, settings, name, campaign, runs, now, part, writes)
+            insert_new(connection, enrollments, writes.enrollment_rows(rows, now),
+                       keys=ENROLLMENT_KEYS)  # fmt: skip
+            insert_new(connection, outbox, writes.messages, keys=MESSAGE_KEYS)
+            announce(connection, settings, writes.goals, now)
+    except Exception:
+        logger.info("first steps left to the advance", extra={"campaign": name}, exc_info=True)
+        insert_new(connection, enrollments, rows, keys=ENROLLMENT_KEYS)
+        return
+    report.add(part)
+
+
+@dataclass(frozen=True)
+class _NewRun:
+    """An enrollment row not written yet, as the advance reads a row of the table."""
+
+    id: int
+    campaign: str
+    contact_id: int
+    cycle: int
+    status: str
+    entered_at: datetime
+    last_position: int
+    due_at: datetime
+    last_step: str | None = None
+    last_step_at: datetime | None = None
+    waiting_since: datetime | None = None
+    ended_at: datetime | None = None
+    reason: str | None = None
 
 
 def _on_its_own(connection: Connection, work: Callable[[], int | None], failure: str,
@@ -207,16 +277,21 @@ def _failure(error: Exception) -> str:
 
 
 def _advance_campaign(connection: Connection, settings: Settings, name: str,
-                      campaign: Campaign, rows: list[Any], now: datetime,
-                      report: TickReport) -> None:  # fmt: skip
-    """Decide for all the rows, then write: a few statements per decision, not per row."""
+                      campaign: Campaign, rows: list[Any], now: datetime, report: TickReport,
+                      writes: DueWrites | None = None) -> None:  # fmt: skip
+    """Decide for all the rows, then write: a few statements per decision, not per row. With
+    HeldWrites, the rows are new enrollments not written yet (_enroll_due)."""
     ids = [row.contact_id for row in rows]
     goal = campaign.goal
-    converted = _converted(connection, settings, goal, rows, now) if goal else set()
-    answered = _answered(connection, settings, name, campaign, rows, now)
+    unwritten = isinstance(writes, HeldWrites)
+    runs = (
+        unwritten_runs(connection, rows) if unwritten and (goal or campaign.exit_on_reply) else None
+    )
+    converted = _converted(connection, settings, goal, rows, now, runs) if goal else set()
+    answered = _answered(connection, settings, name, campaign, rows, now, runs)
     audience = standings(connection, campaign.list_name, ids)
     later = _not_due_yet(connection, settings, rows, now)
-    writes = DueWrites()
+    writes = DueWrites() if writes is None else writes
     ready: list[tuple[Any, Standing]] = []
     for row in rows:
         contact = audience.get(row.contact_id)
@@ -444,18 +519,20 @@ def _holding(connection: Connection, settings: Settings, name: str, campaign: Ca
 
 
 def _converted(connection: Connection, settings: Settings, goal: str, rows: list[Any],
-               now: datetime) -> set[int]:  # fmt: skip
-    """The contacts among `rows` that reached the goal since they entered this run."""
-    reached = reached_goal(connection, settings, goal, [row.id for row in rows], now)
+               now: datetime, runs: FromClause | None = None) -> set[int]:  # fmt: skip
+    """The contacts among `rows` that reached the goal since they entered this run (`runs`:
+    the rows as a table when they are not written yet)."""
+    reached = reached_goal(connection, settings, goal, [row.id for row in rows], now, runs)
     return {row.contact_id for row in rows if row.id in reached}
 
 
 def _answered(connection: Connection, settings: Settings, name: str, campaign: Campaign,
-              rows: list[Any], now: datetime) -> set[int]:  # fmt: skip
+              rows: list[Any], now: datetime,
+              runs: FromClause | None = None) -> set[int]:  # fmt: skip
     """The enrollments among `rows` of an exit_on_reply sequence whose contact replied."""
     if not campaign.exit_on_reply:
         return set()
-    return replied(connection, settings, name, [row.id for row in rows], now)
+    return replied(connection, settings, name, [row.id for row in rows], now, runs)
 
 
 def _postpone(connection: Connection, row: Any, until: datetime, reason: str) -> None:

@@ -19,6 +19,7 @@ from sqlalchemy import (
     literal,
     null,
     select,
+    text,
     union_all,
 )
 
@@ -49,6 +50,7 @@ CURSOR_OVERLAP = timedelta(minutes=10)  # re-read: rows committed late with earl
 _TRIGGER = re.compile(r'^\s*(joins list|enters segment|event|date)\s+"([^"]+)"\s*$')
 YEARLY = timedelta(days=300)  # a date trigger (birthday, anniversary) fires once a year
 DATE_TRIGGER_EVERY = timedelta(hours=1)
+ENROLLMENT_KEYS = ("campaign", "contact_id", "cycle")
 
 
 def parse_trigger(text: str) -> tuple[str, str]:
@@ -66,6 +68,18 @@ def enroll(
     connection: Connection, settings: Settings, name: str, campaign: Campaign, now: datetime
 ) -> int:
     """Enroll the contacts the trigger names and the re-entry policy allows; return how many.
+    (The engine's tick enrolls through `enrollees`, queueing a first step due at once in the
+    same statements: engine.py.)"""
+    fresh = enrollees(connection, settings, name, campaign, now)
+    insert_new(connection, enrollments, fresh, keys=ENROLLMENT_KEYS)
+    return len(fresh)
+
+
+def enrollees(
+    connection: Connection, settings: Settings, name: str, campaign: Campaign, now: datetime
+) -> list[dict[str, Any]]:
+    """The enrollment rows (not written yet) of the contacts the trigger names and the
+    re-entry policy allows; the trigger's cursor moves on.
 
     List and event triggers read only what is new since the last tick (a cursor, with some
     overlap for transactions that committed late), so a tick does not grow with the list.
@@ -91,7 +105,7 @@ def enroll(
             remember_events(connection, name, now, newest, newest)
         else:
             remember(connection, name, now + CURSOR_OVERLAP)
-        return 0
+        return []
     if kind == "event":
         read_after, read_to = events_read(connection, name)
         newest = _newest_event(connection)  # first: what is recorded meanwhile waits a tick
@@ -106,7 +120,7 @@ def enroll(
         if changed_since is None:  # the hourly scan is what the cursor remembers
             remember(connection, name, now)
     if not rows:
-        return 0
+        return []
     history = {
         row.contact_id: row
         for row in connection.execute(
@@ -131,8 +145,27 @@ def enroll(
         fresh.append({"campaign": name, "contact_id": row.contact_id, "cycle": cycle,
                       "status": "active", "entered_at": at, "last_position": -1,
                       "due_at": due or at + first_delay})  # fmt: skip
-    insert_new(connection, enrollments, fresh, keys=("campaign", "contact_id", "cycle"))
-    return len(fresh)
+    return fresh
+
+
+def enrollment_ids(connection: Connection, count: int) -> list[int]:
+    """`count` new enrollment ids, ascending, for rows written with their ids: on PostgreSQL
+    from the id column's own default (its sequence; `mailer plan`'s temporary copy of the table
+    shares the live one's); on SQLite the ids after the largest (what SQLite itself would
+    give: the write transaction began IMMEDIATE, so no other process writes meanwhile)."""
+    if connection.dialect.name == "postgresql":
+        default = connection.scalar(text(
+            "SELECT pg_get_expr(d.adbin, d.adrelid) FROM pg_attrdef d JOIN pg_attribute a "
+            "ON a.attrelid = d.adrelid AND a.attnum = d.adnum "
+            "WHERE d.adrelid = 'enrollments'::regclass AND a.attname = 'id'"))  # fmt: skip
+        if not isinstance(default, str) or not default.startswith("nextval("):
+            raise RuntimeError(f"enrollments.id has no sequence for its default ({default})")
+        allocated = connection.scalars(
+            text(f"SELECT {default} FROM generate_series(1, :count)"), {"count": count}
+        )
+        return sorted(int(value) for value in allocated)
+    largest = int(connection.scalar(select(func.coalesce(func.max(enrollments.c.id), 0))) or 0)
+    return list(range(largest + 1, largest + 1 + count))
 
 
 def _candidates(connection: Connection, settings: Settings, name: str, campaign: Campaign,

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import datetime
 
-from sqlalchemy import Connection
+from sqlalchemy import Connection, FromClause
 
 from mailer.campaigns.goals import reached_goal
 from mailer.config import Settings
@@ -27,7 +27,10 @@ def reply_goal(campaign_name: str) -> str:
 
 
 def replied(connection: Connection, settings: Settings, campaign_name: str,
-            enrollment_ids: Iterable[int], now: datetime) -> set[int]:  # fmt: skip
+            enrollment_ids: Iterable[int], now: datetime,
+            runs: FromClause | None = None) -> set[int]:  # fmt: skip
     """The enrollments among `enrollment_ids` whose contact replied to this campaign since
-    entering this run (a reply to an earlier run does not end the next one)."""
-    return reached_goal(connection, settings, reply_goal(campaign_name), enrollment_ids, now)
+    entering this run (a reply to an earlier run does not end the next one); `runs` as in
+    reached_goal."""
+    return reached_goal(connection, settings, reply_goal(campaign_name), enrollment_ids, now,
+                        runs)  # fmt: skip

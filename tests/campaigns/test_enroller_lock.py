@@ -16,7 +16,8 @@ import pytest
 from sqlalchemy import Connection, create_engine, func, select, text
 from sqlalchemy.pool import NullPool
 
-from mailer.campaigns.engine import TickReport, start, tick
+from mailer.campaigns.engine import TickReport, tick
+from mailer.campaigns.enrollment import enroll
 from mailer.clock import FrozenClock
 from mailer.config import load_settings
 from mailer.store.engine import ENROLLER_LOCK
@@ -55,7 +56,8 @@ def test_while_another_process_holds_the_lock_a_tick_advances_but_enrolls_nobody
 ) -> None:
     newsletter(workspace, tmp_path, 1, 3)
     with workspace.engine.begin() as connection:  # enrolled, the first step not queued yet
-        start(connection, workspace.settings, NOW, TickReport())
+        enroll(connection, workspace.settings, "welcome", workspace.settings.campaigns["welcome"],
+               NOW)  # fmt: skip
     newsletter(workspace, tmp_path, 4, 5)
     holder = create_engine(postgres, poolclass=NullPool).connect()  # close() ends the session
     holder.execute(text(HOLD), {"key": ENROLLER_LOCK})
