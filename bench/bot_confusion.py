@@ -24,6 +24,7 @@ from sqlalchemy import select  # noqa: E402
 from mailer.clock import FrozenClock  # noqa: E402
 from mailer.config import load_settings  # noqa: E402
 from mailer.store.tables import outbox  # noqa: E402
+from mailer.tracking.recording import Memory  # noqa: E402
 from mailer.workspace import Workspace  # noqa: E402
 from tests.conftest import NOW, SECRET, SETTINGS  # noqa: E402
 from tests.delivery.helpers import deliver, queue_welcome  # noqa: E402
@@ -63,7 +64,7 @@ def main() -> None:
             assert deliver(workspace).sent == len(PATTERNS), "the sink refused messages"
             with workspace.engine.connect() as connection:
                 ids = list(connection.scalars(select(outbox.c.id).order_by(outbox.c.id)))
-            outcomes = run(workspace, settings, ids, sizes)
+            outcomes = run(workspace, settings, ids, sizes, Memory())  # as the writer does
         finally:
             workspace.close()
     print(f"{sum(len(p.fetches) for p in PATTERNS)} events in {len(PATTERNS)} patterns, "

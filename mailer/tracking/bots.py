@@ -308,9 +308,12 @@ def judge(hits: Sequence[Hit], sent_at: Mapping[str, datetime], honeypot: Mappin
             reason = reasons[ref]
             if reason is None or reason.startswith(REFETCHED):
                 last_open = hit.at
-    verdicts = [Verdict(machine=reasons["batch", n] is not None, reason=reasons["batch", n])
-                for n in range(len(hits))]  # fmt: skip
-    return Judgement(verdicts, relabel)
+    return Judgement([_verdict(reasons["batch", n]) for n in range(len(hits))], relabel)
+
+
+@functools.lru_cache(maxsize=4096)  # a batch gives a few dozen distinct reasons, many times
+def _verdict(reason: str | None) -> Verdict:
+    return Verdict(machine=reason is not None, reason=reason)
 
 
 def _alone(hit: Hit, sent_at: datetime | None, apple: Container[str]) -> str | None:

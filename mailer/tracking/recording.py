@@ -9,8 +9,8 @@ import hashlib
 import hmac
 import ipaddress
 import json
-from collections.abc import Sequence
-from datetime import datetime
+from collections.abc import Container, Sequence
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import ColumnElement, Connection, and_, func, or_, select, update
@@ -27,7 +27,7 @@ from mailer.store.bulk import execute_many, one_of
 from mailer.store.locking import lock_in_order
 from mailer.store.tables import contacts, events, outbox
 from mailer.tracking import apple
-from mailer.tracking.bots import REFETCH, REFETCHED, SAME_SECOND_LINKS, WINDOW, judge
+from mailer.tracking.bots import REFETCH, REFETCHED, SAME_SECOND_LINKS, WINDOW, Judgement, judge
 from mailer.tracking.hits import Hit, StoredHit
 from mailer.webhooks_out.events import enqueue_hits
 
@@ -47,11 +47,55 @@ def private_ip(ip: str, key: bytes) -> str:
     return f"{network}#{tag}"
 
 
+class Memory:
+    """What one writer wrote that rule 8 asks again for nearly every fetch: each message's
+    last open that counts (a person's, or a pixel fetched again), by outbox id, as this
+    writer committed it. The database stays the truth, since other instances write to it
+    too; the memory only spares reads where what it holds decides the same:
+    - it is used only for a message that only rule 8 can reach in the batch (no click in the
+      batch, no machine's click stored in the rules' reach: `_stored_hits` still reads the
+      stored clicks of every message), and only when it makes each of the message's fetches
+      in the batch a refetch. Rule 8 is monotone: another instance's opens can only bring a
+      last open closer, never make a refetch a new open, so the database would call those
+      fetches a machine's too (a reason's seconds may then count from an earlier open). Any
+      other outcome, and a message it holds nothing recent of, is read from the database;
+    - it learns only what a committed transaction wrote (`keep` after the commit, `drop` after
+      a failure), and forgets a message whose opens a click's rules may relabel;
+    - entries older than `REFETCH` before the newest are pruned: it holds the last minute's."""
+
+    def __init__(self) -> None:
+        self.last_opens: dict[int, datetime] = {}
+        self.staged: dict[int, datetime | None] = {}  # the transaction's: None to forget
+        self._prune_at = 1_024
+
+    def keep(self) -> None:
+        """The transaction that staged was committed: remember what it wrote."""
+        for id_, at in self.staged.items():
+            if at is None:
+                self.last_opens.pop(id_, None)
+            elif id_ not in self.last_opens or self.last_opens[id_] < at:
+                self.last_opens[id_] = at
+        self.staged = {}
+        if len(self.last_opens) >= self._prune_at:
+            newest = max(self.last_opens.values())
+            self.last_opens = {id_: at for id_, at in self.last_opens.items()
+                               if newest - at < REFETCH}  # fmt: skip
+            self._prune_at = max(1_024, 2 * len(self.last_opens))
+
+    def drop(self) -> None:
+        """The transaction that staged was rolled back."""
+        self.staged = {}
+
+
 def record_hits(connection: Connection, settings: Settings, key: bytes,
-                hits: Sequence[Hit]) -> int:  # fmt: skip
+                hits: Sequence[Hit], memory: Memory | None = None) -> int:  # fmt: skip
     """Write the hits whose message exists; return how many were written. The message's hits
     already stored take part in the machine rules, and those the batch shows to be a
-    machine's are turned into one (their points stay: scores only grow)."""
+    machine's are turned into one (their points stay: scores only grow). With `memory` (the
+    writer's, see `Memory`), what the batch wrote is staged in it: call `memory.keep()` after
+    the commit."""
+    if memory is not None:
+        memory.staged = {}
     ids = {hit.message_key: outbox_id(hit.message_key) for hit in hits}
     found = {row.id: row for row in connection.execute(
         select(outbox.c.id, outbox.c.contact_id, outbox.c.campaign, outbox.c.step,
@@ -65,53 +109,109 @@ def record_hits(connection: Connection, settings: Settings, key: bytes,
         return 0
     keys = {found[ids[hit.message_key]].id: hit.message_key for hit in known}  # id -> key
     sent_at = {key_: found[i].sent_at for key_, i in ids.items() if i in found and found[i].sent_at}
-    targets = {key_: json.loads(found[id_].links or "[]") for id_, key_ in keys.items()}
+    targets = {key_: _links(found[id_].links) for id_, key_ in keys.items()}
     honeypot = {key_: links.index(HONEYPOT) for key_, links in targets.items() if HONEYPOT in links}
-    stored, relabelled, last_opens = _stored_hits(connection, keys, known, sent_at, honeypot)
-    scored = _scored(connection, list(keys)) | relabelled
-    judged = judge(known, sent_at, honeypot, stored,
-                   apple.load(settings.path(settings.tracking.apple_proxy_ranges_file)
-                              if settings.tracking.apple_proxy_ranges_file else None),
-                   last_opens)  # fmt: skip
+    proxies = apple.load(settings.path(settings.tracking.apple_proxy_ranges_file)
+                         if settings.tracking.apple_proxy_ranges_file else None)  # fmt: skip
+    judged, relabelled = _judged(connection, keys, known, sent_at, honeypot, proxies, memory)
     rows: list[dict[str, Any]] = []
+    texts: list[tuple[Any, ...]] = []
     for hit, verdict in zip(known, judged.verdicts, strict=True):
         message = found[ids[hit.message_key]]
-        properties: dict[str, Any] = {"user_agent": hit.user_agent[:300],
-                                      "ip": private_ip(hit.ip, key)}  # fmt: skip
-        if hit.link is not None:
+        link, url = hit.link, None
+        if link is not None:
             links = targets[hit.message_key]
-            properties |= {"link": hit.link,
-                           "url": links[hit.link] if hit.link < len(links) else None}  # fmt: skip
-        if verdict.machine:
-            properties["machine"] = verdict.reason
-        rows.append({"contact_id": message.contact_id,
-                     "kind": f"machine_{hit.kind}" if verdict.machine else hit.kind,
-                     "name": message.campaign, "step": message.step,
-                     "properties": properties, "occurred_at": hit.at,
-                     "outbox_id": message.id})  # fmt: skip
+            url = links[link] if link < len(links) else None
+        properties = _properties(hit.user_agent[:300], private_ip(hit.ip, key), link, url,
+                                 verdict.reason if verdict.machine else None)  # fmt: skip
+        kind = f"machine_{hit.kind}" if verdict.machine else hit.kind
+        rows.append({"contact_id": message.contact_id, "kind": kind, "name": message.campaign,
+                     "step": message.step, "properties": properties[0],
+                     "occurred_at": hit.at, "outbox_id": message.id})  # fmt: skip
+        texts.append((message.contact_id, kind, message.campaign, message.step, properties[1],
+                      hit.at, message.id))  # fmt: skip
+    people = [row for row in rows if not row["kind"].startswith("machine_")]
+    # What scored already (read before this batch's rows are in) matters only for a person's
+    # hits: the messages of the batch's.
+    scored = _scored(connection, sorted({row["outbox_id"] for row in people})) | relabelled
     # Compiled once per batch, JSON written here: SQLAlchemy's per-row path cost more than
     # the database (bench/tracking_bench.py).
-    execute_many(connection, events.insert(),
-                 [(row["contact_id"], row["kind"], row["name"], row["step"],
-                   json.dumps(row["properties"], ensure_ascii=False), row["occurred_at"],
-                   row["outbox_id"])
-                  for row in rows],
-                 ready=("properties",), columns=EVENT_COLUMNS)  # fmt: skip
+    execute_many(connection, events.insert(), texts, ready=("properties",),
+                 columns=EVENT_COLUMNS)  # fmt: skip
     _relabel(connection, judged.relabel)
-    people = [row for row in rows if not row["kind"].startswith("machine_")]
     _score(connection, settings, people, scored)
     enqueue_hits(connection, settings, people)  # outgoing webhooks: opened, clicked
     return len(rows)
 
 
+@functools.lru_cache(maxsize=4096)  # a campaign's messages share their links
+def _links(text: str | None) -> tuple[str, ...]:
+    return tuple(json.loads(text or "[]"))
+
+
+@functools.lru_cache(maxsize=65_536)  # a batch repeats a few agents, addresses and reasons
+def _properties(user_agent: str, ip: str, link: int | None, url: str | None,
+                machine: str | None) -> tuple[dict[str, Any], str]:  # fmt: skip
+    """An event's properties, and as the JSON text stored (callers do not change them)."""
+    properties: dict[str, Any] = {"user_agent": user_agent, "ip": ip}
+    if link is not None:
+        properties |= {"link": link, "url": url}
+    if machine is not None:
+        properties["machine"] = machine
+    return properties, json.dumps(properties, ensure_ascii=False)
+
+
+def _judged(connection: Connection, keys: dict[int, str], hits: Sequence[Hit],
+            sent_at: dict[str, datetime], honeypot: dict[str, int], proxies: Container[str],
+            memory: Memory | None) -> tuple[Judgement, set[tuple[int, int | None]]]:  # fmt: skip
+    """The batch's verdicts and relabelled stored hits (`bots.judge`), and what of the stored
+    hits read had scored (`_stored_hits`). A message `memory` was asked about but could not
+    decide is judged again from the database (see `Memory`); what the batch wrote is staged
+    in `memory`."""
+    recalled = memory.last_opens if memory is not None else {}
+    stored, relabelled, last_opens, used = _stored_hits(connection, keys, hits, sent_at,
+                                                        honeypot, recalled)  # fmt: skip
+    judged = judge(hits, sent_at, honeypot, stored, proxies, last_opens)
+    undecided = {hit.message_key for hit, verdict in zip(hits, judged.verdicts, strict=True)
+                 if hit.message_key in used and not verdict.machine}  # fmt: skip
+    if undecided:  # the memory could not decide them: the database's answer, as without it
+        doubted = {id_: key for id_, key in keys.items() if key in undecided}
+        positions = [n for n, hit in enumerate(hits) if hit.message_key in undecided]
+        again = [hits[n] for n in positions]
+        more, more_relabelled, more_last, _ = _stored_hits(connection, doubted, again, sent_at,
+                                                           honeypot, {})  # fmt: skip
+        verdicts = list(judged.verdicts)
+        for n, verdict in zip(positions, judge(again, sent_at, honeypot, more, proxies,
+                                               more_last).verdicts, strict=True):  # fmt: skip
+            verdicts[n] = verdict
+        judged, relabelled = Judgement(verdicts, judged.relabel), relabelled | more_relabelled
+    if memory is not None:
+        ids = {key: id_ for id_, key in keys.items()}
+        for hit, verdict in zip(hits, judged.verdicts, strict=True):
+            if hit.kind == "open" and (
+                not verdict.machine or (verdict.reason or "").startswith(REFETCHED)
+            ):
+                id_ = ids[hit.message_key]
+                at = memory.staged.get(id_)
+                if at is None or at < hit.at:
+                    memory.staged[id_] = hit.at
+        # A click's rules may relabel the message's opens: they are read again next time.
+        clicked = {key for key, rows in stored.items() if any(row.kind == "click" for row in rows)}
+        for key in clicked | {hit.message_key for hit in hits if hit.kind == "click"}:
+            memory.staged[ids[key]] = None
+    return judged, relabelled
+
+
 def _stored_hits(connection: Connection, keys: dict[int, str], hits: Sequence[Hit],
-                 sent_at: dict[str, datetime], honeypot: dict[str, int]
+                 sent_at: dict[str, datetime], honeypot: dict[str, int],
+                 recalled: dict[int, datetime]
                  ) -> tuple[dict[str, list[StoredHit]], set[tuple[int, int | None]],
-                            dict[str, datetime]]:  # fmt: skip
+                            dict[str, datetime], set[str]]:  # fmt: skip
     """The opens and clicks of the batch's messages already stored that the rules can need;
-    of those once a person's (`was_person`), what scored, as `_scored` says it; and the last
+    of those once a person's (`was_person`), what scored, as `_scored` says it; the last
     open that counts (`bots.judge`'s `last_opens`) of the messages whose earlier opens are
-    left unread. A pixel fetched every second makes hundreds of opens a message in the
+    left unread; and the messages whose last open came from `recalled` (a `Memory`'s) instead
+    of the database. A pixel fetched every second makes hundreds of opens a message in the
     rules' reach: only a message whose opens can meet a machine's click (rule 7) has all of
     them read; rule 8 needs only the last before the batch."""
     earliest, latest = min(hit.at for hit in hits), max(hit.at for hit in hits)
@@ -129,13 +229,22 @@ def _stored_hits(connection: Connection, keys: dict[int, str], hits: Sequence[Hi
     ids = {key: id_ for id_, key in keys.items()}
     every = sorted(ids[key] for key in clicked)
     rest = sorted(id_ for id_, key in keys.items() if key not in clicked)
+    # Only rule 8 can reach the rest: a recent last open remembered stands in for the reads.
+    first: dict[str, datetime] = {}
+    for hit in hits:
+        if hit.message_key not in first or hit.at < first[hit.message_key]:
+            first[hit.message_key] = hit.at
+    remembered = {keys[id_]: recalled[id_] for id_ in rest if id_ in recalled
+                  and timedelta(0) <= first[keys[id_]] - recalled[id_] < REFETCH}  # fmt: skip
+    rest = [id_ for id_ in rest if keys[id_] not in remembered]
     for messages, window in ((every, reach), (rest, (earliest, latest))):
         if messages:
             opens, more = _read_stored(connection, keys, messages, OPENS, *window)
             relabelled |= more
             for key, rows in opens.items():
                 stored.setdefault(key, []).extend(rows)
-    return stored, relabelled, _last_opens(connection, keys, rest, earliest)
+    last_opens = _last_opens(connection, keys, rest, earliest) | remembered
+    return stored, relabelled, last_opens, set(remembered)
 
 
 CLICKS, OPENS = ("click", "machine_click"), ("open", "machine_open")
@@ -208,6 +317,8 @@ def _relabel(connection: Connection, reasons: dict[int, str]) -> None:
 def _scored(connection: Connection, messages: list[int]) -> set[tuple[int, int | None]]:
     """(message, None) for a message whose open already scored, (message, link) for a link
     whose click did: a person's stored open or click."""
+    if not messages:
+        return set()
     rows = connection.execute(
         select(events.c.outbox_id, events.c.kind, events.c.properties["link"].as_integer())
         .where(one_of(connection, events.c.outbox_id, messages),

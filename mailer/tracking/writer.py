@@ -16,9 +16,10 @@ from mailer.config import Settings
 from mailer.delivery.rendering import exit_with_parent
 from mailer.store.locking import retried
 from mailer.tracking.hits import Hit
-from mailer.tracking.recording import record_hits
+from mailer.tracking.recording import Memory, record_hits
 
 _workspace = None  # the writer process's own, made by _start
+_memory = Memory()  # what this writer committed that the machine rules ask again (recording)
 
 
 def _start(settings: Settings, serving_pid: int) -> None:
@@ -35,10 +36,17 @@ def _write(hits: Sequence[Hit]) -> int:
     settings, key = _workspace.settings, _workspace.key
 
     def write(connection: Connection) -> int:
-        return record_hits(connection, settings, key, hits)
+        return record_hits(connection, settings, key, hits, _memory)
 
     # A deadlock's victim (another instance scoring the same contacts) is run again.
-    return retried(_workspace.engine, write, "opens and clicks", len({h.message_key for h in hits}))
+    try:
+        written = retried(_workspace.engine, write, "opens and clicks",
+                          len({h.message_key for h in hits}))  # fmt: skip
+    except BaseException:
+        _memory.drop()
+        raise
+    _memory.keep()  # committed
+    return written
 
 
 class HitWriter:

@@ -20,7 +20,7 @@ from mailer.config import Settings
 from mailer.render.links import HONEYPOT
 from mailer.store.tables import events, outbox
 from mailer.tracking.hits import Hit
-from mailer.tracking.recording import record_hits
+from mailer.tracking.recording import Memory, record_hits
 from mailer.workspace import Workspace
 
 Label = Literal["person", "machine"]
@@ -285,10 +285,11 @@ def batches(hits: Sequence[Hit], sizes: Sequence[int]) -> Iterator[Sequence[Hit]
 
 
 def run(workspace: Workspace, settings: Settings, messages: Sequence[int],
-        sizes: Sequence[int]) -> list[Outcome]:  # fmt: skip
+        sizes: Sequence[int], memory: Memory | None = None) -> list[Outcome]:  # fmt: skip
     """Each pattern's fetches on a message of its own (outbox ids, one per pattern, sent and
     with the three links), all patterns' fetches in time order cut into batches of `sizes`,
-    written by record_hits; each fetch with the label it was stored with."""
+    written by record_hits (with `memory` kept across batches, as the writer process does);
+    each fetch with the label it was stored with."""
     assert len(messages) >= len(PATTERNS), "one sent message per pattern"
     with workspace.engine.connect() as connection:
         rows = {row.id: row for row in connection.execute(
@@ -309,7 +310,9 @@ def run(workspace: Workspace, settings: Settings, messages: Sequence[int],
     timeline.sort(key=lambda item: (item[0], item[1], item[2]))
     for batch in batches([hit for *_, hit in timeline], sizes):
         with workspace.engine.begin() as connection:
-            record_hits(connection, settings, workspace.key, batch)
+            record_hits(connection, settings, workspace.key, batch, memory)
+        if memory is not None:
+            memory.keep()
     with workspace.engine.connect() as connection:
         stored = connection.execute(
             select(events.c.outbox_id, events.c.kind, events.c.properties)

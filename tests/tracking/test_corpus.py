@@ -13,6 +13,7 @@ from sqlalchemy import select
 from mailer.clock import FrozenClock
 from mailer.config import load_settings
 from mailer.store.tables import outbox
+from mailer.tracking.recording import Memory
 from mailer.workspace import Workspace
 from tests.delivery.helpers import deliver, queue_welcome
 from tests.delivery.smtp_server import ScriptedSmtpServer
@@ -46,12 +47,14 @@ def messages(
     workspace.close()
 
 
+@pytest.mark.parametrize("remembering", [False, True], ids=["database", "writers-memory"])
 @pytest.mark.parametrize("sizes", [[1], [4, 1, 9], [500]], ids=["one", "mixed", "all"])
 def test_no_machine_is_counted_as_a_person_whatever_the_batching(
-    messages: tuple[Workspace, list[int]], sizes: list[int]
+    messages: tuple[Workspace, list[int]], sizes: list[int], remembering: bool
 ) -> None:
+    """With and without the writer process's memory of the last opens (recording.Memory)."""
     workspace, ids = messages
-    outcomes = run(workspace, workspace.settings, ids, sizes)
+    outcomes = run(workspace, workspace.settings, ids, sizes, Memory() if remembering else None)
     leaked = [(o.pattern.name, o.index, o.fetch.kind) for o in outcomes
               if o.fetch.label == "machine" and o.stored == "person"]  # fmt: skip
     assert leaked == []

@@ -4,9 +4,10 @@ message's open and each link's click score once."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -23,7 +24,7 @@ from mailer.render.links import HONEYPOT
 from mailer.store.tables import contacts, events, outbox
 from mailer.tracking.app import create_app
 from mailer.tracking.hits import Hit
-from mailer.tracking.recording import record_hits
+from mailer.tracking.recording import Memory, record_hits
 from mailer.workspace import Workspace
 from tests.tracking.conftest import at
 
@@ -43,9 +44,18 @@ def message(workspace: Workspace) -> tuple[str, datetime, dict[str, int]]:
     return f"m{row.id}", row.sent_at, named
 
 
-def write(workspace: Workspace, settings: Settings, *hits: Hit) -> None:
-    with workspace.engine.begin() as connection:
-        record_hits(connection, settings, workspace.key, hits)
+def write(workspace: Workspace, settings: Settings, *hits: Hit, memory: Memory | None = None
+          ) -> None:  # fmt: skip
+    """`hits` in one transaction, as the writer process writes a batch (with its memory)."""
+    try:
+        with workspace.engine.begin() as connection:
+            record_hits(connection, settings, workspace.key, hits, memory)
+    except BaseException:
+        if memory is not None:
+            memory.drop()
+        raise
+    if memory is not None:
+        memory.keep()
 
 
 def stored(workspace: Workspace) -> list[tuple[str, str | None]]:
@@ -256,3 +266,80 @@ def test_a_messages_stored_hits_are_read_through_its_own_index(sent: Sent) -> No
                 assert "USING INDEX ix_events_outbox_id_occurred_at (outbox_id=?" in plan, plan
             elif "occurred_at" in statement.split("WHERE")[1]:  # PostgreSQL's planner decides
                 assert "ix_events_outbox_id_occurred_at" in plan, plan
+
+
+def events_read(workspace: Workspace) -> AbstractContextManager[list[str]]:
+    """The SELECTs of stored events that the `with` block runs."""
+    reads: list[str] = []
+
+    def remember(connection: Any, cursor: Any, statement: str, *_: Any) -> None:
+        if statement.lstrip().startswith("SELECT") and "FROM events" in statement:
+            reads.append(statement)
+
+    @contextlib.contextmanager
+    def listening() -> Iterator[list[str]]:
+        event.listen(workspace.engine, "before_cursor_execute", remember)
+        try:
+            yield reads
+        finally:
+            event.remove(workspace.engine, "before_cursor_execute", remember)
+
+    return listening()
+
+
+def test_the_writers_memory_spares_the_reads_of_a_refetch_chain_and_changes_no_verdict(
+    sent: Sent,
+) -> None:
+    """A pixel fetched every 2 s, batch after batch, through one writer's memory: the same
+    events and score as without it (test_a_pixel_fetched_25_times_is_one_open_and_scores_once),
+    and once the memory holds the last open, only the stored clicks are read."""
+    workspace, _ = sent
+    key, sent_at, _ = message(workspace)
+    at = sent_at + timedelta(minutes=5)
+    settings, memory = scoring(workspace), Memory()
+    fetches = [hit("open", key, at + timedelta(seconds=2 * n)) for n in range(25)]
+    write(workspace, settings, *fetches[:4], memory=memory)
+    with events_read(workspace) as reads:
+        for start in range(4, 25, 3):
+            write(workspace, settings, *fetches[start : start + 3], memory=memory)
+    assert stored(workspace) == [("open", None)] + [
+        ("machine_open", "pixel fetched again 2 s after the last open")] * 24  # fmt: skip
+    assert score(workspace, at) == 1.0
+    assert len(reads) == 7, "\n\n".join(reads)  # one a batch
+    # Past the minute the memory cannot decide: the database is read, and says a new open.
+    write(workspace, settings, hit("open", key, at + timedelta(minutes=3)), memory=memory)
+    assert stored(workspace)[-1] == ("open", None)
+
+
+def test_two_writers_memories_give_the_databases_verdicts(sent: Sent) -> None:
+    """Two instances' writers on one database, each with its memory: what the other wrote
+    (a refetch, a machine's click) is read from the database where the memory cannot know
+    it, and a rolled-back batch is not remembered."""
+    workspace, _ = sent
+    key, sent_at, links = message(workspace)
+    at = sent_at + timedelta(hours=1)
+    one, two = Memory(), Memory()
+    write(workspace, workspace.settings, hit("open", key, at), memory=one)
+    write(workspace, workspace.settings, hit("open", key, at + timedelta(seconds=30)), memory=two)
+    # one remembers `at`, 70 s ago: the database knows the refetch at 30 s that two wrote.
+    write(workspace, workspace.settings, hit("open", key, at + timedelta(seconds=70)), memory=one)
+    # two's scanner clicks; one's next fetch is within a minute of what one remembers, but
+    # beside a machine's click: rule 7, as the database says.
+    scanner = hit("click", key, at + timedelta(seconds=100), links["https://shop.example/cups"],
+                  agent="Barracuda Sentinel (EE)")  # fmt: skip
+    write(workspace, workspace.settings, scanner, memory=two)
+    write(workspace, workspace.settings, hit("open", key, at + timedelta(seconds=110)), memory=one)
+    assert stored(workspace) == [
+        ("open", None),
+        ("machine_open", "pixel fetched again 30 s after the last open"),
+        ("machine_open", "pixel fetched again 40 s after the last open"),
+        ("machine_click", "link scanner (Barracuda)"),
+        ("machine_open", "pixel fetched 10 s after a machine's click"),
+    ]
+    later = at + timedelta(days=1)
+    with pytest.raises(RuntimeError, match="rolled back"), workspace.engine.begin() as connection:
+        record_hits(connection, workspace.settings, workspace.key, [hit("open", key, later)], one)
+        raise RuntimeError("rolled back")
+    one.drop()
+    write(workspace, workspace.settings, hit("open", key, later + timedelta(seconds=5)), memory=one)
+    assert stored(workspace)[-1] == ("open", None)  # the rolled-back open was never stored
