@@ -34,13 +34,14 @@ from sqlalchemy import (
     create_engine,
     delete,
     func,
+    select,
 )
 from sqlalchemy import literal as value
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.pool import StaticPool
 from sqlalchemy.schema import CreateIndex, CreateTable
 
-from mailer.store.engine import create_database_engine
+from mailer.store.engine import create_database_engine, reading
 from mailer.store.tables import shared_limits
 
 SWEEP_EVERY = 60.0  # seconds between two deletions of full buckets, per process
@@ -81,6 +82,18 @@ def take(connection: Connection, bucket: str, limit: Limit, wanted: int, now: fl
     return Taken(got, 0.0 if tokens >= 1 else (1 - tokens) / limit.rate)
 
 
+def waiting(connection: Connection, bucket: str, limit: Limit, now: float) -> float:
+    """Seconds until `bucket` holds a whole token again (0 when it does now), read only."""
+    row = connection.execute(
+        select(shared_limits.c.tokens, shared_limits.c.refilled_at)
+        .where(shared_limits.c.bucket == bucket)
+    ).one_or_none()  # fmt: skip
+    if row is None:
+        return 0.0  # a missing row is a full bucket
+    tokens = min(limit.burst, row.tokens + (now - row.refilled_at) * limit.rate)
+    return 0.0 if tokens >= 1 else (1 - tokens) / limit.rate
+
+
 def refill(connection: Connection, bucket: str) -> None:
     """Fill `bucket` again (a token given back to a bucket of one, e.g. a send that failed)."""
     connection.execute(delete(shared_limits).where(shared_limits.c.bucket == bucket))
@@ -113,6 +126,10 @@ class SharedLimits:
     def refill(self, bucket: str) -> None:
         with self.engine.begin() as connection:
             refill(connection, bucket)
+
+    def waiting(self, bucket: str, limit: Limit, now: float) -> float:
+        with reading(self.engine) as connection:
+            return waiting(connection, bucket, limit, now)
 
 
 _sidecars: dict[str, Engine] = {}

@@ -18,17 +18,17 @@ from mailer.store.limits import Limit, SharedLimits
 PER_IP = Limit(rate=5 / 60, burst=5)  # form posts per second, and saved up, per client
 
 
-def bucket_of(ip: str) -> str:
-    """The bucket an address counts in: IPv4 by address, IPv6 by its /64."""
+def bucket_of(ip: str, kind: str = "form-ip") -> str:
+    """The bucket an address counts in for `kind`: IPv4 by address, IPv6 by its /64."""
     try:
         address = ipaddress.ip_address(ip)
     except ValueError:  # not an address (a test client, a unix socket): counted as written
-        return f"form-ip:{ip[:100]}"
+        return f"{kind}:{ip[:100]}"
     if isinstance(address, ipaddress.IPv6Address):
         if address.ipv4_mapped is not None:  # ::ffff:203.0.113.7 is 203.0.113.7
-            return f"form-ip:{address.ipv4_mapped}"
-        return f"form-ip:{ipaddress.IPv6Network((address, 64), strict=False)}"
-    return f"form-ip:{address}"
+            return f"{kind}:{address.ipv4_mapped}"
+        return f"{kind}:{ipaddress.IPv6Network((address, 64), strict=False)}"
+    return f"{kind}:{address}"
 
 
 class PerIpLimit:

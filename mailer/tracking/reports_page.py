@@ -5,7 +5,8 @@ the page does not exist (404): it is never served open.
 Query: `campaign`, `since`, `until` (ISO times, UTC unless given) and `include_machine`, as
 `mailer report` takes them. The report is counted per request, in a worker thread (it reads the
 database and draws charts), and is never cached on the way (`Cache-Control: no-store`). An IP
-that sends wrong credentials too often is answered 429 for a while, right ones included.
+that sends wrong credentials too often is answered 429 for a while, right ones included: counted
+in the token buckets every instance shares (store/limits.py), IPv6 by its /64.
 """
 
 from __future__ import annotations
@@ -13,11 +14,13 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
-from collections import deque
+import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, PlainTextResponse, Response
@@ -25,14 +28,19 @@ from starlette.routing import BaseRoute, Route
 
 from mailer.clock import parse_moment
 from mailer.config import Settings
+from mailer.logs import logger
 from mailer.reports.html import render_report
 from mailer.reports.metrics import UnknownCampaignError, build_report
 from mailer.store.engine import reading
+from mailer.store.limits import Limit, SharedLimits
+from mailer.tracking.per_ip import bucket_of
 from mailer.workspace import Workspace
 
 FAILURES_ALLOWED = 10  # wrong credentials from one IP within FAILURE_WINDOW, then 429
-FAILURE_WINDOW = timedelta(minutes=5)
-REMEMBERED_IPS = 10_000  # past this many failing IPs the record starts again (bounded memory)
+FAILURE_WINDOW = timedelta(minutes=5)  # and blocked this long from the one that was too many
+# FAILURES_ALLOWED saved up, one more every FAILURE_WINDOW / FAILURES_ALLOWED (30 s).
+FAILURES = Limit(FAILURES_ALLOWED / FAILURE_WINDOW.total_seconds(), FAILURES_ALLOWED)
+BLOCK = Limit(1 / FAILURE_WINDOW.total_seconds(), 1)  # taken: blocked until it is back
 CHALLENGE = {"WWW-Authenticate": 'Basic realm="mailer reports", charset="UTF-8"'}
 NOT_STORED = {"Cache-Control": "no-store"}
 # The page has no script and fetches nothing: a browser may run and fetch nothing either.
@@ -115,21 +123,29 @@ def parse_query(params: Any) -> ReportQuery:
 
 
 class FailedLogins:
-    """Wrong credentials by IP over the last FAILURE_WINDOW, on the workspace's clock."""
+    """Wrong credentials by client, in two token buckets of the database shared by every
+    instance: FAILURES counts them; the failure that empties it takes BLOCK, and the client
+    is answered 429 until BLOCK is back (FAILURE_WINDOW). A bucket expires by time only, so
+    no number of other failing addresses clears a block. Times: the workspace's clock."""
 
-    def __init__(self) -> None:
-        self.by_ip: dict[str, deque[datetime]] = {}
+    def __init__(self, engine: Engine) -> None:
+        self.limits = SharedLimits(engine)
 
-    def blocked(self, ip: str, now: datetime) -> bool:
-        failures = self.by_ip.get(ip)
-        while failures and failures[0] <= now - FAILURE_WINDOW:
-            failures.popleft()
-        return failures is not None and len(failures) >= FAILURES_ALLOWED
+    def blocked_for(self, ip: str, now: datetime) -> int:
+        """Whole seconds `ip` is still blocked (0: not blocked); one read."""
+        try:
+            wait = self.limits.waiting(bucket_of(ip, "reports-block"), BLOCK, now.timestamp())
+        except SQLAlchemyError as error:  # the report cannot be read either: it says so
+            logger.warning(f"/reports: the wrong-password limit could not be read: {error}"[:300])
+            return 0
+        return math.ceil(round(wait, 6))
 
     def failed(self, ip: str, now: datetime) -> None:
-        if ip not in self.by_ip and len(self.by_ip) >= REMEMBERED_IPS:
-            self.by_ip.clear()
-        self.by_ip.setdefault(ip, deque()).append(now)
+        counted = bucket_of(ip, "reports-ip")
+        moment = now.timestamp()
+        if self.limits.take({counted: (FAILURES, 1)}, moment)[counted].wait > 0:
+            block = bucket_of(ip, "reports-block")  # that one emptied it: blocked from now
+            self.limits.take({block: (BLOCK, 1)}, moment)
 
 
 def report_page(workspace: Workspace, query: ReportQuery) -> str:
@@ -143,7 +159,7 @@ def report_page(workspace: Workspace, query: ReportQuery) -> str:
 
 
 def report_routes(workspace: Workspace) -> list[BaseRoute]:
-    failures = FailedLogins()
+    failures = FailedLogins(workspace.engine)
 
     async def reports(request: Request) -> Response:
         try:
@@ -151,13 +167,13 @@ def report_routes(workspace: Workspace) -> list[BaseRoute]:
             if expected is None:
                 raise PageProblem(404, "Not Found")
             ip, now = request.client.host if request.client else "", workspace.clock.now()
-            if failures.blocked(ip, now):
-                wait = {"Retry-After": str(int(FAILURE_WINDOW.total_seconds()))}
+            if blocked := await run_in_threadpool(failures.blocked_for, ip, now):
+                wait = {"Retry-After": str(blocked)}
                 raise PageProblem(429, "too many wrong credentials: try again later", wait)
             given = sent_credentials(request.headers.get("authorization", ""))
             if not hmac.compare_digest(given, expected):
                 if "authorization" in request.headers:
-                    failures.failed(ip, now)
+                    await run_in_threadpool(failures.failed, ip, now)
                 raise PageProblem(401, "the report needs the username and password of "
                                   "[reports] in settings", CHALLENGE)  # fmt: skip
             query = parse_query(request.query_params)

@@ -14,13 +14,16 @@ from typing import Any
 import httpx
 import pytest
 from click.testing import CliRunner
+from sqlalchemy import insert
 
 from mailer.cli import cli
 from mailer.clock import FrozenClock
 from mailer.config import load_settings
 from mailer.errors import SettingsError
+from mailer.store.tables import shared_limits
 from mailer.tracking.app import create_app
-from mailer.tracking.reports_page import FAILURES_ALLOWED
+from mailer.tracking.per_ip import bucket_of
+from mailer.tracking.reports_page import FAILURE_WINDOW, FAILURES_ALLOWED, FailedLogins
 from mailer.workspace import Workspace
 from tests.delivery.smtp_server import ScriptedSmtpServer
 from tests.reports.page_numbers import page_numbers, report_numbers
@@ -128,6 +131,45 @@ def test_too_many_wrong_credentials_from_one_address_are_answered_429_for_a_whil
     assert wrong == [401] * FAILURES_ALLOWED
     assert (blocked.status_code, still.status_code, again.status_code) == (429, 429, 200)
     assert int(blocked.headers["retry-after"]) > 0
+
+
+def test_the_wrong_password_limit_holds_across_instances_on_one_database(
+    project: Path, environ: dict[str, str], clock: FrozenClock, serve: Serve
+) -> None:
+    first = opened(project, {**environ, "MAILER_REPORTS__PASSWORD": PASSWORD}, clock)
+    second = Workspace(first.settings, clock)  # another `mailer serve`: its own engine
+    try:
+        with serve(create_app(first)) as one, serve(create_app(second)) as other:
+            wrong = [httpx.get(f"{one}/reports", auth=("marketer", f"guess{n}")).status_code
+                     for n in range(FAILURES_ALLOWED)]  # fmt: skip
+            blocked = httpx.get(f"{other}/reports", auth=RIGHT)
+            clock.advance(FAILURE_WINDOW + timedelta(seconds=1))
+            again = httpx.get(f"{other}/reports", auth=RIGHT)
+    finally:
+        second.close()
+        first.close()
+    assert wrong == [401] * FAILURES_ALLOWED
+    assert (blocked.status_code, again.status_code) == (429, 200)
+    assert int(blocked.headers["retry-after"]) == FAILURE_WINDOW.total_seconds()
+
+
+def test_many_other_failing_addresses_do_not_clear_a_block(
+    guarded: Workspace, serve: Serve, clock: FrozenClock
+) -> None:
+    with serve(create_app(guarded)) as base:
+        for n in range(FAILURES_ALLOWED):
+            httpx.get(f"{base}/reports", auth=("marketer", f"guess{n}"))
+        # More failing addresses than the old per-process memory held, as other instances
+        # write them (one statement here, not 10,001 requests).
+        now = clock.now().timestamp()
+        failing = [{"bucket": bucket_of(f"198.18.{n // 256}.{n % 256}", "reports-ip"),
+                    "tokens": FAILURES_ALLOWED - 1.0, "refilled_at": now, "granted": 1,
+                    "full_at": now + 30} for n in range(10_001)]  # fmt: skip
+        with FailedLogins(guarded.engine).limits.engine.begin() as connection:
+            connection.execute(insert(shared_limits), failing)
+        clock.advance(timedelta(minutes=4))
+        still = httpx.get(f"{base}/reports", auth=RIGHT)
+    assert still.status_code == 429 and int(still.headers["retry-after"]) == 60
 
 
 def test_bad_query_parameters_are_named(guarded: Workspace, serve: Serve) -> None:
