@@ -47,7 +47,7 @@ def requeue_failed(connection: Connection, which: FailedMessages, now: datetime)
         update(outbox)
         .where(outbox.c.status == "failed")
         .values(status="queued", queued_at=now, send_after=now, attempts=0, lease_owner=None,
-                reply=None,
+                reply=None, relay=None,
                 reason=literal("re-queued after: ") + func.coalesce(outbox.c.reason, ""))
     )  # fmt: skip
     if which.campaign is not None:

@@ -29,6 +29,7 @@ from mailer.delivery.relay import refuse_cleartext_password
 from mailer.delivery.relay_board import RelayBoard, downs_by_name
 from mailer.delivery.relays import Down, down_after, order_to_try, takes_relay_down
 from mailer.delivery.replies import SmtpReply
+from mailer.delivery.retry import FailedMessages, requeue_failed
 from mailer.errors import MailerError, SettingsError
 from mailer.metrics import REGISTRY
 from mailer.store.tables import outbox
@@ -256,6 +257,10 @@ def test_a_550_for_one_recipient_on_the_primary_is_that_recipients_answer_not_a_
     bob = rows(workspace)["bob@example.com"]
     assert bob["status"] == "failed" and bob["reply"] == "550 5.1.1 no such user"
     assert bob["relay"] == "primary"
+    with workspace.engine.begin() as connection:  # `mailer outbox retry`: the answer goes
+        assert requeue_failed(connection, FailedMessages(), NOW) == 1
+    bob = rows(workspace)["bob@example.com"]
+    assert (bob["status"], bob["reply"], bob["relay"]) == ("queued", None, None)
 
 
 def test_a_421_from_the_primary_sends_that_message_through_the_fallback_at_once(
