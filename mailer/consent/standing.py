@@ -7,8 +7,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import Connection, and_, exists, select
+from sqlalchemy import ColumnElement, Connection, and_, literal, select
 
 from mailer.store.bulk import one_of
 from mailer.store.tables import consent_status, contacts, lists, memberships, suppressions
@@ -25,26 +26,31 @@ class Standing:
 
 def standings(connection: Connection, list_name: str,
               contact_ids: Iterable[int]) -> dict[int, Standing]:  # fmt: skip
-    """Each contact's standing on `list_name`, read in one query."""
-    member = exists().where(
-        memberships.c.contact_id == contacts.c.id,
-        memberships.c.list_id == lists.c.id,
-        lists.c.name == list_name,
-    )
-    suppression = (
-        select(suppressions.c.reason)
-        .where(suppressions.c.email == contacts.c.email)
-        .limit(1)
-        .scalar_subquery()
-    )
+    """Each contact's standing on `list_name`, read in one query.
+
+    Every part is a subquery per contact, looked up by its index: a join or EXISTS lets
+    PostgreSQL hash the whole list's memberships and consent statuses instead (the planner
+    takes reading 10,000 cached rows for cheaper than 40 index probes), which cost delivery's
+    gate 2 about 10 ms of server CPU per chunk of 40 on a list of 10,000, growing with the list.
+    """
+    list_id = select(lists.c.id).where(lists.c.name == list_name).scalar_subquery()
+    member = _first(literal(1), and_(memberships.c.list_id == list_id,
+                                     memberships.c.contact_id == contacts.c.id))  # fmt: skip
+    consent = and_(consent_status.c.contact_id == contacts.c.id,
+                   consent_status.c.purpose == list_name)  # fmt: skip
     rows = connection.execute(
         select(contacts.c.id, contacts.c.timezone, member.label("member"),
-               suppression.label("suppressed"), consent_status.c.status,
-               consent_status.c.entry_id)
-        .outerjoin(consent_status, and_(consent_status.c.contact_id == contacts.c.id,
-                                        consent_status.c.purpose == list_name))
+               _first(suppressions.c.reason,
+                      suppressions.c.email == contacts.c.email).label("suppressed"),
+               _first(consent_status.c.status, consent).label("status"),
+               _first(consent_status.c.entry_id, consent).label("entry_id"))
         .where(one_of(connection, contacts.c.id, contact_ids))
     )  # fmt: skip
-    return {row.id: Standing(bool(row.member), row.status or "none", row.entry_id,
+    return {row.id: Standing(row.member is not None, row.status or "none", row.entry_id,
                              row.suppressed, row.timezone)
             for row in rows}  # fmt: skip
+
+
+def _first(column: ColumnElement[Any], where: ColumnElement[bool]) -> Any:
+    """`column` of the first row where `where` holds, for each row of the outer query."""
+    return select(column).where(where).limit(1).scalar_subquery()
