@@ -39,6 +39,9 @@ class ResultWriter:
         self.waiting: list[tuple[Result, asyncio.Future[None] | None]] = []
         self.wakeup = asyncio.Event()
         self.closing = False
+        # One connection held from commit to commit (while it works): a checkout from the pool
+        # would ping the server first, a round trip for every group commit.
+        self.connection: Connection | None = None
         self.task = asyncio.create_task(self._run())
 
     def claimed(self, batch: list[OutboxMessage]) -> None:
@@ -67,7 +70,16 @@ class ResultWriter:
     async def close(self) -> None:
         self.closing = True
         self.wakeup.set()
-        await self.task
+        try:
+            await self.task
+        finally:
+            await asyncio.to_thread(self._let_go)
+
+    def _let_go(self) -> None:
+        """Give the held connection back (after a failure: a broken one is discarded)."""
+        if self.connection is not None:
+            connection, self.connection = self.connection, None
+            connection.close()
 
     async def _run(self) -> None:
         while True:
@@ -108,22 +120,32 @@ class ResultWriter:
 
     def _write(self, results: list[Result]) -> None:
         workspace, now = self.workspace, self.clock()
-        with workspace.engine.begin() as connection:
-            kept = finish(connection, self.owner, results, now)
-            if kept < len(results):
-                logger.warning("lease lost: another worker took these rows over",
-                               extra={"rows": len(results) - kept})  # fmt: skip
-            for result in results:
-                if result.bounced_address:
-                    suppress_hard_bounce(connection, workspace, result.bounced_address, now,
-                                         detail=result.reply)  # fmt: skip
-            sent = (result for result in results if result.ending == "sent")
-            enqueue(connection, workspace.settings, "sent",
-                    (WebhookEvent(now, outbox_id=result.outbox_id) for result in sent))  # fmt: skip
-            enqueue(connection, workspace.settings, "bounced", (
-                WebhookEvent(now, outbox_id=r.outbox_id, data={"classification": "hard",
-                             "reply": r.reply, "at": "relay"})
-                for r in results if r.bounced_address))  # fmt: skip
+        if self.connection is None:
+            self.connection = workspace.engine.connect()
+        try:
+            with self.connection.begin():
+                self._write_in(self.connection, results, now)
+        except BaseException:
+            self._let_go()  # the next try takes a connection from the pool, pinged
+            raise
+
+    def _write_in(self, connection: Connection, results: list[Result], now: datetime) -> None:
+        workspace = self.workspace
+        kept = finish(connection, self.owner, results, now)
+        if kept < len(results):
+            logger.warning("lease lost: another worker took these rows over",
+                           extra={"rows": len(results) - kept})  # fmt: skip
+        for result in results:
+            if result.bounced_address:
+                suppress_hard_bounce(connection, workspace, result.bounced_address, now,
+                                     detail=result.reply)  # fmt: skip
+        sent = (result for result in results if result.ending == "sent")
+        enqueue(connection, workspace.settings, "sent",
+                (WebhookEvent(now, outbox_id=result.outbox_id) for result in sent))  # fmt: skip
+        enqueue(connection, workspace.settings, "bounced", (
+            WebhookEvent(now, outbox_id=r.outbox_id, data={"classification": "hard",
+                         "reply": r.reply, "at": "relay"})
+            for r in results if r.bounced_address))  # fmt: skip
 
 
 def suppress_hard_bounce(connection: Connection, workspace: Workspace, address: str,

@@ -1,0 +1,54 @@
+"""The result writer holds one connection from group commit to group commit (a checkout from
+the pool would ping the server before each), and takes a new one when the server cut it off."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+from pathlib import Path
+
+from sqlalchemy import event, select, text
+
+from mailer.delivery.claims import Result, claim
+from mailer.delivery.worker import DeliveryReport
+from mailer.delivery.writer import ResultWriter
+from mailer.store.tables import outbox
+from mailer.workspace import Workspace
+from tests.conftest import NOW
+from tests.delivery.helpers import queue_welcome
+
+OWNER = "test-writer"
+
+
+def test_results_go_through_one_held_connection_and_a_new_one_after_a_cut(
+    workspace: Workspace, project: Path, database_url: str
+) -> None:
+    queue_welcome(workspace, project, "ada@example.com", "bob@example.com", "cy@example.com")
+    with workspace.engine.begin() as connection:
+        first, second, third = (
+            m.id for m in claim(connection, OWNER, NOW, timedelta(minutes=5), 10)
+        )
+    checkouts: list[object] = []
+    event.listen(workspace.engine, "checkout", lambda *args: checkouts.append(args))
+    postgres = database_url.startswith("postgresql")
+
+    async def write_all() -> None:
+        writer = ResultWriter(workspace, OWNER, lambda: NOW, set(), DeliveryReport())
+        await writer.write(Result(first, "sent", reply="250 ok"))
+        await writer.write(Result(second, "sent", reply="250 ok"))
+        assert len(checkouts) == 1  # one connection for both commits
+        if postgres:  # the server cuts the writer's connection off (a restart, a failover)
+            assert writer.connection is not None
+            backend = writer.connection.scalar(text("SELECT pg_backend_pid()"))
+            with workspace.engine.connect() as other:
+                other.scalar(text("SELECT pg_terminate_backend(:pid)"), {"pid": backend})
+        await writer.write(Result(third, "sent", reply="250 ok"))
+        await writer.close()
+        assert writer.connection is None  # given back
+
+    asyncio.run(write_all())
+    with workspace.engine.connect() as connection:
+        statuses = dict(connection.execute(select(outbox.c.id, outbox.c.status)).all())
+    assert statuses == {first: "sent", second: "sent", third: "sent"}
+    if postgres:
+        assert len(checkouts) >= 3  # the cut one, then a new one (pinged) for the third result
