@@ -319,9 +319,18 @@ def _verdict(reason: str | None) -> Verdict:
 def _alone(hit: Hit, sent_at: datetime | None, apple: Container[str]) -> str | None:
     """Rules 1-4: what the hit shows by itself."""
     if hit.kind == "open":
-        return (image_proxy(hit.user_agent, hit.ip, apple) or scanner(hit.user_agent)
-                or head_request(hit.method) or open_too_soon(hit.at, sent_at))  # fmt: skip
-    return scanner(hit.user_agent) or head_request(hit.method) or too_soon(hit.at, sent_at)
+        if hit.ip and apple_mail_agent(hit.user_agent) and hit.ip in apple:  # rule 1, by address
+            return image_proxy(hit.user_agent, hit.ip, apple)
+        return _agent_alone("open", hit.user_agent, hit.method) or open_too_soon(hit.at, sent_at)
+    return _agent_alone("click", hit.user_agent, hit.method) or too_soon(hit.at, sent_at)
+
+
+@functools.lru_cache(maxsize=4096)  # a batch holds a few agents, many times
+def _agent_alone(kind: str, user_agent: str, method: str) -> str | None:
+    """Rules 1-3 as far as the user agent and the method tell (not Apple's addresses)."""
+    if kind == "open":
+        return image_proxy(user_agent) or scanner(user_agent) or head_request(method)
+    return scanner(user_agent) or head_request(method)
 
 
 def classify(hits: Sequence[Hit], sent_at: Mapping[str, datetime],

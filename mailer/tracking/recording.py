@@ -11,7 +11,7 @@ import ipaddress
 import json
 from collections.abc import Container, Sequence
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import ColumnElement, Connection, and_, func, or_, select, update
 from sqlalchemy.sql.elements import UnaryExpression
@@ -47,6 +47,9 @@ def private_ip(ip: str, key: bytes) -> str:
     return f"{network}#{tag}"
 
 
+MESSAGES_KEPT = 200_000  # sent messages' fixed facts kept by a writer (~40 MB at most)
+
+
 class Memory:
     """What one writer wrote that rule 8 asks again for nearly every fetch: each message's
     last open that counts (a person's, or a pixel fetched again), by outbox id, as this
@@ -65,6 +68,8 @@ class Memory:
 
     def __init__(self) -> None:
         self.last_opens: dict[int, datetime] = {}
+        # A sent message's campaign, step, send time and links (`_messages`): never changed.
+        self.messages: dict[int, tuple[str, int, datetime, str | None]] = {}
         self.staged: dict[int, datetime | None] = {}  # the transaction's: None to forget
         self._prune_at = 1_024
 
@@ -82,6 +87,11 @@ class Memory:
                                if newest - at < REFETCH}  # fmt: skip
             self._prune_at = max(1_024, 2 * len(self.last_opens))
 
+    def remember_message(self, id_: int, facts: tuple[str, int, datetime, str | None]) -> None:
+        if len(self.messages) >= MESSAGES_KEPT:
+            self.messages.clear()  # the next batches read them again
+        self.messages[id_] = facts
+
     def drop(self) -> None:
         """The transaction that staged was rolled back."""
         self.staged = {}
@@ -96,19 +106,14 @@ def record_hits(connection: Connection, settings: Settings, key: bytes,
     the commit."""
     if memory is not None:
         memory.staged = {}
-    ids = {hit.message_key: outbox_id(hit.message_key) for hit in hits}
-    found = {row.id: row for row in connection.execute(
-        select(outbox.c.id, outbox.c.contact_id, outbox.c.campaign, outbox.c.step,
-               outbox.c.sent_at, outbox.c.links)
-        .where(one_of(connection, outbox.c.id, [i for i in ids.values() if i is not None]))
-    )}  # fmt: skip
-    # An erased person's message stays (pseudonymised, contact NULL): their hits are not kept.
-    found = {id_: row for id_, row in found.items() if row.contact_id is not None}
-    known = [hit for hit in hits if ids[hit.message_key] in found]
+    named = {hit.message_key: outbox_id(hit.message_key) for hit in hits}
+    found = _messages(connection, sorted({i for i in named.values() if i is not None}), memory)
+    ids = {key_: id_ for key_, id_ in named.items() if id_ is not None and id_ in found}
+    known = [hit for hit in hits if hit.message_key in ids]
     if not known:
         return 0
-    keys = {found[ids[hit.message_key]].id: hit.message_key for hit in known}  # id -> key
-    sent_at = {key_: found[i].sent_at for key_, i in ids.items() if i in found and found[i].sent_at}
+    keys = {id_: key_ for key_, id_ in ids.items()}  # id -> key
+    sent_at = {key_: at for key_, id_ in ids.items() if (at := found[id_].sent_at) is not None}
     targets = {key_: _links(found[id_].links) for id_, key_ in keys.items()}
     honeypot = {key_: links.index(HONEYPOT) for key_, links in targets.items() if HONEYPOT in links}
     proxies = apple.load(settings.path(settings.tracking.apple_proxy_ranges_file)
@@ -142,6 +147,47 @@ def record_hits(connection: Connection, settings: Settings, key: bytes,
     _score(connection, settings, people, scored)
     enqueue_hits(connection, settings, people)  # outgoing webhooks: opened, clicked
     return len(rows)
+
+
+class Message(NamedTuple):
+    """The outbox row a hit names, as recording needs it."""
+
+    id: int
+    contact_id: int
+    campaign: str
+    step: int
+    sent_at: datetime | None
+    links: str | None
+
+
+def _messages(connection: Connection, wanted: list[int], memory: Memory | None
+              ) -> dict[int, Message]:  # fmt: skip
+    """The outbox rows of `wanted` that exist and whose person is not erased (an erased
+    person's message stays, pseudonymised, contact NULL: their hits are not kept). A sent
+    message's campaign, step, send time and links do not change: `memory` keeps them, and
+    only the contact (NULL once erased) is read again."""
+    known = memory.messages if memory is not None else {}
+    contacts_ = {id_: contact for id_, contact in connection.execute(
+        select(outbox.c.id, outbox.c.contact_id)
+        .where(one_of(connection, outbox.c.id, wanted), outbox.c.contact_id.is_not(None))
+    )} if known else {}  # fmt: skip
+    found: dict[int, Message] = {}
+    if known:
+        found = {id_: Message(id_, contact, *known[id_]) for id_, contact in contacts_.items()
+                 if id_ in known}  # fmt: skip
+        missing = [id_ for id_ in contacts_ if id_ not in known]
+    else:
+        missing = wanted
+    if missing:
+        for row in connection.execute(
+            select(outbox.c.id, outbox.c.contact_id, outbox.c.campaign, outbox.c.step,
+                   outbox.c.sent_at, outbox.c.links)
+            .where(one_of(connection, outbox.c.id, missing), outbox.c.contact_id.is_not(None))
+        ):  # fmt: skip
+            found[row.id] = Message(*row)
+            if memory is not None and row.sent_at is not None:
+                memory.remember_message(row.id, (row.campaign, row.step, row.sent_at, row.links))
+    return found
 
 
 @functools.lru_cache(maxsize=4096)  # a campaign's messages share their links

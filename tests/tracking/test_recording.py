@@ -18,6 +18,7 @@ import pytest
 from sqlalchemy import event, select
 
 from mailer.config import Settings
+from mailer.consent.person import erase_person
 from mailer.contacts.scoring import score_at
 from mailer.errors import MailerError
 from mailer.render.links import HONEYPOT
@@ -343,3 +344,20 @@ def test_two_writers_memories_give_the_databases_verdicts(sent: Sent) -> None:
     one.drop()
     write(workspace, workspace.settings, hit("open", key, later + timedelta(seconds=5)), memory=one)
     assert stored(workspace)[-1] == ("open", None)  # the rolled-back open was never stored
+
+
+def test_a_message_the_writer_remembers_keeps_no_hit_once_its_person_is_erased(sent: Sent) -> None:
+    """The memory keeps a sent message's fixed facts, but whether its person is still there
+    is read for every batch."""
+    workspace, _ = sent
+    key, sent_at, _ = message(workspace)
+    memory, at = Memory(), sent_at + timedelta(hours=1)
+    write(workspace, workspace.settings, hit("open", key, at), memory=memory)
+    assert memory.messages and stored(workspace) == [("open", None)]
+    with workspace.engine.begin() as connection:
+        email = connection.scalar(select(contacts.c.email))
+        erase_person(connection, workspace.key, email, at + timedelta(minutes=1))
+    with workspace.engine.begin() as connection:
+        hits = [hit("open", key, at + timedelta(minutes=2))]
+        assert record_hits(connection, workspace.settings, workspace.key, hits, memory) == 0
+    assert stored(workspace) == []  # erasure removed their events; none came back
