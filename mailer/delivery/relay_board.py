@@ -7,6 +7,11 @@ session at a time: the taker moves probe_at forward in the same UPDATE ... WHERE
 that takes it (to when the next probe would be after a failure), so the others see it taken and
 go on using the fallback; a taker that dies leaves the relay probed again at that later time.
 
+When a relay answers again after every relay was down, the messages deferred because no relay
+took them (reason "no relay takes mail ...") are made due at once in the transaction that
+forgets its down state (come_back): the next claim sends them, instead of each waiting out its
+own backoff. A message deferred for its recipient's 4xx keeps its backoff.
+
 SQLite runs the same code. A database that cannot be written is logged and the relay's state is
 kept in this process's memory meanwhile: delivery does not stop for it.
 """
@@ -15,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import replace
 from datetime import datetime
 from typing import Any, TypeVar
@@ -28,11 +33,17 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from mailer.config import Relay, Settings
 from mailer.delivery import relay_watch
-from mailer.delivery.relays import Down, FailoverSession, down_after, takes_relay_down
+from mailer.delivery.relays import (
+    NO_RELAY,
+    Down,
+    FailoverSession,
+    down_after,
+    takes_relay_down,
+)
 from mailer.delivery.replies import SmtpReply
 from mailer.logs import logger
 from mailer.store.engine import reading
-from mailer.store.tables import relays_down
+from mailer.store.tables import outbox, relays_down
 
 Key = tuple[str, int]  # a relay's host and port
 T = TypeVar("T")
@@ -91,6 +102,31 @@ def probe_failed(connection: Connection, key: Key, reason: str) -> None:
 def mark_up(connection: Connection, key: Key) -> bool:
     """Forget the relay's down state; whether there was one to forget."""
     return bool(connection.execute(delete(relays_down).where(_where(key))).rowcount)
+
+
+def come_back(connection: Connection, key: Key, every: Collection[Key],
+              now: datetime) -> tuple[bool, int]:  # fmt: skip
+    """The relay `key` answered: forget its down state and, when every relay (`every`) had
+    been down, make the messages deferred because no relay took them due at `now`, instead
+    of after each one's backoff. Whether it was down, and how many messages are due now.
+    Messages deferred for their recipient's own 4xx (greylisting) keep their backoff."""
+    were_down = set(read_downs(connection))
+    if not mark_up(connection, key):
+        return False, 0
+    if not set(every) <= were_down:
+        return True, 0
+    return True, release_no_relay(connection, now)
+
+
+def release_no_relay(connection: Connection, now: datetime) -> int:
+    """Make the messages deferred because no relay took mail due at `now`; how many."""
+    statement = (
+        update(outbox)
+        .where(outbox.c.status == "deferred", outbox.c.send_after > now,
+               outbox.c.reason.startswith(NO_RELAY, autoescape=True))
+        .values(send_after=now)
+    )  # fmt: skip
+    return connection.execute(statement).rowcount or 0
 
 
 class RelayBoard:
@@ -162,8 +198,12 @@ class RelayBoard:
                 self._downs[key] = replace(was, reason=down_after(was, reply, now).reason)
             news = self._downs.get(key)
         if not down and was is not None:
-            if await self._write(mark_up, key, fallback=True):
-                logger.info(f"relay {name} is up again (down since {was.since:%Y-%m-%d %H:%M:%S})")
+            every = [key_of(relay) for relay in self.relays.values()]
+            back, due = await self._write(come_back, key, every, now, fallback=(True, 0))
+            if back:
+                since = f"relay {name} is up again (down since {was.since:%Y-%m-%d %H:%M:%S})"
+                logger.info(since + (f"; {due} messages deferred while no relay took mail are "
+                                     "due now" if due else ""))  # fmt: skip
         elif down and was is None and news is not None:
             stored, mine = await self._write(mark_down, key, news, fallback=(news, True))
             with self._lock:

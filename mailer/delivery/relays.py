@@ -23,6 +23,9 @@ from mailer.delivery.replies import SmtpReply
 if TYPE_CHECKING:
     from mailer.delivery.relay_board import RelayBoard
 
+# The reason of a message deferred because no relay took it (every relay down): when one comes
+# back, such messages are due at once (relay_board.come_back), not after their own backoff.
+NO_RELAY = "no relay takes mail"
 FIRST_PROBE = timedelta(seconds=30)  # a relay down is tried again after this long, then
 LONGEST_PROBE = timedelta(minutes=5)  # twice as long after each failed probe, up to this
 
@@ -42,6 +45,14 @@ def takes_relay_down(reply: SmtpReply) -> bool:
     answer (refused, timed out, dropped), 421 (RFC 5321 4.2.2: closing the channel), or a
     refusal before any message was begun (greeting, TLS, AUTH)."""
     return reply.code is None or reply.code == 421 or reply.stage == "connect"
+
+
+def deferral_reason(reply: SmtpReply) -> str:
+    """Why a message is deferred after `reply`, the last relay's answer: no relay took it
+    (the failover tried every relay up, so every relay is down), or its recipient's 4xx."""
+    if takes_relay_down(reply):
+        return f"{NO_RELAY} (at {reply.stage})"
+    return f"temporary failure at {reply.stage}"
 
 
 def down_after(down: Down | None, reply: SmtpReply, now: datetime) -> Down:

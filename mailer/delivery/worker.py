@@ -31,7 +31,7 @@ from mailer.delivery.claims import OutboxMessage, Result, claim, take_back
 from mailer.delivery.pauses import pause
 from mailer.delivery.relay import refuse_cleartext_password
 from mailer.delivery.relay_board import RelayBoard
-from mailer.delivery.relays import FailoverSession
+from mailer.delivery.relays import FailoverSession, deferral_reason
 from mailer.delivery.rendering import CHUNK, Outgoing, Rendered, RenderJob, RenderPool
 from mailer.delivery.replies import RetryPolicy, SmtpReply, judge, next_attempt
 from mailer.delivery.throttle import Throttle
@@ -355,7 +355,7 @@ class Deliverer:
                           message_id=message.message_id,
                           links=message.links, consent_entry_id=item.consent_entry_id)  # fmt: skip
         if verdict.outcome == "retry":
-            return self._retry(claimed, f"temporary failure at {reply.stage}", now, answer, relay)
+            return self._retry(claimed, deferral_reason(reply), now, answer, relay)
         if verdict.hard_bounce:
             report.bounced += 1
         bounced = item.contact.email if verdict.hard_bounce else None

@@ -60,15 +60,17 @@ class ScriptedSmtpServer:
     def __init__(self, *, tls: ssl.SSLContext | None = None,
                  implicit_tls: ssl.SSLContext | None = None,
                  auth: dict[str, str] | None = None, delay: float = 0.0,
-                 smtputf8: bool = True, host: str = LOOPBACK) -> None:  # fmt: skip
+                 smtputf8: bool = True, host: str = LOOPBACK,
+                 port: int | None = None) -> None:  # fmt: skip
         """tls: offer and require STARTTLS; implicit_tls: TLS from the first byte; auth:
         username -> password, required before MAIL (AUTH PLAIN and LOGIN, TLS or not);
         smtputf8: offer SMTPUTF8 (RFC 6531), as most relays do; host: the address to listen
-        on (another than loopback stands for a relay across the network)."""
+        on (another than loopback stands for a relay across the network); port: a stopped
+        server's, for the relay coming back (a stopped server cannot start again)."""
         if tls is not None and implicit_tls is not None:
             raise ValueError("give tls (STARTTLS) or implicit_tls, not both")
         self.host = host
-        self.port = free_port(self.host)
+        self.port = port or free_port(self.host)
         self.received: list[Received] = []
         self.connections = 0
         self.rsets = 0
