@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-import json
-from collections.abc import Sequence
-from datetime import datetime
+from collections.abc import Callable, Sequence
+from operator import itemgetter
 from typing import Any
 
-from sqlalchemy import Connection, Table, Text, cast, func, literal, select, text
+from sqlalchemy import BigInteger, Boolean, Connection, Integer, String, Table
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.types import TypeEngine
 
-from mailer.store.bulk import execute_many
+from mailer.store.bulk import _remembering, execute_many
+from mailer.store.tables import UTCDateTime
 
 FEW = 50  # below this many rows, compiling once per call costs more than it saves
 
@@ -46,22 +47,70 @@ def upsert(
 def insert_new(
     connection: Connection, table: Table, rows: Sequence[dict[str, Any]], keys: Sequence[str]
 ) -> None:
-    """Insert the `rows` (mappings with the keys of the first) whose `keys` are not taken yet.
-    On PostgreSQL, many rows go as one statement, one JSON parameter read back as rows of the
-    table's own type (json_populate_recordset): an executemany there is a round trip per row,
-    even pipelined, and psycopg's arrays are dumped value by value in Python."""
+    """Insert the `rows` (mappings with the keys of the first) whose `keys` are not taken yet,
+    in their order (ids from the table's sequence come out in it). On PostgreSQL many rows are
+    copied (binary COPY) into a temporary table of the transaction, then moved by one
+    INSERT ... SELECT ... ON CONFLICT DO NOTHING: an executemany is a round trip per row, and
+    the JSON document this replaced cost more to encode in Python and to parse in the server
+    (issue 16: 0.7 s of mailer's CPU and 0.5 s of the server's for 50,000 enrollments and their
+    outbox rows)."""
     if connection.dialect.name != "postgresql" or len(rows) < FEW:
         upsert(connection, table, rows, keys)
         return
     names = list(rows[0])
-    document = cast(literal(json.dumps(rows, default=_json_value), Text), postgresql.JSON)
-    typed = func.json_populate_recordset(text(f"NULL::{table.name}"), document)
-    source = typed.table_valued(*names)
-    statement = postgresql.insert(table).from_select(names, select(*source.c))
-    connection.execute(statement.on_conflict_do_nothing(index_elements=list(keys)))
+    staged = _staging(connection, table)
+    converters = [_remembering(_bind(table.c[name].type, connection)) for name in names]
+    values = [list(map(convert, map(itemgetter(name), rows))) if convert
+              else list(map(itemgetter(name), rows))
+              for name, convert in zip(names, converters, strict=True)]  # fmt: skip
+    columns = ", ".join(f'"{name}"' for name in names)
+    with connection.connection.driver_connection.cursor() as cursor:  # type: ignore[union-attr]
+        with cursor.copy(
+            f'COPY {staged} ({columns}, "{ORDINAL}") FROM STDIN (FORMAT BINARY)'
+        ) as copy:
+            copy.set_types([*(_copy_type(table.c[name].type) for name in names), "int4"])
+            for row in zip(*values, range(len(rows)), strict=True):
+                copy.write_row(row)
+        cursor.execute(
+            f"INSERT INTO {table.name} ({columns}) SELECT {columns} FROM {staged} "
+            f'ORDER BY "{ORDINAL}" ON CONFLICT ({", ".join(keys)}) DO NOTHING'
+        )
+        cursor.execute(f"TRUNCATE {staged}")
 
 
-def _json_value(value: Any) -> str:
-    if isinstance(value, datetime):  # aware (UTCDateTime refuses naive times): timestamptz reads it
-        return value.isoformat()
-    raise TypeError(f"{type(value).__name__} {value!r} has no JSON form here")
+# The order of the rows in the staging table, which INSERT ... SELECT follows.
+ORDINAL = "insert_new_ordinal"
+
+
+def _staging(connection: Connection, table: Table) -> str:
+    """The temporary table that rows for `table` are copied into: its columns (no
+    constraints, no defaults) and the ordinal, created once per transaction (dropped at the
+    end; a rolled-back savepoint takes it along, and the next call creates it again)."""
+    staged = f"pg_temp.insert_new_{table.name}"
+    exists = connection.exec_driver_sql("SELECT to_regclass(%(name)s)", {"name": staged}).scalar()
+    if exists is None:
+        connection.exec_driver_sql(
+            f"CREATE TEMPORARY TABLE {staged.removeprefix('pg_temp.')} ON COMMIT DROP AS "
+            f'SELECT *, 0 AS "{ORDINAL}" FROM {table.name} WITH NO DATA'
+        )
+    return staged
+
+
+def _bind(kind: TypeEngine[Any], connection: Connection) -> Callable[[Any], Any] | None:
+    """The column type's own conversion of a Python value (UTCDateTime refuses naive times)."""
+    dialect = connection.dialect
+    return kind.dialect_impl(dialect).bind_processor(dialect)
+
+
+def _copy_type(kind: TypeEngine[Any]) -> str:
+    """The PostgreSQL type a binary COPY sends a value of this column as."""
+    for sql_type, name in _COPY_TYPES:
+        if isinstance(kind, sql_type):
+            return name
+    raise TypeError(f"insert_new: no binary COPY type for a {kind!r} column")
+
+
+_COPY_TYPES: tuple[tuple[type[TypeEngine[Any]], str], ...] = (
+    (UTCDateTime, "timestamptz"), (BigInteger, "int8"), (Integer, "int4"), (Boolean, "bool"),
+    (String, "text"),  # Text and VARCHAR(n) both: text's binary form is varchar's
+)  # fmt: skip

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import select, text
+import pytest
+from sqlalchemy import Connection, delete, select, text
 
 from mailer.store.tables import outbox
 from mailer.store.upsert import FEW, insert_new
@@ -41,3 +42,59 @@ def test_many_rows_go_in_and_a_taken_key_keeps_its_row(workspace: Workspace) -> 
     assert tuple(rows[0]) == (1, "sent", "B", NOW - timedelta(days=1), None)
     assert tuple(rows[1]) == (2, "queued", None, NOW, NOW)
     assert {row.queued_at for row in rows[1:]} == {NOW}
+
+
+def add_contacts(connection: Connection, count: int) -> None:
+    connection.execute(text(
+        "INSERT INTO contacts (id, email, attributes, created_at, updated_at) "
+        "VALUES " + ", ".join(f"({i}, 'c{i}@example.com', '{{}}', :at, :at)"
+                              for i in range(1, count + 1))
+    ), {"at": NOW.replace(tzinfo=None).isoformat(" ")})  # fmt: skip
+
+
+def test_ids_follow_the_order_of_the_rows(workspace: Workspace) -> None:
+    count = 2 * FEW
+    with workspace.engine.begin() as connection:
+        add_contacts(connection, count)
+        insert_new(connection, outbox, [message(i, "queued", NOW) for i in range(count, 0, -1)],
+                   KEYS)  # fmt: skip
+        by_id = connection.scalars(select(outbox.c.contact_id).order_by(outbox.c.id)).all()
+    assert by_id == list(range(count, 0, -1))
+
+
+def test_calls_in_one_transaction_and_after_a_rolled_back_savepoint(workspace: Workspace) -> None:
+    """On PostgreSQL the rows pass through a temporary table of the transaction: each call
+    writes its own rows only (not the earlier call's again, here deleted meanwhile), one undone
+    with its savepoint leaves nothing, and the table is gone with the transaction."""
+    with workspace.engine.begin() as connection:
+        add_contacts(connection, 4 * FEW)
+        insert_new(connection, outbox, [message(i, "queued", NOW) for i in range(1, FEW + 1)],
+                   KEYS)  # fmt: skip
+        first = connection.scalars(select(outbox.c.contact_id)).all()
+        connection.execute(delete(outbox))
+        with pytest.raises(RuntimeError), connection.begin_nested():
+            undone = [message(i, "sent", NOW) for i in range(FEW + 1, 2 * FEW + 1)]
+            insert_new(connection, outbox, undone, KEYS)
+            raise RuntimeError("undone")
+        later = NOW + timedelta(hours=1)
+        kept = [message(i, "queued", later) for i in range(2 * FEW + 1, 4 * FEW + 1)]
+        insert_new(connection, outbox, kept, KEYS)
+    with workspace.engine.connect() as connection:
+        rows = connection.execute(
+            select(outbox.c.contact_id, outbox.c.status, outbox.c.queued_at)
+        ).all()  # fmt: skip
+        if connection.dialect.name == "postgresql":
+            staged = "SELECT to_regclass('pg_temp.insert_new_outbox')"
+            assert connection.exec_driver_sql(staged).scalar() is None
+    assert sorted(first) == list(range(1, FEW + 1))
+    assert sorted(row.contact_id for row in rows) == list(range(2 * FEW + 1, 4 * FEW + 1))
+    assert {(row.status, row.queued_at) for row in rows} == {("queued", later)}
+
+
+def test_a_naive_time_is_refused(workspace: Workspace) -> None:
+    with workspace.engine.begin() as connection:
+        add_contacts(connection, FEW)
+        naive = NOW.replace(tzinfo=None)
+        with pytest.raises(Exception, match="naive datetime"):
+            insert_new(connection, outbox,
+                       [message(i, "queued", naive) for i in range(1, FEW + 1)], KEYS)  # fmt: skip
