@@ -1,0 +1,154 @@
+"""The database restarts (`pg_ctl restart -m fast`, on a server of the test's own) while a real
+`mailer serve` takes opens and clicks over real HTTP: every hit answered before, during and
+after the restart is stored exactly once afterwards (a batch that could not be written stays in
+the buffer and is written again), and `mailer serve` still exits 0 on SIGTERM."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy import select
+
+from mailer.store.tables import events
+from mailer.workspace import Workspace
+from tests.conftest import SECRET
+from tests.crash.conftest import OwnPostgres, wait_for
+from tests.crash.test_tracking_killed import answers
+from tests.tracking.conftest import at, free_port, sent  # noqa: F401  # the fixture
+from tests.tracking.test_recipient import CHROME
+
+FLUSH_SIZE = 20
+CLICKS = ("shop", "cups", "grinders")
+
+
+@pytest.fixture
+def environ(own_postgres: OwnPostgres) -> dict[str, str]:
+    """The project's database is the test's own PostgreSQL, which the test restarts."""
+    return {"MAILER_SECRET_KEY": SECRET, "MAILER_DATABASE_URL": own_postgres.url}
+
+
+def stored_hits(workspace: Workspace) -> Counter[str]:
+    """The hits stored, by the user agent that names each (opens and clicks, person or machine)."""
+    with workspace.engine.connect() as connection:
+        found = connection.execute(select(events.c.properties).where(
+            events.c.kind.in_(("open", "click", "machine_open", "machine_click"))))  # fmt: skip
+        return Counter(str(properties["user_agent"]) for (properties,) in found)
+
+
+class Load:
+    """Threads that open and click, each hit named by its own user agent; what was answered
+    (200 for an open, 302 for a click), by phase: before, during and after the restart (and
+    "start", before the first batch is stored: the event writer process is starting)."""
+
+    def __init__(self, base: str, urls: dict[str, str]) -> None:
+        self.base, self.urls = base, urls
+        self.phase = "before"
+        self.answered: dict[str, str] = {}  # user agent -> phase
+        self.refused: Counter[str] = Counter()  # answers other than 200/302, by phase
+        self.lock = threading.Lock()
+        self.first_stored: float | None = None
+        self.slowest: dict[str, float] = {}  # seconds, the longest wait for an answer
+        self.stop = threading.Event()
+        self.threads = [threading.Thread(target=self.run, args=(n,)) for n in range(4)]
+
+    def run(self, number: int) -> None:
+        with httpx.Client() as client:
+            sequence = 0
+            while not self.stop.is_set():
+                sequence += 1
+                agent = f"{CHROME} hit/{number}-{sequence}"
+                kind = "open" if number % 2 == 0 else CLICKS[sequence % len(CLICKS)]
+                phase, started = self.phase, time.monotonic()
+                if phase == "before" and self.first_stored is None:
+                    phase = "start"  # the event writer process is starting
+                try:
+                    reply = client.get(at(self.base, self.urls[kind]),
+                                       headers={"User-Agent": agent}, timeout=60)  # fmt: skip
+                except httpx.TransportError as error:
+                    with self.lock:
+                        self.refused[f"{phase}: {type(error).__name__}"] += 1
+                    continue
+                with self.lock:
+                    waited = round(time.monotonic() - started, 2)
+                    self.slowest[phase] = max(self.slowest.get(phase, 0.0), waited)
+                    if reply.status_code == (200 if kind == "open" else 302):
+                        self.answered[agent] = phase
+                    else:
+                        self.refused[phase] += 1
+                time.sleep(0.002)
+
+    def count(self) -> int:
+        with self.lock:
+            return len(self.answered)
+
+    def __enter__(self) -> Load:
+        for thread in self.threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stop.set()
+        for thread in self.threads:
+            thread.join()  # each ends within its request's timeout
+
+
+@pytest.mark.postgres
+def test_every_hit_answered_across_a_database_restart_is_stored_once(
+    sent: tuple[Workspace, dict[str, str]],  # noqa: F811
+    project: Path,
+    environ: dict[str, str],
+    own_postgres: OwnPostgres,
+) -> None:
+    workspace, urls = sent
+    port = free_port()
+    environment = {**os.environ, **environ, "MAILER_TRACKING__PORT": str(port),
+                   "MAILER_TRACKING__FLUSH_SIZE": str(FLUSH_SIZE)}  # fmt: skip
+    log = project / "serve.log"
+    with log.open("wb") as output:
+        server = subprocess.Popen([sys.executable, "-m", "mailer", "serve"], cwd=project,
+                                  env=environment, stdout=output,
+                                  stderr=subprocess.STDOUT)  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: answers(f"{base}/healthz"), 30, "mailer serve listens")
+        with Load(base, urls) as load:
+            wait_for(lambda: sum(stored_hits(workspace).values()) > 0, 60, "a hit stored")
+            load.first_stored = time.monotonic()
+            wait_for(lambda: sum(stored_hits(workspace).values()) >= 200, 60, "hits stored")
+            load.phase, restarting = "during", time.monotonic()
+            own_postgres.restart()  # fast: the writer's connections are terminated
+            load.phase, restarting = "after", time.monotonic() - restarting
+            during = load.count()
+            wait_for(lambda: load.count() >= during + 300, 60, "hits after the restart")
+        answered = dict(load.answered)
+        wait_for(lambda: sum(stored_hits(workspace).values()) >= len(answered), 60,
+                 "every hit answered is stored")  # fmt: skip
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=60)
+        assert server.returncode == 0, log.read_text()[-3000:]
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait(timeout=30)
+    stored = stored_hits(workspace)
+    phases = Counter("before" if phase == "start" else phase for phase in answered.values())
+    twice = {agent: count for agent, count in stored.items() if count > 1}
+    missing = set(answered) - set(stored)
+    unanswered = set(stored) - set(answered)
+    failures = log.read_text().count("cannot write opens and clicks")
+    print(f"\nanswered {len(answered)} ({dict(phases)}), refused {dict(load.refused)}; stored "
+          f"{sum(stored.values())}; {len(twice)} twice, {len(missing)} missing, "
+          f"{len(unanswered)} stored unanswered; {failures} failed writes logged; restart "
+          f"{restarting:.1f} s, slowest answers {dict(load.slowest)} s")  # fmt: skip
+    assert phases["before"] > 0 and phases["during"] > 0 and phases["after"] >= 300
+    assert not twice and not missing, log.read_text()[-3000:]
+    assert not load.refused, log.read_text()[-3000:]
