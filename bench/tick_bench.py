@@ -197,15 +197,27 @@ def make_more_due(connection: Connection, flavour: Flavour, enrolled: int, due: 
 
 @contextmanager
 def slowest_statements(engine: Engine, count: int) -> Iterator[None]:
-    """Print the `count` statements that took longest meanwhile (the database's share)."""
-    timings: list[tuple[float, str]] = []
+    """Print the `count` statements that took longest meanwhile (the database's share), and,
+    on a PostgreSQL server on this machine, the backend CPU they used, by kind of statement
+    (its first words): /proc counts in ticks of 10 ms, so single statements are rough, the
+    sums of a kind are not. A COPY's data does not pass through here; the statement after it
+    (insert_new's INSERT ... SELECT) shows the rest of the rows' cost."""
+    timings: list[tuple[float, float, str]] = []
+
+    def backend_cpu(cursor: Any) -> float:
+        pid = getattr(getattr(cursor.connection, "info", None), "backend_pid", None)
+        try:
+            return _cpu_seconds(pid) if pid else 0.0
+        except OSError:
+            return 0.0
 
     def started(connection: Any, cursor: Any, statement: str, *_: Any) -> None:
-        connection.info["bench_started"] = time.perf_counter()
+        connection.info["bench_started"] = (time.perf_counter(), backend_cpu(cursor))
 
     def finished(connection: Any, cursor: Any, statement: str, *_: Any) -> None:
-        elapsed = time.perf_counter() - connection.info.pop("bench_started")
-        timings.append((elapsed, " ".join(statement.split())))
+        wall, cpu = connection.info.pop("bench_started")
+        timings.append((time.perf_counter() - wall, backend_cpu(cursor) - cpu,
+                        " ".join(statement.split())))  # fmt: skip
 
     if count:
         event.listen(engine, "before_cursor_execute", started)
@@ -216,10 +228,21 @@ def slowest_statements(engine: Engine, count: int) -> Iterator[None]:
         if count:
             event.remove(engine, "before_cursor_execute", started)
             event.remove(engine, "after_cursor_execute", finished)
-            total = sum(seconds for seconds, _ in timings)
-            print(f"{len(timings)} statements, {total:.3f} s in all; the slowest:")
-            for seconds, statement in sorted(timings, reverse=True)[:count]:
-                print(f"    {seconds:.4f} s  {statement[:300]}")
+            total = sum(seconds for seconds, _, _ in timings)
+            server = sum(cpu for _, cpu, _ in timings)
+            print(f"{len(timings)} statements, {total:.3f} s in all, "
+                  f"{server:.2f} s of backend CPU; the slowest:")  # fmt: skip
+            for seconds, cpu, statement in sorted(timings, reverse=True)[:count]:
+                print(f"    {seconds:.4f} s  cpu {cpu:.2f} s  {statement[:300]}")
+            kinds: dict[str, list[float]] = {}
+            for seconds, cpu, statement in timings:
+                kind = kinds.setdefault(statement[:70], [0, 0.0, 0.0])
+                kind[0] += 1
+                kind[1] += seconds
+                kind[2] += cpu
+            print("by kind (first 70 characters), most backend CPU first:")
+            for text_, (n, seconds, cpu) in sorted(kinds.items(), key=lambda k: -k[1][2])[:count]:
+                print(f"    {n:3d}x  {seconds:.3f} s  cpu {cpu:.2f} s  {text_}")
 
 
 def query_plan(engine: Engine, flavour: Flavour) -> list[str]:
