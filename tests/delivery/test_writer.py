@@ -52,3 +52,28 @@ def test_results_go_through_one_held_connection_and_a_new_one_after_a_cut(
     assert statuses == {first: "sent", second: "sent", third: "sent"}
     if postgres:
         assert len(checkouts) >= 3  # the cut one, then a new one (pinged) for the third result
+
+
+def test_a_result_that_comes_while_the_writer_lingers_joins_the_same_commit(
+    workspace: Workspace, project: Path
+) -> None:
+    """A commit costs the server about as much as a few rows: with fewer results waiting than
+    half the sessions (the test project has 4), the writer waits a moment for more."""
+    assert workspace.settings.smtp.pool_size == 4
+    queue_welcome(workspace, project, "ada@example.com", "bob@example.com")
+    with workspace.engine.begin() as connection:
+        first, second = (m.id for m in claim(connection, OWNER, NOW, timedelta(minutes=5), 10))
+    commits: list[object] = []
+    event.listen(workspace.engine, "commit", lambda *args: commits.append(args))
+
+    async def two_sessions() -> None:
+        writer = ResultWriter(workspace, OWNER, lambda: NOW, set(), DeliveryReport())
+        one = asyncio.create_task(writer.write(Result(first, "sent", reply="250 ok")))
+        for _ in range(3):  # the writer wakes up for the first result
+            await asyncio.sleep(0)
+        await writer.write(Result(second, "sent", reply="250 ok"))
+        await one
+        await writer.close()
+
+    asyncio.run(two_sessions())
+    assert len(commits) == 1
