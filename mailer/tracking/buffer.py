@@ -1,8 +1,13 @@
-"""Opens and clicks wait in memory and are written in batches: when `size` are waiting, or
-`every` seconds after the last write, whichever comes first, and on shutdown until none are
-left. A batch holds at most `largest` hits (the rest wait for the next), so a request held
-back while the writer is far behind waits for a short write. A batch that cannot be written
-stays in the buffer for the next try: nothing is dropped."""
+"""Opens and clicks wait in memory and are written in batches, and on shutdown until none are
+left. A batch that cannot be written stays in the buffer for the next try: nothing is dropped.
+
+What a SIGKILL can lose is what was answered but not yet committed: the hits waiting and the
+batch being written. `room` keeps the two together under `size` (flush_size): a pixel request
+waits while they reach it, so a killed instance loses at most `size` hits (the crash test,
+tests/crash/test_tracking_killed.py, counts them). So that answering need not stop while a
+batch is written, a write starts when half of `size` waits (or `every` seconds after the
+last), and the next half fills meanwhile. Clicks are added without waiting: a click flood
+can go past the bound. A batch holds at most `largest` hits."""
 
 from __future__ import annotations
 
@@ -14,7 +19,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from mailer.logs import logger
 from mailer.tracking.hits import Hit
 
-LARGEST = 2_000  # hits in one write when more wait: the writer needs ~0.1 s for them
+LARGEST = 2_000  # hits in one write at most (and half of `size`): the writer needs ~0.1 s
 
 
 class HitBuffer:
@@ -22,7 +27,8 @@ class HitBuffer:
                  every: float, largest: int = LARGEST) -> None:  # fmt: skip
         self.write = write
         self.size = size
-        self.largest = max(size, largest)
+        self.half = max(1, size // 2)  # waiting: a write starts
+        self.largest = min(largest, self.half)  # so that the other half can fill meanwhile
         self.every = every
         self.waiting: list[Hit] = []
         self.recorded = 0  # hits written, for /metrics
@@ -32,20 +38,23 @@ class HitBuffer:
         self.last_failure: str | None = None  # why the last write failed, for /healthz
         self._full = asyncio.Event()
         self._written = asyncio.Event()  # set after each write; a new one for the next
-        self.high_water = 20 * size  # more than this waiting: new hits wait for a write
+        self.writing = 0  # hits of the batch being written
+        self.high_water = size  # this many waiting or being written: new hits wait
         self._closing = False
         self._lock = asyncio.Lock()  # one write at a time
 
     async def room(self) -> None:
-        """Wait while the database is far behind (back-pressure instead of unbounded memory)."""
-        while len(self.waiting) >= self.high_water and not self._closing:
+        """Wait while `high_water` hits are waiting or being written: back-pressure instead of
+        unbounded memory, and the bound on what a SIGKILL loses. (Nothing may be awaited
+        between this and `add`.)"""
+        while len(self.waiting) + self.writing >= self.high_water and not self._closing:
             written = self._written
             self._full.set()
             await written.wait()
 
     def add(self, hit: Hit) -> None:
         self.waiting.append(hit)
-        if len(self.waiting) >= self.size:
+        if len(self.waiting) >= self.half:
             self._full.set()
 
     async def run(self) -> None:
@@ -63,20 +72,23 @@ class HitBuffer:
             if not batch:
                 return True
             started = time.perf_counter()
+            self.writing = len(batch)
             try:
                 self.recorded += await self.write(batch)
             except Exception as error:  # the database is away: the batch stays for next try
+                self.writing = 0
                 logger.exception("cannot write opens and clicks; keeping them for the next try")
                 self.failed_writes += 1
                 self.last_failure = f"{type(error).__name__}: {error}".split("\n")[0][:200]
                 self.waiting[:0] = batch
                 self._wake_writers_waiting()
                 return False
+            self.writing = 0
             self.flushes += 1
             self.last_failure = None
             self.last_flush_seconds = time.perf_counter() - started
-            if len(self.waiting) >= self.size:
-                self._full.set()  # a full batch is waiting already: no pause before it
+            if len(self.waiting) >= self.half:
+                self._full.set()  # a batch is waiting already: no pause before it
             self._wake_writers_waiting()
             return True
 
