@@ -19,6 +19,9 @@ from collections.abc import Awaitable, Callable, Sequence
 from mailer.logs import logger
 from mailer.tracking.hits import Hit
 
+# Seconds between writes while they fail (the database restarting): not again at once, as the
+# requests waiting for room would ask (a restart of 0.4 s logged 30-odd failed writes).
+AWAY_PAUSE = 0.5
 LARGEST = 2_000  # hits in one write at most (and half of `size`): the writer needs ~0.1 s
 
 
@@ -63,7 +66,8 @@ class HitBuffer:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._full.wait(), self.every)
             self._full.clear()
-            await self.flush()
+            if not await self.flush():  # the database is away: pause, whoever waits for room
+                await asyncio.sleep(min(self.every, AWAY_PAUSE))
 
     async def flush(self) -> bool:
         """Write the first `largest` hits waiting; False if the write failed (they stay)."""

@@ -147,3 +147,25 @@ def test_what_is_answered_but_not_written_never_passes_the_flush_size() -> None:
     asyncio.run(scenario())
     assert max(writes) <= 10 and sum(writes) == 100
     assert any(writing and waiting for waiting, writing in unwritten)  # answered meanwhile
+
+
+def test_while_writes_fail_the_writer_pauses_between_tries_though_hits_wait_for_room() -> None:
+    calls: list[int] = []
+
+    async def write(hits: Sequence[Hit]) -> int:
+        calls.append(len(hits))
+        raise RuntimeError("the database system is starting up")
+
+    async def scenario() -> None:
+        buffer = HitBuffer(write, size=2, every=60)
+        for _ in range(buffer.high_water):
+            buffer.add(HIT)
+        waiting = asyncio.create_task(buffer.room())  # a pixel request waiting for room
+        writer = asyncio.create_task(buffer.run())
+        await asyncio.sleep(0.2)
+        assert not waiting.done() and len(buffer.waiting) == buffer.high_water  # nothing lost
+        writer.cancel()
+        waiting.cancel()
+
+    asyncio.run(scenario())
+    assert len(calls) == 1  # one try, then the pause: not a try each time a request asks for room
