@@ -120,7 +120,8 @@ def down_news(settings: Settings, found: dict[str, Down]) -> list[str]:
         return []  # a single relay failing is relay_watch's "relay_failing"
     up = [name for name in names if name not in found]
     instead = (f"mail goes through {up[0]}" if up
-               else "no relay takes mail: messages wait for their retry")  # fmt: skip
+               else "no relay takes mail: messages wait for their retry, or go as soon as a "
+                    "relay answers again")  # fmt: skip
     return [f"relay {name} down since {down.since:%Y-%m-%d %H:%M:%S} UTC: {down.reason}; "
             f"{instead}; probed again at {down.probe_at:%H:%M:%S}"
             for name, down in found.items()]  # fmt: skip

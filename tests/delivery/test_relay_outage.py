@@ -17,7 +17,7 @@ from mailer.workspace import Workspace
 from tests.conftest import NOW
 from tests.delivery.helpers import deliver, rows
 from tests.delivery.smtp_server import ScriptedSmtpServer
-from tests.delivery.test_relays import downs, queue_more, with_fallback
+from tests.delivery.test_relays import downs, operator_view, queue_more, with_fallback
 
 Opener = Callable[..., Workspace]
 
@@ -75,6 +75,9 @@ def test_when_one_of_several_relays_down_is_back_the_deferred_go_through_it_at_o
     assert deliver(workspace).deferred == 1
     assert set(downs(workspace)) == {"primary", "backup"}
     assert rows(workspace)["ada@example.com"]["reason"] == "no relay takes mail (at connect)"
+    health, _gauges = operator_view(workspace)
+    instead = "; no relay takes mail: messages wait for their retry, or go as soon as a relay "
+    assert all(f"{instead}answers again; " in reason["message"] for reason in health["reasons"])
 
     back = ScriptedSmtpServer(port=primary.port)
     back.start()
