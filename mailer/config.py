@@ -198,8 +198,9 @@ class Tracking(Model):
     # `mailer serve` listens here (behind your https proxy for base_url).
     host: str = "127.0.0.1"
     port: int = Field(default=8025, ge=1, le=65535)
-    # Opens and clicks are written in batches: this many, or after this long, whichever first.
-    flush_size: int = Field(default=500, ge=1, le=100_000)
+    # Opens and clicks not yet written: at most this many (new pixel requests wait beyond it;
+    # what a SIGKILL can lose), written in batches of half of it, or after flush_every.
+    flush_size: int = Field(default=2_000, ge=1, le=100_000)
     flush_every: Duration = timedelta(seconds=1)
     # Apple's proxy addresses, to tell Mail Privacy Protection's prefetch: a refreshed copy of
     # https://mask-api.icloud.com/egress-ip-ranges.csv; unset: the shipped 17.0.0.0/8 only.
