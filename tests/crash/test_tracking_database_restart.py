@@ -26,7 +26,7 @@ from tests.crash.test_tracking_killed import answers
 from tests.tracking.conftest import at, free_port, sent  # noqa: F401  # the fixture
 from tests.tracking.test_recipient import CHROME
 
-FLUSH_SIZE = 20
+FLUSH_SIZE = 100  # hits waiting or being written: up to this many cross the restart
 CLICKS = ("shop", "cups", "grinders")
 WARM_UP = f"{CHROME} warm-up"
 
@@ -65,7 +65,9 @@ class Load:
             while not self.stop.is_set():
                 sequence += 1
                 agent = f"{CHROME} hit/{number}-{sequence}"
-                kind = "open" if number % 2 == 0 else CLICKS[sequence % len(CLICKS)]
+                # Opens and clicks in turn: a click never waits for room, and threads that
+                # only clicked would keep the buffer full and the opens waiting.
+                kind = "open" if sequence % 2 else CLICKS[sequence // 2 % len(CLICKS)]
                 phase, started = self.phase, time.monotonic()
                 try:
                     reply = client.get(at(self.base, self.urls[kind]),
