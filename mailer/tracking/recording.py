@@ -215,8 +215,8 @@ def _judged(connection: Connection, keys: dict[int, str], hits: Sequence[Hit],
     decide is judged again from the database (see `Memory`); what the batch wrote is staged
     in `memory`."""
     recalled = memory.last_opens if memory is not None else {}
-    stored, relabelled, last_opens, used = _stored_hits(connection, keys, hits, sent_at,
-                                                        honeypot, recalled)  # fmt: skip
+    stored, relabelled, last_opens, used, clicked = _stored_hits(
+        connection, keys, hits, sent_at, honeypot, recalled)  # fmt: skip
     judged = judge(hits, sent_at, honeypot, stored, proxies, last_opens)
     undecided = {hit.message_key for hit, verdict in zip(hits, judged.verdicts, strict=True)
                  if hit.message_key in used and not verdict.machine}  # fmt: skip
@@ -224,8 +224,8 @@ def _judged(connection: Connection, keys: dict[int, str], hits: Sequence[Hit],
         doubted = {id_: key for id_, key in keys.items() if key in undecided}
         positions = [n for n, hit in enumerate(hits) if hit.message_key in undecided]
         again = [hits[n] for n in positions]
-        more, more_relabelled, more_last, _ = _stored_hits(connection, doubted, again, sent_at,
-                                                           honeypot, {})  # fmt: skip
+        more, more_relabelled, more_last, _, _ = _stored_hits(
+            connection, doubted, again, sent_at, honeypot, {})  # fmt: skip
         verdicts = list(judged.verdicts)
         for n, verdict in zip(positions, judge(again, sent_at, honeypot, more, proxies,
                                                more_last).verdicts, strict=True):  # fmt: skip
@@ -241,9 +241,9 @@ def _judged(connection: Connection, keys: dict[int, str], hits: Sequence[Hit],
                 at = memory.staged.get(id_)
                 if at is None or at < hit.at:
                     memory.staged[id_] = hit.at
-        # A click's rules may relabel the message's opens: they are read again next time.
-        clicked = {key for key, rows in stored.items() if any(row.kind == "click" for row in rows)}
-        for key in clicked | {hit.message_key for hit in hits if hit.kind == "click"}:
+        # A click's rules may relabel the message's opens (a machine's click, a burst, a click
+        # in the batch): they are read again next time. A person's click stored alone cannot.
+        for key in clicked:
             memory.staged[ids[key]] = None
     return judged, relabelled
 
@@ -252,12 +252,13 @@ def _stored_hits(connection: Connection, keys: dict[int, str], hits: Sequence[Hi
                  sent_at: dict[str, datetime], honeypot: dict[str, int],
                  recalled: dict[int, datetime]
                  ) -> tuple[dict[str, list[StoredHit]], set[tuple[int, int | None]],
-                            dict[str, datetime], set[str]]:  # fmt: skip
+                            dict[str, datetime], set[str], set[str]]:  # fmt: skip
     """The opens and clicks of the batch's messages already stored that the rules can need;
     of those once a person's (`was_person`), what scored, as `_scored` says it; the last
     open that counts (`bots.judge`'s `last_opens`) of the messages whose earlier opens are
-    left unread; and the messages whose last open came from `recalled` (a `Memory`'s) instead
-    of the database. A pixel fetched every second makes hundreds of opens a message in the
+    left unread; the messages whose last open came from `recalled` (a `Memory`'s) instead
+    of the database; and those a click's rules can reach (all their opens in reach read).
+    A pixel fetched every second makes hundreds of opens a message in the
     rules' reach: only a message whose opens can meet a machine's click (rule 7) has all of
     them read; rule 8 needs only the last before the batch."""
     earliest, latest = min(hit.at for hit in hits), max(hit.at for hit in hits)
@@ -290,7 +291,7 @@ def _stored_hits(connection: Connection, keys: dict[int, str], hits: Sequence[Hi
             for key, rows in opens.items():
                 stored.setdefault(key, []).extend(rows)
     last_opens = _last_opens(connection, keys, rest, earliest) | remembered
-    return stored, relabelled, last_opens, set(remembered)
+    return stored, relabelled, last_opens, set(remembered), clicked
 
 
 CLICKS, OPENS = ("click", "machine_click"), ("open", "machine_open")

@@ -361,3 +361,21 @@ def test_a_message_the_writer_remembers_keeps_no_hit_once_its_person_is_erased(s
         hits = [hit("open", key, at + timedelta(minutes=2))]
         assert record_hits(connection, workspace.settings, workspace.key, hits, memory) == 0
     assert stored(workspace) == []  # erasure removed their events; none came back
+
+
+def test_a_persons_click_stored_beside_the_opens_leaves_the_memory_in_use(sent: Sent) -> None:
+    """A person's click cannot make the opens a machine's (only a machine's click, a burst or
+    the honeypot can): the writer keeps deciding refetches from its memory after it."""
+    workspace, _ = sent
+    key, sent_at, links = message(workspace)
+    at, memory = sent_at + timedelta(hours=1), Memory()
+    write(workspace, workspace.settings, hit("click", key, at, links["https://shop.example/cups"]),
+          memory=memory)  # fmt: skip
+    write(workspace, workspace.settings, hit("open", key, at + timedelta(seconds=5)), memory=memory)
+    with events_read(workspace) as reads:
+        for n in range(2, 6):
+            write(workspace, workspace.settings, hit("open", key, at + timedelta(seconds=5 * n)),
+                  memory=memory)  # fmt: skip
+    assert stored(workspace) == [("click", None), ("open", None)] + [
+        ("machine_open", "pixel fetched again 5 s after the last open")] * 4  # fmt: skip
+    assert len(reads) == 4, "\n\n".join(reads)  # the stored clicks only, one read a batch
