@@ -214,7 +214,10 @@ def test_sigterm_during_load_loses_no_recorded_open(
     threads = [threading.Thread(target=load) for _ in range(4)]
     for thread in threads:
         thread.start()
-    time.sleep(0.3)
+    deadline = time.monotonic() + 30  # under load, the first answers can take a while
+    while not answered and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.1)  # SIGTERM while requests are in flight
     server.send_signal(signal.SIGTERM)
     for thread in threads:
         thread.join()
