@@ -61,6 +61,12 @@ def configure(json_lines: bool) -> None:
     logger.handlers[:] = [handler]
     logger.setLevel(logging.INFO)
     logger.propagate = False
+    # The scheduler's own warnings (a tick skipped because the last one still runs) go out
+    # the same way: under --log-json every line on stderr is a JSON object.
+    scheduler = logging.getLogger("apscheduler")
+    scheduler.handlers[:] = [handler]
+    scheduler.setLevel(logging.WARNING)
+    scheduler.propagate = False
 
 
 @contextmanager
