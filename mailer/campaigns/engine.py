@@ -10,7 +10,6 @@ SMTP, belongs to delivery.)
 
 from __future__ import annotations
 
-import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
@@ -24,7 +23,6 @@ from sqlalchemy import (
     FromClause,
     func,
     select,
-    text,
     update,
 )
 from sqlalchemy.exc import DBAPIError
@@ -44,11 +42,11 @@ from mailer.config import Campaign, Settings, Step, parse_quiet_hours
 from mailer.consent.expiry import expire_consent
 from mailer.consent.standing import Standing, standings
 from mailer.consent.state import SENDABLE
-from mailer.contacts.importer import ANALYZE_FROM_ROWS
 from mailer.logs import logger
 from mailer.returns.replied import EXITED_REPLIED, replied
 from mailer.store.bulk import one_of
 from mailer.store.locking import take_enroller_lock
+from mailer.store.statistics import ANALYZE_FROM_ROWS, analyze
 from mailer.store.tables import (
     contacts,
     enrollments,
@@ -99,20 +97,8 @@ def tick(engine: Engine, settings: Settings, now: datetime) -> TickReport:
                 break
     written = sum(report.as_dict().values()) - report.errors
     if engine.dialect.name == "postgresql" and written >= ANALYZE_FROM_ROWS:
-        _analyze(engine, written)
+        analyze(engine, ANALYZED, written, "the tick")
     return report
-
-
-def _analyze(engine: Engine, written: int) -> None:
-    """Refresh the planner's statistics of the tables a big tick wrote, as a big import does
-    (autovacuum may be off or late: the next ticks' and delivery's queries would be planned
-    for the tables as they were)."""
-    started = time.perf_counter()
-    with engine.begin() as connection:
-        connection.execute(text(f"ANALYZE {', '.join(ANALYZED)}"))
-    logger.info("statistics refreshed after the tick (ANALYZE)",
-                extra={"rows": written, "tables": ", ".join(ANALYZED),
-                       "seconds": round(time.perf_counter() - started, 2)})  # fmt: skip
 
 
 def start(connection: Connection, settings: Settings, now: datetime, report: TickReport) -> None:

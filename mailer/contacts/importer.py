@@ -8,7 +8,6 @@ line and reason; suppressed addresses are never re-subscribed.
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -25,8 +24,8 @@ from mailer.consent.suppressions import suppressed
 from mailer.contacts.batches import BatchParser, ContactRecord, parsed_batches
 from mailer.contacts.csvfile import CsvReader, RejectsWriter
 from mailer.contacts.rows import map_columns
-from mailer.logs import logger
 from mailer.store.bulk import execute_many, one_of
+from mailer.store.statistics import ANALYZE_FROM_ROWS, analyze
 from mailer.store.tables import contact_tags, contacts, lists, memberships
 from mailer.store.upsert import upsert
 
@@ -62,10 +61,9 @@ class ImportSummary:
 
 # From this size on, a second process parses while this one writes (contacts/batches.py).
 BACKGROUND_FROM_BYTES = 1024 * 1024
-# After this many rows, or a tenth of the contacts there were, the import ends with ANALYZE
-# on PostgreSQL: autovacuum may be off or late, and with the statistics of the list as it was,
-# the consent check at send time scans the whole list per chunk.
-ANALYZE_FROM_ROWS = 10_000
+# After ANALYZE_FROM_ROWS rows, or a tenth of the contacts there were, the import ends with
+# ANALYZE on PostgreSQL: with the statistics of the list as it was, the consent check at send
+# time scans the whole list per chunk.
 ANALYZE_FROM_SHARE = 0.1
 ANALYZED = ("contacts", "memberships", "contact_tags", "consent_entries", "consent_evidence",
             "consent_status")  # fmt: skip
@@ -125,7 +123,7 @@ def import_contacts(
         summary.rejects_file = str(rejects.path) if rejects.count else None
     written = summary.imported + summary.updated
     if before is not None and written >= min(ANALYZE_FROM_ROWS, before * ANALYZE_FROM_SHARE):
-        _analyze(engine, written)
+        analyze(engine, ANALYZED, written, "the import")
         summary.analyzed = True
     return summary
 
@@ -138,15 +136,6 @@ def _estimated_contacts(connection: Connection) -> float | None:
     estimate = connection.scalar(text("SELECT reltuples FROM pg_class "
                                       "WHERE oid = to_regclass('contacts')"))  # fmt: skip
     return max(float(estimate or 0), 0.0)
-
-
-def _analyze(engine: Engine, written: int) -> None:
-    started = time.perf_counter()
-    with engine.begin() as connection:
-        connection.execute(text(f"ANALYZE {', '.join(ANALYZED)}"))
-    logger.info("statistics refreshed after the import (ANALYZE)",
-                extra={"rows": written, "tables": ", ".join(ANALYZED),
-                       "seconds": round(time.perf_counter() - started, 2)})  # fmt: skip
 
 
 def _store_batch(
