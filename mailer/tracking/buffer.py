@@ -6,8 +6,8 @@ batch being written. `room` keeps the two together under `size` (flush_size): a 
 waits while they reach it, so a killed instance loses at most `size` hits (the crash test,
 tests/crash/test_tracking_killed.py, counts them). So that answering need not stop while a
 batch is written, a write starts when half of `size` waits (or `every` seconds after the
-last), and the next half fills meanwhile. Clicks are added without waiting: a click flood
-can go past the bound. A batch holds at most `largest` hits."""
+last), and the next half fills meanwhile. Clicks wait for room the same way. A batch holds at
+most `largest` hits."""
 
 from __future__ import annotations
 

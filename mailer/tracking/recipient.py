@@ -116,6 +116,7 @@ class RecipientRoutes:
             return not_found_page()
         client = request.client.host if request.client else ""
         agent = request.headers.get("user-agent", "")
+        await self.buffer.room()  # as a pixel does: what a SIGKILL can lose stays bounded
         self.buffer.add(Hit("click", key, index, self.workspace.clock.now(), agent, client,
                             request.method))  # fmt: skip
         if links[index] == HONEYPOT:  # a machine followed the hidden link: nowhere to go

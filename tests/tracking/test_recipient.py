@@ -17,7 +17,7 @@ from email.policy import default as default_policy
 from pathlib import Path
 
 import httpx
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from mailer.store.tables import consent_entries, consent_status, events, suppressions
 from mailer.tokens import TokenKeys, sign
@@ -271,3 +271,41 @@ def test_look_alike_spellings_of_a_genuine_token_get_the_same_404(
     assert [answer.status_code for answer in answers] == [404] * len(answers)
     assert all("location" not in answer.headers for answer in answers)
     assert genuine.status_code in (302, 303, 307)
+
+
+def test_a_click_waits_for_room_like_a_pixel_while_the_database_refuses_writes(
+    sent: tuple[Workspace, dict[str, str]], serve: Serve
+) -> None:
+    """Answered-but-unwritten hits stay under flush_size (1 here), clicks included: a click
+    flood cannot grow what a SIGKILL would lose. The click is answered once there is room."""
+    workspace, urls = sent
+    answers: list[httpx.Response] = []
+
+    def click() -> None:
+        answers.append(httpx.get(at(base, urls["shop"])))
+
+    with serve(create_app(workspace)) as base:
+        with workspace.engine.begin() as connection:  # the events table is gone for a while
+            connection.execute(text("ALTER TABLE events RENAME TO events_away"))
+        assert httpx.get(at(base, urls["open"])).status_code == 200  # fills flush_size
+        clicking = threading.Thread(target=click)
+        clicking.start()
+        deadline = time.monotonic() + 1
+        while time.monotonic() < deadline:
+            assert answers == [], "a click was answered with no room to keep it"
+            time.sleep(0.05)
+        with workspace.engine.begin() as connection:
+            connection.execute(text("ALTER TABLE events_away RENAME TO events"))
+        clicking.join()
+        assert [answer.status_code for answer in answers] == [302]
+        deadline = time.monotonic() + 20  # the event writer is another process
+        while (stored := kinds_stored(workspace)) != {"open", "click"}:
+            assert time.monotonic() < deadline, stored
+            time.sleep(0.05)
+
+
+def kinds_stored(workspace: Workspace) -> set[str]:
+    """open and click, whether judged a person's or a machine's (machine_open, ...)."""
+    with workspace.engine.connect() as connection:
+        kinds = connection.scalars(select(events.c.kind).distinct())
+        return {kind.removeprefix("machine_") for kind in kinds}
