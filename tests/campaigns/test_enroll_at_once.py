@@ -7,15 +7,13 @@ one reaches gives the rows of the old way in the same test. SQLite and PostgreSQ
 from __future__ import annotations
 
 import textwrap
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import create_engine, event, insert, select, text
-from sqlalchemy.engine import make_url
+from sqlalchemy import event, insert, select
 
 from mailer.campaigns.engine import tick
 from mailer.clock import FrozenClock
@@ -25,7 +23,7 @@ from mailer.consent.suppressions import suppress
 from mailer.contacts.addresses import address_hash
 from mailer.store.tables import contacts, enrollments, events, outbox
 from mailer.workspace import Workspace
-from tests.conftest import POSTGRES_URL, write_csv
+from tests.conftest import fresh_schema, write_csv
 from tests.helpers import run_import
 
 MONDAY = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
@@ -148,18 +146,8 @@ def other_environ(environ: dict[str, str], tmp_path: Path) -> Iterator[dict[str,
     if url.startswith("sqlite"):
         yield {**environ, "MAILER_DATABASE_URL": f"sqlite:///{tmp_path / 'other.db'}"}
         return
-    assert POSTGRES_URL is not None
-    schema = f"test_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(POSTGRES_URL)
-    with admin.begin() as connection:
-        connection.execute(text(f'CREATE SCHEMA "{schema}"'))
-    other = make_url(POSTGRES_URL).update_query_dict({"options": f"-csearch_path={schema}"})
-    try:
-        yield {**environ, "MAILER_DATABASE_URL": other.render_as_string(hide_password=False)}
-    finally:
-        with admin.begin() as connection:
-            connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
+    with fresh_schema() as other:
+        yield {**environ, "MAILER_DATABASE_URL": other}
 
 
 def both_ways(tmp_path: Path, environ: dict[str, str], other_environ: dict[str, str],
