@@ -57,11 +57,13 @@ def _where(key: Key) -> Any:
     return and_(relays_down.c.host == key[0], relays_down.c.port == key[1])
 
 
+def _down(row: Any) -> Down:
+    return Down(row.since, row.probe_at, row.failures, row.reason)
+
+
 def read_downs(connection: Connection) -> dict[Key, Down]:
     """Every relay found down, by host and port."""
-    rows = connection.execute(select(relays_down))
-    return {(row.host, row.port): Down(row.since, row.probe_at, row.failures, row.reason)
-            for row in rows}  # fmt: skip
+    return {(row.host, row.port): _down(row) for row in connection.execute(select(relays_down))}
 
 
 def downs_by_name(connection: Connection, settings: Settings) -> dict[str, Down]:
@@ -80,8 +82,7 @@ def mark_down(connection: Connection, key: Key, down: Down) -> tuple[Down, bool]
         failures=down.failures, reason=down.reason,
     ).on_conflict_do_nothing()  # fmt: skip
     inserted = bool(connection.execute(statement).rowcount)
-    row = connection.execute(select(relays_down).where(_where(key))).one()
-    return Down(row.since, row.probe_at, row.failures, row.reason), inserted
+    return _down(connection.execute(select(relays_down).where(_where(key))).one()), inserted
 
 
 def take_probe(connection: Connection, key: Key, taken: Down, now: datetime) -> bool:
@@ -250,7 +251,7 @@ _PROBE = SmtpReply(None, "probe", "connect")  # down_after's wait does not depen
 
 def _read_one(connection: Connection, key: Key) -> Down | None:
     row = connection.execute(select(relays_down).where(_where(key))).one_or_none()
-    return None if row is None else Down(row.since, row.probe_at, row.failures, row.reason)
+    return None if row is None else _down(row)
 
 
 def _log_down(name: str, down: Down, now: datetime) -> None:
