@@ -44,6 +44,7 @@ from mailer.contacts.importer import ImportOptions, import_contacts
 from mailer.contacts.model import load_contacts
 from mailer.delivery.sink import start_sink
 from mailer.delivery.worker import Deliverer, DeliveryReport
+from mailer.render.dkim import Algorithm
 from mailer.store.tables import outbox
 from mailer.workspace import Workspace, create_dkim_key
 
@@ -56,16 +57,17 @@ NAMES = [("Sarah", "Mitchell", "en"), ("Giulia", "Rossi", "it"), ("Jürgen", "We
          ("Kenji", "Watanabe", "en")]  # fmt: skip
 
 
-def project(workdir: Path, url: str, port: int, sessions: int,
-            render_processes: int) -> tuple[Settings, bytes]:  # fmt: skip
+def project(workdir: Path, url: str, port: int, sessions: int, render_processes: int,
+            algorithm: Algorithm = "rsa-sha256") -> tuple[Settings, bytes]:  # fmt: skip
     """The example project (settings.toml and templates), copied, pointed at this run's
-    database and sink, with a new RSA-2048 DKIM key; and the key's DNS record."""
+    database and sink, with a new DKIM key (RSA-2048 unless `algorithm` says ed25519); and
+    the key's DNS record."""
     shutil.copy(ROOT / "settings.toml", workdir / "settings.toml")
     shutil.copytree(ROOT / "templates", workdir / "templates", dirs_exist_ok=True)
     environ = {"MAILER_SECRET_KEY": SECRET, "MAILER_DATABASE_URL": url,
                "MAILER_SMTP__PORT": str(port), "MAILER_SMTP__POOL_SIZE": str(sessions),
                "MAILER_DKIM__KEY_FILE": str(workdir / "dkim.key"),
-               "MAILER_DKIM__ALGORITHM": "rsa-sha256",
+               "MAILER_DKIM__ALGORITHM": algorithm,
                "MAILER_DELIVERY__RENDER_PROCESSES": str(render_processes)}  # fmt: skip
     settings = load_settings(workdir / "settings.toml", environ=environ)
     created = create_dkim_key(settings)
