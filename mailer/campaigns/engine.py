@@ -157,9 +157,10 @@ def _enroll_due(connection: Connection, settings: Settings, name: str, campaign:
             writes = HeldWrites()
             runs = [_NewRun(**row) for row in rows]
             _advance_campaign(connection, settings, name, campaign, runs, now, part, writes)
+            # New runs under the enroller lock: no key is taken (if one is, all this is undone).
             insert_new(connection, enrollments, writes.enrollment_rows(rows, now),
-                       keys=ENROLLMENT_KEYS)  # fmt: skip
-            insert_new(connection, outbox, writes.messages, keys=MESSAGE_KEYS)
+                       keys=ENROLLMENT_KEYS, untaken=True)  # fmt: skip
+            insert_new(connection, outbox, writes.messages, keys=MESSAGE_KEYS, untaken=True)
             announce(connection, settings, writes.goals, now)
     except Exception:
         logger.info("first steps left to the advance", extra={"campaign": name}, exc_info=True)

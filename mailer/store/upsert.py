@@ -6,8 +6,10 @@ from collections.abc import Callable, Sequence
 from operator import itemgetter
 from typing import Any
 
+import psycopg
 from sqlalchemy import BigInteger, Boolean, Connection, Integer, String, Table
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.types import TypeEngine
 
 from mailer.store.bulk import _remembering, execute_many
@@ -45,7 +47,11 @@ def upsert(
 
 
 def insert_new(
-    connection: Connection, table: Table, rows: Sequence[dict[str, Any]], keys: Sequence[str]
+    connection: Connection,
+    table: Table,
+    rows: Sequence[dict[str, Any]],
+    keys: Sequence[str],
+    untaken: bool = False,
 ) -> None:
     """Insert the `rows` (mappings with the keys of the first) whose `keys` are not taken yet,
     in their order (ids from the table's sequence come out in it). On PostgreSQL many rows are
@@ -53,23 +59,19 @@ def insert_new(
     INSERT ... SELECT ... ON CONFLICT DO NOTHING: an executemany is a round trip per row, and
     the JSON document this replaced cost more to encode in Python and to parse in the server
     (issue 16: 0.7 s of mailer's CPU and 0.5 s of the server's for 50,000 enrollments and their
-    outbox rows)."""
+    outbox rows).
+
+    `untaken`: the caller knows no row's keys are taken (new enrollments under the enroller
+    lock), so the rows go straight into the table, written once (the staging table and ON
+    CONFLICT cost the server ~7 µs a row); a key taken after all raises IntegrityError."""
+    if untaken:
+        _insert_untaken(connection, table, rows)
+        return
     if connection.dialect.name != "postgresql" or len(rows) < FEW:
         upsert(connection, table, rows, keys)
         return
-    names = list(rows[0])
     staged = _staging(connection, table)
-    converters = [_remembering(_bind(table.c[name].type, connection)) for name in names]
-    values = [list(map(convert, map(itemgetter(name), rows))) if convert
-              else list(map(itemgetter(name), rows))
-              for name, convert in zip(names, converters, strict=True)]  # fmt: skip
-    columns = ", ".join(f'"{name}"' for name in names)
-    copying = f'COPY {staged} ({columns}, "{ORDINAL}") FROM STDIN (FORMAT BINARY)'
-    raw = connection.connection.driver_connection
-    with raw.cursor() as cursor, cursor.copy(copying) as copy:  # type: ignore[union-attr]
-        copy.set_types([*(_copy_type(table.c[name].type) for name in names), "int4"])
-        for row in zip(*values, range(len(rows)), strict=True):
-            copy.write_row(row)
+    columns = _copy(connection, table, staged, rows, ordinal=True)
     # Through SQLAlchemy, where statement hooks (bench/tick_bench.py --profile) see them.
     connection.exec_driver_sql(
         f"INSERT INTO {table.name} ({columns}) SELECT {columns} FROM {staged} "
@@ -80,6 +82,41 @@ def insert_new(
 
 # The order of the rows in the staging table, which INSERT ... SELECT follows.
 ORDINAL = "insert_new_ordinal"
+
+
+def _insert_untaken(connection: Connection, table: Table, rows: Sequence[dict[str, Any]]) -> None:
+    """A plain INSERT of `rows`: a binary COPY into `table` itself on PostgreSQL."""
+    if connection.dialect.name != "postgresql" or len(rows) < FEW:
+        execute_many(connection, table.insert(), rows)
+        return
+    try:
+        _copy(connection, table, table.name, rows, ordinal=False)
+    except psycopg.errors.IntegrityError as error:  # as SQLAlchemy's own statements raise it
+        raise IntegrityError(f"COPY {table.name}", None, error) from error
+
+
+def _copy(connection: Connection, table: Table, target: str, rows: Sequence[dict[str, Any]],
+          ordinal: bool) -> str:  # fmt: skip
+    """Binary COPY of `rows` into `target` (with their ORDINAL, for a staging table); the
+    quoted column names."""
+    names = list(rows[0])
+    converters = [_remembering(_bind(table.c[name].type, connection)) for name in names]
+    values = [list(map(convert, map(itemgetter(name), rows))) if convert
+              else list(map(itemgetter(name), rows))
+              for name, convert in zip(names, converters, strict=True)]  # fmt: skip
+    types = [_copy_type(table.c[name].type) for name in names]
+    columns = ", ".join(f'"{name}"' for name in names)
+    if ordinal:
+        values.append(list(range(len(rows))))
+        types.append("int4")
+    copied = f', "{ORDINAL}"' if ordinal else ""
+    copying = f"COPY {target} ({columns}{copied}) FROM STDIN (FORMAT BINARY)"
+    raw = connection.connection.driver_connection
+    with raw.cursor() as cursor, cursor.copy(copying) as copy:  # type: ignore[union-attr]
+        copy.set_types(types)
+        for row in zip(*values, strict=True):
+            copy.write_row(row)
+    return columns
 
 
 def _staging(connection: Connection, table: Table) -> str:

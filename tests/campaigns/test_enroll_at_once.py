@@ -219,3 +219,41 @@ def test_a_tick_enrolling_a_due_first_step_writes_each_enrollment_once(
     assert report.queued == 6
     # No enrollment is read back and updated: each is inserted as its first step left it.
     assert [s for s in statements if s.startswith("UPDATE ENROLLMENTS")] == []
+
+
+def leave_a_message(workspace: Workspace, email: str) -> None:
+    """An outbox row for `email`'s first welcome message in cycle 0, of no enrollment (as a
+    run removed by hand would leave it): the key a new run's first message would take."""
+    with workspace.engine.begin() as connection:
+        contact_id = connection.scalar(select(contacts.c.id).where(contacts.c.email == email))
+        connection.execute(insert(outbox).values(
+            campaign="welcome", step="hello", contact_id=contact_id, cycle=0, status="sent",
+            queued_at=MONDAY - timedelta(days=1), sent_at=MONDAY - timedelta(days=1)))  # fmt: skip
+
+
+def test_a_first_message_whose_key_is_taken_gives_the_rows_of_the_old_way(
+    tmp_path: Path, environ: dict[str, str], other_environ: dict[str, str]
+) -> None:
+    """New runs' rows go straight into the tables (no key can be taken, engine._enroll_due);
+    if one is taken after all, the batch is left to the advance, which keeps the row there."""
+    at_once = open_shop(tmp_path / "at-once", environ)
+    old_way = open_shop(tmp_path / "old-way", other_environ,
+                        '[engine]\nfrequency_cap = "99 per 1d"\n')  # fmt: skip
+    try:
+        for shop in (at_once, old_way):
+            leave_a_message(shop, "ada@example.com")
+        moment = MONDAY + timedelta(minutes=1)
+        new = tick(at_once.engine, at_once.settings, moment).as_dict()
+        old = tick(old_way.engine, old_way.settings, moment).as_dict()
+        assert new == old
+        assert written(at_once) == written(old_way)
+        with at_once.engine.connect() as connection:
+            kept = connection.execute(
+                select(outbox.c.status, outbox.c.enrollment_id)
+                .join(contacts, contacts.c.id == outbox.c.contact_id)
+                .where(contacts.c.email == "ada@example.com", outbox.c.campaign == "welcome")
+            ).all()
+        assert kept == [("sent", None)]
+    finally:
+        at_once.close()
+        old_way.close()

@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import Connection, delete, select, text
+from sqlalchemy.exc import IntegrityError
 
 from mailer.store.tables import outbox
 from mailer.store.upsert import FEW, insert_new
@@ -98,3 +99,38 @@ def test_a_naive_time_is_refused(workspace: Workspace) -> None:
         with pytest.raises(Exception, match="naive datetime"):
             insert_new(connection, outbox,
                        [message(i, "queued", naive) for i in range(1, FEW + 1)], KEYS)  # fmt: skip
+
+
+@pytest.mark.parametrize("count", [3, 3 * FEW])
+def test_untaken_rows_go_straight_in_in_their_order(workspace: Workspace, count: int) -> None:
+    """Rows the caller knows to be new are written as they are (a COPY into the table itself
+    on PostgreSQL), their ids in their order, times and NULLs kept."""
+    with workspace.engine.begin() as connection:
+        add_contacts(connection, count)
+        rows = [message(i, "queued", NOW) for i in range(count, 0, -1)]
+        insert_new(connection, outbox, rows, KEYS, untaken=True)
+        insert_new(connection, outbox, [], KEYS, untaken=True)
+        written = connection.execute(
+            select(outbox.c.contact_id, outbox.c.status, outbox.c.variant, outbox.c.queued_at,
+                   outbox.c.send_after, outbox.c.reason).order_by(outbox.c.id)
+        ).all()  # fmt: skip
+        staged = "SELECT to_regclass('pg_temp.insert_new_outbox')"
+        if connection.dialect.name == "postgresql":
+            assert connection.exec_driver_sql(staged).scalar() is None  # no staging table
+    assert [row.contact_id for row in written] == list(range(count, 0, -1))
+    assert tuple(written[-1]) == (1, "queued", "B", NOW, NOW, None)
+    assert tuple(written[-2]) == (2, "queued", None, NOW, NOW, None)
+
+
+@pytest.mark.parametrize("count", [3, 3 * FEW])
+def test_an_untaken_row_whose_key_is_taken_raises(workspace: Workspace, count: int) -> None:
+    """`untaken` is the caller's promise: a taken key is an IntegrityError (the caller's
+    savepoint undoes the rest), not a row silently left out."""
+    with workspace.engine.begin() as connection:
+        add_contacts(connection, count)
+        insert_new(connection, outbox, [message(count, "sent", NOW)], KEYS)
+        with pytest.raises(IntegrityError), connection.begin_nested():
+            rows = [message(i, "queued", NOW) for i in range(1, count + 1)]
+            insert_new(connection, outbox, rows, KEYS, untaken=True)
+        statuses = connection.scalars(select(outbox.c.status)).all()
+    assert statuses == ["sent"]
