@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import base64
+import hmac
+
 import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
@@ -90,3 +93,21 @@ def test_any_spelling_but_the_canonical_one_is_refused(start: int, cut: int, ins
     if spelling != token:
         with pytest.raises(TokenError):
             verify(KEYS, "click", spelling)
+
+
+def test_the_token_format_is_unchanged() -> None:
+    """Tokens already in sent mail must keep verifying, and tracking reads this format."""
+    keys = TokenKeys(b"0123456789abcdef0123456789abcdef", 3, 1)
+    assert sign(keys, "click", "msg-42", 7) == "3.bXNnLTQyHzc.67Q5wPB_bgg5JigQZDuSjQ"
+    assert sign(keys, "unsubscribe", "é/ü") == "3.w6kvw7w.kgQdqApOk5tqMKpiQnEsEA"
+
+
+@given(st.sampled_from(["click", "open", "bounce"]),
+       st.text(alphabet=st.characters(blacklist_characters="\x1f", blacklist_categories=("Cs",)),
+               max_size=30), st.integers(0, 10**6))  # fmt: skip
+def test_a_token_is_the_documented_hmac(purpose: str, key: str, index: int) -> None:
+    payload = f"{key}\x1f{index}".encode()
+    derived = hmac.digest(KEYS.secret, b"mailer token key v1", "sha256")
+    mac = hmac.digest(derived, purpose.encode() + b"\x00" + payload, "sha256")[:16]
+    encoded = [base64.urlsafe_b64encode(part).rstrip(b"=").decode() for part in (payload, mac)]
+    assert sign(KEYS, purpose, key, index) == f"1.{encoded[0]}.{encoded[1]}"
