@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import email
+from datetime import UTC, datetime, timedelta, timezone
 from email import policy
 from email.message import EmailMessage
 from pathlib import Path
@@ -113,6 +114,17 @@ def test_headers(renderer: MessageRenderer) -> None:
     )
     token = rendered.envelope_from.removeprefix("bounces+").split("@")[0]
     assert verify(renderer.keys, "bounce", token) == ["42"]
+
+
+def test_the_date_header_keeps_the_offset_of_the_moment_given(renderer: MessageRenderer) -> None:
+    """The Date header is written once per moment: an equal moment at another offset is
+    another header."""
+    utc = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
+    rome = utc.astimezone(timezone(timedelta(hours=1)))
+    dates = [parsed(renderer.render("welcome", step(renderer), ADA, "42", now=now).data)["Date"]
+             for now in (utc, rome, utc)]  # fmt: skip
+    assert dates == ["Mon, 23 Nov 2026 10:00:00 +0000", "Mon, 23 Nov 2026 11:00:00 +0100",
+                     "Mon, 23 Nov 2026 10:00:00 +0000"]  # fmt: skip
 
 
 def test_a_retry_gets_the_same_message_id(renderer: MessageRenderer) -> None:
