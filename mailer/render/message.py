@@ -260,9 +260,9 @@ class MessageRenderer:
         try:
             chosen = (template, suffix, locale)
             if chosen not in templates:  # found once: the file system is asked once
-                templates[chosen] = _flat_globals(environment.select_template(
-                    list(localised_names(template, suffix, locale))
-                ))
+                templates[chosen] = _flat_globals(
+                    environment.select_template(list(localised_names(template, suffix, locale)))
+                )
             return templates[chosen].render(context)
         except MarkerInValue:
             raise

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import binascii
 import email
 from email import policy
 from email.header import decode_header, make_header
@@ -11,6 +12,7 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from mailer.render import mime
 from mailer.render.dkim import Algorithm, DkimKey, generate_key, sign
 from mailer.render.message import header_text
 from mailer.render.mime import alternative, mailbox, unstructured
@@ -119,3 +121,30 @@ def test_folded_long_headers_pass_an_independent_dkim_verifier(algorithm: Algori
 
     assert dkim.verify(data, dnsfunc=dns)
     assert not dkim.verify(data.replace(b"QUFB", b"QUFC", 1), dnsfunc=dns)  # an A made a C
+
+
+def whole_text_quoted_printable(text: str) -> str:
+    """The reference: binascii's encoder over the whole text at once, LF line ends, then CRLF."""
+    normalised = text.replace("\r\n", "\n").replace("\r", "\n")
+    encoded = binascii.b2a_qp(normalised.encode("utf-8"), istext=True).decode("ascii")
+    return encoded.replace("\n", "\r\n")
+
+
+LINE_PIECES = ["a", "b", " ", "\t", ".", "=", "\n", "\r\n", "\r", "é", "—", "\x00", "\x7f", "-"]
+
+
+@given(st.lists(st.sampled_from(LINE_PIECES), max_size=400), st.integers(0, 3))
+@example(["a"] * 74 + ["\t", "\n"], 0)  # whitespace at the end of a full line
+@example(["a"] * 75 + [" "], 0)  # ... and at the end of the text
+def test_quoted_printable_line_by_line_is_the_whole_text_encoded(
+    pieces: list[str], repeat: int
+) -> None:
+    text = "".join(pieces)
+    for _ in range(repeat + 1):  # again: lines now come from the cache
+        assert mime._quoted_printable(text) == whole_text_quoted_printable(text)
+
+
+def test_quoted_printable_lines_are_remembered_up_to_a_bound() -> None:
+    lines = [f"line {number} of a long message\n" for number in range(mime.QP_LINES_KEPT + 10)]
+    assert mime._quoted_printable("".join(lines)) == whole_text_quoted_printable("".join(lines))
+    assert len(mime._qp_lines) <= mime.QP_LINES_KEPT
