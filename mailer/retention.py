@@ -13,7 +13,8 @@ Each batch is one short transaction that deletes its raw rows and adds their cou
 batch is counted once or not at all (a crash, a second process: PostgreSQL's DELETE ...
 RETURNING hands a row to one transaction only), and a second run finds nothing to do. An
 event a trigger has not read yet (its id past a cursor) is never deleted. The consent ledger
-is never touched.
+is never touched. A run that changed ANALYZE_FROM_ROWS rows or more ends with ANALYZE of the
+tables it changed (PostgreSQL), as a big import or tick does.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from mailer.campaigns.score_rules import CURSOR as SCORE_RULES_CURSOR
 from mailer.config import Settings
 from mailer.reports.counts import message_of_event
+from mailer.store.statistics import ANALYZE_FROM_ROWS, analyze
 from mailer.store.tables import event_rollups, events, outbox, trigger_cursors, website_rollups
 from mailer.tracking.surveys import EVENT as SURVEY_ANSWER
 
@@ -85,7 +87,23 @@ def run_retention(engine: Engine, settings: Settings, now: datetime,
                     _roll_up_website)  # fmt: skip
     if not pruned.busy and pruned.links_before is not None:
         _clear_links(engine, pruned, pruned.links_before)
+    _refresh_statistics(engine, pruned)
     return pruned
+
+
+def _refresh_statistics(engine: Engine, pruned: Pruned) -> None:
+    """After a run that changed as many rows as a big import writes, ANALYZE the tables it
+    changed, as imports and ticks do (PostgreSQL: store/statistics.py)."""
+    changed = {
+        "events": pruned.opens_and_clicks + pruned.website_events,  # deleted
+        "event_rollups": pruned.opens_and_clicks - pruned.unmatched,
+        "website_rollups": pruned.website_events,
+        "outbox": pruned.links_cleared,
+    }
+    written = changed["events"] + changed["outbox"]
+    if engine.dialect.name == "postgresql" and written >= ANALYZE_FROM_ROWS:
+        analyze(engine, [table for table, rows in changed.items() if rows], written,
+                "the retention run")  # fmt: skip
 
 
 def _unread_after(connection: Connection, settings: Settings) -> int | None:
