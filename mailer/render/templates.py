@@ -51,10 +51,28 @@ class NamedUndefined(StrictUndefined):
         return str(super()._undefined_message)
 
 
+# What `getattr` finds on a Namespace: anything else is a key or undefined.
+_NAMESPACE_ATTRIBUTES = frozenset([*dir(Namespace), "path"])
+
+
+class TemplateEnvironment(SandboxedEnvironment):
+    """Jinja's sandbox, with `contact.first_name` looked up as a key at once: the sandbox
+    tries the attribute first, and the AttributeError it catches cost more than the lookup
+    (about fifteen a message). The result is the same: a Namespace has no other attributes."""
+
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        if type(obj) is Namespace and attribute not in _NAMESPACE_ATTRIBUTES:
+            try:
+                return obj[attribute]
+            except KeyError:
+                return self.undefined(obj=obj, name=attribute)
+        return super().getattr(obj, attribute)
+
+
 def template_environment(
     templates_dir: Path, finalize: Callable[[Any], Any] | None = None
 ) -> SandboxedEnvironment:
-    environment = SandboxedEnvironment(
+    environment = TemplateEnvironment(
         finalize=finalize,
         loader=FileSystemLoader(templates_dir),
         autoescape=lambda name: name is not None and name.endswith(".html"),

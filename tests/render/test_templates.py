@@ -4,6 +4,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from jinja2.exceptions import SecurityError
 
 from mailer.render.templates import (
     Namespace,
@@ -32,6 +33,19 @@ def test_dates_numbers_and_money_in_the_contacts_locale() -> None:
     assert render("{{ t | datetime('short') }}", contact=italian, t=moment) == "01/03/26, 09:30"
     english = Namespace("contact", {"locale": "en_GB"})
     assert render("{{ '2026-03-01' | date }}", contact=english) == "1 March 2026"
+
+
+def test_a_key_of_a_namespace_reads_as_an_attribute_unless_a_dict_has_that_attribute() -> None:
+    """As Jinja's sandbox reads them: the attribute first (a dict's `items`, the namespace's
+    own `path`), then the key."""
+    values = Namespace("contact.attributes", {"plan": "gold", "items": 3, "path": "x"})
+    contact = Namespace("contact", {"attributes": values})
+    assert render("{{ contact.attributes.plan }}", contact=contact) == "gold"
+    assert render("{{ contact.attributes['items'] }}", contact=contact) == "3"
+    assert render("{{ contact.attributes.path }}", contact=contact) == "contact.attributes"
+    assert render("{{ contact.attributes.items() | list | length }}", contact=contact) == "3"
+    with pytest.raises(SecurityError):
+        render("{{ contact.attributes.__class__ }}", contact=contact)
 
 
 def test_undefined_names_are_errors_that_name_them() -> None:
