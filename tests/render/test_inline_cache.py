@@ -6,10 +6,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from mailer.clock import FrozenClock
 from mailer.config import Settings, load_settings
 from mailer.contacts.model import Contact
+from mailer.render.inline_cache import _ENTITIES, _ENTITY, _PLAIN, _usable, _written
 from mailer.render.message import MessageRenderer
 from tests.conftest import SECRET
 
@@ -117,3 +120,26 @@ def test_a_value_in_a_style_attribute_is_inlined_with_each_message(
                       attributes={"note": "red; font-size: 30px"}, id=1)  # fmt: skip
     html = cached.render("welcome", step, contact, "m1").html
     assert "font-size: 30px" in html and "color: red" in html  # css-inline read the value
+
+
+VALUE_PIECES = ["a", "é", " ", "\xa0", "\t", "\n", "\x0b", "\x00", "\x7f", "\ud800", "&", "<", ">",
+                '"', "'", "&amp;", "&lt;", "&gt;", "&quot;", "&#39;", "&#34;", "&#x27;", "&nbsp;",
+                "&#39", "—", "\u2028"]  # fmt: skip
+
+
+@given(st.lists(st.sampled_from(VALUE_PIECES), max_size=12), st.booleans())
+def test_the_quick_checks_on_a_value_agree_with_their_patterns(
+    pieces: list[str], attribute: bool
+) -> None:
+    value = "".join(pieces)
+    plain = bool(value) and not value[0].isspace() and _PLAIN.fullmatch(value) is not None
+    assert _usable(value) == plain
+    if plain:
+        text = _ENTITY.sub(lambda entity: _ENTITIES[entity.group(0)], value)
+        text = text.replace("&", "&amp;").replace("\xa0", "&nbsp;")
+        text = (
+            text.replace('"', "&quot;")
+            if attribute
+            else text.replace("<", "&lt;").replace(">", "&gt;")
+        )
+        assert _written(value, attribute) == text
