@@ -133,16 +133,16 @@ def enrollees(
             .group_by(enrollments.c.contact_id))
     }  # fmt: skip
     first_delay = campaign.steps[0].delay if campaign.steps else timedelta(0)
+    first = campaign.steps[0] if kind == "date" and campaign.steps else None
     fresh = []
-    for row in rows:
-        at = now if row.at is None else row.at
-        previous = history.get(row.contact_id)
+    for contact_id, happened, *zone in rows:  # a date trigger's rows have the contact's zone
+        at = now if happened is None else happened
+        previous = history.get(contact_id)
         if previous is not None and not _may_reenter(campaign, kind, previous, at, now):
             continue
         cycle = 0 if previous is None else previous.cycle + 1
-        first = campaign.steps[0] if kind == "date" and campaign.steps else None
-        due = day_window(first, at, row.zone).opens if first else None
-        fresh.append({"campaign": name, "contact_id": row.contact_id, "cycle": cycle,
+        due = day_window(first, at, zone[0]).opens if first else None
+        fresh.append({"campaign": name, "contact_id": contact_id, "cycle": cycle,
                       "status": "active", "entered_at": at, "last_position": -1,
                       "due_at": due or at + first_delay})  # fmt: skip
     return fresh
@@ -162,8 +162,8 @@ def enrollment_ids(connection: Connection, count: int) -> list[int]:
             raise RuntimeError(f"enrollments.id has no sequence for its default ({default})")
         allocated = connection.scalars(
             text(f"SELECT {default} FROM generate_series(1, :count)"), {"count": count}
-        )
-        return sorted(int(value) for value in allocated)
+        ).all()
+        return sorted(map(int, allocated))
     largest = int(connection.scalar(select(func.coalesce(func.max(enrollments.c.id), 0))) or 0)
     return list(range(largest + 1, largest + 1 + count))
 
