@@ -17,10 +17,11 @@ How each is timed: in CPU time of this process (`time.process_time_ns`), so that
 the machine does not count (wall-clock time on a shared machine doubled some stages). The
 renderer is built without a DKIM key, so `render()` returns the unsigned bytes and its time
 is stages 1 + 2. Stage 2 alone is timed by calling the renderer's own MIME helper (`_mime`)
-again with the rendered subject, HTML and text; stage 1 is the difference. Stage 3 is `dkim.sign` on the unsigned bytes with the same `DkimKey` a signing
-renderer would hold: that call is the last thing `render()` does when it has a key, so
-1 + 2 + 3 is the full pipeline. Every message is a distinct contact (names with accents, four
-languages, Italian readers getting welcome/1.it.html, several time zones, attributes).
+again with the rendered subject, HTML and text; stage 1 is the difference. Stage 3 is
+`dkim.sign` on the unsigned bytes with the same `DkimKey` a signing renderer would hold: that
+call is the last thing `render()` does when it has a key, so 1 + 2 + 3 is the full pipeline.
+Every message is a distinct contact (names with accents, four languages, Italian readers
+getting welcome/1.it.html, several time zones, attributes).
 
 The settings are the example `settings.toml` at the repository root; the DKIM key is generated in
 memory. Peak RSS is printed before and after the timed loop: contacts are generated lazily and
