@@ -3,17 +3,26 @@
 and /healthz reports a relay whose last attempts all failed.
 
 Kept per relay (host and port) in this process: `mailer run` delivers and serves /healthz in
-the same process, so the endpoint knows what its own sessions saw.
+the same process, so the endpoint knows what its own sessions saw. Other processes (`mailer
+serve`, which sends nothing, a second `mailer run`) learn of a relay that does not answer from
+the table relays_down (delivery/relay_board.py): `recorded_down` makes it failing in each of
+them once it has stayed down for FAILING_AFTER attempts. A relay that answers but refuses the
+sender is a streak this process saw only.
 """
 
 from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING
 
 from mailer.config import Relay
 from mailer.delivery.replies import SmtpReply, judge
 from mailer.metrics import RELAY_ERRORS, RelayErrorKind
+
+if TYPE_CHECKING:
+    from mailer.delivery.relays import Down
 
 FAILING_AFTER = 3  # attempts in a row that failed: the relay is failing (a single one is a blip)
 
@@ -22,6 +31,7 @@ FAILING_AFTER = 3  # attempts in a row that failed: the relay is failing (a sing
 class RelayStanding:
     failures_in_row: int = 0
     last_failure: str | None = None  # the last failing reply, while failures_in_row > 0
+    down_since: datetime | None = None  # from relays_down: recorded down by some process
 
     @property
     def failing(self) -> bool:
@@ -41,6 +51,15 @@ def standing_after(standing: RelayStanding, reply: SmtpReply) -> RelayStanding:
     if relay_failure(reply) is None:
         return RelayStanding()
     return RelayStanding(standing.failures_in_row + 1, f"{reply} (at {reply.stage})")
+
+
+def recorded_down(standing: RelayStanding | None, down: Down | None) -> RelayStanding | None:
+    """The relay's standing as /healthz reports it: this process's own streak, or, when the
+    relay is recorded `down` (relays_down) for FAILING_AFTER attempts or more (the failure
+    that took it down and each failed probe since, by any process), failing since then."""
+    if down is None or down.failures < FAILING_AFTER or (standing and standing.failing):
+        return standing
+    return RelayStanding(down.failures, down.reason, down.since)
 
 
 _standings: dict[tuple[str, int], RelayStanding] = {}

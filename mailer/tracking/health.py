@@ -68,14 +68,7 @@ def reasons(
     """Everything degraded, in the order an operator would fix it."""
     found = [Reason("relay_down", news) for news in relays_down]  # a fallback stands in
     if relay is not None and relay.failing and not relays_down:  # said above, better
-        found.append(
-            Reason(
-                "relay_failing",
-                f"the relay failed the last {relay.failures_in_row} "
-                f"attempts (from {FAILING_AFTER} in a row it is failing); last: "
-                f"{relay.last_failure}",
-            )
-        )
+        found.append(Reason("relay_failing", relay_failing(relay)))
     found += [
         Reason(
             "campaign_paused",
@@ -93,6 +86,17 @@ def reasons(
     if (behind := writer_behind(backlog, now)) is not None:
         found.append(Reason("event_writer_behind", behind))
     return found
+
+
+def relay_failing(relay: RelayStanding) -> str:
+    """What /healthz says of a failing relay: the streak this process saw, or the down state
+    another process recorded (delivery/relay_watch.py, recorded_down)."""
+    if relay.down_since is not None:
+        return (f"the relay is down since {relay.down_since:%Y-%m-%d %H:%M:%S} UTC: "
+                f"{relay.failures_in_row} attempts failed (the first and each probe since, by "
+                f"any process); last: {relay.last_failure}")  # fmt: skip
+    return (f"the relay failed the last {relay.failures_in_row} attempts (from {FAILING_AFTER} "
+            f"in a row it is failing); last: {relay.last_failure}")  # fmt: skip
 
 
 def health_body(

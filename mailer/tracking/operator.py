@@ -14,6 +14,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from mailer.config import PRIMARY_RELAY
 from mailer.delivery import relay_watch
 from mailer.delivery.pauses import paused_campaigns
 from mailer.delivery.relay_board import RelayGauges, downs_by_name
@@ -131,6 +132,7 @@ def operator_routes(workspace: Workspace, hits: HitBuffer) -> list[BaseRoute]:
             body = health_body([down], events, relay) | {"status": "down"}
             return JSONResponse(body, 503)
         now = workspace.clock.now()
+        relay = relay_watch.recorded_down(relay, downs.get(PRIMARY_RELAY))  # any process's
         found = reasons(relay, campaigns, events, now, rates, down_news(workspace.settings, downs))
         return JSONResponse(health_body(found, events, relay))
 
