@@ -105,14 +105,18 @@ class HeldWrites(DueWrites):
         """`rows` (new enrollment rows with their ids) with the changes and goals applied, as
         the UPDATEs of DueWrites.write would leave them: SQL expressions (FIRST_DUE) read the
         row as it was before the changes."""
-        settled = []
+        settled, unset = [], dict.fromkeys(UNSET)
+        nothing: dict[str, Any] = {}
         for row in rows:
-            after = {**dict.fromkeys(UNSET), **row}
+            after = {**unset, **row}
             first_due = after["waiting_since"] or after["due_at"]
-            for name, value in self.changes.get(row["id"], {}).items():
-                if isinstance(value, ColumnElement) and value is not FIRST_DUE:
-                    raise TypeError(f"{name}: no value before the row is written")
-                after[name] = first_due if value is FIRST_DUE else value
+            changes = self.changes.get(row["id"], nothing)
+            after.update(changes)
+            for name, value in changes.items():
+                if isinstance(value, ColumnElement):
+                    if value is not FIRST_DUE:
+                        raise TypeError(f"{name}: no value before the row is written")
+                    after[name] = first_due
             goal = self.goals.get(row["id"])
             if goal is not None:  # a new run has not ended: convert() would end it
                 after.update(converted(goal, now))

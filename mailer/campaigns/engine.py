@@ -37,7 +37,7 @@ from mailer.campaigns.resends import queue_resends
 from mailer.campaigns.rhythm import LOOK_AGAIN, next_due, previous_messages
 from mailer.campaigns.score_rules import award_rules
 from mailer.campaigns.segment_sql import SegmentCompiler
-from mailer.campaigns.timing import next_opening, parse_window, pick_variant
+from mailer.campaigns.timing import next_opening, parse_window, variant_picker
 from mailer.config import Campaign, Settings, Step, parse_quiet_hours
 from mailer.consent.expiry import expire_consent
 from mailer.consent.standing import Standing, standings
@@ -368,7 +368,7 @@ def _next_steps(connection: Connection, settings: Settings, name: str, campaign:
                     skipped.append((row, contact, position))
                 continue
             if position not in sending:
-                sending[position] = _sending(settings, campaign, position)
+                sending[position] = _sending(settings, name, campaign, position)
             _send_step(settings, name, campaign, position, row, contact, now, sending[position],
                        writes, report)  # fmt: skip
         # The skips are written before the next round's conditions read the database.
@@ -381,16 +381,17 @@ class _Sending:
     """What sending one step needs that is the same for every contact: read once per tick."""
 
     windows: list[tuple[str, str]]  # (window, the reason of a postponement to it)
-    weights: dict[str, int] | None  # the A/B split, None without variants
+    variant: Callable[[int], str] | None  # the A/B split's pick by contact id, None without
     dated: bool  # the first step of a date-triggered sequence (past_its_day applies)
     openings: dict[tuple[str, str], datetime]  # (window, zone) -> its next opening after now
 
 
-def _sending(settings: Settings, campaign: Campaign, position: int) -> _Sending:
+def _sending(settings: Settings, name: str, campaign: Campaign, position: int) -> _Sending:
     step = campaign.steps[position]
     weights = {"A": 1, **{label: v.weight for label, v in step.variants.items()}}
+    variant = variant_picker(name, step.name, weights) if step.variants else None
     dated = position == 0 and date_triggered(campaign) is not None
-    return _Sending(_windows(settings, step), weights if step.variants else None, dated, {})
+    return _Sending(_windows(settings, step), variant, dated, {})
 
 
 def _send_step(settings: Settings, name: str, campaign: Campaign, position: int, row: Any,
@@ -419,8 +420,7 @@ def _send_step(settings: Settings, name: str, campaign: Campaign, position: int,
             writes.postpone(row.id, opening, f"{reason} ({zone})")
             report.postponed += 1
             return
-    weights = sending.weights
-    variant = pick_variant(row.contact_id, name, step.name, weights) if weights else None
+    variant = sending.variant(row.contact_id) if sending.variant else None
     writes.message(name, step.name, row, "queued", None if variant == "A" else variant, None,
                    contact.entry_id, now)  # fmt: skip
     report.queued += 1
@@ -497,9 +497,10 @@ def _windows(settings: Settings, step: Step) -> list[tuple[str, str]]:
 def _next_position(steps: list[Step], row: Any) -> int:
     """After the last step sent; if settings lost that step, after the same position (an
     inserted step applies to those who have not reached it, a removed one is skipped)."""
-    names = [step.name for step in steps]
-    if row.last_step in names:
-        return names.index(row.last_step) + 1
+    if row.last_step is not None:
+        for position, step in enumerate(steps):
+            if step.name == row.last_step:
+                return position + 1
     return int(row.last_position) + 1
 
 

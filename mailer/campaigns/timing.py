@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from functools import cache
@@ -172,11 +172,23 @@ def variant_bounds(weights: Mapping[str, int]) -> list[tuple[str, int]]:
 def pick_variant(contact_id: int, campaign: str, step: str, weights: Mapping[str, int]) -> str:
     """The variant a contact gets: a deterministic function of contact and step, spread by
     weight, so a retry, a restart or `mailer plan` always picks the same one."""
+    return variant_picker(campaign, step, weights)(contact_id)
+
+
+def variant_picker(campaign: str, step: str, weights: Mapping[str, int]) -> Callable[[int], str]:
+    """pick_variant for one step, its key and bounds worked out once (the engine picks for
+    thousands of contacts of a step at once)."""
     total = sum(weights.values())
     if total <= 0:
-        return next(iter(weights))
-    point = variant_point(contact_id, variant_key(campaign, step))
-    for name, upper in variant_bounds(weights):
-        if point * total < upper:
-            return name
-    raise AssertionError("unreachable: point < POINTS")
+        first = next(iter(weights))
+        return lambda contact_id: first
+    key, bounds = variant_key(campaign, step), variant_bounds(weights)
+
+    def pick(contact_id: int) -> str:
+        point = variant_point(contact_id, key) * total
+        for name, upper in bounds:
+            if point < upper:
+                return name
+        raise AssertionError("unreachable: point < POINTS")
+
+    return pick

@@ -15,7 +15,9 @@ from mailer.campaigns.timing import (
     overlap,
     parse_window,
     pick_variant,
+    variant_bounds,
     variant_key,
+    variant_picker,
     variant_point,
 )
 
@@ -110,3 +112,29 @@ def test_windows_overlap_only_on_a_shared_day_and_hour() -> None:
     assert overlap(parse_window("20:00-23:00"), awake)
     assert not overlap(parse_window("21:00-23:00"), awake)
     assert not overlap(parse_window("09:00-18:00 sat"), parse_window("09:00-18:00 weekdays"))
+
+
+def picked_before(contact_id: int, campaign: str, step: str, weights: dict[str, int]) -> str:
+    """pick_variant as it was written before variant_picker (each call on its own)."""
+    total = sum(weights.values())
+    if total <= 0:
+        return next(iter(weights))
+    point = variant_point(contact_id, variant_key(campaign, step))
+    for name, upper in variant_bounds(weights):
+        if point * total < upper:
+            return name
+    raise AssertionError("unreachable")
+
+
+@pytest.mark.parametrize(
+    "weights", [{"A": 1, "B": 1}, {"A": 1, "B": 3, "C": 2}, {"A": 0, "B": 1}, {"A": 0, "B": 0}]
+)
+def test_a_step_s_picker_picks_what_pick_variant_picked(weights: dict[str, int]) -> None:
+    pick = variant_picker("welcome", "hello", weights)
+    contacts = [*range(5000), 2**31 - 2, 2**31 - 1, 2**31, 10**12 + 7]
+    assert [pick(c) for c in contacts] == [
+        picked_before(c, "welcome", "hello", weights) for c in contacts
+    ]
+    assert [pick_variant(c, "welcome", "hello", weights) for c in contacts[:500]] == [
+        pick(c) for c in contacts[:500]
+    ]
