@@ -12,9 +12,10 @@ import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import cache
 from typing import Any, Literal
 
-from sqlalchemy import Connection, bindparam, case, select, update
+from sqlalchemy import Connection, Update, bindparam, case, select, update
 
 from mailer.delivery.pauses import paused_campaigns
 from mailer.store.bulk import one_of
@@ -136,19 +137,28 @@ def finish(connection: Connection, owner: str, results: Iterable[Result], now: d
     whose lease ran out and that another worker took is not overwritten)."""
     written = 0
     for ending, group in _grouped(results).items():
-        values = [_values(result, now) for result in group]
-        changes: dict[str, Any] = {key: bindparam(key) for key in values[0] if key != "row_id"}
-        if ending == "released":  # never attempted: give back the attempt counted at claim
-            changes |= {"attempts": outbox.c.attempts - 1,
-                        "status": case((outbox.c.attempts <= 1, "queued"), else_="deferred")}
-        statement = (
-            update(outbox)
-            .where(outbox.c.id == bindparam("row_id"), outbox.c.lease_owner == owner,
-                   outbox.c.status == "sending")
-            .values(changes)
-        )  # fmt: skip
+        values = [_values(result, now) | {"owner": owner} for result in group]
+        statement = _finishing(ending, tuple(values[0]))
         written += connection.execute(statement, values).rowcount or 0
     return written
+
+
+@cache
+def _finishing(ending: Ending, keys: tuple[str, ...]) -> Update:
+    """The UPDATE that writes results of one ending, one row each, made once: building it
+    anew cost the writer a fifth of its CPU, about 30 µs a message."""
+    changes: dict[str, Any] = {key: bindparam(key) for key in keys
+                               if key not in ("row_id", "owner")}  # fmt: skip
+    if ending == "released":  # never attempted: give back the attempt counted at claim
+        changes |= {"attempts": outbox.c.attempts - 1,
+                    "status": case((outbox.c.attempts <= 1, "queued"),
+                                   else_="deferred")}  # fmt: skip
+    return (
+        update(outbox)
+        .where(outbox.c.id == bindparam("row_id"), outbox.c.lease_owner == bindparam("owner"),
+               outbox.c.status == "sending")
+        .values(changes)
+    )  # fmt: skip
 
 
 def _grouped(results: Iterable[Result]) -> dict[Ending, list[Result]]:
