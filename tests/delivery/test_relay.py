@@ -73,6 +73,19 @@ def test_a_refused_transaction_is_reset_before_the_next(
     assert [message.recipient for message in smtp_server.received] == ["yes@x.example"]
 
 
+def test_a_421_closes_the_connection_and_the_next_message_opens_a_new_one(
+    project: Path, smtp_server: ScriptedSmtpServer
+) -> None:
+    """RFC 5321 3.8: a relay that answers 421 is closing the channel; nothing more is said
+    on it (no RSET), the next message connects again."""
+    smtp_server.script("busy@x.example", "421 4.7.0 Too busy, closing")
+    settings = settings_for(project, smtp_server.port)
+    replies = send_all(settings, outgoing("busy@x.example"), outgoing("yes@x.example"))
+    assert [(reply.code, reply.stage) for reply in replies] == [(421, "rcpt"), (250, "data")]
+    assert smtp_server.connections == 2 and smtp_server.rsets == 0
+    assert [message.recipient for message in smtp_server.received] == ["yes@x.example"]
+
+
 def test_an_address_that_needs_smtputf8_goes_only_to_a_relay_that_offers_it(
     project: Path,
 ) -> None:
