@@ -46,11 +46,15 @@ class HitBuffer:
         self._closing = False
         self._lock = asyncio.Lock()  # one write at a time
 
+    def full(self) -> bool:
+        """Whether `room` would wait (asked first on the hot path: no coroutine when not)."""
+        return len(self.waiting) + self.writing >= self.high_water and not self._closing
+
     async def room(self) -> None:
         """Wait while `high_water` hits are waiting or being written: back-pressure instead of
         unbounded memory, and the bound on what a SIGKILL loses. (Nothing may be awaited
         between this and `add`.)"""
-        while len(self.waiting) + self.writing >= self.high_water and not self._closing:
+        while self.full():
             written = self._written
             self._full.set()
             await written.wait()

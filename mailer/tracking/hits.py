@@ -5,11 +5,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal
+from typing import Literal, NamedTuple
 
 
-@dataclass(frozen=True)
-class Hit:
+class Hit(NamedTuple):
+    """A tuple: made for every pixel request and pickled to the writer process, at a third
+    of a frozen dataclass's cost."""
+
     kind: Literal["open", "click"]
     message_key: str  # the outbox row the token names (delivery.claims.outbox_id reads it)
     link: int | None  # a click's link index in the sent message

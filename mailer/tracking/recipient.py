@@ -7,20 +7,23 @@ retired key or names no message gets a plain 404 page: never a redirect, never a
 
 from __future__ import annotations
 
+import functools
 import json
 from typing import Any
 
+from prometheus_client import Counter
 from sqlalchemy import select
 from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Scope, Send
 
 from mailer.consent.evidence import SentMessage, request_evidence
 from mailer.consent.person import consent_overview, withdraw
 from mailer.delivery.claims import outbox_id, token_outbox_id
+from mailer.metrics import REQUESTS
 from mailer.render.links import HONEYPOT
 from mailer.store.engine import reading
 from mailer.store.tables import contacts, outbox
@@ -50,40 +53,17 @@ PIXEL_ROUTE = "/o/{token}.gif"
 
 
 def is_pixel(scope: Scope) -> bool:
-    """`GET /o/TOKEN.gif` (or HEAD): the open pixel, which PixelShortcut answers."""
+    """`GET /o/TOKEN.gif` (or HEAD): the open pixel, which `RecipientRoutes.pixel` answers."""
     path: str = scope.get("path", "")
     method = scope.get("method")
     return path.startswith("/o/") and path.endswith(".gif") and method in ("GET", "HEAD")
 
 
-class PixelShortcut:
-    """`GET /o/TOKEN.gif`, answered before Starlette's routing: the hottest route, kept lean.
-    The GIF whatever the token (a broken image helps nobody); only a genuine token records
-    an open. When the buffer is far behind the database, the answer waits for it to catch
-    up rather than the buffer growing without end."""
-
-    def __init__(self, app: ASGIApp, routes: RecipientRoutes) -> None:
-        self.app = app
-        self.routes = routes
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if not is_pixel(scope):
-            await self.app(scope, receive, send)
-            return
-        path, method = scope["path"], scope["method"]
-        try:
-            [key] = verify(self.routes.keys, "open", path[3:-4])
-        except (TokenError, ValueError):
-            pass
-        else:
-            buffer = self.routes.buffer
-            await buffer.room()
-            agent = next((v for k, v in scope["headers"] if k == b"user-agent"), b"")
-            client = scope.get("client") or ("", 0)
-            buffer.add(Hit("open", key, None, self.routes.workspace.clock.now(),
-                           agent.decode("latin-1"), client[0], method))  # fmt: skip
-        await send({"type": "http.response.start", "status": 200, "headers": PIXEL_HEADERS})
-        await send({"type": "http.response.body", "body": PIXEL if method == "GET" else b""})
+@functools.cache
+def _pixels_answered(status: str) -> Counter:
+    """The pixel's series of mailer_requests_total, made at its first request (as
+    operator.RequestCounting's are) and looked up once."""
+    return REQUESTS.labels(PIXEL_ROUTE, status)
 
 
 class RecipientRoutes:
@@ -103,6 +83,37 @@ class RecipientRoutes:
             Route("/p/{token}", self.unsubscribe_page, methods=["GET"]),
             Route("/p/{token}", self.unsubscribe, methods=["POST"]),
         ]
+
+    async def pixel(self, scope: Scope, send: Send) -> None:
+        """`GET /o/TOKEN.gif`, answered before Starlette's middleware and routing (app.py): the
+        hottest route, kept lean, counted in mailer_requests_total here. The GIF whatever the
+        token (a broken image helps nobody); only a genuine token records an open. When the
+        buffer is far behind the database, the answer waits for it to catch up rather than
+        the buffer growing without end."""
+        status = "5xx"  # as Starlette counts a request that raised before answering
+        try:
+            path, method = scope["path"], scope["method"]
+            try:
+                [key] = verify(self.keys, "open", path[3:-4])
+            except (TokenError, ValueError):
+                pass
+            else:
+                buffer = self.buffer
+                if buffer.full():
+                    await buffer.room()
+                agent = b""
+                for name, value in scope["headers"]:
+                    if name == b"user-agent":
+                        agent = value
+                        break
+                client = scope.get("client") or ("", 0)
+                buffer.add(Hit("open", key, None, self.workspace.clock.now(),
+                               agent.decode("latin-1"), client[0], method))  # fmt: skip
+            status = "2xx"
+            await send({"type": "http.response.start", "status": 200, "headers": PIXEL_HEADERS})
+            await send({"type": "http.response.body", "body": PIXEL if method == "GET" else b""})
+        finally:
+            _pixels_answered(status).inc()
 
     async def click(self, request: Request) -> Response:
         try:

@@ -106,7 +106,7 @@ def record_hits(connection: Connection, settings: Settings, key: bytes,
     the commit."""
     if memory is not None:
         memory.staged = {}
-    named = {hit.message_key: outbox_id(hit.message_key) for hit in hits}
+    named = {key_: outbox_id(key_) for key_ in {hit.message_key for hit in hits}}
     found = _messages(connection, sorted({i for i in named.values() if i is not None}), memory)
     ids = {key_: id_ for key_, id_ in named.items() if id_ is not None and id_ in found}
     known = [hit for hit in hits if hit.message_key in ids]

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from dataclasses import replace
 from datetime import UTC, datetime
 
 from mailer.tracking.buffer import HitBuffer
@@ -60,7 +59,7 @@ def test_new_hits_wait_while_the_buffer_is_far_behind() -> None:
 
 
 def numbered(count: int) -> list[Hit]:
-    return [replace(HIT, message_key=f"m{n}") for n in range(count)]
+    return [HIT._replace(message_key=f"m{n}") for n in range(count)]
 
 
 def test_a_batch_handed_to_the_writer_is_at_most_largest_and_closing_writes_them_all() -> None:
@@ -130,7 +129,7 @@ def test_what_is_answered_but_not_written_never_passes_the_flush_size() -> None:
 
         async def request(n: int) -> None:
             await buffer.room()
-            buffer.add(replace(HIT, message_key=f"m{n}"))
+            buffer.add(HIT._replace(message_key=f"m{n}"))
             unwritten.append((len(buffer.waiting), buffer.writing))
 
         async def client(first: int) -> None:

@@ -177,6 +177,30 @@ def test_health_and_metrics(sent: tuple[Workspace, dict[str, str]], serve: Serve
     assert 'mailer_messages_total{campaign="welcome",result="sent"}' in metrics
 
 
+def pixel_count(base: str) -> float:
+    """mailer_requests_total of the pixel route (2xx), as /metrics says it."""
+    series = 'mailer_requests_total{code="2xx",route="/o/{token}.gif"} '
+    lines = httpx.get(f"{base}/metrics").text.splitlines()
+    return sum(float(line.removeprefix(series)) for line in lines if line.startswith(series))
+
+
+def test_each_pixel_request_is_counted_once_by_its_route_whatever_its_token(
+    sent: tuple[Workspace, dict[str, str]], serve: Serve
+) -> None:
+    """The pixel is answered before Starlette's middleware (app.TrackingApp) and counts
+    itself: once per request, genuine, forged or HEAD, under the route template."""
+    workspace, urls = sent
+    with serve(create_app(workspace)) as base:
+        before = pixel_count(base)
+        answers = [httpx.get(at(base, urls["open"])), httpx.get(f"{base}/o/forged.gif"),
+                   httpx.head(at(base, urls["open"]))]  # fmt: skip
+        after = pixel_count(base)
+    assert [a.status_code for a in answers] == [200] * 3
+    assert [len(a.content) for a in answers] == [43, 43, 0]
+    assert all(a.headers["pragma"] == "no-cache" for a in answers)
+    assert after - before == 3
+
+
 def test_sigterm_during_load_loses_no_recorded_open(
     sent: tuple[Workspace, dict[str, str]], project: Path, environ: dict[str, str]
 ) -> None:
