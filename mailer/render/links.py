@@ -11,6 +11,7 @@ from __future__ import annotations
 import html
 import re
 from collections.abc import Callable
+from typing import NamedTuple
 
 _ANCHOR = re.compile(r"<a\b[^>]*>", re.IGNORECASE)
 _HREF = re.compile(
@@ -48,17 +49,19 @@ class LinkTable:
     def rewrite_html(self, document: str) -> str:
         def anchor(match: re.Match[str]) -> str:
             tag = match.group(0)
-            found = _HREF.search(tag)
-            if found is None or "data-notrack" in tag.lower():
+            href = _hrefs.get(tag, False)
+            if href is False:
+                href = _href(tag)
+                if len(_hrefs) >= HREFS_KEPT:
+                    _hrefs.clear()
+                _hrefs[tag] = href
+            if href is None:
                 return tag
-            group = found.lastgroup or "bare"
-            target = html.unescape(found.group(group)).strip()
-            url = self.tracked(target)
+            url = self.tracked(href.target)
             if url is None:
                 return tag
-            start, end = found.span(group)
             quoted = html.escape(url, quote=True)
-            return tag[:start] + (f'"{quoted}"' if group == "bare" else quoted) + tag[end:]
+            return href.before + (f'"{quoted}"' if href.bare else quoted) + href.after
 
         return _ANCHOR.sub(anchor, document)
 
@@ -72,6 +75,32 @@ class LinkTable:
 
     def rewrite_text(self, text: str) -> str:
         return _TEXT_URL.sub(lambda match: self.tracked(match.group(0)) or match.group(0), text)
+
+
+class Href(NamedTuple):
+    """An `<a>` tag cut around the value of its href."""
+
+    target: str  # the value, as a URL (character references decoded)
+    before: str
+    after: str
+    bare: bool  # unquoted in the tag
+
+
+# The tags of a template's links are the same in every message: each is read once (the tags
+# with a per-message URL, e.g. the unsubscribe link, pass through; emptied when full).
+HREFS_KEPT = 4096
+_hrefs: dict[str, Href | None] = {}
+
+
+def _href(tag: str) -> Href | None:
+    """The href of an `<a>` tag; None without one, or with data-notrack."""
+    found = _HREF.search(tag)
+    if found is None or "data-notrack" in tag.lower():
+        return None
+    group = found.lastgroup or "bare"
+    start, end = found.span(group)
+    target = html.unescape(found.group(group)).strip()
+    return Href(target, tag[:start], tag[end:], group == "bare")
 
 
 def add_open_pixel(document: str, pixel_url: str) -> str:
