@@ -49,8 +49,9 @@ class LinkTable:
     def rewrite_html(self, document: str) -> str:
         def anchor(match: re.Match[str]) -> str:
             tag = match.group(0)
-            href = _hrefs.get(tag, False)
-            if href is False:
+            try:
+                href = _hrefs[tag]
+            except KeyError:
                 href = _href(tag)
                 if len(_hrefs) >= HREFS_KEPT:
                     _hrefs.clear()
