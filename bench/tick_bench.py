@@ -196,12 +196,13 @@ def make_more_due(connection: Connection, flavour: Flavour, enrolled: int, due: 
 
 
 @contextmanager
-def slowest_statements(engine: Engine, count: int) -> Iterator[None]:
+def slowest_statements(engine: Engine, count: int) -> Iterator[list[tuple[float, float, str]]]:
     """Print the `count` statements that took longest meanwhile (the database's share), and,
     on a PostgreSQL server on this machine, the backend CPU they used, by kind of statement
     (its first words): /proc counts in ticks of 10 ms, so single statements are rough, the
-    sums of a kind are not. A COPY's data does not pass through here; the statement after it
-    (insert_new's INSERT ... SELECT) shows the rest of the rows' cost."""
+    sums of a kind are not. COPYs (insert_new's rows) do not pass through here: the backend
+    CPU outside these statements is theirs (measure_enroll prints it). Yields the timings:
+    (seconds, backend CPU, statement)."""
     timings: list[tuple[float, float, str]] = []
 
     def backend_cpu(cursor: Any) -> float:
@@ -223,7 +224,7 @@ def slowest_statements(engine: Engine, count: int) -> Iterator[None]:
         event.listen(engine, "before_cursor_execute", started)
         event.listen(engine, "after_cursor_execute", finished)
     try:
-        yield
+        yield timings
     finally:
         if count:
             event.remove(engine, "before_cursor_execute", started)
@@ -460,7 +461,7 @@ def measure_enroll(kind: str, count: int, workdir: Path, ticker: Ticker, label: 
                     connection.commit()
             floor = min(floor_seconds(workspace.engine, flavour, count) for _ in range(3))
             profiler = cProfile.Profile() if profile else None
-            with slowest_statements(workspace.engine, 12 if profile else 0), \
+            with slowest_statements(workspace.engine, 12 if profile else 0) as statements, \
                     server_cpu(workspace.engine) as server:  # fmt: skip
                 started, cpu = time.perf_counter(), time.process_time()
                 if profiler:
@@ -480,6 +481,9 @@ def measure_enroll(kind: str, count: int, workdir: Path, ticker: Ticker, label: 
     database_cpu = f", the database server's {server[0]:.2f} s" if server else ""
     print(f"    CPU: this process {cpu:.2f} s{database_cpu} (unlike the seconds above, "
           "not stretched by other work on the machine)")  # fmt: skip
+    if statements and server:
+        rest = server[0] - sum(used for _, used, _ in statements)
+        print(f"    the server's CPU outside the statements listed (COPYs of rows): {rest:.2f} s")
     if profiler:
         print("\ntop 25 functions by cumulative time (under cProfile):")
         pstats.Stats(profiler, stream=sys.stdout).sort_stats("cumulative").print_stats(25)
