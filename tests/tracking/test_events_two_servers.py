@@ -83,9 +83,13 @@ class Servers:
                     [sys.executable, "-m", "mailer", "serve"], cwd=self.project,
                     env=environment, stdout=output, stderr=subprocess.STDOUT))  # fmt: skip
         bases = [f"http://127.0.0.1:{port}" for port in self.ports]
-        for base, process in zip(bases, self.processes, strict=True):
-            wait_for(partial(_listening, process, base), 60, f"mailer serve listens at {base}")
-            assert process.poll() is None, self.text()
+        try:
+            for base, process in zip(bases, self.processes, strict=True):
+                wait_for(partial(_listening, process, base), 60, f"mailer serve listens at {base}")
+                assert process.poll() is None, self.text()
+        except BaseException:
+            self.__exit__()  # no `with` block to end them
+            raise
         return bases
 
     def __exit__(self, *_: object) -> None:
