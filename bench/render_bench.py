@@ -261,8 +261,12 @@ def inlining_saved(settings: Settings, steps: list[Step], count: int, block: int
     for renderer in renderers.values():  # warm-up: templates compiled, skeletons inlined
         for number, contact in enumerate(contacts[:WARM_UP_MESSAGES]):
             renderer.render(CAMPAIGN, steps[number % len(steps)], contact, f"w{number}")
+    # Which renderer goes first alternates too: the lines and links a message shares with the
+    # one the other renderer just made for the same contact are found in the MIME and link
+    # caches (render/mime.py, render/links.py), so the second of a pair is a little cheaper.
     for start in range(0, count, block):
-        for cached, renderer in renderers.items():
+        pairs = list(renderers.items())
+        for cached, renderer in pairs if start // block % 2 else reversed(pairs):
             began = time.process_time_ns()
             for number in range(start, min(start + block, count)):
                 step = steps[number % len(steps)]
