@@ -67,8 +67,9 @@ def campaign_states(connection: Connection, settings: Settings) -> list[dict[str
     paused = paused_campaigns(connection)
     counts: dict[str, dict[str, int]] = {}
     for row in connection.execute(
-        select(outbox.c.campaign, outbox.c.status, func.count().label("messages"))
-        .group_by(outbox.c.campaign, outbox.c.status)
+        select(outbox.c.campaign, outbox.c.status, func.count().label("messages")).group_by(
+            outbox.c.campaign, outbox.c.status
+        )
     ):
         status = "queued" if row.status == "sending" else row.status
         by_status = counts.setdefault(row.campaign, {})

@@ -223,7 +223,9 @@ def test_a_domain_over_its_rate_waits_in_the_outbox(
 
 
 def test_a_crashed_workers_rows_come_back_when_its_lease_ends(
-    open_workspace: Opener, project: Path, smtp_server: ScriptedSmtpServer,
+    open_workspace: Opener,
+    project: Path,
+    smtp_server: ScriptedSmtpServer,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     workspace = open_workspace()
