@@ -41,7 +41,7 @@ def hit_buffer(workspace: Workspace) -> tuple[HitBuffer, HitWriter]:
 
 class TrackingApp(Starlette):
     """Starlette, but `GET /o/TOKEN.gif` is answered before its middleware and routing: the
-    open pixel is most of the requests, and those layers cost it a third of its CPU time
+    open pixel is most of the requests, and those layers cost it more than the token check
     (bench/tracking_bench.py). `RecipientRoutes.pixel` counts it in /metrics itself."""
 
     def __init__(self, recipient: RecipientRoutes, **options: Any) -> None:
