@@ -25,7 +25,6 @@ from mailer.returns.breakers import readings as breaker_readings
 from mailer.store.engine import reading
 from mailer.tracking.buffer import HitBuffer
 from mailer.tracking.health import EventBacklog, Reason, health_body, reasons
-from mailer.tracking.recipient import PIXEL_ROUTE, is_pixel
 from mailer.workspace import Workspace
 
 UNMATCHED = "unmatched"
@@ -34,9 +33,7 @@ UNMATCHED = "unmatched"
 def route_template(scope: Scope) -> str:
     """The template of the route that answered (`/c/{token}`), never the path itself."""
     route = scope.get("route")
-    if route is not None:
-        return str(getattr(route, "path", UNMATCHED))
-    return PIXEL_ROUTE if is_pixel(scope) else UNMATCHED
+    return UNMATCHED if route is None else str(getattr(route, "path", UNMATCHED))
 
 
 class RequestCounting:
