@@ -31,7 +31,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from mailer.campaigns.score_rules import CURSOR as SCORE_RULES_CURSOR
 from mailer.config import Settings
 from mailer.reports.counts import message_of_event
-from mailer.store.statistics import ANALYZE_FROM_ROWS, analyze
+from mailer.store.statistics import analyze_after_big_write
 from mailer.store.tables import event_rollups, events, outbox, trigger_cursors, website_rollups
 from mailer.tracking.surveys import EVENT as SURVEY_ANSWER
 
@@ -100,10 +100,8 @@ def _refresh_statistics(engine: Engine, pruned: Pruned) -> None:
         "website_rollups": pruned.website_events,
         "outbox": pruned.links_cleared,
     }
-    written = changed["events"] + changed["outbox"]
-    if engine.dialect.name == "postgresql" and written >= ANALYZE_FROM_ROWS:
-        analyze(engine, [table for table, rows in changed.items() if rows], written,
-                "the retention run")  # fmt: skip
+    analyze_after_big_write(engine, [table for table, rows in changed.items() if rows],
+                            changed["events"] + changed["outbox"], "the retention run")  # fmt: skip
 
 
 def _unread_after(connection: Connection, settings: Settings) -> int | None:

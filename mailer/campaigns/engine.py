@@ -46,7 +46,7 @@ from mailer.logs import logger
 from mailer.returns.replied import EXITED_REPLIED, replied
 from mailer.store.bulk import one_of
 from mailer.store.locking import take_enroller_lock
-from mailer.store.statistics import ANALYZE_FROM_ROWS, analyze
+from mailer.store.statistics import analyze_after_big_write
 from mailer.store.tables import (
     contacts,
     enrollments,
@@ -96,8 +96,7 @@ def tick(engine: Engine, settings: Settings, now: datetime) -> TickReport:
             if not advance(connection, settings, now, report):
                 break
     written = sum(report.as_dict().values()) - report.errors
-    if engine.dialect.name == "postgresql" and written >= ANALYZE_FROM_ROWS:
-        analyze(engine, ANALYZED, written, "the tick")
+    analyze_after_big_write(engine, ANALYZED, written, "the tick")
     return report
 
 

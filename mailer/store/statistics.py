@@ -22,3 +22,11 @@ def analyze(engine: Engine, tables: Sequence[str], written: int, after: str) -> 
     logger.info(f"statistics refreshed after {after} (ANALYZE)",
                 extra={"rows": written, "tables": ", ".join(tables),
                        "seconds": round(time.perf_counter() - started, 2)})  # fmt: skip
+
+
+def analyze_after_big_write(engine: Engine, tables: Sequence[str], written: int,
+                            after: str) -> None:  # fmt: skip
+    """`analyze` when `written` reaches ANALYZE_FROM_ROWS on PostgreSQL (the tick, retention):
+    SQLite gets no statistics from mailer (a first ANALYZE would change every plan)."""
+    if engine.dialect.name == "postgresql" and written >= ANALYZE_FROM_ROWS:
+        analyze(engine, tables, written, after)
