@@ -172,7 +172,7 @@ def render_one(
     unsubscribe = sign_token(renderer.keys, "unsubscribe", message_key)
     mime_started = time.process_time_ns()
     unsigned = renderer._mime(CAMPAIGN, campaign, step, contact, message_key, rendered.subject,
-                              unsubscribe, rendered.html, rendered.text, now)  # fmt: skip
+                              unsubscribe, rendered.html, rendered.text, now).data  # fmt: skip
     mime_done = time.process_time_ns()
     signed = dkim.sign(rendered.data, key)
     signed_at = time.process_time_ns()

@@ -31,7 +31,7 @@ from mailer.config import Campaign, Settings, Step
 from mailer.contacts.model import Contact
 from mailer.errors import MailerError
 from mailer.render.dkim import DkimKey
-from mailer.render.dkim import sign as dkim_sign
+from mailer.render.dkim import sign_fields as dkim_sign_fields
 from mailer.render.inline_cache import (
     CLOSE,
     OPEN,
@@ -42,7 +42,7 @@ from mailer.render.inline_cache import (
     unmarked,
 )
 from mailer.render.links import LinkTable, add_open_pixel, add_preheader
-from mailer.render.mime import alternative, mailbox, unstructured, wire_address
+from mailer.render.mime import Alternative, alternative_fields, mailbox, unstructured, wire_address
 from mailer.render.surveys import survey_helper
 from mailer.render.templates import Namespace, localised_names, template_environment
 from mailer.tokens import TokenKeys, sign
@@ -200,13 +200,14 @@ class MessageRenderer:
         if track and step.track_opens and campaign.track_opens:
             html = add_open_pixel(html, f"{base}/o/{sign(self.keys, 'open', message_key)}.gif")
         try:
-            data = self._mime(campaign_name, campaign, step, contact, message_key, subject,
-                              unsubscribe, html, text, now, variant)  # fmt: skip
+            written = self._mime(campaign_name, campaign, step, contact, message_key, subject,
+                                 unsubscribe, html, text, now, variant)  # fmt: skip
         except (ValueError, UnicodeError) as error:
             raise RenderError(f"{contact.email}: cannot write the headers: {error}") from None
+        data = written.data
         if self.dkim_key is not None:
             try:
-                data = dkim_sign(data, self.dkim_key, now)
+                data = dkim_sign_fields(data, written.fields, self.dkim_key, now)
             except Exception as error:
                 raise RenderError(
                     f"{contact.email}: DKIM signing failed: {problem(error)}"
@@ -352,7 +353,7 @@ class MessageRenderer:
 
     def _mime(self, campaign_name: str, campaign: Campaign, step: Step, contact: Contact,
               message_key: str, subject: str, unsubscribe: str, html: str,
-              text: str, now: datetime, variant: str | None = None) -> bytes:  # fmt: skip
+              text: str, now: datetime, variant: str | None = None) -> Alternative:  # fmt: skip
         sender = self.settings.sender
         contact_list = self.settings.lists[campaign.list_name]
         chosen = step.variants.get(variant) if variant is not None else None
@@ -372,7 +373,7 @@ class MessageRenderer:
                             f"{sender.feedback_id}"),
         ]  # fmt: skip
         tag = self._tag(b"boundary " + message_key.encode())
-        return alternative(headers, text, html, boundary=f"=_{tag[:12].hex()}")
+        return alternative_fields(headers, text, html, boundary=f"=_{tag[:12].hex()}")
 
     def _reply_to(self, message_key: str) -> list[tuple[str, str]]:
         """reply+TOKEN@ when replies are tracked (mailer inbound records and forwards them),

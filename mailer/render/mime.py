@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+from dataclasses import dataclass
 from email.utils import formataddr
 
 CRLF = "\r\n"
@@ -128,18 +129,34 @@ def _qp(text: str) -> str:
     return encoded.replace("\n", CRLF)
 
 
+@dataclass(frozen=True)
+class Alternative:
+    """A message as `alternative` writes it, with its header fields still at hand: DKIM signs
+    them as they are (render.dkim.sign_fields), without reading them back out of the bytes."""
+
+    fields: list[tuple[str, str]]  # (name, value) in order, MIME's own last
+    data: bytes  # the whole message
+
+
 def alternative(headers: list[tuple[str, str]], text: str, html: str, boundary: str) -> bytes:
     """The whole message: `headers` (name, ready value), then a text and an HTML part.
 
     `boundary` should start with "=_": quoted-printable always escapes "=", so no body line
     can ever equal the boundary.
     """
-    lines = [f"{name}: {value}" for name, value in headers]
-    lines += [
-        "MIME-Version: 1.0",
-        f'Content-Type: multipart/alternative; boundary="{boundary}"',
-        "",
+    return alternative_fields(headers, text, html, boundary).data
+
+
+def alternative_fields(headers: list[tuple[str, str]], text: str, html: str,
+                       boundary: str) -> Alternative:  # fmt: skip
+    """`alternative`, and the header fields it wrote."""
+    fields = [
+        *headers,
+        ("MIME-Version", "1.0"),
+        ("Content-Type", f'multipart/alternative; boundary="{boundary}"'),
     ]
+    lines = [f"{name}: {value}" for name, value in fields]
+    lines.append("")
     for subtype, body in (("plain", text), ("html", html)):
         lines += [
             f"--{boundary}",
@@ -149,4 +166,4 @@ def alternative(headers: list[tuple[str, str]], text: str, html: str, boundary: 
             _quoted_printable(body),
         ]
     lines += [f"--{boundary}--", ""]
-    return CRLF.join(lines).encode("utf-8")
+    return Alternative(fields, CRLF.join(lines).encode("utf-8"))
