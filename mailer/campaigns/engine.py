@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, fields
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, fields
 from datetime import datetime, timedelta
 from functools import partial
 from typing import Any, NamedTuple
@@ -79,8 +80,8 @@ class TickReport:
         return dict(self.__dict__)
 
     def add(self, other: TickReport) -> None:
-        for field in fields(self):
-            setattr(self, field.name, getattr(self, field.name) + getattr(other, field.name))
+        for count in fields(self):
+            setattr(self, count.name, getattr(self, count.name) + getattr(other, count.name))
 
 
 def tick(engine: Engine, settings: Settings, now: datetime) -> TickReport:
@@ -133,39 +134,113 @@ def _enroll(connection: Connection, settings: Settings, name: str, campaign: Cam
             row["id"] = enrollment_id
     insert_new(connection, enrollments, [row for row in fresh if row["due_at"] > now]
                if due else fresh, keys=ENROLLMENT_KEYS)  # fmt: skip
-    for first in range(0, len(due), BATCH):
-        _enroll_due(connection, settings, name, campaign, due[first : first + BATCH], now, part)
+    _enroll_due(connection, settings, name, campaign, due, now, part)
     report.add(part)
 
 
 def at_once(settings: Settings, campaign: Campaign) -> bool:
     """Whether a sequence's first step can be decided before its enrollments are written: not
     when the frequency cap weighs them against other due steps (read from the enrollments
-    table), nor when the first step's condition reads them."""
+    table), nor when the first step's condition reads them. So deciding new runs, once their
+    facts are read, reads nothing (_enroll_due decides a batch while the one before is written)."""
     first_condition = campaign.steps[0].condition if campaign.steps else None
     return settings.engine.cap() is None and not first_condition
 
 
+@dataclass
+class _NewRuns:
+    """A batch of new enrollments (with their ids) and what was decided for their first step
+    (writes None when reading or deciding failed: the rows are then inserted as they are)."""
+
+    rows: list[dict[str, Any]]
+    runs: list[_NewRun]  # the rows as the advance reads them
+    table: FromClause | None  # the rows as the goal and reply queries join them
+    writes: HeldWrites | None = None
+    settled: list[dict[str, Any]] = field(default_factory=list)  # the rows after the writes
+    part: TickReport = field(default_factory=TickReport)
+
+
 def _enroll_due(connection: Connection, settings: Settings, name: str, campaign: Campaign,
-                rows: list[dict[str, Any]], now: datetime, report: TickReport) -> None:  # fmt: skip
-    """Decide the first step of new enrollments (with their ids) and write each row once; if
-    that fails, insert them as they are, for the advance to decide (and log) row by row."""
-    part = TickReport()
+                due: list[dict[str, Any]], now: datetime, report: TickReport) -> None:  # fmt: skip
+    """Decide the first step of new enrollments and write each row once, in batches: a batch
+    is decided while the one before is written by a thread (the database server busy with its
+    COPY, this process with the deciding). A batch's facts are read before the batch before is
+    written: those writes are other contacts' new runs, which no fact of this batch reads."""
+    # Built when asked for, each while a thread writes the batch before.
+    prepared = (_new_runs(connection, campaign, due[first : first + BATCH])
+                for first in range(0, len(due), BATCH))  # fmt: skip
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="mailer-new-runs") as writer:
+        previous: _NewRuns | None = None  # decided, to be written
+        batch = next(prepared, None)
+        while batch is not None:
+            facts = _new_run_facts(connection, settings, name, campaign, batch, now)
+            # One write at a time, and none while this thread uses the connection.
+            writing = None if previous is None else writer.submit(
+                _write_new_runs, connection, settings, name, previous, now)  # fmt: skip
+            if facts is not None:
+                _decide_new_runs(settings, name, campaign, batch, facts, now, connection)
+            previous, batch = batch, next(prepared, None)
+            if writing is not None:
+                report.add(writing.result())
+        if previous is not None:
+            report.add(_write_new_runs(connection, settings, name, previous, now))
+
+
+def _new_runs(connection: Connection, campaign: Campaign, rows: list[dict[str, Any]]) -> _NewRuns:
+    """A batch of new enrollments in the forms reading their facts needs: built without I/O,
+    while a thread writes with `connection` (of which only the dialect is read)."""
+    runs = [_NewRun(**row) for row in rows]
+    table = unwritten_runs(connection, runs) if campaign.goal or campaign.exit_on_reply else None
+    return _NewRuns(rows, runs, table)
+
+
+def _new_run_facts(connection: Connection, settings: Settings, name: str, campaign: Campaign,
+                   batch: _NewRuns, now: datetime) -> _Facts | None:  # fmt: skip
+    """What deciding the batch reads, in a savepoint; None (logged) if that failed."""
     try:
         with connection.begin_nested():
-            writes = HeldWrites()
-            runs = [_NewRun(**row) for row in rows]
-            _advance_campaign(connection, settings, name, campaign, runs, now, part, writes)
-            # New runs under the enroller lock: no key is taken (if one is, all this is undone).
-            insert_new(connection, enrollments, writes.enrollment_rows(rows, now),
-                       keys=ENROLLMENT_KEYS, untaken=True)  # fmt: skip
-            insert_new(connection, outbox, writes.messages, keys=MESSAGE_KEYS, untaken=True)
-            announce(connection, settings, writes.goals, now)
+            return _read_facts(connection, settings, name, campaign, batch.runs, now,
+                               batch.table)  # fmt: skip
     except Exception:
         logger.info("first steps left to the advance", extra={"campaign": name}, exc_info=True)
-        insert_new(connection, enrollments, rows, keys=ENROLLMENT_KEYS)
+        return None
+
+
+def _decide_new_runs(settings: Settings, name: str, campaign: Campaign, batch: _NewRuns,
+                     facts: _Facts, now: datetime, connection: Connection) -> None:  # fmt: skip
+    """Decide the batch's first steps into batch.writes. Reads nothing (at_once), so it runs
+    while a thread writes with `connection`; if it fails (logged), batch.writes stays None."""
+    writes, part = HeldWrites(), TickReport()
+    try:
+        _advance_campaign(connection, settings, name, campaign, batch.runs, now, part, writes,
+                          facts)  # fmt: skip
+        settled = writes.enrollment_rows(batch.rows, now)
+    except Exception:
+        logger.info("first steps left to the advance", extra={"campaign": name}, exc_info=True)
         return
-    report.add(part)
+    batch.writes, batch.settled, batch.part = writes, settled, part
+
+
+def _write_new_runs(connection: Connection, settings: Settings, name: str, batch: _NewRuns,
+                    now: datetime) -> TickReport:  # fmt: skip
+    """Write a decided batch, each row once, in a savepoint; if that fails, or nothing was
+    decided, insert the rows as they are, for the advance to decide (and log) row by row.
+    What was written: the batch's counts, or none."""
+    if batch.writes is not None:
+        writes = batch.writes
+        try:
+            with connection.begin_nested():
+                # New runs under the enroller lock: no key is taken (if one is, this is undone).
+                insert_new(connection, enrollments, batch.settled, keys=ENROLLMENT_KEYS,
+                           untaken=True)  # fmt: skip
+                insert_new(connection, outbox, writes.messages, keys=MESSAGE_KEYS, untaken=True)
+                announce(connection, settings, writes.goals, now)
+            return batch.part
+        except Exception:
+            logger.info("first steps left to the advance", extra={"campaign": name},
+                        exc_info=True)  # fmt: skip
+    insert_new(connection, enrollments, batch.rows, keys=ENROLLMENT_KEYS)
+    return TickReport()
 
 
 class _NewRun(NamedTuple):  # built 50,000 at a time: cheaper than a frozen dataclass
@@ -282,21 +357,37 @@ def _failure(error: Exception) -> str:
     return text if len(text) <= 300 else text[:299] + "…"
 
 
-def _advance_campaign(connection: Connection, settings: Settings, name: str,
-                      campaign: Campaign, rows: list[Any], now: datetime, report: TickReport,
-                      writes: DueWrites | None = None) -> None:  # fmt: skip
-    """Decide for all the rows, then write: a few statements per decision, not per row. With
-    HeldWrites, the rows are new enrollments not written yet (_enroll_due)."""
-    ids = [row.contact_id for row in rows]
+class _Facts(NamedTuple):
+    """What deciding a batch of due enrollments reads from the database."""
+
+    converted: set[int]  # contacts that reached the goal
+    answered: set[int]  # enrollments whose contact replied
+    audience: dict[int, Standing]  # by contact
+    later: dict[int, datetime | None]  # _not_due_yet
+
+
+def _read_facts(connection: Connection, settings: Settings, name: str, campaign: Campaign,
+                rows: list[Any], now: datetime,
+                runs: FromClause | None = None) -> _Facts:  # fmt: skip
+    """The facts of `rows` (`runs`: the rows as a table, when they are not written yet)."""
     goal = campaign.goal
-    unwritten = isinstance(writes, HeldWrites)
-    runs = (
-        unwritten_runs(connection, rows) if unwritten and (goal or campaign.exit_on_reply) else None
-    )
     converted = _converted(connection, settings, goal, rows, now, runs) if goal else set()
     answered = _answered(connection, settings, name, campaign, rows, now, runs)
-    audience = standings(connection, campaign.list_name, ids)
-    later = _not_due_yet(connection, settings, rows, now)
+    audience = standings(connection, campaign.list_name, [row.contact_id for row in rows])
+    return _Facts(converted, answered, audience, _not_due_yet(connection, settings, rows, now))
+
+
+def _advance_campaign(connection: Connection, settings: Settings, name: str,
+                      campaign: Campaign, rows: list[Any], now: datetime, report: TickReport,
+                      writes: DueWrites | None = None,
+                      facts: _Facts | None = None) -> None:  # fmt: skip
+    """Decide for all the rows, then write: a few statements per decision, not per row. With
+    HeldWrites, the rows are new enrollments not written yet, their facts read before
+    (_enroll_due)."""
+    goal = campaign.goal
+    if facts is None:
+        facts = _read_facts(connection, settings, name, campaign, rows, now)
+    converted, answered, audience, later = facts
     writes = DueWrites() if writes is None else writes
     ready: list[tuple[Any, Standing]] = []
     for row in rows:
