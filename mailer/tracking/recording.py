@@ -97,13 +97,14 @@ class Memory:
         self.staged = {}
 
 
-def record_hits(connection: Connection, settings: Settings, key: bytes,
-                hits: Sequence[Hit], memory: Memory | None = None) -> int:  # fmt: skip
+def record_hits(connection: Connection, settings: Settings, key: bytes, hits: Sequence[Hit],
+                memory: Memory | None = None, *, sparing: bool = True) -> int:  # fmt: skip
     """Write the hits whose message exists; return how many were written. The message's hits
     already stored take part in the machine rules, and those the batch shows to be a
     machine's are turned into one (their points stay: scores only grow). With `memory` (the
     writer's, see `Memory`), what the batch wrote is staged in it: call `memory.keep()` after
-    the commit."""
+    the commit. `sparing=False` reads every stored click in the rules' reach, not only those
+    that can change a verdict (`_clicks_to_read`): the plain reading the tests hold it to."""
     if memory is not None:
         memory.staged = {}
     named = {key_: outbox_id(key_) for key_ in {hit.message_key for hit in hits}}
@@ -118,7 +119,8 @@ def record_hits(connection: Connection, settings: Settings, key: bytes,
     honeypot = {key_: links.index(HONEYPOT) for key_, links in targets.items() if HONEYPOT in links}
     proxies = apple.load(settings.path(settings.tracking.apple_proxy_ranges_file)
                          if settings.tracking.apple_proxy_ranges_file else None)  # fmt: skip
-    judged, relabelled = _judged(connection, keys, known, sent_at, honeypot, proxies, memory)
+    judged, relabelled = _judged(connection, keys, known, sent_at, honeypot, proxies, memory,
+                                 sparing)  # fmt: skip
     rows: list[dict[str, Any]] = []
     texts: list[tuple[Any, ...]] = []
     for hit, verdict in zip(known, judged.verdicts, strict=True):
@@ -209,14 +211,15 @@ def _properties(user_agent: str, ip: str, link: int | None, url: str | None,
 
 def _judged(connection: Connection, keys: dict[int, str], hits: Sequence[Hit],
             sent_at: dict[str, datetime], honeypot: dict[str, int], proxies: Container[str],
-            memory: Memory | None) -> tuple[Judgement, set[tuple[int, int | None]]]:  # fmt: skip
+            memory: Memory | None, sparing: bool
+            ) -> tuple[Judgement, set[tuple[int, int | None]]]:  # fmt: skip
     """The batch's verdicts and relabelled stored hits (`bots.judge`), and what of the stored
     hits read had scored (`_stored_hits`). A message `memory` was asked about but could not
     decide is judged again from the database (see `Memory`); what the batch wrote is staged
     in `memory`."""
     recalled = memory.last_opens if memory is not None else {}
     stored, relabelled, last_opens, used, clicked = _stored_hits(
-        connection, keys, hits, sent_at, honeypot, recalled)  # fmt: skip
+        connection, keys, hits, sent_at, honeypot, recalled, sparing)  # fmt: skip
     judged = judge(hits, sent_at, honeypot, stored, proxies, last_opens)
     undecided = {hit.message_key for hit, verdict in zip(hits, judged.verdicts, strict=True)
                  if hit.message_key in used and not verdict.machine}  # fmt: skip
@@ -225,7 +228,7 @@ def _judged(connection: Connection, keys: dict[int, str], hits: Sequence[Hit],
         positions = [n for n, hit in enumerate(hits) if hit.message_key in undecided]
         again = [hits[n] for n in positions]
         more, more_relabelled, more_last, _, _ = _stored_hits(
-            connection, doubted, again, sent_at, honeypot, {})  # fmt: skip
+            connection, doubted, again, sent_at, honeypot, {}, sparing)  # fmt: skip
         verdicts = list(judged.verdicts)
         for n, verdict in zip(positions, judge(again, sent_at, honeypot, more, proxies,
                                                more_last).verdicts, strict=True):  # fmt: skip
@@ -250,7 +253,7 @@ def _judged(connection: Connection, keys: dict[int, str], hits: Sequence[Hit],
 
 def _stored_hits(connection: Connection, keys: dict[int, str], hits: Sequence[Hit],
                  sent_at: dict[str, datetime], honeypot: dict[str, int],
-                 recalled: dict[int, datetime]
+                 recalled: dict[int, datetime], sparing: bool
                  ) -> tuple[dict[str, list[StoredHit]], set[tuple[int, int | None]],
                             dict[str, datetime], set[str], set[str]]:  # fmt: skip
     """The opens and clicks of the batch's messages already stored that the rules can need;
@@ -263,7 +266,8 @@ def _stored_hits(connection: Connection, keys: dict[int, str], hits: Sequence[Hi
     them read; rule 8 needs only the last before the batch."""
     earliest, latest = min(hit.at for hit in hits), max(hit.at for hit in hits)
     reach = (earliest - WINDOW, latest + WINDOW)
-    stored, relabelled = _read_stored(connection, keys, list(keys), CLICKS, *reach)
+    clicks = _clicks_to_read(connection, keys, hits, honeypot, *reach) if sparing else list(keys)
+    stored, relabelled = _read_stored(connection, keys, clicks, CLICKS, *reach)
     # Rule 7 can touch the opens of a message clicked in the batch, or with a machine's click
     # stored, or one that rules 5 and 6 make a machine's (judge: a later look may see more).
     # (A stored honeypot click is a machine's already: only rule 5 can be new, from 3 links.)
@@ -297,11 +301,39 @@ def _stored_hits(connection: Connection, keys: dict[int, str], hits: Sequence[Hi
 CLICKS, OPENS = ("click", "machine_click"), ("open", "machine_open")
 
 
+def _clicks_to_read(connection: Connection, keys: dict[int, str], hits: Sequence[Hit],
+                    honeypot: dict[str, int], since: datetime, until: datetime
+                    ) -> list[int]:  # fmt: skip
+    """The batch's messages whose stored clicks between `since` and `until` the rules can
+    use: those clicked in the batch, and those whose stored clicks hold a machine's, the
+    honeypot link or `SAME_SECOND_LINKS` links. The others have only people's clicks of
+    fewer links stored, which neither a batch of opens nor each other can turn (rules 5-7
+    need a burst, the honeypot or a machine's click): only which links and kinds are read
+    of them, not their rows (a message clicked a few times a minute would cost each open
+    several rows' reading)."""
+    wanted = {hit.message_key for hit in hits if hit.kind == "click"}
+    links: dict[str, set[int | None]] = {}
+    for message, link, kind in connection.execute(
+        select(events.c.outbox_id, events.c.properties["link"].as_integer(), events.c.kind)
+        .distinct()
+        .where(one_of(connection, events.c.outbox_id, list(keys)),
+               _kind(connection).in_(CLICKS), events.c.occurred_at.between(since, until))
+    ):  # fmt: skip
+        key = keys[message]
+        if kind != "click" or link == honeypot.get(key):
+            wanted.add(key)
+        links.setdefault(key, set()).add(link)
+    wanted |= {key for key, seen in links.items() if len(seen) >= SAME_SECOND_LINKS}
+    return sorted(id_ for id_, key in keys.items() if key in wanted)
+
+
 def _read_stored(connection: Connection, keys: dict[int, str], messages: list[int],
                  kinds: tuple[str, str], since: datetime, until: datetime
                  ) -> tuple[dict[str, list[StoredHit]], set[tuple[int, int | None]]]:  # fmt: skip
     """The stored hits of `kinds` of `messages` between `since` and `until`; and what those
     once a person's scored. Only the properties the rules read, taken out in SQL."""
+    if not messages:
+        return {}, set()
     properties = events.c.properties
     rows = connection.execute(
         select(events.c.id, events.c.kind, events.c.occurred_at, events.c.outbox_id,
