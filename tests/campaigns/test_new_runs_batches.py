@@ -19,6 +19,7 @@ from sqlalchemy import event, func, insert, select
 
 from mailer.campaigns import engine
 from mailer.campaigns.engine import tick
+from mailer.campaigns.enrollment import enrollment_ids
 from mailer.clock import FrozenClock
 from mailer.config import load_settings
 from mailer.consent.person import withdraw
@@ -258,3 +259,24 @@ def test_a_batch_whose_write_fails_loses_and_doubles_no_row(
         ).all()  # fmt: skip
     assert len(runs) == 3 * 24 + 8 and {count for *_, count in runs} == {1}
     assert kept == [("sent", None)]
+
+
+def test_new_enrollment_ids_ascend_and_the_table_goes_on_after_them(
+    shops: tuple[Workspace, Workspace],
+) -> None:
+    batched, _ = shops
+    with batched.engine.begin() as connection:
+        contact_ids = connection.scalars(select(contacts.c.id).order_by(contacts.c.id)).all()
+        ids = enrollment_ids(connection, 3)
+        connection.execute(insert(enrollments), [
+            {"id": enrollment_id, "campaign": "later", "contact_id": contact_id, "cycle": 0,
+             "status": "active", "entered_at": MONDAY, "last_position": -1, "due_at": MONDAY}
+            for enrollment_id, contact_id in zip(ids, contact_ids, strict=False)
+        ])  # fmt: skip
+        following = connection.scalar(
+            insert(enrollments).values(campaign="later", contact_id=contact_ids[3], cycle=0,
+                                       status="active", entered_at=MONDAY, last_position=-1)
+            .returning(enrollments.c.id)
+        )  # fmt: skip
+    assert len(ids) == 3 and ids == sorted(set(ids))
+    assert following is not None and following > ids[-1]
