@@ -171,8 +171,9 @@ def render_one(
     campaign = renderer.settings.campaigns[CAMPAIGN]
     unsubscribe = sign_token(renderer.keys, "unsubscribe", message_key)
     mime_started = time.process_time_ns()
-    unsigned = renderer._mime(CAMPAIGN, campaign, step, contact, message_key, rendered.subject,
-                              unsubscribe, rendered.html, rendered.text, now).data  # fmt: skip
+    unsigned = renderer._mime(CAMPAIGN, campaign, step, contact, message_key,
+                              rendered.message_id, rendered.subject, unsubscribe, rendered.html,
+                              rendered.text, now).data  # fmt: skip
     mime_done = time.process_time_ns()
     signed = dkim.sign(rendered.data, key)
     signed_at = time.process_time_ns()

@@ -84,6 +84,10 @@ def header_text(value: str) -> str:
     (NUL, ESC, DEL, ...) are dropped and every run of whitespace, CR and LF included, is one
     space.
     """
+    return value if _plain_line(value) else _cleaned(value)
+
+
+def _cleaned(value: str) -> str:
     for _ in range(4):  # encoded words may hide encoded words
         if not _ENCODED_WORD.search(value):
             break
@@ -94,6 +98,13 @@ def header_text(value: str) -> str:
     value = " ".join(value.translate(_CONTROLS).split())
     # Whatever still looks like an encoded word must not be read as one.
     return _ENCODED_WORD.sub(lambda word: word.group(0).replace("=?", "= ?"), value)
+
+
+def _plain_line(value: str) -> bool:
+    """Whether `header_text` has nothing to do: printable (no control character, and no
+    whitespace but the ASCII space), no space run or space at either end, no encoded word."""
+    return (value.isprintable() and "  " not in value and "=?" not in value
+            and value[:1] != " " and value[-1:] != " ")  # fmt: skip
 
 
 def problem(error: Exception) -> str:
@@ -199,9 +210,11 @@ class MessageRenderer:
             html = links.add_honeypot(html)  # after the text part: never in it
         if track and step.track_opens and campaign.track_opens:
             html = add_open_pixel(html, f"{base}/o/{sign(self.keys, 'open', message_key)}.gif")
+        message_id = self.message_id(message_key)
         try:
-            written = self._mime(campaign_name, campaign, step, contact, message_key, subject,
-                                 unsubscribe, html, text, now, variant)  # fmt: skip
+            written = self._mime(campaign_name, campaign, step, contact, message_key,
+                                 message_id, subject, unsubscribe, html, text, now,
+                                 variant)  # fmt: skip
         except (ValueError, UnicodeError) as error:
             raise RenderError(f"{contact.email}: cannot write the headers: {error}") from None
         data = written.data
@@ -214,7 +227,7 @@ class MessageRenderer:
                 ) from None
         bounce = f"bounces+{sign(self.keys, 'bounce', message_key)}@{self._bounce_domain}"
         recipient = wire_address(contact.email)
-        return RenderedMessage(message_key, self.message_id(message_key), bounce, recipient,
+        return RenderedMessage(message_key, message_id, bounce, recipient,
                                not recipient.isascii(), subject, html, text, links.targets,
                                data)  # fmt: skip
 
@@ -352,7 +365,7 @@ class MessageRenderer:
         return links.rewrite_text(text) if links else text
 
     def _mime(self, campaign_name: str, campaign: Campaign, step: Step, contact: Contact,
-              message_key: str, subject: str, unsubscribe: str, html: str,
+              message_key: str, message_id: str, subject: str, unsubscribe: str, html: str,
               text: str, now: datetime, variant: str | None = None) -> Alternative:  # fmt: skip
         sender = self.settings.sender
         contact_list = self.settings.lists[campaign.list_name]
@@ -363,7 +376,7 @@ class MessageRenderer:
             ("To", mailbox(header_text(contact.name or ""), contact.email)),
             ("Subject", unstructured(subject)),
             ("Date", _date(now, now.utcoffset())),
-            ("Message-ID", self.message_id(message_key)),
+            ("Message-ID", message_id),
             *self._reply_to(message_key),
             # RFC 8058: the https URL is the one-click one; never folded, never encoded.
             ("List-Unsubscribe", self._list_unsubscribe(unsubscribe)),

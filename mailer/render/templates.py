@@ -78,6 +78,9 @@ def template_environment(
         autoescape=lambda name: name is not None and name.endswith(".html"),
         undefined=NamedUndefined,
         auto_reload=False,
+        # Templates are files, so they are few: a plain dict holds them all (each `{% extends %}`
+        # asks for its layout at every render, and the default LRU cache takes a lock to answer).
+        cache_size=-1,
         keep_trailing_newline=True,
     )
     environment.filters.update(
