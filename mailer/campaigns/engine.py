@@ -10,9 +10,11 @@ SMTP, belongs to delivery.)
 
 from __future__ import annotations
 
+import gc
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from datetime import datetime, timedelta
 from functools import partial
@@ -126,16 +128,32 @@ def _enroll(connection: Connection, settings: Settings, name: str, campaign: Cam
     before the rows exist (at_once), it is decided here, as the advance would decide it, and
     each enrollment is inserted as it is after that step (queued, postponed, ended) beside its
     outbox row: written once, not inserted, read back, locked and updated."""
-    fresh = enrollees(connection, settings, name, campaign, now)
-    due = [row for row in fresh if row["due_at"] <= now] if at_once(settings, campaign) else []
-    part = TickReport(enrolled=len(fresh))
-    if due:  # the ids in the trigger's order, as one insert of them all would give them
-        for row, enrollment_id in zip(fresh, enrollment_ids(connection, len(fresh)), strict=True):
-            row["id"] = enrollment_id
-    insert_new(connection, enrollments, [row for row in fresh if row["due_at"] > now]
-               if due else fresh, keys=ENROLLMENT_KEYS)  # fmt: skip
-    _enroll_due(connection, settings, name, campaign, due, now, part)
+    with _no_cycle_collection():
+        fresh = enrollees(connection, settings, name, campaign, now)
+        due = [row for row in fresh if row["due_at"] <= now] if at_once(settings, campaign) else []
+        part = TickReport(enrolled=len(fresh))
+        if due:  # the ids in the trigger's order, as one insert of them all would give them
+            ids = enrollment_ids(connection, len(fresh))
+            for row, enrollment_id in zip(fresh, ids, strict=True):
+                row["id"] = enrollment_id
+        insert_new(connection, enrollments, [row for row in fresh if row["due_at"] > now]
+                   if due else fresh, keys=ENROLLMENT_KEYS)  # fmt: skip
+        _enroll_due(connection, settings, name, campaign, due, now, part)
     report.add(part)
+
+
+@contextmanager
+def _no_cycle_collection() -> Iterator[None]:
+    """Python's cyclic garbage collector off meanwhile: enrolling 50,000 allocates a few
+    objects per row, frees none of them in cycles, and each of the collector's full passes
+    walks them all (0.6 s of the tick's 1.9 s of CPU). Back on afterwards."""
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if collecting:
+            gc.enable()
 
 
 def at_once(settings: Settings, campaign: Campaign) -> bool:
@@ -303,6 +321,8 @@ def _not_due_yet(connection: Connection, settings: Settings, rows: Sequence[Any]
     on its way. One query for all the rows."""
     previous = previous_messages(connection, rows)
     later: dict[int, datetime | None] = {}
+    if not previous:  # new runs, or rows before their first step: each is due
+        return later
     for row in rows:
         step, last = _upcoming(settings, row), previous.get(row.id)
         if step is not None and last is not None:
