@@ -148,3 +148,20 @@ def test_quoted_printable_lines_are_remembered_up_to_a_bound() -> None:
     lines = [f"line {number} of a long message\n" for number in range(mime.QP_LINES_KEPT + 10)]
     assert mime._quoted_printable("".join(lines)) == whole_text_quoted_printable("".join(lines))
     assert len(mime._qp_lines) <= mime.QP_LINES_KEPT
+
+
+ASCII_PIECES = ["a", "b", "=", " ", ".", "-", "~", "ab=cd", "x" * 40, "=" * 5, "http://x.ex/c/1"]
+
+
+@given(st.lists(st.sampled_from(ASCII_PIECES), max_size=60))
+@example(["a"] * 75)  # full lines, and one character either side
+@example(["a"] * 76)
+@example(["a"] * 77)
+@example(["a"] * 73 + ["="])  # an escape that would end at column 76
+@example(["a"] * 72 + ["="])
+@example(["a"] * 74 + ["=", "a"])
+@example(["."])
+@example(["a", " "])
+def test_a_printable_line_is_encoded_as_binascii_encodes_it(pieces: list[str]) -> None:
+    line = "".join(pieces)
+    assert mime._qp_line(line) == whole_text_quoted_printable(line + "\n")[: -len("\r\n")]
