@@ -8,6 +8,7 @@ window, a delay, a segment trigger. SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import textwrap
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -280,3 +281,30 @@ def test_new_enrollment_ids_ascend_and_the_table_goes_on_after_them(
         )  # fmt: skip
     assert len(ids) == 3 and ids == sorted(set(ids))
     assert following is not None and following > ids[-1]
+
+
+def test_the_tick_uses_the_connection_in_one_thread_at_a_time(
+    shops: tuple[Workspace, Workspace],
+) -> None:
+    """While the thread writes a batch (its savepoint open), the tick, deciding the next
+    batch, sends no statement of its own: deciding new runs reads nothing."""
+    batched, _ = shops
+    sent: list[tuple[str, str]] = []  # (thread, statement), in the order sent
+
+    def seen(connection: Any, cursor: Any, statement: str, *_: Any) -> None:
+        sent.append((threading.current_thread().name, statement.lstrip().upper()))
+
+    event.listen(batched.engine, "before_cursor_execute", seen)
+    try:
+        tick(batched.engine, batched.settings, MONDAY + timedelta(minutes=1))
+    finally:
+        event.remove(batched.engine, "before_cursor_execute", seen)
+    writer = [thread for thread, _ in sent if thread.startswith("mailer-new-runs")]
+    assert len(writer) >= 24 // BATCH
+    writing = False
+    for thread, statement in sent:
+        if thread.startswith("mailer-new-runs"):
+            writing = writing or statement.startswith("SAVEPOINT")
+            writing = writing and not statement.startswith(("RELEASE", "ROLLBACK"))
+        else:
+            assert not writing, f"sent while the thread writes: {statement[:80]}"
