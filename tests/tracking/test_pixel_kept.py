@@ -1,0 +1,47 @@
+"""The pixel keeps what it worked out for a token and a user agent (tracking/recipient.py):
+asked again, it gives the same answer it gave the first time, for each token and agent."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from datetime import timedelta
+
+import httpx
+from sqlalchemy import select
+
+from mailer.store.tables import events
+from mailer.tracking.app import create_app
+from mailer.workspace import Workspace
+from tests.tracking.conftest import at
+
+Serve = Callable[..., AbstractContextManager[str]]
+CHROME = ("Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 (KHTML, like "
+          "Gecko) Chrome/126.0.0.0 Safari/537.36")  # fmt: skip
+THUNDERBIRD = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Thunderbird/128.3.0"
+
+
+def forged(url: str) -> str:
+    """The pixel URL with the last character of its MAC changed."""
+    token = url[: -len(".gif")]
+    return f"{token[:-1]}{'A' if token[-1] != 'A' else 'B'}.gif"
+
+
+def test_a_pixel_asked_again_is_recorded_again_and_a_forged_one_never(
+    sent: tuple[Workspace, dict[str, str]], serve: Serve
+) -> None:
+    workspace, urls = sent
+    workspace.clock.advance(timedelta(minutes=5))  # type: ignore[attr-defined]  # not instant
+    agents = [CHROME, CHROME, THUNDERBIRD, CHROME]
+    with serve(create_app(workspace)) as base:
+        answers = []
+        for agent in agents:
+            answers.append(httpx.get(at(base, urls["open"]), headers={"User-Agent": agent}))
+            answers.append(httpx.get(at(base, forged(urls["open"])), headers={"User-Agent": agent}))
+    assert [answer.status_code for answer in answers] == [200] * 8
+    assert {answer.content for answer in answers} == {answers[0].content}  # the GIF, forged too
+    with workspace.engine.connect() as connection:
+        rows = connection.execute(select(events.c.kind, events.c.properties)
+                                  .order_by(events.c.id)).all()  # fmt: skip
+    assert [row.properties["user_agent"] for row in rows] == agents  # the genuine four only
+    assert [row.kind for row in rows] == ["open"] + ["machine_open"] * 3  # refetches
