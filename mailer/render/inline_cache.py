@@ -132,13 +132,17 @@ def _written(escaped: str, attribute: bool) -> str:
 
 
 def _skeleton(marked: str) -> tuple[str, list[str]]:
-    values: list[str] = []
+    """The marked HTML with each value as its numbered placeholder, and the values. (Cut
+    with split, by C: a Python call per value to build the skeleton cost twice as much.)"""
+    pieces = _VALUE.split(marked)  # text, value, text, value, ..., text
+    values = pieces[1::2]
+    while len(_PLACEHOLDERS) < len(values):
+        _PLACEHOLDERS.append(f"{OPEN}{len(_PLACEHOLDERS)}{CLOSE}")
+    pieces[1::2] = _PLACEHOLDERS[: len(values)]
+    return "".join(pieces), values
 
-    def placeholder(found: re.Match[str]) -> str:
-        values.append(found.group(1))
-        return f"{OPEN}{len(values) - 1}{CLOSE}"
 
-    return _VALUE.sub(placeholder, marked), values
+_PLACEHOLDERS: list[str] = []  # OPEN 0 CLOSE, OPEN 1 CLOSE, ...: made once
 
 
 def _usable(value: str) -> bool:

@@ -3,6 +3,7 @@ every message whole writes, whatever the contact's values and wherever the templ
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,17 @@ from hypothesis import strategies as st
 from mailer.clock import FrozenClock
 from mailer.config import Settings, load_settings
 from mailer.contacts.model import Contact
-from mailer.render.inline_cache import _ENTITIES, _ENTITY, _PLAIN, _usable, _written
+from mailer.render.inline_cache import (
+    _ENTITIES,
+    _ENTITY,
+    _PLAIN,
+    _VALUE,
+    CLOSE,
+    OPEN,
+    _skeleton,
+    _usable,
+    _written,
+)
 from mailer.render.message import MessageRenderer
 from tests.conftest import SECRET
 
@@ -143,3 +154,21 @@ def test_the_quick_checks_on_a_value_agree_with_their_patterns(
             else text.replace("<", "&lt;").replace(">", "&gt;")
         )
         assert _written(value, attribute) == text
+
+
+def skeleton_one_value_at_a_time(marked: str) -> tuple[str, list[str]]:
+    """The reference: each value replaced by its placeholder as the pattern finds it."""
+    values: list[str] = []
+
+    def placeholder(found: re.Match[str]) -> str:
+        values.append(found.group(1))
+        return f"{OPEN}{len(values) - 1}{CLOSE}"
+
+    return _VALUE.sub(placeholder, marked), values
+
+
+@given(st.lists(st.sampled_from(["a", "<p>", OPEN, CLOSE, f"{OPEN}Ada{CLOSE}", f"{OPEN}{CLOSE}",
+                                 "\n", "0"]), max_size=40))  # fmt: skip
+def test_the_skeleton_cut_by_split_is_the_one_cut_value_by_value(pieces: list[str]) -> None:
+    marked = "".join(pieces)
+    assert _skeleton(marked) == skeleton_one_value_at_a_time(marked)
