@@ -95,7 +95,7 @@ def tick(engine: Engine, settings: Settings, now: datetime) -> TickReport:
         if take_enroller_lock(connection):
             start(connection, settings, now, report)
     while True:
-        with engine.begin() as connection:
+        with engine.begin() as connection, _no_cycle_collection():
             if not advance(connection, settings, now, report):
                 break
     written = sum(report.as_dict().values()) - report.errors
@@ -144,9 +144,10 @@ def _enroll(connection: Connection, settings: Settings, name: str, campaign: Cam
 
 @contextmanager
 def _no_cycle_collection() -> Iterator[None]:
-    """Python's cyclic garbage collector off meanwhile: enrolling 50,000 allocates a few
-    objects per row, frees none of them in cycles, and each of the collector's full passes
-    walks them all (0.6 s of the tick's 1.9 s of CPU). Back on afterwards."""
+    """Python's cyclic garbage collector off meanwhile: thousands of new runs or due rows
+    allocate a few objects each and free none of them in cycles, and each of the collector's
+    full passes walks them all (0.6 s of the 50,000 enroll tick's 1.9 s of CPU, 0.4 s of 2.1 s
+    advancing 40,000 due rows in batches). Back on afterwards."""
     collecting = gc.isenabled()
     gc.disable()
     try:
