@@ -104,8 +104,7 @@ def render_chunk(jobs: Sequence[RenderJob], now: datetime) -> list[Rendered]:
 
 def _render_one(renderer: MessageRenderer, job: RenderJob, now: datetime) -> Rendered:
     try:
-        campaign = renderer.settings.campaigns[job.campaign]
-        step = campaign.step(job.step)
+        step = renderer.step(job.campaign, job.step)
         message = renderer.render(job.campaign, step, job.contact, job.message_key, job.variant,
                                   now=now)  # fmt: skip
     except KeyError as error:

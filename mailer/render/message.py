@@ -167,6 +167,7 @@ class MessageRenderer:
         self._subjects: dict[str, Template] = {}
         self._templates: dict[tuple[str, str, str | None], Template] = {}
         self._zones: dict[str, ZoneInfo] = {}
+        self._steps: dict[tuple[str, str], Step] = {}
 
     def render(
         self,
@@ -230,6 +231,15 @@ class MessageRenderer:
         return RenderedMessage(message_key, message_id, bounce, recipient,
                                not recipient.isascii(), subject, html, text, links.targets,
                                data)  # fmt: skip
+
+    def step(self, campaign_name: str, name: str) -> Step:
+        """Step `name` of the campaign, found once: settings do not change under a renderer,
+        and a broadcast's step (or a resend) is a new Step each time the campaign is asked."""
+        key = (campaign_name, name)
+        found = self._steps.get(key)
+        if found is None:
+            found = self._steps[key] = self.settings.campaigns[campaign_name].step(name)
+        return found
 
     @property
     def _bounce_domain(self) -> str:
