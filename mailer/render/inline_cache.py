@@ -53,6 +53,7 @@ _READS_VALUES = re.compile(r"\[|:(?:empty|blank|has|contains|lang|dir|is|where|n
                            re.I)  # fmt: skip
 _CAPTURES = (nodes.AssignBlock, nodes.Macro, nodes.CallBlock, nodes.FilterBlock)
 MISSES_BEFORE_GIVING_UP = 32  # a skeleton that differs per contact (e.g. a survey): stop trying
+SKELETONS_KEPT_PER_LENGTH = 4
 
 
 class MarkerInValue(Exception):
@@ -213,11 +214,15 @@ def _place(inlined: str, tags: list[tuple[int, int, str]], at: int) -> bool | No
 
 
 class InlineCache:
-    """css-inline's work per skeleton, kept for the `size` skeletons used last."""
+    """css-inline's work per skeleton, kept for the `size` (template, skeleton length) pairs
+    used last, a few skeletons each. A skeleton is found by its template and length, then
+    compared: it is a new string of thousands of characters in every message, and hashing it
+    for a dictionary cost ten times more than comparing it with the one kept."""
 
     def __init__(self, size: int = 64) -> None:
         self.size = size
-        self.skeletons: OrderedDict[str, Inlined | None] = OrderedDict()
+        self.skeletons: OrderedDict[tuple[str, int], list[tuple[str, Inlined | None]]]
+        self.skeletons = OrderedDict()
         self.misses: dict[str, int] = {}  # per template, skeletons inlined
         self.hits: dict[str, int] = {}
 
@@ -230,16 +235,27 @@ class InlineCache:
             return css_inline.inline(unmarked(marked))
         if not all(map(_usable, values)):
             return css_inline.inline(unmarked(marked))
-        cut: Inlined | bool | None = self.skeletons.get(skeleton, False)
-        if cut is False:
-            self.misses[template] = self.misses.get(template, 0) + 1
-            cut = _cut(skeleton, len(values))
-            self.skeletons[skeleton] = cut
+        cut = self._inlined(template, skeleton, len(values))
+        if cut is None:
+            return css_inline.inline(unmarked(marked))
+        return cut.fill(values)
+
+    def _inlined(self, template: str, skeleton: str, count: int) -> Inlined | None:
+        """The skeleton inlined and cut, from the cache or made now (None: not exact)."""
+        key = (template, len(skeleton))
+        kept = self.skeletons.get(key)
+        if kept is None:
+            kept = self.skeletons[key] = []
             if len(self.skeletons) > self.size:
                 self.skeletons.popitem(last=False)
         else:
-            self.hits[template] = self.hits.get(template, 0) + 1
-            self.skeletons.move_to_end(skeleton)
-        if not isinstance(cut, Inlined):
-            return css_inline.inline(unmarked(marked))
-        return cut.fill(values)
+            self.skeletons.move_to_end(key)
+        for known, cut in kept:
+            if known == skeleton:
+                self.hits[template] = self.hits.get(template, 0) + 1
+                return cut
+        self.misses[template] = self.misses.get(template, 0) + 1
+        cut = _cut(skeleton, count)
+        kept.append((skeleton, cut))
+        del kept[:-SKELETONS_KEPT_PER_LENGTH]
+        return cut

@@ -118,6 +118,25 @@ def test_plain_values_are_inlined_from_the_cache(project: Path, clock: FrozenClo
     assert cached.inline_cache.misses == {"welcome/1.html": 1}
 
 
+def test_skeletons_of_the_same_length_are_told_apart(project: Path, clock: FrozenClock) -> None:
+    (project / "templates" / "welcome" / "1.html").write_text(
+        HEAD + "<p class=\"{% if contact.first_name == 'Ada' %}big{% else %}sma{% endif %}\">"
+        "Hi {{ contact.first_name }}</p>" + FOOT
+    )
+    settings = load_settings(project / "settings.toml", environ={"MAILER_SECRET_KEY": SECRET})
+    cached = MessageRenderer(settings, settings.secret(), clock)
+    whole = MessageRenderer(settings, settings.secret(), clock, cache_inlining=False)
+    ada, bob = (Contact(email=f"{name.lower()}@example.com", first_name=name, locale="en", id=n)
+                for n, name in enumerate(["Ada", "Bob"], 1))  # fmt: skip
+    for contact in [ada, bob, ada, bob]:
+        assert outcome(cached, settings, contact) == outcome(whole, settings, contact)
+    big, small = outcome(cached, settings, ada), outcome(cached, settings, bob)
+    assert isinstance(big, bytes) and b"font-size: 20px" in big
+    assert isinstance(small, bytes) and b"font-size: 20px" not in small
+    assert cached.inline_cache is not None
+    assert cached.inline_cache.misses == {"welcome/1.html": 2}
+
+
 def test_a_value_in_a_style_attribute_is_inlined_with_each_message(
     project: Path, clock: FrozenClock
 ) -> None:
