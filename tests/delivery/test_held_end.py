@@ -13,10 +13,13 @@ import pytest
 from aiosmtpd.smtp import Envelope, Session
 from sqlalchemy import select
 
+from mailer.contacts.model import load_contacts
+from mailer.delivery.claims import message_key
 from mailer.delivery.relay import Abandoned, RelaySession
 from mailer.delivery.worker import run_loop
 from mailer.store.tables import contacts, outbox
 from mailer.workspace import Workspace
+from tests.conftest import NOW
 from tests.delivery.conftest import Opener
 from tests.delivery.helpers import deliver, queue_welcome, rows
 from tests.delivery.smtp_server import ScriptedSmtpServer, _Connection
@@ -134,3 +137,18 @@ def test_each_message_ends_only_after_the_result_before_it_on_its_connection_is_
     assert len(relay.received) == 60
     assert relay.ended_before_commit == []  # the duplicate window: one message a connection
     assert relay.begun_before_commit > 0  # the sessions did not sit idle during commits
+    received = {m.recipient: m.data for m in relay.received}
+    assert received == rendered_at_now(workspace)  # held or not, the bytes as rendered
+
+
+def rendered_at_now(workspace: Workspace) -> dict[str, bytes]:
+    """Each queued message rendered again, apart from delivery: its recipient and bytes."""
+    outboxed = list(rows(workspace).values())
+    with workspace.engine.connect() as connection:
+        people = load_contacts(connection, [int(str(row["contact_id"])) for row in outboxed])
+    campaign = workspace.settings.campaigns["welcome"]
+    renders = [workspace.renderer.render("welcome", campaign.step(str(row["step"])),
+                                         people[int(str(row["contact_id"]))],
+                                         message_key(int(str(row["id"]))), None, now=NOW)
+               for row in outboxed]  # fmt: skip
+    return {message.recipient: message.data for message in renders}
