@@ -10,8 +10,6 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import ssl
-from collections.abc import Awaitable, Callable
-from typing import Any
 
 import aiosmtplib
 from aiosmtplib import (
@@ -42,16 +40,6 @@ def refuse_cleartext_password(settings: Settings) -> None:
     for name, relay in settings.relays():
         if (refusal := cleartext_password(relay, name)) is not None:
             raise MailerError(f"{settings.source}: {refusal}")
-
-
-# What a message's final "." must wait for, asked once its DATA is accepted: None, or an
-# awaitable (the session's earlier results being committed).
-Hold = Callable[[], Awaitable[Any] | None]
-
-
-class Abandoned(Exception):
-    """A message left before its final ".": what its end waited for failed (the __cause__).
-    The connection is closed, so the relay drops the message."""
 
 
 def is_loopback(host: str) -> bool:
@@ -91,14 +79,10 @@ class RelaySession:
         self.opened = 0  # connections made, for logs and tests
         self.dirty = False  # a transaction was left half-done: RSET before the next one
 
-    async def send(self, envelope_from: str, recipient: str, wire: bytes, smtputf8: bool,
-                   ended_after: Hold | None = None) -> SmtpReply:  # fmt: skip
-        """One transaction; `wire` is the message dot-stuffed and ending in ".\\r\\n". When
-        `ended_after` gives something to wait for, all of the message but its final "." goes
-        out, then waits for it: if it fails, Abandoned is raised and the relay never takes
-        the message."""
+    async def send(self, envelope_from: str, recipient: str, wire: bytes,
+                   smtputf8: bool) -> SmtpReply:  # fmt: skip
+        """One transaction; `wire` is the message dot-stuffed and ending in ".\\r\\n"."""
         stage: Stage = "connect"
-        held: Awaitable[Any] | None = None
         try:
             if not self.client.is_connected:
                 await self._open()
@@ -132,14 +116,7 @@ class RelaySession:
                 # The message comes ready for the wire (render processes dot-stuffed it), so
                 # it goes out as it is, not through aiosmtplib's data(), which would scan it
                 # again.
-                if ended_after is None or (held := ended_after()) is None:
-                    reply = await self._command(wire)
-                else:
-                    self._write(wire[:-3])  # all but ".\r\n"
-            if held is not None:
-                await self._held(held)
-                async with asyncio.timeout(self.timeout):
-                    reply = await self._command(b".\r\n")
+                reply = await self._command(wire)
             self.dirty = False
             return SmtpReply(reply.code, reply.message, stage)
         except TimeoutError:  # the relay went silent: this connection is useless now
@@ -154,32 +131,17 @@ class RelaySession:
             self.client.close()
             return SmtpReply(None, f"{type(error).__name__}: {error}", stage)
 
-    async def _held(self, held: Awaitable[Any]) -> None:
-        """Wait for `held`, outside the transaction's timer (a database that restarts may
-        take longer than the relay's timeout); on failure drop the message unended."""
-        try:
-            await held
-        except BaseException as error:
-            self.client.close()  # mid-DATA: a relay keeps no message whose "." never came
-            if isinstance(error, Exception):
-                raise Abandoned(f"message abandoned before its end: {error}") from error
-            raise
-
-    def _write(self, data: bytes) -> None:
-        protocol = self.client.protocol
-        if protocol is None:
-            raise SMTPServerDisconnected("Server not connected")
-        protocol.write(data)
-
     async def _command(self, line: bytes) -> SMTPResponse:
         """Send `line` (a command, or the message after DATA's 354) and read the reply. Not
         through aiosmtplib's execute_command, whose lock, per-argument check and timeout cost
         the delivering process about 20 µs a command: a session sends one command at a time,
         the addresses carry no line break (validated at import), one timer covers the
         transaction. What it did on a reply is done here: 421 closes the connection."""
-        self._write(line)
-        assert self.client.protocol is not None  # _write found it connected
-        reply = await self.client.protocol.read_response(timeout=None)
+        protocol = self.client.protocol
+        if protocol is None:
+            raise SMTPServerDisconnected("Server not connected")
+        protocol.write(line)
+        reply = await protocol.read_response(timeout=None)
         if reply.code == 421:  # RFC 5321 3.8: the relay is closing the channel
             self.client.close()
         return reply

@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from mailer.config import Settings
-from mailer.delivery.relay import Hold, RelaySession
+from mailer.delivery.relay import RelaySession
 from mailer.delivery.replies import SmtpReply
 
 if TYPE_CHECKING:
@@ -83,24 +83,21 @@ class FailoverSession:
         self.sessions: dict[str, RelaySession] = {}
 
     async def send(self, envelope_from: str, recipient: str, wire: bytes, smtputf8: bool,
-                   now: datetime,
-                   ended_after: Hold | None = None) -> tuple[str, SmtpReply]:  # fmt: skip
-        """The relay that answered last, and its answer; `ended_after` as RelaySession.send."""
+                   now: datetime) -> tuple[str, SmtpReply]:  # fmt: skip
+        """The relay that answered last, and its answer."""
         answered: tuple[str, SmtpReply] | None = None
         downs = self.board.downs()
         for name in order_to_try(self.names, downs, now):
             probing = name in downs and downs[name].probe_at <= now
             if probing and not await self.board.take_probe(name, now):
                 continue  # another session or process probes it: not this message
-            reply = await self._session(name).send(envelope_from, recipient, wire, smtputf8,
-                                                   ended_after)  # fmt: skip
+            reply = await self._session(name).send(envelope_from, recipient, wire, smtputf8)
             answered = name, reply
             if not await self.board.note(name, reply, now, probing):
                 break
         if answered is None:  # every relay down, the probes due taken by others
             name = order_to_try(self.names, self.board.downs(), now)[0]
-            reply = await self._session(name).send(envelope_from, recipient, wire, smtputf8,
-                                                   ended_after)  # fmt: skip
+            reply = await self._session(name).send(envelope_from, recipient, wire, smtputf8)
             await self.board.note(name, reply, now, False)
             answered = name, reply
         return answered

@@ -1,13 +1,12 @@
 """The delivery pipeline: claim -> render (worker processes) -> consent gate 2 -> throttle ->
-SMTP session -> result, written before that session ends its next message.
+SMTP session -> result, written before that session sends its next message.
 
     claim batch ──► render chunks ──► gate ──► queue ──► N relay sessions ──► result writer
       (thread)       (processes)    (thread)              (event loop)        (thread, group commit)
 
-The loop itself only does I/O. Each relay session sends its next message while its last
-result is being committed, all but the final "." of DATA, which waits for that commit: a
-crash can repeat at most one message per session (a 250 received and not yet written down),
-the duplicate window of DESIGN.md, and the session does not sit idle during the commit.
+The loop itself only does I/O. Each relay session waits for its last result to be committed
+before it starts the next message, so a crash can repeat at most one message per session (a
+250 received and not yet written down): the duplicate window of DESIGN.md.
 """
 
 from __future__ import annotations
@@ -30,7 +29,7 @@ from mailer.contacts.model import Contact, load_contacts
 from mailer.delivery import gate, still_wanted
 from mailer.delivery.claims import OutboxMessage, Result, claim, take_back
 from mailer.delivery.pauses import pause
-from mailer.delivery.relay import Abandoned, Hold, refuse_cleartext_password
+from mailer.delivery.relay import refuse_cleartext_password
 from mailer.delivery.relay_board import RelayBoard
 from mailer.delivery.relays import FailoverSession, deferral_reason
 from mailer.delivery.rendering import CHUNK, Outgoing, Rendered, RenderJob, RenderPool
@@ -44,11 +43,6 @@ from mailer.workspace import Workspace
 T = TypeVar("T")
 DIED = "the render process died (killed, out of memory, or crashed)"
 RESTARTED = f"{DIED}; a new one renders again, one at a time, the messages it had in hand"
-
-
-def committed(done: asyncio.Future[None]) -> bool:
-    """A result's future that is done without an error (a failed one is kept to be raised)."""
-    return done.done() and done.exception() is None
 
 
 def run_loop(work: Coroutine[Any, Any, T]) -> T:
@@ -329,30 +323,17 @@ class Deliverer:
     async def _send_all(self, session: FailoverSession, ready: asyncio.Queue[Ready | None],
                         writer: ResultWriter, clock: Callable[[], datetime],
                         report: DeliveryReport) -> None:  # fmt: skip
-        unwritten: list[asyncio.Future[None]] = []  # this session's results being committed
-
-        def written() -> asyncio.Future[Any] | None:
-            nonlocal unwritten
-            unwritten = [done for done in unwritten if not committed(done)]
-            return asyncio.gather(*unwritten) if unwritten else None
-
         while (item := await ready.get()) is not None:
             if self.failure is not None:  # results cannot be written: send nothing more
                 continue
-            try:  # the message's final "." waits for the results before it to be committed
-                result = await self._send_one(session, item, clock, report, written)
-            except Abandoned as error:  # a result before it could not be written
-                cause = error.__cause__
-                self.failure = cause if isinstance(cause, Exception) else error
-                continue
-            unwritten.append(writer.submit(result))
-        for outcome in await asyncio.gather(*unwritten, return_exceptions=True):
-            if isinstance(outcome, Exception):
-                self.failure = self.failure or outcome
+            result = await self._send_one(session, item, clock, report)
+            try:
+                await writer.write(result)  # committed before this session sends again
+            except Exception as error:
+                self.failure = error
 
     async def _send_one(self, session: FailoverSession, item: Ready, clock: Callable[[], datetime],
-                        report: DeliveryReport,
-                        ended_after: Hold) -> Result:  # fmt: skip
+                        report: DeliveryReport) -> Result:  # fmt: skip
         claimed, message = item.claimed, item.message
         if claimed.campaign in report.paused:
             return Result(claimed.id, "released", "campaign paused: relay refusals")
@@ -360,8 +341,7 @@ class Deliverer:
         if hold is not None:  # over a rate for longer than a short wait: not an attempt
             return Result(claimed.id, "released", hold.reason, send_after=hold.until)
         relay, reply = await session.send(message.envelope_from, message.recipient,
-                                          message.wire, message.smtputf8, clock(),
-                                          ended_after)  # fmt: skip
+                                          message.wire, message.smtputf8, clock())  # fmt: skip
         return await self._judged(item, reply, clock(), report, relay)
 
     async def _judged(self, item: Ready, reply: SmtpReply, now: datetime,

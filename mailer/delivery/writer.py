@@ -62,13 +62,9 @@ class ResultWriter:
 
     async def write(self, result: Result) -> None:
         """Queue a result and wait until it is committed."""
-        await self.submit(result)
-
-    def submit(self, result: Result) -> asyncio.Future[None]:
-        """Queue a result; the future is done when it is committed (or failed to be)."""
         done = asyncio.get_running_loop().create_future()
         self._enqueue(result, done)
-        return done
+        await done
 
     def _enqueue(self, result: Result, done: asyncio.Future[None] | None) -> None:
         self.held.discard(result.outbox_id)
