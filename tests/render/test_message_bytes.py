@@ -3,7 +3,8 @@ templates (long lines, lines starting with a dot, trailing spaces and tabs, non-
 contacts (non-ASCII names, CR/LF and tabs in fields, long names, international addresses) and
 variants is rendered, signed and made ready for the wire, and hashed. The hash was taken
 before the DKIM signature was computed from the message's parts (render/dkim.sign_parts):
-any change to a byte of any of these messages changes it."""
+any change to a byte of any of these messages changes it. (It also reads the test project of
+tests/conftest.py: if that changes on purpose, take the hash again with rendering unchanged.)"""
 
 from __future__ import annotations
 
