@@ -46,8 +46,10 @@ PIXEL_HEADERS = [(b"content-type", b"image/gif"), (b"content-length", b"43"),
                  *((k.lower().encode(), v.encode()) for k, v in NO_CACHE.items())]  # fmt: skip
 LINK_CACHE = 10_000  # messages whose click targets are kept in memory
 # Pixel tokens verified, and user agents decoded, kept: an image proxy or a mail client
-# fetches the same pixel again and again (bench/tracking_bench.py: 9 requests in 10).
-TOKENS_KEPT, AGENTS_KEPT = 65_536, 4_096
+# fetches the same pixel again and again (bench/tracking_bench.py: 9 requests in 10). Only
+# genuine tokens, and agents up to AGENT_KEPT_BYTES, so that forged or huge requests cannot
+# fill the memory (at most ~25 MB in all).
+TOKENS_KEPT, AGENTS_KEPT, AGENT_KEPT_BYTES = 65_536, 4_096, 512
 NOT_UNSUBSCRIBE = ("not an unsubscribe request: a one-click POST carries "
                    "List-Unsubscribe=One-Click (RFC 8058)")  # fmt: skip
 
@@ -79,7 +81,7 @@ class RecipientRoutes:
         self.keys = workspace.renderer.keys
         self.links: dict[int, list[str] | None] = {}
         self.confirmations = ConfirmationMail(workspace)
-        self.opened: dict[str, str | None] = {}  # pixel token -> its message key, None: not one
+        self.opened: dict[str, str] = {}  # genuine pixel token -> its message key
         self.agents: dict[bytes, str] = {}
 
     def routes(self) -> list[BaseRoute]:
@@ -121,8 +123,9 @@ class RecipientRoutes:
             _pixels_answered(status).inc()
 
     def _opened(self, token: str) -> str | None:
-        """The message key of a genuine pixel token, or None. A token's answer never changes
-        (its keys are the process's), so it is worked out once."""
+        """The message key of a genuine pixel token, or None. A genuine token's answer never
+        changes (its keys are the process's), so it is worked out once; a forged one is
+        checked every time (kept, a flood of them would fill the memory)."""
         try:
             return self.opened[token]
         except KeyError:
@@ -130,7 +133,7 @@ class RecipientRoutes:
         try:
             [key] = verify(self.keys, "open", token)
         except (TokenError, ValueError):
-            key = None
+            return None
         if len(self.opened) >= TOKENS_KEPT:
             self.opened.clear()
         self.opened[token] = key
@@ -142,6 +145,8 @@ class RecipientRoutes:
         try:
             return self.agents[header]
         except KeyError:
+            if len(header) > AGENT_KEPT_BYTES:
+                return header.decode("latin-1")
             if len(self.agents) >= AGENTS_KEPT:
                 self.agents.clear()
             agent = self.agents[header] = header.decode("latin-1")

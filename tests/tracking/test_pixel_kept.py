@@ -45,3 +45,27 @@ def test_a_pixel_asked_again_is_recorded_again_and_a_forged_one_never(
                                   .order_by(events.c.id)).all()  # fmt: skip
     assert [row.properties["user_agent"] for row in rows] == agents  # the genuine four only
     assert [row.kind for row in rows] == ["open"] + ["machine_open"] * 3  # refetches
+
+
+def test_what_the_pixel_keeps_is_bounded_by_genuine_tokens_and_short_agents(
+    sent: tuple[Workspace, dict[str, str]], serve: Serve
+) -> None:
+    """Forged tokens and huge user agents are answered (and the agent recorded whole) but not
+    kept: a flood of them cannot fill the serving process's memory."""
+    workspace, urls = sent
+    workspace.clock.advance(timedelta(minutes=5))  # type: ignore[attr-defined]
+    app = create_app(workspace)
+    huge = "Mozilla/5.0 " + "x" * 2_000
+    with serve(app) as base:
+        for n in range(20):
+            bad = forged(urls["open"]).replace(".gif", f"{n}.gif")
+            assert httpx.get(at(base, bad), headers={"User-Agent": CHROME}).status_code == 200
+        answer = httpx.get(at(base, urls["open"]), headers={"User-Agent": huge})
+        assert answer.status_code == 200
+        assert httpx.get(at(base, urls["open"]), headers={"User-Agent": CHROME}).status_code == 200
+    recipient = app.recipient  # type: ignore[attr-defined]
+    assert list(recipient.opened) == [urls["open"].rsplit("/", 1)[1][: -len(".gif")]]
+    assert [len(agent) for agent in recipient.agents] == [len(CHROME)]  # not the huge one
+    with workspace.engine.connect() as connection:
+        agents = connection.scalars(select(events.c.properties).order_by(events.c.id)).all()
+    assert [row["user_agent"] for row in agents] == [huge[:300], CHROME]
