@@ -13,7 +13,7 @@ import re
 import traceback
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from email.errors import HeaderParseError
+from email.errors import MessageError
 from email.header import decode_header, make_header
 from email.utils import format_datetime
 from functools import lru_cache
@@ -93,7 +93,9 @@ def _cleaned(value: str) -> str:
             break
         try:
             value = str(make_header(decode_header(value)))
-        except (ValueError, LookupError, HeaderParseError):
+        # MessageError: HeaderParseError, and CharsetError for a charset name that is not
+        # ASCII (`=?Zoë?q??=`).
+        except (ValueError, LookupError, MessageError):
             break
     value = " ".join(value.translate(_CONTROLS).split())
     # Whatever still looks like an encoded word must not be read as one.

@@ -12,6 +12,7 @@ from __future__ import annotations
 import email
 import re
 from collections.abc import Iterator
+from email.errors import MessageError
 from email.header import decode_header, make_header
 from email.message import Message
 from email.policy import compat32
@@ -341,7 +342,7 @@ def _header(message: Message, name: str) -> str:
         return ""
     try:  # RFC 2047 words; a broken one reads as written
         return str(make_header(decode_header(str(value))))
-    except (ValueError, LookupError, UnicodeError):
+    except (ValueError, LookupError, MessageError):  # CharsetError: `=?Zoë?q?x?=`
         return str(value)
 
 

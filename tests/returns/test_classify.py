@@ -102,3 +102,12 @@ def test_classify_never_raises_on_a_damaged_report(noise: str) -> None:
     raw = (FIXTURES / "postfix_user_unknown.eml").read_bytes()
     cut = len(noise) * 7 % len(raw)
     assert classify(raw[:cut] + noise.encode("utf-8", "replace")).classification in CLASSIFICATIONS
+
+
+def test_a_subject_naming_a_charset_that_is_not_ascii_reads_as_written() -> None:
+    """Python's email package raises CharsetError (not a ValueError) for `=?Zoë?q?x?=`: the
+    auto-reply is still told by its subject, not set aside as unparseable."""
+    raw = (FIXTURES / "out_of_office_subject_only.eml").read_bytes()
+    subject = next(line for line in raw.splitlines() if line.startswith(b"Subject:"))
+    returned = classify(raw.replace(subject, subject + " =?Zoë?q?x?=".encode()))
+    assert returned.classification == "not_bounce", returned.why
