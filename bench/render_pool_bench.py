@@ -29,19 +29,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from postfix import process_cpu_seconds
+from scale_bench import signature_cpu
+from send_bench import NAMES
 
 from mailer.config import Settings, load_settings
 from mailer.contacts.model import Contact
 from mailer.delivery.rendering import CHUNK, Rendered, RenderJob, RenderPool
-from mailer.render.dkim import load_key
 from mailer.workspace import create_dkim_key
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = "mailer-bench-render-pool-secret-0123456789"
 NOW = datetime(2026, 11, 17, 11, 2, tzinfo=UTC)
-NAMES = [("Sarah", "Mitchell", "en"), ("Giulia", "Rossi", "it"), ("Jürgen", "Weiß", "de"),
-         ("Amélie", "Lefèvre", "fr"), ("Priya", "Nair", "en"),
-         ("Kenji", "Watanabe", "en")]  # fmt: skip
 IN_FLIGHT = 2  # chunks handed over before the first is waited for: the process never idles
 
 
@@ -88,19 +86,6 @@ def _count(results: list[Rendered]) -> int:
     return len(results)
 
 
-def signature_us(settings: Settings, count: int = 500) -> float:
-    """CPU µs of one RSA signature over data the size of a header block, in this process."""
-    assert settings.dkim is not None
-    key = load_key(settings.dkim.key_file, settings.dkim.domain, settings.dkim.selector,
-                   settings.dkim.algorithm)  # fmt: skip
-    data = b"x" * 1200
-    key.signature(data)  # parses the key once, as a render process does
-    started = time.process_time_ns()
-    for _ in range(count):
-        key.signature(data)
-    return (time.process_time_ns() - started) / count / 1_000
-
-
 def run(count: int, rounds: int) -> None:
     with tempfile.TemporaryDirectory() as directory:
         settings = project(Path(directory))
@@ -123,7 +108,7 @@ def run(count: int, rounds: int) -> None:
                       f"{done / wall:,.0f} messages/s")  # fmt: skip
         finally:
             pool.close()
-        print(f"one RSA-2048 signature alone: {signature_us(settings):,.0f} µs CPU")
+        print(f"one RSA-2048 signature alone: {signature_cpu(settings):,.0f} µs CPU")
 
 
 def main(argv: list[str] | None = None) -> int:
