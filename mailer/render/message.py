@@ -13,8 +13,6 @@ import re
 import traceback
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from email.errors import MessageError
-from email.header import decode_header, make_header
 from email.utils import format_datetime
 from functools import lru_cache
 from pathlib import Path
@@ -42,7 +40,14 @@ from mailer.render.inline_cache import (
     unmarked,
 )
 from mailer.render.links import LinkTable, add_open_pixel, add_preheader
-from mailer.render.mime import Alternative, alternative_fields, mailbox, unstructured, wire_address
+from mailer.render.mime import (
+    Alternative,
+    alternative_fields,
+    decoded_words,
+    mailbox,
+    unstructured,
+    wire_address,
+)
 from mailer.render.surveys import survey_helper
 from mailer.render.templates import Namespace, localised_names, template_environment
 from mailer.tokens import TokenKeys, sign
@@ -91,12 +96,10 @@ def _cleaned(value: str) -> str:
     for _ in range(4):  # encoded words may hide encoded words
         if not _ENCODED_WORD.search(value):
             break
-        try:
-            value = str(make_header(decode_header(value)))
-        # MessageError: HeaderParseError, and CharsetError for a charset name that is not
-        # ASCII (`=?Zoë?q??=`).
-        except (ValueError, LookupError, MessageError):
+        decoded = decoded_words(value)
+        if decoded is None:
             break
+        value = decoded
     value = " ".join(value.translate(_CONTROLS).split())
     # Whatever still looks like an encoded word must not be read as one.
     return _ENCODED_WORD.sub(lambda word: word.group(0).replace("=?", "= ?"), value)

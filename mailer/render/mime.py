@@ -15,6 +15,8 @@ from __future__ import annotations
 import base64
 import binascii
 from dataclasses import dataclass
+from email.errors import MessageError
+from email.header import decode_header, make_header
 from email.utils import formataddr
 
 CRLF = "\r\n"
@@ -122,6 +124,16 @@ def _quoted_printable(text: str) -> str:
         encoded.append(done)
     encoded.append(_qp(last))
     return CRLF.join(encoded)
+
+
+def decoded_words(value: str) -> str | None:
+    """`value` with its RFC 2047 encoded words decoded, or None where one cannot be (a bad
+    encoding, an unknown charset, a charset name that is not ASCII: Python's email package
+    raises ValueError, LookupError or a MessageError such as CharsetError for `=?Zoë?q?x?=`)."""
+    try:
+        return str(make_header(decode_header(value)))
+    except (ValueError, LookupError, MessageError):
+        return None
 
 
 def _qp_line(line: str) -> str:

@@ -12,14 +12,13 @@ from __future__ import annotations
 import email
 import re
 from collections.abc import Iterator
-from email.errors import MessageError
-from email.header import decode_header, make_header
 from email.message import Message
 from email.policy import compat32
 from email.utils import getaddresses, parseaddr
 
 from flufl.bounce import all_failures
 
+from mailer.render.mime import decoded_words
 from mailer.returns.report import Classification, Returned
 
 # RFC 3463: class.subject.detail; the class says permanent (5), transient (4) or success (2).
@@ -340,10 +339,9 @@ def _header(message: Message, name: str) -> str:
     value = message.get(name)
     if value is None:
         return ""
-    try:  # RFC 2047 words; a broken one reads as written
-        return str(make_header(decode_header(str(value))))
-    except (ValueError, LookupError, MessageError):  # CharsetError: `=?Zoë?q?x?=`
-        return str(value)
+    text = str(value)
+    decoded = decoded_words(text)  # RFC 2047 words; a broken one reads as written
+    return text if decoded is None else decoded
 
 
 def _address(value: str) -> str | None:
