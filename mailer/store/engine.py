@@ -3,6 +3,8 @@ to the newest schema on open."""
 
 from __future__ import annotations
 
+import sqlite3
+import time
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +26,8 @@ from mailer.store.revisions import (
     revision_of,
 )
 
+# Seconds a SQLite connection waits for another process's write lock before giving up.
+SQLITE_BUSY_TIMEOUT = 30
 # The PostgreSQL advisory lock held while migrating ("mailer" in ASCII): one database-wide key.
 MIGRATIONS_LOCK = 0x6D61696C6572
 # The PostgreSQL advisory lock of the enroller, the one process a tick at a time that does the
@@ -48,14 +52,14 @@ def create_database_engine(url: str, **options: Any) -> Engine:
                 f"cannot create the database folder {folder}: {error.strerror}; "
                 f"check database_url (or MAILER_DATABASE_URL)"
             ) from None
-    engine = create_engine(url, connect_args={"timeout": 30}, **options)
+    engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT}, **options)
 
     @event.listens_for(engine, "connect")
     def _configure(dbapi_connection: Any, _record: Any) -> None:
         # Let SQLAlchemy, not the sqlite3 module, decide when transactions begin.
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
+        _switch_to_wal(cursor)
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA cache_size=-65536")  # 64 MiB: big imports stay in memory
@@ -70,6 +74,21 @@ def create_database_engine(url: str, **options: Any) -> Engine:
         connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
     return engine
+
+
+def _switch_to_wal(cursor: Any) -> None:
+    # On a new file the switch reads, then upgrades to a write without SQLite's busy handler
+    # (it could deadlock there): while another process holds the write lock it fails at once
+    # with "database is locked". Wait for that lock as any other write would.
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
 
 
 def reading(engine: Engine) -> Connection:

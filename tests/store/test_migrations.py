@@ -1,7 +1,10 @@
 from __future__ import annotations
 
+import sqlite3
 import subprocess
 import sys
+import threading
+import time
 from datetime import datetime
 
 import pytest
@@ -48,6 +51,33 @@ def test_naive_times_are_refused(database_url: str) -> None:
         db.execute(lists.insert().values(id=1, name="x", title="x", double_opt_in=False))
         db.execute(memberships.insert().values(list_id=1, contact_id=1, joined_at=naive, source=""))
     engine.dispose()
+
+
+def test_switching_a_new_file_to_wal_waits_for_another_writer(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    # SQLite's switch to WAL reads, then upgrades to a write without its busy handler: while
+    # another process held the write lock, a process opening the same new file failed at once
+    # with "database is locked" (three daemons started together on a new database).
+    path = tmp_path / "new.db"
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    failures: list[BaseException] = []
+
+    def connect() -> None:
+        try:
+            with create_database_engine(f"sqlite:///{path}").connect() as connection:
+                connection.exec_driver_sql("SELECT 1")
+        except BaseException as error:  # the test reports it
+            failures.append(error)
+
+    opener = threading.Thread(target=connect)
+    opener.start()
+    time.sleep(0.3)  # the opener meets the held lock (polled by sleep: faketime, see Makefile)
+    holder.execute("COMMIT")
+    holder.close()
+    opener.join()
+    assert failures == []
+    with sqlite3.connect(path) as check:
+        assert check.execute("PRAGMA journal_mode").fetchone() == ("wal",)
 
 
 # Imports first, says so, then opens the database when told: both processes migrate at once.
