@@ -35,6 +35,9 @@ identical fresh database first, so old and new are compared on the same machine 
         [--database sqlite|postgresql] [--compare] [--profile] [--baseline REV]
     .venv/bin/python bench/tick_bench.py --enroll 50000 [--database ...] [--baseline REV]
 
+`--sql STATEMENT` (repeatable) runs on the migrated, still empty database before it is filled:
+a schema experiment, e.g. `--sql "DROP INDEX ix_outbox_sent_at"` to see what an index costs.
+
 PostgreSQL: MAILER_TEST_DATABASE_URL, or a local server's database "test"; the run happens in
 a fresh schema that is dropped afterwards.
 """
@@ -50,7 +53,7 @@ import sys
 import tempfile
 import textwrap
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -301,6 +304,15 @@ def floor_seconds(engine: Engine, flavour: Flavour, count: int) -> float:
 # -- the databases -----------------------------------------------------------------------------
 
 
+def alter_schema(engine: Engine, statements: Sequence[str]) -> None:
+    """Run --sql's statements on the migrated, empty database (a schema experiment)."""
+    if statements:
+        with engine.begin() as connection:
+            for statement in statements:
+                print(f"schema experiment: {statement}")
+                connection.exec_driver_sql(statement)
+
+
 def bench_settings(workdir: Path, url: str, source: str = SETTINGS) -> Settings:
     path = workdir / "settings.toml"
     path.write_text(textwrap.dedent(source), encoding="utf-8")
@@ -352,11 +364,12 @@ def timed_tick(
 
 
 def measure(kind: str, enrolled: int, due: int, workdir: Path, profile: bool,
-            baseline: str | None) -> Result:  # fmt: skip
+            baseline: str | None, schema: Sequence[str] = ()) -> Result:  # fmt: skip
     print(f"\n== {kind}: {enrolled:,} enrolled, {due:,} due ==")
     with database(kind, workdir, "tick") as url:
         workspace = Workspace(bench_settings(workdir, url), FrozenClock(NOW))
         try:
+            alter_schema(workspace.engine, schema)
             return run_ticks(workspace, Flavour(kind == "postgresql"), enrolled, due, profile,
                              baseline)  # fmt: skip
         finally:
@@ -444,7 +457,7 @@ def summarise(kind: str, results: list[Result]) -> bool:
 
 
 def measure_enroll(kind: str, count: int, workdir: Path, ticker: Ticker, label: str,
-                   profile: bool) -> bool:  # fmt: skip
+                   profile: bool, schema: Sequence[str] = ()) -> bool:  # fmt: skip
     """One tick that enrolls `count` new members and queues their first step, on a fresh
     database, beside the floor measured in that database; True when it met the budget."""
     print(f"\n== {kind}: one tick enrolls and queues {count:,} ({label}) ==")
@@ -452,6 +465,7 @@ def measure_enroll(kind: str, count: int, workdir: Path, ticker: Ticker, label: 
         settings = bench_settings(workdir, url, ENROLL_SETTINGS)
         workspace = Workspace(settings, FrozenClock(NOW))
         try:
+            alter_schema(workspace.engine, schema)
             flavour = Flavour(kind == "postgresql")
             with workspace.engine.begin() as connection:
                 fill_joined(connection, flavour, workspace.list_ids[LIST_NAME], count)
@@ -530,19 +544,20 @@ def server_cpu(engine: Engine) -> Iterator[list[float]]:
             spent.append(sum(_cpu_seconds(pid) - before[pid] for pid in pids))
 
 
-def run_enroll(kind: str, count: int, baseline: str | None, profile: bool) -> bool:
+def run_enroll(kind: str, count: int, baseline: str | None, profile: bool,
+               schema: Sequence[str] = ()) -> bool:  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="mailer-tick-bench-") as temporary:
         if baseline:
             measure_enroll(kind, count, Path(temporary), engine_at(baseline),
-                           f"engine of {baseline}", False)  # fmt: skip
-        return measure_enroll(kind, count, Path(temporary), tick, "this engine", profile)
+                           f"engine of {baseline}", False, schema)  # fmt: skip
+        return measure_enroll(kind, count, Path(temporary), tick, "this engine", profile, schema)
 
 
 def run(kind: str, enrolled: int, due: int, compare: bool, profile: bool,
-        baseline: str | None) -> bool:  # fmt: skip
+        baseline: str | None, schema: Sequence[str] = ()) -> bool:  # fmt: skip
     sizes = sorted({COMPARE_WITH, enrolled}) if compare else [enrolled]
     with tempfile.TemporaryDirectory(prefix="mailer-tick-bench-") as temporary:
-        results = [measure(kind, size, due, Path(temporary), profile, baseline)
+        results = [measure(kind, size, due, Path(temporary), profile, baseline, schema)
                    for size in sizes]  # fmt: skip
     return summarise(kind, results)
 
@@ -567,14 +582,23 @@ def main(argv: list[str] | None = None) -> int:
         metavar="REV",
         help="also time the engine of git revision REV, in the same run",
     )
+    parser.add_argument(
+        "--sql",
+        action="append",
+        default=[],
+        metavar="STATEMENT",
+        help="run on the migrated, empty database before filling it (a schema experiment)",
+    )
     args = parser.parse_args(argv)
     if args.enroll:
-        met = run_enroll(args.database, args.enroll, args.baseline, args.profile)
+        met = run_enroll(args.database, args.enroll, args.baseline, args.profile, args.sql)
         return 0 if met else 1
     smallest = min(args.enrolled, COMPARE_WITH) if args.compare else args.enrolled
     if args.due < 1 or smallest < 2 * args.due:
         parser.error("--due must be at least 1 and at most half of the enrolled rows")
-    met = run(args.database, args.enrolled, args.due, args.compare, args.profile, args.baseline)
+    met = run(
+        args.database, args.enrolled, args.due, args.compare, args.profile, args.baseline, args.sql
+    )
     return 0 if met else 1
 
 
