@@ -14,7 +14,7 @@ import gc
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field, fields
 from datetime import datetime, timedelta
 from functools import partial
@@ -49,6 +49,7 @@ from mailer.logs import logger
 from mailer.returns.replied import EXITED_REPLIED, replied
 from mailer.store.bulk import one_of
 from mailer.store.locking import take_enroller_lock
+from mailer.store.side_reads import reader_beside
 from mailer.store.statistics import analyze_after_big_write
 from mailer.store.tables import (
     contacts,
@@ -61,6 +62,9 @@ BATCH = 5000  # due enrollments advanced per transaction
 # The tables a tick writes most: after ANALYZE_FROM_ROWS rows written (the import's bound), the
 # tick ends with ANALYZE of them on PostgreSQL.
 ANALYZED = ("enrollments", "outbox")
+# What a tick may have written before its new runs' facts are read beside its transaction:
+# its trigger cursors, which no fact reads.
+UNREAD = ("trigger_cursors",)
 PENDING_RECHECK = timedelta(hours=1)  # a double opt-in not yet confirmed is looked at again
 RETRY_FAILED = timedelta(minutes=10)  # a due step that failed is tried (and logged) again
 # Outbox rows that count toward the frequency cap: sent, or on their way.
@@ -184,18 +188,24 @@ def _enroll_due(connection: Connection, settings: Settings, name: str, campaign:
     """Decide the first step of new enrollments and write each row once, in batches: a batch
     is decided while the one before is written by a thread (the database server busy with its
     COPY, this process with the deciding). A batch's facts are read before the batch before is
-    written: those writes are other contacts' new runs, which no fact of this batch reads."""
+    written, or beside its write on another connection (reader_beside) where that one reads
+    what the tick's transaction would: those writes are other contacts' new runs, which no
+    fact of this batch reads."""
     # Built when asked for, each while a thread writes the batch before.
     prepared = (_new_runs(connection, campaign, due[first : first + BATCH])
                 for first in range(0, len(due), BATCH))  # fmt: skip
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="mailer-new-runs") as writer:
+    beside = reader_beside(connection, UNREAD) if len(due) > BATCH else nullcontext(connection)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="mailer-new-runs") as writer, \
+            beside as reader:  # fmt: skip
         previous: _NewRuns | None = None  # decided, to be written
         batch = next(prepared, None)
         while batch is not None:
-            facts = _new_run_facts(connection, settings, name, campaign, batch, now)
-            # One write at a time, and none while this thread uses the connection.
+            if reader is connection:  # no statement of this thread while the other writes
+                facts = _new_run_facts(reader, settings, name, campaign, batch, now)
             writing = None if previous is None else writer.submit(
                 _write_new_runs, connection, settings, name, previous, now)  # fmt: skip
+            if reader is not connection:
+                facts = _new_run_facts(reader, settings, name, campaign, batch, now)
             if facts is not None:
                 _decide_new_runs(settings, name, campaign, batch, facts, now, connection)
             previous, batch = batch, next(prepared, None)

@@ -119,14 +119,15 @@ def people() -> str:
     return "\n".join(lines) + "\n"
 
 
-def open_shop(root: Path, environ: dict[str, str], extra: str = "") -> Workspace:
-    """The shop with everyone on the list; of them, one bought, one replied, one complained
-    (suppressed) and one withdrew after joining."""
+def open_shop(root: Path, environ: dict[str, str], extra: str = "",
+              listed: str | None = None) -> Workspace:  # fmt: skip
+    """The shop with everyone (or the `listed` CSV) on the list; of them, one bought, one
+    replied, one complained (suppressed) and one withdrew after joining."""
     root.mkdir()
     (root / "settings.toml").write_text(textwrap.dedent(SETTINGS) + textwrap.dedent(extra))
     workspace = Workspace(load_settings(root / "settings.toml", environ=environ),
                           FrozenClock(MONDAY))  # fmt: skip
-    run_import(workspace, write_csv(root / "news.csv", people()), "newsletter")
+    run_import(workspace, write_csv(root / "news.csv", listed or people()), "newsletter")
     moment = MONDAY + timedelta(seconds=30)
     with workspace.engine.begin() as connection:
         ids = {row.email: row.id for row in connection.execute(select(contacts))}
@@ -225,6 +226,34 @@ def test_new_runs_decided_in_batches_write_the_rows_of_the_old_way(
             assert variants == {None, "B", "C"}
 
 
+def test_consent_that_lapses_in_the_tick_stops_its_new_runs_as_the_old_way(
+    tmp_path: Path, environ: dict[str, str], other_environ: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    """The tick's transaction expires consent given two years ago before it enrolls: the new
+    runs' facts must see that (on PostgreSQL they are then not read on another connection,
+    which would not)."""
+    monkeypatch.setattr(engine, "BATCH", BATCH)
+    lapsing = {"MAILER_LISTS__NEWSLETTER__EXPIRES_AFTER": "730d"}
+    listed = people().replace("2026-11-23T09:00Z,2026-11-23T09:05Z",
+                              "2024-11-01T09:00Z,2024-11-01T09:05Z", 12)  # fmt: skip
+    batched = open_shop(tmp_path / "batched", environ | lapsing, listed=listed)
+    old_way = open_shop(tmp_path / "old-way", other_environ | lapsing,
+                        '[engine]\nfrequency_cap = "99 per 1d"\n', listed)  # fmt: skip
+    try:
+        moment = MONDAY + timedelta(minutes=1)
+        new = tick(batched.engine, batched.settings, moment).as_dict()
+        old = tick(old_way.engine, old_way.settings, moment).as_dict()
+        assert new == old
+        assert written(batched) == written(old_way)
+        runs, _ = written(batched)
+        first = {run.email: run.reason for run in runs if run.campaign == "welcome"}
+        assert first["ana0@example.com"] == "no consent (none)"  # expired: no consent now
+    finally:
+        batched.close()
+        old_way.close()
+
+
 def leave_a_message(workspace: Workspace, email: str) -> None:
     """An outbox row for `email`'s first welcome message in cycle 0, of no enrollment: the
     key a new run's first message would take."""
@@ -287,24 +316,30 @@ def test_the_tick_uses_the_connection_in_one_thread_at_a_time(
     shops: tuple[Workspace, Workspace],
 ) -> None:
     """While the thread writes a batch (its savepoint open), the tick, deciding the next
-    batch, sends no statement of its own: deciding new runs reads nothing."""
+    batch, sends no statement of its own on that connection: deciding new runs reads nothing.
+    On PostgreSQL it reads the next batch's facts meanwhile, on another connection (nothing
+    was written before the first campaign's new runs but trigger cursors)."""
     batched, _ = shops
-    sent: list[tuple[str, str]] = []  # (thread, statement), in the order sent
+    sent: list[tuple[str, int, str]] = []  # (thread, connection, statement), in the order sent
 
     def seen(connection: Any, cursor: Any, statement: str, *_: Any) -> None:
-        sent.append((threading.current_thread().name, statement.lstrip().upper()))
+        sent.append((threading.current_thread().name, id(connection.connection.dbapi_connection),
+                     statement.lstrip().upper()))  # fmt: skip
 
     event.listen(batched.engine, "before_cursor_execute", seen)
     try:
         tick(batched.engine, batched.settings, MONDAY + timedelta(minutes=1))
     finally:
         event.remove(batched.engine, "before_cursor_execute", seen)
-    writer = [thread for thread, _ in sent if thread.startswith("mailer-new-runs")]
-    assert len(writer) >= 24 // BATCH
-    writing = False
-    for thread, statement in sent:
+    writer = [used for thread, used, _ in sent if thread.startswith("mailer-new-runs")]
+    assert len(writer) >= 24 // BATCH and len(set(writer)) == 1
+    writing, beside = False, []
+    for thread, used, statement in sent:
         if thread.startswith("mailer-new-runs"):
             writing = writing or statement.startswith("SAVEPOINT")
             writing = writing and not statement.startswith(("RELEASE", "ROLLBACK"))
-        else:
-            assert not writing, f"sent while the thread writes: {statement[:80]}"
+        elif writing:
+            assert used != writer[0], f"sent while the thread writes: {statement[:80]}"
+            beside.append(statement)
+    postgresql = batched.engine.dialect.name == "postgresql"
+    assert any("FROM CONTACTS" in statement for statement in beside) == postgresql
