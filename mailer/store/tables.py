@@ -71,6 +71,8 @@ class UTCDateTime(TypeDecorator[datetime]):
         def as_text(value: datetime | None) -> str | None:
             if value is None:
                 return None
+            if value.tzinfo is UTC:  # the clock's: its offset, "+00:00", cut off the text
+                return value.isoformat(" ", "microseconds")[:-6]
             if value.tzinfo is None:
                 raise ValueError(f"naive datetime {value!r}: mailer stores timezone-aware times")
             return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")

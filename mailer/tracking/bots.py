@@ -50,7 +50,7 @@ be a person reading the message as the scanner checks it: that open is lost.
 from __future__ import annotations
 
 import functools
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Container, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -273,9 +273,17 @@ def judge(hits: Sequence[Hit], sent_at: Mapping[str, datetime], honeypot: Mappin
         for row in earlier:
             reasons["stored", row.id] = row.machine
             timelines[key].append((("stored", row.id), _as_hit(row, key)))
+    alone = [_alone(hit, sent_at.get(hit.message_key), apple) for hit in hits]
+    fetches = Counter(hit.message_key for hit in hits)
     for position, hit in enumerate(hits):
-        reasons["batch", position] = _alone(hit, sent_at.get(hit.message_key), apple)
-        timelines[hit.message_key].append((("batch", position), hit))
+        key = hit.message_key
+        if fetches[key] == 1 and hit.kind == "open" and key not in timelines:
+            # The common case, one open and nothing else in reach: only rule 8 can apply.
+            if alone[position] is None and last_opens:
+                alone[position] = refetched(hit.at, last_opens.get(key))
+            continue
+        reasons["batch", position] = alone[position]
+        timelines[key].append((("batch", position), hit))
     relabel: dict[int, str] = {}
 
     def decide(ref: tuple[str, int], reason: str | None) -> None:
@@ -286,12 +294,6 @@ def judge(hits: Sequence[Hit], sent_at: Mapping[str, datetime], honeypot: Mappin
             relabel[ref[1]] = reason
 
     for key, timeline in timelines.items():
-        if len(timeline) == 1 and timeline[0][1].kind == "open":
-            # The common case, one open and nothing else in reach: only rule 8 can apply.
-            ref, hit = timeline[0]
-            if ref[0] == "batch":
-                decide(ref, refetched(hit.at, last_opens.get(key) if last_opens else None))
-            continue
         clicks = [(ref, hit) for ref, hit in timeline if hit.kind == "click"]
         bait = near_honeypot(clicks, honeypot[key]) if key in honeypot else {}
         burst = same_second(clicks)
@@ -308,7 +310,10 @@ def judge(hits: Sequence[Hit], sent_at: Mapping[str, datetime], honeypot: Mappin
             reason = reasons[ref]
             if reason is None or reason.startswith(REFETCHED):
                 last_open = hit.at
-    return Judgement([_verdict(reasons["batch", n]) for n in range(len(hits))], relabel)
+    for (where, position), reason in reasons.items():
+        if where == "batch":
+            alone[position] = reason
+    return Judgement(list(map(_verdict, alone)), relabel)
 
 
 @functools.lru_cache(maxsize=4096)  # a batch gives a few dozen distinct reasons, many times

@@ -9,11 +9,11 @@ import hashlib
 import hmac
 import ipaddress
 import json
-from collections.abc import Container, Sequence
+from collections.abc import Callable, Container, Sequence
 from datetime import datetime, timedelta
-from typing import Any, NamedTuple
+from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, and_, func, or_, select, update
+from sqlalchemy import ColumnElement, Connection, Dialect, and_, func, or_, select, update
 from sqlalchemy.sql.elements import UnaryExpression
 from sqlalchemy.sql.operators import custom_op
 
@@ -23,7 +23,7 @@ from mailer.consent.evidence import truncated_ip
 from mailer.contacts.scoring import add_points_many
 from mailer.delivery.claims import outbox_id
 from mailer.render.links import HONEYPOT
-from mailer.store.bulk import execute_many, one_of
+from mailer.store.bulk import one_of
 from mailer.store.locking import lock_in_order
 from mailer.store.tables import contacts, events, outbox
 from mailer.tracking import apple
@@ -47,6 +47,7 @@ def private_ip(ip: str, key: bytes) -> str:
     return f"{network}#{tag}"
 
 
+Facts = tuple[str, int, datetime | None, str | None]  # a message's campaign, step, sent_at, links
 MESSAGES_KEPT = 200_000  # sent messages' fixed facts kept by a writer (~40 MB at most)
 
 
@@ -69,7 +70,7 @@ class Memory:
     def __init__(self) -> None:
         self.last_opens: dict[int, datetime] = {}
         # A sent message's campaign, step, send time and links (`_messages`): never changed.
-        self.messages: dict[int, tuple[str, int, datetime, str | None]] = {}
+        self.messages: dict[int, Facts] = {}
         self.staged: dict[int, datetime | None] = {}  # the transaction's: None to forget
         self._prune_at = 1_024
 
@@ -87,7 +88,7 @@ class Memory:
                                if newest - at < REFETCH}  # fmt: skip
             self._prune_at = max(1_024, 2 * len(self.last_opens))
 
-    def remember_message(self, id_: int, facts: tuple[str, int, datetime, str | None]) -> None:
+    def remember_message(self, id_: int, facts: Facts) -> None:
         if len(self.messages) >= MESSAGES_KEPT:
             self.messages.clear()  # the next batches read them again
         self.messages[id_] = facts
@@ -107,89 +108,106 @@ def record_hits(connection: Connection, settings: Settings, key: bytes, hits: Se
     that can change a verdict (`_clicks_to_read`): the plain reading the tests hold it to."""
     if memory is not None:
         memory.staged = {}
-    named = {key_: outbox_id(key_) for key_ in {hit.message_key for hit in hits}}
-    found = _messages(connection, sorted({i for i in named.values() if i is not None}), memory)
+    named = {key_: _outbox_id(key_) for key_ in {hit.message_key for hit in hits}}
+    found, facts = _messages(connection, sorted({i for i in named.values() if i is not None}),
+                             memory)  # fmt: skip
     ids = {key_: id_ for key_, id_ in named.items() if id_ is not None and id_ in found}
     known = [hit for hit in hits if hit.message_key in ids]
     if not known:
         return 0
     keys = {id_: key_ for key_, id_ in ids.items()}  # id -> key
-    sent_at = {key_: at for key_, id_ in ids.items() if (at := found[id_].sent_at) is not None}
-    targets = {key_: _links(found[id_].links) for id_, key_ in keys.items()}
+    sent_at = {key_: at for key_, id_ in ids.items() if (at := facts[id_][2]) is not None}
+    targets = {key_: _links(facts[id_][3]) for id_, key_ in keys.items()}
     honeypot = {key_: links.index(HONEYPOT) for key_, links in targets.items() if HONEYPOT in links}
     proxies = apple.load(settings.path(settings.tracking.apple_proxy_ranges_file)
                          if settings.tracking.apple_proxy_ranges_file else None)  # fmt: skip
     judged, relabelled = _judged(connection, keys, known, sent_at, honeypot, proxies, memory,
                                  sparing)  # fmt: skip
-    rows: list[dict[str, Any]] = []
-    texts: list[tuple[Any, ...]] = []
+    insert, by_name, stamp = _events_insert(connection.dialect)
+    people: list[dict[str, Any]] = []  # a person's hits as rows, for scoring and webhooks
+    texts: list[tuple[Any, ...]] = []  # every hit's row as the driver takes it
     for hit, verdict in zip(known, judged.verdicts, strict=True):
-        message = found[ids[hit.message_key]]
+        id_ = ids[hit.message_key]
+        contact, (campaign, step, _, _) = found[id_], facts[id_]
         link, url = hit.link, None
         if link is not None:
             links = targets[hit.message_key]
             url = links[link] if link < len(links) else None
-        properties = _properties(hit.user_agent[:300], private_ip(hit.ip, key), link, url,
-                                 verdict.reason if verdict.machine else None)  # fmt: skip
+        properties, text = _properties(hit.user_agent[:300], private_ip(hit.ip, key), link, url,
+                                       verdict.reason if verdict.machine else None)  # fmt: skip
         kind = f"machine_{hit.kind}" if verdict.machine else hit.kind
-        rows.append({"contact_id": message.contact_id, "kind": kind, "name": message.campaign,
-                     "step": message.step, "properties": properties[0],
-                     "occurred_at": hit.at, "outbox_id": message.id})  # fmt: skip
-        texts.append((message.contact_id, kind, message.campaign, message.step, properties[1],
-                      hit.at, message.id))  # fmt: skip
-    people = [row for row in rows if not row["kind"].startswith("machine_")]
+        texts.append((contact, kind, campaign, step, text, stamp(hit.at), id_))
+        if not verdict.machine:
+            row = (contact, kind, campaign, step, properties, hit.at, id_)
+            people.append(dict(zip(EVENT_COLUMNS, row, strict=True)))
     # What scored already (read before this batch's rows are in) matters only for a person's
     # hits: the messages of the batch's.
     scored = _scored(connection, sorted({row["outbox_id"] for row in people})) | relabelled
-    # Compiled once per batch, JSON written here: SQLAlchemy's per-row path cost more than
-    # the database (bench/tracking_bench.py).
-    execute_many(connection, events.insert(), texts, ready=("properties",),
-                 columns=EVENT_COLUMNS)  # fmt: skip
+    if by_name:
+        connection.exec_driver_sql(insert, [dict(zip(EVENT_COLUMNS, row, strict=True))
+                                            for row in texts])  # fmt: skip
+    else:
+        connection.exec_driver_sql(insert, texts)
     _relabel(connection, judged.relabel)
     _score(connection, settings, people, scored)
     enqueue_hits(connection, settings, people)  # outgoing webhooks: opened, clicked
-    return len(rows)
+    return len(texts)
 
 
-class Message(NamedTuple):
-    """The outbox row a hit names, as recording needs it."""
+@functools.lru_cache(maxsize=8)  # an engine's dialect: its statement is compiled once
+def _events_insert(dialect: Dialect) -> tuple[str, bool, Callable[[datetime], Any]]:
+    """The events INSERT as the driver takes it, for rows of `EVENT_COLUMNS` whose properties
+    are JSON text already: its SQL, whether its parameters are named (else positional, in
+    `EVENT_COLUMNS` order), and how an occurred_at is written (the column type's own
+    conversion). SQLAlchemy's per-row path cost more than the database (tracking_bench.py)."""
+    columns = list(EVENT_COLUMNS)
+    compiled = events.insert().compile(dialect=dialect, column_keys=columns)
+    if compiled.positional and tuple(compiled.positiontup or ()) != EVENT_COLUMNS:
+        raise AssertionError(f"events INSERT takes {compiled.positiontup}, not {EVENT_COLUMNS}")
+    converted = {name for name, bind in compiled.binds.items()
+                 if bind.type.dialect_impl(dialect).bind_processor(dialect)}  # fmt: skip
+    if not converted <= {"properties", "occurred_at"}:
+        raise AssertionError(f"events columns {converted} need a conversion rows do not make")
+    occurred_at = events.c.occurred_at.type.dialect_impl(dialect).bind_processor(dialect)
+    return compiled.string, not compiled.positional, occurred_at or _as_is
 
-    id: int
-    contact_id: int
-    campaign: str
-    step: int
-    sent_at: datetime | None
-    links: str | None
+
+def _as_is(value: datetime) -> Any:
+    return value
+
+
+@functools.lru_cache(maxsize=65_536)  # a pixel fetched again names the same message
+def _outbox_id(key: str) -> int | None:
+    return outbox_id(key)
 
 
 def _messages(connection: Connection, wanted: list[int], memory: Memory | None
-              ) -> dict[int, Message]:  # fmt: skip
-    """The outbox rows of `wanted` that exist and whose person is not erased (an erased
-    person's message stays, pseudonymised, contact NULL: their hits are not kept). A sent
-    message's campaign, step, send time and links do not change: `memory` keeps them, and
-    only the contact (NULL once erased) is read again."""
+              ) -> tuple[dict[int, int], dict[int, Facts]]:  # fmt: skip
+    """Of the outbox rows of `wanted` that exist and whose person is not erased (an erased
+    person's message stays, pseudonymised, contact NULL: their hits are not kept), each one's
+    contact and its facts. A sent message's campaign, step, send time and links do not
+    change: `memory` keeps them, and only the contact (NULL once erased) is read again."""
     known = memory.messages if memory is not None else {}
-    contacts_ = {id_: contact for id_, contact in connection.execute(
-        select(outbox.c.id, outbox.c.contact_id)
-        .where(one_of(connection, outbox.c.id, wanted), outbox.c.contact_id.is_not(None))
-    )} if known else {}  # fmt: skip
-    found: dict[int, Message] = {}
+    found: dict[int, int] = {}
+    facts: dict[int, Facts] = {}
+    missing = wanted
     if known:
-        found = {id_: Message(id_, contact, *known[id_]) for id_, contact in contacts_.items()
-                 if id_ in known}  # fmt: skip
-        missing = [id_ for id_ in contacts_ if id_ not in known]
-    else:
-        missing = wanted
+        found = dict(connection.execute(
+            select(outbox.c.id, outbox.c.contact_id)
+            .where(one_of(connection, outbox.c.id, wanted), outbox.c.contact_id.is_not(None))
+        ).all())  # fmt: skip
+        facts = {id_: known[id_] for id_ in found if id_ in known}
+        missing = [id_ for id_ in found if id_ not in facts]
     if missing:
-        for row in connection.execute(
+        for id_, contact, *fixed in connection.execute(
             select(outbox.c.id, outbox.c.contact_id, outbox.c.campaign, outbox.c.step,
                    outbox.c.sent_at, outbox.c.links)
             .where(one_of(connection, outbox.c.id, missing), outbox.c.contact_id.is_not(None))
         ):  # fmt: skip
-            found[row.id] = Message(*row)
-            if memory is not None and row.sent_at is not None:
-                memory.remember_message(row.id, (row.campaign, row.step, row.sent_at, row.links))
-    return found
+            found[id_], facts[id_] = contact, tuple(fixed)
+            if memory is not None and fixed[2] is not None:
+                memory.remember_message(id_, facts[id_])
+    return found, facts
 
 
 @functools.lru_cache(maxsize=4096)  # a campaign's messages share their links
