@@ -1,6 +1,7 @@
 """Writing delivery results: one transaction for whatever results are waiting (a group commit),
-in a thread so the event loop keeps sending. A hard bounce is suppressed, with its ledger
-entry, in the same transaction that marks the message failed."""
+in a thread so the event loop keeps sending, with up to COMMITS_IN_FLIGHT such commits at once
+on PostgreSQL. A hard bounce is suppressed, with its ledger entry, in the same transaction that
+marks the message failed."""
 
 from __future__ import annotations
 
@@ -30,6 +31,11 @@ OUTAGE_WAITS = (0.5, 1, 2, 4, 8, 15, 15, 15)
 # writer waits up to this long (seconds) for half the sessions' results before committing fewer.
 # Each session waits for its commit anyway; this adds at most that much to its wait.
 GROUP_LINGER = 0.003
+# A commit waits for the server's WAL flush (fdatasync: 0.5 ms on a quiet disk, 6 ms and more
+# on a busy one), so with one commit in flight the sessions queued behind it; PostgreSQL flushes
+# commits that wait together at once, so two in flight write about twice as many results in that
+# time. SQLite has one writer at a time: one there.
+COMMITS_IN_FLIGHT = 2
 
 
 class ResultWriter:
@@ -44,9 +50,12 @@ class ResultWriter:
         self.waiting: list[tuple[Result, asyncio.Future[None] | None]] = []
         self.wakeup = asyncio.Event()
         self.closing = False
-        # One connection held from commit to commit (while it works): a checkout from the pool
+        # Connections held from commit to commit (while they work): a checkout from the pool
         # would ping the server first, a round trip for every group commit.
-        self.connection: Connection | None = None
+        self.connections: list[Connection] = []  # idle, for the next commit
+        self.in_flight: set[asyncio.Task[None]] = set()
+        postgres = workspace.engine.dialect.name == "postgresql"
+        self.lanes = COMMITS_IN_FLIGHT if postgres else 1
         # Fewer results waiting than this: linger for more (pools under 4 sessions never do).
         self.group = workspace.settings.smtp.pool_size // 2
         self.task = asyncio.create_task(self._run())
@@ -83,16 +92,17 @@ class ResultWriter:
             await asyncio.to_thread(self._let_go)
 
     def _let_go(self) -> None:
-        """Give the held connection back (after a failure: a broken one is discarded)."""
-        if self.connection is not None:
-            connection, self.connection = self.connection, None
-            connection.close()
+        """Give the held connections back."""
+        while self.connections:
+            self.connections.pop().close()
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
             await self.wakeup.wait()
             self.wakeup.clear()
+            if len(self.in_flight) >= self.lanes:
+                continue  # the end of a commit wakes this loop up again
             deadline = loop.time() + GROUP_LINGER
             while (not self.closing and len(self.waiting) < self.group
                    and (left := deadline - loop.time()) > 0):  # fmt: skip
@@ -103,9 +113,15 @@ class ResultWriter:
                 self.wakeup.clear()
             batch, self.waiting = self.waiting, []
             if batch:
-                await self._commit(batch)
-            if self.closing and not self.waiting:
+                commit = asyncio.create_task(self._commit(batch))
+                self.in_flight.add(commit)
+                commit.add_done_callback(self._committed)
+            if self.closing and not self.waiting and not self.in_flight:
                 return
+
+    def _committed(self, commit: asyncio.Task[None]) -> None:
+        self.in_flight.discard(commit)
+        self.wakeup.set()
 
     async def _commit(self, batch: list[tuple[Result, asyncio.Future[None] | None]]) -> None:
         try:
@@ -135,15 +151,18 @@ class ResultWriter:
                 await asyncio.sleep(wait)
 
     def _write(self, results: list[Result]) -> None:
-        workspace, now = self.workspace, self.clock()
-        if self.connection is None:
-            self.connection = workspace.engine.connect()
+        now = self.clock()
         try:
-            with self.connection.begin():
-                self._write_in(self.connection, results, now)
+            connection = self.connections.pop()  # atomic: two commits may be taking one
+        except IndexError:
+            connection = self.workspace.engine.connect()
+        try:
+            with connection.begin():
+                self._write_in(connection, results, now)
         except BaseException:
-            self._let_go()  # the next try takes a connection from the pool, pinged
+            connection.close()  # the next try takes a connection from the pool, pinged
             raise
+        self.connections.append(connection)
 
     def _write_in(self, connection: Connection, results: list[Result], now: datetime) -> None:
         workspace = self.workspace
