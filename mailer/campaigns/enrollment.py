@@ -111,31 +111,23 @@ def enrollees(
         newest = _newest_event(connection)  # first: what is recorded meanwhile waits a tick
         earliest = None if seen is None else earliest_occurrence(seen, settings.engine.late_events)
         query = event_candidates(campaign, subject, read_after or 0, newest, earliest)
-        rows = connection.execute(query).all()
+        rows = connection.execute(_with_last_cycle(query, name)).all()
         remember_events(connection, name, now, newest if read_to is None else read_to, newest)
     else:
         query = _candidates(connection, settings, name, campaign, kind, subject, since, now,
                             changed_since)  # fmt: skip
-        rows = connection.execute(query).all()
+        rows = connection.execute(_with_last_cycle(query, name)).all()
         if changed_since is None:  # the hourly scan is what the cursor remembers
             remember(connection, name, now)
     if not rows:
         return []
-    history = {
-        row.contact_id: row
-        for row in connection.execute(
-            select(enrollments.c.contact_id, func.max(enrollments.c.cycle).label("cycle"),
-                   func.max(enrollments.c.entered_at).label("entered_at"),
-                   func.max(func.coalesce(enrollments.c.ended_at, literal(now, UTCDateTime)))
-                   .label("ended_at"))
-            .where(enrollments.c.campaign == name,
-                   one_of(connection, enrollments.c.contact_id, [r.contact_id for r in rows]))
-            .group_by(enrollments.c.contact_id))
-    }  # fmt: skip
+    # A contact enrolled before (each row ends with their last cycle): their runs, re-entry's.
+    returning = [row.contact_id for row in rows if row.cycle is not None]
+    history = _last_runs(connection, name, returning, now) if returning else {}
     first_delay = campaign.steps[0].delay if campaign.steps else timedelta(0)
     first = campaign.steps[0] if kind == "date" and campaign.steps else None
     fresh = []
-    for contact_id, happened, *zone in rows:  # a date trigger's rows have the contact's zone
+    for contact_id, happened, *zone, _ in rows:  # a date trigger's rows have the contact's zone
         at = now if happened is None else happened
         previous = history.get(contact_id)
         if previous is not None and not _may_reenter(campaign, kind, previous, at, now):
@@ -146,6 +138,34 @@ def enrollees(
                       "status": "active", "entered_at": at, "last_position": -1,
                       "due_at": due or at + first_delay})  # fmt: skip
     return fresh
+
+
+def _with_last_cycle(candidates: Select[Any], name: str) -> Select[Any]:
+    """The trigger's rows, each followed by the contact's last cycle in sequence `name` (NULL
+    for a first run): the candidates' ids do not go to the database and back, as they would
+    for _last_runs of them all (mostly new contacts: 0.03 s of mailer's CPU for 50,000)."""
+    found = candidates.subquery("found")
+    last = (select(func.max(enrollments.c.cycle))
+            .where(enrollments.c.campaign == name, enrollments.c.contact_id == found.c.contact_id)
+            .scalar_subquery())  # fmt: skip
+    return select(found, last.label("cycle"))
+
+
+def _last_runs(connection: Connection, name: str, contact_ids: list[int],
+               now: datetime) -> dict[int, Any]:  # fmt: skip
+    """The runs of sequence `name` so far of each contact, as re-entry weighs them: the last
+    cycle and entry, and the latest end (now while a run is active)."""
+    return {
+        row.contact_id: row
+        for row in connection.execute(
+            select(enrollments.c.contact_id, func.max(enrollments.c.cycle).label("cycle"),
+                   func.max(enrollments.c.entered_at).label("entered_at"),
+                   func.max(func.coalesce(enrollments.c.ended_at, literal(now, UTCDateTime)))
+                   .label("ended_at"))
+            .where(enrollments.c.campaign == name,
+                   one_of(connection, enrollments.c.contact_id, contact_ids))
+            .group_by(enrollments.c.contact_id))
+    }  # fmt: skip
 
 
 def enrollment_ids(connection: Connection, count: int) -> list[int]:
