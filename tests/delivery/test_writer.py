@@ -7,6 +7,7 @@ import asyncio
 from datetime import timedelta
 from pathlib import Path
 
+import pytest
 from sqlalchemy import event, select, text
 
 from mailer.delivery.claims import Result, claim
@@ -77,3 +78,41 @@ def test_a_result_that_comes_while_the_writer_lingers_joins_the_same_commit(
 
     asyncio.run(two_sessions())
     assert len(commits) == 1
+
+
+def test_a_result_is_committed_while_an_earlier_commit_still_waits_on_postgresql(
+    workspace: Workspace, project: Path, database_url: str
+) -> None:
+    """A commit waits for the server (its WAL flush, a lock): the sessions whose results come
+    meanwhile are written by a second commit, not queued behind the first."""
+    if not database_url.startswith("postgresql"):
+        pytest.skip(
+            "SQLite has one writer at a time: its results are committed one group after another"
+        )
+    queue_welcome(workspace, project, "ada@example.com", "bob@example.com")
+    with workspace.engine.begin() as connection:
+        first, second = (m.id for m in claim(connection, OWNER, NOW, timedelta(minutes=5), 10))
+
+    async def two_sessions() -> None:
+        writer = ResultWriter(workspace, OWNER, lambda: NOW, set(), DeliveryReport())
+        with workspace.engine.connect() as blocker:  # holds the first row: its commit waits
+            blocker.execute(select(outbox.c.id).where(outbox.c.id == first).with_for_update())
+            stuck = asyncio.create_task(writer.write(Result(first, "sent", reply="250 ok")))
+            while not writer.in_flight:  # the first result's commit has started
+                await asyncio.sleep(0.01)
+            later = asyncio.create_task(writer.write(Result(second, "sent", reply="250 ok")))
+            for _ in range(1000):  # polled, up to about 10 s on a busy machine
+                if later.done():
+                    break
+                await asyncio.sleep(0.01)
+            alone.append(later.done() and not stuck.done())
+            blocker.rollback()
+        await asyncio.gather(stuck, later)
+        await writer.close()
+
+    alone: list[bool] = []
+    asyncio.run(two_sessions())
+    assert alone == [True]
+    with workspace.engine.connect() as connection:
+        statuses = dict(connection.execute(select(outbox.c.id, outbox.c.status)).all())
+    assert statuses == {first: "sent", second: "sent"}
