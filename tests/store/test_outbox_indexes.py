@@ -30,14 +30,14 @@ CONTACTS, PER_CONTACT = 2_000, 10  # 20,000 messages over SENT_OVER
 SENT_OVER = timedelta(days=90)
 
 
-def fill(connection: Connection, contact_count: int = CONTACTS) -> None:
-    """`contact_count` contacts with PER_CONTACT messages each, sent evenly over SENT_OVER
-    before NOW, except one in 50 still queued and one in 100 failed (no sent_at)."""
+def fill(connection: Connection) -> None:
+    """CONTACTS contacts with PER_CONTACT messages each, sent evenly over SENT_OVER before NOW,
+    except one in 50 still queued and one in 100 failed (no sent_at)."""
     connection.execute(insert(contacts), [
         {"id": n, "email": f"c{n}@example.com", "attributes": {}, "created_at": NOW - SENT_OVER,
          "updated_at": NOW - SENT_OVER}
-        for n in range(1, contact_count + 1)])  # fmt: skip
-    total = contact_count * PER_CONTACT
+        for n in range(1, CONTACTS + 1)])  # fmt: skip
+    total = CONTACTS * PER_CONTACT
     rows = []
     for n in range(total):
         status = "queued" if n % 50 == 0 else "failed" if n % 100 == 1 else "sent"
