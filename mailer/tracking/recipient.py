@@ -55,6 +55,11 @@ NOT_UNSUBSCRIBE = ("not an unsubscribe request: a one-click POST carries "
 
 
 PIXEL_ROUTE = "/o/{token}.gif"
+PIXEL_METHODS = ("GET", "HEAD")
+# The pixel's answer as ASGI messages, built once (uvicorn reads them, never changes them).
+PIXEL_START = {"type": "http.response.start", "status": 200, "headers": PIXEL_HEADERS}
+PIXEL_BODY = {"type": "http.response.body", "body": PIXEL}
+NO_BODY = {"type": "http.response.body", "body": b""}  # HEAD
 # Built once: a message's first click reads its links, and building the statement each time
 # cost as much as the rest of the read (bench/tracking_bench.py's clicks, most of them first).
 LINKS_OF = select(outbox.c.links).where(outbox.c.id == bindparam("message"))
@@ -62,9 +67,8 @@ LINKS_OF = select(outbox.c.links).where(outbox.c.id == bindparam("message"))
 
 def is_pixel(scope: Scope) -> bool:
     """`GET /o/TOKEN.gif` (or HEAD): the open pixel, which `RecipientRoutes.pixel` answers."""
-    path: str = scope.get("path", "")
-    method = scope.get("method")
-    return path.startswith("/o/") and path.endswith(".gif") and method in ("GET", "HEAD")
+    path: str = scope["path"]
+    return path[:3] == "/o/" and path[-4:] == ".gif" and scope["method"] in PIXEL_METHODS
 
 
 @functools.cache
@@ -83,6 +87,7 @@ class RecipientRoutes:
         self.confirmations = ConfirmationMail(workspace)
         self.opened: dict[str, str] = {}  # genuine pixel token -> its message key
         self.agents: dict[bytes, str] = {}
+        self.answered: Counter | None = None  # the pixel's 2xx series, once made
 
     def routes(self) -> list[BaseRoute]:
         return [
@@ -100,36 +105,42 @@ class RecipientRoutes:
         token (a broken image helps nobody); only a genuine token records an open. When the
         buffer is far behind the database, the answer waits for it to catch up rather than
         the buffer growing without end."""
-        status = "5xx"  # as Starlette counts a request that raised before answering
         try:
-            path, method = scope["path"], scope["method"]
-            key = self._opened(path[3:-4])
+            method = scope["method"]
+            token = scope["path"][3:-4]
+            key = self.opened.get(token)
+            if key is None:
+                key = self._verified(token)
             if key is not None:
                 buffer = self.buffer
                 if buffer.full():
                     await buffer.room()
-                agent = b""
+                header = b""
                 for name, value in scope["headers"]:
                     if name == b"user-agent":
-                        agent = value
+                        header = value
                         break
+                agent = self.agents.get(header)
+                if agent is None:
+                    agent = self._decoded(header)
                 client = scope.get("client") or ("", 0)
-                buffer.add(Hit("open", key, None, self.workspace.clock.now(),
-                               self._agent(agent), client[0], method))  # fmt: skip
-            status = "2xx"
-            await send({"type": "http.response.start", "status": 200, "headers": PIXEL_HEADERS})
-            await send({"type": "http.response.body", "body": PIXEL if method == "GET" else b""})
-        finally:
-            _pixels_answered(status).inc()
+                buffer.add(Hit("open", key, None, self.workspace.clock.now(), agent, client[0],
+                               method))  # fmt: skip
+        except BaseException:  # as Starlette counts a request that raised before answering
+            _pixels_answered("5xx").inc()
+            raise
+        (self.answered or self._first_answer()).inc()
+        await send(PIXEL_START)
+        await send(PIXEL_BODY if method == "GET" else NO_BODY)
 
-    def _opened(self, token: str) -> str | None:
+    def _first_answer(self) -> Counter:
+        self.answered = _pixels_answered("2xx")
+        return self.answered
+
+    def _verified(self, token: str) -> str | None:
         """The message key of a genuine pixel token, or None. A genuine token's answer never
-        changes (its keys are the process's), so it is worked out once; a forged one is
+        changes (its keys are the process's), so it is kept in `opened`; a forged one is
         checked every time (kept, a flood of them would fill the memory)."""
-        try:
-            return self.opened[token]
-        except KeyError:
-            pass
         try:
             [key] = verify(self.keys, "open", token)
         except (TokenError, ValueError):
@@ -139,18 +150,15 @@ class RecipientRoutes:
         self.opened[token] = key
         return key
 
-    def _agent(self, header: bytes) -> str:
-        """The user agent as text; one object per distinct agent, which the batch sent to the
-        writer pickles once, however many of its hits carry it."""
-        try:
-            return self.agents[header]
-        except KeyError:
-            if len(header) > AGENT_KEPT_BYTES:
-                return header.decode("latin-1")
-            if len(self.agents) >= AGENTS_KEPT:
-                self.agents.clear()
-            agent = self.agents[header] = header.decode("latin-1")
-            return agent
+    def _decoded(self, header: bytes) -> str:
+        """The user agent as text, kept in `agents`: one object per distinct agent, which the
+        batch sent to the writer pickles once, however many of its hits carry it."""
+        if len(header) > AGENT_KEPT_BYTES:
+            return header.decode("latin-1")
+        if len(self.agents) >= AGENTS_KEPT:
+            self.agents.clear()
+        agent = self.agents[header] = header.decode("latin-1")
+        return agent
 
     async def click(self, request: Request) -> Response:
         try:
