@@ -192,12 +192,13 @@ def _messages(connection: Connection, wanted: list[int], memory: Memory | None
     facts: dict[int, Facts] = {}
     missing = wanted
     if known:
-        found = dict(connection.execute(
+        contacts_ = dict(connection.execute(
             select(outbox.c.id, outbox.c.contact_id)
             .where(one_of(connection, outbox.c.id, wanted), outbox.c.contact_id.is_not(None))
         ).all())  # fmt: skip
-        facts = {id_: known[id_] for id_ in found if id_ in known}
-        missing = [id_ for id_ in found if id_ not in facts]
+        found = {id_: contact for id_, contact in contacts_.items() if id_ in known}
+        facts = {id_: known[id_] for id_ in found}
+        missing = [id_ for id_ in contacts_ if id_ not in known]  # found if still there below
     if missing:
         for id_, contact, *fixed in connection.execute(
             select(outbox.c.id, outbox.c.contact_id, outbox.c.campaign, outbox.c.step,
