@@ -27,7 +27,8 @@ because mailer never runs one (the measured file is what a user's database looks
 With `--enroll N` it times the other extreme instead: one tick in which N contacts who have
 just joined the list are enrolled and their first step queued (a sequence with a goal and an
 A/B variant, as the example's welcome series), beside a reference measured in the same run and
-database: a bare INSERT ... SELECT of N outbox rows (the floor; rolled back). With `--baseline
+database: a bare INSERT ... SELECT of N outbox rows (the floor; rolled back), and when its batches
+of new runs were written (the time between two writes has nothing beside it). With `--baseline
 REV` the engine of git revision REV (its mailer/campaigns/engine.py) runs the same tick on an
 identical fresh database first, so old and new are compared on the same machine minute.
 
@@ -57,6 +58,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from itertools import pairwise
 from pathlib import Path
 from types import ModuleType
 from typing import Any, Protocol
@@ -483,7 +485,8 @@ def measure_enroll(kind: str, count: int, workdir: Path, ticker: Ticker, label: 
             floor = min(floor_seconds(workspace.engine, flavour, count) for _ in range(3))
             profiler = cProfile.Profile() if profile else None
             with slowest_statements(workspace.engine, 12 if profile else 0) as statements, \
-                    server_cpu(workspace.engine) as server:  # fmt: skip
+                    server_cpu(workspace.engine) as server, \
+                    batch_writes(ticker) as writes:  # fmt: skip
                 started, cpu = time.perf_counter(), time.process_time()
                 if profiler:
                     profiler.enable()
@@ -502,6 +505,8 @@ def measure_enroll(kind: str, count: int, workdir: Path, ticker: Ticker, label: 
     database_cpu = f", the database server's {server[0]:.2f} s" if server else ""
     print(f"    CPU: this process {cpu:.2f} s{database_cpu} (unlike the seconds above, "
           "not stretched by other work on the machine)")  # fmt: skip
+    if writes:
+        print(f"    {written_batches(writes, started, seconds)}")
     if statements and server:
         rest = server[0] - sum(used for _, used, _ in statements)
         print(f"    the server's CPU outside the statements listed (COPYs of rows): {rest:.2f} s")
@@ -509,6 +514,44 @@ def measure_enroll(kind: str, count: int, workdir: Path, ticker: Ticker, label: 
         print("\ntop 25 functions by cumulative time (under cProfile):")
         pstats.Stats(profiler, stream=sys.stdout).sort_stats("cumulative").print_stats(25)
     return met
+
+
+def written_batches(writes: list[tuple[float, float]], started: float, seconds: float) -> str:
+    """The batches' writes in the tick (started, lasting seconds): when the first began, how long
+    they took, the time between them (the tick's own work with no write beside it: a batch's
+    facts read before its write), and after the last (commit, ANALYZE)."""
+    spans = sorted(writes)
+    between = sum(max(0.0, begun - ended) for (_, ended), (begun, _) in pairwise(spans))
+    writing = sum(ended - begun for begun, ended in spans)
+    return (f"{len(spans)} batches written: the first began at {spans[0][0] - started:.3f} s, "
+            f"writing {writing:.3f} s, between writes {between:.3f} s, after the last "
+            f"{started + seconds - spans[-1][1]:.3f} s")  # fmt: skip
+
+
+@contextmanager
+def batch_writes(ticker: Ticker) -> Iterator[list[tuple[float, float]]]:
+    """When each batch of new runs was written meanwhile ((start, end), perf_counter): the
+    engine's `_write_new_runs` (in `ticker`'s module, a --baseline engine's too) wrapped. What
+    runs between two writes, or before the first and after the last, has nothing beside it."""
+    spans: list[tuple[float, float]] = []
+    module = getattr(ticker, "__globals__", {})
+    write = module.get("_write_new_runs")
+    if write is None:
+        yield spans
+        return
+
+    def timed(*args: Any, **kwargs: Any) -> Any:
+        begun = time.perf_counter()
+        try:
+            return write(*args, **kwargs)
+        finally:
+            spans.append((begun, time.perf_counter()))
+
+    module["_write_new_runs"] = timed
+    try:
+        yield spans
+    finally:
+        module["_write_new_runs"] = write
 
 
 def _cpu_seconds(pid: int) -> float:
