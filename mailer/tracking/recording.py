@@ -47,7 +47,7 @@ def private_ip(ip: str, key: bytes) -> str:
     return f"{network}#{tag}"
 
 
-Facts = tuple[str, int, datetime | None, str | None]  # a message's campaign, step, sent_at, links
+Facts = tuple[str, str, datetime | None, str | None]  # a message's campaign, step, sent_at, links
 MESSAGES_KEPT = 200_000  # sent messages' fixed facts kept by a writer (~40 MB at most)
 
 
