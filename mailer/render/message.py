@@ -226,7 +226,9 @@ class MessageRenderer:
         data = written.data
         if self.dkim_key is not None:
             try:
-                data = dkim_sign_fields(data, written.fields, self.dkim_key, now)
+                data = dkim_sign_fields(
+                    data, written.fields, self.dkim_key, now, written.relaxed_body
+                )
             except Exception as error:
                 raise RenderError(
                     f"{contact.email}: DKIM signing failed: {problem(error)}"
