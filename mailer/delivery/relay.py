@@ -21,6 +21,7 @@ from aiosmtplib import (
 )
 
 from mailer.config import PRIMARY_RELAY, Relay, Settings, relay_key
+from mailer.delivery.pipelining import Replies
 from mailer.delivery.replies import SmtpReply, Stage
 from mailer.errors import MailerError
 
@@ -78,50 +79,67 @@ class RelaySession:
         )  # fmt: skip
         self.opened = 0  # connections made, for logs and tests
         self.dirty = False  # a transaction was left half-done: RSET before the next one
+        self.replies: Replies | None = None  # the open connection's, after its greeting
+        self.pipelining = False  # the relay takes MAIL, RCPT and DATA in one write
 
     async def send(self, envelope_from: str, recipient: str, wire: bytes,
                    smtputf8: bool) -> SmtpReply:  # fmt: skip
         """One transaction; `wire` is the message dot-stuffed and ending in ".\\r\\n"."""
         stage: Stage = "connect"
+        refusal: SmtpReply | None = None  # the first step refused: what the relay said
         try:
-            if not self.client.is_connected:
+            if not self.client.is_connected or self.replies is None:
                 await self._open()
-            if self.dirty:
-                await self.client.rset()  # RFC 5321 4.1.1.5: a clean envelope
-                self.dirty = False
             utf8 = smtputf8 and self.client.supports_extension("smtputf8")
             if smtputf8 and not utf8:
                 return SmtpReply(553, "5.6.7 the relay does not offer SMTPUTF8, which this "
                                       "recipient's address needs", "rcpt")  # fmt: skip
-            stage = "mail"
-            self.dirty = True
             # One timer for the whole transaction: aiosmtplib's per-command timeouts would
             # start a task and a timer for each of the four steps.
             async with asyncio.timeout(self.timeout):
+                if self.dirty:
+                    reply = await self._command(b"RSET\r\n")  # RFC 5321 4.1.1.5: a clean envelope
+                    if reply.code != 250:
+                        self.client.close()
+                        return SmtpReply(reply.code, reply.message, stage)
+                    self.dirty = False
+                self.dirty = True
                 # The addresses were validated at import: no need for aiosmtplib's parser,
                 # whose cost per message was a fifth of the delivering process's.
                 utf8_option = b" SMTPUTF8" if utf8 else b""
-                reply = await self._command(b"MAIL FROM:<" + envelope_from.encode("ascii")
-                                            + b">" + utf8_option + b"\r\n")  # fmt: skip
-                if reply.code != 250:
-                    return SmtpReply(reply.code, reply.message, stage)
-                stage = "rcpt"
-                reply = await self._command(b"RCPT TO:<" + recipient.encode() + b">\r\n")
-                if reply.code not in (250, 251):
-                    return SmtpReply(reply.code, reply.message, stage)
-                stage = "data"
-                reply = await self._command(b"DATA\r\n")
-                if reply.code != 354:
-                    return SmtpReply(reply.code, reply.message, stage)
+                steps: tuple[tuple[Stage, bytes, tuple[int, ...]], ...] = (
+                    ("mail", b"MAIL FROM:<" + envelope_from.encode("ascii") + b">"
+                             + utf8_option + b"\r\n", (250,)),
+                    ("rcpt", b"RCPT TO:<" + recipient.encode() + b">\r\n", (250, 251)),
+                    ("data", b"DATA\r\n", (354,)),
+                )  # fmt: skip
+                if self.pipelining:  # RFC 2920: one write, the three replies read in order
+                    self._write(b"".join(command for _, command, _ in steps))
+                for stage, command, accepted in steps:
+                    if not self.pipelining:
+                        self._write(command)
+                    reply = await self._reply()
+                    if refusal is None and reply.code not in accepted:
+                        refusal = SmtpReply(reply.code, reply.message, stage)
+                    # Pipelined, the replies after a refusal are read too (503s, most
+                    # likely), to stay in step; unless the relay is closing (421).
+                    if refusal is not None and (not self.pipelining or reply.code == 421):
+                        break
+                if refusal is not None:
+                    if reply.code == 354:  # RFC 2920 3.1: DATA taken although RCPT was not
+                        self._write(b".\r\n")  # an empty message, which the relay refuses
+                        await self._reply()  # or drops; dirty: RSET before the next one
+                    return refusal
                 # The message comes ready for the wire (render processes dot-stuffed it), so
                 # it goes out as it is, not through aiosmtplib's data(), which would scan it
                 # again.
-                reply = await self._command(wire)
+                self._write(wire)
+                reply = await self._reply()
             self.dirty = False
             return SmtpReply(reply.code, reply.message, stage)
         except TimeoutError:  # the relay went silent: this connection is useless now
             self.client.close()
-            return SmtpReply(None, f"no answer within {self.timeout:g} s", stage)
+            return refusal or SmtpReply(None, f"no answer within {self.timeout:g} s", stage)
         except SMTPResponseException as error:
             if stage == "connect":
                 self.client.close()
@@ -129,37 +147,53 @@ class RelaySession:
         except (SMTPException, OSError) as error:
             # No answer: refused, dropped, timed out. The connection is useless now.
             self.client.close()
-            return SmtpReply(None, f"{type(error).__name__}: {error}", stage)
+            return refusal or SmtpReply(None, f"{type(error).__name__}: {error}", stage)
 
-    async def _command(self, line: bytes) -> SMTPResponse:
-        """Send `line` (a command, or the message after DATA's 354) and read the reply. Not
-        through aiosmtplib's execute_command, whose lock, per-argument check and timeout cost
-        the delivering process about 20 µs a command: a session sends one command at a time,
-        the addresses carry no line break (validated at import), one timer covers the
-        transaction. What it did on a reply is done here: 421 closes the connection."""
-        protocol = self.client.protocol
-        if protocol is None:
+    def _write(self, data: bytes) -> None:
+        if self.replies is None:
             raise SMTPServerDisconnected("Server not connected")
-        protocol.write(line)
-        reply = await protocol.read_response(timeout=None)
+        self.replies.write(data)
+
+    async def _reply(self) -> SMTPResponse:
+        """The relay's next reply. Read here, not through aiosmtplib's execute_command, whose
+        lock, per-argument check and timeout cost the delivering process about 20 µs a
+        command: the addresses carry no line break (validated at import), one timer covers
+        the transaction. What it did on a reply is done here: 421 closes the connection."""
+        if self.replies is None:
+            raise SMTPServerDisconnected("Server not connected")
+        reply = await self.replies.read()
         if reply.code == 421:  # RFC 5321 3.8: the relay is closing the channel
             self.client.close()
         return reply
 
+    async def _command(self, line: bytes) -> SMTPResponse:
+        self._write(line)
+        return await self._reply()
+
     async def _open(self) -> None:
-        """Connect (TLS and AUTH as settings say) and greet, so the extensions are known."""
+        """Connect (TLS and AUTH as settings say) and greet, so the extensions are known;
+        then the replies are read by `Replies`, which keeps every one (see pipelining.py)."""
         self.opened += 1
         self.dirty = False
+        self.replies = None
         await self.client.connect()
         if self.client.is_ehlo_or_helo_needed:
             try:
                 await self.client.ehlo()
             except SMTPHeloError:
                 await self.client.helo()
+        transport, protocol = self.client.transport, self.client.protocol
+        if transport is None or protocol is None:
+            raise SMTPServerDisconnected("Connection lost")
+        self.replies = Replies(transport, protocol)
+        self.pipelining = self.client.supports_extension("pipelining")
 
     async def close(self) -> None:
-        if self.client.is_connected:
+        if self.client.is_connected and self.replies is not None:
             try:
-                await self.client.quit()
-            except (SMTPException, OSError):
-                self.client.close()
+                async with asyncio.timeout(self.timeout):
+                    await self._command(b"QUIT\r\n")
+            except (TimeoutError, SMTPException, OSError):
+                pass
+        self.client.close()
+        self.replies = None

@@ -1,0 +1,303 @@
+"""RFC 2920 PIPELINING against a real SMTP server (aiosmtpd, told to advertise it): MAIL, RCPT
+and DATA go out in one write, their replies are read in order, and the first refusal is the
+one reported; a relay that does not advertise PIPELINING gets one command at a time."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import socket
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from aiosmtpd.smtp import SMTP, Envelope, Session
+from aiosmtplib import SMTPResponse
+from hypothesis import given
+from hypothesis import strategies as st
+
+from mailer.delivery.pipelining import LONGEST_REPLY, ReplyParser
+from mailer.delivery.replies import SmtpReply, Verdict, judge
+from tests.delivery.smtp_server import LOOPBACK, ScriptedSmtpServer, _Connection
+from tests.delivery.test_relay import MESSAGE, outgoing, send_all, settings_for
+
+
+class PipeliningServer(ScriptedSmtpServer):
+    """The scripted server, advertising PIPELINING (aiosmtpd reads pipelined commands in
+    order but does not say so), with more ways to refuse and misbehave."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._controller.factory = self._connection  # type: ignore[method-assign]
+        self.refuse_mail: str | None = None  # the next answer to MAIL FROM, once
+        self.refuse_data: str | None = None  # the next answer to the DATA command, once
+        self.drop_at_rcpt: set[str] = set()  # recipients whose RCPT closes the connection
+        # Answer DATA with 354 although RCPT was refused (RFC 2920 3.1 warns of such servers);
+        # what the client sent as the message then lands in `after_refusal`.
+        self.data_despite_refusal = False
+        self.after_refusal: list[bytes] = []
+
+    def _connection(self) -> _Connection:
+        return _RefusingConnection(self, self.count_connection(),
+                                   **self._controller.SMTP_kwargs)  # fmt: skip
+
+    async def handle_EHLO(self, server: SMTP, session: Session, envelope: Envelope,
+                          hostname: str, responses: list[str]) -> list[str]:  # fmt: skip
+        session.host_name = hostname
+        return [*responses[:-1], "250-PIPELINING", responses[-1]]
+
+    async def handle_MAIL(self, server: SMTP, session: Session, envelope: Envelope,
+                          address: str, options: list[str]) -> str:  # fmt: skip
+        refusal, self.refuse_mail = self.refuse_mail, None
+        if refusal is not None:
+            return refusal
+        return await super().handle_MAIL(server, session, envelope, address, options)
+
+    async def handle_RCPT(self, server: _Connection, session: Session, envelope: Envelope,
+                          address: str, options: list[str]) -> str:  # fmt: skip
+        if address in self.drop_at_rcpt:
+            assert isinstance(server.transport, asyncio.Transport)
+            server.transport.abort()
+            await asyncio.get_running_loop().create_future()  # cancelled by connection_lost
+        reply = await super().handle_RCPT(server, session, envelope, address, options)
+        if not reply.startswith("250") and self.data_despite_refusal:
+            envelope.rcpt_tos.append(address)
+            server.data_replies[address] = reply
+        return reply
+
+    async def handle_DATA(self, server: _Connection, session: Session,
+                          envelope: Envelope) -> str:  # fmt: skip
+        replies = [server.data_replies.get(r, "250") for r in envelope.rcpt_tos]
+        if self.data_despite_refusal and any(r[:1] in "45" for r in replies):
+            self.after_refusal.append(envelope.original_content or b"")
+            return "554 5.5.1 No valid recipients"
+        return await super().handle_DATA(server, session, envelope)
+
+
+class _RefusingConnection(_Connection):
+    """A connection that can refuse the DATA command itself (aiosmtpd's hook comes after the
+    message), as a relay does whose policy refuses after the recipients."""
+
+    async def smtp_DATA(self, arg: str) -> None:
+        server = self.event_handler
+        assert isinstance(server, PipeliningServer)
+        refusal, server.refuse_data = server.refuse_data, None
+        if refusal is None:
+            await super().smtp_DATA(arg)
+        else:
+            await self.push(refusal)
+
+
+class RecordingProxy:
+    """A TCP hop between mailer and the server that keeps each chunk mailer sends as it came
+    off the socket: commands written at once arrive at once, commands written after a reply
+    arrive apart (the reply passes here after the command did)."""
+
+    def __init__(self, port: int) -> None:
+        self._target = port
+        self._listener = socket.create_server((LOOPBACK, 0))
+        self.port: int = self._listener.getsockname()[1]
+        self.chunks: list[bytes] = []
+        self._sockets: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def commands(self) -> list[bytes]:
+        """The chunks mailer sent that held commands, not a message."""
+        return [chunk for chunk in self.chunks if not chunk.startswith(b"Subject: dots")]
+
+    def close(self) -> None:
+        for opened in [self._listener, *self._sockets]:
+            opened.close()
+
+    def _accept(self) -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                client, _ = self._listener.accept()
+                server = socket.create_connection((LOOPBACK, self._target))
+                self._sockets += [client, server]
+                threading.Thread(
+                    target=self._pipe, args=(client, server, True), daemon=True
+                ).start()
+                threading.Thread(
+                    target=self._pipe, args=(server, client, False), daemon=True
+                ).start()
+
+    def _pipe(self, source: socket.socket, sink: socket.socket, record: bool) -> None:
+        with contextlib.suppress(OSError):
+            while data := source.recv(65536):
+                if record:
+                    self.chunks.append(data)
+                sink.sendall(data)
+            sink.shutdown(socket.SHUT_WR)
+
+
+@pytest.fixture
+def relay() -> Iterator[PipeliningServer]:
+    with PipeliningServer() as server:
+        yield server
+
+
+@contextlib.contextmanager
+def recording(port: int) -> Iterator[RecordingProxy]:
+    proxy = RecordingProxy(port)
+    try:
+        yield proxy
+    finally:
+        proxy.close()
+
+
+def test_mail_rcpt_and_data_go_in_one_write_and_the_message_arrives_once(
+    project: Path, relay: PipeliningServer
+) -> None:
+    with recording(relay.port) as proxy:
+        settings = settings_for(project, proxy.port)
+        replies = send_all(settings, outgoing("ada@x.example"), outgoing("bob@x.example"))
+    assert [(reply.code, reply.stage) for reply in replies] == [(250, "data"), (250, "data")]
+    assert [(m.envelope_from, m.recipient, m.data, m.connection) for m in relay.received] == [
+        ("bounces@acme.example", "ada@x.example", MESSAGE, 1),
+        ("bounces@acme.example", "bob@x.example", MESSAGE, 1),
+    ]
+    assert proxy.commands()[-3:] == [
+        b"MAIL FROM:<bounces@acme.example>\r\nRCPT TO:<ada@x.example>\r\nDATA\r\n",
+        b"MAIL FROM:<bounces@acme.example>\r\nRCPT TO:<bob@x.example>\r\nDATA\r\n",
+        b"QUIT\r\n",
+    ]
+    assert relay.connections == 1 and relay.rsets == 0
+
+
+def test_a_relay_without_pipelining_gets_one_command_at_a_time(
+    project: Path, smtp_server: ScriptedSmtpServer
+) -> None:
+    with recording(smtp_server.port) as proxy:
+        settings = settings_for(project, proxy.port)
+        [reply] = send_all(settings, outgoing("ada@x.example"))
+    assert (reply.code, reply.stage) == (250, "data")
+    assert proxy.commands()[-4:] == [b"MAIL FROM:<bounces@acme.example>\r\n",
+                                     b"RCPT TO:<ada@x.example>\r\n", b"DATA\r\n",
+                                     b"QUIT\r\n"]  # fmt: skip
+    assert [m.recipient for m in smtp_server.received] == ["ada@x.example"]
+
+
+def test_a_refused_mail_from_is_reported_at_mail_and_the_next_message_follows_a_rset(
+    project: Path, relay: PipeliningServer
+) -> None:
+    relay.refuse_mail = "550 5.7.1 Sender not allowed"
+    settings = settings_for(project, relay.port)
+    replies = send_all(settings, outgoing("ada@x.example"), outgoing("bob@x.example"))
+    assert replies[0] == SmtpReply(550, "5.7.1 Sender not allowed", "mail")
+    assert judge(replies[0]) == Verdict("retry", relay_refusal=True)
+    assert (replies[1].code, replies[1].stage) == (250, "data")
+    assert [m.recipient for m in relay.received] == ["bob@x.example"]
+    assert relay.rsets == 1
+
+
+def test_a_refused_recipient_is_reported_at_rcpt_and_its_message_never_sent(
+    project: Path, relay: PipeliningServer
+) -> None:
+    relay.script("no@x.example", "550 5.1.1 No such user")
+    with recording(relay.port) as proxy:
+        settings = settings_for(project, proxy.port)
+        replies = send_all(settings, outgoing("no@x.example"), outgoing("yes@x.example"))
+    assert replies[0] == SmtpReply(550, "5.1.1 No such user", "rcpt")
+    assert judge(replies[0]) == Verdict("failed", hard_bounce=True)
+    assert (replies[1].code, replies[1].stage) == (250, "data")
+    assert [m.recipient for m in relay.received] == ["yes@x.example"]
+    assert sum(chunk.startswith(b"Subject: dots") for chunk in proxy.chunks) == 1  # yes@'s
+    assert relay.rsets == 1
+
+
+def test_a_refused_data_command_is_reported_at_data_and_its_message_never_sent(
+    project: Path, relay: PipeliningServer
+) -> None:
+    relay.refuse_data = "554 5.7.1 Rejected by policy"
+    with recording(relay.port) as proxy:
+        settings = settings_for(project, proxy.port)
+        replies = send_all(settings, outgoing("ada@x.example"), outgoing("bob@x.example"))
+    assert replies[0] == SmtpReply(554, "5.7.1 Rejected by policy", "data")
+    assert (replies[1].code, replies[1].stage) == (250, "data")
+    assert [m.recipient for m in relay.received] == ["bob@x.example"]
+    assert sum(chunk.startswith(b"Subject: dots") for chunk in proxy.chunks) == 1  # bob@'s
+    assert relay.rsets == 1
+
+
+def test_a_message_refused_after_its_data_is_reported_at_data(
+    project: Path, relay: PipeliningServer
+) -> None:
+    relay.script("ada@x.example", "data 554 5.7.1 Looks like spam")
+    settings = settings_for(project, relay.port)
+    replies = send_all(settings, outgoing("ada@x.example"), outgoing("bob@x.example"))
+    assert replies[0] == SmtpReply(554, "5.7.1 Looks like spam", "data")
+    assert [m.recipient for m in relay.received] == ["bob@x.example"]
+    assert relay.rsets == 0  # the transaction ended with the message: nothing to reset
+
+
+def test_a_354_after_a_refused_recipient_gets_an_empty_message_and_a_rset(
+    project: Path, relay: PipeliningServer
+) -> None:
+    """RFC 2920 3.1: a server that takes DATA although no recipient was accepted gets a lone
+    '.', never the message; the transaction is reset before the next one."""
+    relay.data_despite_refusal = True
+    relay.script("no@x.example", "550 5.1.1 No such user")
+    settings = settings_for(project, relay.port)
+    replies = send_all(settings, outgoing("no@x.example"), outgoing("yes@x.example"))
+    assert replies[0] == SmtpReply(550, "5.1.1 No such user", "rcpt")
+    assert (replies[1].code, replies[1].stage) == (250, "data")
+    assert relay.after_refusal == [b""]
+    assert [m.recipient for m in relay.received] == ["yes@x.example"]
+    assert relay.rsets == 1
+
+
+def test_a_connection_closed_mid_pipeline_is_no_answer_and_the_next_message_reconnects(
+    project: Path, relay: PipeliningServer
+) -> None:
+    relay.drop_at_rcpt.add("cut@x.example")
+    settings = settings_for(project, relay.port)
+    replies = send_all(settings, outgoing("cut@x.example"), outgoing("yes@x.example"))
+    assert replies[0].code is None and "SMTPServerDisconnected" in replies[0].text
+    assert judge(replies[0]).outcome == "retry"
+    assert (replies[1].code, replies[1].stage) == (250, "data")
+    assert [(m.recipient, m.connection) for m in relay.received] == [("yes@x.example", 2)]
+
+
+def test_a_421_mid_pipeline_closes_the_connection(project: Path, relay: PipeliningServer) -> None:
+    relay.script("busy@x.example", "421 4.7.0 Too busy, closing")
+    settings = settings_for(project, relay.port)
+    replies = send_all(settings, outgoing("busy@x.example"), outgoing("yes@x.example"))
+    assert [(reply.code, reply.stage) for reply in replies] == [(421, "rcpt"), (250, "data")]
+    assert relay.connections == 2 and relay.rsets == 0
+    assert [m.recipient for m in relay.received] == ["yes@x.example"]
+
+
+# The reply parser: whatever way the bytes are cut, the same replies in the same order.
+
+reply_texts = st.lists(st.text(st.characters(codec="utf-8", exclude_characters="\r\n"),
+                               max_size=20), min_size=1, max_size=4)  # fmt: skip
+replies_sent = st.lists(st.tuples(st.integers(200, 599), reply_texts), min_size=1, max_size=5)
+
+
+def wire(code: int, lines: list[str]) -> bytes:
+    return b"".join(f"{code}{'-' if n < len(lines) - 1 else ' '}{line}\r\n".encode()
+                    for n, line in enumerate(lines))  # fmt: skip
+
+
+@given(replies_sent, st.lists(st.integers(0, 400), max_size=10))
+def test_replies_parse_the_same_however_the_bytes_are_cut(
+    sent: list[tuple[int, list[str]]], cuts: list[int]
+) -> None:
+    data = b"".join(wire(code, lines) for code, lines in sent)
+    parser = ReplyParser()
+    parsed: list[SMTPResponse] = []
+    edges = [0, *sorted(cut % (len(data) + 1) for cut in cuts), len(data)]
+    for start, end in itertools.pairwise(edges):
+        parsed += parser.feed(data[start:end])
+    expected = [(code, "\n".join(line.strip(" \t") for line in lines)) for code, lines in sent]
+    assert [(reply.code, reply.message) for reply in parsed] == expected
+
+
+def test_a_line_that_is_no_reply_and_a_reply_without_end_are_errors() -> None:
+    with pytest.raises(ValueError, match="malformed reply line from the relay: 'hello'"):
+        ReplyParser().feed(b"250 OK\r\nhello\r\n")
+    with pytest.raises(ValueError, match="longer than"):
+        ReplyParser().feed(b"250-" + b"x" * LONGEST_REPLY + b"\r\n")
