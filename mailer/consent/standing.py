@@ -6,11 +6,22 @@ before SMTP (gate 2)."""
 from __future__ import annotations
 
 from collections.abc import Iterable
+from functools import cache
 from typing import Any, NamedTuple
 
-from sqlalchemy import ColumnElement, Connection, and_, literal, select, true
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Select,
+    String,
+    and_,
+    bindparam,
+    literal,
+    select,
+    true,
+)
 
-from mailer.store.bulk import one_of
+from mailer.store.bulk import listed, one_of_given
 from mailer.store.tables import consent_status, contacts, lists, memberships, suppressions
 
 
@@ -24,20 +35,31 @@ class Standing(NamedTuple):  # the engine builds 50,000 at a time: cheaper than 
 
 def standings(connection: Connection, list_name: str,
               contact_ids: Iterable[int]) -> dict[int, Standing]:  # fmt: skip
-    """Each contact's standing on `list_name`, read in one query.
+    """Each contact's standing on `list_name`, read in one query."""
+    dialect = connection.dialect.name
+    rows = connection.execute(_query(dialect), {"list_name": list_name,
+                                                "ids": listed(dialect, contact_ids)})  # fmt: skip
+    return {contact_id: Standing(joined is not None, status or "none", entry_id, suppressed, zone)
+            for contact_id, zone, joined, suppressed, status, entry_id in rows}  # fmt: skip
+
+
+@cache
+def _query(dialect: str) -> Select[Any]:
+    """The standing query, built once (delivery asks it for every chunk of 40).
 
     Every part is a subquery per contact, looked up by its index: a join or EXISTS lets
     PostgreSQL hash the whole list's memberships and consent statuses instead (the planner
     takes reading 10,000 cached rows for cheaper than 40 index probes), which cost delivery's
     gate 2 about 10 ms of server CPU per chunk of 40 on a list of 10,000, growing with the list.
     """
+    list_name = bindparam("list_name", type_=String)
     list_id = select(lists.c.id).where(lists.c.name == list_name).scalar_subquery()
     member = _first(literal(1), and_(memberships.c.list_id == list_id,
                                      memberships.c.contact_id == contacts.c.id))  # fmt: skip
     consent = and_(consent_status.c.contact_id == contacts.c.id,
                    consent_status.c.purpose == list_name)  # fmt: skip
     suppression = _first(suppressions.c.reason, suppressions.c.email == contacts.c.email)
-    if connection.dialect.name == "postgresql":
+    if dialect == "postgresql":
         # Status and entry in one probe of consent_status, still per contact: half the
         # server's CPU of two subqueries (0.24 s against 0.46 s for 50,000 contacts).
         probe = select(consent_status.c.status, consent_status.c.entry_id).where(consent)
@@ -48,11 +70,7 @@ def standings(connection: Connection, list_name: str,
         query = select(contacts.c.id, contacts.c.timezone, member, suppression,
                        _first(consent_status.c.status, consent),
                        _first(consent_status.c.entry_id, consent))  # fmt: skip
-    rows = connection.execute(
-        query.where(one_of(connection, contacts.c.id, contact_ids))
-    ).all()  # fmt: skip
-    return {contact_id: Standing(joined is not None, status or "none", entry_id, suppressed, zone)
-            for contact_id, zone, joined, suppressed, status, entry_id in rows}  # fmt: skip
+    return query.where(one_of_given(dialect, contacts.c.id, "ids"))
 
 
 def _first(column: ColumnElement[Any], where: ColumnElement[bool]) -> Any:

@@ -13,9 +13,10 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import cache
 from typing import Any
 
-from sqlalchemy import Connection, select, update
+from sqlalchemy import Connection, Select, select, update
 from sqlalchemy.exc import DBAPIError
 
 from mailer.campaigns.goals import compiled, convert, reached_goal
@@ -25,7 +26,7 @@ from mailer.delivery.claims import OutboxMessage
 from mailer.errors import SettingsError
 from mailer.logs import logger
 from mailer.returns.replied import EXITED_REPLIED, replied
-from mailer.store.bulk import one_of
+from mailer.store.bulk import listed, one_of, one_of_given
 from mailer.store.tables import contacts, enrollments, outbox
 
 ENDED = ("converted", "exited")  # "completed" is not: its last message is still wanted
@@ -144,13 +145,21 @@ def _sequence(connection: Connection, settings: Settings, name: str, campaign: C
 
 def _enrollments(connection: Connection, group: list[OutboxMessage]) -> dict[int, Any]:
     """Each message's enrollment as it is now, by outbox id."""
-    rows = connection.execute(
+    dialect = connection.dialect.name
+    rows = connection.execute(_enrollments_query(dialect),
+                              {"ids": listed(dialect, [m.id for m in group])})  # fmt: skip
+    return {row.outbox_id: row for row in rows}
+
+
+@cache
+def _enrollments_query(dialect: str) -> Select[Any]:
+    """Built once: the recheck asks it for every chunk."""
+    return (
         select(outbox.c.id.label("outbox_id"), enrollments.c.id, enrollments.c.status,
                enrollments.c.reason)
         .join(enrollments, enrollments.c.id == outbox.c.enrollment_id)
-        .where(one_of(connection, outbox.c.id, [m.id for m in group]))
+        .where(one_of_given(dialect, outbox.c.id, "ids"))
     )  # fmt: skip
-    return {row.outbox_id: row for row in rows}
 
 
 def _conditions(connection: Connection, settings: Settings, name: str, campaign: Campaign,
