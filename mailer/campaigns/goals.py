@@ -55,14 +55,21 @@ def reached_goal(connection: Connection, settings: Settings, goal: str,
     With `runs` (unwritten_runs: enrollments decided before they are written), read from it
     instead of the enrollments table."""
     table = enrollments if runs is None else runs
-    compiler = SegmentCompiler.for_settings(settings, now, entered=table.c.entered_at,
-                                            goal=True)  # fmt: skip
     query = (select(table.c.id)
              .select_from(table.join(contacts, table.c.contact_id == contacts.c.id))
-             .where(compiled(compiler, goal)))  # fmt: skip
+             .where(goal_condition(settings, goal, now, table)))  # fmt: skip
     if runs is None:
         query = query.where(one_of(connection, enrollments.c.id, enrollment_ids))
     return {row.id for row in connection.execute(query)}
+
+
+def goal_condition(settings: Settings, goal: str, now: datetime,
+                   runs: FromClause = enrollments) -> ColumnElement[bool]:  # fmt: skip
+    """`goal` as SQL over `runs` joined to contacts: true for a run whose contact reached it
+    since entering the run."""
+    compiler = SegmentCompiler.for_settings(settings, now, entered=runs.c.entered_at,
+                                            goal=True)  # fmt: skip
+    return compiled(compiler, goal)
 
 
 def unwritten_runs(connection: Connection, rows: Sequence[Any]) -> FromClause:

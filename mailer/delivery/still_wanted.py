@@ -16,10 +16,10 @@ from datetime import datetime, timedelta
 from functools import cache
 from typing import Any
 
-from sqlalchemy import Connection, Select, select, update
+from sqlalchemy import Connection, Select, and_, select, update
 from sqlalchemy.exc import DBAPIError
 
-from mailer.campaigns.goals import compiled, convert, reached_goal
+from mailer.campaigns.goals import compiled, convert, goal_condition
 from mailer.campaigns.segment_sql import SegmentCompiler
 from mailer.config import Campaign, Settings
 from mailer.delivery.claims import OutboxMessage
@@ -116,7 +116,10 @@ def _broadcast(connection: Connection, settings: Settings, campaign: Campaign,
 
 def _sequence(connection: Connection, settings: Settings, name: str, campaign: Campaign,
               group: list[OutboxMessage], now: datetime, found: Recheck) -> None:  # fmt: skip
-    runs = _enrollments(connection, group)
+    if campaign.goal:  # read with the enrollments: one statement, not two
+        runs = _enrollments_and_goal(connection, settings, campaign.goal, group, now)
+    else:
+        runs = _enrollments(connection, group)
     going: list[tuple[OutboxMessage, Any]] = []  # with an enrollment that has not ended
     for message in group:
         run = runs.get(message.id)
@@ -124,16 +127,11 @@ def _sequence(connection: Connection, settings: Settings, name: str, campaign: C
             continue
         if run.status in ENDED:
             found.skipped[message.id] = f"the sequence ended ({run.status}: {run.reason})"
+        elif campaign.goal and run.reached:
+            found.skipped[message.id] = f"goal reached ({campaign.goal})"
+            found.converted[run.id] = campaign.goal
         else:
             going.append((message, run))
-    if campaign.goal and going:
-        reached = reached_goal(connection, settings, campaign.goal,
-                               {run.id for _, run in going}, now)  # fmt: skip
-        for message, run in going:
-            if run.id in reached:
-                found.skipped[message.id] = f"goal reached ({campaign.goal})"
-                found.converted[run.id] = campaign.goal
-        going = [(message, run) for message, run in going if run.id not in reached]
     if campaign.exit_on_reply and going:  # the engine ends the run at its next tick
         answered = replied(connection, settings, name, {run.id for _, run in going}, now)
         for message, run in going:
@@ -148,6 +146,22 @@ def _enrollments(connection: Connection, group: list[OutboxMessage]) -> dict[int
     dialect = connection.dialect.name
     rows = connection.execute(_enrollments_query(dialect),
                               {"ids": listed(dialect, [m.id for m in group])})  # fmt: skip
+    return {row.outbox_id: row for row in rows}
+
+
+def _enrollments_and_goal(connection: Connection, settings: Settings, goal: str,
+                          group: list[OutboxMessage], now: datetime) -> dict[int, Any]:  # fmt: skip
+    """`_enrollments`, each with `reached`: whether its contact reached `goal` since entering
+    the run (reached_goal's question, asked of the same rows)."""
+    # Outer join: a run whose contact is gone is still a run, and reaches no goal.
+    reached = and_(contacts.c.id.is_not(None), goal_condition(settings, goal, now))
+    rows = connection.execute(
+        select(outbox.c.id.label("outbox_id"), enrollments.c.id, enrollments.c.status,
+               enrollments.c.reason, reached.label("reached"))
+        .select_from(outbox.join(enrollments, enrollments.c.id == outbox.c.enrollment_id)
+                     .outerjoin(contacts, contacts.c.id == enrollments.c.contact_id))
+        .where(one_of(connection, outbox.c.id, [m.id for m in group]))
+    )  # fmt: skip
     return {row.outbox_id: row for row in rows}
 
 
