@@ -6,7 +6,9 @@ no reply is awaited, so the three replies to a pipelined write would be lost. ai
 does the complex parts (connect, STARTTLS, AUTH, EHLO); then the connection's transport is
 handed to `Replies` with asyncio's public `Transport.set_protocol`. This way leans on no private
 attribute of aiosmtplib: `Replies` forwards the end of the connection to aiosmtplib's protocol
-(its public `connection_lost`), so `SMTP.is_connected` and `SMTP.close()` keep working.
+(its public `connection_lost`), so `SMTP.is_connected` and `SMTP.close()` keep working. After
+the hand-over every command (RSET, QUIT too) goes through `Replies`: aiosmtplib's own would wait
+for a reply that no longer reaches it.
 """
 
 from __future__ import annotations
