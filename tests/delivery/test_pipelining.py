@@ -180,42 +180,28 @@ def test_a_relay_without_pipelining_gets_one_command_at_a_time(
     assert [m.recipient for m in smtp_server.received] == ["ada@x.example"]
 
 
-def test_a_refused_mail_from_is_reported_at_mail_and_the_next_message_follows_a_rset(
-    project: Path, relay: PipeliningServer
+@pytest.mark.parametrize(("step", "refusal", "verdict"), [
+    ("mail", SmtpReply(550, "5.7.1 Sender not allowed", "mail"),
+     Verdict("retry", relay_refusal=True)),
+    ("rcpt", SmtpReply(550, "5.1.1 No such user", "rcpt"), Verdict("failed", hard_bounce=True)),
+    ("data", SmtpReply(554, "5.7.1 Rejected by policy", "data"),
+     Verdict("failed", relay_refusal=True)),
+])  # fmt: skip
+def test_the_first_refused_step_is_reported_its_message_never_sent_and_the_next_follows_a_rset(
+    project: Path, relay: PipeliningServer, step: str, refusal: SmtpReply, verdict: Verdict
 ) -> None:
-    relay.refuse_mail = "550 5.7.1 Sender not allowed"
-    settings = settings_for(project, relay.port)
-    replies = send_all(settings, outgoing("ada@x.example"), outgoing("bob@x.example"))
-    assert replies[0] == SmtpReply(550, "5.7.1 Sender not allowed", "mail")
-    assert judge(replies[0]) == Verdict("retry", relay_refusal=True)
-    assert (replies[1].code, replies[1].stage) == (250, "data")
-    assert [m.recipient for m in relay.received] == ["bob@x.example"]
-    assert relay.rsets == 1
-
-
-def test_a_refused_recipient_is_reported_at_rcpt_and_its_message_never_sent(
-    project: Path, relay: PipeliningServer
-) -> None:
-    relay.script("no@x.example", "550 5.1.1 No such user")
-    with recording(relay.port) as proxy:
-        settings = settings_for(project, proxy.port)
-        replies = send_all(settings, outgoing("no@x.example"), outgoing("yes@x.example"))
-    assert replies[0] == SmtpReply(550, "5.1.1 No such user", "rcpt")
-    assert judge(replies[0]) == Verdict("failed", hard_bounce=True)
-    assert (replies[1].code, replies[1].stage) == (250, "data")
-    assert [m.recipient for m in relay.received] == ["yes@x.example"]
-    assert sum(chunk.startswith(b"Subject: dots") for chunk in proxy.chunks) == 1  # yes@'s
-    assert relay.rsets == 1
-
-
-def test_a_refused_data_command_is_reported_at_data_and_its_message_never_sent(
-    project: Path, relay: PipeliningServer
-) -> None:
-    relay.refuse_data = "554 5.7.1 Rejected by policy"
+    """RFC 2920 3.1: after a refused MAIL or RCPT the relay refuses DATA too (503); the reply
+    to report is the first refusal, and the message is not sent."""
+    if step == "mail":
+        relay.refuse_mail = str(refusal)
+    elif step == "rcpt":
+        relay.script("ada@x.example", str(refusal))
+    else:
+        relay.refuse_data = str(refusal)
     with recording(relay.port) as proxy:
         settings = settings_for(project, proxy.port)
         replies = send_all(settings, outgoing("ada@x.example"), outgoing("bob@x.example"))
-    assert replies[0] == SmtpReply(554, "5.7.1 Rejected by policy", "data")
+    assert replies[0] == refusal and judge(replies[0]) == verdict
     assert (replies[1].code, replies[1].stage) == (250, "data")
     assert [m.recipient for m in relay.received] == ["bob@x.example"]
     assert sum(chunk.startswith(b"Subject: dots") for chunk in proxy.chunks) == 1  # bob@'s
