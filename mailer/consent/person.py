@@ -254,8 +254,9 @@ def export_person(connection: Connection, key: bytes, email: str) -> dict[str, A
         ],
         "tags": sorted(tags),
         "consent": history,
+        # events.link repeats a click's properties' link (for the pixel writer's index)
         "events": _rows(connection, select(events).where(events.c.contact_id == person.contact_id)
-                        .order_by(events.c.occurred_at, events.c.id), drop=("contact_id",)),
+                        .order_by(events.c.occurred_at, events.c.id), drop=("contact_id", "link")),
         "messages": _rows(connection, select(*MESSAGE_COLUMNS)
                           .where(outbox.c.contact_id == person.contact_id).order_by(outbox.c.id)),
         "enrollments": _rows(connection, select(enrollments)

@@ -13,7 +13,7 @@ from collections.abc import Callable, Container, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, Dialect, and_, func, or_, select, update
+from sqlalchemy import ColumnElement, Connection, Dialect, and_, case, func, or_, select, update
 from sqlalchemy.sql.elements import UnaryExpression
 from sqlalchemy.sql.operators import custom_op
 
@@ -327,29 +327,25 @@ def _clicks_to_read(connection: Connection, keys: dict[int, str], hits: Sequence
     use: those clicked in the batch, and those whose stored clicks hold a machine's, the
     honeypot link or `SAME_SECOND_LINKS` links. The others have only people's clicks of
     fewer links stored, which neither a batch of opens nor each other can turn (rules 5-7
-    need a burst, the honeypot or a machine's click): only which links and kinds are read
-    of them, not their rows (a message clicked a few times a minute would cost each open
-    several rows' reading)."""
-    wanted = {hit.message_key for hit in hits if hit.kind == "click"}
-    links: dict[str, set[int | None]] = {}
-    # Through the index that holds the kind (a message's hits are its contact's, under its
-    # campaign's name): ix_events_outbox_id_occurred_at would have every open in reach read
-    # from the table to be told from a click, a dozen for each click in tracking_bench.
-    messages = one_of(connection, outbox.c.id, list(keys))
-    for message, link, kind in connection.execute(
-        select(events.c.outbox_id, events.c.properties["link"].as_integer(), events.c.kind)
-        .distinct()
-        .where(events.c.contact_id.in_(select(outbox.c.contact_id).where(messages)),
-               events.c.kind.in_(CLICKS),
-               events.c.name.in_(select(outbox.c.campaign).where(messages)),
-               events.c.occurred_at.between(since, until),
-               one_of(connection, events.c.outbox_id, list(keys)))
-    ):  # fmt: skip
-        key = keys[message]
-        if kind != "click" or link == honeypot.get(key):
-            wanted.add(key)
-        links.setdefault(key, set()).add(link)
-    wanted |= {key for key, seen in links.items() if len(seen) >= SAME_SECOND_LINKS}
+    need a burst, the honeypot or a machine's click): their rows are not read (a message
+    clicked a few times a minute would cost each open several rows' reading), and the
+    database answers which messages those are, read from ix_events_clicks alone (kind and
+    link are in it): not each click's row and JSON, nor every open's."""
+    clicked = {hit.message_key for hit in hits if hit.kind == "click"}
+    link, kind = events.c.link, events.c.kind
+    # A link that is the honeypot of any of the batch's messages: more rows read at most (a
+    # campaign's messages put the honeypot at the same place), the same verdicts.
+    baits = sorted(set(honeypot.values()))
+    messages = connection.scalars(
+        select(events.c.outbox_id)
+        .where(one_of(connection, events.c.outbox_id, list(keys)), link.is_not(None),
+               events.c.occurred_at.between(since, until))
+        .group_by(events.c.outbox_id)
+        .having(or_(func.count(case((kind != "click", 1))) > 0,
+                    func.count(link.distinct()) >= SAME_SECOND_LINKS,
+                    *([func.count(case((link.in_(baits), 1))) > 0] if baits else [])))
+    )  # fmt: skip
+    wanted = clicked | {keys[message] for message in messages}
     return sorted(id_ for id_, key in keys.items() if key in wanted)
 
 

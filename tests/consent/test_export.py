@@ -33,6 +33,7 @@ def test_the_export_holds_events_messages_enrollments_and_the_suppression(
     assert click["properties"]["user_agent"] == AGENT
     assert click["properties"]["ip"].startswith("127.0.0.0/24")
     assert (click["name"], click["step"]) == ("welcome", "hello")
+    assert set(click) == {"id", "kind", "name", "step", "properties", "occurred_at", "outbox_id"}
     [message] = data["messages"]
     assert (message["campaign"], message["step"], message["status"]) == ("welcome", "hello", "sent")
     assert message["consent_entry_id"] is not None and message["message_id"]

@@ -236,7 +236,7 @@ def test_over_http_clicks_after_the_honeypot_in_later_batches_are_a_machines(
 def test_a_messages_stored_hits_are_read_through_its_own_index(sent: Sent) -> None:
     """Every read of the batch's messages' stored hits walks ix_events_outbox_id_occurred_at
     (on SQLite even without statistics), not every open of every message by kind; which links
-    their contacts clicked is read through the kind's own index, not from every open's row."""
+    they clicked is read from their clicks' own index, not from every open's or click's row."""
     workspace, _ = sent
     key, sent_at, links = message(workspace)
     at = sent_at + timedelta(minutes=5)
@@ -264,13 +264,14 @@ def test_a_messages_stored_hits_are_read_through_its_own_index(sent: Sent) -> No
         for statement, parameters in reads:
             plan = " ".join(str(row[-1]) for row in connection.exec_driver_sql(
                 f"EXPLAIN {'QUERY PLAN ' if sqlite else ''}{statement}", parameters))  # fmt: skip
-            if sqlite and "events.contact_id IN" in statement:  # which links were clicked
-                assert ("USING INDEX ix_events_contact_id_kind_name_occurred_at (contact_id=? AND "
-                        "kind=? AND name=?") in plan, plan  # fmt: skip
+            if "events.link IS NOT NULL" in statement:  # which links were clicked
+                assert ("USING INDEX ix_events_clicks (outbox_id=?" if sqlite
+                        else "Index Only Scan using ix_events_clicks") in plan, plan  # fmt: skip
             elif sqlite:
                 assert "USING INDEX ix_events_outbox_id_occurred_at (outbox_id=?" in plan, plan
             elif "occurred_at" in statement.split("WHERE")[1]:  # PostgreSQL's planner decides
                 assert "ix_events_outbox_id_occurred_at" in plan, plan
+    assert any("events.link IS NOT NULL" in statement for statement, _ in reads)
 
 
 def events_read(workspace: Workspace) -> AbstractContextManager[list[str]]:
