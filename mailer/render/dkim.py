@@ -211,20 +211,17 @@ def sign(message: bytes, key: DkimKey, now: datetime | None = None) -> bytes:
 
 
 def sign_fields(message: bytes, fields: list[tuple[str, str]], key: DkimKey,
-                now: datetime | None = None,
-                relaxed_body: bytes | None = None) -> bytes:  # fmt: skip
+                now: datetime | None = None) -> bytes:  # fmt: skip
     """`sign` for a message written from `fields` (render.mime.alternative_fields: each a
     "Name: value" line, folded only by CRLF and a space), signed as they are instead of read
-    back out of the bytes: the same signature (tests/render/test_dkim.py). `relaxed_body`, when
-    the writer has it (render.mime.Alternative), is the body already canonicalised."""
+    back out of the bytes: the same signature (tests/render/test_dkim.py)."""
     last = {name.lower(): value for name, value in fields}
     signed = [name for name in _SIGNED_NAMES if name in last]
     _require_from("from" in last, key)
     headers = [f"{name}:{_relaxed_value(last[name])}".encode() for name in signed]
-    if relaxed_body is None:
-        relaxed_body = _relaxed_body(message.partition(b"\r\n\r\n")[2], b"\r\n")
+    body = message.partition(b"\r\n\r\n")[2]
     names = [name.encode("ascii") for name in signed]
-    return _prepended(message, b"\r\n", names, headers, relaxed_body, key, now)
+    return _prepended(message, b"\r\n", names, headers, _relaxed_body(body, b"\r\n"), key, now)
 
 
 def _require_from(present: bool, key: DkimKey) -> None:

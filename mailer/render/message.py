@@ -7,7 +7,6 @@ and the DKIM key, so the per-message path re-reads and re-parses nothing.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import re
 import traceback
@@ -50,7 +49,7 @@ from mailer.render.mime import (
 )
 from mailer.render.surveys import survey_helper
 from mailer.render.templates import Namespace, localised_names, template_environment
-from mailer.tokens import TokenKeys, sign
+from mailer.tokens import KeyedHmac, TokenKeys, sign
 
 _TEXT_CONFIG = ParserConfig(display_links=True)
 
@@ -168,7 +167,7 @@ class MessageRenderer:
             secret, settings.tracking.token_version, settings.tracking.oldest_token_version
         )
         message_id_key = hmac.digest(secret, b"mailer message-id", "sha256")
-        self._message_id_mac = hmac.new(message_id_key, digestmod=hashlib.sha256)
+        self._message_id_mac = KeyedHmac(message_id_key)
         self._subjects: dict[str, Template] = {}
         self._templates: dict[tuple[str, str, str | None], Template] = {}
         self._zones: dict[str, ZoneInfo] = {}
@@ -226,9 +225,7 @@ class MessageRenderer:
         data = written.data
         if self.dkim_key is not None:
             try:
-                data = dkim_sign_fields(
-                    data, written.fields, self.dkim_key, now, written.relaxed_body
-                )
+                data = dkim_sign_fields(data, written.fields, self.dkim_key, now)
             except Exception as error:
                 raise RenderError(
                     f"{contact.email}: DKIM signing failed: {problem(error)}"
@@ -428,8 +425,6 @@ class MessageRenderer:
         return f"<{message_key}.{tag}@{self.settings.sender.domain}>"
 
     def _tag(self, data: bytes) -> bytes:
-        """HMAC-SHA256 of `data` under the message-id key (a copy of the keyed state: a third
+        """HMAC-SHA256 of `data` under the message-id key (copies of the keyed states: a third
         of the cost of hmac.digest)."""
-        state = self._message_id_mac.copy()
-        state.update(data)
-        return state.digest()
+        return self._message_id_mac.digest(data)

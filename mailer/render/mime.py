@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import re
-from collections.abc import Callable
 from dataclasses import dataclass
 from email.errors import MessageError
 from email.header import decode_header, make_header
@@ -99,34 +97,14 @@ def _fold(value: str) -> str | None:
     return (CRLF + " ").join(lines)
 
 
-# Lines already encoded, by their text: most lines of a message are the template's own, the
-# same in every message. Emptied when full (contacts' lines pass through).
+# Quoted-printable lines already encoded, by their text: most lines of a message are the
+# template's own, the same in every message. Emptied when full (contacts' lines pass through).
 QP_LINES_KEPT = 20_000
-
-
-class _Kept(dict[str, str]):
-    """`write(line)` for each line, kept: a line seen before is looked up in C (a list
-    comprehension over the lines), only a new one runs `write`."""
-
-    def __init__(self, write: Callable[[str], str]) -> None:
-        super().__init__()
-        self._write = write
-
-    def __missing__(self, line: str) -> str:
-        done = self._write(line)
-        if len(self) >= QP_LINES_KEPT:
-            self.clear()
-        self[line] = done
-        return done
+_qp_lines: dict[str, str] = {}
 
 
 def _quoted_printable(text: str) -> str:
-    """Lines of at most 76 characters, each ending in CRLF (RFC 2045 6.7)."""
-    return CRLF.join(_qp_pieces(text))
-
-
-def _qp_pieces(text: str) -> list[str]:
-    """`text` quoted-printable, line by line (soft line breaks within a piece).
+    """Lines of at most 76 characters, each ending in CRLF (RFC 2045 6.7).
 
     binascii's C encoder, line by line: it encodes a line the same whatever lines come
     before or after it (each line is given with its LF, as it follows in the text: the end of
@@ -134,13 +112,18 @@ def _qp_pieces(text: str) -> list[str]:
     cached template: a third of the cost). It ends its soft line breaks as the text's first
     line ends, so it is given LF only, and every LF becomes CRLF after.
     """
-    if "\r" in text:
-        text = text.replace("\r\n", "\n").replace("\r", "\n")
-    *lines, last = text.split("\n")
-    known = _qp_lines
-    encoded = [known[line] for line in lines]
+    *lines, last = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    known, encoded = _qp_lines, []
+    for line in lines:
+        done = known.get(line)
+        if done is None:
+            done = _qp_line(line)
+            if len(known) >= QP_LINES_KEPT:
+                known.clear()
+            known[line] = done
+        encoded.append(done)
     encoded.append(_qp(last))
-    return encoded
+    return CRLF.join(encoded)
 
 
 def decoded_words(value: str) -> str | None:
@@ -192,21 +175,6 @@ def _qp(text: str) -> str:
     return encoded.replace("\n", CRLF)
 
 
-_SPACE_RUN = re.compile("  +")
-
-
-def _relaxed(encoded: str) -> str:
-    """An encoded line (CRLF only after its soft line breaks) as DKIM's relaxed body
-    canonicalisation reads it (RFC 6376 3.4.4): tabs and runs of spaces as one space, none at
-    the end of a line."""
-    one_space = _SPACE_RUN.sub(" ", encoded.replace("\t", " "))
-    return CRLF.join(line.rstrip(" ") for line in one_space.split(CRLF))
-
-
-_qp_lines = _Kept(_qp_line)
-_relaxed_lines = _Kept(_relaxed)  # by the encoded line
-
-
 @dataclass(frozen=True)
 class Alternative:
     """A message as `alternative` writes it, with its header fields still at hand: DKIM signs
@@ -214,9 +182,6 @@ class Alternative:
 
     fields: list[tuple[str, str]]  # (name, value) in order, MIME's own last
     data: bytes  # the whole message
-    # The body after DKIM's relaxed canonicalisation, written from lines canonicalised once
-    # (the same bytes as render.dkim reading the body: tests/render/test_mime.py).
-    relaxed_body: bytes
 
 
 def alternative(headers: list[tuple[str, str]], text: str, html: str, boundary: str) -> bytes:
@@ -230,29 +195,21 @@ def alternative(headers: list[tuple[str, str]], text: str, html: str, boundary: 
 
 def alternative_fields(headers: list[tuple[str, str]], text: str, html: str,
                        boundary: str) -> Alternative:  # fmt: skip
-    """`alternative`, the header fields it wrote, and the body DKIM hashes."""
+    """`alternative`, and the header fields it wrote."""
     fields = [
         *headers,
         ("MIME-Version", "1.0"),
         ("Content-Type", f'multipart/alternative; boundary="{boundary}"'),
     ]
-    body: list[str] = []
-    relaxed: list[str] = []
-    kept = _relaxed_lines
-    for subtype, content in (("plain", text), ("html", html)):
-        part = [
+    lines = [f"{name}: {value}" for name, value in fields]
+    lines.append("")
+    for subtype, body in (("plain", text), ("html", html)):
+        lines += [
             f"--{boundary}",
             f'Content-Type: text/{subtype}; charset="utf-8"',
             "Content-Transfer-Encoding: quoted-printable",
             "",
+            _quoted_printable(body),
         ]
-        pieces = _qp_pieces(content)
-        body += part
-        body += pieces
-        relaxed += part
-        relaxed += [kept[piece] for piece in pieces]
-    body += [f"--{boundary}--", ""]
-    relaxed += [f"--{boundary}--", ""]
-    head = CRLF.join([f"{name}: {value}" for name, value in fields])
-    data = f"{head}{CRLF}{CRLF}{CRLF.join(body)}".encode()
-    return Alternative(fields, data, CRLF.join(relaxed).encode())
+    lines += [f"--{boundary}--", ""]
+    return Alternative(fields, CRLF.join(lines).encode("utf-8"))

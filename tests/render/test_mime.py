@@ -12,7 +12,6 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from mailer.render import dkim as dkim_sign
 from mailer.render import mime
 from mailer.render.dkim import Algorithm, DkimKey, generate_key, sign
 from mailer.render.message import header_text
@@ -166,22 +165,3 @@ ASCII_PIECES = ["a", "b", "=", " ", ".", "-", "~", "ab=cd", "x" * 40, "=" * 5, "
 def test_a_printable_line_is_encoded_as_binascii_encodes_it(pieces: list[str]) -> None:
     line = "".join(pieces)
     assert mime._qp_line(line) == whole_text_quoted_printable(line + "\n")[: -len("\r\n")]
-
-
-BODY_PIECES = [*LINE_PIECES, "  ", "\t\t", " \n", "\t\n", "a" * 70, " " * 80, "é" * 30]
-
-
-@given(st.lists(st.sampled_from(BODY_PIECES), max_size=300),
-       st.lists(st.sampled_from(BODY_PIECES), max_size=300), st.integers(0, 2))  # fmt: skip
-@example(["    <td>  x  </td>\n", " \n", "\t"], ["a" * 74 + "  \n"], 0)  # runs, ends, soft breaks
-def test_the_relaxed_body_written_beside_the_message_is_dkims_reading_of_it(
-    text: list[str], html: list[str], repeat: int
-) -> None:
-    """Alternative.relaxed_body, canonicalised line by line as the lines are written (and
-    looked up again, the second time), is what DKIM's relaxed canonicalisation makes of the
-    body of the bytes: the signature covers the message sent."""
-    for _ in range(repeat + 1):
-        written = mime.alternative_fields([("From", "a@example.com")], "".join(text),
-                                          "".join(html), "=_b")  # fmt: skip
-        body = written.data.partition(b"\r\n\r\n")[2]
-        assert written.relaxed_body == dkim_sign._relaxed_body(body, b"\r\n")
