@@ -58,40 +58,20 @@ def _decode(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
-_IPAD = bytes(byte ^ 0x36 for byte in range(256))  # RFC 2104's pads, as translate tables
-_OPAD = bytes(byte ^ 0x5C for byte in range(256))
-
-
-class KeyedHmac:
-    """HMAC-SHA256 (RFC 2104) under one key, of `prefix` + data: the key's blocks (and the
-    prefix) are hashed once, each MAC copies the two SHA-256 states (0.5 µs, against 0.9 µs for
-    copying an hmac.HMAC, whose copy, update and digest are Python methods around them)."""
-
-    def __init__(self, key: bytes, prefix: bytes = b"") -> None:
-        if len(key) > 64:  # the block size: a longer key is hashed first
-            key = hashlib.sha256(key).digest()
-        block = key.ljust(64, b"\x00")
-        self._inner = hashlib.sha256(block.translate(_IPAD) + prefix)
-        self._outer = hashlib.sha256(block.translate(_OPAD))
-
-    def digest(self, data: bytes) -> bytes:
-        inner = self._inner.copy()
-        inner.update(data)
-        outer = self._outer.copy()
-        outer.update(inner.digest())
-        return outer.digest()
-
-
 @lru_cache(maxsize=256)
-def _keyed(secret: bytes, version: int, purpose: str) -> KeyedHmac:
-    """The HMAC under the key of `version`, after the purpose (every message signs about seven
-    tokens)."""
-    return KeyedHmac(_derived_key(secret, version), purpose.encode() + b"\x00")
+def _keyed(secret: bytes, version: int, purpose: str) -> hmac.HMAC:
+    """The HMAC state after the key and the purpose: copied per token, never updated itself
+    (a copy and one update cost a third of hmac.digest, which sets up the key every time)."""
+    state = hmac.new(_derived_key(secret, version), digestmod=hashlib.sha256)
+    state.update(purpose.encode() + b"\x00")
+    return state
 
 
 def _mac(secret: bytes, version: int, purpose: str, payload: bytes) -> bytes:
     """HMAC-SHA256(key of `version`, purpose NUL payload), cut to MAC_BYTES."""
-    return _keyed(secret, version, purpose).digest(payload)[:MAC_BYTES]
+    state = _keyed(secret, version, purpose).copy()
+    state.update(payload)
+    return state.digest()[:MAC_BYTES]
 
 
 def sign(keys: TokenKeys, purpose: str, *fields: str | int) -> str:

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from mailer.tokens import KeyedHmac, TokenError, TokenKeys, sign, verify
+from mailer.tokens import TokenError, TokenKeys, sign, verify
 
 KEYS = TokenKeys(b"s" * 32)
 
@@ -111,13 +111,3 @@ def test_a_token_is_the_documented_hmac(purpose: str, key: str, index: int) -> N
     mac = hmac.digest(derived, purpose.encode() + b"\x00" + payload, "sha256")[:16]
     encoded = [base64.urlsafe_b64encode(part).rstrip(b"=").decode() for part in (payload, mac)]
     assert sign(KEYS, purpose, key, index) == f"1.{encoded[0]}.{encoded[1]}"
-
-
-@given(st.binary(max_size=100), st.binary(max_size=80), st.binary(max_size=300))
-@example(b"k" * 64, b"", b"")  # a key of exactly one block
-@example(b"k" * 65, b"click\x00", b"m")  # a key longer than a block is hashed first
-def test_a_keyed_hmac_is_hmac_sha256_of_prefix_and_data(key: bytes, prefix: bytes,
-                                                        data: bytes) -> None:  # fmt: skip
-    keyed = KeyedHmac(key, prefix)
-    assert keyed.digest(data) == hmac.digest(key, prefix + data, "sha256")
-    assert keyed.digest(data) == hmac.digest(key, prefix + data, "sha256")  # states untouched
