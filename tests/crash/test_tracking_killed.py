@@ -97,7 +97,9 @@ def test_sigkill_during_load_loses_at_most_the_unflushed_batch(
           f"(flush_size {FLUSH_SIZE})")  # fmt: skip
     # What was answered but not committed: the hits waiting and the batch being written,
     # which the buffer keeps under flush_size together (answers wait for the writer beyond).
-    assert stored >= 4 * FLUSH_SIZE and 0 <= lost <= FLUSH_SIZE
+    # A hit is taken before its answer is sent: a request in flight at the kill (one a thread)
+    # may be stored, its batch written by the writer that outlives the server, unanswered.
+    assert stored >= 4 * FLUSH_SIZE and -len(threads) <= lost <= FLUSH_SIZE
 
 
 def answers(url: str) -> bool:
