@@ -86,6 +86,10 @@ class Many:
     def execute(self, connection: Connection, rows: Sequence[Mapping[str, Any]]) -> int:
         """Execute once per row of `rows` (mappings with the keys given when compiled); the
         rows it matched, in all."""
+        return connection.exec_driver_sql(self.sql, self.records(rows)).rowcount or 0
+
+    def records(self, rows: Sequence[Mapping[str, Any]]) -> list[Any]:
+        """`rows` as the driver takes them: converted, in the compiled statement's order."""
         records: list[Any] = []
         for row in rows:
             given = {**self.fixed, **row}
@@ -93,7 +97,7 @@ class Many:
                       for name, convert in self.steps]  # fmt: skip
             records.append(tuple(values) if self.positional
                            else dict(zip(self.names, values, strict=True)))  # fmt: skip
-        return connection.exec_driver_sql(self.sql, records).rowcount or 0
+        return records
 
 
 def _remembering(convert: Callable[[Any], Any] | None) -> Callable[[Any], Any] | None:
