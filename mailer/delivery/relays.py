@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from mailer.config import Settings
-from mailer.delivery.relay import RelaySession
+from mailer.delivery.relay import Envelope, RelaySession
 from mailer.delivery.replies import SmtpReply
 
 if TYPE_CHECKING:
@@ -83,15 +83,18 @@ class FailoverSession:
         self.sessions: dict[str, RelaySession] = {}
 
     async def send(self, envelope_from: str, recipient: str, wire: bytes, smtputf8: bool,
-                   now: datetime) -> tuple[str, SmtpReply]:  # fmt: skip
-        """The relay that answered last, and its answer."""
+                   now: datetime,
+                   then: Envelope | None = None) -> tuple[str, SmtpReply]:  # fmt: skip
+        """The relay that answered last, and its answer. `then`: the message this sender
+        sends next, announced to the relay that takes this one (RelaySession.send)."""
         answered: tuple[str, SmtpReply] | None = None
         downs = self.board.downs()
         for name in order_to_try(self.names, downs, now):
             probing = name in downs and downs[name].probe_at <= now
             if probing and not await self.board.take_probe(name, now):
                 continue  # another session or process probes it: not this message
-            reply = await self._session(name).send(envelope_from, recipient, wire, smtputf8)
+            reply = await self._session(name).send(envelope_from, recipient, wire, smtputf8,
+                                                   then)  # fmt: skip
             answered = name, reply
             if not await self.board.note(name, reply, now, probing):
                 break

@@ -29,7 +29,7 @@ from mailer.contacts.model import Contact, load_contacts
 from mailer.delivery import gate, still_wanted
 from mailer.delivery.claims import OutboxMessage, Result, claim, take_back
 from mailer.delivery.pauses import pause
-from mailer.delivery.relay import refuse_cleartext_password
+from mailer.delivery.relay import Envelope, refuse_cleartext_password
 from mailer.delivery.relay_board import RelayBoard
 from mailer.delivery.relays import FailoverSession, deferral_reason
 from mailer.delivery.rendering import CHUNK, Outgoing, Rendered, RenderJob, RenderPool
@@ -323,25 +323,42 @@ class Deliverer:
     async def _send_all(self, session: FailoverSession, ready: asyncio.Queue[Ready | None],
                         writer: ResultWriter, clock: Callable[[], datetime],
                         report: DeliveryReport) -> None:  # fmt: skip
-        while (item := await ready.get()) is not None:
-            if self.failure is not None:  # results cannot be written: send nothing more
-                continue
-            result = await self._send_one(session, item, clock, report)
-            try:
-                await writer.write(result)  # committed before this session sends again
-            except Exception as error:
-                self.failure = error
+        item = await ready.get()
+        while item is not None:
+            # The next message, if one waits (None: the end): its envelope goes with this one.
+            waiting = not ready.empty()
+            following = ready.get_nowait() if waiting else None
+            if self.failure is None:  # else results cannot be written: send nothing more
+                then = self._announceable(following, report)
+                result = await self._send_one(session, item, clock, report, then)
+                try:
+                    await writer.write(result)  # committed before this session sends again
+                except Exception as error:
+                    self.failure = error
+            item = following if waiting else await ready.get()
 
-    async def _send_one(self, session: FailoverSession, item: Ready, clock: Callable[[], datetime],
-                        report: DeliveryReport) -> Result:  # fmt: skip
+    def _announceable(self, following: Ready | None,
+                      report: DeliveryReport) -> Envelope | None:  # fmt: skip
+        """The envelope of the message a session sends next, to go out with this one; None
+        where it may not go at once (a rate to take it from, its campaign paused)."""
+        if following is None or following.claimed.campaign in report.paused:
+            return None
+        message = following.message
+        if self.throttle.budgets(message.recipient):
+            return None
+        return Envelope(message.envelope_from, message.recipient, message.smtputf8)
+
+    async def _send_one(self, session: FailoverSession, item: Ready,
+                        clock: Callable[[], datetime], report: DeliveryReport,
+                        then: Envelope | None = None) -> Result:  # fmt: skip
         claimed, message = item.claimed, item.message
         if claimed.campaign in report.paused:
             return Result(claimed.id, "released", "campaign paused: relay refusals")
         hold = await self.throttle.admit(message.recipient, clock)
         if hold is not None:  # over a rate for longer than a short wait: not an attempt
             return Result(claimed.id, "released", hold.reason, send_after=hold.until)
-        relay, reply = await session.send(message.envelope_from, message.recipient,
-                                          message.wire, message.smtputf8, clock())  # fmt: skip
+        relay, reply = await session.send(message.envelope_from, message.recipient, message.wire,
+                                          message.smtputf8, clock(), then)  # fmt: skip
         return await self._judged(item, reply, clock(), report, relay)
 
     async def _judged(self, item: Ready, reply: SmtpReply, now: datetime,

@@ -27,7 +27,7 @@ from tests.crash.conftest import (
     statuses,
     wait_for,
 )
-from tests.delivery.smtp_server import ScriptedSmtpServer
+from tests.delivery.test_pipelining import PipeliningServer
 
 MESSAGES = int(os.environ.get("MAILER_CRASH_MESSAGES", "6000"))
 POOL = 4  # SMTP connections per daemon
@@ -56,7 +56,7 @@ def test_three_daemons_one_killed_midway_send_every_message_with_bounded_duplica
     workspace = queue_broadcast(crash_project, environ, MESSAGES)
     queued = time.monotonic()
     try:
-        with ScriptedSmtpServer() as sink:
+        with PipeliningServer() as sink:  # as Postfix: announced envelopes
             environment = {**environ, "MAILER_SMTP__PORT": str(sink.port),
                            "MAILER_SMTP__POOL_SIZE": str(POOL),
                            "MAILER_DELIVERY__RENDER_PROCESSES": "1"}  # fmt: skip

@@ -18,7 +18,7 @@ from tests.crash.conftest import (
     statuses,
     wait_for,
 )
-from tests.delivery.smtp_server import ScriptedSmtpServer
+from tests.delivery.test_pipelining import PipeliningServer
 
 MESSAGES = 3000
 POOL = 4  # SMTP connections per daemon
@@ -32,7 +32,7 @@ def test_daemons_reconnect_after_the_database_restarts_and_send_everything_once(
     environ = {"MAILER_SECRET_KEY": SECRET, "MAILER_DATABASE_URL": own_postgres.url}
     workspace = queue_broadcast(crash_project, environ, MESSAGES)
     try:
-        with ScriptedSmtpServer() as sink:
+        with PipeliningServer() as sink:  # as Postfix: announced envelopes
             environment = {**environ, "MAILER_SMTP__PORT": str(sink.port),
                            "MAILER_SMTP__POOL_SIZE": str(POOL),
                            "MAILER_DELIVERY__RENDER_PROCESSES": "1"}  # fmt: skip

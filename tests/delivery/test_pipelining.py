@@ -18,8 +18,16 @@ from aiosmtplib import SMTPResponse
 from hypothesis import given
 from hypothesis import strategies as st
 
+from mailer.clock import FrozenClock
+from mailer.config import Settings, load_settings
 from mailer.delivery.pipelining import LONGEST_REPLY, ReplyParser
+from mailer.delivery.relay import Envelope as Announced
+from mailer.delivery.relay import RelaySession
+from mailer.delivery.rendering import Outgoing
 from mailer.delivery.replies import SmtpReply, Verdict, judge
+from mailer.delivery.worker import run_loop
+from mailer.workspace import Workspace
+from tests.delivery.helpers import deliver, queue_welcome
 from tests.delivery.smtp_server import LOOPBACK, ScriptedSmtpServer, _Connection
 from tests.delivery.test_relay import MESSAGE, outgoing, send_all, settings_for
 
@@ -287,3 +295,122 @@ def test_a_line_that_is_no_reply_and_a_reply_without_end_are_errors() -> None:
         ReplyParser().feed(b"250 OK\r\nhello\r\n")
     with pytest.raises(ValueError, match="longer than"):
         ReplyParser().feed(b"250-" + b"x" * LONGEST_REPLY + b"\r\n")
+
+
+# A session announces the next message: its MAIL, RCPT and DATA go out with this message.
+
+
+def send_announcing(settings: Settings,
+                    sends: list[tuple[Outgoing, Outgoing | None]]) -> list[SmtpReply]:  # fmt: skip
+    """Send each message on one session, announcing the one beside it (None: nothing)."""
+
+    async def session() -> list[SmtpReply]:
+        relay = RelaySession(settings, settings.smtp_password())
+        try:
+            replies = []
+            for message, following in sends:
+                then = (
+                    None
+                    if following is None
+                    else Announced(following.envelope_from, following.recipient, following.smtputf8)
+                )
+                replies.append(await relay.send(message.envelope_from, message.recipient,
+                                                message.wire, message.smtputf8, then))  # fmt: skip
+            return replies
+        finally:
+            await relay.close()
+
+    return run_loop(session())
+
+
+def envelope_of(recipient: str) -> bytes:
+    return (b"MAIL FROM:<bounces@acme.example>\r\nRCPT TO:<" + recipient.encode()
+            + b">\r\nDATA\r\n")  # fmt: skip
+
+
+def test_the_next_messages_envelope_goes_out_with_this_message_and_each_arrives_once(
+    project: Path, relay: PipeliningServer
+) -> None:
+    ada, bob, cy = (outgoing(f"{name}@x.example") for name in ("ada", "bob", "cy"))
+    with recording(relay.port) as proxy:
+        replies = send_announcing(settings_for(project, proxy.port),
+                                  [(ada, bob), (bob, cy), (cy, None)])  # fmt: skip
+    assert [(reply.code, reply.stage) for reply in replies] == [(250, "data")] * 3
+    assert [(m.recipient, m.data, m.connection) for m in relay.received] == [
+        (message.recipient, MESSAGE, 1) for message in (ada, bob, cy)
+    ]
+    bodies = [chunk for chunk in proxy.chunks if chunk.startswith(b"Subject: dots")]
+    assert bodies == [ada.wire + envelope_of("bob@x.example"),
+                      bob.wire + envelope_of("cy@x.example"), cy.wire]  # fmt: skip
+    assert envelope_of("bob@x.example") not in proxy.commands()  # not written again
+    assert relay.rsets == 0
+
+
+def test_an_announced_message_not_sent_next_is_dropped_with_the_connection_not_delivered(
+    project: Path, relay: PipeliningServer
+) -> None:
+    """After its 354 the relay waits for the announced message's content: only hanging up
+    drops it (a lone dot would deliver an empty message). The message sent instead goes on a
+    new connection."""
+    ada, bob, cy = (outgoing(f"{name}@x.example") for name in ("ada", "bob", "cy"))
+    replies = send_announcing(settings_for(project, relay.port), [(ada, bob), (cy, None)])
+    assert [(reply.code, reply.stage) for reply in replies] == [(250, "data")] * 2
+    assert [(m.recipient, m.data, m.connection) for m in relay.received] == [
+        ("ada@x.example", MESSAGE, 1), ("cy@x.example", MESSAGE, 2)
+    ]  # fmt: skip
+
+
+def test_a_session_closed_with_an_announcement_pending_delivers_nothing_more(
+    project: Path, relay: PipeliningServer
+) -> None:
+    """It hangs up (a QUIT after the announced DATA would be read as the message's content)."""
+    ada, bob = outgoing("ada@x.example"), outgoing("bob@x.example")
+    [reply] = send_announcing(settings_for(project, relay.port), [(ada, bob)])
+    assert (reply.code, reply.stage) == (250, "data")
+    assert [m.recipient for m in relay.received] == ["ada@x.example"]
+
+
+def test_an_announced_recipient_refused_is_its_own_messages_answer(
+    project: Path, relay: PipeliningServer
+) -> None:
+    relay.script("bob@x.example", "550 5.1.1 No such user")
+    ada, bob, cy = (outgoing(f"{name}@x.example") for name in ("ada", "bob", "cy"))
+    replies = send_announcing(settings_for(project, relay.port),
+                              [(ada, bob), (bob, cy), (cy, None)])  # fmt: skip
+    assert [(reply.code, reply.stage) for reply in replies] == [
+        (250, "data"),
+        (550, "rcpt"),
+        (250, "data"),
+    ]
+    assert [(m.recipient, m.connection) for m in relay.received] == [
+        ("ada@x.example", 1), ("cy@x.example", 1)
+    ]  # fmt: skip
+    assert relay.rsets == 1  # before cy@'s envelope: bob@'s was never announced after a refusal
+
+
+@pytest.mark.parametrize("rate", [None, "1000/s"])
+def test_a_delivery_announces_each_next_message_waiting_unless_a_rate_must_admit_it(
+    project: Path, environ: dict[str, str], clock: FrozenClock, relay: PipeliningServer,
+    rate: str | None,
+) -> None:  # fmt: skip
+    """One session, three messages rendered and waiting: the second and third are announced
+    with the message before them. Under a rate, each message is admitted before its envelope
+    goes, so nothing is announced."""
+    people = ["ada@x.example", "bob@x.example", "cy@x.example"]
+    with recording(relay.port) as proxy:
+        variables = {"SMTP__PORT": str(proxy.port), "SMTP__POOL_SIZE": "1",
+                     "DELIVERY__RENDER_PROCESSES": "0"}  # fmt: skip
+        if rate is not None:
+            variables["DELIVERY__RATE"] = rate
+        settings = load_settings(project / "settings.toml", environ={
+            **environ, **{f"MAILER_{key}": value for key, value in variables.items()}})  # fmt: skip
+        workspace = Workspace(settings, clock)
+        try:
+            queue_welcome(workspace, project, *(f"{person},{person[:2]}" for person in people))
+            report = deliver(workspace)
+        finally:
+            workspace.close()
+    assert report.sent == 3
+    assert sorted(m.recipient for m in relay.received) == people
+    announcing = [chunk for chunk in proxy.chunks if b"\r\n.\r\nMAIL FROM:<" in chunk]
+    assert len(announcing) == (0 if rate else 2)
