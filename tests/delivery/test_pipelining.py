@@ -7,8 +7,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-import socket
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -30,6 +28,7 @@ from mailer.workspace import Workspace
 from tests.delivery.helpers import deliver, queue_welcome
 from tests.delivery.smtp_server import LOOPBACK, ScriptedSmtpServer, _Connection
 from tests.delivery.test_relay import MESSAGE, outgoing, send_all, settings_for
+from tests.tcp_hop import TcpHop
 
 
 class PipeliningServer(ScriptedSmtpServer):
@@ -98,47 +97,22 @@ class _RefusingConnection(_Connection):
             await self.push(refusal)
 
 
-class RecordingProxy:
+class RecordingProxy(TcpHop):
     """A TCP hop between mailer and the server that keeps each chunk mailer sends as it came
     off the socket: commands written at once arrive at once, commands written after a reply
     arrive apart (the reply passes here after the command did)."""
 
     def __init__(self, port: int) -> None:
-        self._target = port
-        self._listener = socket.create_server((LOOPBACK, 0))
-        self.port: int = self._listener.getsockname()[1]
         self.chunks: list[bytes] = []
-        self._sockets: list[socket.socket] = []
-        threading.Thread(target=self._accept, daemon=True).start()
+        super().__init__(LOOPBACK, port)
 
     def commands(self) -> list[bytes]:
         """The chunks mailer sent that held commands, not a message."""
         return [chunk for chunk in self.chunks if not chunk.startswith(b"Subject: dots")]
 
-    def close(self) -> None:
-        for opened in [self._listener, *self._sockets]:
-            opened.close()
-
-    def _accept(self) -> None:
-        with contextlib.suppress(OSError):
-            while True:
-                client, _ = self._listener.accept()
-                server = socket.create_connection((LOOPBACK, self._target))
-                self._sockets += [client, server]
-                threading.Thread(
-                    target=self._pipe, args=(client, server, True), daemon=True
-                ).start()
-                threading.Thread(
-                    target=self._pipe, args=(server, client, False), daemon=True
-                ).start()
-
-    def _pipe(self, source: socket.socket, sink: socket.socket, record: bool) -> None:
-        with contextlib.suppress(OSError):
-            while data := source.recv(65536):
-                if record:
-                    self.chunks.append(data)
-                sink.sendall(data)
-            sink.shutdown(socket.SHUT_WR)
+    def passing(self, data: bytes, from_client: bool) -> None:
+        if from_client:
+            self.chunks.append(data)
 
 
 @pytest.fixture

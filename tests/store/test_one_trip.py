@@ -4,9 +4,6 @@ written; a failed statement and a server gone away raise as SQLAlchemy raises th
 
 from __future__ import annotations
 
-import contextlib
-import socket
-import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -21,13 +18,12 @@ from mailer.store.engine import create_database_engine, upgrade
 from mailer.store.one_trip import write_in_one_trip
 from mailer.store.tables import outbox
 from tests.conftest import NOW, POSTGRES_URL, fresh_schema
+from tests.tcp_hop import LOOPBACK, TcpHop
 
 pytestmark = pytest.mark.postgres
 
-LOOPBACK = "127.0.0.1"
 
-
-class HeldAnswers:
+class HeldAnswers(TcpHop):
     """A TCP hop to the server that holds each of the server's answers for HOLD seconds and
     logs what passes: a client that waits for an answer sends again only after one was let
     through, one that does not has sent everything before the first is let through."""
@@ -35,12 +31,8 @@ class HeldAnswers:
     HOLD = 0.3
 
     def __init__(self, host: str, port: int) -> None:
-        self._target = (host, port)
-        self._listener = socket.create_server((LOOPBACK, 0))
-        self.port: int = self._listener.getsockname()[1]
         self.log: list[str] = []  # "client" (a chunk sent) or "answer" (one let through)
-        self._sockets: list[socket.socket] = []
-        threading.Thread(target=self._accept, daemon=True).start()
+        super().__init__(host, port)
 
     def sent_after_an_answer(self) -> int:
         """Chunks the client sent after the first answer reached it (since the log was cleared)."""
@@ -48,29 +40,10 @@ class HeldAnswers:
             return 0
         return self.log[self.log.index("answer") :].count("client")
 
-    def close(self) -> None:
-        for opened in [self._listener, *self._sockets]:
-            opened.close()
-
-    def _accept(self) -> None:
-        with contextlib.suppress(OSError):
-            while True:
-                client, _ = self._listener.accept()
-                server = socket.create_connection(self._target)
-                self._sockets += [client, server]
-                for source, sink, held in ((client, server, False), (server, client, True)):
-                    threading.Thread(
-                        target=self._pipe, args=(source, sink, held), daemon=True
-                    ).start()
-
-    def _pipe(self, source: socket.socket, sink: socket.socket, held: bool) -> None:
-        with contextlib.suppress(OSError):
-            while data := source.recv(65536):
-                if held:
-                    time.sleep(self.HOLD)
-                sink.sendall(data)
-                self.log.append("answer" if held else "client")
-            sink.shutdown(socket.SHUT_WR)
+    def passing(self, data: bytes, from_client: bool) -> None:
+        if not from_client:
+            time.sleep(self.HOLD)
+        self.log.append("client" if from_client else "answer")
 
 
 @pytest.fixture
