@@ -5,8 +5,9 @@ SMTP session -> result, written before that session sends its next message.
       (thread)       (processes)    (thread)              (event loop)        (thread, group commit)
 
 The loop itself only does I/O. Each relay session waits for its last result to be committed
-before it starts the next message, so a crash can repeat at most one message per session (a
-250 received and not yet written down): the duplicate window of DESIGN.md.
+before it sends the next message's content (only its envelope may go ahead, announced with the
+message before: relay.py), so a crash can repeat at most one message per session (a 250
+received and not yet written down): the duplicate window, kept to one message a connection.
 """
 
 from __future__ import annotations
