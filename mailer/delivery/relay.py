@@ -117,8 +117,8 @@ class RelaySession:
             if not self.client.is_connected or self.replies is None:
                 await self._open()
                 announced = None
-            utf8 = smtputf8 and self.client.supports_extension("smtputf8")
-            if smtputf8 and not utf8:
+            utf8 = self._utf8(smtputf8)
+            if utf8 is None:
                 return SmtpReply(553, "5.6.7 the relay does not offer SMTPUTF8, which this "
                                       "recipient's address needs", "rcpt")  # fmt: skip
             # One timer for the whole transaction: aiosmtplib's per-command timeouts would
@@ -174,12 +174,16 @@ class RelaySession:
     def _announcement(self, then: Envelope | None) -> bytes:
         """MAIL, RCPT and DATA of `then`, to go after this message; none where the relay
         cannot take them so (no PIPELINING, or SMTPUTF8 needed and not offered)."""
-        if then is None or not self.pipelining:
-            return b""
-        utf8 = then.smtputf8 and self.client.supports_extension("smtputf8")
-        if then.smtputf8 and not utf8:
+        if then is None or not self.pipelining or (utf8 := self._utf8(then.smtputf8)) is None:
             return b""
         return b"".join(command for _, command, _ in _steps(then, utf8))
+
+    def _utf8(self, needed: bool) -> bool | None:
+        """Whether MAIL FROM asks for SMTPUTF8: when the address needs it; None when it needs
+        it and the relay does not offer it."""
+        if needed and not self.client.supports_extension("smtputf8"):
+            return None
+        return needed
 
     def _write(self, data: bytes) -> None:
         if self.replies is None:
