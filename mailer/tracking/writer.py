@@ -16,18 +16,21 @@ from sqlalchemy import Connection
 from mailer.config import Settings
 from mailer.delivery.rendering import exit_with_parent
 from mailer.store.locking import retried
+from mailer.store.wal import Checkpoints, checkpoints_beside
 from mailer.tracking.hits import Hit
 from mailer.tracking.recording import Memory, record_hits
 
 _workspace = None  # the writer process's own, made by _start
+_checkpoints: Checkpoints | None = None  # SQLite's, out of the writer's commits (store/wal.py)
 _memory = Memory()  # what this writer committed that the machine rules ask again (recording)
 
 
 def _start(settings: Settings, serving_pid: int) -> None:
-    global _workspace
+    global _workspace, _checkpoints
     from mailer.workspace import Workspace
 
     _workspace = Workspace(settings)
+    _checkpoints = checkpoints_beside(_workspace.engine)
     exit_with_parent(serving_pid)
     gc.freeze()  # start-up's objects stay: the collector's full passes skip them
 
@@ -48,6 +51,8 @@ def _write(rows: Sequence[tuple[Any, ...]]) -> int:
         _memory.drop()
         raise
     _memory.keep()  # committed
+    if _checkpoints is not None:
+        _checkpoints.committed()
     return written
 
 
