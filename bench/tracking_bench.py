@@ -1,12 +1,14 @@
 """Benchmark: the tracking endpoint under wrk, against a bare ASGI app serving the same pixel.
 
 wrk runs (2 threads, --connections connections, --duration seconds, each after 2 s of
-warm-up) against, in turn:
-1. bench/bare_pixel.py: a raw ASGI callable answering the same 43-byte GIF, no recording;
-2. mailer's app (`mailer serve` in a project folder) on the click redirects (/c/TOKEN, 302)
+warm-up) against:
+1. mailer's app (`mailer serve` in a project folder) on the click redirects (/c/TOKEN, 302)
    of --messages sent messages;
-3. the same server on the open pixels of those messages, every request a genuine token, so
-   every request records an open.
+2. in --rounds rounds, bench/bare_pixel.py (a raw ASGI callable answering the same 43-byte
+   GIF, no recording), then the same mailer server on the open pixels of those messages,
+   every request a genuine token, so every request records an open. The machine's speed
+   drifts by a fifth from minute to minute: each round's ratio compares two runs a few
+   seconds apart, and the budget is judged on their median (and the worst p99).
 Both servers run in a subprocess with the same uvicorn configuration (uvloop, httptools, one
 worker). It prints requests/s, p99 latency, errors, the CPU time of the server and of its
 writer process, and the ratio of mailer's pixel to the bare app (issue 16's budget: at least
@@ -18,7 +20,7 @@ compared with the pixel responses wrk counted (wrk counts completed requests onl
 --profile adds a run per route while py-spy samples the server, and where its time goes.
 
     make bench-tracking   # installs wrk when missing
-    .venv/bin/python bench/tracking_bench.py [--duration 10] [--connections 50]
+    .venv/bin/python bench/tracking_bench.py [--duration 10] [--connections 50] [--rounds 3]
         [--messages 10000] [--database sqlite|postgresql] [--profile]
 """
 
@@ -32,6 +34,7 @@ import re
 import resource
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -366,14 +369,18 @@ def check_options(settings: Settings) -> None:
         sys.exit(1)
 
 
-def mailer_runs(server: Server, scripts: dict[str, Path], duration: int, connections: int,
-                profile_into: Path | None) -> dict[str, list[WrkRun]]:  # fmt: skip
-    """Per route: a warm-up, the measured run and, with `profile_into`, a run sampled by
-    py-spy. What a run leaves unwritten is written before the next, except after the last:
-    that is for the server's shutdown to write."""
+def mailer_runs(server: Server, bare: Server, scripts: dict[str, Path], duration: int,
+                connections: int, rounds: int, profile_into: Path | None,
+                ) -> tuple[dict[str, list[WrkRun]], list[tuple[WrkRun, WrkRun]]]:  # fmt: skip
+    """Per route: a warm-up, the measured runs (the pixel's `rounds`, each right after a run
+    of the bare app) and, with `profile_into`, a run sampled by py-spy. What a run leaves
+    unwritten is written before the next, except after the last: that is for the server's
+    shutdown to write. Every run of mailer by route, and the pixel's (bare, mailer) pairs."""
     steps = [(route, profiled) for route in scripts
-             for profiled in ((False, True) if profile_into else (False,))]  # fmt: skip
+             for profiled in [False] * (rounds if route == "pixel" else 1)
+             + ([True] if profile_into else [])]  # fmt: skip
     runs: dict[str, list[WrkRun]] = {}
+    pairs: list[tuple[WrkRun, WrkRun]] = []
     for number, (route, profiled) in enumerate(steps, 1):
         if route not in runs:
             runs[route] = [run_wrk(server.url(), scripts[route], WARM_UP, connections)]
@@ -382,6 +389,11 @@ def mailer_runs(server: Server, scripts: dict[str, Path], duration: int, connect
         if profile_into and profiled:
             run, raw = sampled(f"{route}, sampled", server, scripts[route], duration,
                                connections, profile_into)  # fmt: skip
+        elif route == "pixel":
+            floor = measure("bare pixel", bare, scripts[route], duration, connections)
+            run = measure(f"mailer {route}", server, scripts[route], duration, connections)
+            pairs.append((floor, run))
+            print(f"{'':14}this round: mailer / bare = {run.rate / floor.rate:.3f}")
         else:
             run = measure(f"mailer {route}", server, scripts[route], duration, connections)
         runs[route].append(run)
@@ -389,7 +401,7 @@ def mailer_runs(server: Server, scripts: dict[str, Path], duration: int, connect
             drain(server, recorded)
         if profile_into and profiled:
             summarise(raw)
-    return runs
+    return runs, pairs
 
 
 def scripts(settings: Settings, folder: Path, ids: list[int]) -> dict[str, Path]:
@@ -404,7 +416,8 @@ def scripts(settings: Settings, folder: Path, ids: list[int]) -> dict[str, Path]
             "pixel": write_script(folder, "pixel", opens)}  # fmt: skip
 
 
-def run(kind: str, messages: int, duration: int, connections: int, profiling: bool) -> int:
+def run(kind: str, messages: int, duration: int, connections: int, rounds: int,
+        profiling: bool) -> int:  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="tracking-bench-") as name, \
             database(kind, Path(name), "tracking") as url:  # fmt: skip
         folder, started = Path(name), time.perf_counter()
@@ -422,19 +435,21 @@ def run(kind: str, messages: int, duration: int, connections: int, profiling: bo
         port = free_port()
         command = [str(PYTHON), str(BARE), "--host", HOST, "--port", str(port)]
         with Server(command, port, "/", folder, {}, folder / "bare.log") as bare:
-            run_wrk(bare.url(), wrk["pixel"], WARM_UP, connections)
-            floor = measure("bare pixel", bare, wrk["pixel"], duration, connections)
-            bare.stop()
-        port = free_port()
-        command = [str(PYTHON), "-m", "mailer", "serve", "--host", HOST, "--port", str(port)]
-        with Server(command, port, "/healthz", folder, environ, folder / "serve.log") as server:
-            runs = mailer_runs(server, wrk, duration, connections, folder if profiling else None)
-            before = stored(url)
-            status, seconds = server.stop()
+            port = free_port()  # the bare app listens: another port
+            command = [str(PYTHON), "-m", "mailer", "serve", "--host", HOST, "--port", str(port)]
+            server = Server(command, port, "/healthz", folder, environ, folder / "serve.log")
+            with server:
+                run_wrk(bare.url(), wrk["pixel"], WARM_UP, connections)
+                runs, pairs = mailer_runs(server, bare, wrk, duration, connections, rounds,
+                                          folder if profiling else None)  # fmt: skip
+                before = stored(url)
+                status, seconds = server.stop()
         kinds = stored(url)
-    ratio, p99 = runs["pixel"][1].rate / floor.rate, runs["pixel"][1].p99_ms
+    ratios = sorted(run.rate / floor.rate for floor, run in pairs)
+    ratio, p99 = statistics.median(ratios), max(run.p99_ms for _, run in pairs)
     verdict = "within" if ratio >= RATIO and p99 < P99_MS else "NOT within"
-    print(f"ratio:        mailer pixel / bare pixel = {ratio:.3f}, p99 {p99:.1f} ms ({verdict} "
+    print(f"ratio:        mailer pixel / bare pixel = {ratio:.3f}, the median of "
+          f"{', '.join(f'{r:.3f}' for r in ratios)}; p99 {p99:.1f} ms at worst ({verdict} "
           f"issue 16's budget: at least {RATIO}, p99 under {P99_MS:.0f} ms)")  # fmt: skip
     good = sum(run.good for run in runs["pixel"])
     got = kinds["open"] + kinds["machine_open"]
@@ -455,6 +470,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
     parser.add_argument("--connections", type=int, default=50, help="wrk's open connections")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="pixel runs of the bare app and of mailer, in turn")  # fmt: skip
     parser.add_argument("--messages", type=int, default=10_000, help="distinct message tokens")
     parser.add_argument("--database", choices=("sqlite", "postgresql"), default="sqlite")
     parser.add_argument(
@@ -466,7 +483,7 @@ def main(argv: list[str] | None = None) -> int:
     if shutil.which(WRK) is None:
         sys.exit("wrk is missing: run `make bench-tracking` (or apt-get install -y wrk)")
     return run(options.database, options.messages, options.duration, options.connections,
-               options.profile)  # fmt: skip
+               options.rounds, options.profile)  # fmt: skip
 
 
 if __name__ == "__main__":
