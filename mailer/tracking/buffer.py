@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime
 
 from mailer.logs import logger
 from mailer.tracking.hits import Hit
@@ -42,6 +43,7 @@ class HitBuffer:
         self._full = asyncio.Event()
         self._written = asyncio.Event()  # set after each write; a new one for the next
         self.writing = 0  # hits of the batch being written
+        self.writing_since: datetime | None = None  # when its oldest happened (for /healthz)
         self.high_water = size  # this many waiting or being written: new hits wait
         self._closing = False
         self._lock = asyncio.Lock()  # one write at a time
@@ -80,18 +82,18 @@ class HitBuffer:
             if not batch:
                 return True
             started = time.perf_counter()
-            self.writing = len(batch)
+            self.writing, self.writing_since = len(batch), min(hit.at for hit in batch)
             try:
                 self.recorded += await self.write(batch)
             except Exception as error:  # the database is away: the batch stays for next try
-                self.writing = 0
+                self.writing, self.writing_since = 0, None
                 logger.exception("cannot write opens and clicks; keeping them for the next try")
                 self.failed_writes += 1
                 self.last_failure = f"{type(error).__name__}: {error}".split("\n")[0][:200]
                 self.waiting[:0] = batch
                 self._wake_writers_waiting()
                 return False
-            self.writing = 0
+            self.writing, self.writing_since = 0, None
             self.flushes += 1
             self.last_failure = None
             self.last_flush_seconds = time.perf_counter() - started

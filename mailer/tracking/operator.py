@@ -91,11 +91,14 @@ class EventBufferMetrics(Collector):
 
 
 def backlog(workspace: Workspace, hits: HitBuffer) -> EventBacklog:
-    waiting = hits.waiting
+    """What is answered but not written: the hits waiting and the batch being written (a
+    write that hangs, the database locked, leaves few waiting but ages its batch)."""
+    since = [at for at in (hits.writing_since, hits.waiting[0].at if hits.waiting else None)
+             if at is not None]  # fmt: skip
     return EventBacklog(
-        len(waiting),
+        len(hits.waiting) + hits.writing,
         hits.high_water,
-        waiting[0].at if waiting else None,
+        min(since, default=None),
         workspace.settings.tracking.flush_every,
         hits.last_failure,
     )
