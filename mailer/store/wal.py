@@ -39,7 +39,7 @@ class Checkpoints:
             try:
                 connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
                 self.taken += 1
-            except sqlite3.Error:  # the next commit asks again
+            except Exception:  # the thread lives on: the next commit asks again
                 logger.warning("SQLite WAL checkpoint failed", exc_info=True)
 
 
