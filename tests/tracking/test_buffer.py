@@ -168,3 +168,26 @@ def test_while_writes_fail_the_writer_pauses_between_tries_though_hits_wait_for_
 
     asyncio.run(scenario())
     assert len(calls) == 1  # one try, then the pause: not a try each time a request asks for room
+
+
+def test_the_batch_being_written_is_counted_with_its_oldest_hit() -> None:
+    """What /healthz reads of a write that has not ended: how many, and since when."""
+    release = asyncio.Event()
+
+    async def write(hits: Sequence[Hit]) -> int:
+        await release.wait()  # the database is locked
+        return len(hits)
+
+    async def scenario() -> None:
+        buffer = HitBuffer(write, size=10, every=60)
+        later = HIT._replace(at=HIT.at.replace(minute=5))
+        buffer.add(later)
+        buffer.add(HIT)
+        flushing = asyncio.create_task(buffer.flush())
+        await asyncio.sleep(0)
+        assert buffer.waiting == [] and buffer.writing == 2 and buffer.writing_since == HIT.at
+        release.set()
+        assert await flushing
+        assert buffer.writing == 0 and buffer.writing_since is None
+
+    asyncio.run(scenario())
