@@ -165,12 +165,13 @@ def test_health_and_metrics(sent: tuple[Workspace, dict[str, str]], serve: Serve
     workspace, urls = sent
     with serve(create_app(workspace)) as base:
         httpx.get(at(base, urls["open"]), headers={"User-Agent": CHROME})
-        health = httpx.get(f"{base}/healthz").json()
         deadline = time.monotonic() + 20  # flush_size = 1: written at once, by a new process
         while "mailer_events_recorded_total 1" not in (
                 metrics := httpx.get(f"{base}/metrics").text):  # fmt: skip
             assert time.monotonic() < deadline, metrics
             time.sleep(0.05)
+        # Written: none is answered and unwritten (while it was, flush_size 1 was reached).
+        health = httpx.get(f"{base}/healthz").json()
     assert health["status"] == "ok"
     assert 'mailer_requests_total{code="2xx",route="/o/{token}.gif"}' in metrics
     assert "mailer_events_recorded_total 1.0" in metrics
