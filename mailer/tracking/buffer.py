@@ -43,7 +43,7 @@ class HitBuffer:
         self._full = asyncio.Event()
         self._written = asyncio.Event()  # set after each write; a new one for the next
         self.writing = 0  # hits of the batch being written
-        self.writing_since: datetime | None = None  # when its oldest happened (for /healthz)
+        self.in_flight: Sequence[Hit] = ()  # that batch, for /healthz (oldest_unwritten)
         self.high_water = size  # this many waiting or being written: new hits wait
         self._closing = False
         self._lock = asyncio.Lock()  # one write at a time
@@ -60,6 +60,14 @@ class HitBuffer:
             written = self._written
             self._full.set()
             await written.wait()
+
+    def oldest_unwritten(self) -> datetime | None:
+        """When the oldest hit answered and not yet written happened: waiting, or in a write
+        that has not ended (asked by /healthz, not on the hot path)."""
+        since = [hit.at for hit in self.in_flight]
+        if self.waiting:
+            since.append(self.waiting[0].at)
+        return min(since, default=None)
 
     def add(self, hit: Hit) -> None:
         self.waiting.append(hit)
@@ -82,18 +90,18 @@ class HitBuffer:
             if not batch:
                 return True
             started = time.perf_counter()
-            self.writing, self.writing_since = len(batch), min(hit.at for hit in batch)
+            self.writing, self.in_flight = len(batch), batch
             try:
                 self.recorded += await self.write(batch)
             except Exception as error:  # the database is away: the batch stays for next try
-                self.writing, self.writing_since = 0, None
+                self.writing, self.in_flight = 0, ()
                 logger.exception("cannot write opens and clicks; keeping them for the next try")
                 self.failed_writes += 1
                 self.last_failure = f"{type(error).__name__}: {error}".split("\n")[0][:200]
                 self.waiting[:0] = batch
                 self._wake_writers_waiting()
                 return False
-            self.writing, self.writing_since = 0, None
+            self.writing, self.in_flight = 0, ()
             self.flushes += 1
             self.last_failure = None
             self.last_flush_seconds = time.perf_counter() - started

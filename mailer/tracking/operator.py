@@ -93,12 +93,10 @@ class EventBufferMetrics(Collector):
 def backlog(workspace: Workspace, hits: HitBuffer) -> EventBacklog:
     """What is answered but not written: the hits waiting and the batch being written (a
     write that hangs, the database locked, leaves few waiting but ages its batch)."""
-    since = [at for at in (hits.writing_since, hits.waiting[0].at if hits.waiting else None)
-             if at is not None]  # fmt: skip
     return EventBacklog(
         len(hits.waiting) + hits.writing,
         hits.high_water,
-        min(since, default=None),
+        hits.oldest_unwritten(),
         workspace.settings.tracking.flush_every,
         hits.last_failure,
     )

@@ -185,9 +185,9 @@ def test_the_batch_being_written_is_counted_with_its_oldest_hit() -> None:
         buffer.add(HIT)
         flushing = asyncio.create_task(buffer.flush())
         await asyncio.sleep(0)
-        assert buffer.waiting == [] and buffer.writing == 2 and buffer.writing_since == HIT.at
+        assert buffer.waiting == [] and buffer.writing == 2 and buffer.oldest_unwritten() == HIT.at
         release.set()
         assert await flushing
-        assert buffer.writing == 0 and buffer.writing_since is None
+        assert buffer.writing == 0 and buffer.oldest_unwritten() is None
 
     asyncio.run(scenario())
