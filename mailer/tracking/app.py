@@ -76,6 +76,6 @@ def create_app(workspace: Workspace) -> Starlette:
               *survey_routes(workspace), *operator_routes(workspace, hits),
               *webhook_routes(workspace), *report_routes(workspace)]  # fmt: skip
     app = TrackingApp(recipient, routes=routes, lifespan=lifespan)
-    app.state.buffer = hits
+    app.state.buffer, app.state.writer = hits, writer
     app.add_middleware(RequestCounting)  # every route but the pixel, which counts itself
     return app

@@ -9,12 +9,14 @@ import multiprocessing
 import os
 from collections.abc import Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 from sqlalchemy import Connection
 
 from mailer.config import Settings
 from mailer.delivery.rendering import exit_with_parent
+from mailer.logs import logger
 from mailer.store.locking import retried
 from mailer.store.wal import Checkpoints, checkpoints_beside
 from mailer.tracking.hits import Hit
@@ -58,21 +60,29 @@ def _write(rows: Sequence[tuple[Any, ...]]) -> int:
 
 class HitWriter:
     """One writer process, started with the first batch; `submit` hands it a batch, whose
-    future says how many were written."""
+    future says how many were written. A writer process that died (killed by the kernel's
+    OOM killer, say) is replaced at the next batch: its batch failed, and the buffer keeps it
+    for that next try (a pool once broken would refuse every batch after it, for good)."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.executor: ProcessPoolExecutor | None = None
 
     def submit(self, hits: Sequence[Hit]) -> Future[int]:
-        if self.executor is None:
-            # forkserver: a clean child, not a fork of a process serving requests.
-            self.executor = ProcessPoolExecutor(
-                1, mp_context=multiprocessing.get_context("forkserver"),
-                initializer=_start, initargs=(self.settings, os.getpid()),
-            )  # fmt: skip
         # As plain tuples: a NamedTuple pickles through a Python call per hit, twice the cost.
-        return self.executor.submit(_write, [tuple(hit) for hit in hits])
+        rows = [tuple(hit) for hit in hits]
+        if self.executor is not None:
+            try:
+                return self.executor.submit(_write, rows)
+            except BrokenProcessPool:
+                logger.error("the process writing opens and clicks died; starting another")
+                self.executor.shutdown(wait=False)
+        # forkserver: a clean child, not a fork of a process serving requests.
+        self.executor = ProcessPoolExecutor(
+            1, mp_context=multiprocessing.get_context("forkserver"),
+            initializer=_start, initargs=(self.settings, os.getpid()),
+        )  # fmt: skip
+        return self.executor.submit(_write, rows)
 
     def close(self) -> None:
         if self.executor is not None:
