@@ -85,16 +85,46 @@ def keep_out_of_collections() -> None:
 def exit_with_parent(pid: int) -> None:
     """End this worker process when process `pid` is gone, even killed with SIGKILL (a process
     pool's workers would otherwise wait for work forever)."""
-    threading.Thread(target=_exit_with, args=(pid,), daemon=True).start()
+    threading.Thread(target=_exit_with, args=(pid, _started(pid)), daemon=True).start()
 
 
-def _exit_with(pid: int) -> None:
-    while True:
+def _exit_with(pid: int, started: bytes | None) -> None:
+    while not _gone(pid, started):
         time.sleep(1)
+    os._exit(0)
+
+
+def _stat(pid: int) -> list[bytes] | None:
+    """The fields of /proc/PID/stat after the command's name (state first); None when the
+    process does not exist."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            return stat.read().rsplit(b")", 1)[1].split()
+    except FileNotFoundError:
+        return None
+
+
+def _started(pid: int) -> bytes | None:
+    """When process `pid` started (clock ticks since boot), to tell it from a later process
+    given the same id; None without /proc."""
+    if not os.path.isdir("/proc/self"):
+        return None
+    fields = _stat(pid)
+    return fields[19] if fields else None
+
+
+def _gone(pid: int, started: bytes | None) -> bool:
+    """Whether process `pid` (started at `started`) has ended. A process killed but not yet
+    reaped by its own parent is a zombie, which os.kill still reaches: with /proc, a zombie
+    and an id taken by another process count as gone too."""
+    if started is None:
         try:
             os.kill(pid, 0)
         except ProcessLookupError:
-            os._exit(0)
+            return True
+        return False
+    fields = _stat(pid)
+    return fields is None or fields[0] == b"Z" or fields[19] != started
 
 
 def render_chunk(jobs: Sequence[RenderJob], now: datetime) -> list[Rendered]:
