@@ -3,12 +3,15 @@ others still advance due steps; the lock of a process that dies goes with its se
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import signal
 import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from datetime import timedelta
 from pathlib import Path
 
@@ -24,6 +27,7 @@ from mailer.store.engine import ENROLLER_LOCK
 from mailer.store.tables import enrollments, outbox
 from mailer.workspace import Workspace
 from tests.conftest import NOW, write_csv
+from tests.delivery.smtp_server import ScriptedSmtpServer
 from tests.helpers import count, run_import
 
 HOLD = "SELECT pg_advisory_lock(:key, hashtext(current_schema()))"
@@ -136,3 +140,29 @@ def test_two_processes_ticking_at_once_enroll_and_queue_each_contact_once(
     finally:
         first.close()
         second.close()
+
+
+def test_two_mailer_tick_processes_at_once_enroll_queue_and_send_each_contact_once(
+    workspace: Workspace, project: Path, environ: dict[str, str], tmp_path: Path
+) -> None:
+    """The same as two `mailer tick` processes (each its own engine, pool and lock session),
+    started together, into a real SMTP server: each person gets the welcome message once."""
+    people = 600
+    newsletter(workspace, tmp_path, 1, people)
+    with ScriptedSmtpServer() as relay:
+        environment = {**os.environ, **environ, "MAILER_SMTP__PORT": str(relay.port)}
+        command = [sys.executable, "-m", "mailer", "tick", "--now", NOW.isoformat(), "--json"]
+        ticks = [subprocess.Popen(command, cwd=project, env=environment, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True)
+                 for _ in range(2)]  # fmt: skip
+        outputs = [tick_.communicate(timeout=300) for tick_ in ticks]
+        for tick_, (_, errors) in zip(ticks, outputs, strict=True):
+            assert tick_.returncode == 0, errors
+        reports = [json.loads(out) for out, _ in outputs]
+        received = Counter(message.recipient for message in relay.received)
+    assert sum(report["enrolled"] for report in reports) == people, reports
+    assert sum(report["queued"] for report in reports) == people, reports
+    assert sum(report["sent"] for report in reports) == people, reports  # once in all
+    assert count(workspace, enrollments) == people
+    assert count(workspace, outbox) == people
+    assert len(received) == people and set(received.values()) == {1}
