@@ -571,6 +571,11 @@ class Inbound(Model):
     fbl_address: str | None = None  # where feedback loops send ARF reports, e.g. fbl@example.com
     max_size: int = Field(default=10 * 1024 * 1024, ge=1024)  # bytes; larger: 552 at DATA
     replies_to: str | None = None  # the person's inbox replies are forwarded to ([sender])
+    # `mailer inbound` alone serves Prometheus metrics on metrics_host:metrics_port (`mailer
+    # run` and `mailer serve` have /metrics on the tracking endpoint); None: not served. Not on
+    # `host`: a listener taking the MX's port 25 on 0.0.0.0 keeps its metrics private.
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int | None = Field(default=None, ge=1, le=65535)
 
     @field_validator("fbl_address", "replies_to")
     @classmethod

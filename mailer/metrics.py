@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from functools import wraps
 from typing import Literal, ParamSpec, TypeVar, cast, get_args
+from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import (
     CollectorRegistry,
@@ -18,12 +19,15 @@ from prometheus_client import (
     Histogram,
     disable_created_metrics,
     generate_latest,
+    start_http_server,
 )
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from sqlalchemy import Engine, func, select
 
 from mailer.config import Settings
+from mailer.errors import MailerError
+from mailer.listening import cannot_listen
 from mailer.store.engine import reading
 from mailer.store.tables import campaign_pauses, outbox
 
@@ -148,3 +152,16 @@ class Exposition(Collector):
 
     def text(self) -> bytes:
         return generate_latest(self)
+
+
+def serve_metrics(host: str, port: int, fix: str) -> WSGIServer:
+    """This process's registry at http://host:port/metrics, served by prometheus_client's own
+    server in a thread of its own (for a process without the tracking endpoint: `mailer
+    inbound`); MailerError saying `fix` when the port cannot be had."""
+    try:
+        server, _thread = start_http_server(port, addr=host, registry=REGISTRY)
+    except OSError as error:
+        raise MailerError(
+            cannot_listen(host, port, error, "another mailer inbound?", fix)
+        ) from None
+    return server

@@ -32,7 +32,7 @@ from mailer.delivery.sink import trace_headers
 from mailer.errors import MailerError
 from mailer.listening import address, bind, cannot_listen, sleep_until
 from mailer.logs import logger
-from mailer.metrics import INBOUND
+from mailer.metrics import INBOUND, serve_metrics
 from mailer.returns.classify import classify
 from mailer.returns.effects import apply_mailto_unsubscribe, report_digest
 from mailer.returns.ingest import process
@@ -312,7 +312,11 @@ def serve_inbound(workspace: Workspace, host: str | None, port: int | None, echo
         stopping.set()
 
     previous = {number: signal.signal(number, stop) for number in (signal.SIGINT, signal.SIGTERM)}
+    metrics = None
     try:
+        if (metrics_port := workspace.settings.inbound.metrics_port) is not None:
+            metrics = serve_metrics(workspace.settings.inbound.metrics_host, metrics_port,
+                                    fix="set [inbound] metrics_port to a free port")  # fmt: skip
         listening = start_inbound(workspace, host, port)
         where = address(listening.controller.hostname, listening.controller.port)
         mailboxes = listening.handler.mailboxes
@@ -323,10 +327,16 @@ def serve_inbound(workspace: Workspace, host: str | None, port: int | None, echo
         taken += [mailboxes.fbl_address] if mailboxes.fbl_address else []
         echo(f"mailer inbound: listening on {where} for {', '.join(taken)}; spool "
              f"{listening.handler.spool.root}/ (Ctrl-C stops)")  # fmt: skip
+        if metrics is not None:
+            served = address(str(metrics.server_address[0]), metrics.server_address[1])
+            echo(f"mailer inbound: metrics on http://{served}/metrics")
         sleep_until(stopping)
         listening.stop()
         counts = ", ".join(f"{count} {name}" for name, count in listening.handler.counts.items())
         echo(f"mailer inbound: stopped; {counts}")
     finally:
+        if metrics is not None:
+            metrics.shutdown()
+            metrics.server_close()
         for number, handler in previous.items():
             signal.signal(number, handler)

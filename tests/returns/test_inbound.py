@@ -10,11 +10,14 @@ import os
 import re
 import signal
 import smtplib
+import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from sqlalchemy import select
 
@@ -280,3 +283,48 @@ def test_a_message_over_max_size_is_refused_and_not_stored(
         limited.close()
         limited.close()
     assert spool(workspace, "new") == [] and spool(workspace, "tmp") == []
+
+
+def test_the_command_serves_its_metrics_when_asked(
+    workspace: Workspace, ada: int, project: Path, database_url: str
+) -> None:
+    """[inbound] metrics_port: `mailer inbound` alone has /metrics, counting what it did."""
+    port, metrics_port = free_port(), free_port()
+    environment = process_environment(database_url, port) | {
+        "MAILER_INBOUND__METRICS_PORT": str(metrics_port)}  # fmt: skip
+    inbound = subprocess.Popen([sys.executable, "-m", "mailer", "inbound"], cwd=project,
+                               env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True)  # fmt: skip
+    try:
+        assert inbound.stdout is not None
+        assert inbound.stdout.readline().startswith("mailer inbound: listening on ")
+        url = f"http://127.0.0.1:{metrics_port}/metrics"
+        assert inbound.stdout.readline() == f"mailer inbound: metrics on {url}\n"
+        with smtplib.SMTP(LOOPBACK, port) as client:
+            client.sendmail("", [BOUNCES], on_the_wire(fixture("postfix_user_unknown.eml")))
+        processed = 'mailer_inbound_messages_total{result="processed"} 1.0'
+        deadline = time.monotonic() + 30
+        while processed not in (text := httpx.get(url).text):
+            assert time.monotonic() < deadline, text
+            time.sleep(0.05)
+        inbound.send_signal(signal.SIGTERM)
+        _, errors = inbound.communicate(timeout=60)
+    finally:
+        inbound.kill()
+    assert inbound.returncode == 0, errors
+    with pytest.raises(httpx.ConnectError):  # stopped with the listener
+        httpx.get(url)
+
+
+def test_a_metrics_port_in_use_is_one_line_saying_what_to_do(
+    project: Path, database_url: str
+) -> None:
+    with socket.create_server((LOOPBACK, 0)) as taken:
+        environment = process_environment(database_url, free_port()) | {
+            "MAILER_INBOUND__METRICS_PORT": str(taken.getsockname()[1])}  # fmt: skip
+        done = subprocess.run([sys.executable, "-m", "mailer", "inbound"], cwd=project,
+                              env=environment, capture_output=True, text=True,
+                              timeout=60)  # fmt: skip
+    assert done.returncode != 0
+    assert "the port is in use" in done.stderr and "[inbound] metrics_port" in done.stderr
+    assert "Traceback" not in done.stderr
