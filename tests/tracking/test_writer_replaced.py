@@ -53,7 +53,8 @@ def test_a_killed_writer_process_is_replaced_and_nothing_answered_is_lost(
         os.kill(first, signal.SIGKILL)
         wait_for(lambda: not os.path.exists(f"/proc/{first}") or _zombie(first))
         for _ in range(3):  # flush_size 1: each a batch; the first meets the dead process
-            assert httpx.get(at(base, urls["open"])).status_code == 200
+            # Each waits for room until its hit is written: by the new process, once started.
+            assert httpx.get(at(base, urls["open"]), timeout=60).status_code == 200
         wait_for(lambda: opens_stored(workspace) == 4)
         second = writer_process(app)
         health = httpx.get(f"{base}/healthz").json()
