@@ -47,7 +47,7 @@ def test_a_killed_writer_process_is_replaced_and_nothing_answered_is_lost(
     workspace.clock.advance(timedelta(minutes=5))  # type: ignore[attr-defined]
     app = create_app(workspace)
     with serve(app) as base:
-        assert httpx.get(at(base, urls["open"])).status_code == 200
+        assert httpx.get(at(base, urls["open"]), timeout=60).status_code == 200  # starts it
         wait_for(lambda: opens_stored(workspace) == 1)
         first = writer_process(app)
         os.kill(first, signal.SIGKILL)
