@@ -180,6 +180,13 @@ class OwnPostgres:
     def stop(self) -> None:
         self._run("pg_ctl", "stop", "-D", str(self.data), "-m", "immediate", "-w")
 
+    def down_for(self, seconds: float) -> None:
+        """An outage: stop the server (fast: its sessions are ended), keep it down for
+        `seconds`, then start it again."""
+        self._run("pg_ctl", "stop", "-D", str(self.data), "-m", "fast", "-w")
+        time.sleep(seconds)
+        self._ctl("start")
+
 
 def postgres_bin() -> Path | None:
     """The folder of initdb and pg_ctl (Debian keeps them out of PATH), or None."""

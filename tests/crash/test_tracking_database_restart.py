@@ -1,7 +1,8 @@
-"""The database restarts (`pg_ctl restart -m fast`, on a server of the test's own) while a real
-`mailer serve` takes opens and clicks over real HTTP: every hit answered before, during and
-after the restart is stored exactly once afterwards (a batch that could not be written stays in
-the buffer and is written again), and `mailer serve` still exits 0 on SIGTERM."""
+"""The database restarts (`pg_ctl restart -m fast`, on a server of the test's own), or stays
+down for seconds, while a real `mailer serve` takes opens and clicks over real HTTP: every hit
+answered before, during and after is stored exactly once afterwards (a batch that could not be
+written stays in the buffer and is written again; while the database is away, requests wait for
+room once `flush_size` hits are held), and `mailer serve` still exits 0 on SIGTERM."""
 
 from __future__ import annotations
 
@@ -104,11 +105,13 @@ class Load:
 
 
 @pytest.mark.postgres
+@pytest.mark.parametrize("outage", [0.0, 5.0], ids=["restart", "down-5s"])
 def test_every_hit_answered_across_a_database_restart_is_stored_once(
     sent: tuple[Workspace, dict[str, str]],  # noqa: F811
     project: Path,
     environ: dict[str, str],
     own_postgres: OwnPostgres,
+    outage: float,
 ) -> None:
     workspace, urls = sent
     port = free_port()
@@ -130,7 +133,10 @@ def test_every_hit_answered_across_a_database_restart_is_stored_once(
         with Load(base, urls) as load:
             wait_for(lambda: sum(stored_hits(workspace).values()) >= 200, 60, "hits stored")
             load.phase, restarting = "during", time.monotonic()
-            own_postgres.restart()  # fast: the writer's connections are terminated
+            if outage:
+                own_postgres.down_for(outage)  # requests wait for room meanwhile
+            else:
+                own_postgres.restart()  # fast: the writer's connections are terminated
             load.phase, restarting = "after", time.monotonic() - restarting
             wait_for(lambda: load.answered_in("after") >= 300, 60, "hits after the restart")
         answered = dict(load.answered)
