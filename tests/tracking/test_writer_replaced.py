@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from datetime import timedelta
@@ -14,9 +13,11 @@ from datetime import timedelta
 import httpx
 from sqlalchemy import func, select
 
+from mailer.delivery.rendering import _gone, _started
 from mailer.store.tables import events
 from mailer.tracking.app import create_app
 from mailer.workspace import Workspace
+from tests.crash.conftest import wait_for
 from tests.tracking.conftest import at
 
 Serve = Callable[..., AbstractContextManager[str]]
@@ -25,13 +26,6 @@ Serve = Callable[..., AbstractContextManager[str]]
 def opens_stored(workspace: Workspace) -> int:
     with workspace.engine.connect() as connection:
         return connection.scalar(select(func.count()).select_from(events)) or 0
-
-
-def wait_for(what: Callable[[], bool], seconds: float = 20) -> None:
-    deadline = time.monotonic() + seconds
-    while not what():
-        assert time.monotonic() < deadline, "not within the time"
-        time.sleep(0.05)
 
 
 def writer_process(app: object) -> int:
@@ -48,23 +42,16 @@ def test_a_killed_writer_process_is_replaced_and_nothing_answered_is_lost(
     app = create_app(workspace)
     with serve(app) as base:
         assert httpx.get(at(base, urls["open"]), timeout=60).status_code == 200  # starts it
-        wait_for(lambda: opens_stored(workspace) == 1)
+        wait_for(lambda: opens_stored(workspace) == 1, 20, "the first open")
         first = writer_process(app)
+        started = _started(first)
         os.kill(first, signal.SIGKILL)
-        wait_for(lambda: not os.path.exists(f"/proc/{first}") or _zombie(first))
+        wait_for(lambda: _gone(first, started), 20, "the writer process ends")
         for _ in range(3):  # flush_size 1: each a batch; the first meets the dead process
             # Each waits for room until its hit is written: by the new process, once started.
             assert httpx.get(at(base, urls["open"]), timeout=60).status_code == 200
-        wait_for(lambda: opens_stored(workspace) == 4)
+        wait_for(lambda: opens_stored(workspace) == 4, 20, "the opens after the kill")
         second = writer_process(app)
         health = httpx.get(f"{base}/healthz").json()
     assert second != first
     assert health["status"] == "ok", health
-
-
-def _zombie(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] == "Z"
-    except FileNotFoundError:
-        return True
