@@ -10,6 +10,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from mailer.delivery.rendering import _gone, _started, _stat
 
 WORKER = """
@@ -74,3 +76,14 @@ def test_a_process_id_taken_by_a_later_process_is_not_the_parent() -> None:
     ended.kill()
     ended.wait()
     assert _gone(ended.pid, None) and _gone(ended.pid, b"0")
+
+
+def test_a_process_that_ends_between_open_and_read_is_gone(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The race that once killed the watching thread (and left its worker alive): /proc/PID/stat
+    opened while the process lived, read after it was reaped, fails with ESRCH."""
+    ended = sleeper()
+    opened = open(f"/proc/{ended.pid}/stat", "rb")  # noqa: SIM115 (handed to _stat below)
+    ended.kill()
+    ended.wait()
+    monkeypatch.setattr("builtins.open", lambda *args, **kwargs: opened)
+    assert _gone(ended.pid, b"0")  # what the watching thread asks every second
