@@ -16,6 +16,7 @@ from mailer.config import Settings
 from mailer.contacts.events import record_event
 from mailer.contacts.scoring import add_points
 from mailer.store.bulk import one_of
+from mailer.store.locking import picked_in_order
 from mailer.store.tables import contacts
 
 
@@ -82,7 +83,9 @@ def advance_stages(connection: Connection, settings: Settings, now: datetime,
         holds = compiler.where(parse_segment(rule))
         if among is not None:
             holds = and_(holds, among)
-        result = connection.execute(update(contacts).where(
-            below, holds).values(stage=stages[position]))  # fmt: skip
+        # Locked in id order, as /events and the pixel writer lock theirs: two daemons'
+        # transactions then wait for each other instead of deadlocking.
+        picked = picked_in_order(connection, contacts, and_(below, holds))
+        result = connection.execute(update(contacts).where(picked).values(stage=stages[position]))
         moved += result.rowcount
     return moved

@@ -63,6 +63,17 @@ def lock_in_order(connection: Connection, table: Any, where: ColumnElement[bool]
                            .with_for_update(key_share=True)).all()  # fmt: skip
 
 
+def picked_in_order(connection: Connection, table: Any, where: ColumnElement[bool]
+                    ) -> ColumnElement[bool]:  # fmt: skip
+    """`where`, for an UPDATE of `table` that may pick many rows: on PostgreSQL, the rows are
+    locked in id order before they are written (lock_in_order in the same statement), where
+    the UPDATE alone would lock them in the order it scans them."""
+    if connection.dialect.name != "postgresql":
+        return where
+    return table.c.id.in_(select(table.c.id).where(where).order_by(table.c.id)
+                          .with_for_update(key_share=True).correlate(None))  # fmt: skip
+
+
 def lost_a_race(error: BaseException) -> bool:
     """Whether PostgreSQL rolled the transaction back as a deadlock's or a serialization's
     victim: the same work, run again, succeeds."""

@@ -12,6 +12,7 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import Engine, create_engine, text
 
+from mailer.campaigns.activity import advance_stages
 from mailer.campaigns.engine import tick
 from mailer.campaigns.score_rules import award_rules
 from mailer.cli import cli
@@ -136,3 +137,47 @@ def test_a_rule_that_holds_without_any_change_is_awarded_by_the_hourly_pass(
         hour = first + timedelta(hours=1)
         tick(shop.engine, shop.settings, hour)  # the hourly look at every contact
         assert who(shop, "score > 4.9", hour) == {"ken"}
+
+
+def test_the_ticks_stage_pass_locks_contacts_in_id_order_on_postgresql(
+    staged: Workspace, database_url: str, tmp_path: Path
+) -> None:
+    """As /events and the pixel writer lock the contacts they score (store/locking.py): a
+    transaction holding the first contact makes the stage pass wait before it locks any
+    other, where an UPDATE alone locks in the order it scans (here the first contact last)."""
+    if not database_url.startswith("postgresql"):
+        pytest.skip("SQLite has one writer at a time: the tick locks the whole database")
+    rows = "".join(f"buyer{n}@example.com,2\n" for n in range(20))  # customers, by the rule
+    run_import(staged, write_csv(tmp_path / "o.csv", "email,orders\n" + rows), "newsletter")
+    engine = staged.engine
+    with engine.begin() as connection:
+        first, last = connection.execute(text("SELECT min(id), max(id) FROM contacts "
+                                              "WHERE email LIKE 'buyer%'")).one()  # fmt: skip
+        # Its new row version is scanned after every other contact's.
+        connection.execute(text("UPDATE contacts SET stage = NULL WHERE id = :id"), {"id": first})
+    holder = engine.connect()
+    holder.begin()
+    holder.execute(text("SELECT id FROM contacts WHERE id = :id FOR NO KEY UPDATE"), {"id": first})
+    pids: list[int] = []
+    started = threading.Event()
+
+    def stage_pass() -> None:
+        with engine.begin() as connection:
+            pids.append(connection.scalar(text("SELECT pg_backend_pid()")))
+            started.set()
+            advance_stages(connection, staged.settings, MONDAY)
+
+    thread = threading.Thread(target=stage_pass)
+    thread.start()
+    started.wait()
+    _waiting_on_a_lock(engine, pids[0], thread)
+    try:
+        assert thread.is_alive()  # waiting for the first contact
+        with engine.begin() as other:  # the last contact is not locked yet: taken at once
+            other.execute(text("SELECT id FROM contacts WHERE id = :id FOR NO KEY UPDATE NOWAIT"),
+                          {"id": last})  # fmt: skip
+    finally:
+        holder.commit()
+        holder.close()
+        thread.join()
+    assert who(staged, 'stage = "customer"', MONDAY) >= {f"buyer{n}" for n in range(20)}
