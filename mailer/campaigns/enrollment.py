@@ -37,6 +37,7 @@ from mailer.config import Campaign, Settings
 from mailer.errors import SettingsError
 from mailer.store.bulk import one_of
 from mailer.store.tables import (
+    WEBSITE_EVENT,
     UTCDateTime,
     contacts,
     enrollments,
@@ -225,11 +226,11 @@ def earliest_occurrence(previous_tick: datetime, late_events: timedelta) -> date
 def event_candidates(campaign: Campaign, name: str, read_after: int, read_to: int,
                      earliest: datetime | None) -> Select[Any]:  # fmt: skip
     """(contact_id, at): list members with a website event `name` recorded in the id range
-    (read_after, read_to] that happened at `earliest` or later. Indexed by (kind, name, id):
-    a tick reads the new events, never all of them."""
+    (read_after, read_to] that happened at `earliest` or later. Indexed by (kind, name, id), for
+    website events only (`WEBSITE_EVENT`): a tick reads the new events, never all of them."""
     lateness = [] if earliest is None else [events.c.occurred_at >= earliest]
     return (select(events.c.contact_id, func.max(events.c.occurred_at).label("at"))
-            .where(events.c.kind == "website", events.c.name == name,
+            .where(WEBSITE_EVENT, events.c.name == name,
                    events.c.id > read_after, events.c.id <= read_to, *lateness,
                    _member_of(campaign).where(memberships.c.contact_id == events.c.contact_id))
             .group_by(events.c.contact_id))  # fmt: skip

@@ -397,8 +397,8 @@ def _last_opens(connection: Connection, keys: dict[int, str], messages: list[int
 def _kind(connection: Connection) -> ColumnElement[str]:
     """events.kind for the queries of a batch's messages, kept out of SQLite's choice of
     index (a unary +): without statistics SQLite would walk every open of every message by
-    ix_events_kind_name_id instead of the batch's messages' by ix_events_outbox_id_occurred_at
-    (PostgreSQL's planner has statistics)."""
+    ix_events_kind_name_occurred_at instead of the batch's messages' by
+    ix_events_outbox_id_occurred_at (PostgreSQL's planner has statistics)."""
     if connection.dialect.name != "sqlite":
         return events.c.kind
     return UnaryExpression(events.c.kind, operator=custom_op("+"), type_=events.c.kind.type)
