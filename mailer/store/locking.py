@@ -70,8 +70,9 @@ def picked_in_order(connection: Connection, table: Any, where: ColumnElement[boo
     the UPDATE alone would lock them in the order it scans them."""
     if connection.dialect.name != "postgresql":
         return where
-    return table.c.id.in_(select(table.c.id).where(where).order_by(table.c.id)
-                          .with_for_update(key_share=True).correlate(None))  # fmt: skip
+    id_: ColumnElement[int] = table.c.id
+    return id_.in_(select(id_).where(where).order_by(id_)
+                   .with_for_update(key_share=True).correlate(None))  # fmt: skip
 
 
 def lost_a_race(error: BaseException) -> bool:
