@@ -4,13 +4,14 @@ lifecycle stages applied at import and by the tick's pass."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from sqlalchemy import Engine, create_engine, text
+from sqlalchemy import Connection, Engine, create_engine, text
 
 from mailer.campaigns.activity import advance_stages
 from mailer.campaigns.engine import tick
@@ -38,15 +39,30 @@ def staged(tmp_path: Path, environ: dict[str, str]) -> Iterator[Workspace]:
     yield from open_shop(tmp_path, environ, STAGED)
 
 
-def _waiting_on_a_lock(engine: Engine, pid: int, thread: threading.Thread) -> None:
-    """Return once backend `pid` waits on a lock (or its thread finished without waiting)."""
-    with engine.connect() as watcher:
+def _waiting_in_a_thread(engine: Engine, work: Callable[[Connection], Any],
+                         watching: Engine) -> threading.Thread:  # fmt: skip
+    """Run `work` in a transaction of `engine` in a thread of its own; return the thread once
+    that transaction waits on a lock (or has finished without waiting), as `watching` sees."""
+    pids: list[int] = []
+    started = threading.Event()
+
+    def run() -> None:
+        with engine.begin() as connection:
+            pids.append(connection.scalar(text("SELECT pg_backend_pid()")))
+            started.set()
+            work(connection)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    started.wait()
+    with watching.connect() as watcher:
         while thread.is_alive():
             waiting = watcher.scalar(text("SELECT wait_event_type = 'Lock' FROM pg_stat_activity "
-                                          "WHERE pid = :pid"), {"pid": pid})  # fmt: skip
+                                          "WHERE pid = :pid"), {"pid": pids[0]})  # fmt: skip
             watcher.rollback()
             if waiting:
-                return
+                break
+    return thread
 
 
 def test_two_overlapping_ticks_on_postgresql_award_each_rule_once(
@@ -62,19 +78,10 @@ def test_two_overlapping_ticks_on_postgresql_award_each_rule_once(
     first.begin()
     awarded.append(award_rules(first, shop.settings, MONDAY))  # not yet committed
 
-    pids: list[int] = []
-    started = threading.Event()
+    def second_tick(connection: Connection) -> None:
+        awarded.append(award_rules(connection, shop.settings, MONDAY + timedelta(seconds=1)))
 
-    def second_tick() -> None:
-        with other.begin() as connection:
-            pids.append(connection.scalar(text("SELECT pg_backend_pid()")))
-            started.set()
-            awarded.append(award_rules(connection, shop.settings, MONDAY + timedelta(seconds=1)))
-
-    thread = threading.Thread(target=second_tick)
-    thread.start()
-    started.wait()
-    _waiting_on_a_lock(shop.engine, pids[0], thread)  # the second waits on our award
+    thread = _waiting_in_a_thread(other, second_tick, shop.engine)  # it waits on our award
     first.commit()
     first.close()
     thread.join()
@@ -158,19 +165,11 @@ def test_the_ticks_stage_pass_locks_contacts_in_id_order_on_postgresql(
     holder = engine.connect()
     holder.begin()
     holder.execute(text("SELECT id FROM contacts WHERE id = :id FOR NO KEY UPDATE"), {"id": first})
-    pids: list[int] = []
-    started = threading.Event()
 
-    def stage_pass() -> None:
-        with engine.begin() as connection:
-            pids.append(connection.scalar(text("SELECT pg_backend_pid()")))
-            started.set()
-            advance_stages(connection, staged.settings, MONDAY)
+    def stage_pass(connection: Connection) -> None:
+        advance_stages(connection, staged.settings, MONDAY)
 
-    thread = threading.Thread(target=stage_pass)
-    thread.start()
-    started.wait()
-    _waiting_on_a_lock(engine, pids[0], thread)
+    thread = _waiting_in_a_thread(engine, stage_pass, engine)
     try:
         assert thread.is_alive()  # waiting for the first contact
         with engine.begin() as other:  # the last contact is not locked yet: taken at once
