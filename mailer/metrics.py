@@ -61,6 +61,13 @@ RELAY_ERRORS = Counter(
     ["stage", "kind"],
     registry=REGISTRY,
 )
+RATE_HOLDS = Counter(
+    "mailer_rate_holds",
+    "Messages given back to the outbox for later because a rate limit had no token for them "
+    "within a second, by limit: send (the overall [delivery] rate) or send:DOMAIN",
+    ["limit"],
+    registry=REGISTRY,
+)
 INBOUND = Counter(
     "mailer_inbound_messages",
     "Messages `mailer inbound` stored and processed: processed (classified and acted on), "

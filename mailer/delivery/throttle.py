@@ -19,6 +19,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import Engine
 
+from mailer.metrics import RATE_HOLDS
 from mailer.store.limits import Limit, SharedLimits
 
 SHORT_WAIT = 1.0  # a token at most this far away is waited for in line; further, back it goes
@@ -46,6 +47,7 @@ class Hold:
 
     until: datetime
     reason: str
+    bucket: str  # the budget without a token: "send", or "send:gmail.com"
 
 
 class Throttle:
@@ -76,6 +78,7 @@ class Throttle:
         now = clock()
         while budgets and (hold := await self._take(budgets, now)) is not None:
             if (hold.until - now).total_seconds() > SHORT_WAIT or now == self.stalled:
+                RATE_HOLDS.labels(hold.bucket).inc()
                 return hold
             await asyncio.sleep((hold.until - now).total_seconds())
             if (later := clock()) == now:
@@ -99,7 +102,7 @@ class Throttle:
             empty = [b for b in budgets if not self.tokens.get(b.bucket)]
             if empty:
                 wait = max(self.empty_until.get(b.bucket, epoch) - epoch for b in empty)
-                return Hold(now + timedelta(seconds=wait), empty[0].reason)
+                return Hold(now + timedelta(seconds=wait), empty[0].reason, empty[0].bucket)
             for b in budgets:
                 self.tokens[b.bucket] -= 1
             return None

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from mailer.delivery.worker import Deliverer, DeliveryReport
+from mailer.metrics import REGISTRY
 from mailer.workspace import Workspace
 from tests.conftest import NOW
 from tests.delivery.conftest import Opener
@@ -48,6 +49,10 @@ def together(workers: list[Deliverer], after: timedelta) -> list[DeliveryReport]
     return [report for report in reports if report is not None]
 
 
+def held_back(limit: str) -> float:
+    return REGISTRY.get_sample_value("mailer_rate_holds_total", {"limit": limit}) or 0.0
+
+
 def queue(workspace: Workspace, project: Path, count: int, domain: str = "example.com") -> None:
     queue_welcome(workspace, project, *(f"p{n}@{domain},P{n}" for n in range(count)))
 
@@ -57,6 +62,7 @@ def test_a_budget_spent_by_one_worker_is_spent_for_the_other(
 ) -> None:
     first, second = workers
     queue(first.workspace, project, 60)
+    holds = held_back("send")
     assert first.deliver(NOW).sent == 20  # a second's worth of burst
     assert second.deliver(NOW).sent == 0  # same instant, its own engine: nothing left
     waiting = [row for row in rows(first.workspace).values() if row["status"] == "queued"]
@@ -64,6 +70,7 @@ def test_a_budget_spent_by_one_worker_is_spent_for_the_other(
     assert all(row["attempts"] == 0 for row in waiting)  # held back is not an attempt
     held = [row["send_after"] for row in waiting if row["reason"] == "rate limit"]
     assert held and all(NOW < at <= NOW + timedelta(seconds=1) for at in held)  # type: ignore[operator]
+    assert held_back("send") - holds == len(held)  # /metrics counts each message held back
     for second_ in (1, 2):  # both at once: still 20 a second between them
         assert sum(report.sent for report in together(workers, timedelta(seconds=second_))) == 20
     assert len(smtp_server.received) == 60
@@ -74,11 +81,13 @@ def test_a_domain_budget_holds_across_workers_and_other_domains_go_on(
     workers: list[Deliverer], project: Path, smtp_server: ScriptedSmtpServer
 ) -> None:
     first, _ = workers
+    holds, overall = held_back("send:slow.example"), held_back("send")
     queue_welcome(first.workspace, project, *(f"s{n}@slow.example,S{n}" for n in range(12)),
                   *(f"f{n}@fast.example,F{n}" for n in range(12)))  # fmt: skip
     assert sum(report.sent for report in together(workers, timedelta(0))) == 5 + 12
     slow = [r for r in smtp_server.received if r.recipient.endswith("@slow.example")]
     assert len(slow) == 5  # 5 a second between both workers; fast.example all at once
+    assert held_back("send:slow.example") - holds == 7 and held_back("send") == overall
     for second_, expected in ((1, 10), (2, 12)):
         together(workers, timedelta(seconds=second_))
         slow = [r for r in smtp_server.received if r.recipient.endswith("@slow.example")]
