@@ -46,8 +46,11 @@ class Hold:
     """A message over a rate: back to the outbox until `until`."""
 
     until: datetime
-    reason: str
-    bucket: str  # the budget without a token: "send", or "send:gmail.com"
+    budget: Budget  # the one without a token
+
+    @property
+    def reason(self) -> str:
+        return self.budget.reason
 
 
 class Throttle:
@@ -78,7 +81,7 @@ class Throttle:
         now = clock()
         while budgets and (hold := await self._take(budgets, now)) is not None:
             if (hold.until - now).total_seconds() > SHORT_WAIT or now == self.stalled:
-                RATE_HOLDS.labels(hold.bucket).inc()
+                RATE_HOLDS.labels(hold.budget.bucket).inc()
                 return hold
             await asyncio.sleep((hold.until - now).total_seconds())
             if (later := clock()) == now:
@@ -102,7 +105,7 @@ class Throttle:
             empty = [b for b in budgets if not self.tokens.get(b.bucket)]
             if empty:
                 wait = max(self.empty_until.get(b.bucket, epoch) - epoch for b in empty)
-                return Hold(now + timedelta(seconds=wait), empty[0].reason, empty[0].bucket)
+                return Hold(now + timedelta(seconds=wait), empty[0])
             for b in budgets:
                 self.tokens[b.bucket] -= 1
             return None

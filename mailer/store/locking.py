@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from sqlalchemy import ColumnElement, Connection, Engine, select, text
+from sqlalchemy import ColumnElement, Connection, Engine, Select, select, text
 from sqlalchemy.exc import DBAPIError
 
 from mailer.logs import logger
@@ -59,8 +59,7 @@ def lock_in_order(connection: Connection, table: Any, where: ColumnElement[bool]
     in id order, before writing them: two transactions writing the same rows then wait for
     each other instead of each holding a row the other needs (a deadlock)."""
     if connection.dialect.name == "postgresql":
-        connection.execute(select(table.c.id).where(where).order_by(table.c.id)
-                           .with_for_update(key_share=True)).all()  # fmt: skip
+        connection.execute(_locking_in_id_order(table, where)).all()
 
 
 def picked_in_order(connection: Connection, table: Any, where: ColumnElement[bool]
@@ -71,8 +70,13 @@ def picked_in_order(connection: Connection, table: Any, where: ColumnElement[boo
     if connection.dialect.name != "postgresql":
         return where
     id_: ColumnElement[int] = table.c.id
-    return id_.in_(select(id_).where(where).order_by(id_)
-                   .with_for_update(key_share=True).correlate(None))  # fmt: skip
+    return id_.in_(_locking_in_id_order(table, where).correlate(None))
+
+
+def _locking_in_id_order(table: Any, where: ColumnElement[bool]) -> Select[tuple[int]]:
+    """The ids of the rows `where` picks, each locked (FOR NO KEY UPDATE) in id order."""
+    return (select(table.c.id).where(where).order_by(table.c.id)
+            .with_for_update(key_share=True))  # fmt: skip
 
 
 def lost_a_race(error: BaseException) -> bool:

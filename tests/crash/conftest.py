@@ -177,13 +177,13 @@ class OwnPostgres:
     def restart(self) -> None:
         self._ctl("restart", "-m", "fast")
 
-    def stop(self) -> None:
-        self._run("pg_ctl", "stop", "-D", str(self.data), "-m", "immediate", "-w")
+    def stop(self, mode: str = "immediate") -> None:
+        self._run("pg_ctl", "stop", "-D", str(self.data), "-m", mode, "-w")
 
     def down_for(self, seconds: float) -> None:
         """An outage: stop the server (fast: its sessions are ended), keep it down for
         `seconds`, then start it again."""
-        self._run("pg_ctl", "stop", "-D", str(self.data), "-m", "fast", "-w")
+        self.stop("fast")
         time.sleep(seconds)
         self._ctl("start")
 
