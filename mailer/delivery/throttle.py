@@ -7,6 +7,8 @@ chunk, not per message) and spends them from memory. The database never grants m
 bucket holds, so the only excess is tokens a process took before an interval and spends in it:
 over any interval of T seconds, at most burst + rate × T + processes × chunk messages go out.
 A chunk a process cannot spend (no more mail for that domain) is lost, never sent twice.
+Daemons set to different rates share the bucket at the lowest of them (store/limits.py); the
+others log a warning saying so, once per bucket and rate.
 """
 
 from __future__ import annotations
@@ -19,8 +21,9 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import Engine
 
+from mailer.logs import logger
 from mailer.metrics import RATE_HOLDS
-from mailer.store.limits import Limit, SharedLimits
+from mailer.store.limits import Limit, SharedLimits, Taken
 
 SHORT_WAIT = 1.0  # a token at most this far away is waited for in line; further, back it goes
 CHUNK_SECONDS = 0.1  # a process takes this many seconds' worth of tokens a round trip
@@ -66,6 +69,7 @@ class Throttle:
         self.tokens: dict[str, int] = {}  # taken from the database, not spent yet
         self.empty_until: dict[str, float] = {}  # epoch seconds: no token before then
         self.stalled: datetime | None = None  # a time the clock stood still at while we waited
+        self.overruled: set[tuple[str, float]] = set()  # (bucket, rate) warned of
         self._lock: tuple[asyncio.AbstractEventLoop, asyncio.Lock] | None = None
 
     def budgets(self, recipient: str) -> list[Budget]:
@@ -98,6 +102,9 @@ class Throttle:
                        and self.empty_until.get(b.bucket, -math.inf) <= epoch}  # fmt: skip
             if missing:
                 taken = await asyncio.to_thread(self.limits.take, missing, epoch)
+                for b in budgets:
+                    if b.bucket in taken:
+                        self._warn_if_overruled(b, taken[b.bucket])
                 for bucket, got in taken.items():
                     self.tokens[bucket] = self.tokens.get(bucket, 0) + got.granted
                     if not got.granted:
@@ -109,6 +116,18 @@ class Throttle:
             for b in budgets:
                 self.tokens[b.bucket] -= 1
             return None
+
+    def _warn_if_overruled(self, budget: Budget, taken: Taken) -> None:
+        """Another process holds the bucket to a lower rate than this one's settings."""
+        if taken.rate >= budget.limit.rate or (budget.bucket, taken.rate) in self.overruled:
+            return
+        self.overruled.add((budget.bucket, taken.rate))
+        logger.warning(
+            "%s: this process is set to %g/s, but another process on this database to %g/s; "
+            "the lower rate holds for both while they disagree: give every daemon the same "
+            "[delivery] rate and domain_rates",
+            budget.reason, budget.limit.rate, taken.rate,
+        )  # fmt: skip
 
     def _lock_of_loop(self) -> asyncio.Lock:
         """A lock of the running loop (each `deliver` runs its own)."""

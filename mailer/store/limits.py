@@ -7,6 +7,12 @@ row lock makes the arithmetic exact whatever the number of processes. A row whos
 again means nothing (a missing row is a full bucket), so `forget_full` deletes it: the table
 holds only the buckets in use, and a key expires by time, never because others were added.
 
+Processes may disagree on a limit (two daemons started with different [delivery] rates): the
+bucket then refills at the lowest rate, with that limit's burst, for as long as a process
+asserting it keeps taking (`STRICT_FOR` after its last take), and each take says the rate that
+held (`Taken.rate`), so that a process held below its own limit can say so. Without that, each
+take would refill the row at its own process's rate, and the limit would be neither's.
+
 Times are epoch seconds of the injected clock, so tests move time instead of waiting.
 
 On SQLite the buckets live in a file of their own beside the database (mailer.db ->
@@ -29,11 +35,13 @@ from sqlalchemy import (
     Engine,
     Float,
     Integer,
+    and_,
     case,
     cast,
     create_engine,
     delete,
     func,
+    or_,
     select,
 )
 from sqlalchemy import literal as value
@@ -45,6 +53,7 @@ from mailer.store.engine import create_database_engine, reading
 from mailer.store.tables import shared_limits
 
 SWEEP_EVERY = 60.0  # seconds between two deletions of full buckets, per process
+STRICT_FOR = 10.0  # seconds a stricter limit holds after the last take of a process asserting it
 
 
 @dataclass(frozen=True)
@@ -57,12 +66,18 @@ class Limit:
 class Taken:
     granted: int  # tokens taken (0 to the number asked for)
     wait: float  # seconds until the bucket holds a whole token again (0 when it does now)
+    rate: float  # tokens per second the bucket refilled at: below the limit asked, another
+    # process asserts a stricter one
 
 
 def take(connection: Connection, bucket: str, limit: Limit, wanted: int, now: float) -> Taken:
-    """Take up to `wanted` whole tokens from `bucket` at `now`: as many as it holds."""
-    rate, burst = value(limit.rate, Float), value(limit.burst, Float)
+    """Take up to `wanted` whole tokens from `bucket` at `now`: as many as it holds. The
+    bucket refills at `limit`, or at the lower rate another process asserted less than
+    `STRICT_FOR` seconds ago (its limit then holds, and `limit` does not extend it)."""
     row = shared_limits.c
+    stricter = and_(row.strict_until > now, row.rate < limit.rate)  # NULL (before 0026): no
+    rate = case((stricter, row.rate), else_=value(limit.rate, Float))
+    burst = case((stricter, row.burst), else_=value(limit.burst, Float))
     refilled = row.tokens + (value(now, Float) - row.refilled_at) * rate
     held = case((refilled > burst, burst), else_=refilled)
     whole = func.floor(held) if connection.dialect.name == "postgresql" else held
@@ -72,26 +87,40 @@ def take(connection: Connection, bucket: str, limit: Limit, wanted: int, now: fl
     dialect: Any = postgresql if connection.dialect.name == "postgresql" else sqlite
     statement = dialect.insert(shared_limits).values(
         bucket=bucket, tokens=limit.burst - first, refilled_at=now, granted=first,
-        full_at=now + first / limit.rate,
+        full_at=now + first / limit.rate, rate=limit.rate, burst=limit.burst,
+        strict_until=now + STRICT_FOR,
     )  # fmt: skip
     full_at = value(now, Float) + (burst - left) / rate
-    changes = {"tokens": left, "refilled_at": now, "granted": granted, "full_at": full_at}
+    # Every expression reads the row as it was before this update (SQL's rule for SET).
+    until = case((stricter, row.strict_until), else_=now + STRICT_FOR)
+    changes = {"tokens": left, "refilled_at": now, "granted": granted, "full_at": full_at,
+               "rate": rate, "burst": burst, "strict_until": until}  # fmt: skip
     statement = statement.on_conflict_do_update(index_elements=["bucket"], set_=changes)
-    statement = statement.returning(row.granted, row.tokens)
-    got, tokens = connection.execute(statement).one()
-    return Taken(got, 0.0 if tokens >= 1 else (1 - tokens) / limit.rate)
+    statement = statement.returning(row.granted, row.tokens, row.rate)
+    got, tokens, held_rate = connection.execute(statement).one()
+    return Taken(got, 0.0 if tokens >= 1 else (1 - tokens) / held_rate, held_rate)
 
 
 def waiting(connection: Connection, bucket: str, limit: Limit, now: float) -> float:
     """Seconds until `bucket` holds a whole token again (0 when it does now), read only."""
     row = connection.execute(
-        select(shared_limits.c.tokens, shared_limits.c.refilled_at)
+        select(shared_limits.c.tokens, shared_limits.c.refilled_at, shared_limits.c.rate,
+               shared_limits.c.burst, shared_limits.c.strict_until)
         .where(shared_limits.c.bucket == bucket)
     ).one_or_none()  # fmt: skip
     if row is None:
         return 0.0  # a missing row is a full bucket
-    tokens = min(limit.burst, row.tokens + (now - row.refilled_at) * limit.rate)
-    return 0.0 if tokens >= 1 else (1 - tokens) / limit.rate
+    held = _holding(row, limit, now)
+    tokens = min(held.burst, row.tokens + (now - row.refilled_at) * held.rate)
+    return 0.0 if tokens >= 1 else (1 - tokens) / held.rate
+
+
+def _holding(row: Any, limit: Limit, now: float) -> Limit:
+    """The limit a bucket's row (rate, burst, strict_until) refills at `now` for a process
+    asking `limit`, as `take` decides it."""
+    if row.strict_until is not None and row.strict_until > now and row.rate < limit.rate:
+        return Limit(row.rate, row.burst)
+    return limit
 
 
 def refill(connection: Connection, bucket: str) -> None:
@@ -100,8 +129,12 @@ def refill(connection: Connection, bucket: str) -> None:
 
 
 def forget_full(connection: Connection, now: float) -> int:
-    """Delete the buckets that are full again at `now` (a missing row reads as full)."""
-    full: ColumnElement[bool] = shared_limits.c.full_at <= now
+    """Delete the buckets that are full again at `now` (a missing row reads as full), but
+    not while a limit asserted in the row may still hold (a missing row would read as full
+    at the next taker's own limit, and a looser process would take its whole burst)."""
+    row = shared_limits.c
+    unclaimed = or_(row.strict_until.is_(None), row.strict_until <= now)
+    full: ColumnElement[bool] = and_(row.full_at <= now, unclaimed)
     return connection.execute(delete(shared_limits).where(full)).rowcount
 
 
@@ -153,5 +186,16 @@ def sidecar(engine: Engine) -> Engine:
                 connection.execute(CreateTable(shared_limits, if_not_exists=True))
                 for index in shared_limits.indexes:
                     connection.execute(CreateIndex(index, if_not_exists=True))
+                _add_missing_columns(connection)
             _sidecars[path] = opened
         return _sidecars[path]
+
+
+def _add_missing_columns(connection: Connection) -> None:
+    """Bring a bucket file written by an older mailer up to the table (it has no migrations
+    of its own; the columns added since are nullable)."""
+    present = {row[1] for row in connection.exec_driver_sql("PRAGMA table_info(shared_limits)")}
+    for column in shared_limits.columns:
+        if column.name not in present:
+            kind = column.type.compile(dialect=connection.dialect)
+            connection.exec_driver_sql(f"ALTER TABLE shared_limits ADD COLUMN {column.name} {kind}")

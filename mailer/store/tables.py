@@ -472,6 +472,11 @@ shared_limits = Table(
     Column("refilled_at", Float, nullable=False),  # epoch seconds
     Column("granted", Integer, nullable=False),  # what the last take got
     Column("full_at", Float, nullable=False),  # epoch seconds: full again, deletable
+    # The limit it refills at: the lowest any process asserted, until strict_until (epoch
+    # seconds); NULL in rows from before migration 0026, until their next take.
+    Column("rate", Float),
+    Column("burst", Float),
+    Column("strict_until", Float),
     Index(None, "full_at"),
     **WITHOUT_ROWID,
 )

@@ -4,6 +4,7 @@ SMTP server, on the injected clock."""
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Iterator
 from datetime import timedelta
@@ -93,3 +94,27 @@ def test_a_domain_budget_holds_across_workers_and_other_domains_go_on(
         slow = [r for r in smtp_server.received if r.recipient.endswith("@slow.example")]
         assert len(slow) == expected
     assert len(smtp_server.received) == 24
+
+
+def test_daemons_set_to_different_rates_share_the_lower_one_and_say_so(
+    open_workspace: Opener, project: Path, smtp_server: ScriptedSmtpServer,
+    caplog: pytest.LogCaptureFixture,
+) -> None:  # fmt: skip
+    fast, slow = (Deliverer(open_workspace(DELIVERY__RATE=rate, DELIVERY__BATCH_SIZE="10"))
+                  for rate in ("20/s", "5/s"))  # fmt: skip
+    try:
+        queue(fast.workspace, project, 40)
+        assert slow.deliver(NOW).sent == 5  # its burst; from now on 5 a second holds for both
+        assert fast.deliver(NOW).sent == 0
+        with caplog.at_level(logging.WARNING, logger="mailer"):
+            for second_ in (1, 2):
+                sent = sum(
+                    report.sent for report in together([fast, slow], timedelta(seconds=second_))
+                )
+                assert sent == 5  # not 20: the faster daemon is held to the slower one's rate
+        assert caplog.text.count("rate limit: this process is set to 20/s, but another "
+                                 "process on this database to 5/s") == 1  # fmt: skip
+        assert len(smtp_server.received) == 15
+    finally:
+        fast.close()
+        slow.close()

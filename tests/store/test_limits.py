@@ -4,12 +4,21 @@ on explicit times, and rows that go once their bucket is full again."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, create_engine, func, select
 
-from mailer.store.engine import open_database
-from mailer.store.limits import Limit, SharedLimits, forget_full, refill, take
+from mailer.store.engine import open_database, reading
+from mailer.store.limits import (
+    STRICT_FOR,
+    Limit,
+    SharedLimits,
+    forget_full,
+    refill,
+    take,
+    waiting,
+)
 from mailer.store.tables import shared_limits
 
 T0 = 1_800_000_000.0  # epoch seconds (2027-01-15): explicit, never the wall clock
@@ -86,4 +95,47 @@ def test_on_sqlite_the_buckets_have_a_file_of_their_own(database_url: str) -> No
         connection.execute(shared_limits.delete())
         taken = limits.take({"ip": (FIVE_A_MINUTE, 1)}, T0)  # ...and the bucket still answers
     assert taken["ip"].granted == 1
+    engine.dispose()
+
+
+def test_processes_that_disagree_share_the_bucket_at_the_lower_rate(engine: Engine) -> None:
+    strict, loose = Limit(rate=10.0, burst=10.0), Limit(rate=100.0, burst=100.0)
+    with engine.begin() as connection:
+        assert take(connection, "send", strict, 10, T0).granted == 10
+        overruled = take(connection, "send", loose, 50, T0)
+        assert (overruled.granted, overruled.rate) == (0, 10.0)  # refilled at 10/s, not 100/s
+        assert overruled.wait == pytest.approx(0.1)
+        assert forget_full(connection, T0 + 1) == 0  # full again, but its limit still holds
+        later = take(connection, "send", loose, 50, T0 + 1)
+        assert (later.granted, later.rate) == (10, 10.0)  # a second at 10/s
+        # The loose process's takes do not extend the strict one's claim: STRICT_FOR after
+        # the strict process last took, its rate holds no more.
+        freed = take(connection, "send", loose, 50, T0 + STRICT_FOR + 0.5)
+        assert (freed.granted, freed.rate) == (50, 100.0)
+        # Back, the strict process finds at most its own burst, and holds the other to it.
+        assert take(connection, "send", strict, 50, T0 + STRICT_FOR + 0.5).granted == 10
+        again = take(connection, "send", loose, 50, T0 + STRICT_FOR + 1.5)
+        assert (again.granted, again.rate) == (10, 10.0)
+    with reading(engine) as connection:  # the read-only wait counts at the lower rate too
+        assert waiting(connection, "send", loose, T0 + STRICT_FOR + 1.5) == pytest.approx(0.1)
+
+
+def test_a_bucket_file_from_before_the_rate_columns_gets_them(tmp_path: Path) -> None:
+    old = create_engine(f"sqlite:///{tmp_path / 'mailer.limits.db'}")
+    with old.begin() as connection:  # the table as migration 0020 made it
+        connection.exec_driver_sql(
+            "CREATE TABLE shared_limits (bucket VARCHAR(200) NOT NULL PRIMARY KEY, tokens FLOAT "
+            "NOT NULL, refilled_at FLOAT NOT NULL, granted INTEGER NOT NULL, full_at FLOAT "
+            "NOT NULL) WITHOUT ROWID")  # fmt: skip
+        connection.exec_driver_sql(
+            f"INSERT INTO shared_limits VALUES ('send', 0, {T0}, 10, {T0 + 1})"
+        )
+    old.dispose()
+    engine = open_database(f"sqlite:///{tmp_path / 'mailer.db'}")
+    limits = SharedLimits(engine)
+    taken = limits.take({"send": (Limit(rate=10.0, burst=10.0), 9)}, T0 + 0.5)
+    assert (taken["send"].granted, taken["send"].rate) == (5, 10.0)  # the old row's tokens
+    with limits.engine.connect() as connection:
+        row = connection.execute(select(shared_limits)).one()
+    assert (row.rate, row.burst, row.strict_until) == (10.0, 10.0, T0 + 0.5 + STRICT_FOR)
     engine.dispose()
