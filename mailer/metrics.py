@@ -16,6 +16,7 @@ from wsgiref.simple_server import WSGIServer
 from prometheus_client import (
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     disable_created_metrics,
     generate_latest,
@@ -65,6 +66,13 @@ RATE_HOLDS = Counter(
     "mailer_rate_holds",
     "Messages given back to the outbox for later because a rate limit had no token for them "
     "within a second, by limit: send (the overall [delivery] rate) or send:DOMAIN",
+    ["limit"],
+    registry=REGISTRY,
+)
+RATE_HELD = Gauge(
+    "mailer_rate_limit_per_second",
+    "The rate a limit held at this process's last take of its tokens: its own setting, or "
+    "lower while another process on the database is set lower (send, or send:DOMAIN)",
     ["limit"],
     registry=REGISTRY,
 )

@@ -22,7 +22,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import Engine
 
 from mailer.logs import logger
-from mailer.metrics import RATE_HOLDS
+from mailer.metrics import RATE_HELD, RATE_HOLDS
 from mailer.store.limits import Limit, SharedLimits, Taken
 
 SHORT_WAIT = 1.0  # a token at most this far away is waited for in line; further, back it goes
@@ -104,7 +104,7 @@ class Throttle:
                 taken = await asyncio.to_thread(self.limits.take, missing, epoch)
                 for b in budgets:
                     if b.bucket in taken:
-                        self._warn_if_overruled(b, taken[b.bucket])
+                        self._held_to(b, taken[b.bucket])
                 for bucket, got in taken.items():
                     self.tokens[bucket] = self.tokens.get(bucket, 0) + got.granted
                     if not got.granted:
@@ -117,8 +117,10 @@ class Throttle:
                 self.tokens[b.bucket] -= 1
             return None
 
-    def _warn_if_overruled(self, budget: Budget, taken: Taken) -> None:
-        """Another process holds the bucket to a lower rate than this one's settings."""
+    def _held_to(self, budget: Budget, taken: Taken) -> None:
+        """The rate the bucket held at (/metrics), and a warning the first time another
+        process holds it lower than this one's settings."""
+        RATE_HELD.labels(budget.bucket).set(taken.rate)
         if taken.rate >= budget.limit.rate or (budget.bucket, taken.rate) in self.overruled:
             return
         self.overruled.add((budget.bucket, taken.rate))

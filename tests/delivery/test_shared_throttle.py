@@ -106,6 +106,7 @@ def test_daemons_set_to_different_rates_share_the_lower_one_and_say_so(
         queue(fast.workspace, project, 40)
         assert slow.deliver(NOW).sent == 5  # its burst; from now on 5 a second holds for both
         assert fast.deliver(NOW).sent == 0
+        assert REGISTRY.get_sample_value("mailer_rate_limit_per_second", {"limit": "send"}) == 5
         with caplog.at_level(logging.WARNING, logger="mailer"):
             for second_ in (1, 2):
                 sent = sum(
