@@ -66,8 +66,7 @@ class Limit:
 class Taken:
     granted: int  # tokens taken (0 to the number asked for)
     wait: float  # seconds until the bucket holds a whole token again (0 when it does now)
-    rate: float  # tokens per second the bucket refilled at: below the limit asked, another
-    # process asserts a stricter one
+    rate: float  # what the bucket refilled at: below the limit asked, another process's held
 
 
 def take(connection: Connection, bucket: str, limit: Limit, wanted: int, now: float) -> Taken:
