@@ -505,6 +505,19 @@ website_rollups = Table(
     **WITHOUT_ROWID,
 )
 
+# Batches of opens and clicks the tracking writer committed (tracking/batches.py), by the id the
+# serving process gave each: a batch sent again after its commit's answer was lost is not
+# written twice. Kept a day.
+hit_batches = Table(
+    "hit_batches",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("written", Integer, nullable=False),  # events the batch stored
+    Column("committed_at", UTCDateTime, nullable=False),
+    Index(None, "committed_at"),
+    **WITHOUT_ROWID,
+)
+
 # Relays found down (delivery/relay_board.py), one row per host and port, read by every process
 # at each batch claim: a second `mailer run` skips a relay the first found down. The process
 # that takes a probe moves probe_at forward in the same UPDATE, so one process probes at a time.

@@ -33,8 +33,8 @@ def hit_buffer(workspace: Workspace) -> tuple[HitBuffer, HitWriter]:
     tracking = workspace.settings.tracking
     writer = HitWriter(workspace.settings)
 
-    async def write(hits: Sequence[Hit]) -> int:
-        return await asyncio.wrap_future(writer.submit(hits))
+    async def write(hits: Sequence[Hit], batch: str) -> int:
+        return await asyncio.wrap_future(writer.submit(hits, batch))
 
     return HitBuffer(write, tracking.flush_size, tracking.flush_every.total_seconds()), writer
 

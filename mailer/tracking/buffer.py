@@ -7,7 +7,10 @@ waits while they reach it, so a killed instance loses at most `size` hits (the c
 tests/crash/test_tracking_killed.py, counts them). So that answering need not stop while a
 batch is written, a write starts when half of `size` waits (or `every` seconds after the
 last), and the next half fills meanwhile. Clicks wait for room the same way. A batch holds at
-most `largest` hits."""
+most `largest` hits.
+
+Each batch has a name (tracking/batches.py); a failed batch is written again as it was, under
+its name, so that one whose commit did reach the database is not stored twice."""
 
 from __future__ import annotations
 
@@ -18,6 +21,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 
 from mailer.logs import logger
+from mailer.tracking.batches import new_batch_id
 from mailer.tracking.hits import Hit
 
 # Seconds between writes while they fail (the database restarting): not again at once, as the
@@ -27,7 +31,7 @@ LARGEST = 2_000  # hits in one write at most (and half of `size`): the writer ne
 
 
 class HitBuffer:
-    def __init__(self, write: Callable[[Sequence[Hit]], Awaitable[int]], size: int,
+    def __init__(self, write: Callable[[Sequence[Hit], str], Awaitable[int]], size: int,
                  every: float, largest: int = LARGEST) -> None:  # fmt: skip
         self.write = write
         self.size = size
@@ -47,6 +51,7 @@ class HitBuffer:
         self.high_water = size  # this many waiting or being written: new hits wait
         self._closing = False
         self._lock = asyncio.Lock()  # one write at a time
+        self.failed: tuple[str, int] | None = None  # the name and size of a batch that failed
 
     def full(self) -> bool:
         """Whether `room` would wait (asked first on the hot path: no coroutine when not)."""
@@ -84,24 +89,27 @@ class HitBuffer:
                 await asyncio.sleep(min(self.every, AWAY_PAUSE))
 
     async def flush(self) -> bool:
-        """Write the first `largest` hits waiting; False if the write failed (they stay)."""
+        """Write the first `largest` hits waiting; False if the write failed (they stay, and
+        are written again as the same batch)."""
         async with self._lock:
-            batch, self.waiting = self.waiting[: self.largest], self.waiting[self.largest :]
+            name, size = self.failed or (new_batch_id(), self.largest)
+            batch, self.waiting = self.waiting[:size], self.waiting[size:]
             if not batch:
                 return True
             started = time.perf_counter()
             self.writing, self.in_flight = len(batch), batch
             try:
-                self.recorded += await self.write(batch)
+                self.recorded += await self.write(batch, name)
             except Exception as error:  # the database is away: the batch stays for next try
                 self.writing, self.in_flight = 0, ()
                 logger.exception("cannot write opens and clicks; keeping them for the next try")
                 self.failed_writes += 1
                 self.last_failure = f"{type(error).__name__}: {error}".split("\n")[0][:200]
                 self.waiting[:0] = batch
+                self.failed = (name, len(batch))
                 self._wake_writers_waiting()
                 return False
-            self.writing, self.in_flight = 0, ()
+            self.writing, self.in_flight, self.failed = 0, (), None
             self.flushes += 1
             self.last_failure = None
             self.last_flush_seconds = time.perf_counter() - started

@@ -19,12 +19,14 @@ from mailer.delivery.rendering import exit_with_parent
 from mailer.logs import logger
 from mailer.store.locking import retried
 from mailer.store.wal import Checkpoints, checkpoints_beside
+from mailer.tracking.batches import FORGET_EVERY, forget_old, mark_written, written_before
 from mailer.tracking.hits import Hit
 from mailer.tracking.recording import Memory, record_hits
 
 _workspace = None  # the writer process's own, made by _start
 _checkpoints: Checkpoints | None = None  # SQLite's, out of the writer's commits (store/wal.py)
 _memory = Memory()  # what this writer committed that the machine rules ask again (recording)
+_batches = 0  # batches this writer was given (old batch names are deleted every FORGET_EVERY)
 
 
 def _start(settings: Settings, serving_pid: int) -> None:
@@ -37,13 +39,23 @@ def _start(settings: Settings, serving_pid: int) -> None:
     gc.freeze()  # start-up's objects stay: the collector's full passes skip them
 
 
-def _write(rows: Sequence[tuple[Any, ...]]) -> int:
+def _write(rows: Sequence[tuple[Any, ...]], batch: str) -> int:
+    global _batches
     assert _workspace is not None, "_write runs in the process HitWriter starts"
     hits = [Hit._make(row) for row in rows]
-    settings, key = _workspace.settings, _workspace.key
+    settings, key, clock = _workspace.settings, _workspace.key, _workspace.clock
+    _batches += 1
 
     def write(connection: Connection) -> int:
-        return record_hits(connection, settings, key, hits, _memory)
+        before = written_before(connection, batch)  # sent again: its commit's answer was lost
+        if before is not None:
+            _memory.staged = {}
+            return before
+        written = record_hits(connection, settings, key, hits, _memory)
+        mark_written(connection, batch, written, clock.now())
+        if _batches % FORGET_EVERY == 1:
+            forget_old(connection, clock.now())
+        return written
 
     # A deadlock's victim (another instance scoring the same contacts) is run again.
     try:
@@ -68,12 +80,13 @@ class HitWriter:
         self.settings = settings
         self.executor: ProcessPoolExecutor | None = None
 
-    def submit(self, hits: Sequence[Hit]) -> Future[int]:
+    def submit(self, hits: Sequence[Hit], batch: str) -> Future[int]:
+        """Write `hits` as batch `batch` (tracking/batches.py: the same name when sent again)."""
         # As plain tuples: a NamedTuple pickles through a Python call per hit, twice the cost.
         rows = [tuple(hit) for hit in hits]
         if self.executor is not None:
             try:
-                return self.executor.submit(_write, rows)
+                return self.executor.submit(_write, rows, batch)
             except BrokenProcessPool:
                 logger.error("the process writing opens and clicks died; starting another")
                 self.executor.shutdown(wait=False)
@@ -82,7 +95,7 @@ class HitWriter:
             1, mp_context=multiprocessing.get_context("forkserver"),
             initializer=_start, initargs=(self.settings, os.getpid()),
         )  # fmt: skip
-        return self.executor.submit(_write, rows)
+        return self.executor.submit(_write, rows, batch)
 
     def close(self) -> None:
         if self.executor is not None:
