@@ -17,7 +17,7 @@ from sqlalchemy import Connection, delete, insert, select
 from mailer.store.tables import hit_batches
 
 KEPT = timedelta(days=1)
-FORGET_EVERY = 1_000  # batches a writer commits between two deletions of old names
+FORGET_EVERY = 1_000  # batches a writer process is given between two deletions of old names
 
 
 def new_batch_id() -> str:
