@@ -518,6 +518,19 @@ hit_batches = Table(
     **WITHOUT_ROWID,
 )
 
+# `Idempotency-Key`s of `POST /events` requests (tracking/request_keys.py), with a digest of the
+# body and the answer given, so that a request sent again gets it back. Kept a day.
+request_keys = Table(
+    "request_keys",
+    metadata,
+    Column("key", String(255), primary_key=True),
+    Column("digest", String(64), nullable=False),  # SHA-256 of the body, hex
+    Column("answer", Text, nullable=False),  # JSON
+    Column("answered_at", UTCDateTime, nullable=False),
+    Index(None, "answered_at"),
+    **WITHOUT_ROWID,
+)
+
 # Relays found down (delivery/relay_board.py), one row per host and port, read by every process
 # at each batch claim: a second `mailer run` skips a relay the first found down. The process
 # that takes a probe moves probe_at forward in the same UPDATE, so one process probes at a time.

@@ -28,10 +28,15 @@ a mailing list (or have been erased). Such items are skipped, the others are rec
 answer lists the skipped ones, `"unknown": [{"item": 1, "email": "bob@example.com"}]`, still
 with status 200; retrying them changes nothing until the contact is imported.
 
+A request may carry an `Idempotency-Key` header (1 to 255 printable ASCII characters): sent
+again with the same key and body, because its answer was lost, it gets the first answer back
+(with `Idempotent-Replayed: true`) and records nothing; the same key with another body is a 422
+(tracking/request_keys.py). Keys are kept a day.
+
 Every refusal is JSON `{"error": "..."}` (plus `item` and `field` for a bad item):
 401 missing or wrong token (`WWW-Authenticate: Bearer`), 503 the API is off (no token is set)
 or the database is busy (retry), 415 not `application/json`, 413 over 1 MiB or 1,000 events,
-400 not JSON or not the schema above.
+400 not JSON, not the schema above or a malformed `Idempotency-Key`.
 """
 
 from __future__ import annotations
@@ -53,7 +58,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 from sqlalchemy import Connection, or_, select
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
@@ -67,6 +72,8 @@ from mailer.logs import logger
 from mailer.store.bulk import one_of
 from mailer.store.locking import lock_in_order, retried
 from mailer.store.tables import contacts
+from mailer.tracking import request_keys
+from mailer.tracking.request_keys import KeyReused, RequestKey
 from mailer.workspace import Workspace
 
 MAX_BODY = 1024 * 1024
@@ -238,12 +245,40 @@ def _item_refusal(index: int, field_name: str, message: str) -> Refusal:
                    {"item": index, "field": field_name})  # fmt: skip
 
 
-def record_events(workspace: Workspace, events: list[WebsiteEvent]) -> dict[str, Any]:
-    """Record the events of known contacts in one transaction; the answer's body. A
+_keyed = 0  # requests with an Idempotency-Key this process recorded (old keys go every 1,000)
+
+
+def record_events(workspace: Workspace, events: list[WebsiteEvent],
+                  key: RequestKey | None = None) -> tuple[dict[str, Any], bool]:  # fmt: skip
+    """Record the events of known contacts in one transaction; the answer's body, and whether
+    it is the answer given before to the request `key` names (then nothing is recorded). A
     transaction PostgreSQL picked as a deadlock's victim is run again (store/locking.py)."""
     named = {event.email or event.contact_id for event in events}
-    return retried(workspace.engine, partial(_record_events, workspace, events), "events",
-                   len(named))  # fmt: skip
+    work = partial(_record_once, workspace, events, key)
+    try:
+        return retried(workspace.engine, work, "events", len(named))
+    except IntegrityError:
+        if key is None:
+            raise
+        # The same key stored meanwhile by the same request sent twice at once: its answer.
+        return retried(workspace.engine, work, "events", len(named))
+
+
+def _record_once(workspace: Workspace, events: list[WebsiteEvent], key: RequestKey | None,
+                 connection: Connection) -> tuple[dict[str, Any], bool]:  # fmt: skip
+    global _keyed
+    if key is None:
+        return _record_events(workspace, events, connection), False
+    before = request_keys.answered_before(connection, key)
+    if before is not None:
+        return before, True
+    answer = _record_events(workspace, events, connection)
+    now = workspace.clock.now()
+    request_keys.remember(connection, key, answer, now)
+    _keyed += 1
+    if _keyed % request_keys.FORGET_EVERY == 1:
+        request_keys.forget_old(connection, now)
+    return answer, False
 
 
 def _record_events(workspace: Workspace, events: list[WebsiteEvent],
@@ -312,9 +347,17 @@ def website_routes(workspace: Workspace) -> list[BaseRoute]:
             media_type = request.headers.get("content-type", "").partition(";")[0]
             if media_type.strip().lower() != "application/json":
                 raise Refusal(415, "send the events as Content-Type: application/json")
-            events = parse_events(await read_body(request, MAX_BODY, ": send smaller batches"),
-                                  workspace.clock.now())
-            return _json(await run_in_threadpool(record_events, workspace, events))
+            body = await read_body(request, MAX_BODY, ": send smaller batches")
+            events = parse_events(body, workspace.clock.now())
+            try:
+                key = request_keys.request_key(request.headers.get("idempotency-key"), body)
+            except ValueError as error:
+                raise Refusal(400, str(error)) from None
+            answer, replayed = await run_in_threadpool(record_events, workspace, events, key)
+            return _json(answer, headers={"Idempotent-Replayed": "true"} if replayed else None)
+        except KeyReused:
+            return Refusal(422, "this Idempotency-Key was sent with another body: give each "
+                           "new request a key of its own").response()  # fmt: skip
         except Refusal as refusal:
             return refusal.response()
         except ClientDisconnect:

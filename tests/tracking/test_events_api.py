@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import textwrap
+import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +22,8 @@ from mailer.campaigns.engine import tick
 from mailer.clock import FrozenClock
 from mailer.config import load_settings
 from mailer.store.tables import contacts, enrollments, events
-from mailer.tracking.website import website_routes
+from mailer.tracking.request_keys import KEPT, answered_before, forget_old, remember, request_key
+from mailer.tracking.website import WebsiteEvent, record_events, website_routes
 from mailer.workspace import Workspace
 from tests.conftest import NOW, write_csv
 from tests.helpers import run_import
@@ -330,3 +333,72 @@ def test_a_charset_parameter_is_accepted(api: httpx.Client) -> None:
 
 def test_only_post_is_answered(api: httpx.Client) -> None:
     assert api.get("/events").status_code == 405
+
+
+# -- Idempotency-Key ---------------------------------------------------------------------------
+
+PURCHASE = {"email": "ada@example.com", "event": "purchased", "properties": {"order": "A-1"}}
+
+
+def test_a_request_sent_again_with_its_key_gets_the_first_answer_and_records_nothing(
+    api: httpx.Client, shop: Workspace
+) -> None:
+    body = json.dumps([PURCHASE, {"email": "bob@example.com", "event": "purchased"}])
+    headers = {"Content-Type": "application/json", "Idempotency-Key": "order-A-1"}
+    first = api.post("/events", content=body, headers=headers)
+    again = api.post("/events", content=body, headers=headers)  # its answer was lost
+    assert first.status_code == again.status_code == 200
+    unknown = [{"item": 1, "email": "bob@example.com"}]
+    assert first.json() == again.json() == {"recorded": 1, "unknown": unknown}
+    assert "idempotent-replayed" not in first.headers
+    assert again.headers["idempotent-replayed"] == "true"
+    assert len(recorded(shop)) == 1
+    other = api.post("/events", content=body, headers={**headers, "Idempotency-Key": "order-A-2"})
+    assert other.status_code == 200 and "idempotent-replayed" not in other.headers
+    assert len(recorded(shop)) == 2  # another key: another request, recorded
+    api.post("/events", content=body, headers={"Content-Type": "application/json"})
+    assert len(recorded(shop)) == 3  # without a key every request is recorded
+
+
+def test_a_key_sent_with_another_body_is_422_and_a_malformed_key_400(
+    api: httpx.Client, shop: Workspace
+) -> None:
+    assert api.post("/events", json=PURCHASE, headers={"Idempotency-Key": "k1"}).status_code == 200
+    changed = api.post("/events", json={**PURCHASE, "event": "refunded"},
+                       headers={"Idempotency-Key": "k1"})  # fmt: skip
+    assert changed.status_code == 422
+    assert "another body" in changed.json()["error"]
+    for bad in ("", "two words", "x" * 256, "caf\u00e9"):
+        answer = api.post("/events", json=PURCHASE, headers={"Idempotency-Key": bad.encode()})
+        assert answer.status_code == 400, bad
+        assert "Idempotency-Key" in answer.json()["error"]
+    assert [row[2] for row in recorded(shop)] == ["purchased"]
+
+
+def test_the_same_request_twice_at_once_is_recorded_once(shop: Workspace) -> None:
+    """The second arrives while the first is still in its transaction: it waits for the key,
+    then answers with the first's answer (PostgreSQL: the key's INSERT fails, and the request
+    is run again; SQLite: its transaction starts after the first's)."""
+    events_ = [WebsiteEvent.model_validate({**PURCHASE, "at": NOW.isoformat()})]
+    key = request_key("order-A-1", b"the body")
+    assert key is not None
+    result: list[tuple[dict[str, Any], bool]] = []
+    with shop.engine.begin() as connection:  # the first request, not yet committed
+        remember(connection, key, {"recorded": 1, "unknown": []}, NOW)
+        second = threading.Thread(target=lambda: result.append(record_events(shop, events_, key)))
+        second.start()
+        time.sleep(0.5)  # not a measurement: either way the second must find the first's answer
+    second.join(30)
+    assert result == [({"recorded": 1, "unknown": []}, True)]
+    assert recorded(shop) == []  # the first stood for the events (here: remembered only)
+
+
+def test_keys_are_kept_a_day(shop: Workspace) -> None:
+    old, recent = request_key("old", b"a"), request_key("recent", b"b")
+    assert old is not None and recent is not None
+    with shop.engine.begin() as connection:
+        remember(connection, old, {}, NOW - KEPT - timedelta(seconds=1))
+        remember(connection, recent, {}, NOW - KEPT + timedelta(seconds=1))
+        assert forget_old(connection, NOW) == 1
+        assert answered_before(connection, recent) == {}
+        assert answered_before(connection, old) is None
