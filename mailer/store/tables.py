@@ -505,26 +505,14 @@ website_rollups = Table(
     **WITHOUT_ROWID,
 )
 
-# Batches of opens and clicks the tracking writer committed (tracking/batches.py), by the id the
-# serving process gave each: a batch sent again after its commit's answer was lost is not
-# written twice. Kept a day.
-hit_batches = Table(
-    "hit_batches",
+# Work done once however often it is asked (store/once.py): the events API's Idempotency-Keys
+# (`events:KEY`) and the tracking writer's batches (`hits:BATCH`), each with a digest of what
+# it was asked with and the answer given, so that a try repeated gets it back. Kept a day.
+idempotency_keys = Table(
+    "idempotency_keys",
     metadata,
-    Column("id", String(32), primary_key=True),
-    Column("written", Integer, nullable=False),  # events the batch stored
-    Column("committed_at", UTCDateTime, nullable=False),
-    Index(None, "committed_at"),
-    **WITHOUT_ROWID,
-)
-
-# `Idempotency-Key`s of `POST /events` requests (tracking/request_keys.py), with a digest of the
-# body and the answer given, so that a request sent again gets it back. Kept a day.
-request_keys = Table(
-    "request_keys",
-    metadata,
-    Column("key", String(255), primary_key=True),
-    Column("digest", String(64), nullable=False),  # SHA-256 of the body, hex
+    Column("key", String(300), primary_key=True),  # 255 for a client's key, and its namespace
+    Column("digest", String(64), nullable=False),  # SHA-256 hex, or "" where none is needed
     Column("answer", Text, nullable=False),  # JSON
     Column("answered_at", UTCDateTime, nullable=False),
     Index(None, "answered_at"),

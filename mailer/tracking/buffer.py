@@ -9,19 +9,19 @@ batch is written, a write starts when half of `size` waits (or `every` seconds a
 last), and the next half fills meanwhile. Clicks wait for room the same way. A batch holds at
 most `largest` hits.
 
-Each batch has a name (tracking/batches.py); a failed batch is written again as it was, under
-its name, so that one whose commit did reach the database is not stored twice."""
+Each batch has a name; a failed batch is written again as it was, under its name, so that one
+whose commit did reach the database is not stored twice (store/once.py, writer.py)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 
 from mailer.logs import logger
-from mailer.tracking.batches import new_batch_id
 from mailer.tracking.hits import Hit
 
 # Seconds between writes while they fail (the database restarting): not again at once, as the
@@ -92,7 +92,7 @@ class HitBuffer:
         """Write the first `largest` hits waiting; False if the write failed (they stay, and
         are written again as the same batch)."""
         async with self._lock:
-            name, size = self.failed or (new_batch_id(), self.largest)
+            name, size = self.failed or (uuid.uuid4().hex, self.largest)
             batch, self.waiting = self.waiting[:size], self.waiting[size:]
             if not batch:
                 return True

@@ -31,7 +31,7 @@ with status 200; retrying them changes nothing until the contact is imported.
 A request may carry an `Idempotency-Key` header (1 to 255 printable ASCII characters): sent
 again with the same key and body, because its answer was lost, it gets the first answer back
 (with `Idempotent-Replayed: true`) and records nothing; the same key with another body is a 422
-(tracking/request_keys.py). Keys are kept a day.
+(tracking/request_keys.py, store/once.py). Keys are kept a day.
 
 Every refusal is JSON `{"error": "..."}` (plus `item` and `field` for a bad item):
 401 missing or wrong token (`WWW-Authenticate: Bearer`), 503 the API is off (no token is set)
@@ -71,9 +71,9 @@ from mailer.errors import MailerError, UnknownContactError
 from mailer.logs import logger
 from mailer.store.bulk import one_of
 from mailer.store.locking import lock_in_order, retried
+from mailer.store.once import KeyReused, Once, answered_before, remember
 from mailer.store.tables import contacts
-from mailer.tracking import request_keys
-from mailer.tracking.request_keys import KeyReused, RequestKey
+from mailer.tracking.request_keys import request_key
 from mailer.workspace import Workspace
 
 MAX_BODY = 1024 * 1024
@@ -245,11 +245,8 @@ def _item_refusal(index: int, field_name: str, message: str) -> Refusal:
                    {"item": index, "field": field_name})  # fmt: skip
 
 
-_keyed = 0  # requests with an Idempotency-Key this process recorded (old keys go every 1,000)
-
-
 def record_events(workspace: Workspace, events: list[WebsiteEvent],
-                  key: RequestKey | None = None) -> tuple[dict[str, Any], bool]:  # fmt: skip
+                  key: Once | None = None) -> tuple[dict[str, Any], bool]:  # fmt: skip
     """Record the events of known contacts in one transaction; the answer's body, and whether
     it is the answer given before to the request `key` names (then nothing is recorded). A
     transaction PostgreSQL picked as a deadlock's victim is run again (store/locking.py)."""
@@ -264,20 +261,15 @@ def record_events(workspace: Workspace, events: list[WebsiteEvent],
         return retried(workspace.engine, work, "events", len(named))
 
 
-def _record_once(workspace: Workspace, events: list[WebsiteEvent], key: RequestKey | None,
+def _record_once(workspace: Workspace, events: list[WebsiteEvent], key: Once | None,
                  connection: Connection) -> tuple[dict[str, Any], bool]:  # fmt: skip
-    global _keyed
     if key is None:
         return _record_events(workspace, events, connection), False
-    before = request_keys.answered_before(connection, key)
+    before = answered_before(connection, key)
     if before is not None:
         return before, True
     answer = _record_events(workspace, events, connection)
-    now = workspace.clock.now()
-    request_keys.remember(connection, key, answer, now)
-    _keyed += 1
-    if _keyed % request_keys.FORGET_EVERY == 1:
-        request_keys.forget_old(connection, now)
+    remember(connection, key, answer, workspace.clock.now())
     return answer, False
 
 
@@ -350,7 +342,7 @@ def website_routes(workspace: Workspace) -> list[BaseRoute]:
             body = await read_body(request, MAX_BODY, ": send smaller batches")
             events = parse_events(body, workspace.clock.now())
             try:
-                key = request_keys.request_key(request.headers.get("idempotency-key"), body)
+                key = request_key(request.headers.get("idempotency-key"), body)
             except ValueError as error:
                 raise Refusal(400, str(error)) from None
             answer, replayed = await run_in_threadpool(record_events, workspace, events, key)

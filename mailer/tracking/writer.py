@@ -18,15 +18,14 @@ from mailer.config import Settings
 from mailer.delivery.rendering import exit_with_parent
 from mailer.logs import logger
 from mailer.store.locking import retried
+from mailer.store.once import Once, answered_before, remember
 from mailer.store.wal import Checkpoints, checkpoints_beside
-from mailer.tracking.batches import FORGET_EVERY, forget_old, mark_written, written_before
 from mailer.tracking.hits import Hit
 from mailer.tracking.recording import Memory, record_hits
 
 _workspace = None  # the writer process's own, made by _start
 _checkpoints: Checkpoints | None = None  # SQLite's, out of the writer's commits (store/wal.py)
 _memory = Memory()  # what this writer committed that the machine rules ask again (recording)
-_batches = 0  # batches this writer was given (old batch names are deleted every FORGET_EVERY)
 
 
 def _start(settings: Settings, serving_pid: int) -> None:
@@ -40,21 +39,20 @@ def _start(settings: Settings, serving_pid: int) -> None:
 
 
 def _write(rows: Sequence[tuple[Any, ...]], batch: str) -> int:
-    global _batches
+    """Write batch `batch` once (store/once.py): sent again after its commit's answer was
+    lost, it is found written and not stored twice."""
     assert _workspace is not None, "_write runs in the process HitWriter starts"
     hits = [Hit._make(row) for row in rows]
     settings, key, clock = _workspace.settings, _workspace.key, _workspace.clock
-    _batches += 1
+    once = Once(f"hits:{batch}")
 
     def write(connection: Connection) -> int:
-        before = written_before(connection, batch)  # sent again: its commit's answer was lost
+        before = answered_before(connection, once)
         if before is not None:
             _memory.staged = {}
-            return before
+            return int(before["written"])
         written = record_hits(connection, settings, key, hits, _memory)
-        mark_written(connection, batch, written, clock.now())
-        if _batches % FORGET_EVERY == 1:
-            forget_old(connection, clock.now())
+        remember(connection, once, {"written": written}, clock.now())
         return written
 
     # A deadlock's victim (another instance scoring the same contacts) is run again.
@@ -81,7 +79,7 @@ class HitWriter:
         self.executor: ProcessPoolExecutor | None = None
 
     def submit(self, hits: Sequence[Hit], batch: str) -> Future[int]:
-        """Write `hits` as batch `batch` (tracking/batches.py: the same name when sent again)."""
+        """Write `hits` as batch `batch` (the same name when sent again: `_write`)."""
         # As plain tuples: a NamedTuple pickles through a Python call per hit, twice the cost.
         rows = [tuple(hit) for hit in hits]
         if self.executor is not None:

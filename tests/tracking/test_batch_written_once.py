@@ -1,6 +1,6 @@
 """A batch of opens whose COMMIT reached the database but whose answer was lost (the connection
 cut at that moment) looks failed to the serving process, which sends it again: it is stored
-once (tracking/batches.py), through the real endpoint and writer process, on both engines."""
+once (store/once.py), through the real endpoint and writer process, on both engines."""
 
 from __future__ import annotations
 
@@ -11,9 +11,8 @@ from datetime import timedelta
 import httpx
 from sqlalchemy import Table, func, select
 
-from mailer.store.tables import events, hit_batches
+from mailer.store.tables import events, idempotency_keys
 from mailer.tracking.app import create_app
-from mailer.tracking.batches import KEPT, forget_old
 from mailer.tracking.hits import Hit
 from mailer.workspace import Workspace
 from tests.crash.conftest import wait_for
@@ -51,16 +50,4 @@ def test_a_batch_committed_whose_answer_was_lost_is_stored_once(
         wait_for(lambda: len(names) == 3, 20, "the next batch")
     assert names[0] == names[1] != names[2]
     assert count(workspace, events) == 2  # not 3: the batch sent again was not written again
-    assert buffer.recorded == 2 and count(workspace, hit_batches) == 2
-
-
-def test_batch_names_are_kept_a_day(sent: tuple[Workspace, dict[str, str]]) -> None:
-    workspace, _ = sent
-    now = workspace.clock.now()
-    with workspace.engine.begin() as connection:
-        connection.execute(hit_batches.insert(), [
-            {"id": "old", "written": 3, "committed_at": now - KEPT - timedelta(seconds=1)},
-            {"id": "recent", "written": 2, "committed_at": now - KEPT + timedelta(seconds=1)},
-        ])  # fmt: skip
-        assert forget_old(connection, now) == 1
-        assert connection.scalars(select(hit_batches.c.id)).all() == ["recent"]
+    assert buffer.recorded == 2 and count(workspace, idempotency_keys) == 2
