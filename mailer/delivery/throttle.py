@@ -103,12 +103,12 @@ class Throttle:
             if missing:
                 taken = await asyncio.to_thread(self.limits.take, missing, epoch)
                 for b in budgets:
-                    if b.bucket in taken:
-                        self._held_to(b, taken[b.bucket])
-                for bucket, got in taken.items():
-                    self.tokens[bucket] = self.tokens.get(bucket, 0) + got.granted
+                    if (got := taken.get(b.bucket)) is None:
+                        continue
+                    self._held_to(b, got)
+                    self.tokens[b.bucket] = self.tokens.get(b.bucket, 0) + got.granted
                     if not got.granted:
-                        self.empty_until[bucket] = epoch + got.wait
+                        self.empty_until[b.bucket] = epoch + got.wait
             empty = [b for b in budgets if not self.tokens.get(b.bucket)]
             if empty:
                 wait = max(self.empty_until.get(b.bucket, epoch) - epoch for b in empty)

@@ -37,7 +37,7 @@ def test_a_refused_batch_stays_for_the_next_try_and_nothing_is_lost() -> None:
 
     asyncio.run(scenario())
     assert written == [3, 1]
-    # Sent again under its name (its commit may have reached the database: tracking/batches.py)
+    # Sent again under its name (its commit may have reached the database: store/once.py)
     assert names[0] == names[1] != names[2]
 
 
