@@ -26,8 +26,8 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from databases import database
-from sqlalchemy import func, select
-from tracking_bench import SENT_AT, USER_AGENT, project, sent_messages
+from sqlalchemy import select
+from tracking_bench import SENT_AT, USER_AGENT, kinds_recorded, project, sent_messages
 
 from mailer.store.tables import events
 from mailer.tracking.hits import Hit
@@ -87,8 +87,7 @@ def run(kind: str, messages: int, count: int, size: int, rate: float, profiling:
             if measured:
                 profiler.disable()
         with workspace.engine.connect() as connection:
-            kinds = Counter(dict(connection.execute(
-                select(events.c.kind, func.count()).group_by(events.c.kind)).all()))  # fmt: skip
+            kinds = kinds_recorded(connection)
             reasons = Counter(connection.scalars(
                 select(events.c.properties["machine"].as_string())
                 .where(events.c.kind == "machine_open")))  # fmt: skip

@@ -21,16 +21,16 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import ColumnElement, Connection, Engine, Table, case, delete, func, select, text
 from sqlalchemy import update as update_rows
-from sqlalchemy.dialects import postgresql, sqlite
 
 from mailer.campaigns.score_rules import CURSOR as SCORE_RULES_CURSOR
 from mailer.config import Settings
 from mailer.reports.counts import message_of_event
+from mailer.store.rollups import add_counts, utc_day
 from mailer.store.statistics import analyze_after_big_write
 from mailer.store.tables import event_rollups, events, outbox, trigger_cursors, website_rollups
 from mailer.tracking.surveys import EVENT as SURVEY_ANSWER
@@ -179,11 +179,6 @@ def _in_batches(engine: Engine, pruned: Pruned, where: list[ColumnElement[bool]]
             roll_up(connection, pruned, [row for row in rows if row.id in deleted])
 
 
-def _day(moment: datetime) -> str:
-    """The UTC date, as the report's timeline groups by it."""
-    return moment.astimezone(UTC).date().isoformat()
-
-
 def _roll_up_tracking(connection: Connection, pruned: Pruned, rows: Iterable[Any]) -> None:
     totals: dict[tuple[int, str, str], list[Any]] = {}
     for row in rows:
@@ -191,11 +186,11 @@ def _roll_up_tracking(connection: Connection, pruned: Pruned, rows: Iterable[Any
         if row.message is None:  # recorded before 0019 and matched to no message: never counted
             pruned.unmatched += 1
             continue
-        total = totals.setdefault((int(row.message), row.kind, _day(row.occurred_at)),
+        total = totals.setdefault((int(row.message), row.kind, utc_day(row.occurred_at)),
                                   [0, row.occurred_at])  # fmt: skip
         total[0] += 1
         total[1] = max(total[1], row.occurred_at)
-    _add(connection, event_rollups, ("outbox_id", "kind", "day"),
+    add_counts(connection, event_rollups, ("outbox_id", "kind", "day"),
          [{"outbox_id": message, "kind": kind, "day": day, "events": n, "last_at": last}
           for (message, kind, day), (n, last) in sorted(totals.items())])  # fmt: skip
 
@@ -204,26 +199,11 @@ def _roll_up_website(connection: Connection, pruned: Pruned, rows: Iterable[Any]
     totals: dict[tuple[str, str], int] = {}
     for row in rows:
         pruned.website_events += 1
-        key = (_day(row.occurred_at), row.name)
+        key = (utc_day(row.occurred_at), row.name)
         totals[key] = totals.get(key, 0) + 1
-    _add(connection, website_rollups, ("day", "name"),
+    add_counts(connection, website_rollups, ("day", "name"),
          [{"day": day, "name": name, "events": n}
           for (day, name), n in sorted(totals.items())])  # fmt: skip
-
-
-def _add(connection: Connection, table: Table, keys: tuple[str, ...],
-         rows: list[dict[str, Any]]) -> None:  # fmt: skip
-    """Insert the roll-up rows, or add them to those of the same key (an earlier batch's)."""
-    if not rows:
-        return
-    dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
-    statement = dialect.insert(table)
-    changes: dict[str, Any] = {"events": table.c.events + statement.excluded.events}
-    if "last_at" in table.c:
-        later = statement.excluded.last_at > table.c.last_at
-        changes["last_at"] = case((later, statement.excluded.last_at), else_=table.c.last_at)
-    connection.execute(statement.on_conflict_do_update(index_elements=list(keys), set_=changes),
-                       rows)  # fmt: skip
 
 
 def _clear_links(engine: Engine, pruned: Pruned, before: datetime) -> None:

@@ -20,6 +20,7 @@ from sqlalchemy.sql import Select, Subquery
 from mailer.consent.audit import Period
 from mailer.delivery.claims import outbox_id
 from mailer.store.bulk import one_of
+from mailer.store.rollups import REFETCHES
 from mailer.store.tables import (
     consent_entries,
     consent_evidence,
@@ -151,7 +152,10 @@ def _engagements(connection: Connection, scope: Scope) -> Subquery:
                  _day(connection).label("day"), literal(1).label("events"))  # fmt: skip
     raw = raw.where(events.c.kind.in_(("open", "click", "machine_open", "machine_click")),
                     events.c.name.in_(scope.campaigns))  # fmt: skip
-    rolled = select(event_rollups.c.outbox_id, event_rollups.c.kind, event_rollups.c.day,
+    # Pixels fetched again are counted, not stored one by one: a machine's opens, as before.
+    kind = case((event_rollups.c.kind == REFETCHES, literal("machine_open")),
+                else_=event_rollups.c.kind)  # fmt: skip
+    rolled = select(event_rollups.c.outbox_id, kind, event_rollups.c.day,
                     event_rollups.c.events)  # fmt: skip
     return union_all(raw, rolled).subquery("engaged")
 

@@ -308,7 +308,8 @@ def judge(hits: Sequence[Hit], sent_at: Mapping[str, datetime], honeypot: Mappin
             if ref[0] == "batch":
                 decide(ref, refetched(hit.at, last_open))
             reason = reasons[ref]
-            if reason is None or reason.startswith(REFETCHED):
+            counts = reason is None or reason.startswith(REFETCHED)
+            if counts and (last_open is None or last_open < hit.at):  # `last_opens` may be later
                 last_open = hit.at
     for (where, position), reason in reasons.items():
         if where == "batch":

@@ -13,7 +13,7 @@ from collections.abc import Callable, Container, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, Dialect, and_, case, func, or_, select, update
+from sqlalchemy import ColumnElement, Connection, Dialect, case, func, or_, select, update
 from sqlalchemy.sql.elements import UnaryExpression
 from sqlalchemy.sql.operators import custom_op
 
@@ -25,7 +25,8 @@ from mailer.delivery.claims import outbox_id
 from mailer.render.links import HONEYPOT
 from mailer.store.bulk import one_of
 from mailer.store.locking import lock_in_order
-from mailer.store.tables import contacts, events, outbox
+from mailer.store.rollups import REFETCHES, add_counts, utc_day
+from mailer.store.tables import contacts, event_rollups, events, outbox
 from mailer.tracking import apple
 from mailer.tracking.bots import REFETCH, REFETCHED, SAME_SECOND_LINKS, WINDOW, Judgement, judge
 from mailer.tracking.hits import Hit, StoredHit
@@ -125,9 +126,15 @@ def record_hits(connection: Connection, settings: Settings, key: bytes, hits: Se
                                  sparing)  # fmt: skip
     insert, by_name, stamp = _events_insert(connection.dialect)
     people: list[dict[str, Any]] = []  # a person's hits as rows, for scoring and webhooks
-    texts: list[tuple[Any, ...]] = []  # every hit's row as the driver takes it
+    texts: list[tuple[Any, ...]] = []  # every other hit's row as the driver takes it
+    refetches: dict[tuple[int, str], list[Any]] = {}  # (message, day) -> [fetches, the last]
     for hit, verdict in zip(known, judged.verdicts, strict=True):
         id_ = ids[hit.message_key]
+        if verdict.machine and hit.kind == "open" and (verdict.reason or "").startswith(REFETCHED):
+            counted = refetches.setdefault((id_, utc_day(hit.at)), [0, hit.at])
+            counted[0] += 1
+            counted[1] = max(counted[1], hit.at)
+            continue
         contact, (campaign, step, _, _) = found[id_], facts[id_]
         link, url = hit.link, None
         if link is not None:
@@ -143,15 +150,18 @@ def record_hits(connection: Connection, settings: Settings, key: bytes, hits: Se
     # What scored already (read before this batch's rows are in) matters only for a person's
     # hits: the messages of the batch's.
     scored = _scored(connection, sorted({row["outbox_id"] for row in people})) | relabelled
-    if by_name:
+    if texts and by_name:
         connection.exec_driver_sql(insert, [dict(zip(EVENT_COLUMNS, row, strict=True))
                                             for row in texts])  # fmt: skip
-    else:
+    elif texts:
         connection.exec_driver_sql(insert, texts)
+    add_counts(connection, event_rollups, ("outbox_id", "kind", "day"),
+               [{"outbox_id": id_, "kind": REFETCHES, "day": day, "events": n, "last_at": last}
+                for (id_, day), (n, last) in sorted(refetches.items())])  # fmt: skip
     _relabel(connection, judged.relabel)
     _score(connection, settings, people, scored)
     enqueue_hits(connection, settings, people)  # outgoing webhooks: opened, clicked
-    return len(texts)
+    return len(texts) + sum(int(n) for n, _ in refetches.values())
 
 
 @functools.lru_cache(maxsize=8)  # an engine's dialect: its statement is compiled once
@@ -313,8 +323,11 @@ def _stored_hits(connection: Connection, keys: dict[int, str], hits: Sequence[Hi
             relabelled |= more
             for key, rows in opens.items():
                 stored.setdefault(key, []).extend(rows)
-    last_opens = _last_opens(connection, keys, rest, earliest) | remembered
-    return stored, relabelled, last_opens, set(remembered), clicked
+    last_opens = _last_opens(connection, keys, rest, earliest)
+    for key, at in _last_refetches(connection, keys, every + rest, first).items():
+        if key not in last_opens or last_opens[key] < at:
+            last_opens[key] = at
+    return stored, relabelled, last_opens | remembered, set(remembered), clicked
 
 
 CLICKS, OPENS = ("click", "machine_click"), ("open", "machine_open")
@@ -379,19 +392,43 @@ def _read_stored(connection: Connection, keys: dict[int, str], messages: list[in
 
 def _last_opens(connection: Connection, keys: dict[int, str], messages: list[int],
                 before: datetime) -> dict[str, datetime]:  # fmt: skip
-    """Of each of `messages`, its last open before `before` that counts for rule 8 (a
-    person's, or a pixel fetched again), when within `REFETCH` of `before`."""
+    """Of each of `messages`, its last person's open before `before`, when within `REFETCH`
+    of `before` (a pixel fetched again is counted, not stored: `_last_refetches`)."""
     if not messages:
         return {}
-    reason, kind = events.c.properties["machine"].as_string(), _kind(connection)
-    counts = or_(kind == "open", and_(kind == "machine_open", reason.startswith(REFETCHED)))
     rows = connection.execute(
         select(events.c.outbox_id, func.max(events.c.occurred_at))
-        .where(one_of(connection, events.c.outbox_id, messages), counts,
+        .where(one_of(connection, events.c.outbox_id, messages), _kind(connection) == "open",
                events.c.occurred_at >= before - REFETCH, events.c.occurred_at < before)
         .group_by(events.c.outbox_id)
     )  # fmt: skip
     return {keys[message]: at for message, at in rows}
+
+
+def _last_refetches(connection: Connection, keys: dict[int, str], messages: list[int],
+                    first: dict[str, datetime]) -> dict[str, datetime]:  # fmt: skip
+    """Of each of `messages`, the last pixel fetched again (counted in event_rollups), when
+    within `REFETCH` before the message's `first` hit in the batch. One later than that hit
+    (another instance's, written first) is taken at the hit: the fetches counted form a chain
+    with less than `REFETCH` between any two, so the hit falls inside it."""
+    if not messages:
+        return {}
+    earliest = min(first[keys[message]] for message in messages)
+    latest = max(first[keys[message]] for message in messages)
+    days = sorted({utc_day(earliest - REFETCH), utc_day(latest), utc_day(latest + REFETCH)})
+    rows = connection.execute(
+        select(event_rollups.c.outbox_id, func.max(event_rollups.c.last_at))
+        .where(one_of(connection, event_rollups.c.outbox_id, messages),
+               event_rollups.c.kind == REFETCHES, event_rollups.c.day.in_(days),
+               event_rollups.c.last_at >= earliest - REFETCH)
+        .group_by(event_rollups.c.outbox_id)
+    )  # fmt: skip
+    found = {}
+    for message, at in rows:
+        hit = first[keys[message]]
+        if hit - at < REFETCH:
+            found[keys[message]] = min(at, hit)
+    return found
 
 
 def _kind(connection: Connection) -> ColumnElement[str]:

@@ -11,11 +11,10 @@ import threading
 from pathlib import Path
 
 import httpx
-from sqlalchemy import func, select
 
-from mailer.store.tables import events
 from mailer.workspace import Workspace
 from tests.crash.conftest import wait_for
+from tests.helpers import opens_recorded
 from tests.tracking.conftest import at, free_port, sent  # noqa: F401  # the fixture
 from tests.tracking.test_recipient import CHROME
 
@@ -37,12 +36,6 @@ def alive(pid: int) -> bool:
     except FileNotFoundError:
         return False
     return state != "Z"
-
-
-def stored_opens(workspace: Workspace) -> int:
-    with workspace.engine.connect() as connection:
-        query = select(func.count()).select_from(events)
-        return int(connection.scalar(query.where(events.c.kind.in_(("open", "machine_open")))) or 0)
 
 
 def test_sigkill_during_load_loses_at_most_the_unflushed_batch(
@@ -80,7 +73,7 @@ def test_sigkill_during_load_loses_at_most_the_unflushed_batch(
         for thread in threads:
             thread.start()
         # Some batches written, and the load still going: kill it in the middle of the next.
-        wait_for(lambda: stored_opens(workspace) >= 4 * FLUSH_SIZE, 60, "batches written")
+        wait_for(lambda: opens_recorded(workspace) >= 4 * FLUSH_SIZE, 60, "batches written")
         helpers = descendants(server.pid)
         server.kill()
         server.wait(timeout=30)
@@ -91,7 +84,7 @@ def test_sigkill_during_load_loses_at_most_the_unflushed_batch(
     finally:
         if server.poll() is None:
             server.kill()
-    stored = stored_opens(workspace)
+    stored = opens_recorded(workspace)
     lost = answered - stored
     print(f"\nSIGKILL after {answered} opens answered 200: {stored} stored, {lost} lost "
           f"(flush_size {FLUSH_SIZE})")  # fmt: skip

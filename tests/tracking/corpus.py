@@ -18,7 +18,9 @@ from sqlalchemy import select
 
 from mailer.config import Settings
 from mailer.render.links import HONEYPOT
-from mailer.store.tables import events, outbox
+from mailer.store.rollups import REFETCHES
+from mailer.store.tables import event_rollups, events, outbox
+from mailer.tracking.bots import REFETCHED
 from mailer.tracking.hits import Hit
 from mailer.tracking.recording import Memory, record_hits
 from mailer.workspace import Workspace
@@ -315,13 +317,24 @@ def run(workspace: Workspace, settings: Settings, messages: Sequence[int],
             memory.keep()
     with workspace.engine.connect() as connection:
         stored = connection.execute(
-            select(events.c.outbox_id, events.c.kind, events.c.properties)
+            select(events.c.outbox_id, events.c.kind, events.c.properties, events.c.occurred_at)
             .where(events.c.outbox_id.in_(messages)).order_by(events.c.occurred_at, events.c.id)
         ).all()  # fmt: skip
-    by_message: dict[int, list[tuple[Label, str | None]]] = {}
+        refetched = connection.execute(
+            select(event_rollups.c.outbox_id, event_rollups.c.events, event_rollups.c.last_at)
+            .where(event_rollups.c.outbox_id.in_(messages), event_rollups.c.kind == REFETCHES)
+        ).all()  # fmt: skip
+    # Each fetch's label in time order: a stored row's, and a pixel fetched again, counted
+    # (not stored), as a machine's at the last of its message's count.
+    timed: dict[int, list[tuple[datetime, Label, str | None]]] = {}
     for event in stored:
         label: Label = "machine" if event.kind.startswith("machine_") else "person"
-        by_message.setdefault(event.outbox_id, []).append((label, event.properties.get("machine")))
+        timed.setdefault(event.outbox_id, []).append(
+            (event.occurred_at, label, event.properties.get("machine")))  # fmt: skip
+    for message, n, last in refetched:
+        timed.setdefault(message, []).extend([(last, "machine", REFETCHED)] * n)
+    by_message = {message: [(label, reason) for _, label, reason in sorted(
+        fetches, key=lambda fetch: fetch[0])] for message, fetches in timed.items()}  # fmt: skip
     outcomes = []
     for pattern, message in zip(PATTERNS, messages, strict=False):
         order = sorted(range(len(pattern.fetches)), key=lambda n: pattern.fetches[n].after)

@@ -26,7 +26,7 @@ from mailer.tracking.recording import record_hits
 from mailer.tracking.website import WebsiteEvent, record_events
 from mailer.workspace import Workspace
 from tests.conftest import NOW, write_csv
-from tests.helpers import count, run_import
+from tests.helpers import count, opens_recorded, run_import
 
 PEOPLE = 150
 ROUNDS = 3
@@ -131,8 +131,7 @@ def test_two_instances_writing_opens_for_the_same_contacts_in_opposite_orders_bo
         ascending, descending = opens(messages, round_), opens(messages[::-1], round_)
         failures = at_once(partial(write, first, ascending), partial(write, second, descending))
         assert failures == []
-    opens_ = events.c.kind.in_(("open", "machine_open"))
-    assert count(first, events, opens_) == 2 * ROUNDS * PEOPLE
+    assert opens_recorded(first) == 2 * ROUNDS * PEOPLE  # stored, or counted as refetches
 
 
 def test_a_deadlock_victim_is_run_again_in_a_new_transaction_and_logged(

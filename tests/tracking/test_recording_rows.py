@@ -36,7 +36,7 @@ def test_recorded_rows_hold_what_sqlalchemys_own_insert_holds(sent: Sent) -> Non
         Hit(kind, key, link, (first + timedelta(seconds=after)).astimezone(zone), *request)  # type: ignore[arg-type]
         for kind, link, after, zone, *request in (
             ("open", None, 0, UTC, CHROME, "198.51.100.7", "GET"),  # a person's
-            ("open", None, 20, india, CHROME, "2001:db8::1", "GET"),  # a refetch
+            ("open", None, 70, india, CHROME, "2001:db8::1", "GET"),  # a reopen
             ("click", cups, 30, new_york, agent, "203.0.113.9", "GET"),  # 300 characters kept
             ("click", 99, 300, UTC, "curl/8.0", "", "HEAD"),  # no such link: no URL
             ("open", None, 479.876_544, UTC, "", "", "GET"),  # a whole second
@@ -45,7 +45,7 @@ def test_recorded_rows_hold_what_sqlalchemys_own_insert_holds(sent: Sent) -> Non
     with workspace.engine.begin() as connection:
         assert record_hits(connection, workspace.settings, workspace.key, hits) == len(hits)
     recorded = held(workspace)
-    assert [row[1] for row in recorded] == ["open", "machine_open", "click", "machine_click",
+    assert [row[1] for row in recorded] == ["open", "open", "click", "machine_click",
                                             "machine_open"]  # fmt: skip
     with workspace.engine.begin() as connection:
         rows = [row._asdict() for row in connection.execute(
