@@ -1,6 +1,7 @@
 """Writing a batch of opens and clicks: each names its message (the outbox row), is told human
-or machine (tracking/bots.py), and becomes an event row; a person's open or click scores and
-may move the contact's lifecycle stage, as website events do."""
+or machine (tracking/bots.py), and becomes an event row, except a pixel fetched again (rule 8),
+which is counted per message and UTC day in event_rollups (store/rollups.py); a person's open
+or click scores and may move the contact's lifecycle stage, as website events do."""
 
 from __future__ import annotations
 
