@@ -16,6 +16,8 @@ from pydantic import ValidationError
 from sqlalchemy import delete, func, select
 
 from mailer.campaigns.engine import tick
+from mailer.campaigns.segment_sql import SegmentCompiler
+from mailer.campaigns.segments import parse_segment
 from mailer.cli import cli
 from mailer.clock import FrozenClock
 from mailer.config import Retention, Settings, load_settings
@@ -25,6 +27,7 @@ from mailer.daemon import retention_job
 from mailer.retention import run_retention
 from mailer.store.tables import (
     consent_entries,
+    contacts,
     event_rollups,
     events,
     outbox,
@@ -201,3 +204,35 @@ def test_an_open_rolled_up_still_holds_consent_from_expiring(
         assert expire_consent(connection, workspace.settings, NOW + timedelta(days=600)) == 0
         assert expire_consent(connection, workspace.settings, NOW + timedelta(days=731)) == 1
     workspace.close()
+
+
+SEGMENTS = ('opened step "welcome.hello"', 'clicked "welcome"',
+            'opened step "welcome.hello" including machines', "clicked any including machines",
+            "opened any within 400d")  # fmt: skip
+
+
+def _segments(story: Story, now: Any) -> dict[str, set[str]]:
+    """Who each of SEGMENTS selects at `now` (first names)."""
+    compiler = SegmentCompiler.for_settings(story.workspace.settings, now)
+    with story.workspace.engine.connect() as connection:
+        return {source: set(connection.scalars(select(contacts.c.first_name)
+                                               .where(compiler.where(parse_segment(source)))))
+                for source in SEGMENTS}  # fmt: skip
+
+
+def test_opened_and_clicked_segments_read_what_was_rolled_up(story: Story) -> None:
+    """Without `within` (or with one longer than `events_after`), "opened" and "clicked" still
+    see the opens and clicks whose rows a roll-up deleted: a reader does not become a
+    non-reader after a year."""
+    later = NOW + YEAR_AND_A_DAY
+    before = _segments(story, later)
+    assert before == {
+        'opened step "welcome.hello"': {"Ada", "Dee"},
+        'clicked "welcome"': {"Ada"},
+        'opened step "welcome.hello" including machines': {"Ada", "Dee", "Eve"},
+        "clicked any including machines": {"Ada", "Eve"},
+        "opened any within 400d": {"Dee"},  # Wednesday's open of tips; Monday's is 401 days old
+    }
+    pruned = run_retention(story.workspace.engine, story.workspace.settings, later)
+    assert pruned.opens_and_clicks == 6
+    assert _segments(story, later) == before

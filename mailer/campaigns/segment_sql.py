@@ -45,10 +45,12 @@ from mailer.campaigns.segments import (
 from mailer.config import Settings
 from mailer.contacts.scoring import growth
 from mailer.store.json_values import JsonBoolean, JsonNumber, JsonText, number_value
+from mailer.store.rollups import REFETCHES
 from mailer.store.tables import (
     consent_status,
     contact_tags,
     contacts,
+    event_rollups,
     events,
     lists,
     memberships,
@@ -79,6 +81,9 @@ class SegmentCompiler:
         *,
         entered: Since | None = None,  # when the contact entered this run of the sequence
         goal: bool = False,  # every event, open and click counts only from `entered` on
+        # [retention] events_after: opens and clicks older than this are counted in
+        # event_rollups only (retention.py), where "opened" and "clicked" read them too
+        rolled_up_after: timedelta | None = None,
     ) -> None:
         self.now = now.astimezone(UTC).replace(microsecond=0)
         self.types = attribute_types
@@ -87,6 +92,7 @@ class SegmentCompiler:
         self.first_stage = first_stage
         self.entered = entered
         self.goal = goal
+        self.rolled_up_after = rolled_up_after
 
     @classmethod
     def for_settings(cls, settings: Settings, now: datetime,
@@ -94,7 +100,8 @@ class SegmentCompiler:
                      goal: bool = False) -> SegmentCompiler:  # fmt: skip
         stages = settings.lifecycle.stages
         return cls(now, settings.attributes, previous, settings.scoring.half_life,
-                   stages[0] if stages else None, entered=entered, goal=goal)  # fmt: skip
+                   stages[0] if stages else None, entered=entered, goal=goal,
+                   rolled_up_after=settings.retention.events_after)  # fmt: skip
 
     def where(self, segment: Segment) -> ColumnElement[bool]:
         if isinstance(segment, Not):
@@ -235,7 +242,21 @@ class SegmentCompiler:
                                             events.c.step)]  # fmt: skip
         if segment.variant is not None:
             conditions.append(_of_variant(segment.variant))
-        return exists().where(*conditions)
+        stored = exists().where(*conditions)
+        reach = self.rolled_up_after
+        if reach is None or (segment.within is not None and segment.within <= reach):
+            return stored  # nothing rolled up is that recent
+        # The message's opens (clicks) counted per day once their rows were rolled up; and,
+        # with machines, the pixels fetched again, counted as they came (store/rollups.py).
+        message = outbox.alias("rolled_message")  # not the caller's outbox, if it reads one
+        rolled = kinds + ((REFETCHES,) if segment.machines and segment.kind == "open" else ())
+        counted = [message.c.contact_id == contacts.c.id, event_rollups.c.outbox_id == message.c.id,
+                   event_rollups.c.kind.in_(rolled),
+                   *self._about_messages(segment, event_rollups.c.last_at, message.c.campaign,
+                                         message.c.step)]  # fmt: skip
+        if segment.variant is not None:
+            counted.append(func.coalesce(message.c.variant, BASE_VARIANT) == segment.variant)
+        return or_(stored, exists().where(*counted))
 
     def _sent(self, segment: Sent) -> ColumnElement[bool]:
         """Messages the relay accepted, by when: a status of sent and its sent_at."""
