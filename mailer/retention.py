@@ -191,8 +191,8 @@ def _roll_up_tracking(connection: Connection, pruned: Pruned, rows: Iterable[Any
         total[0] += 1
         total[1] = max(total[1], row.occurred_at)
     add_counts(connection, event_rollups, ("outbox_id", "kind", "day"),
-         [{"outbox_id": message, "kind": kind, "day": day, "events": n, "last_at": last}
-          for (message, kind, day), (n, last) in sorted(totals.items())])  # fmt: skip
+               [{"outbox_id": message, "kind": kind, "day": day, "events": n, "last_at": last}
+                for (message, kind, day), (n, last) in sorted(totals.items())])  # fmt: skip
 
 
 def _roll_up_website(connection: Connection, pruned: Pruned, rows: Iterable[Any]) -> None:
@@ -202,8 +202,8 @@ def _roll_up_website(connection: Connection, pruned: Pruned, rows: Iterable[Any]
         key = (utc_day(row.occurred_at), row.name)
         totals[key] = totals.get(key, 0) + 1
     add_counts(connection, website_rollups, ("day", "name"),
-         [{"day": day, "name": name, "events": n}
-          for (day, name), n in sorted(totals.items())])  # fmt: skip
+               [{"day": day, "name": name, "events": n}
+                for (day, name), n in sorted(totals.items())])  # fmt: skip
 
 
 def _clear_links(engine: Engine, pruned: Pruned, before: datetime) -> None:
