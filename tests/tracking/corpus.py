@@ -232,7 +232,7 @@ PATTERNS: tuple[Pattern, ...] = (
         ),
     ),
     Pattern("people", "quick reader at 8 s", (_open(8, OUTLOOK, OFFICE, "person"),)),
-    # A refetch within a minute is the same reading (stored as a machine's open, never counted).
+    # A refetch within a minute is the same reading (counted as a machine's open, not stored).
     Pattern(
         "reopeners",
         "reopens the next day",
