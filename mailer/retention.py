@@ -8,6 +8,10 @@ run`).
 - Website events older than `website_events_after` (default: never) become a count per (UTC
   day, name) in `website_rollups`. Survey answers are kept: they are the answers themselves.
 - A sent message's click targets (`outbox.links`) are cleared after `rendered_after`.
+- The provider webhook calls remembered to refuse a replay (`webhook_deliveries`) are deleted
+  after a day ([webhooks] max_age, if longer): a signed call that old is refused as stale
+  anyway, and a Postmark call (no signature time) sent again later acts on nothing twice,
+  since each report it carries is remembered by its digest (returns/effects.py).
 
 Each batch is one short transaction that deletes its raw rows and adds their counts, so a
 batch is counted once or not at all (a crash, a second process: PostgreSQL's DELETE ...
@@ -24,7 +28,18 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, Engine, Table, case, delete, func, select, text
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Engine,
+    Table,
+    case,
+    delete,
+    func,
+    select,
+    text,
+    tuple_,
+)
 from sqlalchemy import update as update_rows
 
 from mailer.campaigns.score_rules import CURSOR as SCORE_RULES_CURSOR
@@ -32,7 +47,14 @@ from mailer.config import Settings
 from mailer.reports.counts import message_of_event
 from mailer.store.rollups import add_counts, utc_day
 from mailer.store.statistics import analyze_after_big_write
-from mailer.store.tables import event_rollups, events, outbox, trigger_cursors, website_rollups
+from mailer.store.tables import (
+    event_rollups,
+    events,
+    outbox,
+    trigger_cursors,
+    webhook_deliveries,
+    website_rollups,
+)
 from mailer.tracking.surveys import EVENT as SURVEY_ANSWER
 
 BATCH = 1_000  # rows a transaction: the daemon's writes wait at most one batch
@@ -40,6 +62,7 @@ TRACKING = ("open", "click", "machine_open", "machine_click")
 # The PostgreSQL advisory lock of retention ("reta" in ASCII), paired with the schema's hash:
 # one process prunes at a time; another finds it held and leaves the work to it.
 RETENTION_LOCK = 0x72657461
+WEBHOOK_CALLS_KEPT = timedelta(days=1)  # at least: [webhooks] max_age if longer
 
 
 @dataclass
@@ -50,15 +73,22 @@ class Pruned:
     events_before: datetime | None  # opens and clicks before this were rolled up
     website_events_before: datetime | None
     links_before: datetime | None  # sent before this: click targets cleared
+    webhook_calls_before: datetime | None = None  # received before this: forgotten
     opens_and_clicks: int = 0  # raw rows rolled up and deleted
     unmatched: int = 0  # of them, opens and clicks of no message left: deleted, counted nowhere
     website_events: int = 0
     links_cleared: int = 0
+    webhook_calls: int = 0  # provider webhook calls no longer remembered
     busy: bool = False  # another process was pruning: it finishes the work
 
     def as_dict(self) -> dict[str, Any]:
         found = asdict(self)
-        for name in ("events_before", "website_events_before", "links_before"):
+        for name in (
+            "events_before",
+            "website_events_before",
+            "links_before",
+            "webhook_calls_before",
+        ):
             moment = found[name]
             found[name] = moment.isoformat() if moment is not None else None
         return found
@@ -73,7 +103,8 @@ def run_retention(engine: Engine, settings: Settings, now: datetime,
         return None if period is None else now - period
 
     pruned = Pruned(dry_run, before(kept.events_after), before(kept.website_events_after),
-                    before(kept.rendered_after))  # fmt: skip
+                    before(kept.rendered_after),
+                    before(max(WEBHOOK_CALLS_KEPT, settings.webhooks.max_age)))  # fmt: skip
     with engine.connect() as connection:
         unread = _unread_after(connection, settings)
     if dry_run:
@@ -87,6 +118,8 @@ def run_retention(engine: Engine, settings: Settings, now: datetime,
                     _roll_up_website)  # fmt: skip
     if not pruned.busy and pruned.links_before is not None:
         _clear_links(engine, pruned, pruned.links_before)
+    if not pruned.busy and pruned.webhook_calls_before is not None:
+        _forget_webhook_calls(engine, pruned, pruned.webhook_calls_before)
     _refresh_statistics(engine, pruned)
     return pruned
 
@@ -144,6 +177,10 @@ def _count_only(connection: Connection, pruned: Pruned, unread: int | None) -> N
         pruned.website_events = count(events, _website(pruned.website_events_before, unread))
     if pruned.links_before is not None:
         pruned.links_cleared = count(outbox, _old_links(pruned.links_before))
+    if pruned.webhook_calls_before is not None:
+        pruned.webhook_calls = count(
+            webhook_deliveries, [webhook_deliveries.c.received_at < pruned.webhook_calls_before]
+        )
 
 
 def _took_lock(connection: Connection) -> bool:
@@ -221,3 +258,26 @@ def _clear_links(engine: Engine, pruned: Pruned, before: datetime) -> None:
                 update_rows(outbox).where(outbox.c.id.in_(ids), outbox.c.links.is_not(None))
                 .values(links=None))  # fmt: skip
             pruned.links_cleared += cleared.rowcount or 0
+
+
+def _forget_webhook_calls(engine: Engine, pruned: Pruned, before: datetime) -> None:
+    """Provider webhook calls received before `before` are forgotten, BATCH at a time."""
+    calls = webhook_deliveries.c
+    while True:
+        with engine.begin() as connection:
+            if not _took_lock(connection):
+                pruned.busy = True
+                return
+            keys = connection.execute(
+                select(calls.provider, calls.delivery)
+                .where(calls.received_at < before)
+                .limit(BATCH)
+            ).all()
+            if not keys:
+                return
+            forgotten = connection.execute(
+                delete(webhook_deliveries).where(
+                    tuple_(calls.provider, calls.delivery).in_([tuple(key) for key in keys])
+                )
+            )
+            pruned.webhook_calls += forgotten.rowcount or 0

@@ -13,8 +13,9 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 from pydantic import ValidationError
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, insert, select
 
+from mailer import retention
 from mailer.campaigns.engine import tick
 from mailer.campaigns.segment_sql import SegmentCompiler
 from mailer.campaigns.segments import parse_segment
@@ -32,6 +33,7 @@ from mailer.store.tables import (
     events,
     outbox,
     trigger_cursors,
+    webhook_deliveries,
     website_rollups,
 )
 from mailer.workspace import Workspace
@@ -171,10 +173,13 @@ def test_the_command_and_the_daemon_job(story: Story) -> None:
     assert dry.exit_code == 0, dry.output
     said = json.loads(dry.output)
     assert said["links_before"].startswith("2026-11-24T10:00")  # the clock runs from MAILER_NOW
-    assert said | {"events_before": None, "links_before": None} == {
+    a_day_before = (NOW + YEAR_AND_A_DAY - timedelta(days=1)).isoformat()[:16]
+    assert said["webhook_calls_before"].startswith(a_day_before)
+    assert said | {"events_before": None, "links_before": None, "webhook_calls_before": None} == {
         "dry_run": True, "events_before": None, "website_events_before": None,
-        "links_before": None, "opens_and_clicks": 6,
-        "unmatched": 0, "website_events": 0, "links_cleared": 6, "busy": False}  # fmt: skip
+        "links_before": None, "webhook_calls_before": None, "opens_and_clicks": 6,
+        "unmatched": 0, "website_events": 0, "links_cleared": 6, "webhook_calls": 0,
+        "busy": False}  # fmt: skip
     shown = CliRunner().invoke(cli, ["retention", "run"], env=environment)
     assert shown.exit_code == 0, shown.output
     assert "6 opens and clicks rolled up" in shown.output
@@ -236,3 +241,32 @@ def test_opened_and_clicked_segments_read_what_was_rolled_up(story: Story) -> No
     pruned = run_retention(story.workspace.engine, story.workspace.settings, later)
     assert pruned.opens_and_clicks == 6
     assert _segments(story, later) == before
+
+
+def test_provider_webhook_calls_are_forgotten_after_a_day(
+    workspace: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """webhook_deliveries only refuses replays: a signed call older than max_age is refused as
+    stale anyway, so a day on (or max_age, if longer) its row goes, BATCH at a time."""
+    monkeypatch.setattr(retention, "BATCH", 2)
+    now = workspace.clock.now()
+    ages = {"old-1": timedelta(days=3), "old-2": timedelta(days=2), "old-3": timedelta(hours=25),
+            "new": timedelta(hours=23)}  # fmt: skip
+    with workspace.engine.begin() as connection:
+        connection.execute(insert(webhook_deliveries), [
+            {"provider": "ses", "delivery": name, "received_at": now - age}
+            for name, age in ages.items()])  # fmt: skip
+
+    def kept() -> set[str]:
+        with workspace.engine.connect() as connection:
+            return set(connection.scalars(select(webhook_deliveries.c.delivery)))
+
+    assert run_retention(workspace.engine, workspace.settings, now, dry_run=True).webhook_calls == 3
+    assert kept() == set(ages)
+    webhooks = workspace.settings.webhooks.model_copy(update={"max_age": timedelta(days=2.5)})
+    longer = workspace.settings.model_copy(update={"webhooks": webhooks})
+    assert run_retention(workspace.engine, longer, now).webhook_calls == 1
+    assert kept() == {"old-2", "old-3", "new"}
+    done = run_retention(workspace.engine, workspace.settings, now)
+    assert done.webhook_calls == 2 and kept() == {"new"}
+    assert run_retention(workspace.engine, workspace.settings, now).webhook_calls == 0

@@ -48,6 +48,10 @@ def summary(pruned: Pruned) -> list[str]:
     ]  # fmt: skip
     if pruned.links_before is None:
         lines[-1] = "click targets: kept (never)"
+    if pruned.webhook_calls_before is not None:
+        lines.append(f"{pruned.webhook_calls} provider webhook calls kept against replays "
+                     f"{verb + ' ' if verb else ''}forgotten (received before "
+                     f"{pruned.webhook_calls_before:%Y-%m-%d %H:%M})")  # fmt: skip
     if pruned.unmatched:
         lines.append(f"{pruned.unmatched} of the opens and clicks were of no message: deleted")
     if pruned.busy:
