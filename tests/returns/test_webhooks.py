@@ -27,6 +27,7 @@ from sqlalchemy import func, select, update
 
 from mailer.clock import FrozenClock
 from mailer.config import load_settings
+from mailer.retention import run_retention
 from mailer.returns.webhooks.ses import SIGNED, may_confirm
 from mailer.store.tables import outbox, returned_messages, webhook_deliveries
 from mailer.tracking.app import create_app
@@ -315,6 +316,23 @@ def test_postmark_wrong_credentials_and_replay_are_refused(
                        auth=("postmark", POSTMARK_PASSWORD)).status_code == 200  # fmt: skip
     replay = client.post("/webhooks/postmark", content=soft, auth=("postmark", POSTMARK_PASSWORD))
     assert replay.status_code == 409
+    assert returns_recorded(hooked) == 1
+
+
+def test_a_postmark_call_sent_again_after_retention_forgot_it_acts_on_nothing_twice(
+    client: httpx.Client, hooked: Workspace, ada: int
+) -> None:
+    """Retention forgets the call a day later (webhook_deliveries); Postmark's calls carry no
+    signature time, so the same call is then accepted, and its bounce, remembered by its
+    digest in returned_messages, changes nothing again."""
+    soft, auth = postmark_bounce(7, "SoftBounce"), ("postmark", POSTMARK_PASSWORD)
+    first = client.post("/webhooks/postmark", content=soft, auth=auth)
+    assert first.status_code == 200, first.text
+    later = hooked.clock.now() + timedelta(days=2)
+    assert run_retention(hooked.engine, hooked.settings, later).webhook_calls == 1
+    again = client.post("/webhooks/postmark", content=soft, auth=auth)
+    assert again.status_code == 200, again.text
+    assert again.json()["actions"] == [f"none (already processed: {first.json()['actions'][0]})"]
     assert returns_recorded(hooked) == 1
 
 
