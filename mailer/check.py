@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import html
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,7 +29,15 @@ from mailer.campaigns.broadcast_runs import held_broadcasts
 from mailer.campaigns.date_steps import date_triggered, never_in_its_day
 from mailer.campaigns.enrollment import parse_trigger
 from mailer.campaigns.segment_sql import SegmentCompiler
-from mailer.campaigns.segments import SegmentError, parse_segment
+from mailer.campaigns.segments import (
+    Both,
+    Either,
+    Event,
+    Not,
+    Segment,
+    SegmentError,
+    parse_segment,
+)
 from mailer.campaigns.timing import DAY_WINDOW, day_window, overlap, parse_window
 from mailer.clock import FrozenClock
 from mailer.config import Settings, parse_quiet_hours
@@ -44,6 +53,7 @@ from mailer.render.spam import SpamCheckError, SpamScore, score_messages, spamas
 from mailer.render.templates import TEMPLATE_SUFFIXES, syntax_problem, template_environment
 from mailer.store.engine import create_database_engine, schema_is_current
 from mailer.tracking.confirmation import CONFIRM_TEMPLATE
+from mailer.tracking.surveys import EVENT as SURVEY_ANSWER
 
 
 @dataclass(frozen=True)
@@ -122,10 +132,43 @@ def _check_segments(settings: Settings, now: datetime, report: CheckReport) -> N
         try:
             if where.endswith(".trigger"):
                 parse_trigger(source)
-            else:
-                SegmentCompiler.for_settings(settings, now, previous).where(parse_segment(source))
+                continue
+            segment = parse_segment(source)
+            SegmentCompiler.for_settings(settings, now, previous).where(segment)
         except (SegmentError, SettingsError) as error:
             report.problems.append(Problem("error", f"{settings.source}: {where}: {error}"))
+            continue
+        _check_website_events_kept(settings, where, segment, report)
+
+
+def _check_website_events_kept(settings: Settings, where: str, segment: Segment,
+                               report: CheckReport) -> None:  # fmt: skip
+    """With [retention] website_events_after set, an `event` condition that reaches further
+    back reads only the events kept: older ones are counted per day and name, not per contact
+    (a goal without `ever` reads this run only, which is said nowhere to be that long)."""
+    kept = settings.retention.website_events_after
+    if kept is None:
+        return
+    shown = f"{kept.days} days" if not kept.seconds else format_duration(kept)
+    for event in _events_in(segment):
+        further = event.within is None or event.within > kept
+        if further and event.name != SURVEY_ANSWER and (event.ever or not where.endswith(".goal")):
+            report.problems.append(Problem("warning", (
+                f'{settings.source}: {where}: event "{event.name}" reaches further back than '
+                f'retention.website_events_after ("{shown}"): older website '
+                "events are counted per day, not per contact, so it sees only that window; "
+                "add `within`, or keep website events longer")))  # fmt: skip
+
+
+def _events_in(segment: Segment) -> Iterator[Event]:
+    """The `event "..."` conditions of `segment`, however deep."""
+    if isinstance(segment, Event):
+        yield segment
+    elif isinstance(segment, Not):
+        yield from _events_in(segment.inner)
+    elif isinstance(segment, Both | Either):
+        for part in segment.parts:
+            yield from _events_in(part)
 
 
 def _check_send_windows(settings: Settings, report: CheckReport) -> None:

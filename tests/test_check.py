@@ -153,3 +153,33 @@ def test_a_send_window_that_does_not_parse_fails_check(project: Path) -> None:
         'campaigns.welcome.steps[1].send_window: "9-17" is not a send window '
         '(write e.g. "09:00-18:00 weekdays")'
     ]
+
+
+def test_an_event_condition_reaching_past_the_website_events_kept_is_a_warning(
+    project: Path,
+) -> None:
+    """With retention.website_events_after set, older website events are counted per day only:
+    an `event` condition that reaches further back says so (a goal without `ever` reads its
+    own run, survey answers are never rolled up)."""
+    path = project / "settings.toml"
+    path.write_text(path.read_text() + (
+        '\n[retention]\nwebsite_events_after = "90 days"\n[segments]\n'
+        'buyers = \'event "purchased" count >= 2 or not event "churned" within 120d\'\n'
+        "recent = 'event \"purchased\" within 30d'\n"
+        "answered = 'event \"survey_answer\"'\n"))  # fmt: skip
+    warned = [message for message in messages(project, "warning") if "reaches further" in message]
+    source = load_settings(path, environ={}).source
+    assert warned == [
+        f'{source}: segments.buyers: event "{name}" reaches further back than '
+        'retention.website_events_after ("90 days"): older website events are counted per day, '
+        "not per contact, so it sees only that window; add `within`, or keep website events "
+        "longer" for name in ("purchased", "churned")]  # fmt: skip
+    path.write_text(path.read_text().replace(
+        "enroll_existing = true", "enroll_existing = true\ngoal = 'event \"purchased\"'"))
+    assert len([message for message in messages(project, "warning") if "reaches" in message]) == 2
+    path.write_text(path.read_text().replace("goal = 'event \"purchased\"'",
+                                             "goal = 'event \"purchased\" ever'"))  # fmt: skip
+    warned = [message for message in messages(project, "warning") if "reaches" in message]
+    assert len(warned) == 3 and "campaigns.welcome.goal" in warned[-1]
+    path.write_text(path.read_text().replace('website_events_after = "90 days"', ""))
+    assert not [message for message in messages(project, "warning") if "reaches" in message]
