@@ -145,7 +145,7 @@ def _check_website_events_kept(settings: Settings, where: str, segment: Segment,
                                report: CheckReport) -> None:  # fmt: skip
     """With [retention] website_events_after set, an `event` condition that reaches further
     back reads only the events kept: older ones are counted per day and name, not per contact
-    (a goal without `ever` reads this run only, which is said nowhere to be that long)."""
+    (a goal without `ever` reads only its own run of the sequence, seldom that long)."""
     kept = settings.retention.website_events_after
     if kept is None:
         return
