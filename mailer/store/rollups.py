@@ -5,7 +5,7 @@ counts a pixel fetched again instead of storing it (tracking/recording.py)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, Table, case
@@ -22,6 +22,12 @@ REFETCHES = "refetch"
 def utc_day(moment: datetime) -> str:
     """The UTC date, as the report's timeline groups by it."""
     return moment.astimezone(UTC).date().isoformat()
+
+
+def utc_days(since: datetime, until: datetime) -> list[str]:
+    """Every UTC date from `since`'s to `until`'s, both included."""
+    first, last = since.astimezone(UTC).date(), until.astimezone(UTC).date()
+    return [(first + timedelta(days=n)).isoformat() for n in range((last - first).days + 1)]
 
 
 def add_counts(connection: Connection, table: Table, keys: tuple[str, ...],

@@ -26,7 +26,7 @@ from mailer.delivery.claims import outbox_id
 from mailer.render.links import HONEYPOT
 from mailer.store.bulk import one_of
 from mailer.store.locking import lock_in_order
-from mailer.store.rollups import REFETCHES, add_counts, utc_day
+from mailer.store.rollups import REFETCHES, add_counts, utc_day, utc_days
 from mailer.store.tables import contacts, event_rollups, events, outbox
 from mailer.tracking import apple
 from mailer.tracking.bots import REFETCH, REFETCHED, SAME_SECOND_LINKS, WINDOW, Judgement, judge
@@ -416,7 +416,7 @@ def _last_refetches(connection: Connection, keys: dict[int, str], messages: list
         return {}
     earliest = min(first[keys[message]] for message in messages)
     latest = max(first[keys[message]] for message in messages)
-    days = sorted({utc_day(earliest - REFETCH), utc_day(latest), utc_day(latest + REFETCH)})
+    days = utc_days(earliest - REFETCH, latest + REFETCH)
     rows = connection.execute(
         select(event_rollups.c.outbox_id, func.max(event_rollups.c.last_at))
         .where(one_of(connection, event_rollups.c.outbox_id, messages),

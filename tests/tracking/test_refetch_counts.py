@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import select
 
 from mailer.reports.metrics import build_report
-from mailer.store.rollups import REFETCHES
+from mailer.store.rollups import REFETCHES, utc_days
 from mailer.store.tables import event_rollups
 from mailer.workspace import Workspace
 from tests.helpers import refetches
@@ -81,3 +81,11 @@ def test_refetches_across_midnight_count_on_the_day_each_happened(sent: Sent) ->
     timeline = report(workspace, midnight + timedelta(days=1))["campaigns"][0]["timeline"]
     assert [(day["date"], day["opens"], day["machine_opens"]) for day in timeline] == [
         (days[0], 1, 1), (days[1], 0, 1)]  # fmt: skip
+
+
+def test_the_days_read_for_a_batch_are_every_day_it_spans() -> None:
+    """A batch held back by an outage can span days: the counts of each are read."""
+    start = datetime(2026, 12, 1, 23, 59, tzinfo=UTC)
+    assert utc_days(start, start + timedelta(days=1, minutes=2)) == [
+        "2026-12-01", "2026-12-02", "2026-12-03"]  # fmt: skip
+    assert utc_days(start - timedelta(hours=1), start) == ["2026-12-01"]
