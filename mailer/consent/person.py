@@ -24,6 +24,7 @@ from mailer.store.tables import (
     contact_tags,
     contacts,
     enrollments,
+    event_rollups,
     events,
     lists,
     memberships,
@@ -231,8 +232,9 @@ def grant(
 def export_person(connection: Connection, key: bytes, email: str) -> dict[str, Any]:
     """Everything held about the person, as JSON-ready data (GDPR Art. 15 and 20): the contact,
     lists, tags, consent history with evidence, events (opens and clicks with their user agent
-    and IP prefix, website events, survey answers), messages sent or queued, enrollments and
-    the suppression with the entry behind it."""
+    and IP prefix, website events, survey answers), the opens and clicks of their messages
+    counted per day (rolled up, and pixels fetched again), messages sent or queued,
+    enrollments and the suppression with the entry behind it."""
     person = find_person(connection, key, email)
     history = consent_history(connection, key, email)
     contact = connection.execute(select(contacts).where(contacts.c.id == person.contact_id)).first()
@@ -257,6 +259,11 @@ def export_person(connection: Connection, key: bytes, email: str) -> dict[str, A
         # events.link repeats a click's properties' link (for the pixel writer's index)
         "events": _rows(connection, select(events).where(events.c.contact_id == person.contact_id)
                         .order_by(events.c.occurred_at, events.c.id), drop=("contact_id", "link")),
+        "counted": _rows(connection, select(event_rollups)
+                         .join(outbox, outbox.c.id == event_rollups.c.outbox_id)
+                         .where(outbox.c.contact_id == person.contact_id)
+                         .order_by(event_rollups.c.day, event_rollups.c.outbox_id,
+                                   event_rollups.c.kind)),
         "messages": _rows(connection, select(*MESSAGE_COLUMNS)
                           .where(outbox.c.contact_id == person.contact_id).order_by(outbox.c.id)),
         "enrollments": _rows(connection, select(enrollments)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from contextlib import AbstractContextManager
+from datetime import timedelta
 
 import httpx
 
@@ -23,6 +24,9 @@ def test_the_export_holds_events_messages_enrollments_and_the_suppression(
     workspace, urls = sent
     with serve(create_app(workspace)) as base:
         httpx.get(at(base, urls["shop"]), headers={"User-Agent": AGENT})
+        workspace.clock.advance(timedelta(minutes=5))  # type: ignore[attr-defined]
+        for _ in range(3):  # an open, then the pixel fetched again twice: counted
+            httpx.get(at(base, urls["open"]), headers={"User-Agent": AGENT})
     with workspace.engine.begin() as connection:
         withdraw(connection, workspace.key, "ada@example.com", workspace.double_opt_in,
                  workspace.clock.now(), detail="asked by phone")  # fmt: skip
@@ -35,6 +39,11 @@ def test_the_export_holds_events_messages_enrollments_and_the_suppression(
     assert (click["name"], click["step"]) == ("welcome", "hello")
     assert set(click) == {"id", "kind", "name", "step", "properties", "occurred_at", "outbox_id"}
     [message] = data["messages"]
+    opened = workspace.clock.now()
+    assert [event["kind"] for event in data["events"]] == ["machine_click", "open"]
+    assert data["counted"] == [{"outbox_id": message["id"], "kind": "refetch",
+                                "day": opened.date().isoformat(), "events": 2,
+                                "last_at": opened.isoformat()}]  # fmt: skip
     assert (message["campaign"], message["step"], message["status"]) == ("welcome", "hello", "sent")
     assert message["consent_entry_id"] is not None and message["message_id"]
     assert [(e["campaign"], e["status"]) for e in data["enrollments"]] == [("welcome", "active")]
