@@ -10,6 +10,7 @@ repeated after longer is done again."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -31,6 +32,19 @@ class KeyReused(Exception):
 class Once:
     name: str  # "events:KEY", "hits:BATCH"
     digest: str = ""  # of what the work was asked with (SHA-256 hex), "" where none is needed
+
+
+def done_once(connection: Connection, once: Once, work: Callable[[], dict[str, Any]],
+              now: datetime) -> tuple[dict[str, Any], bool]:  # fmt: skip
+    """In the work's transaction: the answer given before to `once`'s name, and True; else
+    `work`'s answer, stored, and False. KeyReused when the name was stored with another
+    digest."""
+    before = answered_before(connection, once)
+    if before is not None:
+        return before, True
+    answer = work()
+    remember(connection, once, answer, now)
+    return answer, False
 
 
 def answered_before(connection: Connection, once: Once) -> dict[str, Any] | None:

@@ -71,7 +71,7 @@ from mailer.errors import MailerError, UnknownContactError
 from mailer.logs import logger
 from mailer.store.bulk import one_of
 from mailer.store.locking import lock_in_order, retried
-from mailer.store.once import KeyReused, Once, answered_before, remember
+from mailer.store.once import KeyReused, Once, done_once
 from mailer.store.tables import contacts
 from mailer.tracking.request_keys import request_key
 from mailer.workspace import Workspace
@@ -265,12 +265,8 @@ def _record_once(workspace: Workspace, events: list[WebsiteEvent], key: Once | N
                  connection: Connection) -> tuple[dict[str, Any], bool]:  # fmt: skip
     if key is None:
         return _record_events(workspace, events, connection), False
-    before = answered_before(connection, key)
-    if before is not None:
-        return before, True
-    answer = _record_events(workspace, events, connection)
-    remember(connection, key, answer, workspace.clock.now())
-    return answer, False
+    return done_once(connection, key, partial(_record_events, workspace, events, connection),
+                     workspace.clock.now())  # fmt: skip
 
 
 def _record_events(workspace: Workspace, events: list[WebsiteEvent],

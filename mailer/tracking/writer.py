@@ -18,7 +18,7 @@ from mailer.config import Settings
 from mailer.delivery.rendering import exit_with_parent
 from mailer.logs import logger
 from mailer.store.locking import retried
-from mailer.store.once import Once, answered_before, remember
+from mailer.store.once import Once, done_once
 from mailer.store.wal import Checkpoints, checkpoints_beside
 from mailer.tracking.hits import Hit
 from mailer.tracking.recording import Memory, record_hits
@@ -47,13 +47,13 @@ def _write(rows: Sequence[tuple[Any, ...]], batch: str) -> int:
     once = Once(f"hits:{batch}")
 
     def write(connection: Connection) -> int:
-        before = answered_before(connection, once)
-        if before is not None:
-            _memory.staged = {}
-            return int(before["written"])
-        written = record_hits(connection, settings, key, hits, _memory)
-        remember(connection, once, {"written": written}, clock.now())
-        return written
+        def work() -> dict[str, Any]:
+            return {"written": record_hits(connection, settings, key, hits, _memory)}
+
+        answer, replayed = done_once(connection, once, work, clock.now())
+        if replayed:
+            _memory.staged = {}  # this try wrote nothing
+        return int(answer["written"])
 
     # A deadlock's victim (another instance scoring the same contacts) is run again.
     try:
