@@ -23,7 +23,7 @@ tables it changed (PostgreSQL), as a big import or tick does.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -196,24 +196,37 @@ def _in_batches(engine: Engine, pruned: Pruned, where: list[ColumnElement[bool]]
     """Take the old events `where` picks, BATCH at a time in id order; each batch's deletion
     and roll-up commit together."""
     after = 0
+    columns = [events.c.id, events.c.kind, events.c.name, events.c.occurred_at,
+               message_of_event().label("message")]  # fmt: skip
+
+    def batch(connection: Connection) -> bool:
+        nonlocal after
+        rows = connection.execute(
+            select(*columns).where(*where, events.c.id > after)
+            .order_by(events.c.id).limit(BATCH)
+        ).all()  # fmt: skip
+        if not rows:
+            return False
+        after = rows[-1].id
+        deleted = set(connection.scalars(
+            delete(events).where(events.c.id.in_([row.id for row in rows]))
+            .returning(events.c.id)))  # fmt: skip
+        roll_up(connection, pruned, [row for row in rows if row.id in deleted])
+        return True
+
+    _until_done(engine, pruned, batch)
+
+
+def _until_done(engine: Engine, pruned: Pruned, batch: Callable[[Connection], bool]) -> None:
+    """Run `batch` in a transaction of its own, under the retention lock, until it finds
+    nothing left to do; when another process holds the lock, it finishes (`pruned.busy`)."""
     while True:
         with engine.begin() as connection:
             if not _took_lock(connection):
                 pruned.busy = True
                 return
-            columns = [events.c.id, events.c.kind, events.c.name, events.c.occurred_at,
-                       message_of_event().label("message")]  # fmt: skip
-            rows = connection.execute(
-                select(*columns).where(*where, events.c.id > after)
-                .order_by(events.c.id).limit(BATCH)
-            ).all()  # fmt: skip
-            if not rows:
+            if not batch(connection):
                 return
-            after = rows[-1].id
-            deleted = set(connection.scalars(
-                delete(events).where(events.c.id.in_([row.id for row in rows]))
-                .returning(events.c.id)))  # fmt: skip
-            roll_up(connection, pruned, [row for row in rows if row.id in deleted])
 
 
 def _roll_up_tracking(connection: Connection, pruned: Pruned, rows: Iterable[Any]) -> None:
@@ -245,39 +258,35 @@ def _roll_up_website(connection: Connection, pruned: Pruned, rows: Iterable[Any]
 
 def _clear_links(engine: Engine, pruned: Pruned, before: datetime) -> None:
     """Sent messages older than `before` lose their click targets, BATCH at a time."""
-    while True:
-        with engine.begin() as connection:
-            if not _took_lock(connection):
-                pruned.busy = True
-                return
-            ids = list(connection.scalars(select(outbox.c.id).where(*_old_links(before))
-                                          .order_by(outbox.c.id).limit(BATCH)))  # fmt: skip
-            if not ids:
-                return
+
+    def batch(connection: Connection) -> bool:
+        ids = list(connection.scalars(select(outbox.c.id).where(*_old_links(before))
+                                      .order_by(outbox.c.id).limit(BATCH)))  # fmt: skip
+        if ids:
             cleared = connection.execute(
                 update_rows(outbox).where(outbox.c.id.in_(ids), outbox.c.links.is_not(None))
                 .values(links=None))  # fmt: skip
             pruned.links_cleared += cleared.rowcount or 0
+        return bool(ids)
+
+    _until_done(engine, pruned, batch)
 
 
 def _forget_webhook_calls(engine: Engine, pruned: Pruned, before: datetime) -> None:
     """Provider webhook calls received before `before` are forgotten, BATCH at a time."""
     calls = webhook_deliveries.c
-    while True:
-        with engine.begin() as connection:
-            if not _took_lock(connection):
-                pruned.busy = True
-                return
-            keys = connection.execute(
-                select(calls.provider, calls.delivery)
-                .where(calls.received_at < before)
-                .limit(BATCH)
-            ).all()
-            if not keys:
-                return
+
+    def batch(connection: Connection) -> bool:
+        keys = connection.execute(
+            select(calls.provider, calls.delivery).where(calls.received_at < before).limit(BATCH)
+        ).all()
+        if keys:
             forgotten = connection.execute(
                 delete(webhook_deliveries).where(
                     tuple_(calls.provider, calls.delivery).in_([tuple(key) for key in keys])
                 )
             )
             pruned.webhook_calls += forgotten.rowcount or 0
+        return bool(keys)
+
+    _until_done(engine, pruned, batch)
