@@ -6,7 +6,9 @@ run`).
   are per message and the report's period is the message's `queued_at`, so `mailer report`
   counts exactly what it counted before.
 - Website events older than `website_events_after` (default: never) become a count per (UTC
-  day, name) in `website_rollups`. Survey answers are kept: they are the answers themselves.
+  day, name) in `website_rollups`, for the totals, and one per (contact, name, UTC day) in
+  `website_contact_rollups`, which `event "..."` conditions without a property filter read
+  (segment_sql.py). Survey answers are kept: they are the answers themselves.
 - A sent message's click targets (`outbox.links`) are cleared after `rendered_after`.
 - The provider webhook calls remembered to refuse a replay (`webhook_deliveries`) are deleted
   after a day ([webhooks] max_age, if longer): a signed call that old is refused as stale
@@ -53,6 +55,7 @@ from mailer.store.tables import (
     outbox,
     trigger_cursors,
     webhook_deliveries,
+    website_contact_rollups,
     website_rollups,
 )
 from mailer.tracking.surveys import EVENT as SURVEY_ANSWER
@@ -131,6 +134,7 @@ def _refresh_statistics(engine: Engine, pruned: Pruned) -> None:
         "events": pruned.opens_and_clicks + pruned.website_events,  # deleted
         "event_rollups": pruned.opens_and_clicks - pruned.unmatched,
         "website_rollups": pruned.website_events,
+        "website_contact_rollups": pruned.website_events,
         "outbox": pruned.links_cleared,
     }
     analyze_after_big_write(engine, [table for table, rows in changed.items() if rows],
@@ -196,8 +200,8 @@ def _in_batches(engine: Engine, pruned: Pruned, where: list[ColumnElement[bool]]
     """Take the old events `where` picks, BATCH at a time in id order; each batch's deletion
     and roll-up commit together."""
     after = 0
-    columns = [events.c.id, events.c.kind, events.c.name, events.c.occurred_at,
-               message_of_event().label("message")]  # fmt: skip
+    columns = [events.c.id, events.c.contact_id, events.c.kind, events.c.name,
+               events.c.occurred_at, message_of_event().label("message")]  # fmt: skip
 
     def batch(connection: Connection) -> bool:
         nonlocal after
@@ -247,13 +251,20 @@ def _roll_up_tracking(connection: Connection, pruned: Pruned, rows: Iterable[Any
 
 def _roll_up_website(connection: Connection, pruned: Pruned, rows: Iterable[Any]) -> None:
     totals: dict[tuple[str, str], int] = {}
+    theirs: dict[tuple[int, str, str], list[Any]] = {}  # per contact, for segments and goals
     for row in rows:
         pruned.website_events += 1
-        key = (utc_day(row.occurred_at), row.name)
-        totals[key] = totals.get(key, 0) + 1
+        day = utc_day(row.occurred_at)
+        totals[day, row.name] = totals.get((day, row.name), 0) + 1
+        total = theirs.setdefault((row.contact_id, row.name, day), [0, row.occurred_at])
+        total[0] += 1
+        total[1] = max(total[1], row.occurred_at)
     add_counts(connection, website_rollups, ("day", "name"),
                [{"day": day, "name": name, "events": n}
                 for (day, name), n in sorted(totals.items())])  # fmt: skip
+    add_counts(connection, website_contact_rollups, ("contact_id", "name", "day"),
+               [{"contact_id": contact, "name": name, "day": day, "events": n, "last_at": last}
+                for (contact, name, day), (n, last) in sorted(theirs.items())])  # fmt: skip
 
 
 def _clear_links(engine: Engine, pruned: Pruned, before: datetime) -> None:

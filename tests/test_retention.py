@@ -34,6 +34,7 @@ from mailer.store.tables import (
     outbox,
     trigger_cursors,
     webhook_deliveries,
+    website_contact_rollups,
     website_rollups,
 )
 from mailer.workspace import Workspace
@@ -241,6 +242,50 @@ def test_opened_and_clicked_segments_read_what_was_rolled_up(story: Story) -> No
     pruned = run_retention(story.workspace.engine, story.workspace.settings, later)
     assert pruned.opens_and_clicks == 6
     assert _segments(story, later) == before
+
+
+WEBSITE_SEGMENTS = ('event "purchased"', 'event "purchased" count >= 2',
+                    'not event "purchased"', 'event "purchased" within 500d',
+                    'event "purchased" within 100d')  # fmt: skip
+
+
+def test_event_segments_and_goals_read_the_website_events_rolled_up(story: Story) -> None:
+    """With website_events_after set, `event "..."` without a property filter still counts
+    each contact's events whose rows a roll-up deleted: a buyer does not become a non-buyer,
+    nor a repeat buyer a one-time buyer."""
+    later = NOW + YEAR_AND_A_DAY
+    with story.workspace.engine.begin() as connection:  # ada bought at +30 min already
+        record_event(connection, "ada@example.com", "purchased", NOW + timedelta(minutes=40))
+        record_event(connection, "dee@example.com", "purchased", NOW + timedelta(days=350))
+    tick(story.workspace.engine, story.workspace.settings, later)  # the score rules read them
+    settings = _settings(story, website_events_after="400 days")
+
+    def chosen() -> dict[str, set[str]]:
+        compiler = SegmentCompiler.for_settings(settings, later)
+        with story.workspace.engine.connect() as connection:
+            found = {source: set(connection.scalars(
+                select(contacts.c.first_name).where(compiler.where(parse_segment(source)))))
+                for source in WEBSITE_SEGMENTS}  # fmt: skip
+            for entered in (NOW - timedelta(days=1), NOW + timedelta(days=1)):  # a goal's run
+                goal = SegmentCompiler.for_settings(settings, later, entered=entered, goal=True)
+                found[f"goal, run entered {entered:%m-%d}"] = set(connection.scalars(
+                    select(contacts.c.first_name)
+                    .where(goal.where(parse_segment('event "purchased"')))))  # fmt: skip
+        return found
+
+    before = chosen()
+    assert before == {
+        'event "purchased"': {"Ada", "Dee"}, 'event "purchased" count >= 2': {"Ada"},
+        'not event "purchased"': {"Bob", "Cy", "Eve", "Fay"},
+        'event "purchased" within 500d': {"Ada", "Dee"}, 'event "purchased" within 100d': {"Dee"},
+        "goal, run entered 11-22": {"Ada", "Dee"}, "goal, run entered 11-24": {"Dee"},
+    }  # fmt: skip
+    pruned = run_retention(story.workspace.engine, settings, later)
+    assert pruned.website_events == 2  # ada's two; dee's is 51 days old
+    with story.workspace.engine.connect() as connection:
+        rolled = connection.execute(select(website_contact_rollups)).all()
+    assert [(row.name, row.day, row.events) for row in rolled] == [("purchased", "2026-11-23", 2)]
+    assert chosen() == before
 
 
 def test_provider_webhook_calls_are_forgotten_after_a_day(

@@ -55,6 +55,7 @@ from mailer.store.tables import (
     lists,
     memberships,
     outbox,
+    website_contact_rollups,
 )
 
 # When a contact entered this run of a sequence: a time, or a column such as
@@ -84,6 +85,9 @@ class SegmentCompiler:
         # [retention] events_after: opens and clicks older than this are counted in
         # event_rollups only (retention.py), where "opened" and "clicked" read them too
         rolled_up_after: timedelta | None = None,
+        # [retention] website_events_after: website events older than this are counted per
+        # contact, name and day in website_contact_rollups, where `event "..."` reads them too
+        website_rolled_up_after: timedelta | None = None,
     ) -> None:
         self.now = now.astimezone(UTC).replace(microsecond=0)
         self.types = attribute_types
@@ -93,6 +97,7 @@ class SegmentCompiler:
         self.entered = entered
         self.goal = goal
         self.rolled_up_after = rolled_up_after
+        self.website_rolled_up_after = website_rolled_up_after
 
     @classmethod
     def for_settings(cls, settings: Settings, now: datetime,
@@ -101,7 +106,8 @@ class SegmentCompiler:
         stages = settings.lifecycle.stages
         return cls(now, settings.attributes, previous, settings.scoring.half_life,
                    stages[0] if stages else None, entered=entered, goal=goal,
-                   rolled_up_after=settings.retention.events_after)  # fmt: skip
+                   rolled_up_after=settings.retention.events_after,
+                   website_rolled_up_after=settings.retention.website_events_after)  # fmt: skip
 
     def where(self, segment: Segment) -> ColumnElement[bool]:
         if isinstance(segment, Not):
@@ -216,8 +222,10 @@ class SegmentCompiler:
         since = self._since(segment, self.goal)
         if since is not None:
             conditions.append(events.c.occurred_at >= since)
+        counted = self._website_counted(segment, since)
         if segment.count is None:
-            return exists().where(events.c.contact_id == contacts.c.id, *conditions)
+            stored = exists().where(events.c.contact_id == contacts.c.id, *conditions)
+            return stored if counted is None else or_(stored, exists().where(*counted))
         op, threshold = segment.count
         if segment.where and not _holds_for_zero(op, threshold) and since is None:
             # Only contacts with events can pass, and a property filter makes each per-contact
@@ -228,12 +236,34 @@ class SegmentCompiler:
                        .group_by(events.c.contact_id)
                        .having(_compare(func.count(), op, threshold)))  # fmt: skip
             return contacts.c.id.in_(grouped)
-        counted = (
+        number: ColumnElement[int] = (
             select(func.count())
             .where(events.c.contact_id == contacts.c.id, *conditions)
             .scalar_subquery()
         )
-        return _compare(counted, op, threshold)
+        if counted is not None:
+            rolled = website_contact_rollups.c.events
+            number = number + select(func.coalesce(func.sum(rolled), 0)).where(
+                *counted).scalar_subquery()  # fmt: skip
+        return _compare(number, op, threshold)
+
+    def _website_counted(self, segment: Event, since: Since | None) -> list[Any] | None:
+        """What picks the contact's rolled-up counts of `segment`'s event (retention.py);
+        None where none can match: nothing is rolled up, the window is shorter than what is
+        kept raw, or a property filter asks what a count no longer holds (`mailer check`
+        warns). A window or a run's start takes a day's count whole if its latest event is
+        inside."""
+        reach = self.website_rolled_up_after
+        if reach is None or segment.where or (segment.within is not None
+                                              and segment.within <= reach):  # fmt: skip
+            return None
+        rolled = website_contact_rollups.c
+        counted = [rolled.contact_id == contacts.c.id, rolled.name == segment.name]
+        if segment.within is not None:
+            counted.append(rolled.last_at >= self.now - segment.within)
+        if since is not None:
+            counted.append(rolled.last_at >= since)
+        return counted
 
     def _engagement(self, segment: Engagement) -> ColumnElement[bool]:
         kinds = (segment.kind, f"machine_{segment.kind}") if segment.machines else (segment.kind,)

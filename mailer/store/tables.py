@@ -505,6 +505,19 @@ website_rollups = Table(
     **WITHOUT_ROWID,
 )
 
+# The same website events, per contact: what `event "..."` conditions of segments and goals
+# count once the raw rows are gone (an erased contact's rows go with the contact).
+website_contact_rollups = Table(
+    "website_contact_rollups",
+    metadata,
+    Column("contact_id", Id, ForeignKey("contacts.id", ondelete="CASCADE"), primary_key=True),
+    Column("name", String(100), primary_key=True),
+    Column("day", String(10), primary_key=True),  # YYYY-MM-DD, UTC
+    Column("events", Integer, nullable=False),
+    Column("last_at", UTCDateTime, nullable=False),  # the latest of them
+    **WITHOUT_ROWID,
+)
+
 # Work done once however often it is asked (store/once.py): the events API's Idempotency-Keys
 # (`events:KEY`) and the tracking writer's batches (`hits:BATCH`), each with a digest of what
 # it was asked with and the answer given, so that a try repeated gets it back. Kept a day.
