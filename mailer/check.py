@@ -143,21 +143,23 @@ def _check_segments(settings: Settings, now: datetime, report: CheckReport) -> N
 
 def _check_website_events_kept(settings: Settings, where: str, segment: Segment,
                                report: CheckReport) -> None:  # fmt: skip
-    """With [retention] website_events_after set, an `event` condition that reaches further
-    back reads only the events kept: older ones are counted per day and name, not per contact
-    (a goal without `ever` reads only its own run of the sequence, seldom that long)."""
+    """With [retention] website_events_after set, an `event` condition with a property filter
+    that reaches further back reads only the events kept: older ones are counted per contact,
+    name and day, without their properties (a goal without `ever` reads only its own run of
+    the sequence, seldom that long). Without a filter the counts answer it (segment_sql.py)."""
     kept = settings.retention.website_events_after
     if kept is None:
         return
     shown = f"{kept.days} days" if not kept.seconds else format_duration(kept)
     for event in _events_in(segment):
         further = event.within is None or event.within > kept
-        if further and event.name != SURVEY_ANSWER and (event.ever or not where.endswith(".goal")):
+        filtered = bool(event.where) and event.name != SURVEY_ANSWER
+        if further and filtered and (event.ever or not where.endswith(".goal")):
             report.problems.append(Problem("warning", (
-                f'{settings.source}: {where}: event "{event.name}" reaches further back than '
-                f'retention.website_events_after ("{shown}"): older website '
-                "events are counted per day, not per contact, so it sees only that window; "
-                "add `within`, or keep website events longer")))  # fmt: skip
+                f'{settings.source}: {where}: event "{event.name}" with `where` reaches further '
+                f'back than retention.website_events_after ("{shown}"): older website events '
+                "are counted per contact and day without their properties, so the filter sees "
+                "only that window; add `within`, or keep website events longer")))  # fmt: skip
 
 
 def _events_in(segment: Segment) -> Iterator[Event]:

@@ -158,27 +158,32 @@ def test_a_send_window_that_does_not_parse_fails_check(project: Path) -> None:
 def test_an_event_condition_reaching_past_the_website_events_kept_is_a_warning(
     project: Path,
 ) -> None:
-    """With retention.website_events_after set, older website events are counted per day only:
-    an `event` condition that reaches further back says so (a goal without `ever` reads its
-    own run, survey answers are never rolled up)."""
+    """With retention.website_events_after set, older website events are counted per contact
+    and day without their properties: an `event` condition with a property filter that reaches
+    further back says so (one without a filter reads the counts, a goal without `ever` reads
+    its own run, survey answers are never rolled up)."""
     path = project / "settings.toml"
     path.write_text(path.read_text() + (
         '\n[retention]\nwebsite_events_after = "90 days"\n[segments]\n'
-        'buyers = \'event "purchased" count >= 2 or not event "churned" within 120d\'\n'
-        "recent = 'event \"purchased\" within 30d'\n"
-        "answered = 'event \"survey_answer\"'\n"))  # fmt: skip
+        'buyers = \'event "purchased" where total > 50 or not event "churned" where plan = '
+        '"pro" within 120d\'\n'
+        "counted = 'event \"purchased\" count >= 2 or event \"churned\" within 120d'\n"
+        "recent = 'event \"purchased\" where total > 50 within 30d'\n"
+        "answered = 'event \"survey_answer\" where value <= 6'\n"))  # fmt: skip
     warned = [message for message in messages(project, "warning") if "reaches further" in message]
     source = load_settings(path, environ={}).source
     assert warned == [
-        f'{source}: segments.buyers: event "{name}" reaches further back than '
-        'retention.website_events_after ("90 days"): older website events are counted per day, '
-        "not per contact, so it sees only that window; add `within`, or keep website events "
-        "longer" for name in ("purchased", "churned")]  # fmt: skip
+        f'{source}: segments.buyers: event "{name}" with `where` reaches further back than '
+        'retention.website_events_after ("90 days"): older website events are counted per '
+        "contact and day without their properties, so the filter sees only that window; add "
+        "`within`, or keep website events longer" for name in ("purchased", "churned")]  # fmt: skip
     path.write_text(path.read_text().replace(
-        "enroll_existing = true", "enroll_existing = true\ngoal = 'event \"purchased\"'"))
+        "enroll_existing = true", "enroll_existing = true\ngoal = 'event \"purchased\" where "
+        "total > 50'"))  # fmt: skip
     assert len([message for message in messages(project, "warning") if "reaches" in message]) == 2
-    path.write_text(path.read_text().replace("goal = 'event \"purchased\"'",
-                                             "goal = 'event \"purchased\" ever'"))  # fmt: skip
+    path.write_text(path.read_text().replace("goal = 'event \"purchased\" where total > 50'",
+                                             "goal = 'event \"purchased\" where total > 50 "
+                                             "ever'"))  # fmt: skip
     warned = [message for message in messages(project, "warning") if "reaches" in message]
     assert len(warned) == 3 and "campaigns.welcome.goal" in warned[-1]
     path.write_text(path.read_text().replace('website_events_after = "90 days"', ""))

@@ -30,6 +30,7 @@ from mailer.store.tables import (
     memberships,
     outbox,
     suppressions,
+    website_contact_rollups,
 )
 from mailer.store.upsert import upsert
 
@@ -233,7 +234,8 @@ def export_person(connection: Connection, key: bytes, email: str) -> dict[str, A
     """Everything held about the person, as JSON-ready data (GDPR Art. 15 and 20): the contact,
     lists, tags, consent history with evidence, events (opens and clicks with their user agent
     and IP prefix, website events, survey answers), the opens and clicks of their messages
-    counted per day (rolled up, and pixels fetched again), messages sent or queued,
+    counted per day (rolled up, and pixels fetched again), their website events rolled up
+    (counted per name and day), messages sent or queued,
     enrollments and the suppression with the entry behind it."""
     person = find_person(connection, key, email)
     history = consent_history(connection, key, email)
@@ -264,6 +266,11 @@ def export_person(connection: Connection, key: bytes, email: str) -> dict[str, A
                          .where(outbox.c.contact_id == person.contact_id)
                          .order_by(event_rollups.c.day, event_rollups.c.outbox_id,
                                    event_rollups.c.kind)),
+        # their website events that retention rolled up: per name and UTC day
+        "website_counted": _rows(connection, select(website_contact_rollups).where(
+            website_contact_rollups.c.contact_id == person.contact_id).order_by(
+            website_contact_rollups.c.day, website_contact_rollups.c.name),
+            drop=("contact_id",)),
         "messages": _rows(connection, select(*MESSAGE_COLUMNS)
                           .where(outbox.c.contact_id == person.contact_id).order_by(outbox.c.id)),
         "enrollments": _rows(connection, select(enrollments)

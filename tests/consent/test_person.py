@@ -1,10 +1,11 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import inspect, select, text
+from sqlalchemy import insert, inspect, select, text
 
 from mailer.campaigns.engine import tick
 from mailer.consent.person import (
@@ -16,7 +17,14 @@ from mailer.consent.person import (
 )
 from mailer.contacts.events import record_event
 from mailer.errors import MailerError, UnknownContactError
-from mailer.store.tables import enrollments, events, outbox, suppressions
+from mailer.store.tables import (
+    contacts,
+    enrollments,
+    events,
+    outbox,
+    suppressions,
+    website_contact_rollups,
+)
 from mailer.workspace import Workspace
 from tests.conftest import write_csv
 from tests.helpers import count, run_import
@@ -109,7 +117,17 @@ def test_withdrawing_again_appends_nothing_whoever_asks(ada: Workspace) -> None:
     ]  # fmt: skip
 
 
+def _website_counted(workspace: Workspace, email: str, name: str, at: datetime) -> None:
+    """A count of the person's website events as retention rolls them up."""
+    with workspace.engine.begin() as connection:
+        contact = connection.scalar(select(contacts.c.id).where(contacts.c.email == email))
+        connection.execute(insert(website_contact_rollups).values(
+            contact_id=contact, name=name, day=at.date().isoformat(), events=3, last_at=at))
+
+
 def test_export_holds_everything_about_the_person(ada: Workspace) -> None:
+    long_ago = ada.clock.now() - timedelta(days=500)
+    _website_counted(ada, "ada@example.com", "viewed_product", long_ago)
     with ada.engine.connect() as connection:
         data = export_person(connection, ada.key, "ada@example.com")
     json.dumps(data)  # JSON-ready
@@ -119,6 +137,9 @@ def test_export_holds_everything_about_the_person(ada: Workspace) -> None:
     assert {m["list"] for m in data["lists"]} == {"newsletter", "leads"}
     assert data["consent"][0]["evidence"]["ip"] == "203.0.113.9"
     assert data["consent"][0]["evidence"]["user_agent"] == "Firefox"
+    day = long_ago.date().isoformat()
+    assert data["website_counted"] == [{"name": "viewed_product", "day": day, "events": 3,
+                                        "last_at": long_ago.isoformat()}]  # fmt: skip
 
 
 def test_erase_deletes_personal_data_everywhere_and_keeps_a_hashed_suppression(
@@ -128,6 +149,7 @@ def test_erase_deletes_personal_data_everywhere_and_keeps_a_hashed_suppression(
         record_event(connection, "ada@example.com", "viewed_product", ada.clock.now(),
                      {"note": "gold"})  # fmt: skip
     tick(ada.engine, ada.settings, ada.clock.now())  # enrollments and outbox rows too
+    _website_counted(ada, "ada@example.com", "viewed_product", ada.clock.now())
     assert (count(ada, events), count(ada, enrollments), count(ada, outbox)) == (1, 1, 1)
     with ada.engine.begin() as connection:
         withdraw(connection, ada.key, "ada@example.com", ada.double_opt_in, ada.clock.now())
@@ -142,7 +164,7 @@ def test_erase_deletes_personal_data_everywhere_and_keeps_a_hashed_suppression(
         history = consent_history(connection, ada.key, "ada@example.com")
         overview = consent_overview(connection, ada.key, "ada@example.com", ["newsletter"])
     assert (suppression.email, suppression.reason) == (None, "unsubscribed")
-    for table in (events, enrollments):
+    for table in (events, enrollments, website_contact_rollups):
         assert count(ada, table) == 0, table.name
     assert count(ada, outbox, outbox.c.status == "skipped", outbox.c.contact_id.is_(None)) == 1
     assert history[-1]["action"] == "erased"
