@@ -30,12 +30,15 @@ from mailer.campaigns.date_steps import date_triggered, never_in_its_day
 from mailer.campaigns.enrollment import parse_trigger
 from mailer.campaigns.segment_sql import SegmentCompiler
 from mailer.campaigns.segments import (
+    PREVIOUS,
     Both,
     Either,
+    Engagement,
     Event,
     Not,
     Segment,
     SegmentError,
+    Sent,
     parse_segment,
 )
 from mailer.campaigns.timing import DAY_WINDOW, day_window, overlap, parse_window
@@ -139,6 +142,7 @@ def _check_segments(settings: Settings, now: datetime, report: CheckReport) -> N
             report.problems.append(Problem("error", f"{settings.source}: {where}: {error}"))
             continue
         _check_website_events_kept(settings, where, segment, report)
+        _check_messages_named(settings, where, segment, report)
 
 
 def _check_website_events_kept(settings: Settings, where: str, segment: Segment,
@@ -162,15 +166,64 @@ def _check_website_events_kept(settings: Settings, where: str, segment: Segment,
                 "only that window; add `within`, or keep website events longer")))  # fmt: skip
 
 
+def _check_messages_named(settings: Settings, where: str, segment: Segment,
+                          report: CheckReport) -> None:  # fmt: skip
+    """`opened`, `clicked` and `sent` name a campaign, step and variant that settings have: a
+    typo matches nobody, silently. A warning, not an error: messages of a campaign, step or
+    variant since removed are still in the database, and still count."""
+    campaigns = settings.campaigns
+    for condition in _conditions_in(segment, Engagement | Sent):
+        assert isinstance(condition, Engagement | Sent)
+        name, step, variant = condition.campaign, condition.step, condition.variant
+        if name == PREVIOUS:
+            continue  # the step before, whichever it is (compiling checked there is one)
+        said = f"{settings.source}: {where}: {_verb(condition)}"
+        if name is not None and name not in campaigns:
+            report.problems.append(Problem("warning", (
+                f'{said} "{name}": no such campaign in settings, so it matches only messages '
+                f"of one removed since; campaigns: {', '.join(campaigns)}")))  # fmt: skip
+            continue
+        chosen = [campaigns[name]] if name is not None else list(campaigns.values())
+        messages = [m for c in chosen for m in c.messages() if step is None or m.name == step]
+        if step is not None and not messages:
+            steps = [m.name for m in campaigns[name or ""].messages()]
+            report.problems.append(Problem("warning", (
+                f'{said} step "{name}.{step}": the campaign has no such step, so it matches '
+                f"only messages of one removed since; its steps: {', '.join(steps)}")))
+            continue
+        labels = {"A"} | {label for message in messages for label in message.variants}
+        if variant is not None and variant not in labels:
+            report.problems.append(Problem("warning", (
+                f'{said} variant "{variant}": no message of {_of(name, step)} has that variant '
+                f"in settings; its variants: {', '.join(sorted(labels))}")))
+
+
+def _verb(condition: Engagement | Sent) -> str:
+    return "sent" if isinstance(condition, Sent) else f"{condition.kind}ed"
+
+
+def _of(campaign: str | None, step: str | None) -> str:
+    if campaign is None:
+        return "any campaign"
+    return f"{campaign}.{step}" if step is not None else campaign
+
+
 def _events_in(segment: Segment) -> Iterator[Event]:
     """The `event "..."` conditions of `segment`, however deep."""
-    if isinstance(segment, Event):
+    for found in _conditions_in(segment, Event):
+        assert isinstance(found, Event)
+        yield found
+
+
+def _conditions_in(segment: Segment, kinds: Any) -> Iterator[Segment]:
+    """The conditions of `segment` of `kinds` (a type or a union of types), however deep."""
+    if isinstance(segment, kinds):
         yield segment
     elif isinstance(segment, Not):
-        yield from _events_in(segment.inner)
+        yield from _conditions_in(segment.inner, kinds)
     elif isinstance(segment, Both | Either):
         for part in segment.parts:
-            yield from _events_in(part)
+            yield from _conditions_in(part, kinds)
 
 
 def _check_send_windows(settings: Settings, report: CheckReport) -> None:

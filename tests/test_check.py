@@ -188,3 +188,29 @@ def test_an_event_condition_reaching_past_the_website_events_kept_is_a_warning(
     assert len(warned) == 3 and "campaigns.welcome.goal" in warned[-1]
     path.write_text(path.read_text().replace('website_events_after = "90 days"', ""))
     assert not [message for message in messages(project, "warning") if "reaches" in message]
+
+
+def test_opened_clicked_and_sent_naming_what_settings_lack_are_warnings(project: Path) -> None:
+    """A typo in a campaign, step or variant name matches nobody, silently: `mailer check`
+    says which names settings have. (A warning: messages of one removed since still count.)"""
+    path = project / "settings.toml"
+    path.write_text(path.read_text() + (
+        "\n[segments]\n"
+        "typo = 'opened \"welcom\" or clicked step \"welcome.helo\"'\n"
+        "letter = 'sent \"welcome\" variant \"C\"'\n"
+        "fine = 'opened step \"welcome.tips\" variant \"B\" or clicked any variant \"B\" or "
+        "sent \"welcome\" variant \"A\"'\n"
+        "base = 'opened step \"welcome.hello\" variant \"B\"'\n"))  # fmt: skip
+    source = load_settings(path, environ={}).source
+    campaigns = ", ".join(load_settings(path, environ={}).campaigns)
+    warned = [message for message in messages(project, "warning") if "segments." in message]
+    assert warned == [
+        f'{source}: segments.typo: opened "welcom": no such campaign in settings, so it matches '
+        f"only messages of one removed since; campaigns: {campaigns}",
+        f'{source}: segments.typo: clicked step "welcome.helo": the campaign has no such step, '
+        "so it matches only messages of one removed since; its steps: hello, tips",
+        f'{source}: segments.letter: sent variant "C": no message of welcome has that variant '
+        "in settings; its variants: A, B",
+        f'{source}: segments.base: opened variant "B": no message of welcome.hello has that '
+        "variant in settings; its variants: A",  # tips has B, hello none
+    ]
