@@ -44,6 +44,10 @@ from mailer.workspace import Workspace
 T = TypeVar("T")
 DIED = "the render process died (killed, out of memory, or crashed)"
 RESTARTED = f"{DIED}; a new one renders again, one at a time, the messages it had in hand"
+# Messages through consent gate 2 in one call at most: a few chunks. They then wait for a relay
+# session, so this bounds how long before its SMTP a message's consent was read (at 2,000
+# messages a second, ~80 ms at most; one chunk alone waits ~20 ms).
+GATED_AT_MOST = 4 * CHUNK
 
 
 def run_loop(work: Coroutine[Any, Any, T]) -> T:
@@ -162,6 +166,8 @@ class Deliverer:
                     break
                 chunk = pending.popleft()
                 rendered = await self._rendered(chunk, writer, clock)
+                while self._gated_with(chunk, rendered, pending):
+                    rendered += await self._rendered(pending.popleft(), writer, clock)
                 for item in await asyncio.to_thread(self._gate, rendered, chunk, writer):
                     if stopping():
                         break
@@ -255,6 +261,17 @@ class Deliverer:
             else:
                 rendered += alone
         return rendered
+
+    @staticmethod
+    def _gated_with(chunk: Chunk, rendered: list[Rendered], pending: deque[Chunk]) -> bool:
+        """Whether the next chunk passes the gate with `chunk` (rendered so far: `rendered`):
+        one of the same claimed batch, rendered already, while GATED_AT_MOST allows. The
+        gate's recheck and consent read cost ~2 ms a call whatever its size: one call for
+        several chunks gave 5% more messages a second (bench/scale_bench.py)."""
+        following = pending[0] if pending else None
+        return (following is not None and following.claimed is chunk.claimed
+                and following.future.done()
+                and len(rendered) + len(following.jobs) <= GATED_AT_MOST)  # fmt: skip
 
     def _replace_pool(self, broken: RenderPool, news: str) -> RenderPool:
         """The deliverer's pool, made anew if it is still `broken` (a dead process breaks a

@@ -5,10 +5,14 @@ from __future__ import annotations
 
 import email
 import json
+from collections import Counter
 from collections.abc import Callable
+from concurrent import futures
+from concurrent.futures import Future
 from datetime import timedelta
 from email.policy import default as default_policy
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import select
@@ -17,6 +21,8 @@ from mailer.consent.ledger import verify
 from mailer.consent.person import withdraw
 from mailer.delivery.claims import claim
 from mailer.delivery.pauses import resume
+from mailer.delivery.rendering import Rendered, RenderPool
+from mailer.delivery.worker import GATED_AT_MOST, Deliverer
 from mailer.store.tables import campaign_pauses, consent_entries, suppressions
 from mailer.workspace import Workspace
 from tests.conftest import NOW
@@ -237,6 +243,52 @@ def test_a_crashed_workers_rows_come_back_when_its_lease_ends(
     assert "2 messages taken over from a worker whose lease ended" in caplog.text
     assert {str(row["status"]) for row in rows(workspace).values()} == {"sent"}
     assert {row["attempts"] for row in rows(workspace).values()} == {2}
+
+
+def test_chunks_rendered_ahead_pass_the_gate_together_and_each_message_is_still_checked(
+    open_workspace: Opener, project: Path, smtp_server: ScriptedSmtpServer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Chunks of one claimed batch already rendered go through consent gate 2 in one call (up
+    to GATED_AT_MOST messages): a withdrawal in any of them still stops its message."""
+    workspace = open_workspace()
+    people = [f"p{n}@example.com,P{n}" for n in range(130)]  # chunks of 40, 40, 40 and 10
+    queue_welcome(workspace, project, *people)
+    withdrawn = {f"p{n}@example.com" for n in (5, 45, 85, 125)}  # one in each chunk
+    with workspace.engine.begin() as connection:
+        for address in withdrawn:
+            withdraw(connection, workspace.key, address, workspace.double_opt_in, NOW,
+                     list_name="newsletter")  # fmt: skip
+    submitted: list[Future[Any]] = []
+    submit = RenderPool.submit
+
+    def submitting(pool: RenderPool, jobs: Any, now: Any) -> Future[Any]:
+        submitted.append(submit(pool, jobs, now))
+        return submitted[-1]
+
+    gated: list[list[int]] = []
+    gate = Deliverer._gate
+
+    def gating(deliverer: Deliverer, rendered: list[Rendered], *args: Any) -> Any:
+        if not gated:  # the first call waits until every chunk is rendered: the rest go together
+            futures.wait(submitted)
+        gated.append([item.outbox_id for item in rendered])
+        return gate(deliverer, rendered, *args)
+
+    monkeypatch.setattr(RenderPool, "submit", submitting)
+    monkeypatch.setattr(Deliverer, "_gate", gating)
+    report = deliver(workspace)
+    assert (report.sent, report.skipped) == (126, 4)
+    assert len(gated) <= 2 and all(len(ids) <= GATED_AT_MOST for ids in gated)
+    assert sorted(id_ for ids in gated for id_ in ids) == sorted(
+        int(row["id"]) for row in rows(workspace).values())  # every message, once  # fmt: skip
+    found = rows(workspace)
+    assert {address for address, row in found.items() if row["status"] == "skipped"} == withdrawn
+    assert {found[address]["reason"] for address in withdrawn} == {
+        "at sending: no consent (withdrawn)"}  # fmt: skip
+    received = Counter(message.recipient for message in smtp_server.received)
+    assert set(received) == {p.split(",")[0] for p in people} - withdrawn
+    assert set(received.values()) == {1}
 
 
 def test_rendering_in_worker_processes_sends_the_same_message(
