@@ -44,10 +44,12 @@ from mailer.workspace import Workspace
 T = TypeVar("T")
 DIED = "the render process died (killed, out of memory, or crashed)"
 RESTARTED = f"{DIED}; a new one renders again, one at a time, the messages it had in hand"
-# Messages through consent gate 2 in one call at most: a few chunks. They then wait for a relay
-# session, so this bounds how long before its SMTP a message's consent was read (at 2,000
-# messages a second, ~80 ms at most; one chunk alone waits ~20 ms).
-GATED_AT_MOST = 4 * CHUNK
+# Messages through consent gate 2 in one call at most: the chunks two render processes have
+# ahead. They then wait for a relay session, so this bounds how long before its SMTP a
+# message's consent was read: ~0.2 s at 1,700 messages a second (one chunk alone, ~25 ms).
+# Against one call a chunk: 5-11% more messages a second (bench/scale_bench.py; at most 160
+# a call, 0-4%).
+GATED_AT_MOST = 8 * CHUNK
 
 
 def run_loop(work: Coroutine[Any, Any, T]) -> T:
@@ -266,8 +268,8 @@ class Deliverer:
     def _gated_with(chunk: Chunk, rendered: list[Rendered], pending: deque[Chunk]) -> bool:
         """Whether the next chunk passes the gate with `chunk` (rendered so far: `rendered`):
         one of the same claimed batch, rendered already, while GATED_AT_MOST allows. The
-        gate's recheck and consent read cost ~2 ms a call whatever its size: one call for
-        several chunks gave 5% more messages a second (bench/scale_bench.py)."""
+        gate's recheck and consent read cost ~2 ms of the delivering process a call, whatever
+        its size."""
         following = pending[0] if pending else None
         return (following is not None and following.claimed is chunk.claimed
                 and following.future.done()
