@@ -55,6 +55,7 @@ from mailer.render.message import MessageRenderer, RenderedMessage, RenderError,
 from mailer.render.spam import SpamCheckError, SpamScore, score_messages, spamassassin
 from mailer.render.templates import TEMPLATE_SUFFIXES, syntax_problem, template_environment
 from mailer.store.engine import create_database_engine, schema_is_current
+from mailer.tracking import apple
 from mailer.tracking.confirmation import CONFIRM_TEMPLATE
 from mailer.tracking.surveys import EVENT as SURVEY_ANSWER
 
@@ -125,7 +126,23 @@ def check_project(settings: Settings, now: datetime, strict: bool = False,
     for name, relay in settings.relays():
         if (cleartext := cleartext_password(relay, name)) is not None:
             report.problems.append(Problem("error", f"{settings.source}: {cleartext}"))
+    _check_apple_ranges(settings, report)
     return report
+
+
+def _check_apple_ranges(settings: Settings, report: CheckReport) -> None:
+    """`[tracking] apple_proxy_ranges_file` can be read and holds ranges."""
+    try:
+        ranges = apple.of_settings(settings)
+    except MailerError as error:
+        report.problems.append(Problem("error", f"{settings.source}: {error}"))
+        return
+    if ranges.count == 0:
+        report.problems.append(Problem("warning", (
+            f"{settings.source}: [tracking] apple_proxy_ranges_file: "
+            f"{settings.tracking.apple_proxy_ranges_file} holds no address range, so no open is "
+            "told Apple Mail Privacy Protection's by its address; download "
+            "https://mask-api.icloud.com/egress-ip-ranges.csv there")))
 
 
 def _check_segments(settings: Settings, now: datetime, report: CheckReport) -> None:

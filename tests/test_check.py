@@ -214,3 +214,25 @@ def test_opened_clicked_and_sent_naming_what_settings_lack_are_warnings(project:
         f'{source}: segments.base: opened variant "B": no message of welcome.hello has that '
         "variant in settings; its variants: A",  # tips has B, hello none
     ]
+
+
+def test_an_apple_ranges_file_missing_is_an_error_and_one_without_ranges_a_warning(
+    project: Path,
+) -> None:
+    path = project / "settings.toml"
+    ranges = project / "egress-ip-ranges.csv"
+    path.write_text(path.read_text()
+                    + f'\n[tracking]\napple_proxy_ranges_file = "{ranges.name}"\n')  # fmt: skip
+    source = load_settings(path, environ={}).source
+    assert [m for m in messages(project, "error") if "apple_proxy" in m] == [
+        f"{source}: [tracking] apple_proxy_ranges_file: cannot read {ranges} (No such file or "
+        "directory); download https://mask-api.icloud.com/egress-ip-ranges.csv there, or remove "
+        "the setting to use the shipped ranges"]
+    ranges.write_text("prefix,country,region,city\n")  # a header, no range
+    assert [m for m in messages(project, "warning") if "apple_proxy" in m] == [
+        f"{source}: [tracking] apple_proxy_ranges_file: {ranges.name} holds no address range, "
+        "so no open is told Apple Mail Privacy Protection's by its address; download "
+        "https://mask-api.icloud.com/egress-ip-ranges.csv there"]
+    ranges.write_text("172.224.226.0/27,GB,GB-EN,London,\n")
+    assert not [m for m in messages(project, "warning") + messages(project, "error")
+                if "apple_proxy" in m]  # fmt: skip

@@ -12,6 +12,7 @@ import ipaddress
 from importlib import resources
 from pathlib import Path
 
+from mailer.config import Settings
 from mailer.errors import MailerError
 from mailer.logs import logger
 
@@ -82,6 +83,15 @@ def load(path: Path | None) -> ProxyRanges:
             "setting to use the shipped ranges"
         ) from error
     return _load(str(path), modified)
+
+
+def of_settings(settings: Settings) -> ProxyRanges:
+    """The ranges `[tracking] apple_proxy_ranges_file` names, else the shipped ones; a
+    MailerError when that file cannot be read. `mailer serve` and `mailer run` ask it at
+    start and `mailer check` too: found only at the first write, a missing file held every open
+    and click in memory, unwritten."""
+    named = settings.tracking.apple_proxy_ranges_file
+    return load(settings.path(named) if named else None)
 
 
 @functools.lru_cache(maxsize=1)

@@ -121,8 +121,7 @@ def record_hits(connection: Connection, settings: Settings, key: bytes, hits: Se
     sent_at = {key_: at for key_, id_ in ids.items() if (at := facts[id_][2]) is not None}
     targets = {key_: _links(facts[id_][3]) for id_, key_ in keys.items()}
     honeypot = {key_: links.index(HONEYPOT) for key_, links in targets.items() if HONEYPOT in links}
-    proxies = apple.load(settings.path(settings.tracking.apple_proxy_ranges_file)
-                         if settings.tracking.apple_proxy_ranges_file else None)  # fmt: skip
+    proxies = apple.of_settings(settings)
     judged, relabelled = _judged(connection, keys, known, sent_at, honeypot, proxies, memory,
                                  sparing)  # fmt: skip
     insert, by_name, stamp = _events_insert(connection.dialect)

@@ -14,6 +14,7 @@ import uvicorn
 
 from mailer.delivery.worker import run_loop
 from mailer.listening import bind
+from mailer.tracking import apple
 from mailer.tracking.app import create_app
 from mailer.workspace import Workspace
 
@@ -42,7 +43,9 @@ def configure(workspace: Workspace, host: str | None, port: int | None) -> uvico
 
 def listen(workspace: Workspace, host: str | None, port: int | None, fix: str) -> socket.socket:
     """The endpoint's socket (tracking.host and .port unless given), bound before uvicorn
-    starts: a port in use is a MailerError saying `fix`, not uvicorn's exit inside a loop."""
+    starts: a port in use is a MailerError saying `fix`, not uvicorn's exit inside a loop. So
+    is an Apple ranges file that cannot be read, before anything is bound."""
+    apple.of_settings(workspace.settings)
     tracking = workspace.settings.tracking
     return bind(host or tracking.host, port or tracking.port,
                 who="another mailer serve or mailer run?", fix=fix)  # fmt: skip

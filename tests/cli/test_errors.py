@@ -138,6 +138,22 @@ def test_a_port_in_use_is_one_line_saying_what_to_do(
     )
 
 
+@pytest.mark.parametrize("command", ["serve", "run"])
+def test_an_apple_ranges_file_that_cannot_be_read_stops_the_endpoint_at_start(
+    project: Path, database_url: str, command: str
+) -> None:
+    """Found only at the first write, it held every open and click in memory, unwritten."""
+    missing = project / "egress-ip-ranges.csv"
+    result = mailer_process(project, database_url, command,
+                            MAILER_TRACKING__APPLE_PROXY_RANGES_FILE=str(missing))  # fmt: skip
+    assert (result.returncode, result.stdout) == (1, "")
+    assert result.stderr == (
+        f"mailer: [tracking] apple_proxy_ranges_file: cannot read {missing} (No such file or "
+        "directory); download https://mask-api.icloud.com/egress-ip-ranges.csv there, or remove "
+        "the setting to use the shipped ranges\n"
+    )
+
+
 def test_a_contact_whose_step_fails_is_one_line_of_tick_and_the_others_are_sent(  # type: ignore[no-untyped-def]
     mailer, project: Path, database_url: str
 ) -> None:
