@@ -43,7 +43,7 @@ from mailer.campaigns.segments import (
 )
 from mailer.campaigns.timing import DAY_WINDOW, day_window, overlap, parse_window
 from mailer.clock import FrozenClock
-from mailer.config import Settings, parse_quiet_hours
+from mailer.config import Settings, parse_quiet_hours, resent_name
 from mailer.contacts.cells import shown as cell
 from mailer.contacts.csvfile import CsvReader
 from mailer.contacts.model import Contact
@@ -201,7 +201,8 @@ def _check_messages_named(settings: Settings, where: str, segment: Segment,
                 f"of one removed since; campaigns: {', '.join(campaigns)}")))  # fmt: skip
             continue
         chosen = [campaigns[name]] if name is not None else list(campaigns.values())
-        messages = [m for c in chosen for m in c.messages() if step is None or m.name == step]
+        messages = [m for c in chosen for m in c.messages()
+                    if step is None or step in (m.name, resent_name(m.name))]  # fmt: skip
         if step is not None and not messages:
             steps = [m.name for m in campaigns[name or ""].messages()]
             report.problems.append(Problem("warning", (

@@ -199,7 +199,7 @@ def test_opened_clicked_and_sent_naming_what_settings_lack_are_warnings(project:
         "typo = 'opened \"welcom\" or clicked step \"welcome.helo\"'\n"
         "letter = 'sent \"welcome\" variant \"C\"'\n"
         "fine = 'opened step \"welcome.tips\" variant \"B\" or clicked any variant \"B\" or "
-        "sent \"welcome\" variant \"A\"'\n"
+        "sent \"welcome\" variant \"A\" or opened step \"welcome.tips.resend\"'\n"
         "base = 'opened step \"welcome.hello\" variant \"B\"'\n"))  # fmt: skip
     source = load_settings(path, environ={}).source
     campaigns = ", ".join(load_settings(path, environ={}).campaigns)
