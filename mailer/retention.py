@@ -240,10 +240,7 @@ def _roll_up_tracking(connection: Connection, pruned: Pruned, rows: Iterable[Any
         if row.message is None:  # recorded before 0019 and matched to no message: never counted
             pruned.unmatched += 1
             continue
-        total = totals.setdefault((int(row.message), row.kind, utc_day(row.occurred_at)),
-                                  [0, row.occurred_at])  # fmt: skip
-        total[0] += 1
-        total[1] = max(total[1], row.occurred_at)
+        _tally(totals, (int(row.message), row.kind, utc_day(row.occurred_at)), row.occurred_at)
     add_counts(connection, event_rollups, ("outbox_id", "kind", "day"),
                [{"outbox_id": message, "kind": kind, "day": day, "events": n, "last_at": last}
                 for (message, kind, day), (n, last) in sorted(totals.items())])  # fmt: skip
@@ -256,15 +253,20 @@ def _roll_up_website(connection: Connection, pruned: Pruned, rows: Iterable[Any]
         pruned.website_events += 1
         day = utc_day(row.occurred_at)
         totals[day, row.name] = totals.get((day, row.name), 0) + 1
-        total = theirs.setdefault((row.contact_id, row.name, day), [0, row.occurred_at])
-        total[0] += 1
-        total[1] = max(total[1], row.occurred_at)
+        _tally(theirs, (row.contact_id, row.name, day), row.occurred_at)
     add_counts(connection, website_rollups, ("day", "name"),
                [{"day": day, "name": name, "events": n}
                 for (day, name), n in sorted(totals.items())])  # fmt: skip
     add_counts(connection, website_contact_rollups, ("contact_id", "name", "day"),
                [{"contact_id": contact, "name": name, "day": day, "events": n, "last_at": last}
                 for (contact, name, day), (n, last) in sorted(theirs.items())])  # fmt: skip
+
+
+def _tally(totals: dict[Any, list[Any]], key: Any, at: datetime) -> None:
+    """One more event under `key`: [how many, the latest time]."""
+    total = totals.setdefault(key, [0, at])
+    total[0] += 1
+    total[1] = max(total[1], at)
 
 
 def _clear_links(engine: Engine, pruned: Pruned, before: datetime) -> None:
