@@ -39,7 +39,7 @@ from typing import Any, get_args
 from databases import DEFAULT_POSTGRES_URL
 from postfix import SmtpSink, process_cpu_seconds, require_postfix, smtp_source_run
 from send_bench import START, project, sample_message, set_up, write_contacts
-from sqlalchemy import Connection, Values, cast, column, create_engine, event, text, update
+from sqlalchemy import Connection, Values, cast, column, create_engine, event, text, true, update
 from sqlalchemy.engine import make_url
 
 from mailer.clock import FrozenClock
@@ -272,7 +272,7 @@ def one_statement(connection: Connection, results: list[Result], now: datetime) 
     connection.execute(
         update(outbox)
         .where(outbox.c.id == given.c.row_id, outbox.c.lease_owner == "bench",
-               outbox.c.status == "sending")
+               (outbox.c.status == "sending").is_(true()))  # as claims._finishing does
         .values(changes | {"lease_owner": None})
     )  # fmt: skip
 
@@ -393,14 +393,16 @@ def show(rounds: list[Round], sessions: int, signature: float) -> None:
         "cores at that cost; statements per message sent by the delivering processes"
     )
     for index, label in enumerate(labels):
-        run = max((round_.runs[index] for round_ in rounds), key=lambda r: r.rate)
+        best = max(rounds, key=lambda round_: round_.runs[index].rate)
+        run = best.runs[index]
         ceiling = 2e6 / run.per_message(run.total_cpu)
         print(
             f"  {label:<16} mailer {run.per_message(run.mailer_cpu):4.0f}  render "
             f"{run.per_message(run.render_cpu):4.0f}  sink {run.per_message(run.sink_cpu):3.0f}"
             f"  pg {run.per_message(run.server_cpu):4.0f}  pg-bg "
             f"{run.per_message(run.background_cpu):3.0f}  total "
-            f"{run.per_message(run.total_cpu):5.0f}  ceiling {ceiling:6,.0f}/s  "
+            f"{run.per_message(run.total_cpu):5.0f}  ceiling {ceiling:6,.0f}/s "
+            f"({ceiling / best.reference:.3f} of smtp-source: the best ratio that CPU allows)  "
             f"statements {run.statements / max(run.sent, 1):.2f}  "
             f"({run.sent:,} sent, sink counted {run.delivered:,}, {run.seconds:.1f} s)"
         )
