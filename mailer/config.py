@@ -39,7 +39,7 @@ from pydantic import (
 )
 
 from mailer.clock import NOW_VARIABLE
-from mailer.durations import parse_duration
+from mailer.durations import format_duration, parse_duration
 from mailer.errors import SettingsError
 from mailer.send_times import parse_send_at
 
@@ -557,6 +557,9 @@ class Retention(Model):
     # A sent message's click targets (outbox.links): a link clicked after this answers the
     # not-found page.
     rendered_after: KeptFor = timedelta(days=400)
+    # Returned messages (bounces, complaints, replies...): rolled up per message and day, then
+    # deleted; longer than [returns] soft_window and breaker_window, which read them raw.
+    returns_after: KeptFor = timedelta(days=400)
 
 
 class Inbound(Model):
@@ -1012,6 +1015,13 @@ def _cross_references(settings: Settings) -> list[str]:
         for header, field in contact_list.columns.items():
             if not field:
                 problems.append(f'lists.{name}.columns.{header}: map it to a field, or "-"')
+    kept = settings.retention.returns_after
+    for name in ("soft_window", "breaker_window"):
+        window = getattr(settings.returns, name)
+        if kept is not None and kept <= window:
+            problems.append(f"retention.returns_after: {format_duration(kept)} is not longer "
+                            f"than returns.{name} ({format_duration(window)}), which counts "
+                            "returned messages one by one: keep them longer")  # fmt: skip
     if settings.sender.reply_tracking and not settings.inbound.replies_to:
         problems.append("inbound.replies_to: sender.reply_tracking forwards replies to a "
                         'person: give their address (e.g. "hello@example.com")')  # fmt: skip

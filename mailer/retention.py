@@ -10,6 +10,13 @@ run`).
   `website_contact_rollups`, which `event "..."` conditions without a property filter read
   (segment_sql.py). Survey answers are kept: they are the answers themselves.
 - A sent message's click targets (`outbox.links`) are cleared after `rendered_after`.
+- Returned messages (bounces, complaints, feedback reports, auto-replies, replies) older than
+  `returns_after` become one count per (UTC day, classification, message) in
+  `returned_rollups`, and their rows (digest, recipient hash, status) are deleted: the report
+  takes each message's worst return from both, and the rates of the compliance report and the
+  doctor count the rolled-up days too. A reply not yet forwarded is kept until it is. Once a
+  digest is forgotten, the same bounce read again could act twice: returns/effects.py does
+  not act on a bounce of a message sent before `returns_after`.
 - The provider webhook calls remembered to refuse a replay (`webhook_deliveries`) are deleted
   after a day ([webhooks] max_age, if longer): a signed call that old is refused as stale
   anyway, and a Postmark call (no signature time) sent again later acts on nothing twice,
@@ -47,12 +54,15 @@ from sqlalchemy import update as update_rows
 from mailer.campaigns.score_rules import CURSOR as SCORE_RULES_CURSOR
 from mailer.config import Settings
 from mailer.reports.counts import message_of_event
+from mailer.returns.replies import FORWARDED
 from mailer.store.rollups import add_counts, utc_day
 from mailer.store.statistics import analyze_after_big_write
 from mailer.store.tables import (
     event_rollups,
     events,
     outbox,
+    returned_messages,
+    returned_rollups,
     trigger_cursors,
     webhook_deliveries,
     website_contact_rollups,
@@ -66,6 +76,7 @@ TRACKING = ("open", "click", "machine_open", "machine_click")
 # one process prunes at a time; another finds it held and leaves the work to it.
 RETENTION_LOCK = 0x72657461
 WEBHOOK_CALLS_KEPT = timedelta(days=1)  # at least: [webhooks] max_age if longer
+NO_MESSAGE = 0  # returned_rollups.outbox_id of returns matched to no message (ids start at 1)
 
 
 @dataclass
@@ -77,11 +88,13 @@ class Pruned:
     website_events_before: datetime | None
     links_before: datetime | None  # sent before this: click targets cleared
     webhook_calls_before: datetime | None = None  # received before this: forgotten
+    returns_before: datetime | None = None  # returned messages received before: rolled up
     opens_and_clicks: int = 0  # raw rows rolled up and deleted
     unmatched: int = 0  # of them, opens and clicks of no message left: deleted, counted nowhere
     website_events: int = 0
     links_cleared: int = 0
     webhook_calls: int = 0  # provider webhook calls no longer remembered
+    returned: int = 0  # returned messages rolled up and deleted
     busy: bool = False  # another process was pruning: it finishes the work
 
     def as_dict(self) -> dict[str, Any]:
@@ -91,6 +104,7 @@ class Pruned:
             "website_events_before",
             "links_before",
             "webhook_calls_before",
+            "returns_before",
         ):
             moment = found[name]
             found[name] = moment.isoformat() if moment is not None else None
@@ -107,7 +121,8 @@ def run_retention(engine: Engine, settings: Settings, now: datetime,
 
     pruned = Pruned(dry_run, before(kept.events_after), before(kept.website_events_after),
                     before(kept.rendered_after),
-                    before(max(WEBHOOK_CALLS_KEPT, settings.webhooks.max_age)))  # fmt: skip
+                    before(max(WEBHOOK_CALLS_KEPT, settings.webhooks.max_age)),
+                    before(kept.returns_after))  # fmt: skip
     with engine.connect() as connection:
         unread = _unread_after(connection, settings)
     if dry_run:
@@ -123,6 +138,8 @@ def run_retention(engine: Engine, settings: Settings, now: datetime,
         _clear_links(engine, pruned, pruned.links_before)
     if not pruned.busy and pruned.webhook_calls_before is not None:
         _forget_webhook_calls(engine, pruned, pruned.webhook_calls_before)
+    if not pruned.busy and pruned.returns_before is not None:
+        _roll_up_returns(engine, pruned, pruned.returns_before)
     _refresh_statistics(engine, pruned)
     return pruned
 
@@ -136,9 +153,12 @@ def _refresh_statistics(engine: Engine, pruned: Pruned) -> None:
         "website_rollups": pruned.website_events,
         "website_contact_rollups": pruned.website_events,
         "outbox": pruned.links_cleared,
+        "returned_messages": pruned.returned,  # deleted
+        "returned_rollups": pruned.returned,
     }
+    written = changed["events"] + changed["outbox"] + changed["returned_messages"]
     analyze_after_big_write(engine, [table for table, rows in changed.items() if rows],
-                            changed["events"] + changed["outbox"], "the retention run")  # fmt: skip
+                            written, "the retention run")  # fmt: skip
 
 
 def _unread_after(connection: Connection, settings: Settings) -> int | None:
@@ -171,6 +191,12 @@ def _old_links(before: datetime) -> list[ColumnElement[bool]]:
     return [outbox.c.status == "sent", outbox.c.sent_at < before, outbox.c.links.is_not(None)]
 
 
+def _old_returns(before: datetime) -> list[ColumnElement[bool]]:
+    returned = returned_messages.c
+    waiting = (returned.classification == "reply") & ~returned.action.startswith(FORWARDED)
+    return [returned.received_at < before, ~waiting]  # a reply still to forward stays
+
+
 def _count_only(connection: Connection, pruned: Pruned, unread: int | None) -> None:
     def count(table: Table, where: list[ColumnElement[bool]]) -> int:
         return int(connection.scalar(select(func.count()).select_from(table).where(*where)) or 0)
@@ -185,6 +211,8 @@ def _count_only(connection: Connection, pruned: Pruned, unread: int | None) -> N
         pruned.webhook_calls = count(
             webhook_deliveries, [webhook_deliveries.c.received_at < pruned.webhook_calls_before]
         )
+    if pruned.returns_before is not None:
+        pruned.returned = count(returned_messages, _old_returns(pruned.returns_before))
 
 
 def _took_lock(connection: Connection) -> bool:
@@ -301,5 +329,32 @@ def _forget_webhook_calls(engine: Engine, pruned: Pruned, before: datetime) -> N
             )
             pruned.webhook_calls += forgotten.rowcount or 0
         return bool(keys)
+
+    _until_done(engine, pruned, batch)
+
+
+def _roll_up_returns(engine: Engine, pruned: Pruned, before: datetime) -> None:
+    """Returned messages received before `before` are counted in returned_rollups and deleted,
+    BATCH at a time; each batch's deletion and counts commit together."""
+    returned = returned_messages.c
+
+    def batch(connection: Connection) -> bool:
+        ids = list(connection.scalars(select(returned.id).where(*_old_returns(before))
+                                      .order_by(returned.id).limit(BATCH)))  # fmt: skip
+        if not ids:
+            return False
+        rows = connection.execute(
+            delete(returned_messages).where(returned.id.in_(ids))
+            .returning(returned.received_at, returned.classification, returned.outbox_id)
+        ).all()  # fmt: skip
+        totals: dict[tuple[str, str, int], int] = {}
+        for row in rows:
+            key = (utc_day(row.received_at), row.classification, row.outbox_id or NO_MESSAGE)
+            totals[key] = totals.get(key, 0) + 1
+        add_counts(connection, returned_rollups, ("day", "classification", "outbox_id"),
+                   [{"day": day, "classification": kind, "outbox_id": message, "events": n}
+                    for (day, kind, message), n in sorted(totals.items())])  # fmt: skip
+        pruned.returned += len(rows)
+        return True
 
     _until_done(engine, pruned, batch)

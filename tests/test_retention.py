@@ -22,16 +22,23 @@ from mailer.campaigns.segments import parse_segment
 from mailer.cli import cli
 from mailer.clock import FrozenClock
 from mailer.config import Retention, Settings, load_settings
+from mailer.consent.audit import Period
 from mailer.consent.expiry import expire_consent
 from mailer.contacts.events import record_event
 from mailer.daemon import retention_job
+from mailer.errors import SettingsError
 from mailer.retention import run_retention
+from mailer.returns.effects import STALE_BOUNCE
+from mailer.returns.ingest import process
+from mailer.returns.rates import period_rates
 from mailer.store.tables import (
     consent_entries,
     contacts,
     event_rollups,
     events,
     outbox,
+    returned_messages,
+    returned_rollups,
     trigger_cursors,
     webhook_deliveries,
     website_contact_rollups,
@@ -176,15 +183,18 @@ def test_the_command_and_the_daemon_job(story: Story) -> None:
     assert said["links_before"].startswith("2026-11-24T10:00")  # the clock runs from MAILER_NOW
     a_day_before = (NOW + YEAR_AND_A_DAY - timedelta(days=1)).isoformat()[:16]
     assert said["webhook_calls_before"].startswith(a_day_before)
-    assert said | {"events_before": None, "links_before": None, "webhook_calls_before": None} == {
+    assert said["returns_before"] == said["events_before"]  # both 400 days by default
+    moments = ("events_before", "links_before", "webhook_calls_before", "returns_before")
+    assert said | dict.fromkeys(moments) == {
         "dry_run": True, "events_before": None, "website_events_before": None,
-        "links_before": None, "webhook_calls_before": None, "opens_and_clicks": 6,
-        "unmatched": 0, "website_events": 0, "links_cleared": 6, "webhook_calls": 0,
-        "busy": False}  # fmt: skip
+        "links_before": None, "webhook_calls_before": None, "returns_before": None,
+        "opens_and_clicks": 6, "unmatched": 0, "website_events": 0, "links_cleared": 6,
+        "webhook_calls": 0, "returned": 3, "busy": False}  # fmt: skip
     shown = CliRunner().invoke(cli, ["retention", "run"], env=environment)
     assert shown.exit_code == 0, shown.output
     assert "6 opens and clicks rolled up" in shown.output
     assert "click targets of 6 sent messages cleared" in shown.output
+    assert "3 returned messages (bounces, complaints, replies) rolled up" in shown.output
     story.workspace.clock.advance(2 * YEAR_AND_A_DAY)  # type: ignore[attr-defined]
     done = retention_job(story.workspace)
     # tips' links; its open waits for the score rules' next tick
@@ -315,3 +325,66 @@ def test_provider_webhook_calls_are_forgotten_after_a_day(
     done = run_retention(workspace.engine, workspace.settings, now)
     assert done.webhook_calls == 2 and kept() == {"new"}
     assert run_retention(workspace.engine, workspace.settings, now).webhook_calls == 0
+
+
+def _returns(story: Story) -> dict[str, Any]:
+    """What the sender's rates count over whole UTC days, and the rows retention keeps."""
+    monday = NOW.replace(hour=0, minute=0)
+    periods = [Period(), Period(since=monday), Period(until=monday + timedelta(days=1)),
+               Period(since=monday + timedelta(days=1)), Period(until=monday)]  # fmt: skip
+    with story.workspace.engine.connect() as connection:
+        return {
+            "rates": [period_rates(connection, period) for period in periods],
+            "raw": sorted(connection.scalars(select(returned_messages.c.classification))),
+            "rolled": sorted((row.day, row.classification, row.events) for row in
+                             connection.execute(select(returned_rollups))),
+        }  # fmt: skip
+
+
+def test_returned_messages_roll_up_and_count_the_same(story: Story) -> None:
+    """bob's hard bounce, cy's soft one and eve's complaint (Monday 10:10-10:12): rolled up a
+    year and a day on, the report (each message's worst return) and the compliance rates over
+    whole days count the same; their digests and recipient hashes are gone."""
+    before, reports = _returns(story), _reports(story)
+    assert before["raw"] == ["complaint", "hard", "soft"] and before["rolled"] == []
+    assert [(r.sent, r.hard_bounces, r.complaints) for r in before["rates"]] == [
+        (8, 1, 1), (8, 1, 1), (6, 1, 1), (2, 0, 0), (0, 0, 0)]  # fmt: skip
+    # A reply not yet forwarded (the relay was down) stays until it is.
+    with story.workspace.engine.begin() as connection:
+        connection.execute(insert(returned_messages).values(
+            digest="r" * 64, received_at=NOW, classification="reply",
+            action="replied (welcome.hello)"))  # fmt: skip
+    pruned = run_retention(story.workspace.engine, story.workspace.settings,
+                           NOW + YEAR_AND_A_DAY)  # fmt: skip
+    assert pruned.returned == 3 and pruned.returns_before == NOW + YEAR_AND_A_DAY - timedelta(
+        days=400)
+    after = _returns(story)
+    assert after["raw"] == ["reply"]
+    assert after["rolled"] == [("2026-11-23", "complaint", 1), ("2026-11-23", "hard", 1),
+                               ("2026-11-23", "soft", 1)]  # fmt: skip
+    assert after["rates"] == before["rates"] and _reports(story) == reports
+    again = run_retention(story.workspace.engine, story.workspace.settings, NOW + YEAR_AND_A_DAY)
+    assert again.returned == 0 and _returns(story) == after
+
+    # bob's bounce read again, its digest forgotten: too old to act on, and counted nowhere
+    ids = test_metrics._message_ids(story.workspace)
+    with story.workspace.engine.connect() as connection:
+        ledger = connection.scalar(select(func.count()).select_from(consent_entries))
+    bounce = test_metrics.DSN.format(recipient="bob@example.com", status="5.1.1",
+                                     diagnostic="550 5.1.1 user unknown",
+                                     message_id=ids["bob@example.com", "hello"])  # fmt: skip
+    replayed = process(story.workspace, bounce.encode(), "old.eml", NOW + YEAR_AND_A_DAY)
+    assert replayed.action_taken == STALE_BOUNCE
+    assert _returns(story)["rates"] == before["rates"] and _reports(story) == reports
+    with story.workspace.engine.connect() as connection:
+        assert connection.scalar(select(func.count()).select_from(consent_entries)) == ledger
+        assert connection.scalar(select(returned_messages.c.classification).where(
+            returned_messages.c.received_at == NOW + YEAR_AND_A_DAY)) == "stale"  # fmt: skip
+
+
+def test_returns_are_kept_longer_than_the_windows_that_count_them(workspace: Workspace) -> None:
+    path = workspace.settings.source
+    path.write_text(path.read_text() + '\n[retention]\nreturns_after = "7 days"\n')
+    with pytest.raises(SettingsError, match=r"retention.returns_after: 1w is not longer than "
+                                            r"returns.soft_window \(1w\)"):  # fmt: skip
+        load_settings(path, environ={})

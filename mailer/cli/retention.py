@@ -19,8 +19,9 @@ def retention() -> None:
 @click.pass_obj
 def run_command(lazy: _LazyWorkspace, dry_run: bool, as_json: bool) -> None:
     """Roll up and delete opens and clicks older than [retention] events_after (website
-    events after website_events_after), clear the click targets of messages sent before
-    rendered_after. The consent ledger is never touched. Safe beside a running daemon."""
+    events after website_events_after, returned messages after returns_after), clear the
+    click targets of messages sent before rendered_after. The consent ledger is never
+    touched. Safe beside a running daemon."""
     workspace = lazy.get()
     pruned = run_retention(workspace.engine, workspace.settings, workspace.clock.now(), dry_run)
     if as_json:
@@ -42,6 +43,8 @@ def summary(pruned: Pruned) -> list[str]:
         said(pruned.opens_and_clicks, "opens and clicks", "rolled up", pruned.events_before),
         said(pruned.website_events, "website events", "rolled up",
              pruned.website_events_before),
+        said(pruned.returned, "returned messages (bounces, complaints, replies)", "rolled up",
+             pruned.returns_before),
         f"click targets of {pruned.links_cleared} sent messages {verb + ' ' if verb else ''}"
         f"cleared" + ("" if pruned.links_before is None else
                       f" (sent before {pruned.links_before:%Y-%m-%d})"),

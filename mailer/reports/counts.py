@@ -29,6 +29,7 @@ from mailer.store.tables import (
     events,
     outbox,
     returned_messages,
+    returned_rollups,
 )
 from mailer.tracking.surveys import EVENT as SURVEY_ANSWER
 
@@ -103,15 +104,22 @@ def _statuses(connection: Connection, scope: Scope, counted: Counted) -> None:
 
 def _returns(connection: Connection, scope: Scope, counted: Counted) -> None:
     """Bounces and complaints per sent message, each message once: one with a hard bounce and
-    an earlier soft one is a hard bounce; two reports of the same complaint are one."""
-    classification = returned_messages.c.classification
+    an earlier soft one is a hard bounce; two reports of the same complaint are one. Returns
+    rolled up by retention count as their rows did."""
+    kinds = ("hard", "soft", "complaint")
+    returns = union_all(
+        select(returned_messages.c.outbox_id, returned_messages.c.classification)
+        .where(returned_messages.c.classification.in_(kinds)),
+        select(returned_rollups.c.outbox_id, returned_rollups.c.classification)
+        .where(returned_rollups.c.classification.in_(kinds)),
+    ).subquery()  # fmt: skip
+    classification = returns.c.classification
     per_message = (
-        select(returned_messages.c.outbox_id.label("message"),
+        select(returns.c.outbox_id.label("message"),
                func.max(case((classification == "hard", 1), else_=0)).label("hard"),
                func.max(case((classification == "soft", 1), else_=0)).label("soft"),
                func.max(case((classification == "complaint", 1), else_=0)).label("complaint"))
-        .where(classification.in_(("hard", "soft", "complaint")))
-        .group_by(returned_messages.c.outbox_id)
+        .group_by(returns.c.outbox_id)
         .subquery()
     )  # fmt: skip
     query = (

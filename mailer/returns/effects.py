@@ -39,6 +39,11 @@ NO_EFFECT = {
     "not_bounce": "none (not a bounce)",
     "unparseable": "none (unparseable)",
 }
+# A bounce of a message older than [retention] returns_after: retention may have forgotten
+# the report's digest, so reading it again would act twice; a real bounce comes within days.
+# (A complaint or a mailto: unsubscribe that late still acts: stopping mail is always allowed.)
+STALE_BOUNCE = "none (a bounce of a message sent before retention.returns_after)"
+STALE = "stale"  # its returned_messages.classification
 # The outgoing webhook event a return is (webhooks_out/).
 WEBHOOK_TYPE: dict[str, WebhookEventType] = {"hard": "bounced", "soft": "bounced",
                                              "complaint": "complained"}  # fmt: skip
@@ -59,6 +64,7 @@ class Matched:
     campaign: str
     step: str
     email: str | None  # None once the person was erased
+    sent_at: datetime | None
 
     @property
     def sent(self) -> SentMessage:
@@ -86,6 +92,8 @@ def apply_returned(
     if message is None or address is None:
         unacted = UNMATCHED if message is None else "none (the person was erased)"
         action = NO_EFFECT.get(returned.classification, unacted)
+    elif returned.classification in ("hard", "soft") and _past_retention(workspace, message, now):
+        action = STALE_BOUNCE
     elif returned.classification == "hard":
         said = _evidence(returned, message, evidence, digest, now)
         detail = returned.why or returned.status_code
@@ -101,13 +109,17 @@ def apply_returned(
                   else "none (already suppressed)")  # fmt: skip
     else:
         action = NO_EFFECT[returned.classification]
-    _record(connection, digest, now, returned.classification, workspace, address,
-            returned, message, action)  # fmt: skip
-    if message is not None and returned.classification in ("hard", "soft", "complaint"):
+    # A stale bounce is kept apart: the rates, breakers and soft-bounce counts never see it.
+    classification = STALE if action == STALE_BOUNCE else returned.classification
+    _record(connection, digest, now, classification, workspace, address, returned, message,
+            action)  # fmt: skip
+    if message is None or action == STALE_BOUNCE:
+        return action
+    if returned.classification in ("hard", "soft", "complaint"):
         kind = WEBHOOK_TYPE[returned.classification]
         enqueue(connection, workspace.settings, kind, [WebhookEvent(
             now, outbox_id=message.outbox_id, data=_webhook_data(returned, action))])  # fmt: skip
-    if message is not None and returned.classification in ("hard", "complaint"):
+    if returned.classification in ("hard", "complaint"):
         check_breakers(connection, workspace.settings, message.campaign, now)
     return action
 
@@ -179,6 +191,11 @@ def _soft(
     return f"suppressed ({seen} soft bounces within {window})"
 
 
+def _past_retention(workspace: Workspace, message: Matched, now: datetime) -> bool:
+    kept = workspace.settings.retention.returns_after
+    return kept is not None and message.sent_at is not None and message.sent_at < now - kept
+
+
 def _webhook_data(returned: Returned, action: str) -> dict[str, Any]:
     """What an outgoing "bounced" or "complained" event says of the report."""
     said = {"classification": returned.classification, "status_code": returned.status_code,
@@ -214,11 +231,12 @@ def _matched(connection: Connection, outbox_id: int | None) -> Matched | None:
     if outbox_id is None:
         return None
     row = connection.execute(
-        select(outbox.c.id, outbox.c.campaign, outbox.c.step, contacts.c.email)
+        select(outbox.c.id, outbox.c.campaign, outbox.c.step, contacts.c.email, outbox.c.sent_at)
         .outerjoin(contacts, contacts.c.id == outbox.c.contact_id)
         .where(outbox.c.id == outbox_id)
     ).first()  # fmt: skip
-    return None if row is None else Matched(row.id, row.campaign, row.step, row.email)
+    return None if row is None else Matched(row.id, row.campaign, row.step, row.email,
+                                            row.sent_at)  # fmt: skip
 
 
 def _evidence(returned: Returned | None, message: Matched, given: Mapping[str, Any],

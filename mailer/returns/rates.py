@@ -1,17 +1,20 @@
 """Bounce and complaint rates over a period, against the published limits: Gmail and Yahoo want
 spam complaints under 0.3% (aim under 0.1%); Amazon SES reviews an account at 5% bounces and
 pauses it at 10%. A rate is returns received in the period over messages sent in it (Gmail
-Postmaster's definition), so the compliance report and the doctor say the same thing."""
+Postmaster's definition), so the compliance report and the doctor say the same thing. Returns
+rolled up by retention count by the day they came (returned_rollups)."""
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
-from sqlalchemy import Connection, func, select
+from sqlalchemy import ColumnElement, Connection, func, select
 
 from mailer.consent.audit import Period
-from mailer.store.tables import outbox, returned_messages
+from mailer.store.tables import outbox, returned_messages, returned_rollups
 
 COMPLAINT_AIM = 0.001  # Gmail: aim under 0.1%
 COMPLAINT_LIMIT = 0.003  # Gmail and Yahoo: stay under 0.3%
@@ -70,7 +73,32 @@ def period_rates(connection: Connection, period: Period) -> Rates:
                *period.holds(returned_messages.c.received_at))
         .group_by(returned_messages.c.classification)
     )  # fmt: skip
-    counts = {row.classification: row.n for row in connection.execute(returned)}
+    rolled = (
+        select(returned_rollups.c.classification, func.sum(returned_rollups.c.events).label("n"))
+        .where(returned_rollups.c.classification.in_(("complaint", "hard")),
+               *_days_starting_in(period))
+        .group_by(returned_rollups.c.classification)
+    )  # fmt: skip
+    counts: Counter[str] = Counter()
+    for row in [*connection.execute(returned), *connection.execute(rolled)]:
+        counts[row.classification] += int(row.n)
     return Rates(int(connection.scalar(sent) or 0), counts.get("complaint", 0),
                  counts.get("hard", 0))  # fmt: skip
 
+
+
+def _days_starting_in(period: Period) -> list[ColumnElement[bool]]:
+    """The rolled-up days (retention) counted in `period`: those whose UTC midnight is in it, so
+    a period of whole days counts exactly what it counted before the roll-up."""
+
+    def first_day_from(moment: datetime) -> str:
+        day = moment.astimezone(UTC)
+        midnight = day.replace(hour=0, minute=0, second=0, microsecond=0)
+        return (midnight.date() + timedelta(days=midnight < day)).isoformat()
+
+    found = []
+    if period.since is not None:
+        found.append(returned_rollups.c.day >= first_day_from(period.since))
+    if period.until is not None:
+        found.append(returned_rollups.c.day < first_day_from(period.until))
+    return found

@@ -421,7 +421,8 @@ returned_messages = Table(
     Column("id", Id, primary_key=True),
     Column("digest", String(64), nullable=False),  # SHA-256 of the raw message
     Column("received_at", UTCDateTime, nullable=False),
-    # hard | soft | delayed | complaint | not_bounce | unparseable | unsubscribe (mailto:)
+    # hard | soft | delayed | complaint | not_bounce | unparseable | unsubscribe (mailto:) |
+    # reply | stale (a bounce of a message older than [retention] returns_after: not acted on)
     Column("classification", String(16), nullable=False),
     Column("recipient_hash", String(64)),
     Column("status_code", String(16)),
@@ -432,6 +433,20 @@ returned_messages = Table(
     UniqueConstraint("digest"),
     Index(None, "received_at", "classification"),
     Index(None, "recipient_hash", "received_at"),  # soft bounces within the window
+)
+
+# Returned messages older than [retention] returns_after (retention.py), once their rows are
+# deleted: how many per UTC day, classification and message (outbox_id 0: matched none), so the
+# report (each message's worst return), the compliance report's and the doctor's rates count
+# what they counted before.
+returned_rollups = Table(
+    "returned_rollups",
+    metadata,
+    Column("day", String(10), primary_key=True),  # YYYY-MM-DD, UTC, of received_at
+    Column("classification", String(16), primary_key=True),
+    Column("outbox_id", Id, primary_key=True),  # no foreign key: 0 stands for none
+    Column("events", Integer, nullable=False),
+    **WITHOUT_ROWID,
 )
 
 # Each provider webhook call accepted (returns/webhooks/): the same call again is a replay.
