@@ -17,6 +17,7 @@ from mailer.consent.person import withdraw
 from mailer.delivery.claims import OutboxMessage, Result, finish, finish_in_one_trip
 from mailer.logs import logger
 from mailer.metrics import count_result
+from mailer.returns.refusals import record_refusals
 from mailer.webhooks_out import WebhookEvent, enqueue
 from mailer.webhooks_out.events import subscribers
 from mailer.workspace import Workspace
@@ -186,10 +187,15 @@ class ResultWriter:
     def _write_in(self, connection: Connection, results: list[Result], now: datetime) -> None:
         workspace = self.workspace
         self._warn_if_lost(finish(connection, self.owner, results, now), results)
+        refused = []
         for result in results:
             if result.bounced_address:
-                suppress_hard_bounce(connection, workspace, result.bounced_address, now,
-                                     detail=result.reply)  # fmt: skip
+                appended = suppress_hard_bounce(connection, workspace, result.bounced_address,
+                                                now, detail=result.reply)  # fmt: skip
+                done = ("suppressed (hard bounce at the relay)" if appended
+                        else "none (already suppressed)")  # fmt: skip
+                refused.append((result.outbox_id, result.bounced_address, result.reply, done))
+        record_refusals(connection, workspace.settings, workspace.key, refused, now)
         sent = (result for result in results if result.ending == "sent")
         enqueue(connection, workspace.settings, "sent",
                 (WebhookEvent(now, outbox_id=result.outbox_id) for result in sent))  # fmt: skip

@@ -5,7 +5,8 @@ it; past the stop threshold the campaign is paused (the sender's: every campaign
 reason, as a relay that refuses message after message pauses it (delivery/pauses.py).
 
 A rate is what came back in the window over what was sent in it (Gmail's spam rate: reports
-on a day over messages delivered that day), judged only from breaker_minimum messages sent."""
+on a day over messages delivered that day), judged only from breaker_minimum messages sent. A
+message refused at the relay as an unknown user counts as sent and hard-bounced."""
 
 from __future__ import annotations
 
@@ -25,6 +26,9 @@ from mailer.store.tables import outbox, returned_messages
 Kind = Literal["complaint", "hard"]
 SENDER = None  # the campaign of a reading about everything sent
 NAMES = {"complaint": "complaint rate", "hard": "hard bounce rate"}
+# returned_messages.classification of a hard bounce at the relay (returns/refusals.py): a hard
+# bounce of a message sent, though the outbox says failed.
+REFUSED = "refused"
 
 
 @dataclass(frozen=True)
@@ -69,13 +73,18 @@ def readings(connection: Connection, settings: Settings, now: datetime,
     ).where(
         returned_messages.c.received_at > since,
         returned_messages.c.received_at <= now,
-        returned_messages.c.classification.in_(("complaint", "hard")),
+        returned_messages.c.classification.in_(("complaint", "hard", REFUSED)),
     )  # fmt: skip
     sent = Counter({row.campaign: row.n for row in connection.execute(
         sent_query.group_by(outbox.c.campaign))})  # fmt: skip
-    returned = Counter({(row.campaign, row.classification): row.n for row in connection.execute(
-        returned_query.group_by(returned_messages.c.campaign,
-                                returned_messages.c.classification))})  # fmt: skip
+    returned: Counter[tuple[str | None, str]] = Counter()
+    for row in connection.execute(returned_query.group_by(returned_messages.c.campaign,
+                                                          returned_messages.c.classification)):
+        if row.classification == REFUSED:
+            returned[row.campaign, "hard"] += row.n
+            sent[row.campaign] += row.n
+        else:
+            returned[row.campaign, row.classification] += row.n
     scopes: list[str | None] = [SENDER]
     scopes += [campaign] if campaign is not None else sorted({c for c, _ in returned if c})
     found = []

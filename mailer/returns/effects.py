@@ -24,10 +24,10 @@ from mailer.consent.evidence import evidence as change_evidence
 from mailer.consent.ledger import canonical_evidence
 from mailer.consent.person import withdraw
 from mailer.consent.records import lock_ledger
-from mailer.contacts.addresses import InvalidAddress, address_hash, normalise_address
 from mailer.delivery.writer import suppress_hard_bounce
 from mailer.durations import format_duration
 from mailer.returns.breakers import check_breakers
+from mailer.returns.refusals import recipient_hash
 from mailer.returns.report import Returned
 from mailer.store.tables import contacts, outbox, returned_messages
 from mailer.webhooks_out import WebhookEvent, enqueue
@@ -175,7 +175,7 @@ def _soft(
     window = format_duration(policy.soft_window)
     earlier = connection.scalar(
         select(func.count()).select_from(returned_messages).where(
-            returned_messages.c.recipient_hash == _hash(workspace.key, address),
+            returned_messages.c.recipient_hash == recipient_hash(workspace.key, address),
             returned_messages.c.classification == "soft",
             returned_messages.c.received_at > now - policy.soft_window,
         )
@@ -210,14 +210,6 @@ def _digest(evidence: Mapping[str, Any], fallback: dict[str, Any]) -> str:
     if isinstance(given, str) and given:
         return given
     return hashlib.sha256(canonical_evidence(fallback).encode()).hexdigest()
-
-
-def _hash(key: bytes, address: str) -> str:
-    """The suppressions' keyed hash of the address (as typed, when it does not normalise)."""
-    try:
-        return address_hash(key, normalise_address(address))
-    except InvalidAddress:
-        return address_hash(key, address)
 
 
 def _already(connection: Connection, digest: str) -> str | None:
@@ -269,7 +261,7 @@ def _record(connection: Connection, digest: str, now: datetime, classification: 
             message: Matched | None, action: str) -> None:  # fmt: skip
     connection.execute(insert(returned_messages).values(
         digest=digest, received_at=now, classification=classification,
-        recipient_hash=_hash(workspace.key, address) if address else None,
+        recipient_hash=recipient_hash(workspace.key, address) if address else None,
         status_code=returned.status_code if returned else None,
         feedback_type=returned.feedback_type if returned else None,
         outbox_id=message.outbox_id if message else None,

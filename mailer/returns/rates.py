@@ -1,7 +1,8 @@
 """Bounce and complaint rates over a period, against the published limits: Gmail and Yahoo want
 spam complaints under 0.3% (aim under 0.1%); Amazon SES reviews an account at 5% bounces and
 pauses it at 10%. A rate is returns received in the period over messages sent in it (Gmail
-Postmaster's definition), so the compliance report and the doctor say the same thing. Returns
+Postmaster's definition), so the compliance report and the doctor say the same thing. A
+hard bounce at the relay (returns/refusals.py) counts as a hard bounce of a message sent. Returns
 rolled up by retention count by the day they came (returned_rollups)."""
 
 from __future__ import annotations
@@ -14,12 +15,14 @@ from typing import Any, Literal
 from sqlalchemy import ColumnElement, Connection, func, select
 
 from mailer.consent.audit import Period
+from mailer.returns.breakers import REFUSED
 from mailer.store.tables import outbox, returned_messages, returned_rollups
 
 COMPLAINT_AIM = 0.001  # Gmail: aim under 0.1%
 COMPLAINT_LIMIT = 0.003  # Gmail and Yahoo: stay under 0.3%
 BOUNCE_REVIEW = 0.05  # Amazon SES reviews an account at 5% bounces ...
 BOUNCE_STOP = 0.10  # ... and pauses it at 10%
+COUNTED = ("complaint", "hard", REFUSED)  # hard bounces: in a DSN, or at the relay
 
 
 @dataclass(frozen=True)
@@ -69,21 +72,22 @@ def period_rates(connection: Connection, period: Period) -> Rates:
                                       *period.holds(outbox.c.sent_at))  # fmt: skip
     returned = (
         select(returned_messages.c.classification, func.count().label("n"))
-        .where(returned_messages.c.classification.in_(("complaint", "hard")),
+        .where(returned_messages.c.classification.in_(COUNTED),
                *period.holds(returned_messages.c.received_at))
         .group_by(returned_messages.c.classification)
     )  # fmt: skip
     rolled = (
         select(returned_rollups.c.classification, func.sum(returned_rollups.c.events).label("n"))
-        .where(returned_rollups.c.classification.in_(("complaint", "hard")),
+        .where(returned_rollups.c.classification.in_(COUNTED),
                *_days_starting_in(period))
         .group_by(returned_rollups.c.classification)
     )  # fmt: skip
     counts: Counter[str] = Counter()
     for row in [*connection.execute(returned), *connection.execute(rolled)]:
         counts[row.classification] += int(row.n)
-    return Rates(int(connection.scalar(sent) or 0), counts.get("complaint", 0),
-                 counts.get("hard", 0))  # fmt: skip
+    # A message refused at the relay was sent as far as the receiver is concerned.
+    return Rates(int(connection.scalar(sent) or 0) + counts[REFUSED], counts["complaint"],
+                 counts["hard"] + counts[REFUSED])  # fmt: skip
 
 
 

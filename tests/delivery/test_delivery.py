@@ -17,13 +17,16 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
+from mailer.consent.audit import Period
 from mailer.consent.ledger import verify
 from mailer.consent.person import withdraw
 from mailer.delivery.claims import claim
-from mailer.delivery.pauses import resume
+from mailer.delivery.pauses import paused_campaigns, resume
 from mailer.delivery.rendering import Rendered, RenderPool
 from mailer.delivery.worker import GATED_AT_MOST, Deliverer
-from mailer.store.tables import campaign_pauses, consent_entries, suppressions
+from mailer.returns.rates import period_rates
+from mailer.returns.refusals import record_refusals
+from mailer.store.tables import campaign_pauses, consent_entries, returned_messages, suppressions
 from mailer.workspace import Workspace
 from tests.conftest import NOW
 from tests.delivery.helpers import deliver, queue_welcome, rows
@@ -112,6 +115,38 @@ def test_a_550_5_1_1_fails_and_suppresses_the_address_with_a_ledger_entry(
         assert verify(connection).intact
     assert suppression.reason == "hard_bounce" and "5.1.1" in suppression.detail
     assert (bounce.purpose, bounce.action, bounce.source) == ("*", "withdrawn", "bounce")
+
+
+def test_hard_bounces_at_the_relay_count_in_the_rates_and_stop_the_campaign(
+    open_workspace: Opener, project: Path, smtp_server: ScriptedSmtpServer
+) -> None:
+    """Sent straight to the receivers, a list's dead addresses are refused at RCPT, not bounced
+    later: each is recorded once as a return (`refused`), counted as a message sent and
+    hard-bounced by the rates and the breakers, which pause the campaign as a DSN would."""
+    workspace = open_workspace(RETURNS__BREAKER_MINIMUM="10", RETURNS__HARD_BOUNCE_WARN="3%",
+                               RETURNS__HARD_BOUNCE_STOP="5%")  # fmt: skip
+    people = [f"p{n}@example.com" for n in range(40)]
+    dead = people[9::10]  # 4 of 40: 10%
+    for address in dead:
+        smtp_server.script(address, f"550 5.1.1 <{address}>: Recipient address rejected")
+    queue_welcome(workspace, project, *(f"{address},Pat" for address in people))
+    report = deliver(workspace)
+    assert (report.sent, report.failed, report.bounced) == (36, 4, 4)
+    with workspace.engine.connect() as connection:
+        refused = connection.execute(select(returned_messages).order_by(
+            returned_messages.c.outbox_id)).all()  # fmt: skip
+        rates = period_rates(connection, Period())
+        paused = paused_campaigns(connection)
+    assert [(r.classification, r.status_code, r.campaign, r.action) for r in refused] == [
+        ("refused", "5.1.1", "welcome", "suppressed (hard bounce at the relay)")] * 4
+    assert (rates.sent, rates.hard_bounces) == (40, 4)
+    assert "hard bounce rate" in paused["welcome"]  # the sender's, its only campaign's
+    # The same refusal written again (a row taken over after a lost lease) is recorded once.
+    with workspace.engine.begin() as connection:
+        record_refusals(connection, workspace.settings, workspace.key,
+                        [(refused[0].outbox_id, dead[0], "550 5.1.1 gone", "again")], NOW)
+    with workspace.engine.connect() as connection:
+        assert period_rates(connection, Period()) == rates
 
 
 def test_a_policy_refusal_fails_without_suppressing(
