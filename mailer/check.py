@@ -127,7 +127,20 @@ def check_project(settings: Settings, now: datetime, strict: bool = False,
         if (cleartext := cleartext_password(relay, name)) is not None:
             report.problems.append(Problem("error", f"{settings.source}: {cleartext}"))
     _check_apple_ranges(settings, report)
+    _check_reply_listener(settings, report)
     return report
+
+
+def _check_reply_listener(settings: Settings, report: CheckReport) -> None:
+    """Replies tracked but no listener in `mailer run`: only a `mailer inbound` elsewhere, which
+    settings cannot see, receives them; say so rather than lose replies in silence."""
+    if not settings.sender.reply_tracking or settings.inbound.enabled:
+        return
+    domain = settings.sender.bounce_domain or settings.sender.domain
+    report.problems.append(Problem("warning", (
+        f"{settings.source}: [sender] reply_tracking: replies go to reply+...@{domain}, and "
+        "`mailer run` does not listen for them ([inbound] enabled = false); run `mailer "
+        f"inbound` where the MX of {domain} points, or set [inbound] enabled = true")))
 
 
 def _check_apple_ranges(settings: Settings, report: CheckReport) -> None:

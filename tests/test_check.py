@@ -236,3 +236,16 @@ def test_an_apple_ranges_file_missing_is_an_error_and_one_without_ranges_a_warni
     ranges.write_text("172.224.226.0/27,GB,GB-EN,London,\n")
     assert not [m for m in messages(project, "warning") + messages(project, "error")
                 if "apple_proxy" in m]  # fmt: skip
+
+
+def test_replies_tracked_without_a_listener_in_mailer_run_are_a_warning(project: Path) -> None:
+    path = project / "settings.toml"
+    text = path.read_text().replace("[sender]\n", "[sender]\nreply_tracking = true\n", 1)
+    path.write_text(text + '\n[inbound]\nreplies_to = "hello@acme-coffee.example"\n')
+    source = load_settings(path, environ={}).source
+    assert [m for m in messages(project, "warning") if "reply_tracking" in m] == [
+        f"{source}: [sender] reply_tracking: replies go to reply+...@acme.example, and "
+        "`mailer run` does not listen for them ([inbound] enabled = false); run `mailer "
+        "inbound` where the MX of acme.example points, or set [inbound] enabled = true"]
+    path.write_text(path.read_text() + "enabled = true\n")
+    assert not [m for m in messages(project, "warning") if "reply_tracking" in m]
