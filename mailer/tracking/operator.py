@@ -20,7 +20,7 @@ from mailer.delivery.pauses import paused_campaigns
 from mailer.delivery.relay_board import RelayGauges, downs_by_name
 from mailer.delivery.relays import Down, down_news
 from mailer.metrics import REQUESTS, Exposition, OutboxQueues, expect_campaigns
-from mailer.returns.breakers import Reading
+from mailer.returns.breakers import Reading, ReturnGauges
 from mailer.returns.breakers import readings as breaker_readings
 from mailer.store.engine import reading
 from mailer.tracking.buffer import HitBuffer
@@ -108,6 +108,7 @@ def operator_routes(workspace: Workspace, hits: HitBuffer) -> list[BaseRoute]:
             OutboxQueues(workspace.engine, workspace.settings),
             EventBufferMetrics(hits),
             RelayGauges(workspace.engine, workspace.settings),
+            ReturnGauges(workspace.engine, workspace.settings, workspace.clock),
         ]
     )
     expect_campaigns(workspace.settings)

@@ -10,12 +10,14 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from mailer.clock import FrozenClock
 from mailer.config import load_settings
 from mailer.delivery.pauses import paused_campaigns
 from mailer.errors import SettingsError
-from mailer.returns.breakers import readings
+from mailer.metrics import Exposition
+from mailer.returns.breakers import ReturnGauges, readings
 from mailer.returns.report import Returned
 from mailer.tracking.health import EventBacklog, reasons
 from mailer.workspace import Workspace
@@ -147,3 +149,32 @@ def test_thresholds_read_as_percentages_and_a_warning_above_its_stop_is_refused(
         load_settings(
             project / "settings.toml", environ=environ | {"MAILER_RETURNS__COMPLAINT_STOP": "lots"}
         )
+
+
+def test_the_rates_the_breakers_judge_are_in_metrics(shop: Workspace, project: Path) -> None:
+    """What /metrics shows is what the breakers read: per campaign of settings and for the
+    whole sender (campaign label empty), the rates over the window and the messages sent."""
+    news = list(sent(shop, project, "newsletter", people("n", 100)).values())
+    sent(shop, project, "leads", people("l", 50))
+    apply(shop, COMPLAINT, news[0], b"ARF 1")
+    for n, outbox_id in enumerate(news[1:3]):
+        apply(shop, HARD, outbox_id, f"DSN {n}".encode())
+    exposition = Exposition([ReturnGauges(shop.engine, shop.settings, shop.clock)])
+
+    def scraped() -> dict[tuple[str, ...], float]:
+        return {(s.name, *s.labels.values()): s.value
+                for family in text_string_to_metric_families(exposition.text().decode())
+                for s in family.samples if s.name.startswith("mailer_returns_")}  # fmt: skip
+
+    assert scraped() == {
+        ("mailer_returns_rate", "", "complaint"): 1 / 150,
+        ("mailer_returns_rate", "", "hard_bounce"): 2 / 150,
+        ("mailer_returns_rate", "welcome", "complaint"): 1 / 100,
+        ("mailer_returns_rate", "welcome", "hard_bounce"): 2 / 100,
+        ("mailer_returns_rate", "nurture", "complaint"): 0.0,
+        ("mailer_returns_rate", "nurture", "hard_bounce"): 0.0,
+        ("mailer_returns_sent", ""): 150, ("mailer_returns_sent", "welcome"): 100,
+        ("mailer_returns_sent", "nurture"): 50,
+    }  # fmt: skip
+    shop.clock.advance(shop.settings.returns.breaker_window)  # type: ignore[attr-defined]
+    assert {key: value for key, value in scraped().items() if value} == {}  # the window slid
