@@ -6,7 +6,9 @@ Each message is written to the spool (Maildir-style: tmp/, fsync, rename into ne
 250: once we have said yes, a crash loses nothing, and the next start processes what new/ still
 holds. Processing runs in a worker thread, one message at a time, and moves the file to cur/,
 or to unparseable/ (kept, logged and counted, never dropped). A message whose processing fails
-(the database is down) stays in new/ for the next start.
+(the database is down, the relay a reply is forwarded through is down) stays in new/ and is
+tried again RETRY_FIRST seconds later, then after twice as long each time up to RETRY_AT_MOST,
+and at the next start.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import os
 import secrets
 import signal
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, replace
@@ -47,6 +50,9 @@ NOT_OURS = "550 5.7.1 Relaying denied: this server takes mail for {domains} only
 NO_SUCH_USER = "550 5.1.1 No such user here"
 
 Echo = Callable[[str], None]
+RETRY_FIRST = 30.0  # seconds before a message whose processing failed is tried again ...
+RETRY_AT_MOST = 3600.0  # ... doubling each time up to this
+IN_HAND = float("inf")  # the due time of a failed message the worker is trying again
 
 
 @dataclass(frozen=True)
@@ -186,6 +192,13 @@ class ReturnedMail:
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mailer-inbound")
         self._pending: set[Future[str]] = set()
         self._lock = threading.Lock()
+        # Failed messages: their failures so far and when to try again (time.monotonic).
+        self._retries: dict[Path, tuple[int, float]] = {}
+        self._wake = threading.Condition()  # guards _retries and _closing
+        self._closing = False
+        self._retrier = threading.Thread(target=self._retry_when_due, daemon=True,
+                                         name="mailer-inbound-retry")  # fmt: skip
+        self._retrier.start()
 
     async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope,
                           recipient: str, rcpt_options: list[str]) -> str:  # fmt: skip
@@ -232,7 +245,23 @@ class ReturnedMail:
 
     def close(self) -> None:
         """Finish the messages in hand; the rest stay in new/ for the next start."""
+        with self._wake:
+            self._closing = True
+            self._wake.notify()
+        self._retrier.join()
         self._worker.shutdown(wait=True, cancel_futures=True)
+
+    def _retry_when_due(self) -> None:
+        """Hand each failed message to the worker again when its wait is over."""
+        with self._wake:
+            while not self._closing:
+                now = time.monotonic()
+                for path, (failures, due) in list(self._retries.items()):
+                    if due <= now:
+                        self._retries[path] = (failures, IN_HAND)
+                        self.submit(path)
+                waits = [due - now for _, due in self._retries.values() if now < due < IN_HAND]
+                self._wake.wait(min(waits, default=None))
 
     def _done(self, future: Future[str]) -> None:
         with self._lock:
@@ -241,9 +270,13 @@ class ReturnedMail:
     def _process(self, path: Path) -> str:
         try:
             outcome = process_stored(self.workspace, self.mailboxes, path.read_bytes(), path.name)
-        except Exception:  # the database is down: kept in new/, tried again at the next start
-            logger.exception("inbound: processing failed", extra={"file": str(path)})
+        except Exception:  # the database or the relay is down: kept in new/, tried again
+            retry_in = self._retry_later(path)
+            logger.exception("inbound: processing failed", extra={"file": str(path),
+                                                                  "retry_in": retry_in})
             return self._count("failed")
+        with self._wake:
+            self._retries.pop(path, None)
         if outcome.startswith("unparseable:"):
             kept = self.spool.move(path, "unparseable")
             logger.warning("inbound: unparseable message kept", extra={"file": str(kept)})
@@ -251,6 +284,15 @@ class ReturnedMail:
         self.spool.move(path, "cur")
         logger.info("inbound", extra={"file": path.name, "result": outcome})
         return self._count("processed")
+
+    def _retry_later(self, path: Path) -> float:
+        """Seconds until `path` is tried again."""
+        with self._wake:
+            failures = self._retries.get(path, (0, 0.0))[0]
+            wait = min(RETRY_FIRST * 2.0**failures, RETRY_AT_MOST)
+            self._retries[path] = (failures + 1, time.monotonic() + wait)
+            self._wake.notify()
+        return wait
 
     def _count(self, result: str) -> str:
         with self._lock:

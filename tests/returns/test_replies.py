@@ -6,6 +6,7 @@ exit_on_reply sequence stops, at the engine's tick and at sending. SQLite and Po
 from __future__ import annotations
 
 import email
+import time
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -19,6 +20,7 @@ from mailer.config import load_settings
 from mailer.contacts.model import Contact
 from mailer.delivery.claims import message_key
 from mailer.errors import SettingsError
+from mailer.returns import inbound
 from mailer.returns.inbound import Listening, start_inbound
 from mailer.store.tables import enrollments, events, outbox
 from mailer.tokens import verify
@@ -116,6 +118,28 @@ def test_a_reply_is_recorded_and_forwarded_unchanged_once(
     listener.handler.settle()
     assert len(replied_events(workspace)) == 1 and len(smtp_server.received) == 1
     assert listener.handler.counts == {"processed": 2, "unparseable": 0, "failed": 0}
+
+
+def test_a_reply_the_relay_would_not_take_is_forwarded_when_it_does(
+    workspace: Workspace, project: Path, listener: Listening, smtp_server: ScriptedSmtpServer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The relay answers 451 to the forward, twice: the reply stays in new/ and is tried again
+    (after RETRY_FIRST, then twice that), not only at the next start; recorded once,
+    forwarded once."""
+    monkeypatch.setattr(inbound, "RETRY_FIRST", 0.05)
+    ada = sent(workspace, project, "newsletter", ["ada@example.com"])["ada@example.com"]
+    address = reply_to(workspace, ada)
+    mail = REPLY.replace(b"REPLY_TO", address.encode())
+    smtp_server.script(INBOX, "451 4.3.0 Try again later", "451 4.3.0 Try again later")
+    assert deliver(listener, address, mail, sender="ada@example.com").startswith("250")
+    deadline = time.monotonic() + 10
+    while listener.handler.counts["processed"] == 0 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert listener.handler.counts == {"processed": 1, "unparseable": 0, "failed": 2}
+    assert [item.data for item in smtp_server.received] == [on_the_wire(mail)]
+    assert len(replied_events(workspace)) == 1
+    assert spool(workspace, "new") == [] and len(spool(workspace, "cur")) == 1
 
 
 def test_a_reply_is_forwarded_through_the_fallback_relay_when_the_primary_is_down(
