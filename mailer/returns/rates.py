@@ -98,7 +98,7 @@ def _days_starting_in(period: Period) -> list[ColumnElement[bool]]:
     def first_day_from(moment: datetime) -> str:
         day = moment.astimezone(UTC)
         midnight = day.replace(hour=0, minute=0, second=0, microsecond=0)
-        return (midnight.date() + timedelta(days=midnight < day)).isoformat()
+        return (midnight.date() + timedelta(days=1 if midnight < day else 0)).isoformat()
 
     found = []
     if period.since is not None:
