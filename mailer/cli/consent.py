@@ -27,6 +27,7 @@ from mailer.consent.person import (
     erase_person,
     export_person,
     grant,
+    lift_suppression,
     withdraw,
 )
 from mailer.consent.verification import verify_ledger
@@ -153,6 +154,33 @@ def grant_command(
         say(f"nothing to record: {email} already has consent on list {list_name}")
     else:
         say(f"granted: list {list_name} (ledger entry {entry_id})")
+
+
+@consent.command("lift")
+@click.argument("email")
+@reason_option
+@reference_option
+@json_option
+@pass_workspace
+def lift_command(lazy: _LazyWorkspace, email: str, reason: str | None, reference: str | None,
+                 as_json: bool) -> None:  # fmt: skip
+    """Lift the suppression of EMAIL (a hard bounce, a complaint, an opt-out of all mail) when
+    the person asks to come back, saying how they asked: --reason and/or --reference. Nothing
+    is granted: they opt in again (the sign-up form then sends a confirmation). An erasure is
+    never lifted."""
+    if not (reason or reference):
+        raise click.UsageError("say how the person asked to come back: --reason and/or "
+                               "--reference")  # fmt: skip
+    workspace = lazy.get()
+    now = workspace.clock.now()
+    said = evidence(now, via="cli", reason=reason, reference=reference)
+    with workspace.engine.begin() as connection:
+        entry_id = lift_suppression(connection, workspace.key, email, now, said)
+    if as_json:
+        print_json({"entry": entry_id})
+    else:
+        say(f"suppression lifted (ledger entry {entry_id}); every list stays withdrawn until "
+            f"{email} opts in again, e.g. on your sign-up form")  # fmt: skip
 
 
 @consent.command()

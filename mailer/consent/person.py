@@ -197,6 +197,29 @@ def withdraw(
     return ids
 
 
+def lift_suppression(connection: Connection, key: bytes, email: str, now: datetime,
+                     evidence: str) -> int:  # fmt: skip
+    """Lift the suppression of `email` at the person's request (`evidence` says how they
+    asked): a ledger entry (purpose "*", action "lifted", source "admin") and the suppression
+    row gone. Nothing is granted: every list stays withdrawn until the person opts in again
+    (the sign-up form then sends a confirmation whose link alone re-subscribes them). An
+    erasure is not lifted. Returns the entry appended."""
+    lock_ledger(connection)
+    person = find_person(connection, key, email)
+    held = _suppression(connection, person.subject_hash)
+    if held is None:
+        raise MailerError(f"{person.email} is not suppressed: nothing to lift")
+    if held.reason == "erased":
+        raise MailerError(f"{person.email} was erased at their request: an erasure is not "
+                          "lifted (a new sign-up of theirs is refused as well)")  # fmt: skip
+    [entry_id] = record(connection, [NewEntry(person.subject_hash, person.contact_id, ALL_LISTS,
+                                              "lifted", "admin", now, evidence)],
+                        {}, now)  # fmt: skip
+    connection.execute(delete(suppressions).where(
+        suppressions.c.address_hash == person.subject_hash))  # fmt: skip
+    return entry_id
+
+
 def grant(
     connection: Connection,
     key: bytes,
@@ -207,14 +230,15 @@ def grant(
     evidence: str | None = None,
 ) -> int | None:
     """Record consent given outside mailer (a phone call, a signed form) for a contact on one
-    list, with its evidence, and make them a member. A suppressed address is refused: a
-    suppression is lifted only by the person's own confirmed opt-in. Returns the entry appended,
-    or None when the consent on record already covers it."""
+    list, with its evidence, and make them a member. A suppressed address is refused: its
+    suppression is lifted first (lift_suppression), at the person's request. Returns the entry
+    appended, or None when the consent on record already covers it."""
     person = find_person(connection, key, email)
     if person.contact_id is None:
         raise UnknownContactError(f"{person.email}: no such contact")
     if _suppression(connection, person.subject_hash) is not None:
-        raise MailerError(f"{person.email} is suppressed: only their own opt-in can lift that")
+        raise MailerError(f"{person.email} is suppressed: once they ask to come back, lift it "
+                          "with `mailer consent lift`, then they opt in again")  # fmt: skip
     list_id = connection.scalar(select(lists.c.id).where(lists.c.name == list_name))
     upsert(connection, memberships, [{"list_id": list_id, "contact_id": person.contact_id,
                                       "joined_at": now, "source": "admin"}],

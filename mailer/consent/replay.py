@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection, select
 
 from mailer.consent.ledger import STREAM
 from mailer.consent.state import Action, Status, status_after
@@ -152,18 +152,21 @@ def _status_line(contact: int, purpose: str, want: _Status | None, have: _Status
 
 
 def _suppression_findings(connection: Connection, secret: bytes) -> Iterator[str]:
-    """Every withdrawal of all mail and every erasure suppresses the address, first one kept;
-    the stored address (which both gates match on) must be the one hashed, unless erased."""
-    first = dict(
-        connection.execute(
-            select(consent_entries.c.subject_hash, func.min(consent_entries.c.id))
-            .where(
-                consent_entries.c.purpose == ALL_LISTS,
-                consent_entries.c.action.in_(("withdrawn", "erased")),
-            )
-            .group_by(consent_entries.c.subject_hash)
-        ).all()
-    )
+    """Every withdrawal of all mail and every erasure suppresses the address, first one kept,
+    until an operator lifts it (`lifted`); the stored address (which both gates match on) must
+    be the one hashed, unless erased."""
+    first: dict[str, int] = {}  # subject -> the entry that suppresses it now
+    all_lists = (
+        select(consent_entries.c.subject_hash, consent_entries.c.id, consent_entries.c.action)
+        .where(consent_entries.c.purpose == ALL_LISTS,
+               consent_entries.c.action.in_(("withdrawn", "erased", "lifted")))
+        .order_by(consent_entries.c.id)
+    )  # fmt: skip
+    for entry in connection.execute(all_lists, execution_options=STREAM):
+        if entry.action == "lifted":
+            first.pop(entry.subject_hash, None)
+        else:
+            first.setdefault(entry.subject_hash, entry.id)
     erased = set(
         connection.scalars(
             select(consent_entries.c.subject_hash).where(consent_entries.c.action == "erased")

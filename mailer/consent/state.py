@@ -5,13 +5,15 @@ from __future__ import annotations
 
 from typing import Literal
 
-Action = Literal["granted", "confirmed", "withdrawn", "expired", "erased"]
+# "lifted": an operator lifted a suppression (purpose "*"), at the person's request.
+Action = Literal["granted", "confirmed", "withdrawn", "expired", "erased", "lifted"]
 Status = Literal["none", "pending", "granted", "confirmed", "withdrawn"]
 Source = Literal[
     "import", "form", "api", "admin", "unsubscribe", "complaint", "bounce", "scheduler",
 ]  # fmt: skip
 
-ACTIONS: tuple[Action, ...] = ("granted", "confirmed", "withdrawn", "expired", "erased")
+ACTIONS: tuple[Action, ...] = ("granted", "confirmed", "withdrawn", "expired", "erased",
+                               "lifted")  # fmt: skip
 SOURCES: tuple[Source, ...] = (
     "import", "form", "api", "admin", "unsubscribe", "complaint", "bounce", "scheduler",
 )  # fmt: skip
@@ -32,6 +34,8 @@ def status_after(current: Status, action: Action, double_opt_in: bool) -> Status
         return "confirmed"
     if action == "withdrawn":
         return "withdrawn"
+    if action == "lifted":  # of a suppression: a list's own status stays as it was
+        return current
     return "none"  # expired, erased
 
 

@@ -13,12 +13,13 @@ from typing import Any
 import httpx
 import pytest
 from click.testing import CliRunner, Result
-from sqlalchemy import select
+from sqlalchemy import create_engine, insert, select
 
 from mailer.cli import cli
 from mailer.consent.evidence import SentMessage, complaint_evidence, truncated_ip
 from mailer.consent.person import consent_history
-from mailer.store.tables import outbox
+from mailer.contacts.addresses import address_hash
+from mailer.store.tables import outbox, suppressions
 from mailer.tracking.app import create_app
 from mailer.workspace import Workspace
 from tests.conftest import SECRET, write_csv
@@ -128,6 +129,50 @@ def test_withdraw_and_grant_from_the_cli_keep_the_reason_and_ticket(
     assert entries[1]["evidence"]["reference"] == "T-1077"
     shown = json.loads(mailer("consent", "show", "ada@example.com", "--json").stdout)
     assert {row["list"]: row["status"] for row in shown["lists"]}["leads"] == "granted"
+
+
+def test_an_operator_lifts_a_suppression_with_the_persons_request_as_evidence(
+    mailer: Callable[..., Result], project: Path, database_url: str
+) -> None:
+    """A suppression is lifted only with a reason (how the person asked) and never for an
+    erasure; the lift is a ledger entry, so `consent verify` still finds the tables in step
+    with the ledger, and a suppression put back by hand has no entry behind it."""
+    write_csv(project / "news.csv", "email,consent_at\nada@example.com,2026-03-01\n"
+              "bob@example.com,2026-03-01\n")  # fmt: skip
+    assert mailer("import", "news.csv", "--list", "leads").exit_code == 0
+    assert mailer("consent", "withdraw", "ada@example.com").exit_code == 0  # all mail
+    refused = mailer("consent", "grant", "ada@example.com", "--list", "leads", "--reason", "x")
+    assert refused.exit_code == 1 and "mailer consent lift" in refused.output
+    assert mailer("consent", "lift", "ada@example.com").exit_code == 2  # no evidence
+    lifted = mailer("consent", "lift", "ada@example.com", "--reason", "asked by phone",
+                    "--reference", "T-2001", "--json")  # fmt: skip
+    assert lifted.exit_code == 0, lifted.output
+    entry = json.loads(lifted.stdout)["entry"]
+    history = json.loads(mailer("consent", "history", "ada@example.com", "--json").stdout)
+    assert [(e["entry_id"], e["list"], e["action"], e["source"], e["evidence"]["reference"])
+            for e in history if e["action"] == "lifted"] == [
+        (entry, "*", "lifted", "admin", "T-2001")]  # fmt: skip
+    shown = json.loads(mailer("consent", "show", "ada@example.com", "--json").stdout)
+    assert shown["suppressed"] is None
+    assert {row["list"]: row["status"] for row in shown["lists"]}["leads"] == "withdrawn"
+    assert mailer("consent", "verify").exit_code == 0
+    again = mailer("consent", "lift", "ada@example.com", "--reason", "twice")
+    assert again.exit_code == 1 and "is not suppressed" in again.output
+    granted = mailer("consent", "grant", "ada@example.com", "--list", "leads",
+                     "--reference", "T-2001")  # fmt: skip
+    assert granted.exit_code == 0, granted.output
+
+    assert mailer("consent", "erase", "bob@example.com", "--yes").exit_code == 0
+    erased = mailer("consent", "lift", "bob@example.com", "--reason", "asked")
+    assert erased.exit_code == 1 and "an erasure is not lifted" in erased.output
+    engine = create_engine(database_url)
+    with engine.begin() as connection:  # ada's suppression put back by hand, as SQL can
+        connection.execute(insert(suppressions).values(
+            address_hash=address_hash(SECRET.encode(), "ada@example.com"),
+            email="ada@example.com", reason="admin", created_at=datetime.now(UTC)))  # fmt: skip
+    engine.dispose()
+    tampered = mailer("consent", "verify")
+    assert tampered.exit_code == 1 and "has no ledger entry behind it" in tampered.output
 
 
 def test_merged_duplicate_rows_name_the_line_their_evidence_came_from(

@@ -20,9 +20,11 @@ from starlette.types import ASGIApp
 from mailer.clock import FrozenClock
 from mailer.config import load_settings
 from mailer.consent.ledger import verify as verify_ledger
-from mailer.consent.person import withdraw
+from mailer.consent.person import lift_suppression, withdraw
+from mailer.consent.replay import projection_findings
 from mailer.consent.suppressions import Reason, suppress
 from mailer.contacts.addresses import address_hash
+from mailer.delivery.writer import suppress_hard_bounce
 from mailer.store.tables import consent_entries, contacts, ledger_head
 from mailer.tracking.forms import form_routes
 from mailer.workspace import Workspace
@@ -144,6 +146,39 @@ def test_a_suppressed_address_is_neither_resubscribed_nor_mailed(
     assert [answer.status_code for answer in answers] == [200, 200]
     assert [action for _, action, _, _ in entries(workspace)] == ["granted"]
     assert smtp_server.received == []  # the server has stopped: the queued work is done
+
+
+def test_after_an_operator_lifts_a_hard_bounce_only_the_persons_own_confirmation_resubscribes(
+    forms: Forms, smtp_server: ScriptedSmtpServer, serve: Serve
+) -> None:
+    """Ada's mailbox bounced (suppressed, every list withdrawn); she asks to come back. Before
+    the lift the form mails her nothing; after it, the form sends a confirmation, and only
+    its link subscribes her again: a stranger typing her address gets no further."""
+    workspace, app = forms
+    subscribed(workspace, app, serve, smtp_server, "newsletter")
+    with workspace.engine.begin() as connection:
+        suppress_hard_bounce(connection, workspace, "ada@example.com", workspace.clock.now(),
+                             "550 5.1.1 user unknown")  # fmt: skip
+    workspace.clock.advance(timedelta(minutes=11))  # type: ignore[attr-defined]
+    with serve(app) as base:
+        subscribe(base, list="newsletter")
+    assert smtp_server.received == [] and status(workspace) == "withdrawn"  # work done
+
+    with workspace.engine.begin() as connection:
+        lift_suppression(connection, workspace.key, "ada@example.com", workspace.clock.now(),
+                         '{"reason":"asked by phone"}')  # fmt: skip
+    assert status(workspace) == "withdrawn"  # a lift grants nothing
+    with serve(app) as base:
+        subscribe(base, list="newsletter")
+        [confirmation] = received(smtp_server, 1)
+        assert httpx.get(confirm_url(confirmation, base)).status_code == 200
+    assert status(workspace) == "confirmed"
+    assert [(purpose, action) for purpose, action, _, _ in entries(workspace)][-4:] == [
+        ("*", "withdrawn"), ("*", "lifted"), ("newsletter", "granted"),
+        ("newsletter", "confirmed")]  # fmt: skip
+    with workspace.engine.connect() as connection:
+        assert verify_ledger(connection).intact
+        assert projection_findings(connection, workspace.key) == []
 
 
 def test_a_list_not_open_to_forms_is_a_400_and_nothing_is_written(
