@@ -53,6 +53,7 @@ Echo = Callable[[str], None]
 RETRY_FIRST = 30.0  # seconds before a message whose processing failed is tried again ...
 RETRY_AT_MOST = 3600.0  # ... doubling each time up to this
 IN_HAND = float("inf")  # the due time of a failed message the worker is trying again
+RETRY_POLL = 1.0  # seconds: how soon a closing listener's retry thread notices, at most
 
 
 @dataclass(frozen=True)
@@ -252,16 +253,23 @@ class ReturnedMail:
         self._worker.shutdown(wait=True, cancel_futures=True)
 
     def _retry_when_due(self) -> None:
-        """Hand each failed message to the worker again when its wait is over."""
-        with self._wake:
-            while not self._closing:
+        """Hand each failed message to the worker again when its wait is over. Waits are
+        slept (at most RETRY_POLL at a time), not a timed Condition.wait: under a moved clock
+        (libfaketime, `make test-future`) a timed wait never times out; a sleep does."""
+        while True:
+            with self._wake:
+                if self._closing:
+                    return
                 now = time.monotonic()
                 for path, (failures, due) in list(self._retries.items()):
                     if due <= now:
                         self._retries[path] = (failures, IN_HAND)
                         self.submit(path)
                 waits = [due - now for _, due in self._retries.values() if now < due < IN_HAND]
-                self._wake.wait(min(waits, default=None))
+                if not waits:
+                    self._wake.wait()  # until a message fails, or the listener closes
+                    continue
+            time.sleep(min(*waits, RETRY_POLL))
 
     def _done(self, future: Future[str]) -> None:
         with self._lock:
