@@ -25,7 +25,7 @@ from mailer.cli import (
 )
 from mailer.daemon import run as run_daemon
 from mailer.daemon import simulate, tick_and_deliver
-from mailer.delivery.retry import FailedMessages, check_names, requeue_failed
+from mailer.delivery.retry import FailedMessages, check_names, passed_by, requeue_failed
 from mailer.delivery.worker import Deliverer
 from mailer.durations import parse_duration
 from mailer.logs import brief_logs, configure
@@ -194,11 +194,15 @@ def outbox_retry(lazy: _LazyWorkspace, campaign: str | None, step: str | None,
     check_names(workspace.settings, which)
     with workspace.engine.begin() as connection:
         count = requeue_failed(connection, which, now)
+        left = passed_by(connection, which)
     if as_json:
-        print_json({"requeued": count})
+        print_json({"requeued": count, "left_failed": left})
         return
     say(f"{count} failed message{'' if count == 1 else 's'} re-queued"
         + ("; the next delivery sends them, consent checked again" if count else ""))  # fmt: skip
+    if left:
+        say(f"{left} left failed: a later step of their sequence went out since, and this "
+            "one would now arrive after it")  # fmt: skip
 
 
 def _since(text: str | None, now: datetime) -> datetime | None:

@@ -3,6 +3,8 @@
 A failed row goes back to `queued` as if the engine had just queued it: a fresh count of
 attempts and of the give-up age, and the next delivery claims it like any other row, so it
 passes consent gate 2 again (a contact who withdrew or bounced meanwhile is skipped, not sent).
+A failed step whose sequence has gone on (a later step of the same run queued or sent since)
+stays failed: sent now, it would arrive after the step that follows it.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Connection, func, literal, update
+from sqlalchemy import ColumnElement, Connection, exists, func, literal, select, update
 
 from mailer.config import Settings
 from mailer.errors import MailerError
@@ -42,22 +44,43 @@ def check_names(settings: Settings, which: FailedMessages) -> None:
 
 
 def requeue_failed(connection: Connection, which: FailedMessages, now: datetime) -> int:
-    """Put the failed messages `which` names back in the queue, due `now`; return how many."""
+    """Put the failed messages `which` names back in the queue, due `now`, except those their
+    sequence has gone on from (passed_by); return how many."""
     statement = (
         update(outbox)
-        .where(outbox.c.status == "failed")
+        .where(outbox.c.status == "failed", ~_gone_on())
         .values(status="queued", queued_at=now, send_after=now, attempts=0, lease_owner=None,
                 reply=None, relay=None,
                 reason=literal("re-queued after: ") + func.coalesce(outbox.c.reason, ""))
     )  # fmt: skip
+    return connection.execute(statement.where(*_named(which))).rowcount or 0
+
+
+def passed_by(connection: Connection, which: FailedMessages) -> int:
+    """How many of the failed messages `which` names stay failed: their sequence went on."""
+    query = select(func.count()).where(outbox.c.status == "failed", _gone_on(), *_named(which))
+    return int(connection.scalar(query) or 0)
+
+
+def _gone_on() -> ColumnElement[bool]:
+    """A later message of the same run (contact, campaign, cycle) was queued or sent after this
+    one; found through the contact's index, a handful of rows."""
+    later = outbox.alias("later")
+    return exists().where(
+        later.c.contact_id == outbox.c.contact_id, later.c.campaign == outbox.c.campaign,
+        later.c.cycle == outbox.c.cycle, later.c.id > outbox.c.id,
+        later.c.status.in_(("queued", "sending", "deferred", "sent")),
+    )  # fmt: skip
+
+
+def _named(which: FailedMessages) -> list[ColumnElement[bool]]:
+    found = []
     if which.campaign is not None:
-        statement = statement.where(outbox.c.campaign == which.campaign)
+        found.append(outbox.c.campaign == which.campaign)
     if which.step is not None:
-        statement = statement.where(outbox.c.step == which.step)
+        found.append(outbox.c.step == which.step)
     if which.since is not None:
-        statement = statement.where(outbox.c.queued_at >= which.since)
+        found.append(outbox.c.queued_at >= which.since)
     if which.reason:
-        statement = statement.where(
-            func.lower(outbox.c.reason).contains(which.reason.lower(), autoescape=True)
-        )
-    return connection.execute(statement).rowcount or 0
+        found.append(func.lower(outbox.c.reason).contains(which.reason.lower(), autoescape=True))
+    return found

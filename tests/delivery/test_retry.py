@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from mailer.campaigns.engine import tick
 from mailer.cli import cli
 from mailer.consent.person import withdraw
-from mailer.delivery.retry import FailedMessages, requeue_failed
+from mailer.delivery.retry import FailedMessages, passed_by, requeue_failed
 from mailer.workspace import Workspace
 from tests.conftest import NOW, SECRET
 from tests.delivery.helpers import deliver, queue_welcome, rows
@@ -77,6 +78,29 @@ def test_a_retried_message_of_a_contact_who_withdrew_is_not_sent(
     assert "bob@example.com" not in [r.recipient for r in smtp_server.received]
 
 
+def test_a_failed_step_whose_sequence_went_on_stays_failed(
+    open_workspace: Opener, project: Path, smtp_server: ScriptedSmtpServer, database_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """bob's and cy's hello failed; two days on, tips went to them. Sending hello now would
+    put it after tips: it stays failed, and the command says so."""
+    fail_bob_and_cy(open_workspace(), project)
+    fix_the_first_name(project)
+    workspace = open_workspace()
+    tips_at = NOW + timedelta(days=2, hours=1)
+    tick(workspace.engine, workspace.settings, tips_at)
+    assert deliver(workspace, tips_at - NOW).sent == 3
+    with workspace.engine.connect() as connection:
+        assert passed_by(connection, FailedMessages()) == 2
+    assert requeue(workspace) == 0
+    monkeypatch.chdir(project)
+    environment = {"MAILER_SECRET_KEY": SECRET, "MAILER_DATABASE_URL": database_url}
+    said = CliRunner().invoke(cli, ["outbox", "retry"], env=environment)
+    assert said.stdout == ("0 failed messages re-queued\n2 left failed: a later step of their "
+                           "sequence went out since, and this one would now arrive after it\n")
+    assert sorted(r.recipient for r in smtp_server.received).count("bob@example.com") == 1
+
+
 def test_only_the_failed_messages_the_filters_name_are_requeued(
     open_workspace: Opener, project: Path
 ) -> None:
@@ -101,7 +125,8 @@ def test_mailer_outbox_retry_prints_how_many_and_names_unknown_campaigns(
     assert "no campaign 'nope' in settings (campaigns: welcome)" in result.stderr
     result = runner.invoke(cli, ["outbox", "retry", "--since", "2026-11-23T09:00Z", "--json"],
                            env=environment)  # fmt: skip
-    assert result.exit_code == 0 and json.loads(result.stdout) == {"requeued": 2}
+    assert result.exit_code == 0
+    assert json.loads(result.stdout) == {"requeued": 2, "left_failed": 0}
     result = runner.invoke(cli, ["outbox", "retry"], env=environment)
     assert result.stdout == "0 failed messages re-queued\n"
     listed = json.loads(runner.invoke(cli, ["outbox", "--json"], env=environment).stdout)

@@ -17,7 +17,7 @@ from sqlalchemy import Connection, Engine, event, insert, inspect, text
 
 from mailer.consent.audit import Period, sent_messages
 from mailer.delivery.claims import claim
-from mailer.delivery.retry import FailedMessages, requeue_failed
+from mailer.delivery.retry import FailedMessages, passed_by, requeue_failed
 from mailer.retention import run_retention
 from mailer.returns.breakers import readings
 from mailer.returns.matching import match
@@ -131,12 +131,15 @@ def test_claims_read_due_rows_through_status_and_send_after(filled: Workspace) -
 
 
 def test_requeueing_failed_messages_reads_them_by_status(filled: Workspace) -> None:
-    # (status, queued_at) served this before 0023; (status, send_after) does as well.
+    # (status, queued_at) served this before 0023; (status, send_after) does as well. Whether
+    # a run went on past a failed message is read through the contact's index.
     which = FailedMessages(since=NOW - timedelta(days=10))
     with filled.engine.begin() as connection, plans(connection) as found:
-        assert requeue_failed(connection, which, NOW) > 10
+        left = passed_by(connection, which)
+        assert requeue_failed(connection, which, NOW) + left > 10 and left > 0
     [plan] = outbox_plans(found, "UPDATE", "queued_at")
     assert_uses(plan, "ix_outbox_status_send_after")
+    assert "ix_outbox_contact_id" in plan, plan
 
 
 def test_retention_finds_old_click_targets_without_scanning_the_outbox(filled: Workspace) -> None:
