@@ -136,7 +136,7 @@ def _check_reply_listener(settings: Settings, report: CheckReport) -> None:
     settings cannot see, receives them; say so rather than lose replies in silence."""
     if not settings.sender.reply_tracking or settings.inbound.enabled:
         return
-    domain = settings.sender.bounce_domain or settings.sender.domain
+    domain = settings.sender.envelope_domain
     report.problems.append(Problem("warning", (
         f"{settings.source}: [sender] reply_tracking: replies go to reply+...@{domain}, and "
         "`mailer run` does not listen for them ([inbound] enabled = false); run `mailer "

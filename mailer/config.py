@@ -117,6 +117,12 @@ class Sender(Model):
     def domain(self) -> str:
         return self.email.rpartition("@")[2]
 
+    @property
+    def envelope_domain(self) -> str:
+        """Where bounces+, unsubscribe+ and reply+ addresses live (and SPF is checked):
+        bounce_domain, else the From domain."""
+        return self.bounce_domain or self.domain
+
     @field_validator("email", "reply_to")
     @classmethod
     def _address(cls, value: str | None) -> str | None:

@@ -30,7 +30,7 @@ _LOCAL_RELAY = "localhost"
 
 def envelope_domain(settings: Settings) -> str:
     """The domain of the envelope sender (bounces+TOKEN@...), the one SPF checks."""
-    return settings.sender.bounce_domain or settings.sender.domain
+    return settings.sender.envelope_domain
 
 
 def check_spf(settings: Settings, lookup: Lookup) -> Finding:

@@ -248,7 +248,7 @@ class MessageRenderer:
 
     @property
     def _bounce_domain(self) -> str:
-        return self.settings.sender.bounce_domain or self.settings.sender.domain
+        return self.settings.sender.envelope_domain
 
     def _variant(self, step: Step, variant: str | None) -> tuple[str, str]:
         if variant is None:

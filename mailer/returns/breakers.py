@@ -76,7 +76,10 @@ class Window:
         """(returned, sent) of `scope`: a campaign, or SENDER for everything."""
         returned = sum(n for (name, k), n in self.returned.items()
                        if k == kind and (scope is SENDER or name == scope))  # fmt: skip
-        return returned, self.sent.total() if scope is SENDER else self.sent[scope]
+        return returned, self.sent_in(scope)
+
+    def sent_in(self, scope: str | None) -> int:
+        return self.sent.total() if scope is SENDER else self.sent[scope]
 
 
 def window(connection: Connection, settings: Settings, now: datetime) -> Window:
@@ -187,6 +190,6 @@ class ReturnGauges(Collector):
                 returned, total = counted.count(scope, kind)
                 rates.add_metric([label, "hard_bounce" if kind == "hard" else kind],
                                  returned / total if total else 0.0)  # fmt: skip
-            sent.add_metric([label], counted.count(scope, "hard")[1])
+            sent.add_metric([label], counted.sent_in(scope))
         yield rates
         yield sent

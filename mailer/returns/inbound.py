@@ -68,7 +68,7 @@ class Mailboxes:
     def of(cls, workspace: Workspace) -> Mailboxes:
         sender = workspace.settings.sender
         fbl = workspace.settings.inbound.fbl_address
-        domain = (sender.bounce_domain or sender.domain).lower()
+        domain = sender.envelope_domain.lower()
         return cls(domain, fbl.lower() if fbl else None, workspace.renderer.keys)
 
     @property

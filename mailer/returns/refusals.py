@@ -46,7 +46,7 @@ def record_refusals(connection: Connection, settings: Settings, key: bytes,
             status_code=_status_code(reply), outbox_id=outbox_id,
             campaign=campaigns.get(outbox_id), action=action,
         ).on_conflict_do_nothing(index_elements=["digest"]))  # fmt: skip
-    for campaign in sorted({name for name in campaigns.values()}):
+    for campaign in sorted(set(campaigns.values())):
         check_breakers(connection, settings, campaign, now)
 
 

@@ -136,7 +136,7 @@ class ConfirmationMail:
         if dkim_key is not None:
             data = dkim_sign(data, dkim_key, now)
         key = f"confirm-{subscriber.contact_id}"  # not an outbox key: bounce handling skips it
-        bounce_domain = sender.bounce_domain or sender.domain
+        bounce_domain = sender.envelope_domain
         recipient = wire_address(subscriber.email)
         return RenderedMessage(key, message_id, f"bounces+{sign(keys, 'bounce', key)}@"
                                f"{bounce_domain}", recipient, not recipient.isascii(), subject,
