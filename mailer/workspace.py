@@ -40,6 +40,7 @@ class Workspace:
                     name: (spec.title, spec.double_opt_in)
                     for name, spec in self.settings.lists.items()
                 },
+                self.clock.now(),
             )
         return engine
 

@@ -18,9 +18,10 @@ from typing import Any, cast
 from sqlalchemy import Connection, select
 
 from mailer.consent.ledger import STREAM
+from mailer.consent.list_policy import Policies
 from mailer.consent.state import Action, Status, status_after
 from mailer.contacts.addresses import address_hash
-from mailer.store.tables import consent_entries, consent_status, contacts, lists, suppressions
+from mailer.store.tables import consent_entries, consent_status, contacts, suppressions
 
 ALL_LISTS = "*"  # an entry that concerns every list (a withdrawal of all mail, an erasure)
 
@@ -28,9 +29,10 @@ ALL_LISTS = "*"  # an entry that concerns every list (a withdrawal of all mail, 
 def projection_findings(connection: Connection, secret: bytes) -> list[str]:
     """Every disagreement between the ledger and the contacts, consent_status and suppressions
     tables, one line each; empty when they agree."""
+    policies = Policies(connection)
     return [
         *_moved_entries(connection, secret),
-        *_status_findings(connection),
+        *_status_findings(connection, policies),
         *_suppression_findings(connection, secret),
     ]
 
@@ -70,10 +72,11 @@ class _Status:
     entry_id: int
 
 
-def _expected_statuses(connection: Connection) -> Iterator[tuple[int, dict[str, _Status]]]:
+def _expected_statuses(connection: Connection,
+                       policies: Policies) -> Iterator[tuple[int, dict[str, _Status]]]:  # fmt: skip
     """Per contact, in id order: list -> status, replaying each (contact, list)'s entries as
-    recording consent does. Lists are grouped, never compared: collations differ."""
-    double_opt_in = dict(connection.execute(select(lists.c.name, lists.c.double_opt_in)).all())
+    recording consent does, each under its list's policy of the time. Lists are grouped, never
+    compared: collations differ."""
     query = (
         select(
             consent_entries.c.id,
@@ -84,7 +87,7 @@ def _expected_statuses(connection: Connection) -> Iterator[tuple[int, dict[str, 
         )
         .where(
             consent_entries.c.contact_id.is_not(None),
-            consent_entries.c.purpose.in_(list(double_opt_in)),
+            consent_entries.c.purpose.in_(policies.lists()),
         )
         .order_by(consent_entries.c.contact_id, consent_entries.c.purpose, consent_entries.c.id)
     )
@@ -97,7 +100,8 @@ def _expected_statuses(connection: Connection) -> Iterator[tuple[int, dict[str, 
                 yield contact, statuses
             contact, statuses, current = row.contact_id, {}, {}
         before = current.get(row.purpose, "none")
-        after = status_after(before, cast(Action, row.action), double_opt_in[row.purpose])
+        after = status_after(before, cast(Action, row.action),
+                             policies.at(row.purpose, row.id))  # fmt: skip
         if after != before:  # the entry that decided the status stays the one on record
             current[row.purpose] = after
             statuses[row.purpose] = _Status(after, row.occurred_at, row.id)
@@ -119,9 +123,9 @@ def _found_statuses(connection: Connection) -> Iterator[tuple[int, dict[str, _St
         yield contact, statuses
 
 
-def _status_findings(connection: Connection) -> Iterator[str]:
+def _status_findings(connection: Connection, policies: Policies) -> Iterator[str]:
     """Merge the replayed and the stored statuses, both in contact order."""
-    expected, found = _expected_statuses(connection), _found_statuses(connection)
+    expected, found = _expected_statuses(connection, policies), _found_statuses(connection)
     want, have = next(expected, None), next(found, None)
     while want is not None or have is not None:
         if have is None or (want is not None and want[0] < have[0]):

@@ -6,14 +6,16 @@ from __future__ import annotations
 from typing import Literal
 
 # "lifted": an operator lifted a suppression (purpose "*"), at the person's request.
-Action = Literal["granted", "confirmed", "withdrawn", "expired", "erased", "lifted"]
+# "double_opt_in", "single_opt_in": a list's policy switched in settings (list_policy.py).
+Action = Literal["granted", "confirmed", "withdrawn", "expired", "erased", "lifted",
+                 "double_opt_in", "single_opt_in"]  # fmt: skip
 Status = Literal["none", "pending", "granted", "confirmed", "withdrawn"]
 Source = Literal[
     "import", "form", "api", "admin", "unsubscribe", "complaint", "bounce", "scheduler",
 ]  # fmt: skip
 
 ACTIONS: tuple[Action, ...] = ("granted", "confirmed", "withdrawn", "expired", "erased",
-                               "lifted")  # fmt: skip
+                               "lifted", "double_opt_in", "single_opt_in")  # fmt: skip
 SOURCES: tuple[Source, ...] = (
     "import", "form", "api", "admin", "unsubscribe", "complaint", "bounce", "scheduler",
 )  # fmt: skip
@@ -34,7 +36,7 @@ def status_after(current: Status, action: Action, double_opt_in: bool) -> Status
         return "confirmed"
     if action == "withdrawn":
         return "withdrawn"
-    if action == "lifted":  # of a suppression: a list's own status stays as it was
+    if action in ("lifted", "double_opt_in", "single_opt_in"):  # no person's list status changes
         return current
     return "none"  # expired, erased
 
