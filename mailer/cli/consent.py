@@ -26,11 +26,13 @@ from mailer.consent.person import (
     consent_overview,
     erase_person,
     export_person,
+    find_person,
     grant,
     lift_suppression,
     withdraw,
 )
 from mailer.consent.verification import verify_ledger
+from mailer.webhooks_out import WebhookEvent, enqueue
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 reason_option = click.option("--reason", help="Why, in a few words (kept as the evidence).")
@@ -117,6 +119,11 @@ def withdraw_command(
     with workspace.engine.begin() as connection:
         ids = withdraw(connection, workspace.key, email, workspace.double_opt_in, now, list_name,
                        evidence=said)  # fmt: skip
+        if ids:  # a CRM that mirrors opt-outs hears of this one as of a click on unsubscribe
+            person = find_person(connection, workspace.key, email)
+            enqueue(connection, workspace.settings, "unsubscribed", [
+                WebhookEvent(now, contact_id=person.contact_id, email=person.email,
+                             data={"list": list_name, "via": "operator"})])  # fmt: skip
     if as_json:
         print_json({"entries": ids, "suppressed": list_name is None})
     elif not ids:

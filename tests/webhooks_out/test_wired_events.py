@@ -1,6 +1,7 @@
 """The events the tracking endpoint and the engine make, each through its real code path (real
 HTTP to the tracking app, the engine and the Deliverer on the frozen clock), POSTed to the real
-receiver: confirmed, unsubscribed (one-click and the page), survey_answered and converted."""
+receiver: confirmed, unsubscribed (one-click, the page, an operator's withdrawal),
+survey_answered and converted."""
 
 from __future__ import annotations
 
@@ -14,8 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from click.testing import CliRunner
 
 from mailer.campaigns.engine import tick
+from mailer.cli import cli
 from mailer.clock import FrozenClock
 from mailer.contacts.events import record_event
 from mailer.delivery.claims import message_key
@@ -23,11 +26,11 @@ from mailer.render.surveys import survey_helper
 from mailer.tracking.app import create_app
 from mailer.webhooks_out.sender import deliver_once
 from mailer.workspace import Workspace
-from tests.conftest import NOW
+from tests.conftest import NOW, SECRET
 from tests.delivery.helpers import deliver, queue_welcome, rows
 from tests.delivery.smtp_server import ScriptedSmtpServer
 from tests.tracking.conftest import BASE, running
-from tests.webhooks_out.conftest import Opener, Receiver
+from tests.webhooks_out.conftest import HOOK_SECRET, Opener, Receiver
 
 CHROME = ("Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 (KHTML, like "
           "Gecko) Chrome/126.0.0.0 Safari/537.36")  # fmt: skip
@@ -181,3 +184,31 @@ def test_a_goal_reached_before_sending_is_posted_as_converted_once(
     assert payload["type"] == "converted" and payload["campaign"] == "welcome"
     assert payload["occurred_at"] == (NOW + timedelta(hours=1)).isoformat()
     assert payload["data"] == {"goal": 'event "purchased"'}
+
+
+def test_an_operators_withdrawal_is_posted_once_and_an_erasure_is_not(
+    hooked: Opener, project: Path, receiver: Receiver, smtp_server: ScriptedSmtpServer
+) -> None:
+    workspace = hooked(events='["unsubscribed"]')
+    queue_welcome(workspace, project, "ada@example.com,Ada", "bob@example.com,Bob")
+    settings = str(project / "settings.toml")
+    environ = {"MAILER_SMTP__PORT": str(smtp_server.port), "MAILER_SECRET_KEY": SECRET,
+               "MAILER_DATABASE_URL": workspace.settings.resolved_database_url(),
+               "MAILER_WEBHOOKS__OUTGOING__CRM__SECRET": HOOK_SECRET,
+               "MAILER_NOW": (NOW - timedelta(minutes=1)).isoformat()}  # fmt: skip
+
+    def mailer(*args: str) -> None:
+        result = CliRunner().invoke(cli, ["--config", settings, *args], env=environ)
+        assert result.exit_code == 0, result.output
+
+    mailer("consent", "withdraw", "Ada@Example.com", "--list", "newsletter", "--reference", "T-1")
+    mailer("consent", "withdraw", "ada@example.com", "--list", "newsletter", "--reference", "T-1")
+    mailer("consent", "withdraw", "bob@example.com", "--reason", "asked by phone")
+    mailer("consent", "erase", "bob@example.com", "--yes", "--reference", "DSR-1")
+    # Several POSTs go at once: the order they arrive in is not the order queued.
+    first, everything = sorted(posted(workspace, receiver), key=lambda p: p["contact"]["email"])
+    assert first["type"] == everything["type"] == "unsubscribed"
+    assert first["contact"]["email"] == "ada@example.com"  # as stored, not as typed
+    assert first["data"] == {"list": "newsletter", "via": "operator"}
+    assert everything["contact"]["email"] == "bob@example.com"
+    assert everything["data"] == {"list": None, "via": "operator"}
