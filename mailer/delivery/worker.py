@@ -25,11 +25,12 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 from sqlalchemy import Connection
+from sqlalchemy.exc import SQLAlchemyError
 
 from mailer.contacts.model import Contact, load_contacts
 from mailer.delivery import gate, still_wanted
 from mailer.delivery.claims import OutboxMessage, Result, claim, take_back
-from mailer.delivery.pauses import pause
+from mailer.delivery.pauses import pause, paused_campaigns
 from mailer.delivery.relay import Envelope, refuse_cleartext_password
 from mailer.delivery.relay_board import RelayBoard
 from mailer.delivery.relays import FailoverSession, deferral_reason
@@ -50,6 +51,10 @@ RESTARTED = f"{DIED}; a new one renders again, one at a time, the messages it ha
 # Against one call a chunk: 5-11% more messages a second (bench/scale_bench.py; at most 160
 # a call, 0-4%).
 GATED_AT_MOST = 8 * CHUNK
+# Seconds between a run's reads of which campaigns are paused (`mailer campaign pause`, from
+# any process): a message of a campaign paused since it was claimed goes back to the outbox
+# instead of out. Only messages already handed to a relay session are sent after a pause.
+PAUSES_READ_EVERY = 1.0
 
 
 def run_loop(work: Coroutine[Any, Any, T]) -> T:
@@ -124,6 +129,7 @@ class Deliverer:
         self.relays = RelayBoard(workspace.engine, self.settings)  # read at each claim
         self.pool: RenderPool | None = None
         self.failure: Exception | None = None  # results could not be written: the run stops
+        self.paused: dict[str, str] = {}  # campaign -> why, as last read (PAUSES_READ_EVERY)
         # Chunks rendered ahead of the relay sessions: enough to keep every process busy.
         self.lookahead = 4 * max(delivery.render_processes, 1)
 
@@ -149,6 +155,8 @@ class Deliverer:
                    for s in sessions]  # fmt: skip
         self.failure = None
         await asyncio.to_thread(self._take_back, clock())
+        self.paused = await asyncio.to_thread(self._read_pauses)
+        watching = asyncio.create_task(self._watch_pauses())
         pending: deque[Chunk] = deque()  # being rendered, in the order they were claimed
         more = True
 
@@ -175,6 +183,7 @@ class Deliverer:
                         break
                     await ready.put(item)
         finally:
+            watching.cancel()
             for chunk in pending:
                 chunk.future.cancel()
             while stopping() and not ready.empty():  # not in flight yet: given back below
@@ -193,6 +202,18 @@ class Deliverer:
         if self.pool is not None:
             self.pool.close()
             self.pool = None
+
+    def _read_pauses(self) -> dict[str, str]:
+        with reading(self.workspace.engine) as connection:
+            return paused_campaigns(connection)
+
+    async def _watch_pauses(self) -> None:
+        while True:
+            await asyncio.sleep(PAUSES_READ_EVERY)
+            try:
+                self.paused = await asyncio.to_thread(self._read_pauses)
+            except SQLAlchemyError:  # the database away: the last view holds meanwhile
+                continue
 
     def _take_back(self, now: datetime) -> None:
         with self.workspace.engine.begin() as connection:
@@ -361,12 +382,16 @@ class Deliverer:
                       report: DeliveryReport) -> Envelope | None:  # fmt: skip
         """The envelope of the message a session sends next, to go out with this one; None
         where it may not go at once (a rate to take it from, its campaign paused)."""
-        if following is None or following.claimed.campaign in report.paused:
+        if following is None or self._held(following.claimed.campaign, report):
             return None
         message = following.message
         if self.throttle.budgets(message.recipient):
             return None
         return Envelope(message.envelope_from, message.recipient, message.smtputf8)
+
+    def _held(self, campaign: str, report: DeliveryReport) -> bool:
+        """Whether the campaign is paused: by this run (relay refusals), or as last read."""
+        return campaign in report.paused or campaign in self.paused
 
     async def _send_one(self, session: FailoverSession, item: Ready,
                         clock: Callable[[], datetime], report: DeliveryReport,
@@ -374,6 +399,9 @@ class Deliverer:
         claimed, message = item.claimed, item.message
         if claimed.campaign in report.paused:
             return Result(claimed.id, "released", "campaign paused: relay refusals")
+        if claimed.campaign in self.paused:
+            return Result(claimed.id, "released",
+                          f"campaign paused: {self.paused[claimed.campaign]}")  # fmt: skip
         hold = await self.throttle.admit(message.recipient, clock)
         if hold is not None:  # over a rate for longer than a short wait: not an attempt
             return Result(claimed.id, "released", hold.reason, send_after=hold.until)
