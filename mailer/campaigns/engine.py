@@ -67,6 +67,7 @@ ANALYZED = ("enrollments", "outbox")
 UNREAD = ("trigger_cursors",)
 PENDING_RECHECK = timedelta(hours=1)  # a double opt-in not yet confirmed is looked at again
 RETRY_FAILED = timedelta(minutes=10)  # a due step that failed is tried (and logged) again
+FAILED = "failed: "  # how the reason of an enrollment whose due step failed starts
 # Outbox rows that count toward the frequency cap: sent, or on their way.
 ON_THE_WAY = ("queued", "sending", "deferred", "sent")
 
@@ -372,7 +373,7 @@ def _advance_isolated(connection: Connection, settings: Settings, name: str,
                 _advance_campaign(connection, settings, name, campaign, [row], now, one)
         except Exception as error:
             failed.append(_failure(error))
-            _postpone(connection, row, now + RETRY_FAILED, f"failed: {failed[-1]} (tried "
+            _postpone(connection, row, now + RETRY_FAILED, f"{FAILED}{failed[-1]} (tried "
                       f"again every {RETRY_FAILED.seconds // 60} minutes)")  # fmt: skip
             one = TickReport(errors=1)
         report.add(one)

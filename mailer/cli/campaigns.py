@@ -1,11 +1,15 @@
-"""`mailer campaign pause | resume | list`: hold a campaign's delivery, and let it go again."""
+"""`mailer campaign pause | resume | list | failing`: hold a campaign's delivery, let it go
+again, and see the runs whose due step fails."""
 
 from __future__ import annotations
+
+from datetime import UTC, datetime
 
 import click
 from rich.table import Table
 
 from mailer.campaigns.broadcast_runs import broadcast_states
+from mailer.campaigns.failing import failing_runs
 from mailer.cli import _LazyWorkspace, cli, console, pass_workspace, print_json, say
 from mailer.delivery.pauses import campaign_states, pause, resume_sending
 from mailer.errors import MailerError
@@ -92,3 +96,37 @@ def list_command(lazy: _LazyWorkspace, as_json: bool) -> None:
                       *(str(state["messages"].get(status, 0)) for status in statuses),
                       f"{broadcast['state']}: {broadcast['why']}" if broadcast else "")  # fmt: skip
     console.print(table)
+
+
+@campaign.command("failing")
+@click.argument("name", required=False)
+@click.option("--limit", default=20, show_default=True, help="Show at most this many runs.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_workspace
+def failing_command(lazy: _LazyWorkspace, name: str | None, limit: int, as_json: bool) -> None:
+    """Sequence runs (of campaign NAME, or of all) whose due step fails at every tick, longest
+    failing first: who, since when, the next try and the error. The engine tries each again
+    every 10 minutes and the other runs go on; fix the data or the settings the error names."""
+    workspace = lazy.get()
+    if name is not None and name not in workspace.settings.campaigns:
+        known = ", ".join(workspace.settings.campaigns) or "none"
+        raise MailerError(f"no campaign '{name}' in {workspace.settings.source} "
+                          f"(campaigns: {known})")  # fmt: skip
+    with workspace.engine.connect() as connection:
+        count, runs = failing_runs(connection, name, limit)
+    if as_json:
+        print_json({"failing": count, "runs": [run.as_dict() for run in runs]})
+        return
+    if not runs:
+        say("no failing runs")
+        return
+    for run in runs:  # the error on a line of its own: it is long, and the point
+        step = f"after {run.last_step}" if run.last_step else "first step"
+        say(f"{run.campaign}  {run.email}  ({step}; failing since {_minute(run.failing_since)}, "
+            f"next try {_minute(run.next_try)})\n  {run.reason}")  # fmt: skip
+    if count > len(runs):
+        say(f"{count} failing runs in all; --limit {count} shows every one")
+
+
+def _minute(moment: datetime | None) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC") if moment else ""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import textwrap
 import threading
 from collections import Counter
@@ -10,9 +11,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 from sqlalchemy import insert, select, update
 
 from mailer.campaigns.engine import tick
+from mailer.cli import cli
 from mailer.clock import FrozenClock
 from mailer.config import load_settings
 from mailer.consent.person import withdraw
@@ -601,6 +604,39 @@ def test_a_campaign_whose_condition_fails_does_not_stop_the_others(
         failures = [r for r in caplog.records if r.getMessage().startswith("campaign failed")]
         assert {getattr(r, "campaign", None) for r in failures} == {"survey", "vip"}
         assert at(shop, MONDAY + timedelta(minutes=10))["errors"] == 2  # tried again, logged
+
+
+def test_the_failing_runs_are_listed_with_their_error(
+    tmp_path: Path, environ: dict[str, str]
+) -> None:
+    def mailer(*args: str) -> str:
+        command = ["--config", str(tmp_path / "shop" / "settings.toml"), "campaign", "failing"]
+        result = CliRunner().invoke(cli, [*command, *args], env=environ)
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    for shop in open_shop(tmp_path, environ, BROKEN):
+        assert "no failing runs" in mailer()
+        at(shop, MONDAY)
+        found = json.loads(mailer("--json"))
+        assert found["failing"] == 2
+        retry = (MONDAY + timedelta(minutes=10)).isoformat()
+        assert [(run["campaign"], run["email"], run["last_step"], run["failing_since"],
+                 run["next_try"]) for run in found["runs"]] == [
+            ("survey", email, None, MONDAY.isoformat(), retry)
+            for email in ("ada@example.com", "ken@example.com")
+        ]  # fmt: skip
+        assert all(run["reason"].startswith("failed: 'plan > 3': plan is text: ")
+                   for run in found["runs"])  # fmt: skip
+        lines = mailer("survey", "--limit", "1").splitlines()
+        assert lines[0] == ("survey  ada@example.com  (first step; failing since 2026-11-23 "
+                            "10:00 UTC, next try 2026-11-23 10:10 UTC)")  # fmt: skip
+        assert lines[1].startswith("  failed: 'plan > 3': plan is text: ")
+        assert lines[2:] == ["2 failing runs in all; --limit 2 shows every one"]
+        assert json.loads(mailer("welcome", "--json")) == {"failing": 0, "runs": []}
+        unknown = CliRunner().invoke(cli, ["--config", str(shop.settings.source), "campaign",
+                                           "failing", "nope"], env=environ)  # fmt: skip
+        assert unknown.exit_code == 1 and "no campaign 'nope'" in unknown.output
 
 
 def test_a_contact_whose_step_fails_does_not_stop_the_others(
