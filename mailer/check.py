@@ -56,8 +56,10 @@ from mailer.render.spam import SpamCheckError, SpamScore, score_messages, spamas
 from mailer.render.templates import TEMPLATE_SUFFIXES, syntax_problem, template_environment
 from mailer.store.engine import create_database_engine, schema_is_current
 from mailer.tracking import apple
-from mailer.tracking.confirmation import CONFIRM_TEMPLATE
+from mailer.tracking.confirmation import CONFIRM_TEMPLATE, ConfirmationMail
+from mailer.tracking.forms import Lead, Subscriber
 from mailer.tracking.surveys import EVENT as SURVEY_ANSWER
+from mailer.workspace import Workspace
 
 
 @dataclass(frozen=True)
@@ -119,6 +121,7 @@ def check_project(settings: Settings, now: datetime, strict: bool = False,
             samples[name] = [*found, made_up]
         _check_messages(settings, samples, now, report)
         if spam_threshold is not None:
+            report.shortest += _confirmation_emails(settings, now)
             _check_spam(report, spam_threshold)
     _check_send_windows(settings, report)  # after rendering: its errors do not stop the renders
     _check_date_steps(settings, report)
@@ -397,6 +400,19 @@ def _check_messages(
                     _check_footer(settings, where, first, report)
                 if shortest is not None:
                     report.shortest.append((where, shortest.data))
+
+
+def _confirmation_emails(settings: Settings, now: datetime) -> list[tuple[str, bytes]]:
+    """The double opt-in confirmation email of each list that sends one, as the sign-up form
+    would send it to a new address (the template's absence is an error of its own)."""
+    if not (settings.path(settings.templates_dir) / f"{CONFIRM_TEMPLATE}.html").is_file():
+        return []
+    mail = ConfirmationMail(Workspace(settings, FrozenClock(now)),
+                            MessageRenderer(settings, CHECK_SECRET, FrozenClock(now)))  # fmt: skip
+    asked = Subscriber(0, SAMPLE.email, "pending", 0)
+    return [(f"the confirmation email of list {name}",
+             mail.message(asked, Lead(SAMPLE.email, name, "check"), now).data)
+            for name, spec in settings.lists.items() if spec.double_opt_in]  # fmt: skip
 
 
 def _check_spam(report: CheckReport, threshold: float) -> None:

@@ -120,8 +120,9 @@ def check(lazy: _LazyWorkspace, strict: bool, rows: int, spam: bool, spam_thresh
     wrong column count), and failures only of the email-only contact, are warnings unless
     --strict.
 
-    --spam scores each message (its shortest render) with SpamAssassin's local rules, no network
-    tests, and names the rules that fired for any at or above --spam-threshold.
+    --spam scores each message (its shortest render), and the confirmation email of each double
+    opt-in list, with SpamAssassin's local rules, no network tests, and names the rules that
+    fired for any at or above --spam-threshold.
     """
     workspace: Workspace = lazy.get()
     threshold = spam_threshold if spam else None

@@ -9,6 +9,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from inscriptis import get_text
@@ -20,7 +21,7 @@ from mailer.delivery.relay_board import send_one
 from mailer.delivery.rendering import wire_form
 from mailer.logs import logger
 from mailer.render.dkim import sign as dkim_sign
-from mailer.render.message import RenderedMessage, header_text
+from mailer.render.message import MessageRenderer, RenderedMessage, header_text
 from mailer.render.mime import alternative, mailbox, unstructured, wire_address
 from mailer.render.templates import Namespace, template_environment
 from mailer.store.limits import Limit, SharedLimits
@@ -79,12 +80,19 @@ class ConfirmationMail:
     `mailer serve` instance knows what the others sent, and a restart forgets nothing.
     """
 
-    def __init__(self, workspace: Workspace) -> None:
+    def __init__(self, workspace: Workspace, renderer: MessageRenderer | None = None) -> None:
+        """`renderer`: whose token keys and DKIM key sign the message (the workspace's own, or
+        `mailer check`'s, which has no DKIM key and whose links are never sent)."""
         self.workspace = workspace
+        self.renderer = renderer or workspace.renderer
         settings = workspace.settings
         self.environment = template_environment(settings.path(settings.templates_dir))
         self.environment.globals["default_locale"] = settings.default_locale
-        self.limits = SharedLimits(workspace.engine)
+
+    @cached_property
+    def limits(self) -> SharedLimits:
+        """Opened at the first send: writing a message (for `mailer check`) needs no database."""
+        return SharedLimits(self.workspace.engine)
 
     def due(self, subscriber: Subscriber, list_name: str, now: datetime) -> bool:
         """Whether to send now; marks it sent (a failed send is unmarked). One round trip."""
@@ -92,7 +100,7 @@ class ConfirmationMail:
         return self.limits.take({bucket: (RESEND, 1)}, now.timestamp())[bucket].granted == 1
 
     def message(self, subscriber: Subscriber, lead: Lead, now: datetime) -> RenderedMessage:
-        settings, keys = self.workspace.settings, self.workspace.renderer.keys
+        settings, keys = self.workspace.settings, self.renderer.keys
         list_name = lead.list_name
         sender, title = settings.sender, settings.lists[list_name].title
         expires = int((now + CONFIRM_VALID).timestamp())
@@ -132,7 +140,7 @@ class ConfirmationMail:
             *([("Reply-To", mailbox(None, sender.reply_to))] if sender.reply_to else []),
         ]
         data = alternative(headers, text, html, boundary=f"=_{secrets.token_hex(12)}")
-        dkim_key = self.workspace.renderer.dkim_key
+        dkim_key = self.renderer.dkim_key
         if dkim_key is not None:
             data = dkim_sign(data, dkim_key, now)
         key = f"confirm-{subscriber.contact_id}"  # not an outbox key: bounce handling skips it

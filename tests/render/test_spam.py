@@ -27,7 +27,9 @@ def test_every_example_message_scores_under_one() -> None:
     settings = load_settings(ROOT / "settings.toml", environ={})
     report = check_project(settings, NOW, spam_threshold=1.0)
     scores = {where: (score.score, score.worst_rules()) for where, score in report.spam}
-    assert len(scores) == report.messages == 18  # every step and variant of every campaign
+    assert report.messages == 18  # every step and variant of every campaign
+    # ... and the sign-up form's confirmation email of the one double opt-in list
+    assert len(scores) == 19 and "the confirmation email of list newsletter" in scores
     assert {where: scored for where, scored in scores.items() if scored[0] >= 1.0} == {}
     assert report.errors == []
 
@@ -75,6 +77,20 @@ def test_check_spam_json_lists_each_score_and_the_threshold_is_an_option(
     found = json.loads(output)
     scored = {entry["message"]: entry for entry in found["spam"]}
     assert set(scored) == {"campaigns.welcome step hello", "campaigns.welcome step tips",
-                           "campaigns.welcome step tips variant B"}  # fmt: skip
+                           "campaigns.welcome step tips variant B",
+                           "the confirmation email of list newsletter"}  # fmt: skip
     assert scored["campaigns.welcome step tips"]["rules"]["HTML_SHORT_LINK_IMG_1"] > 1.0
     assert found["ok"] is True
+
+
+def test_check_spam_scores_the_confirmation_email_too(check, project: Path) -> None:  # type: ignore[no-untyped-def]
+    (project / "templates" / "confirm.html").write_text(
+        '<p><a href="{{ confirm_url }}"><img src="https://acme.example/yes.png" width="600" '
+        'height="800" alt="YES"></a></p><p>{{ sender.postal_address }}</p>'
+    )
+    code, output = check("--spam")
+    assert code == 1
+    [line] = [line for line in output.splitlines() if line.startswith("error:")]
+    assert line.startswith("error: the confirmation email of list newsletter: SpamAssassin "
+                           "scores ")  # fmt: skip
+    assert "HTML_SHORT_LINK_IMG_1" in line
