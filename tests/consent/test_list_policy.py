@@ -92,12 +92,17 @@ def test_a_list_switched_to_double_opt_in_and_back_verifies_and_keeps_its_people
     assert verified(project, environ)["entries"] == 6
 
 
-def test_a_status_edited_under_a_switched_policy_is_still_caught(
-    project: Path, environ: dict[str, str], tmp_path: Path
-) -> None:
+def ada_then_the_switch_then_cy(project: Path, environ: dict[str, str], tmp_path: Path) -> None:
+    """Entries 1-3: ada granted on single opt-in, the switch to double, cy granted (pending)."""
     import_leads(project, environ, tmp_path, "ada@example.com")
     set_leads_double_opt_in(project, True)
     import_leads(project, environ, tmp_path, "cy@example.com")
+
+
+def test_a_status_edited_under_a_switched_policy_is_still_caught(
+    project: Path, environ: dict[str, str], tmp_path: Path
+) -> None:
+    ada_then_the_switch_then_cy(project, environ, tmp_path)
     [(cy,)] = sql(environ, "SELECT id FROM contacts WHERE email = 'cy@example.com'")
     sql(environ, f"UPDATE consent_status SET status = 'granted' WHERE contact_id = {cy}")
     assert_caught(project, environ, f"contact {cy}", "pending", "granted")
@@ -106,9 +111,7 @@ def test_a_status_edited_under_a_switched_policy_is_still_caught(
 def test_the_switch_is_chained_and_the_tables_flag_is_never_trusted_over_it(
     project: Path, environ: dict[str, str], tmp_path: Path
 ) -> None:
-    import_leads(project, environ, tmp_path, "ada@example.com")
-    set_leads_double_opt_in(project, True)
-    import_leads(project, environ, tmp_path, "cy@example.com")
+    ada_then_the_switch_then_cy(project, environ, tmp_path)
     # The lists table's flag is a copy of settings: flipped by SQL, it is written again at the
     # next start; the replay follows the ledger, and no switch is invented.
     sql(environ, "UPDATE lists SET double_opt_in = false WHERE name = 'leads'")
