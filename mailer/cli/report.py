@@ -108,8 +108,8 @@ def _numbers(metrics: dict[str, Any], *names: str) -> list[str]:
 
 def _show(campaign: dict[str, Any], include_machine: bool) -> None:
     who = "people and machines" if include_machine else "people"
-    say(f"{campaign['name']} ({campaign['kind']}, list {campaign['list']}): opens and clicks "
-        f"of {who}")  # fmt: skip
+    where = f", list {campaign['list']}" if campaign["list"] else ""
+    say(f"{campaign['name']} ({campaign['kind']}{where}): opens and clicks of {who}")
     messages = _table("messages", "queued", "sent", "failed", "skipped", "delivered",
                       "bounced")  # fmt: skip
     engaged = _table("engagement", "opens", "clicks", "machines", "unsub.", "compl.", "conv.",

@@ -100,7 +100,8 @@ are included.{% else %}People's opens and clicks only; machine ones are counted 
 {% for c in campaigns %}
 {% set name = c.data.name %}
 <section class="campaign" data-campaign="{{ name }}">
-<h2>{{ name }} <small>{{ c.data.kind }} to {{ c.data.list }}</small></h2>
+<h2>{{ name }} <small>{{ c.data.kind }}
+{%- if c.data.list %} to {{ c.data.list }}{% endif %}</small></h2>
 <div class="charts">
 {% if c.funnel_svg %}
 <figure data-chart="funnel"><figcaption>Funnel: contacts who entered, reached each step,

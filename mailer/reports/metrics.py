@@ -15,13 +15,14 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection
+from sqlalchemy import Connection, select
 
 from mailer.config import Campaign, Reports, Settings, resent_name
 from mailer.consent.audit import Period
 from mailer.errors import MailerError
 from mailer.reports.counts import BASE_VARIANT, COUNTS, Counted, Scope, count_everything
 from mailer.reports.decisions import decisions
+from mailer.store.tables import outbox
 
 # rate -> (numerator, denominator, the [reports] bound, the side of it that is flagged)
 RATES: dict[str, tuple[str, str, str | None, str | None]] = {
@@ -35,6 +36,7 @@ RATES: dict[str, tuple[str, str, str | None, str | None]] = {
 }
 AB_METRICS = {"opens": "unique_opens", "clicks": "unique_clicks", "conversions": "conversions"}
 STATUSES = ("active", "completed", "converted", "exited")
+REMOVED = "removed from settings"  # the kind of a campaign whose messages outlived its settings
 
 
 class UnknownCampaignError(MailerError):
@@ -51,12 +53,15 @@ def build_report(
     include_machine: bool = False,
     now: datetime,
 ) -> dict[str, Any]:
-    """The report of `campaign` (None: every campaign in settings) over the messages queued in
+    """The report of `campaign` (None: every campaign in settings, then every campaign removed
+    from settings that the outbox still holds messages of) over the messages queued in
     [since, until). People's opens and clicks only, unless `include_machine`."""
-    if campaign is not None and campaign not in settings.campaigns:
+    removed = removed_campaigns(connection, settings)
+    if campaign is not None and campaign not in settings.campaigns and campaign not in removed:
         known = ", ".join(settings.campaigns) or "none"
-        raise UnknownCampaignError(f"{campaign}: no such campaign in settings (known: {known})")
-    names = [campaign] if campaign is not None else list(settings.campaigns)
+        raise UnknownCampaignError(f"{campaign}: no such campaign in settings (known: {known}), "
+                                   "nor messages of it in the outbox")  # fmt: skip
+    names = [campaign] if campaign is not None else [*settings.campaigns, *removed]
     period = Period(since, until)
     counted = count_everything(connection, Scope(names, period), include_machine)
     decided = decisions(connection, names, period)
@@ -66,10 +71,19 @@ def build_report(
         "until": until.isoformat() if until else None,
         "include_machine": include_machine,
         "campaigns": [
-            _campaign(name, settings.campaigns[name], counted, settings.reports, decided)
+            _campaign(name, settings.campaigns.get(name), counted, settings.reports, decided)
             for name in names
         ],
     }
+
+
+def removed_campaigns(connection: Connection, settings: Settings) -> list[str]:
+    """Campaigns no longer in settings whose messages the outbox still holds: their history
+    is reported as it was counted, under kind REMOVED."""
+    query = (select(outbox.c.campaign).distinct()
+             .where(outbox.c.campaign.not_in(list(settings.campaigns)))
+             .order_by(outbox.c.campaign))  # fmt: skip
+    return list(connection.scalars(query))
 
 
 def metrics(counts: Mapping[str, int], ranges: Reports) -> dict[str, Any]:
@@ -101,16 +115,16 @@ def _summed(parts: Iterable[Mapping[str, int]]) -> Counter[str]:
     return total
 
 
-def _steps(name: str, spec: Campaign, counted: Counted) -> dict[str, list[str]]:
+def _steps(name: str, spec: Campaign | None, counted: Counted) -> dict[str, list[str]]:
     """step -> variants: as settings name them (the base "A" first; a step's resend, which
     keeps the contact's variant, right after it), then any the outbox holds that settings no
-    longer name (a step removed), in the order found."""
+    longer name (a step removed, or the whole campaign), in the order found."""
     steps: dict[str, list[str]] = {}
-    for message in spec.messages():
+    for message in spec.messages() if spec is not None else []:
         steps[message.name] = [BASE_VARIANT, *message.variants]
         if message.resend is not None:
             steps[resent_name(message.name)] = [BASE_VARIANT, *message.variants]
-    if spec.kind == "broadcast":
+    if spec is not None and spec.kind == "broadcast":
         steps.setdefault("broadcast", [BASE_VARIANT, *spec.variants])
     for campaign, step, variant in sorted(counted.counts):
         if campaign == name and variant not in (variants := steps.setdefault(step, [])):
@@ -118,8 +132,10 @@ def _steps(name: str, spec: Campaign, counted: Counted) -> dict[str, list[str]]:
     return steps
 
 
-def _campaign(name: str, spec: Campaign, counted: Counted, ranges: Reports,
+def _campaign(name: str, spec: Campaign | None, counted: Counted, ranges: Reports,
               decided: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:  # fmt: skip
+    """One campaign's part of the report; `spec` None for a campaign removed from settings
+    (no list, funnel or A/B decisions: settings said what those were)."""
     steps = []
     every: list[Counter[str]] = []
     for step, variants in _steps(name, spec, counted).items():
@@ -128,13 +144,14 @@ def _campaign(name: str, spec: Campaign, counted: Counted, ranges: Reports,
         shown = [{"name": v, **metrics(c, ranges)} for v, c in per_variant.items()]
         steps.append({"name": step, "totals": metrics(_summed(per_variant.values()), ranges),
                       "variants": shown, "ab": _ab(shown) if len(shown) > 1 else None})  # fmt: skip
+    kind = spec.kind if spec is not None else REMOVED
     return {
-        "name": name, "kind": spec.kind, "list": spec.list_name,
+        "name": name, "kind": kind, "list": spec.list_name if spec is not None else None,
         "totals": metrics(_summed(every), ranges),
         "steps": steps,
-        "funnel": _funnel(name, spec, counted) if spec.kind == "sequence" else None,
+        "funnel": _funnel(name, spec, counted) if spec and kind == "sequence" else None,
         "timeline": _timeline(counted.timeline.get(name, {})),
-        "ab_decisions": decided.get(name, []) if spec.kind == "broadcast" else None,
+        "ab_decisions": decided.get(name, []) if kind == "broadcast" else None,
     }  # fmt: skip
 
 

@@ -29,6 +29,7 @@ from mailer.clock import FrozenClock
 from mailer.config import load_settings
 from mailer.contacts.events import record_event
 from mailer.reports.flat import read_rows, report_rows
+from mailer.reports.html import render_report
 from mailer.reports.metrics import build_report
 from mailer.returns.ingest import process
 from mailer.store.tables import contacts, outbox
@@ -365,6 +366,31 @@ def test_an_unknown_campaign_names_the_known_ones(story: Story) -> None:
     result = run(story, "welcom")
     assert result.exit_code == 1
     assert "welcom: no such campaign in settings (known: welcome)" in result.output
+
+
+def test_a_campaign_removed_from_settings_is_still_reported_as_counted(story: Story) -> None:
+    [before] = report_of(story)["campaigns"]
+    settings_path = story.project / "settings.toml"  # welcome renamed: welcome is gone
+    settings_path.write_text(settings_path.read_text().replace("campaigns.welcome",
+                                                               "campaigns.onboarding"))
+    settings = load_settings(settings_path, environ=story.environ)
+    with story.workspace.engine.connect() as connection:
+        report = build_report(connection, settings, now=NOW)
+    onboarding, welcome = report["campaigns"]
+    assert "<h2>welcome <small>removed from settings</small></h2>" in render_report(report)
+    assert (onboarding["name"], onboarding["totals"]["sent"]) == ("onboarding", 0)
+    assert (welcome["name"], welcome["kind"], welcome["list"]) == (
+        "welcome", "removed from settings", None)  # fmt: skip
+    assert welcome["totals"] == before["totals"]
+    assert welcome["timeline"] == before["timeline"]
+    steps = {step["name"]: step["totals"] for step in welcome["steps"]}
+    assert steps == {step["name"]: step["totals"] for step in before["steps"]}
+    assert welcome["funnel"] is None and welcome["ab_decisions"] is None
+    shown = run(story, "welcome")
+    assert shown.exit_code == 0, shown.output
+    assert "welcome (removed from settings): opens and clicks of people" in shown.output
+    gone = run(story, "nothing")
+    assert gone.exit_code == 1 and "nor messages of it in the outbox" in gone.output
 
 
 def test_a_pixel_fetched_25_times_is_one_open_in_the_report(
