@@ -304,8 +304,8 @@ def test_a_click_waits_for_room_like_a_pixel_while_the_database_refuses_writes(
     workspace, urls = sent
     answers: list[httpx.Response] = []
 
-    def click() -> None:
-        answers.append(httpx.get(at(base, urls["shop"])))
+    def click() -> None:  # it waits for room on purpose: more than httpx's 5 s on a busy machine
+        answers.append(httpx.get(at(base, urls["shop"]), timeout=60))
 
     with serve(create_app(workspace)) as base:
         with workspace.engine.begin() as connection:  # the events table is gone for a while
