@@ -1,6 +1,7 @@
-"""Sequence runs whose due step fails at every tick (a contact's data a condition cannot
-read, say): each is tried again every RETRY_FAILED and logged, and the others go on. This is
-where an operator sees which people wait, since when, and why (`mailer campaign failing`)."""
+"""Sequence runs whose due step fails at every tick (a condition that cannot be compared, a
+contact's time zone no zone database knows): each is tried again every RETRY_FAILED and logged,
+and the others go on. This is where an operator sees who waits, since when, and why (`mailer
+campaign failing`)."""
 
 from __future__ import annotations
 
