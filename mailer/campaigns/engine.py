@@ -82,6 +82,7 @@ class TickReport:
     skipped: int = 0
     errors: int = 0  # due steps that raised: postponed by RETRY_FAILED, the error their reason
     completed: int = 0
+    expired: int = 0  # consents that lapsed ([lists] expires_after): an `expired` entry each
 
     def as_dict(self) -> dict[str, int]:
         return dict(self.__dict__)
@@ -111,8 +112,8 @@ def tick(engine: Engine, settings: Settings, now: datetime) -> TickReport:
 def start(connection: Connection, settings: Settings, now: datetime, report: TickReport) -> None:
     """What begins now: score rules newly met, enrollments into sequences, and broadcasts
     whose time has come; first, consent that lapsed ([lists] expires_after) stops both gates."""
-    _on_its_own(connection, partial(expire_consent, connection, settings, now),
-                "consent expiry failed")  # fmt: skip
+    report.expired += _on_its_own(connection, partial(expire_consent, connection, settings, now),
+                                  "consent expiry failed") or 0  # fmt: skip
     _on_its_own(connection, partial(award_rules, connection, settings, now), "score rules failed")
     work: Callable[[], int | None]
     for name, campaign in settings.campaigns.items():

@@ -177,7 +177,8 @@ def test_enrolling_and_queueing_at_once_writes_the_rows_of_the_old_way(
         assert rows == old_rows
         if number == 0:  # every branch of the first step was taken
             assert new == {"enrolled": 24, "queued": 6, "converted": 1, "exited": 5,
-                           "postponed": 4, "skipped": 0, "errors": 0, "completed": 3}  # fmt: skip
+                           "postponed": 4, "skipped": 0, "errors": 0, "completed": 3,
+                           "expired": 0}  # fmt: skip
             runs, messages = rows
             by_person = {(row.email, row.campaign): (row.status, row.reason) for row in runs}
             assert by_person["dee@example.com", "welcome"] == (

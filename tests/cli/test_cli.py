@@ -236,8 +236,11 @@ def test_tick_plan_and_outbox_from_the_command_line(  # type: ignore[no-untyped-
         assert (first["enrolled"], first["queued"], first["sent"]) == (1, 1, 1)
         later = mailer("tick", "--now", iso(start + timedelta(hours=1)),
                        "--until", iso(start + timedelta(days=3))).stdout  # fmt: skip
-    assert sum(int(line.split(", ")[1].split()[0]) for line in later.splitlines()) == 1
-    assert sum(int(line.split(", ")[-4].split()[0]) for line in later.splitlines()) == 1
+    days = [{name: int(count) for count, name in (part.split(" ", 1) for part in
+                                                   line.split("  ", 1)[1].split(", "))}
+            for line in later.splitlines()]  # "DAY  1 enrolled, 0 queued, ..." by name
+    assert sum(day["queued"] for day in days) == 1
+    assert sum(day["completed"] for day in days) == 1
     assert [message.recipient for message in relay.received] == ["ada@example.com"] * 2
     rows = json.loads(mailer("outbox", "--contact", "ada@example.com", "--json").stdout)
     assert [(row["step"], row["status"]) for row in rows] == [("hello", "sent"), ("tips", "sent")]

@@ -90,7 +90,7 @@ def test_consent_two_years_old_expires_at_the_tick_and_nothing_is_queued(
     subscribe(workspace, project, ("ada@example.com", TWO_YEARS_AGO),
               ("bob@example.com", "2026-01-01"))  # fmt: skip
     report = tick(workspace.engine, workspace.settings, NOW)
-    assert report.queued == 1  # Bob only
+    assert (report.queued, report.expired) == (1, 1)  # Bob only is queued; Ada's consent lapsed
     [expired] = expiries(workspace)
     assert (expired["email"], expired["purpose"], expired["source"], expired["occurred_at"]) == (
         "ada@example.com", "newsletter", "scheduler", NOW)  # fmt: skip
@@ -101,7 +101,7 @@ def test_consent_two_years_old_expires_at_the_tick_and_nothing_is_queued(
     assert status(workspace, "ada@example.com") == "none"
     assert status(workspace, "bob@example.com") == "confirmed"
     # A second tick, or a second process's pass, writes nothing more.
-    tick(workspace.engine, workspace.settings, NOW + timedelta(minutes=1))
+    assert tick(workspace.engine, workspace.settings, NOW + timedelta(minutes=1)).expired == 0
     with workspace.engine.begin() as connection:
         assert expire_consent(connection, workspace.settings, NOW + timedelta(minutes=2)) == 0
     assert len(expiries(workspace)) == 1
