@@ -20,6 +20,7 @@ from collections import deque
 from collections.abc import Callable, Coroutine
 from concurrent.futures import Future
 from concurrent.futures.process import BrokenProcessPool
+from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypeVar
@@ -155,7 +156,8 @@ class Deliverer:
                    for s in sessions]  # fmt: skip
         self.failure = None
         await asyncio.to_thread(self._take_back, clock())
-        self.paused = await asyncio.to_thread(self._read_pauses)
+        # Claims skip what is paused when they claim; the watcher reads what is paused after.
+        self.paused = {}
         watching = asyncio.create_task(self._watch_pauses())
         pending: deque[Chunk] = deque()  # being rendered, in the order they were claimed
         more = True
@@ -209,11 +211,9 @@ class Deliverer:
 
     async def _watch_pauses(self) -> None:
         while True:
-            await asyncio.sleep(PAUSES_READ_EVERY)
-            try:
+            with suppress(SQLAlchemyError):  # the database away: the last view holds meanwhile
                 self.paused = await asyncio.to_thread(self._read_pauses)
-            except SQLAlchemyError:  # the database away: the last view holds meanwhile
-                continue
+            await asyncio.sleep(PAUSES_READ_EVERY)
 
     def _take_back(self, now: datetime) -> None:
         with self.workspace.engine.begin() as connection:

@@ -56,12 +56,14 @@ def build_report(
     """The report of `campaign` (None: every campaign in settings, then every campaign removed
     from settings that the outbox still holds messages of) over the messages queued in
     [since, until). People's opens and clicks only, unless `include_machine`."""
-    removed = removed_campaigns(connection, settings)
-    if campaign is not None and campaign not in settings.campaigns and campaign not in removed:
+    if campaign is None:
+        names = [*settings.campaigns, *removed_campaigns(connection, settings)]
+    elif campaign in settings.campaigns or campaign in removed_campaigns(connection, settings):
+        names = [campaign]
+    else:
         known = ", ".join(settings.campaigns) or "none"
         raise UnknownCampaignError(f"{campaign}: no such campaign in settings (known: {known}), "
                                    "nor messages of it in the outbox")  # fmt: skip
-    names = [campaign] if campaign is not None else [*settings.campaigns, *removed]
     period = Period(since, until)
     counted = count_everything(connection, Scope(names, period), include_machine)
     decided = decisions(connection, names, period)
