@@ -12,6 +12,11 @@ from dataclasses import dataclass
 from datetime import datetime
 
 PRIORITY_ORDER = {"high": 0, "normal": 1, "low": 2}
+# Outbox rows that count toward the frequency cap: sent, or on their way.
+ON_THE_WAY = ("queued", "sending", "deferred", "sent")
+# How the reason of an enrollment postponed for want of a slot starts (resends read it: they
+# yield to a step waiting for room).
+CAPPED = "frequency cap"
 
 
 @dataclass(frozen=True)

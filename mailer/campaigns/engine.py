@@ -31,7 +31,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import DBAPIError
 
 from mailer.campaigns.broadcasts import queue_broadcast
-from mailer.campaigns.cap_queue import Waiting, first_in_line
+from mailer.campaigns.cap_queue import CAPPED, ON_THE_WAY, Waiting, first_in_line
 from mailer.campaigns.date_steps import date_triggered, past_its_day
 from mailer.campaigns.due_writes import MESSAGE_KEYS, DueWrites, HeldWrites
 from mailer.campaigns.enrollment import ENROLLMENT_KEYS, enrollees, enrollment_ids
@@ -40,8 +40,8 @@ from mailer.campaigns.resends import queue_resends
 from mailer.campaigns.rhythm import LOOK_AGAIN, next_due, previous_messages
 from mailer.campaigns.score_rules import award_rules
 from mailer.campaigns.segment_sql import SegmentCompiler
-from mailer.campaigns.timing import next_opening, parse_window, variant_picker
-from mailer.config import Campaign, Settings, Step, parse_quiet_hours
+from mailer.campaigns.timing import next_opening, parse_window, send_windows, variant_picker
+from mailer.config import Campaign, Settings, Step
 from mailer.consent.expiry import expire_consent
 from mailer.consent.standing import Standing, standings
 from mailer.consent.state import SENDABLE
@@ -68,8 +68,6 @@ UNREAD = ("trigger_cursors",)
 PENDING_RECHECK = timedelta(hours=1)  # a double opt-in not yet confirmed is looked at again
 RETRY_FAILED = timedelta(minutes=10)  # a due step that failed is tried (and logged) again
 FAILED = "failed: "  # how the reason of an enrollment whose due step failed starts
-# Outbox rows that count toward the frequency cap: sent, or on their way.
-ON_THE_WAY = ("queued", "sending", "deferred", "sent")
 
 
 @dataclass
@@ -514,7 +512,7 @@ def _sending(settings: Settings, name: str, campaign: Campaign, position: int) -
     weights = {"A": 1, **{label: v.weight for label, v in step.variants.items()}}
     variant = variant_picker(name, step.name, weights) if step.variants else None
     dated = position == 0 and date_triggered(campaign) is not None
-    return _Sending(_windows(settings, step), variant, dated, {})
+    return _Sending(send_windows(settings, step), variant, dated, {})
 
 
 def _send_step(settings: Settings, name: str, campaign: Campaign, position: int, row: Any,
@@ -597,7 +595,7 @@ def _capped(connection: Connection, settings: Settings, rows: list[Any],
                for rival in rivals if rival.id not in later]  # fmt: skip
     served = first_in_line(waiting, {r.contact_id: limit - r.messages for r in recent}, limit)
     oldest = {r.contact_id: r.oldest for r in recent}
-    reason = f"frequency cap ({settings.engine.frequency_cap})"
+    reason = f"{CAPPED} ({settings.engine.frequency_cap})"
     return {row.contact_id: (oldest[row.contact_id] + window if row.contact_id in oldest
                              else now + window, reason)
             for row in rows if row.id not in served}  # fmt: skip
@@ -606,15 +604,6 @@ def _capped(connection: Connection, settings: Settings, rows: list[Any],
 def _priority(settings: Settings, row: Any) -> str:
     step = _upcoming(settings, row)
     return step.priority if step is not None else "normal"
-
-
-def _windows(settings: Settings, step: Step) -> list[tuple[str, str]]:
-    """The send windows a step must be inside: its own, and the hours outside quiet hours."""
-    windows = [(step.send_window, f"outside {step.send_window}")] if step.send_window else []
-    quiet = settings.engine.quiet_hours
-    if quiet:
-        windows.append((parse_quiet_hours(quiet), f"quiet hours {quiet}"))
-    return windows
 
 
 def _next_position(steps: list[Step], row: Any) -> int:

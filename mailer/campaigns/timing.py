@@ -13,7 +13,7 @@ from functools import cache
 from typing import Any, Protocol, TypeVar
 from zoneinfo import ZoneInfo
 
-from mailer.config import Step
+from mailer.config import Settings, Step, parse_quiet_hours
 
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 _WINDOW = re.compile(r"^\s*(\d{1,2}):(\d{2})\s*-\s*(\d{1,2}):(\d{2})\s*(?P<days>.*?)\s*$")
@@ -80,6 +80,28 @@ def next_opening(window: SendWindow, now: datetime, zone: str) -> datetime:
         if day.weekday() in window.days and opening > local:
             return opening.astimezone(UTC)
     raise ValueError("a send window with no days")  # parse_window never makes one
+
+
+def send_windows(settings: Settings, step: Step) -> list[tuple[str, str]]:
+    """The send windows a step must be inside, each with the reason of a wait for it: its own,
+    and the hours outside quiet hours."""
+    windows = [(step.send_window, f"outside {step.send_window}")] if step.send_window else []
+    quiet = settings.engine.quiet_hours
+    if quiet:
+        windows.append((parse_quiet_hours(quiet), f"quiet hours {quiet}"))
+    return windows
+
+
+def inside_all(windows: list[SendWindow], now: datetime, zone: str) -> datetime:
+    """The first moment from `now` inside every window at once in `zone` (UTC). Windows that
+    never meet (which `mailer check` refuses) raise ValueError."""
+    moment = now
+    for _ in range(16):  # each round moves to a later opening; overlapping windows meet in a week
+        later = max((next_opening(window, moment, zone) for window in windows), default=moment)
+        if later == moment:
+            return moment
+        moment = later
+    raise ValueError("the send windows never overlap")
 
 
 # How long after its wall-clock time a date-triggered message may still go (09:00 -> 21:00),

@@ -11,6 +11,7 @@ from sqlalchemy import BigInteger, NullPool, cast, create_engine, literal, selec
 
 from mailer.campaigns.timing import (
     POINTS,
+    inside_all,
     next_opening,
     overlap,
     parse_window,
@@ -54,6 +55,21 @@ def test_daylight_saving_change_keeps_local_nine_oclock() -> None:
     saturday = datetime(2026, 3, 28, 12, 0, tzinfo=UTC)  # clocks go forward on Sunday 29th
     opening = next_opening(parse_window("09:00-18:00 weekdays"), saturday, "Europe/Berlin")
     assert opening == datetime(2026, 3, 30, 7, 0, tzinfo=UTC)  # 09:00 CEST, no longer CET
+
+
+def test_inside_all_windows_finds_the_first_moment_every_window_allows() -> None:
+    window, awake = parse_window("10:00-18:00 weekdays"), parse_window("08:00-21:00")
+    friday_night = datetime(2026, 11, 27, 22, 0, tzinfo=UTC)  # 23:00 in Rome
+    assert inside_all([awake], friday_night, "Europe/Rome") == datetime(2026, 11, 28, 7, 0,
+                                                                        tzinfo=UTC)  # fmt: skip
+    # Saturday 08:00 is awake but outside the weekday window: Monday 10:00 in Rome.
+    assert inside_all([awake, window], friday_night, "Europe/Rome") == datetime(
+        2026, 11, 30, 9, 0, tzinfo=UTC)  # fmt: skip
+    monday_noon = datetime(2026, 11, 30, 11, 0, tzinfo=UTC)
+    assert inside_all([awake, window], monday_noon, "Europe/Rome") == monday_noon
+    assert inside_all([], friday_night, "Europe/Rome") == friday_night
+    with pytest.raises(ValueError, match="never overlap"):
+        inside_all([parse_window("08:00-09:00"), parse_window("10:00-11:00")], monday_noon, "UTC")
 
 
 def test_variants_are_deterministic_and_follow_the_weights() -> None:
