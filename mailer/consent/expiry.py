@@ -30,6 +30,7 @@ from mailer.store.tables import (
     events,
     outbox,
 )
+from mailer.webhooks_out import WebhookEvent, enqueue
 
 BATCH = 1000  # expiries written per list per tick: a first pass over an old list spreads out
 PERSON = ("open", "click")  # event kinds of a person's own opens and clicks (not machine_*)
@@ -53,7 +54,7 @@ def expire_consent(connection: Connection, settings: Settings, now: datetime) ->
     lock_ledger(connection)
     double_opt_in = {name: spec.double_opt_in for name, spec in settings.lists.items()}
     secret = key_of(connection).secret
-    entries = []
+    entries, lapsed = [], []
     for name, (bound, query) in queries.items():
         for row in connection.execute(query):
             proof = evidence(now, via="expiry", rule=f"expires_after {_spelled(bound)}",
@@ -62,7 +63,11 @@ def expire_consent(connection: Connection, settings: Settings, now: datetime) ->
                                             if row.last_activity else "none"))  # fmt: skip
             entries.append(NewEntry(address_hash(secret, row.email), row.contact_id, name,
                                     "expired", "scheduler", now, proof))  # fmt: skip
+            lapsed.append(WebhookEvent(now, contact_id=row.contact_id, email=row.email,
+                                       data={"list": name, "via": "expiry"}))  # fmt: skip
     record(connection, entries, double_opt_in, now)
+    # A CRM that mirrors opt-outs hears that this list's mail stops, as of an unsubscribe.
+    enqueue(connection, settings, "unsubscribed", lapsed)
     return len(entries)
 
 

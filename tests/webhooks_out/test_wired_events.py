@@ -26,9 +26,10 @@ from mailer.render.surveys import survey_helper
 from mailer.tracking.app import create_app
 from mailer.webhooks_out.sender import deliver_once
 from mailer.workspace import Workspace
-from tests.conftest import NOW, SECRET
+from tests.conftest import NOW, SECRET, write_csv
 from tests.delivery.helpers import deliver, queue_welcome, rows
 from tests.delivery.smtp_server import ScriptedSmtpServer
+from tests.helpers import run_import
 from tests.tracking.conftest import BASE, running
 from tests.webhooks_out.conftest import HOOK_SECRET, Opener, Receiver
 
@@ -184,6 +185,27 @@ def test_a_goal_reached_before_sending_is_posted_as_converted_once(
     assert payload["type"] == "converted" and payload["campaign"] == "welcome"
     assert payload["occurred_at"] == (NOW + timedelta(hours=1)).isoformat()
     assert payload["data"] == {"goal": 'event "purchased"'}
+
+
+def test_consent_that_lapses_is_posted_once_as_unsubscribed_via_expiry(
+    hooked: Opener, project: Path, receiver: Receiver
+) -> None:
+    settings = project / "settings.toml"
+    settings.write_text(settings.read_text().replace(
+        "forms = true\n", 'forms = true\nexpires_after = "730d"\n', 1))  # fmt: skip
+    workspace = hooked(events='["unsubscribed"]')
+    write_csv(project / "news.csv", """
+        email,consent_at,consent_confirmed_at
+        ada@example.com,2024-11-01,2024-11-01
+        bob@example.com,2026-01-01,2026-01-02
+    """)  # ada's two years have passed at NOW, bob's have not
+    run_import(workspace, project / "news.csv", "newsletter")
+    assert tick(workspace.engine, workspace.settings, NOW).expired == 1
+    assert tick(workspace.engine, workspace.settings, NOW + timedelta(hours=1)).expired == 0
+    [payload] = posted(workspace, receiver)
+    assert payload["type"] == "unsubscribed" and payload["contact"]["email"] == "ada@example.com"
+    assert payload["data"] == {"list": "newsletter", "via": "expiry"}
+    assert payload["campaign"] is None and payload["message_id"] is None
 
 
 def test_an_operators_withdrawal_is_posted_once_and_an_erasure_is_not(
