@@ -26,6 +26,7 @@ from mailer.store.tables import (
     enrollments,
     event_rollups,
     events,
+    form_posts,
     lists,
     memberships,
     outbox,
@@ -332,9 +333,10 @@ def erase_person(
     connection: Connection, key: bytes, email: str, now: datetime, reference: str | None = None
 ) -> int:
     """Delete the person's personal data (contact row, attributes, tags, memberships, events,
-    enrollments, consent evidence), append an `erased` entry (its evidence: the request's
-    `reference`, which holds no personal data) and keep a keyed-hash suppression so that they
-    are never mailed or imported again. The chain stays verifiable.
+    enrollments, consent evidence, a form post not yet recorded), append an `erased` entry
+    (its evidence: the request's `reference`, which holds no personal data) and keep a
+    keyed-hash suppression so that they are never mailed or imported again. The chain stays
+    verifiable.
 
     Their messages stay, pseudonymised (no contact, no click targets, no relay answer), each
     with the ledger entry that allowed it: sent counts do not change and the proof of why a
@@ -346,6 +348,8 @@ def erase_person(
     connection.execute(
         delete(consent_evidence).where(consent_evidence.c.entry_id.in_(their_entries))
     )
+    # A sign-up form post of theirs not recorded yet (tracking/form_posts.py) never will be.
+    connection.execute(delete(form_posts).where(form_posts.c.email == person.email))
     if person.contact_id is not None:
         _pseudonymise_messages(connection, person.contact_id)
         connection.execute(delete(contacts).where(contacts.c.id == person.contact_id))

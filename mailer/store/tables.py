@@ -547,6 +547,20 @@ idempotency_keys = Table(
     **WITHOUT_ROWID,
 )
 
+# Sign-up form posts answered and not yet recorded (tracking/forms.py): written before the
+# answer, deleted in the transaction that records the post, so a serving process that dies in
+# between loses nothing; any serving process records what another left.
+form_posts = Table(
+    "form_posts",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("received_at", UTCDateTime, nullable=False),
+    Column("email", String(320), nullable=False),  # as the form normalised it (erasure finds it)
+    Column("lead", Json, nullable=False),  # tracking.forms.Lead's fields
+    Column("evidence", Json, nullable=False),  # at, ip, user agent, consent text, form id
+    Index(None, "received_at"),
+)
+
 # Relays found down (delivery/relay_board.py), one row per host and port, read by every process
 # at each batch claim: a second `mailer run` skips a relay the first found down. The process
 # that takes a probe moves probe_at forward in the same UPDATE, so one process probes at a time.

@@ -17,7 +17,7 @@ from starlette.types import Receive, Scope, Send
 
 from mailer.returns.webhooks.routes import webhook_routes
 from mailer.tracking.buffer import HitBuffer
-from mailer.tracking.forms import form_routes
+from mailer.tracking.forms import FormRoutes
 from mailer.tracking.hits import Hit
 from mailer.tracking.operator import RequestCounting, operator_routes
 from mailer.tracking.recipient import RecipientRoutes, is_pixel
@@ -61,6 +61,7 @@ def create_app(workspace: Workspace) -> Starlette:
     @asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
         writing = asyncio.create_task(hits.run())
+        leftovers = asyncio.create_task(forms.keep_recording_leftovers())
         # What start-up made lives as long as the process: the collector's full passes skip
         # it instead of walking it again and again (pauses that every request waits behind).
         gc.freeze()
@@ -69,10 +70,11 @@ def create_app(workspace: Workspace) -> Starlette:
         finally:
             await hits.close()  # what is waiting is written before the process ends
             writing.cancel()
+            leftovers.cancel()
             writer.close()
 
-    recipient = RecipientRoutes(workspace, hits)
-    routes = [*recipient.routes(), *website_routes(workspace), *form_routes(workspace),
+    recipient, forms = RecipientRoutes(workspace, hits), FormRoutes(workspace)
+    routes = [*recipient.routes(), *website_routes(workspace), *forms.routes(),
               *survey_routes(workspace), *operator_routes(workspace, hits),
               *webhook_routes(workspace), *report_routes(workspace)]  # fmt: skip
     app = TrackingApp(recipient, routes=routes, lifespan=lifespan)

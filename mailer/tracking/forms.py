@@ -12,15 +12,18 @@
          settings do not open to forms (`forms = true`) is wrong, and nothing is written
     413  over 16 KiB · 415 another content type · 429 over 5 requests a minute from one IP
          (an IPv6 client: its /64), counted across every instance (`Retry-After`)
+    503  the database did not take the post: nothing recorded, try again (`Retry-After`)
 
 `consent` is the ticked box ("yes", "on" or "true"); `consent_text_version` names the wording
 the person agreed to; `website` is a honeypot that people never see: when it holds anything,
 the answer is the usual one and nothing is recorded. The answer is written before anything
 about the address is looked up: the look-up, the writes and the confirmation email are queued
 behind it (Starlette's background task), and the connection closes with the answer, so neither
-the answer nor its timing tells whether the address is held. The queue is this process's memory:
-SIGTERM lets it finish, a crash loses what is in it (the person sees no email and uses the form
-again).
+the answer nor its timing tells whether the address is held. Before the answer the post is
+written down (form_posts.py, a plain insert whatever the address): a process that dies before
+its record leaves it to any serving process, which records it a minute later. A database that
+does not take that insert gets `503` with `Retry-After`: nothing was recorded, and the person
+is told to try again.
 
 Anyone can type anyone's address, so a form only ever adds an opt-in where there was none:
 - no consent on the list: a grant is appended (source "form", evidence: at, ip, user agent,
@@ -52,6 +55,7 @@ auditor can tell. HEAD requests (what many scanners send first) never confirm.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
@@ -61,7 +65,7 @@ from typing import Any, Literal, cast
 from urllib.parse import parse_qsl
 
 from sqlalchemy import Connection, select
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError, OperationalError
 from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 from starlette.formparsers import MultiPartException
@@ -79,6 +83,7 @@ from mailer.logs import logger
 from mailer.store.tables import contacts, lists, memberships
 from mailer.store.upsert import upsert
 from mailer.tokens import TokenError, verify
+from mailer.tracking import form_posts
 from mailer.tracking.confirmation import CONFIRM_VALID, ConfirmationMail, ConfirmLink
 from mailer.tracking.pages import not_found_page, page
 from mailer.tracking.per_ip import PerIpLimit
@@ -159,12 +164,16 @@ class Subscriber:
     basis: int  # the ledger entry behind that status: the link confirms only while it stands
 
 
-def store_lead(workspace: Workspace, lead: Lead, evidence: dict[str, Any],
-               now: datetime) -> Subscriber | None:  # fmt: skip
+def store_lead(workspace: Workspace, lead: Lead, evidence: dict[str, Any], now: datetime,
+               post_id: int | None = None) -> Subscriber | None:  # fmt: skip
     """Record one lead, committed. The subscriber whose mailbox must confirm, or None when
-    there is nothing to ask (subscribed, granted at once, or suppressed: nothing recorded)."""
+    there is nothing to ask (subscribed, granted at once, or suppressed: nothing recorded).
+    `post_id`: the form post kept for it (form_posts.py), taken in the same transaction; None
+    when another process recorded that post already."""
     hashed = address_hash(workspace.key, lead.email)
     with workspace.engine.begin() as connection:
+        if post_id is not None and not form_posts.take(connection, post_id):
+            return None
         lock_ledger(connection)
         if suppressed(connection, [hashed]):
             return None
@@ -281,23 +290,61 @@ class FormRoutes:
                     "user_agent": request.headers.get("user-agent", ""),
                     "consent_text_version": lead.consent_text_version,
                     "form_id": lead.form_id, "source": "form"}  # fmt: skip
+        try:  # written down whatever the address: the insert's timing tells nothing
+            post = await run_in_threadpool(form_posts.keep, self.workspace, lead, evidence, now)
+        except DBAPIError:  # down, locked, or worse: nothing is recorded, and the person is told
+            logger.exception("form post refused: the database did not take it",
+                             extra={"list": lead.list_name, "form_id": lead.form_id})  # fmt: skip
+            refused = FormProblem(503, "we could not take your sign-up just now: please try "
+                                  "again in a minute")  # fmt: skip
+            return _problem(refused, is_json, {"Retry-After": "60"})
         response = self._answer(lead.list_name, is_json)
         # Nothing about the address is looked up before the answer is written (timing).
-        response.background = BackgroundTask(self._take, lead, evidence, now)
+        response.background = BackgroundTask(self._record, post, now)
         return response
 
-    async def _take(self, lead: Lead, evidence: dict[str, Any], now: datetime) -> None:
-        """The queued work of one form post: record it, then ask the mailbox if need be."""
+    async def _record(self, post: form_posts.KeptPost, now: datetime) -> None:
+        """Record a kept post as of its answer, then ask the mailbox if need be. A database
+        that does not take it leaves it kept: a later pass (`record_leftovers`) records it."""
+        lead = Lead(**post.lead)
         try:
-            subscriber = await run_in_threadpool(store_lead, self.workspace, lead, evidence, now)
-        except OperationalError:  # the answer is gone: the person will use the form again
-            logger.exception("form post not recorded: the database did not take it",
+            subscriber = await run_in_threadpool(store_lead, self.workspace, lead, post.evidence,
+                                                 post.received_at, post.id)  # fmt: skip
+        except DBAPIError:
+            logger.exception("form post not recorded yet: the database did not take it; it is "
+                             "kept, and recorded again within minutes",
                              extra={"list": lead.list_name, "form_id": lead.form_id})  # fmt: skip
             return
         if subscriber is None:
             return
         if await run_in_threadpool(self.mail.due, subscriber, lead.list_name, now):
             await self.mail.send(subscriber, lead, now)
+
+    async def record_leftovers(self) -> int:
+        """Record the posts that a serving process answered and did not record (it died):
+        those answered more than form_posts.LEFT_AFTER ago. How many were found."""
+        now = self.workspace.clock.now()
+        posts = await run_in_threadpool(form_posts.leftovers, self.workspace, now)
+        for post in posts:
+            try:
+                await self._record(post, now)
+            except Exception:  # one post's failure is its own; given up on after a day
+                logger.exception("form post answered at %s not recorded", post.received_at)
+                if post.received_at < now - form_posts.GIVE_UP_AFTER:
+                    logger.error("form post answered at %s dropped: it failed for a day",
+                                 post.received_at)  # fmt: skip
+                    await run_in_threadpool(form_posts.drop, self.workspace, post.id)
+        return len(posts)
+
+    async def keep_recording_leftovers(self) -> None:
+        """`record_leftovers` every LEFT_AFTER, for as long as the serving process runs."""
+        while True:
+            try:
+                await self.record_leftovers()
+            except OperationalError:
+                logger.warning("form posts left by another process not looked for: the "
+                               "database did not answer; trying again in a minute")  # fmt: skip
+            await asyncio.sleep(form_posts.LEFT_AFTER.total_seconds())
 
     def _answer(self, list_name: str | None, is_json: bool) -> Response:
         """The one answer for every address on the list; it depends on nothing else."""
