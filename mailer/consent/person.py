@@ -17,6 +17,7 @@ from mailer.consent.state import Source, Status
 from mailer.consent.suppressions import Reason, suppress, suppressed
 from mailer.contacts.addresses import InvalidAddress, address_hash, normalise_address
 from mailer.errors import MailerError, UnknownContactError
+from mailer.store import form_posts
 from mailer.store.tables import (
     consent_entries,
     consent_evidence,
@@ -26,7 +27,6 @@ from mailer.store.tables import (
     enrollments,
     event_rollups,
     events,
-    form_posts,
     lists,
     memberships,
     outbox,
@@ -348,8 +348,8 @@ def erase_person(
     connection.execute(
         delete(consent_evidence).where(consent_evidence.c.entry_id.in_(their_entries))
     )
-    # A sign-up form post of theirs not recorded yet (tracking/form_posts.py) never will be.
-    connection.execute(delete(form_posts).where(form_posts.c.email == person.email))
+    # A sign-up form post of theirs not recorded yet never will be.
+    form_posts.forget_address(connection.engine, person.email)
     if person.contact_id is not None:
         _pseudonymise_messages(connection, person.contact_id)
         connection.execute(delete(contacts).where(contacts.c.id == person.contact_id))

@@ -50,10 +50,13 @@ from sqlalchemy.pool import StaticPool
 from sqlalchemy.schema import CreateIndex, CreateTable
 
 from mailer.store.engine import create_database_engine, reading
-from mailer.store.tables import shared_limits
+from mailer.store.tables import form_posts, shared_limits
 
 SWEEP_EVERY = 60.0  # seconds between two deletions of full buckets, per process
 STRICT_FOR = 10.0  # seconds a stricter limit holds after the last take of a process asserting it
+# The tables of the side file on SQLite: written by the serving processes at every form post,
+# they must not wait behind the main file's write lock.
+SIDE_TABLES = (shared_limits, form_posts)
 
 
 @dataclass(frozen=True)
@@ -169,7 +172,8 @@ _sidecars_lock = threading.Lock()
 
 
 def sidecar(engine: Engine) -> Engine:
-    """The SQLite file of the buckets beside `engine`'s (one engine a file, per process)."""
+    """The SQLite file of the buckets (and of the form posts not yet recorded,
+    store/form_posts.py) beside `engine`'s (one engine a file, per process)."""
     database = engine.url.database
     if not database or database == ":memory:":
         path = ""  # an in-memory database: the buckets in memory too, for this process
@@ -182,9 +186,10 @@ def sidecar(engine: Engine) -> Engine:
                       create_engine("sqlite://", poolclass=StaticPool,
                                     connect_args={"check_same_thread": False}))  # fmt: skip
             with opened.begin() as connection:
-                connection.execute(CreateTable(shared_limits, if_not_exists=True))
-                for index in shared_limits.indexes:
-                    connection.execute(CreateIndex(index, if_not_exists=True))
+                for table in SIDE_TABLES:
+                    connection.execute(CreateTable(table, if_not_exists=True))
+                    for index in table.indexes:
+                        connection.execute(CreateIndex(index, if_not_exists=True))
                 _add_missing_columns(connection)
             _sidecars[path] = opened
         return _sidecars[path]

@@ -20,7 +20,7 @@ the answer is the usual one and nothing is recorded. The answer is written befor
 about the address is looked up: the look-up, the writes and the confirmation email are queued
 behind it (Starlette's background task), and the connection closes with the answer, so neither
 the answer nor its timing tells whether the address is held. Before the answer the post is
-written down (form_posts.py, a plain insert whatever the address): a process that dies before
+written down (store/form_posts.py, a plain insert whatever the address): a process that dies before
 its record leaves it to any serving process, which records it a minute later. A database that
 does not take that insert gets `503` with `Retry-After`: nothing was recorded, and the person
 is told to try again.
@@ -58,7 +58,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime
 from html import escape
 from typing import Any, Literal, cast
@@ -80,10 +80,10 @@ from mailer.consent.state import SENDABLE, Action, Status
 from mailer.consent.suppressions import suppressed
 from mailer.contacts.addresses import InvalidAddress, address_hash, normalise_address
 from mailer.logs import logger
+from mailer.store import form_posts
 from mailer.store.tables import contacts, lists, memberships
 from mailer.store.upsert import upsert
 from mailer.tokens import TokenError, verify
-from mailer.tracking import form_posts
 from mailer.tracking.confirmation import CONFIRM_VALID, ConfirmationMail, ConfirmLink
 from mailer.tracking.pages import not_found_page, page
 from mailer.tracking.per_ip import PerIpLimit
@@ -164,16 +164,13 @@ class Subscriber:
     basis: int  # the ledger entry behind that status: the link confirms only while it stands
 
 
-def store_lead(workspace: Workspace, lead: Lead, evidence: dict[str, Any], now: datetime,
-               post_id: int | None = None) -> Subscriber | None:  # fmt: skip
+def store_lead(workspace: Workspace, lead: Lead, evidence: dict[str, Any],
+               now: datetime) -> Subscriber | None:  # fmt: skip
     """Record one lead, committed. The subscriber whose mailbox must confirm, or None when
     there is nothing to ask (subscribed, granted at once, or suppressed: nothing recorded).
-    `post_id`: the form post kept for it (form_posts.py), taken in the same transaction; None
-    when another process recorded that post already."""
+    Idempotent: the same lead again finds its grant, and writes nothing."""
     hashed = address_hash(workspace.key, lead.email)
     with workspace.engine.begin() as connection:
-        if post_id is not None and not form_posts.take(connection, post_id):
-            return None
         lock_ledger(connection)
         if suppressed(connection, [hashed]):
             return None
@@ -291,7 +288,8 @@ class FormRoutes:
                     "consent_text_version": lead.consent_text_version,
                     "form_id": lead.form_id, "source": "form"}  # fmt: skip
         try:  # written down whatever the address: the insert's timing tells nothing
-            post = await run_in_threadpool(form_posts.keep, self.workspace, lead, evidence, now)
+            post = await run_in_threadpool(form_posts.keep, self.workspace.engine, asdict(lead),
+                                           evidence, now)  # fmt: skip
         except DBAPIError:  # down, locked, or worse: nothing is recorded, and the person is told
             logger.exception("form post refused: the database did not take it",
                              extra={"list": lead.list_name, "form_id": lead.form_id})  # fmt: skip
@@ -309,7 +307,8 @@ class FormRoutes:
         lead = Lead(**post.lead)
         try:
             subscriber = await run_in_threadpool(store_lead, self.workspace, lead, post.evidence,
-                                                 post.received_at, post.id)  # fmt: skip
+                                                 post.received_at)  # fmt: skip
+            await run_in_threadpool(form_posts.forget, self.workspace.engine, post.id)
         except DBAPIError:
             logger.exception("form post not recorded yet: the database did not take it; it is "
                              "kept, and recorded again within minutes",
@@ -324,7 +323,7 @@ class FormRoutes:
         """Record the posts that a serving process answered and did not record (it died):
         those answered more than form_posts.LEFT_AFTER ago. How many were found."""
         now = self.workspace.clock.now()
-        posts = await run_in_threadpool(form_posts.leftovers, self.workspace, now)
+        posts = await run_in_threadpool(form_posts.leftovers, self.workspace.engine, now)
         for post in posts:
             try:
                 await self._record(post, now)
@@ -333,7 +332,7 @@ class FormRoutes:
                 if post.received_at < now - form_posts.GIVE_UP_AFTER:
                     logger.error("form post answered at %s dropped: it failed for a day",
                                  post.received_at)  # fmt: skip
-                    await run_in_threadpool(form_posts.drop, self.workspace, post.id)
+                    await run_in_threadpool(form_posts.forget, self.workspace.engine, post.id)
         return len(posts)
 
     async def keep_recording_leftovers(self) -> None:
