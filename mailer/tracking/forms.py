@@ -340,9 +340,9 @@ class FormRoutes:
         while True:
             try:
                 await self.record_leftovers()
-            except OperationalError:
-                logger.warning("form posts left by another process not looked for: the "
-                               "database did not answer; trying again in a minute")  # fmt: skip
+            except Exception:  # the next minute's pass tries again; the serving goes on
+                logger.exception("form posts left by another process not looked for; "
+                                 "trying again in a minute")  # fmt: skip
             await asyncio.sleep(form_posts.LEFT_AFTER.total_seconds())
 
     def _answer(self, list_name: str | None, is_json: bool) -> Response:
