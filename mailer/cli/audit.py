@@ -194,7 +194,8 @@ def _report_text(data: dict[str, Any]) -> None:
     say(f"checkpoint: {_checkpoint_text(ledger['checkpoint'])}")
     sent = data["sends"]
     say(f"messages sent: {sent['sent']}, without valid consent: {sent['without_valid_consent']}")
-    table = Table(title="consents (now)", title_justify="left")
+    at = f"at {_short(data['consents_at'])}" if data["consents_at"] else "now"
+    table = Table(title=f"consents ({at})", title_justify="left")
     for column in ("list", "source", "status", "contacts"):
         table.add_column(column)
     for row in data["consents"]:

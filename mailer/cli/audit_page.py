@@ -62,7 +62,7 @@ entries, head <code>{{ checkpoint.head }}</code>:
 {% endfor %}</table>
 {% endif %}
 
-<h2>Consents by list, source and status (now)</h2>
+<h2>Consents by list, source and status ({{ 'at ' ~ consents_at if consents_at else 'now' }})</h2>
 <table><tr><th>list</th><th>source</th><th>status</th><th>contacts</th></tr>
 {% for c in consents %}
 <tr><td>{{ c.list }}</td><td>{{ c.source }}</td><td>{{ c.status }}</td>

@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy import Connection
 
 from mailer.consent import checkpoints, verification
+from mailer.consent.as_of import consents_at
 from mailer.consent.audit import (
     Period,
     consents_by_list,
@@ -39,7 +40,9 @@ def compliance_report(
         "period": period.as_dict(),
         "ledger": checked.as_dict() | {"checkpoint": _latest(kept, checked.checkpoints)},
         "sends": sends_summary(connection, period, lists_of),
-        "consents": consents_by_list(connection),
+        "consents_at": period.until.isoformat() if period.until else None,  # None: now
+        "consents": (consents_at(connection, period.until) if period.until
+                     else consents_by_list(connection)),
         "ledger_entries": ledger_entries(connection, period),
         "withdrawals": [each.as_dict() for each in found],
         "withdrawals_with_messages_after": sum(1 for each in found if each.messages_after),

@@ -19,9 +19,12 @@ from mailer.campaigns.engine import tick
 from mailer.cli import cli
 from mailer.clock import FrozenClock
 from mailer.config import load_settings
+from mailer.consent.as_of import consents_at
+from mailer.consent.audit import consents_by_list
 from mailer.consent.ledger import NewEntry
 from mailer.consent.person import erase_person, withdraw
 from mailer.consent.records import record
+from mailer.contacts.addresses import address_hash
 from mailer.store.tables import consent_entries, outbox
 from mailer.workspace import Workspace
 from tests.conftest import NOW, SECRET, write_csv
@@ -213,6 +216,42 @@ def test_report_shows_the_ledger_consents_and_how_fast_the_withdrawal_took_effec
     assert "messages sent: 2, without valid consent: 0" in text.stdout
     period = mailer("audit", "report", "--since", WITHDRAWN_AT.isoformat(), "--json")
     assert json.loads(period.stdout)["sends"]["sent"] == 0
+
+
+def test_report_until_a_past_moment_shows_the_consents_the_ledger_held_then(
+    history: Workspace, mailer: Mailer
+) -> None:
+    confirmed = {"list": "newsletter", "source": "import", "status": "confirmed"}
+    withdrawn = {"list": "newsletter", "source": "admin", "status": "withdrawn"}
+    with history.engine.begin() as connection:  # Ada is erased after Bob's withdrawal
+        erase_person(connection, history.key, "ada@example.com", WITHDRAWN_AT + timedelta(hours=1))
+    now = json.loads(mailer("audit", "report", "--json").stdout)
+    assert now["consents_at"] is None
+    assert now["consents"] == [withdrawn | {"contacts": 1}]  # Ada's rows went with her
+    before = (NOW + timedelta(minutes=30)).isoformat()  # both confirmed, neither gone yet
+    then = json.loads(mailer("audit", "report", "--until", before, "--json").stdout)
+    assert then["consents_at"] == before
+    assert then["consents"] == [confirmed | {"contacts": 2}]
+    between = (WITHDRAWN_AT + timedelta(minutes=30)).isoformat()  # Bob left, Ada still here
+    report = json.loads(mailer("audit", "report", "--until", between, "--json").stdout)
+    assert report["consents"] == [withdrawn | {"contacts": 1}, confirmed | {"contacts": 1}]
+    assert "consents (at 2026-" in mailer("audit", "report", "--until", between).stdout
+    page = Path("until.html")
+    mailer("audit", "report", "--until", between, "--html", str(page))
+    assert "Consents by list, source and status (at 2026-" in page.read_text()
+
+
+def test_the_ledgers_replay_to_now_counts_what_consent_status_holds(history: Workspace) -> None:
+    bob = int(str(rows(history)["bob@example.com"]["contact_id"]))
+    with history.engine.begin() as connection:  # an erasure, and an expiry ("none" is held)
+        erase_person(connection, history.key, "ada@example.com", WITHDRAWN_AT)
+        lapsed = NewEntry(address_hash(history.key, "bob@example.com"), bob, "newsletter",
+                          "expired", "scheduler", WITHDRAWN_AT, None)  # fmt: skip
+        record(connection, [lapsed], history.double_opt_in, WITHDRAWN_AT)
+    with history.engine.connect() as connection:
+        held = consents_by_list(connection)
+        assert consents_at(connection, NOW + timedelta(days=400)) == held
+    assert held == [{"list": "newsletter", "source": "scheduler", "status": "none", "contacts": 1}]
 
 
 def test_report_checks_the_checkpoints_given_and_shows_the_latest(
