@@ -530,6 +530,9 @@ class Reports(Model):
     click_min: Share = 0.005  # unique clicks per delivered message (click-through)
     complaint_max: Share = 0.001
     bounce_max: Share = 0.05
+    # A rate is flagged only over at least this many messages (its denominator): 1 open in 20
+    # says nothing yet about a list, and a flag on it would send a marketer chasing noise.
+    flag_from: int = Field(default=100, ge=1)
     # `mailer serve` shows the report at /reports behind basic auth with these credentials;
     # without a username and a password, /reports answers 404.
     username: str | None = None

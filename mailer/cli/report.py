@@ -48,7 +48,7 @@ def report(
     """How each campaign did (or CAMPAIGN): messages, deliveries, people's opens and clicks,
     unsubscribes, complaints, conversions, per step and variant; the funnel of a sequence; A/B
     verdicts and a broadcast's auto-winner decisions. Rates outside [reports] ranges are
-    flagged."""
+    flagged, over at least [reports] flag_from messages (100)."""
     if sum((as_json, as_csv, html_file is not None)) > 1:
         raise click.UsageError("--json, --csv and --html are alternatives: give one")
     workspace = lazy.get()
@@ -67,7 +67,7 @@ def report(
         say(f"wrote {html_file}")
     else:
         for each in found["campaigns"]:
-            _show(each, found["include_machine"])
+            _show(each, found["include_machine"], workspace.settings.reports.flag_from)
 
 
 def _html(found: dict[str, Any]) -> str:
@@ -106,7 +106,7 @@ def _numbers(metrics: dict[str, Any], *names: str) -> list[str]:
     return [str(metrics[name]) for name in names]
 
 
-def _show(campaign: dict[str, Any], include_machine: bool) -> None:
+def _show(campaign: dict[str, Any], include_machine: bool, flag_from: int) -> None:
     who = "people and machines" if include_machine else "people"
     where = f", list {campaign['list']}" if campaign["list"] else ""
     say(f"{campaign['name']} ({campaign['kind']}{where}): opens and clicks of {who}")
@@ -128,7 +128,9 @@ def _show(campaign: dict[str, Any], include_machine: bool) -> None:
         rates.add_row(step, variant, *(_percent(rate) for rate in m["rates"].values()))
     messages.caption = "bounced: hard/soft"
     engaged.caption = "opens, clicks: unique/total; machines: opens/clicks"
-    rates.caption = "(low), (high): outside the \\[reports] ranges"  # \[: not rich markup
+    many = f"{flag_from} message" + ("s" if flag_from != 1 else "")
+    # \[: not rich markup
+    rates.caption = f"(low), (high): outside the \\[reports] ranges, from {many} on"
     for table in (messages, engaged, rates):
         console.print(table)
     if campaign["funnel"] is not None:

@@ -103,7 +103,7 @@ def _rate(counts: Mapping[str, int], numerator: str, denominator: str, bound: st
     top, bottom = counts[numerator], counts[denominator]
     value = top / bottom if bottom else None
     flag = None
-    if value is not None and bound is not None:
+    if value is not None and bound is not None and bottom >= ranges.flag_from:
         limit: float = getattr(ranges, bound)
         if (side == "low" and value < limit) or (side == "high" and value > limit):
             flag = side

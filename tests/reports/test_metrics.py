@@ -30,7 +30,7 @@ from mailer.config import load_settings
 from mailer.contacts.events import record_event
 from mailer.reports.flat import read_rows, report_rows
 from mailer.reports.html import render_report
-from mailer.reports.metrics import build_report
+from mailer.reports.metrics import build_report, metrics
 from mailer.returns.ingest import process
 from mailer.store.tables import contacts, outbox
 from mailer.tracking.app import create_app
@@ -169,7 +169,8 @@ def story(project: Path, environ: dict[str, str], clock: FrozenClock,
         '<p>Tips</p><p><a href="https://shop.example/guide">Guide</a></p>' + footer)  # fmt: skip
     environ = {**environ, "MAILER_SMTP__PORT": str(smtp_server.port),
                "MAILER_DELIVERY__RENDER_PROCESSES": "0",
-               "MAILER_TRACKING__FLUSH_SIZE": "1"}  # fmt: skip
+               "MAILER_TRACKING__FLUSH_SIZE": "1",
+               "MAILER_REPORTS__FLAG_FROM": "1"}  # six people: flagged all the same  # fmt: skip
     workspace = Workspace(load_settings(settings_path, environ=environ), clock)
     queue_welcome(workspace, project, *PEOPLE)
     assert deliver(workspace).sent == 6
@@ -360,6 +361,18 @@ def test_the_command_prints_json_csv_that_reads_back_and_flagged_tables(story: S
     assert "66.7%" in words and "(low)" in words and "33.3%" in words and "(high)" in words
     assert "[reports]" in words  # the caption names the settings (not eaten as rich markup)
     assert "A/B tips, clicks: " in table.output
+
+
+def test_a_rate_is_flagged_only_over_flag_from_messages(story: Story) -> None:
+    ranges = story.workspace.settings.reports.model_copy(update={"flag_from": 100})
+    opens = {"sent": 100, "unique_opens": 2}  # 2% opened, under open_min's 8%
+    assert metrics(opens, ranges)["rates"]["open"]["flag"] == "low"
+    assert metrics(opens | {"sent": 99}, ranges)["rates"]["open"]["flag"] is None
+    complaints = {"sent": 99, "unique_opens": 20, "complaints": 5}
+    assert metrics(complaints, ranges)["rates"]["complaint"]["flag"] is None
+    assert metrics(complaints | {"sent": 100}, ranges)["rates"]["complaint"]["flag"] == "high"
+    shown = run(story, "welcome")  # the six people's report says from how many it flags
+    assert "ranges, from 1 message on" in " ".join(shown.output.split())
 
 
 def test_an_unknown_campaign_names_the_known_ones(story: Story) -> None:
