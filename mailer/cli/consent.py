@@ -32,6 +32,9 @@ from mailer.consent.person import (
     withdraw,
 )
 from mailer.consent.verification import verify_ledger
+from mailer.delivery.worker import run_loop
+from mailer.tracking.confirmation import CONFIRM_VALID, ConfirmationMail
+from mailer.tracking.forms import Lead, asked_again
 from mailer.webhooks_out import WebhookEvent, enqueue
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
@@ -167,27 +170,44 @@ def grant_command(
 @click.argument("email")
 @reason_option
 @reference_option
+@click.option("--ask", "ask_list", metavar="LIST",
+              help="Then email the person LIST's confirmation link (the double opt-in email): "
+                   "their click re-subscribes them, with the click as evidence.")  # fmt: skip
 @json_option
 @pass_workspace
 def lift_command(lazy: _LazyWorkspace, email: str, reason: str | None, reference: str | None,
-                 as_json: bool) -> None:  # fmt: skip
+                 ask_list: str | None, as_json: bool) -> None:  # fmt: skip
     """Lift the suppression of EMAIL (a hard bounce, a complaint, an opt-out of all mail) when
     the person asks to come back, saying how they asked: --reason and/or --reference. Nothing
-    is granted: they opt in again (the sign-up form then sends a confirmation). An erasure is
+    is granted: they opt in again, on the sign-up form or with --ask's email. An erasure is
     never lifted."""
     if not (reason or reference):
         raise click.UsageError("say how the person asked to come back: --reason and/or "
                                "--reference")  # fmt: skip
     workspace = lazy.get()
+    if ask_list is not None and ask_list not in workspace.settings.lists:
+        raise click.UsageError(f"--ask {ask_list}: no such list in settings")
     now = workspace.clock.now()
     said = evidence(now, via="cli", reason=reason, reference=reference)
     with workspace.engine.begin() as connection:
         entry_id = lift_suppression(connection, workspace.key, email, now, said)
+        # Checked before the lift commits: a person --ask cannot ask keeps the suppression.
+        asked = asked_again(connection, workspace.key, email, ask_list) if ask_list else None
+    sent = None
+    if asked is not None and ask_list is not None:
+        lead = Lead(asked.email, ask_list, "operator-request", form_id="cli")
+        sent = run_loop(ConfirmationMail(workspace).send(asked, lead, now))
     if as_json:
-        print_json({"entry": entry_id})
-    else:
-        say(f"suppression lifted (ledger entry {entry_id}); every list stays withdrawn until "
-            f"{email} opts in again, e.g. on your sign-up form")  # fmt: skip
+        print_json({"entry": entry_id} | ({"confirmation_sent": sent} if ask_list else {}))
+        return
+    say(f"suppression lifted (ledger entry {entry_id}); every list stays withdrawn until "
+        f"{email} opts in again, e.g. on your sign-up form")  # fmt: skip
+    if sent:
+        say(f"confirmation email for list {ask_list} sent to {asked.email if asked else email}: "
+            f"its link re-subscribes them (valid {CONFIRM_VALID.days} days)")  # fmt: skip
+    elif ask_list:
+        say(f"confirmation email for list {ask_list} NOT sent: the relay did not take it (the "
+            "log says why); the lift stands, and they can use the sign-up form")  # fmt: skip
 
 
 @consent.command()

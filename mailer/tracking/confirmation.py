@@ -150,8 +150,9 @@ class ConfirmationMail:
                                f"{bounce_domain}", recipient, not recipient.isascii(), subject,
                                html, text, [], data)  # fmt: skip
 
-    async def send(self, subscriber: Subscriber, lead: Lead, now: datetime) -> None:
-        """Render and send; a failure is logged (the person may use the form again)."""
+    async def send(self, subscriber: Subscriber, lead: Lead, now: datetime) -> bool:
+        """Render and send; whether the relay took it. A failure is logged (the person may use
+        the form again)."""
         list_name = lead.list_name
         where = {"contact_id": subscriber.contact_id, "list": list_name}
         try:
@@ -162,11 +163,13 @@ class ConfirmationMail:
         except Exception:
             logger.exception("confirmation email not sent", extra=where)
             await self._unmark(subscriber.contact_id, list_name)
-            return
+            return False
         if reply.code != 250:
             logger.warning("confirmation email refused",
                            extra={**where, "reply": str(reply), "relay": relay})  # fmt: skip
             await self._unmark(subscriber.contact_id, list_name)
+            return False
+        return True
 
     async def _unmark(self, contact_id: int, list_name: str) -> None:
         """The email did not go: the person may ask again at once."""

@@ -74,11 +74,13 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from mailer.consent.ledger import NewEntry, canonical_evidence
+from mailer.consent.person import find_person
 from mailer.consent.records import lock_ledger, record
 from mailer.consent.standing import standings
 from mailer.consent.state import SENDABLE, Action, Status
 from mailer.consent.suppressions import suppressed
 from mailer.contacts.addresses import InvalidAddress, address_hash, normalise_address
+from mailer.errors import MailerError
 from mailer.logs import logger
 from mailer.store import form_posts
 from mailer.store.tables import contacts, lists, memberships
@@ -192,6 +194,24 @@ def store_lead(workspace: Workspace, lead: Lead, evidence: dict[str, Any],
     if not workspace.double_opt_in[lead.list_name]:
         return None
     return Subscriber(contact_id, lead.email, "pending", entry_id)
+
+
+def asked_again(connection: Connection, key: bytes, email: str, list_name: str) -> Subscriber:
+    """The person to send `list_name`'s confirmation email for an operator (`mailer consent
+    lift --ask`): they left the list, or never confirmed it. Its link confirms only that state
+    (the entry behind it), as the form's does; MailerError where there is nothing to confirm."""
+    person = find_person(connection, key, email)
+    if person.contact_id is None:
+        raise MailerError(f"{person.email} is no contact: nothing to ask (they sign up on the "
+                          "form)")  # fmt: skip
+    standing = standings(connection, list_name, [person.contact_id])[person.contact_id]
+    if standing.status not in ("withdrawn", "pending"):
+        held = ("has no consent" if standing.status == "none"
+                else f"is {standing.status}")  # fmt: skip
+        raise MailerError(f"{person.email} {held} on list {list_name}: --ask is for a list "
+                          "they left or never confirmed")  # fmt: skip
+    return Subscriber(person.contact_id, person.email, cast(Status, standing.status),
+                      standing.entry_id or 0)  # fmt: skip
 
 
 def _contact_id(connection: Connection, lead: Lead, now: datetime) -> int:
