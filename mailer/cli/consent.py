@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sys
 from pathlib import Path
 
@@ -32,7 +33,6 @@ from mailer.consent.person import (
     withdraw,
 )
 from mailer.consent.verification import verify_ledger
-from mailer.delivery.worker import run_loop
 from mailer.tracking.confirmation import CONFIRM_VALID, ConfirmationMail
 from mailer.tracking.forms import Lead, asked_again
 from mailer.webhooks_out import WebhookEvent, enqueue
@@ -196,15 +196,15 @@ def lift_command(lazy: _LazyWorkspace, email: str, reason: str | None, reference
     sent = None
     if asked is not None and ask_list is not None:
         lead = Lead(asked.email, ask_list, "operator-request", form_id="cli")
-        sent = run_loop(ConfirmationMail(workspace).send(asked, lead, now))
+        sent = asyncio.run(ConfirmationMail(workspace).send(asked, lead, now))
     if as_json:
         print_json({"entry": entry_id} | ({"confirmation_sent": sent} if ask_list else {}))
         return
     say(f"suppression lifted (ledger entry {entry_id}); every list stays withdrawn until "
         f"{email} opts in again, e.g. on your sign-up form")  # fmt: skip
     if sent:
-        say(f"confirmation email for list {ask_list} sent to {asked.email if asked else email}: "
-            f"its link re-subscribes them (valid {CONFIRM_VALID.days} days)")  # fmt: skip
+        say(f"confirmation email for list {ask_list} sent to {email}: its link re-subscribes "
+            f"them (valid {CONFIRM_VALID.days} days)")  # fmt: skip
     elif ask_list:
         say(f"confirmation email for list {ask_list} NOT sent: the relay did not take it (the "
             "log says why); the lift stands, and they can use the sign-up form")  # fmt: skip

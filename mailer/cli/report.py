@@ -48,7 +48,7 @@ def report(
     """How each campaign did (or CAMPAIGN): messages, deliveries, people's opens and clicks,
     unsubscribes, complaints, conversions, per step and variant; the funnel of a sequence; A/B
     verdicts and a broadcast's auto-winner decisions. Rates outside [reports] ranges are
-    flagged, over at least [reports] flag_from messages (100)."""
+    flagged once they count [reports] flag_from messages (100 by default)."""
     if sum((as_json, as_csv, html_file is not None)) > 1:
         raise click.UsageError("--json, --csv and --html are alternatives: give one")
     workspace = lazy.get()

@@ -547,9 +547,9 @@ idempotency_keys = Table(
     **WITHOUT_ROWID,
 )
 
-# Sign-up form posts answered and not yet recorded (tracking/forms.py): written before the
-# answer, deleted in the transaction that records the post, so a serving process that dies in
-# between loses nothing; any serving process records what another left.
+# Sign-up form posts answered and not yet recorded (store/form_posts.py): written before the
+# answer, deleted once the post is recorded, so a serving process that dies in between loses
+# nothing; any serving process records what another left. On SQLite in the side file.
 form_posts = Table(
     "form_posts",
     metadata,
