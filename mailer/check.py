@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import html
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,14 +27,11 @@ from sqlalchemy.exc import SQLAlchemyError
 from mailer.campaigns.broadcast_runs import held_broadcasts
 from mailer.campaigns.date_steps import date_triggered, never_in_its_day
 from mailer.campaigns.enrollment import parse_trigger
+from mailer.campaigns.expressions import conditions_in, events_in, settings_expressions
 from mailer.campaigns.segment_sql import SegmentCompiler
 from mailer.campaigns.segments import (
     PREVIOUS,
-    Both,
-    Either,
     Engagement,
-    Event,
-    Not,
     Segment,
     SegmentError,
     Sent,
@@ -164,7 +160,7 @@ def _check_apple_ranges(settings: Settings, report: CheckReport) -> None:
 def _check_segments(settings: Settings, now: datetime, report: CheckReport) -> None:
     """Every expression parses and compiles (types included), with its place in settings:
     `segments.silent: col 14: ...`, `campaigns.welcome.steps[1].condition: ...`."""
-    for where, source, previous in _expressions(settings):
+    for where, source, previous in settings_expressions(settings):
         try:
             if where.endswith(".trigger"):
                 parse_trigger(source)
@@ -188,7 +184,7 @@ def _check_website_events_kept(settings: Settings, where: str, segment: Segment,
     if kept is None:
         return
     shown = f"{kept.days} days" if not kept.seconds else format_duration(kept)
-    for event in _events_in(segment):
+    for event in events_in(segment):
         further = event.within is None or event.within > kept
         filtered = bool(event.where) and event.name != SURVEY_ANSWER
         if further and filtered and (event.ever or not where.endswith(".goal")):
@@ -205,7 +201,7 @@ def _check_messages_named(settings: Settings, where: str, segment: Segment,
     typo matches nobody, silently. A warning, not an error: messages of a campaign, step or
     variant since removed are still in the database, and still count."""
     campaigns = settings.campaigns
-    for condition in _conditions_in(segment, Engagement | Sent):
+    for condition in conditions_in(segment, Engagement | Sent):
         assert isinstance(condition, Engagement | Sent)
         name, step, variant = condition.campaign, condition.step, condition.variant
         if name == PREVIOUS:
@@ -240,24 +236,6 @@ def _of(campaign: str | None, step: str | None) -> str:
     if campaign is None:
         return "any campaign"
     return f"{campaign}.{step}" if step is not None else campaign
-
-
-def _events_in(segment: Segment) -> Iterator[Event]:
-    """The `event "..."` conditions of `segment`, however deep."""
-    for found in _conditions_in(segment, Event):
-        assert isinstance(found, Event)
-        yield found
-
-
-def _conditions_in(segment: Segment, kinds: Any) -> Iterator[Segment]:
-    """The conditions of `segment` of `kinds` (a type or a union of types), however deep."""
-    if isinstance(segment, kinds):
-        yield segment
-    elif isinstance(segment, Not):
-        yield from _conditions_in(segment.inner, kinds)
-    elif isinstance(segment, Both | Either):
-        for part in segment.parts:
-            yield from _conditions_in(part, kinds)
 
 
 def _check_send_windows(settings: Settings, report: CheckReport) -> None:
@@ -352,25 +330,6 @@ def _check_date_steps(settings: Settings, report: CheckReport) -> None:
                 f"{where}: quiet hours or the send window shut its whole day's window (from its "
                 f"time for {DAY_WINDOW.seconds // 3600} hours, until midnight), so every message "
                 "would be skipped; move `at` earlier or widen the window")))  # fmt: skip
-
-
-def _expressions(settings: Settings) -> list[tuple[str, str, tuple[str, str] | None]]:
-    """(where in settings, expression, the step `previous` means) of every expression."""
-    found: list[tuple[str, str, tuple[str, str] | None]] = [
-        (f"segments.{name}", source, None) for name, source in settings.segments.items()
-    ]
-    found += [(f"lifecycle.rules.{stage}", rule, None)
-              for stage, rule in settings.lifecycle.rules.items()]  # fmt: skip
-    for name, campaign in settings.campaigns.items():
-        for field in ("trigger", "goal"):
-            if getattr(campaign, field):
-                found.append((f"campaigns.{name}.{field}", getattr(campaign, field), None))
-        for index, step in enumerate(campaign.steps):
-            if step.condition:
-                previous = (name, campaign.steps[index - 1].name) if index else None
-                found.append((f"campaigns.{name}.steps[{index}].condition", step.condition,
-                              previous))  # fmt: skip
-    return found
 
 
 def _check_messages(

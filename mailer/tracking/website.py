@@ -13,6 +13,11 @@ add to the lead score and shape segments, exactly as `mailer event` does.
 
     200 {"recorded": 2, "unknown": []}
 
+A property that settings compare with a number (`event "purchased" where total > 50`) sent as
+text (`"total": "50"`) is stored as given, but no numeric comparison ever matches it: the
+answer then carries `"warnings": [{"item": 0, "property": "total", "warning": "..."}]`, naming
+the place in settings, and the log says so.
+
 The body is one event object or a list of at most 1,000 of them (1 MiB at most). Each names
 its contact by `email` or by `contact_id` (exactly one), and has an `event` name (lowercase
 letters, digits, `_`, `.`, `-`, starting with a letter, at most 100 characters), optional
@@ -44,6 +49,7 @@ from __future__ import annotations
 import hmac
 import json
 import math
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Annotated, Any
@@ -65,6 +71,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from mailer.campaigns.activity import record_activity
+from mailer.campaigns.expressions import numeric_properties
 from mailer.contacts.addresses import InvalidAddress, normalise_address
 from mailer.contacts.events import EVENT_NAME
 from mailer.errors import MailerError, UnknownContactError
@@ -269,6 +276,22 @@ def _record_once(workspace: Workspace, events: list[WebsiteEvent], key: Once | N
                      workspace.clock.now())  # fmt: skip
 
 
+def text_for_numbers(events: list[WebsiteEvent],
+                     numeric: Mapping[str, Mapping[str, str]]) -> list[dict[str, Any]]:  # fmt: skip
+    """A warning for each property that settings compare with a number (`numeric`: event ->
+    property -> where) and an item sends as text: stored as given, it never matches there."""
+    warnings = []
+    for index, event in enumerate(events):
+        compared = numeric.get(event.event, {})
+        for name, value in (event.properties or {}).items():
+            if name in compared and isinstance(value, str):
+                said = (f"{json.dumps(_shown(value))} is text, and {compared[name]} compares "
+                        f"{name} with a number: it never matches there; send a JSON number "
+                        "(no quotes)")  # fmt: skip
+                warnings.append({"item": index, "property": name, "warning": said})
+    return warnings
+
+
 def _record_events(workspace: Workspace, events: list[WebsiteEvent],
                    connection: Connection) -> dict[str, Any]:  # fmt: skip
     recorded, unknown = 0, []
@@ -322,6 +345,8 @@ async def read_body(request: Request, limit: int, advice: str = "") -> bytes:
 
 
 def website_routes(workspace: Workspace) -> list[BaseRoute]:
+    numeric = numeric_properties(workspace.settings)  # settings are read once per process
+
     async def post_events(request: Request) -> Response:
         secret = workspace.settings.tracking.events_token
         token = secret.get_secret_value().strip() if secret is not None else ""
@@ -342,6 +367,10 @@ def website_routes(workspace: Workspace) -> list[BaseRoute]:
             except ValueError as error:
                 raise Refusal(400, str(error)) from None
             answer, replayed = await run_in_threadpool(record_events, workspace, events, key)
+            if warnings := text_for_numbers(events, numeric):
+                answer = {**answer, "warnings": warnings}
+                logger.warning("events API: %d properties compared with numbers came as text; "
+                               "first: %s", len(warnings), warnings[0]["warning"])  # fmt: skip
             return _json(answer, headers={"Idempotent-Replayed": "true"} if replayed else None)
         except KeyReused:
             return Refusal(422, "this Idempotency-Key was sent with another body: give each "

@@ -404,3 +404,41 @@ def test_keys_are_kept_a_day(shop: Workspace) -> None:
         assert forget_old(connection, NOW) == 1
         assert answered_before(connection, recent) == {}
         assert answered_before(connection, old) is None
+
+
+def test_a_property_settings_compare_with_a_number_sent_as_text_is_warned_of(
+    tmp_path: Path, environ: dict[str, str], serve: Serve, caplog: pytest.LogCaptureFixture
+) -> None:
+    root = tmp_path / "shop"
+    root.mkdir()
+    (root / "settings.toml").write_text(textwrap.dedent(SHOP_SETTINGS) + textwrap.dedent("""
+        [segments]
+        big_spenders = 'event "purchased" where total > 50'
+        gifts = 'event "purchased" where note = "gift"'
+    """))  # fmt: skip
+    variables = {**environ, "MAILER_TRACKING__EVENTS_TOKEN": TOKEN}
+    workspace = Workspace(load_settings(root / "settings.toml", environ=variables),
+                          FrozenClock(NOW))  # fmt: skip
+    try:
+        run_import(workspace, write_csv(tmp_path / "shop.csv", """
+            email,consent_at
+            ada@example.com,2026-11-01T09:00Z
+        """), "shop")  # fmt: skip
+        with serve(Starlette(routes=website_routes(workspace))) as base, httpx.Client(
+            base_url=base, headers={"Authorization": f"Bearer {TOKEN}"}
+        ) as client:  # fmt: skip
+            answer = client.post("/events", json=[
+                {"email": "ada@example.com", "event": "purchased",
+                 "properties": {"total": "60", "note": "gift"}},
+                {"email": "ada@example.com", "event": "purchased", "properties": {"total": 60}},
+                {"email": "ada@example.com", "event": "viewed", "properties": {"total": "60"}},
+            ])  # fmt: skip
+        assert answer.status_code == 200, answer.text
+        assert answer.json() == {"recorded": 3, "unknown": [], "warnings": [{
+            "item": 0, "property": "total",
+            "warning": '"60" is text, and segments.big_spenders compares total with a number: '
+                       "it never matches there; send a JSON number (no quotes)",
+        }]}  # fmt: skip
+        assert "1 properties compared with numbers came as text" in caplog.text
+    finally:
+        workspace.close()
