@@ -3,10 +3,12 @@ them into a real SMTP server; `mailer init` where there is no project says how t
 
 from __future__ import annotations
 
+import email
 import json
 import shutil
 from collections import Counter
 from datetime import timedelta
+from email.policy import default as default_policy
 from pathlib import Path
 
 import pytest
@@ -117,6 +119,42 @@ def test_the_starter_checks_plans_and_delivers_at_once(mailer, tmp_path: Path,
     assert json.loads(sent.stdout)["sent"] == 2 * contacts
     assert set(Counter(message.recipient for message in sink.received).values()) == {2}
     assert all(b"DKIM-Signature:" in message.data for message in sink.received)
+
+
+def test_new_fills_the_sender_and_the_starter_still_checks_and_delivers(
+    mailer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch  # type: ignore[no-untyped-def]
+) -> None:
+    made = mailer("new", "cafe", "--name", 'Zoë\'s "Blue" Café', "--email", "News@Cafe.Example",
+                  "--address", "Café Bleu SARL, 3 rue des Lilas, 75011 Paris, France")  # fmt: skip
+    assert made.exit_code == 0, made.output
+    monkeypatch.chdir(tmp_path / "cafe")
+    settings = (tmp_path / "cafe" / "settings.toml").read_text()
+    assert 'name = "Zoë\'s \\"Blue\\" Café"' in settings  # TOML-escaped
+    assert 'email = "news@cafe.example"' in settings and 'domain = "cafe.example"' in settings
+    assert 'reply_to = "hello@cafe.example"' in settings
+    assert mailer("init").exit_code == 0
+    checked = mailer("check")
+    assert (checked.exit_code, checked.stderr) == (0, "")
+    mailer("import", "lists/newsletter.csv", "--list", "newsletter", MAILER_NOW=iso(2))
+    with ScriptedSmtpServer() as sink:
+        sent = mailer("tick", "--now", iso(3), "--json", MAILER_SMTP__PORT=str(sink.port))
+    assert json.loads(sent.stdout)["sent"] >= 3
+    message = email.message_from_bytes(sink.received[0].data, policy=default_policy)
+    assert message["From"].addresses[0].display_name == 'Zoë\'s "Blue" Café'
+    assert message["From"].addresses[0].addr_spec == "news@cafe.example"
+    assert "3 rue des Lilas" in str(message.get_body(("plain",)).get_content())  # type: ignore[union-attr]
+    assert "d=cafe.example" in message["DKIM-Signature"]
+
+
+@pytest.mark.parametrize(("option", "value", "said"), [
+    ("--email", "not an address", "--email: "),
+    ("--name", "Two\nlines", "--name: one line of text"),
+])  # fmt: skip
+def test_new_refuses_a_sender_that_cannot_be_one(mailer, tmp_path: Path, option: str, value: str,
+                                                 said: str) -> None:  # type: ignore[no-untyped-def]  # fmt: skip
+    refused = mailer("new", "shop", option, value)
+    assert refused.exit_code == 1 and said in refused.output
+    assert not (tmp_path / "shop").exists()
 
 
 @pytest.mark.skipif(shutil.which("spamassassin") is None,

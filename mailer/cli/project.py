@@ -20,7 +20,7 @@ from mailer.clock import clock_from_environment
 from mailer.consent.ledger import seal as seal_ledger
 from mailer.consent.ledger_key import key_of
 from mailer.render.spam import DEFAULT_THRESHOLD
-from mailer.starter import write_starter
+from mailer.starter import Sender, write_starter
 from mailer.store.engine import schema_is_current
 from mailer.workspace import Workspace, create_dkim_key, create_secret_key
 
@@ -38,7 +38,13 @@ NEXT_STEPS = (
 @cli.command()
 @click.argument("directory", type=click.Path(path_type=Path))
 @click.option("--force", is_flag=True, help="Replace the starter's files where they exist.")
-def new(directory: Path, force: bool) -> None:
+@click.option("--name", default=Sender.name, show_default=True,
+              help="Who the mail is from: [sender] name, the list's title, the subjects.")
+@click.option("--email", default=Sender.email, show_default=True,
+              help="The sending address; its domain is the DKIM domain and the reply-to's.")
+@click.option("--address", default=Sender.postal_address, show_default=True,
+              help="The postal address every message's footer prints.")
+def new(directory: Path, force: bool, name: str, email: str, address: str) -> None:
     """Write a starter project into DIRECTORY (created when missing).
 
     settings.toml (every setting explained), templates/ (a layout and two messages, HTML and
@@ -46,7 +52,9 @@ def new(directory: Path, force: bool) -> None:
     .gitignore. It checks clean and delivers into `mailer sink` as written. An existing file is
     never replaced without --force; then nothing is written.
     """
-    starter = write_starter(directory, clock_from_environment().now(), force=force)
+    sender = Sender(name, email, address)
+    starter = write_starter(directory, clock_from_environment().now(), force=force,
+                            sender=sender)  # fmt: skip
     say(f"wrote a starter project in {directory}: {len(starter.files)} files "
         "(settings.toml, templates/, lists/newsletter.csv, .gitignore)")  # fmt: skip
     say("next:")
