@@ -5,6 +5,7 @@ gate sends after it. Through the real engine and importer, the clock injected.""
 from __future__ import annotations
 
 import json
+import threading
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -162,3 +163,28 @@ def test_consent_expired_between_queue_and_send_is_not_sent(
     assert (report.sent, report.skipped) == (0, 1)
     assert rows(workspace)["ada@example.com"]["reason"] == "at sending: no consent (none)"
     assert smtp_server.received == []
+
+
+def test_two_processes_expiring_at_once_append_one_entry(
+    workspace: Workspace, project: Path, environ: dict[str, str]
+) -> None:
+    """Two `mailer run` ticks reach the expiry at the same instant (on their own connections,
+    started together by a barrier): the ledger's lock makes the second find nothing left."""
+    subscribe(workspace, project, ("ada@example.com", TWO_YEARS_AGO),
+              ("bob@example.com", TWO_YEARS_AGO))  # fmt: skip
+    together, counts = threading.Barrier(2), []
+
+    def expire() -> None:
+        together.wait()
+        with workspace.engine.begin() as connection:
+            counts.append(expire_consent(connection, workspace.settings, NOW))
+
+    threads = [threading.Thread(target=expire) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert sorted(counts) == [0, 2]
+    assert sorted(entry["email"] for entry in expiries(workspace)) == [
+        "ada@example.com", "bob@example.com"]  # fmt: skip
+    assert verifies(project, environ)
