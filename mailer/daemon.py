@@ -26,7 +26,7 @@ from mailer.delivery.relay import is_loopback
 from mailer.delivery.worker import Deliverer, run_loop
 from mailer.errors import MailerError
 from mailer.logs import logger
-from mailer.metrics import timed_tick
+from mailer.metrics import count_tick, timed_tick
 from mailer.retention import Pruned, run_retention
 from mailer.returns.inbound import start_inbound
 from mailer.tracking.serve import EmbeddedServer, configure, listen
@@ -92,6 +92,7 @@ def run(workspace: Workspace, every: timedelta, serve: bool = True) -> None:
         except Exception:  # one bad tick is logged; the next one runs as usual
             logger.exception("tick failed")
             return
+        count_tick(report.as_dict())
         logger.info("tick", extra={"now": now.isoformat(), **report.as_dict()})
 
     scheduler.add_job(tick_job, "interval", seconds=every.total_seconds(), id="tick",

@@ -8,7 +8,7 @@ and stage names. A request can neither add a series nor inject a sample, whateve
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from functools import wraps
 from typing import Literal, ParamSpec, TypeVar, cast, get_args
 from wsgiref.simple_server import WSGIServer
@@ -83,6 +83,21 @@ INBOUND = Counter(
     ["result"],
     registry=REGISTRY,
 )
+RATE_WAITED = Counter(
+    "mailer_rate_wait_seconds",
+    "Seconds messages waited in line for a rate limit's token (waits under a second; a longer "
+    "one gives the message back: mailer_rate_holds), by limit: send or send:DOMAIN",
+    ["limit"],
+    registry=REGISTRY,
+)
+TICK_RESULTS = Counter(
+    "mailer_tick_results",
+    "What this process's ticks did, by kind: enrolled (new runs: this process held the "
+    "enroller lock), queued, postponed, skipped, converted, exited, completed, expired "
+    "(consents that lapsed), errors (due steps that failed)",
+    ["kind"],
+    registry=REGISTRY,
+)
 TICK_SECONDS = Histogram(
     "mailer_tick_seconds",
     "Duration of the scheduler's ticks (enroll and advance)",
@@ -111,6 +126,12 @@ def expect_campaigns(settings: Settings) -> None:
 
 P = ParamSpec("P")
 T = TypeVar("T")
+
+
+def count_tick(report: Mapping[str, int]) -> None:
+    """One tick's report (campaigns.engine.TickReport.as_dict) added to mailer_tick_results."""
+    for kind, count in report.items():
+        TICK_RESULTS.labels(kind).inc(count)
 
 
 def timed_tick(tick_job: Callable[P, T]) -> Callable[P, T]:

@@ -22,7 +22,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import Engine
 
 from mailer.logs import logger
-from mailer.metrics import RATE_HELD, RATE_HOLDS
+from mailer.metrics import RATE_HELD, RATE_HOLDS, RATE_WAITED
 from mailer.store.limits import Limit, SharedLimits, Taken
 
 SHORT_WAIT = 1.0  # a token at most this far away is waited for in line; further, back it goes
@@ -87,7 +87,9 @@ class Throttle:
             if (hold.until - now).total_seconds() > SHORT_WAIT or now == self.stalled:
                 RATE_HOLDS.labels(hold.budget.bucket).inc()
                 return hold
-            await asyncio.sleep((hold.until - now).total_seconds())
+            waited = (hold.until - now).total_seconds()
+            RATE_WAITED.labels(hold.budget.bucket).inc(waited)
+            await asyncio.sleep(waited)
             if (later := clock()) == now:
                 self.stalled = now
             now = later

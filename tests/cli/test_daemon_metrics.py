@@ -70,6 +70,9 @@ def test_run_exposes_its_ticks_results_and_relay_refusals(project: Path, databas
         for s in family.samples
     }
     assert samples[("mailer_tick_seconds_count", ())] >= 1
+    assert samples[("mailer_tick_results_total", (("kind", "enrolled"),))] == 1
+    assert samples[("mailer_tick_results_total", (("kind", "queued"),))] == 1
+    assert samples[("mailer_tick_results_total", (("kind", "errors"),))] == 0
     assert samples[("mailer_messages_total", (("campaign", "welcome"), ("result", "failed")))] == 1
     assert samples[("mailer_relay_errors_total", (("kind", "refused"), ("stage", "rcpt")))] == 1
     assert samples[("mailer_campaign_paused", (("campaign", "welcome"),))] == 1
