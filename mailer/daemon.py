@@ -18,6 +18,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from apscheduler.schedulers.background import BackgroundScheduler
+from sqlalchemy.exc import OperationalError
 
 from mailer.campaigns.engine import tick
 from mailer.config import Smtp
@@ -27,6 +28,7 @@ from mailer.delivery.worker import Deliverer, run_loop
 from mailer.errors import MailerError
 from mailer.logs import logger
 from mailer.metrics import count_tick, timed_tick
+from mailer.outage import Outage
 from mailer.retention import Pruned, run_retention
 from mailer.returns.inbound import start_inbound
 from mailer.tracking.serve import EmbeddedServer, configure, listen
@@ -84,14 +86,20 @@ RUN_ELSEWHERE = "set tracking.port (or MAILER_TRACKING__PORT), or run with --no-
 def run(workspace: Workspace, every: timedelta, serve: bool = True) -> None:
     scheduler = BackgroundScheduler(timezone=UTC)
 
+    ticks_away = Outage("the tick")
+
     @timed_tick
     def tick_job() -> None:
         now = workspace.clock.now()
         try:
             report = tick(workspace.engine, workspace.settings, now)
+        except OperationalError as error:  # the database away: said without a traceback
+            ticks_away.failed(error)
+            return
         except Exception:  # one bad tick is logged; the next one runs as usual
             logger.exception("tick failed")
             return
+        ticks_away.answered()
         count_tick(report.as_dict())
         logger.info("tick", extra={"now": now.isoformat(), **report.as_dict()})
 
@@ -168,12 +176,16 @@ async def _deliver_until_stopped(workspace: Workspace, deliverer: Deliverer,
     # Outgoing webhooks in their own task: a slow or dead endpoint never holds up sending.
     webhooks = WebhookSender(workspace.engine, workspace.settings, workspace.clock)
     posting = asyncio.create_task(webhooks.run(stop, poll))
+    away = Outage("delivery")
     while not stop.is_set():
         try:
             report = await deliverer.drain(stop=stop)
-        except Exception:  # the database or the relay is down: try again after a pause
+        except OperationalError as error:  # the database away: said without a traceback
+            away.failed(error)
+        except Exception:  # anything else: try again after a pause
             logger.exception("delivery failed")
         else:
+            away.answered()
             if any(report.counts().values()):
                 logger.info("delivered", extra={**report.counts(), "bounced": report.bounced})
         with suppress(TimeoutError):
