@@ -78,8 +78,10 @@ def shop(tmp_path: Path, environ: dict[str, str]) -> Iterator[Workspace]:
 @pytest.fixture
 def api(shop: Workspace, serve: Serve) -> Iterator[httpx.Client]:
     """A client of the shop's events API, with the right token."""
+    # 30 s, not httpx's 5: a request of 1,000 events takes about 1 s alone on PostgreSQL, and
+    # more than 5 once while the whole suite shared the two cores (these tests time nothing).
     with serve(Starlette(routes=website_routes(shop))) as base_url, httpx.Client(
-        base_url=base_url, headers={"Authorization": f"Bearer {TOKEN}"}
+        base_url=base_url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30
     ) as client:  # fmt: skip
         yield client
 
