@@ -31,10 +31,10 @@ class Outage:
     def failed(self, error: OperationalError) -> None:
         """A try that the database did not answer: a warning now and then, never a traceback."""
         now = self.clock()
+        if self.since is None:  # a new outage: said at once
+            self.since, self.said_at, self.failures = now, now - REPEAT_EVERY, 0
         self.failures += 1
-        if self.since is None:
-            self.since, self.said_at, self.failures = now, now, 1
-        elif now - self.said_at < REPEAT_EVERY:
+        if now - self.said_at < REPEAT_EVERY:
             return
         self.said_at = now
         reason = str(error.orig or error).strip().partition("\n")[0]

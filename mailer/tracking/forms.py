@@ -76,7 +76,7 @@ from starlette.routing import BaseRoute, Route
 from mailer.consent.ledger import NewEntry, canonical_evidence
 from mailer.consent.person import find_person
 from mailer.consent.records import lock_ledger, record
-from mailer.consent.standing import standings
+from mailer.consent.standing import Standing, standings
 from mailer.consent.state import SENDABLE, Action, Status
 from mailer.consent.suppressions import suppressed
 from mailer.contacts.addresses import InvalidAddress, address_hash, normalise_address
@@ -180,9 +180,8 @@ def store_lead(workspace: Workspace, lead: Lead, evidence: dict[str, Any],
         standing = standings(connection, lead.list_name, [contact_id])[contact_id]
         if standing.status in SENDABLE:
             return None
-        if standing.status in ("pending", "withdrawn"):  # ask the mailbox; write nothing
-            status = cast(Status, standing.status)
-            return Subscriber(contact_id, lead.email, status, standing.entry_id or 0)
+        if (asked := _to_ask(contact_id, lead.email, standing)) is not None:
+            return asked  # ask the mailbox; write nothing
         list_id = connection.scalar(select(lists.c.id).where(lists.c.name == lead.list_name))
         source = f"form:{lead.form_id}" if lead.form_id else "form"
         upsert(connection, memberships, [{"list_id": list_id, "contact_id": contact_id,
@@ -205,13 +204,21 @@ def asked_again(connection: Connection, key: bytes, email: str, list_name: str) 
         raise MailerError(f"{person.email} is no contact: nothing to ask (they sign up on the "
                           "form)")  # fmt: skip
     standing = standings(connection, list_name, [person.contact_id])[person.contact_id]
-    if standing.status not in ("withdrawn", "pending"):
+    asked = _to_ask(person.contact_id, person.email, standing)
+    if asked is None:
         held = ("has no consent" if standing.status == "none"
                 else f"is {standing.status}")  # fmt: skip
         raise MailerError(f"{person.email} {held} on list {list_name}: --ask is for a list "
                           "they left or never confirmed")  # fmt: skip
-    return Subscriber(person.contact_id, person.email, cast(Status, standing.status),
-                      standing.entry_id or 0)  # fmt: skip
+    return asked
+
+
+def _to_ask(contact_id: int, email: str, standing: Standing) -> Subscriber | None:
+    """Whom a confirmation email asks, when the standing is one only the mailbox may settle
+    (pending, or withdrawn): its link confirms only that standing's entry."""
+    if standing.status not in ("pending", "withdrawn"):
+        return None
+    return Subscriber(contact_id, email, cast(Status, standing.status), standing.entry_id or 0)
 
 
 def _contact_id(connection: Connection, lead: Lead, now: datetime) -> int:
