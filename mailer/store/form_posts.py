@@ -75,7 +75,7 @@ def leftovers(engine: Engine, now: datetime) -> list[KeptPost]:
 
 
 def count(engine: Engine) -> int:
-    """The posts kept and not recorded (for tests and the operator)."""
+    """The posts kept and not recorded (what the tests look at)."""
     with engine_of(engine).connect() as connection:
         return int(connection.scalar(select(func.count()).select_from(form_posts)) or 0)
 
